@@ -1,0 +1,78 @@
+/*
+ * Plugin options (plugin_opt_<name> lines) turned into a checked configuration.
+ *
+ * One table in config.c lists every option with its parser and default. An unknown option, a
+ * repeated option or an invalid value is an error with a message that names the option and
+ * says what is allowed; the broker then refuses to start.
+ */
+#ifndef PRESENCE_CONFIG_H
+#define PRESENCE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "presence_err.h"
+
+/* What names a user. */
+enum presence_identity {
+	/* The MQTT username; sessions without one (or with an empty one) are not tracked. */
+	PRESENCE_IDENTITY_USERNAME = 0,
+	/* The client id. */
+	PRESENCE_IDENTITY_CLIENTID,
+};
+
+/* How the plugin answers auth or ACL questions outside its own namespace. */
+enum presence_mode {
+	/* Leave the decision to the broker's other mechanisms. */
+	PRESENCE_MODE_DEFER = 0,
+	/* Allow. */
+	PRESENCE_MODE_ALLOW,
+};
+
+/* One option as the broker passes it (key without the plugin_opt_ prefix). */
+struct presence_option {
+	const char *key;
+	const char *value;
+};
+
+/* The effective configuration. Strings are owned; free with presence_config_free. */
+struct presence_config {
+	/* Topic prefix P, without a trailing '/'. Default "presence". */
+	char *topic_prefix;
+	/* Length of topic_prefix. */
+	size_t topic_prefix_len;
+	/* What names a user. Default username. */
+	enum presence_identity identity;
+	/* Names never tracked, in the order given. */
+	char **ignore_users;
+	/* Number of entries in ignore_users. */
+	size_t ignore_users_count;
+	/* Login decisions. Default defer. */
+	enum presence_mode auth;
+	/* ACL decisions outside the plugin's own rules. Default defer. */
+	enum presence_mode acl;
+	/* Largest compact state per user, bytes. Default 8192. */
+	size_t max_state_bytes;
+	/* Most top-level state keys per user. Default 64. */
+	size_t max_keys;
+};
+
+/* Fills cfg from count options. On success returns PRESENCE_OK. On failure returns
+ * PRESENCE_ERR_INVAL (unknown, repeated or invalid option) or PRESENCE_ERR_NOMEM, writes a
+ * NUL-terminated message into err (err_size bytes) naming the option, and leaves cfg empty
+ * (safe to pass to presence_config_free). */
+enum presence_err presence_config_parse(struct presence_config *cfg,
+					const struct presence_option *opts, size_t count,
+					char *err, size_t err_size);
+
+/* Frees what cfg owns and zeroes it. */
+void presence_config_free(struct presence_config *cfg);
+
+/* Returns true when user is listed in ignore_users. */
+bool presence_config_ignores(const struct presence_config *cfg, const char *user);
+
+/* Writes a one-line summary of the effective settings into buf (NUL-terminated, truncated to
+ * size). Returns the length snprintf would have written. */
+int presence_config_describe(const struct presence_config *cfg, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * A user's presence state: a JSON object shared by all of the user's sessions.
+ *
+ * Writes come from MQTT payloads and are all-or-nothing: a write is applied to a copy, the copy
+ * is checked against the limits, and only then does it replace the state. A write that is
+ * rejected, or that fails for lack of memory, leaves the state exactly as it was. The state
+ * always has a compact JSON rendering ("{}" when empty) kept up to date, which is what the
+ * max_state_bytes limit measures and what documents embed.
+ *
+ * Write rules:
+ * - set_key: the payload is parsed as JSON if the whole payload is one JSON value, otherwise
+ *   it is taken as a UTF-8 string. An empty payload or JSON null removes the key. A payload
+ *   that is not valid UTF-8 (or contains NUL) is rejected.
+ * - merge: the payload must be a JSON object; it is applied with JSON Merge Patch semantics
+ *   (RFC 7396). An empty payload clears the whole state.
+ * - Top-level keys are 1 to 128 bytes and contain no '/', '+' or '#'.
+ * - Limits: the compact rendering is at most max_state_bytes bytes, and there are at most
+ *   max_keys top-level keys.
+ */
+#ifndef PRESENCE_STATE_H
+#define PRESENCE_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "presence_err.h"
+
+/* Longest allowed top-level key, in bytes. */
+#define PRESENCE_STATE_KEY_MAX 128
+
+/* Size of the reason buffer callers pass to writes; every reason fits. */
+#define PRESENCE_STATE_REASON_SIZE 160
+
+/* The limits a write is checked against. */
+struct presence_state_limits {
+	/* Largest compact JSON rendering of the whole state, in bytes. */
+	size_t max_state_bytes;
+	/* Most top-level keys. */
+	size_t max_keys;
+};
+
+struct presence_state;
+
+/* Returns a new, empty state ("{}"), or NULL when allocation fails. Free it with
+ * presence_state_free. */
+struct presence_state *presence_state_new(void);
+
+/* Frees st and everything it owns; NULL is allowed. */
+void presence_state_free(struct presence_state *st);
+
+/* Returns true when key (key_len bytes, need not be NUL-terminated) is a valid top-level key. */
+bool presence_state_key_valid(const char *key, size_t key_len);
+
+/* Sets (or removes) one top-level key from an MQTT payload (payload_len bytes, not
+ * NUL-terminated; may be NULL when payload_len is 0).
+ * Returns PRESENCE_OK and sets *changed to whether the state differs afterwards;
+ * PRESENCE_ERR_INVAL (bad key, bad payload) or PRESENCE_ERR_TOO_LARGE (a limit) with a
+ * NUL-terminated explanation in reason; PRESENCE_ERR_NOMEM. On any error the state is unchanged
+ * and *changed is false. reason must hold PRESENCE_STATE_REASON_SIZE bytes. */
+enum presence_err presence_state_set_key(struct presence_state *st,
+					 const struct presence_state_limits *limits,
+					 const char *key, size_t key_len, const void *payload,
+					 size_t payload_len, bool *changed, char *reason);
+
+/* Applies an MQTT payload as a JSON Merge Patch to the whole state; an empty payload clears
+ * the state. Same return values, reason and failure guarantees as presence_state_set_key. */
+enum presence_err presence_state_merge(struct presence_state *st,
+				       const struct presence_state_limits *limits,
+				       const void *payload, size_t payload_len, bool *changed,
+				       char *reason);
+
+/* Empties the state. Returns true when it was not empty. Cannot fail. */
+bool presence_state_clear(struct presence_state *st);
+
+/* Returns true when the state has no keys. */
+bool presence_state_is_empty(const struct presence_state *st);
+
+/* Returns the compact JSON rendering of the state (never NULL; "{}" when empty). The pointer
+ * stays valid until the next successful write or clear. */
+const char *presence_state_json(const struct presence_state *st);
+
+/* Returns strlen(presence_state_json(st)). */
+size_t presence_state_json_len(const struct presence_state *st);
+
+/* Returns the state as a cJSON object owned by st (read-only; valid until the next write). */
+const cJSON *presence_state_tree(const struct presence_state *st);
+
+/* Applies patch to *target with RFC 7396 semantics. *target may be NULL (no value). On success
+ * *target is the result (possibly a new node; the old one freed) and patch is untouched.
+ * Returns PRESENCE_ERR_NOMEM on allocation failure, in which case *target may have been
+ * partly patched: callers patch a copy. Exposed for unit tests. */
+enum presence_err presence_state_merge_patch(cJSON **target, const cJSON *patch);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * The presence topic namespace: user-name encoding and topic classification.
+ *
+ * With prefix P, user U owns these topics, where U is the user name as one topic level with
+ * '%', '/', '+', '#' percent-encoded as %25, %2F, %2B, %23 (nothing else changes):
+ *   P/U              the retained presence document (written only by the plugin)
+ *   P/U/state        merge-patch writes to U's state
+ *   P/U/state/<key>  single-key writes to U's state (<key> is everything after "state/")
+ *   P/U/error        rejection notices for U's own sessions
+ * Anything else below P/ is reserved. The encoding is injective, so two user names never
+ * share a level.
+ */
+#ifndef PRESENCE_TOPIC_H
+#define PRESENCE_TOPIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum presence_topic_kind {
+	/* Not below P/ (P itself counts as outside). */
+	PRESENCE_TOPIC_OUTSIDE = 0,
+	/* P/U */
+	PRESENCE_TOPIC_DOCUMENT,
+	/* P/U/state */
+	PRESENCE_TOPIC_STATE,
+	/* P/U/state/<key>; key may be empty or contain '/', the caller validates it. */
+	PRESENCE_TOPIC_STATE_KEY,
+	/* P/U/error */
+	PRESENCE_TOPIC_ERROR,
+	/* Anything else below P/ (P/U/x, P/U/state2, P/, ...). */
+	PRESENCE_TOPIC_RESERVED,
+};
+
+/* A classified topic. Pointers point into the topic string passed to presence_topic_parse and
+ * live as long as it does. */
+struct presence_topic {
+	/* What the topic is. */
+	enum presence_topic_kind kind;
+	/* The encoded user level (U) for every kind but OUTSIDE and RESERVED; not NUL-terminated. */
+	const char *user;
+	/* Length of user in bytes. */
+	size_t user_len;
+	/* For STATE_KEY: the key, i.e. everything after "P/U/state/"; NUL-terminated (it runs to
+	 * the end of the topic). NULL otherwise. */
+	const char *key;
+	/* Length of key in bytes. */
+	size_t key_len;
+};
+
+/* Classifies topic (NUL-terminated) against prefix (NUL-terminated, without a trailing '/').
+ * Never fails: anything unrecognised below P/ is RESERVED, anything else OUTSIDE. Wildcard
+ * characters are not interpreted; subscription filters are classified as plain strings. */
+void presence_topic_parse(const char *prefix, const char *topic, struct presence_topic *out);
+
+/* Returns the encoded form of user as a NUL-terminated string the caller frees with free(), or
+ * NULL when allocation fails. */
+char *presence_topic_encode_user(const char *user);
+
+/* Returns the length presence_topic_encode_user(user) would have, without allocating. */
+size_t presence_topic_encoded_len(const char *user);
+
+/* Returns true when the encoded level (level, level_len bytes) is exactly the encoding of user
+ * (NUL-terminated). Allocates nothing. */
+bool presence_topic_level_is_user(const char *level, size_t level_len, const char *user);
+
+#endif
