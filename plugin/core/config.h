@@ -37,13 +37,16 @@ struct presence_option {
 
 /* The effective configuration. Strings are owned; free with presence_config_free. */
 struct presence_config {
-	/* Topic prefix P, without a trailing '/'. Default "presence". */
+	/* Topic prefix P, without the '/' that separates it from the user level. Default
+	 * "presence". Non-empty UTF-8 of at most 65535 bytes, without '+' or '#', not starting
+	 * with '$'; taken as given (nothing is stripped). */
 	char *topic_prefix;
 	/* Length of topic_prefix. */
 	size_t topic_prefix_len;
 	/* What names a user. Default username. */
 	enum presence_identity identity;
-	/* Names never tracked, in the order given. */
+	/* Names never tracked, in the order given (a comma-separated list; spaces and tabs
+	 * around each name are trimmed; empty names are an error). NULL when none. */
 	char **ignore_users;
 	/* Number of entries in ignore_users. */
 	size_t ignore_users_count;

@@ -49,7 +49,9 @@ struct presence_topic {
 
 /* Classifies topic (NUL-terminated) against prefix (NUL-terminated, without a trailing '/').
  * Never fails: anything unrecognised below P/ is RESERVED, anything else OUTSIDE. Wildcard
- * characters are not interpreted; subscription filters are classified as plain strings. */
+ * characters are not interpreted; subscription filters are classified as plain strings. An
+ * empty user level is classified like any other ("P//state" is STATE with user_len 0), except
+ * that "P/" alone is RESERVED. Every field of out is set. */
 void presence_topic_parse(const char *prefix, const char *topic, struct presence_topic *out);
 
 /* Returns the encoded form of user as a NUL-terminated string the caller frees with free(), or

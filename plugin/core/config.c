@@ -1,0 +1,508 @@
+/*
+ * Plugin options turned into a checked configuration.
+ *
+ * Every option is one row of option_table: its name, the function that parses and checks its
+ * value, and its default written as an option value. Defaults go through the same parser as
+ * the broker's values, so a default can never be something a user could not have written.
+ *
+ * Parsing builds the configuration in a local struct and copies it to the caller only when
+ * every option was accepted; on any failure everything built so far is freed and the caller's
+ * struct is zeroed. Error messages name the option as it is written in mosquitto.conf
+ * (plugin_opt_<name>), quote the value that was refused and say what is allowed, because the
+ * broker prints them as the only explanation for refusing to start.
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "utf8.h"
+
+/* How options are spelled in mosquitto.conf; used in every message. */
+#define OPTION_PREFIX "plugin_opt_"
+
+/* The longest topic prefix: an MQTT topic is at most 65535 bytes. */
+#define TOPIC_PREFIX_MAX 65535u
+
+#define MAX_STATE_BYTES_MIN 2u
+#define MAX_STATE_BYTES_MAX 1048576u
+#define MAX_KEYS_MIN 1u
+#define MAX_KEYS_MAX 65535u
+
+/* Space for the "what is allowed" part of an error message. */
+#define REASON_SIZE 128
+
+/* The most bytes of a refused value quoted in an error message. */
+#define QUOTE_MAX 64u
+
+/* One row of the option table. */
+struct option_spec {
+	/* The name after plugin_opt_. */
+	const char *name;
+	/*
+	 * Parses value into its field of cfg. Returns PRESENCE_OK; PRESENCE_ERR_INVAL with a
+	 * phrase saying what is allowed written to reason; or PRESENCE_ERR_NOMEM. On failure the
+	 * field is left as it was.
+	 */
+	enum presence_err (*parse)(struct presence_config *cfg, const char *value, char *reason,
+	                           size_t reason_size);
+	/* The value used when the option is not given, or NULL when the zeroed field (an empty
+	 * list) is the default. */
+	const char *default_value;
+};
+
+/*
+ * Returns a malloc'd copy of the len bytes at s with a NUL appended, or NULL when allocation
+ * fails. Written with malloc rather than strndup so that test allocators wrapping malloc see
+ * (and can fail) every allocation.
+ */
+static char *config_strndup(const char *s, size_t len)
+{
+	char *copy = malloc(len + 1);
+
+	if (copy == NULL) {
+		return NULL;
+	}
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+/*
+ * Appends a formatted piece to buf (size bytes) at offset *len, the untruncated length of what
+ * was appended so far, which may already exceed size. buf stays NUL-terminated; *len grows by
+ * what vsnprintf would have written, so callers can report the length they needed.
+ */
+static void config_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void config_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
+{
+	va_list ap;
+	size_t used = *len < size ? *len : size;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(size > used ? buf + used : NULL, size - used, fmt, ap);
+	va_end(ap);
+	if (n > 0) {
+		*len += (size_t)n;
+	}
+}
+
+/*
+ * Parses value as a decimal integer from min to max into *out. Only digits are accepted: no
+ * sign, no spaces, no trailing characters, and nothing that overflows. Returns false for
+ * anything else.
+ */
+static bool config_parse_size(const char *value, size_t min, size_t max, size_t *out)
+{
+	size_t n = 0;
+
+	if (*value == '\0') {
+		return false;
+	}
+	for (; *value != '\0'; value++) {
+		size_t digit;
+
+		if (*value < '0' || *value > '9') {
+			return false;
+		}
+		digit = (size_t)(*value - '0');
+		if (n > (max - digit) / 10) {
+			return false;
+		}
+		n = n * 10 + digit;
+	}
+	if (n < min) {
+		return false;
+	}
+	*out = n;
+	return true;
+}
+
+/* Checks and copies the topic prefix; see config.h for the rules. */
+static enum presence_err config_topic_prefix(struct presence_config *cfg, const char *value,
+                                             char *reason, size_t reason_size)
+{
+	size_t len = strlen(value);
+	const char *problem = NULL;
+	char *copy;
+
+	if (len == 0) {
+		problem = "it must not be empty";
+	} else if (len > TOPIC_PREFIX_MAX) {
+		problem = "it must be at most 65535 bytes";
+	} else if (!presence_utf8_valid(value, len)) {
+		problem = "it must be valid UTF-8";
+	} else if (strpbrk(value, "+#") != NULL) {
+		problem = "it must not contain the wildcards '+' or '#'";
+	} else if (value[0] == '$') {
+		problem = "it must not start with '$' (reserved for broker topics)";
+	}
+	if (problem != NULL) {
+		snprintf(reason, reason_size, "%s", problem);
+		return PRESENCE_ERR_INVAL;
+	}
+
+	copy = config_strndup(value, len);
+	if (copy == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	cfg->topic_prefix = copy;
+	cfg->topic_prefix_len = len;
+	return PRESENCE_OK;
+}
+
+/* Accepts "username" or "clientid". */
+static enum presence_err config_identity(struct presence_config *cfg, const char *value,
+                                         char *reason, size_t reason_size)
+{
+	if (strcmp(value, "username") == 0) {
+		cfg->identity = PRESENCE_IDENTITY_USERNAME;
+	} else if (strcmp(value, "clientid") == 0) {
+		cfg->identity = PRESENCE_IDENTITY_CLIENTID;
+	} else {
+		snprintf(reason, reason_size, "use \"username\" or \"clientid\"");
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* Parses "defer" or "allow" into *mode; shared by auth and acl. */
+static enum presence_err config_mode(enum presence_mode *mode, const char *value, char *reason,
+                                     size_t reason_size)
+{
+	if (strcmp(value, "defer") == 0) {
+		*mode = PRESENCE_MODE_DEFER;
+	} else if (strcmp(value, "allow") == 0) {
+		*mode = PRESENCE_MODE_ALLOW;
+	} else {
+		snprintf(reason, reason_size, "use \"defer\" or \"allow\"");
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* The auth option: see config_mode. */
+static enum presence_err config_auth(struct presence_config *cfg, const char *value, char *reason,
+                                     size_t reason_size)
+{
+	return config_mode(&cfg->auth, value, reason, reason_size);
+}
+
+/* The acl option: see config_mode. */
+static enum presence_err config_acl(struct presence_config *cfg, const char *value, char *reason,
+                                    size_t reason_size)
+{
+	return config_mode(&cfg->acl, value, reason, reason_size);
+}
+
+/* An integer from MAX_STATE_BYTES_MIN to MAX_STATE_BYTES_MAX. */
+static enum presence_err config_max_state_bytes(struct presence_config *cfg, const char *value,
+                                                char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_STATE_BYTES_MIN, MAX_STATE_BYTES_MAX,
+	                       &cfg->max_state_bytes)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_STATE_BYTES_MIN,
+		         MAX_STATE_BYTES_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* An integer from MAX_KEYS_MIN to MAX_KEYS_MAX. */
+static enum presence_err config_max_keys(struct presence_config *cfg, const char *value,
+                                         char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_KEYS_MIN, MAX_KEYS_MAX, &cfg->max_keys)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_KEYS_MIN,
+		         MAX_KEYS_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* Returns true for the blanks trimmed around each ignore_users name. */
+static bool config_is_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Frees a list of count names and the list itself. */
+static void config_free_names(char **names, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++) {
+		free(names[i]);
+	}
+	free(names);
+}
+
+/*
+ * Finds the next name in a comma-separated list: stores its start, with leading spaces and
+ * tabs skipped, in *name and its length, with trailing ones dropped, in *len, and moves *p past
+ * the comma that ends it (or onto the terminating NUL for the last name).
+ */
+static void config_next_name(const char **p, const char **name, size_t *len)
+{
+	const char *first = *p;
+	const char *end = strchr(first, ',');
+	const char *last;
+
+	if (end == NULL) {
+		end = first + strlen(first);
+	}
+	last = end;
+	while (first < last && config_is_blank(*first)) {
+		first++;
+	}
+	while (last > first && config_is_blank(last[-1])) {
+		last--;
+	}
+	*name = first;
+	*len = (size_t)(last - first);
+	*p = *end == ',' ? end + 1 : end;
+}
+
+/*
+ * Splits value at commas into a list of names, each with surrounding spaces and tabs trimmed.
+ * Every name must be non-empty and valid UTF-8 (a name that is not could never match a user).
+ * The whole value is checked before anything is allocated, so an invalid value costs no
+ * allocation and an allocation failure leaves nothing behind.
+ */
+static enum presence_err config_ignore_users(struct presence_config *cfg, const char *value,
+                                             char *reason, size_t reason_size)
+{
+	const char *p;
+	const char *name;
+	char **names;
+	size_t count = 1;
+	size_t len;
+	size_t i;
+
+	for (p = value; *p != '\0'; p++) {
+		if (*p == ',') {
+			count++;
+		}
+	}
+	for (p = value, i = 0; i < count; i++) {
+		config_next_name(&p, &name, &len);
+		if (len == 0) {
+			snprintf(reason, reason_size,
+			         "names must not be empty; give a comma-separated list such as "
+			         "\"alice, bob\"");
+			return PRESENCE_ERR_INVAL;
+		}
+		if (!presence_utf8_valid(name, len)) {
+			snprintf(reason, reason_size, "names must be valid UTF-8");
+			return PRESENCE_ERR_INVAL;
+		}
+	}
+
+	names = calloc(count, sizeof(*names));
+	if (names == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	for (p = value, i = 0; i < count; i++) {
+		config_next_name(&p, &name, &len);
+		names[i] = config_strndup(name, len);
+		if (names[i] == NULL) {
+			config_free_names(names, i);
+			return PRESENCE_ERR_NOMEM;
+		}
+	}
+	cfg->ignore_users = names;
+	cfg->ignore_users_count = count;
+	return PRESENCE_OK;
+}
+
+/* Every option the plugin knows, in the order messages and describe list them. */
+static const struct option_spec option_table[] = {
+    {"topic_prefix", config_topic_prefix, "presence"},
+    {"identity", config_identity, "username"},
+    {"ignore_users", config_ignore_users, NULL},
+    {"auth", config_auth, "defer"},
+    {"acl", config_acl, "defer"},
+    {"max_state_bytes", config_max_state_bytes, "8192"},
+    {"max_keys", config_max_keys, "64"},
+};
+
+#define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
+
+/* Returns the index of the option called name in option_table, or OPTION_COUNT if none. */
+static size_t config_find_option(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < OPTION_COUNT; i++) {
+		if (strcmp(option_table[i].name, name) == 0) {
+			break;
+		}
+	}
+	return i;
+}
+
+/* Writes "unknown option plugin_opt_<key> (known options: a, b, ...)" into err. */
+static void config_unknown_message(const char *key, char *err, size_t err_size)
+{
+	size_t len = 0;
+	size_t i;
+
+	config_append(err, err_size, &len,
+	              "unknown option " OPTION_PREFIX "%s (known options: ", key);
+	for (i = 0; i < OPTION_COUNT; i++) {
+		config_append(err, err_size, &len, "%s%s", i > 0 ? ", " : "", option_table[i].name);
+	}
+	config_append(err, err_size, &len, ")");
+}
+
+/*
+ * Returns how many bytes of value to quote in a message: all of it up to QUOTE_MAX bytes,
+ * otherwise QUOTE_MAX bytes cut back to a character boundary, so that a huge value cannot push
+ * the explanation out of the message buffer.
+ */
+static int config_quote_len(const char *value)
+{
+	size_t len = strlen(value);
+
+	if (len <= QUOTE_MAX) {
+		return (int)len;
+	}
+	len = QUOTE_MAX;
+	while (len > 0 && ((unsigned char)value[len] & 0xC0u) == 0x80u) {
+		len--;
+	}
+	return (int)len;
+}
+
+/* Parses one option with its table row, writing a message into err when it fails. */
+static enum presence_err config_apply(struct presence_config *cfg, const struct option_spec *spec,
+                                      const char *value, char *err, size_t err_size)
+{
+	char reason[REASON_SIZE] = "";
+	enum presence_err rc;
+	int quote_len;
+
+	rc = spec->parse(cfg, value, reason, sizeof(reason));
+	if (rc == PRESENCE_ERR_NOMEM) {
+		snprintf(err, err_size, OPTION_PREFIX "%s: out of memory", spec->name);
+	} else if (rc != PRESENCE_OK) {
+		quote_len = config_quote_len(value);
+		snprintf(err, err_size, OPTION_PREFIX "%s: \"%.*s%s\" is not valid; %s", spec->name,
+		         quote_len, value, value[quote_len] != '\0' ? "..." : "", reason);
+	}
+	return rc;
+}
+
+enum presence_err presence_config_parse(struct presence_config *cfg,
+                                        const struct presence_option *opts, size_t count, char *err,
+                                        size_t err_size)
+{
+	struct presence_config parsed = {0};
+	bool given[OPTION_COUNT] = {false};
+	char scratch[1];
+	enum presence_err rc = PRESENCE_OK;
+	size_t i;
+
+	/* With nowhere to write, messages go to a scratch byte so snprintf stays simple. */
+	if (err == NULL || err_size == 0) {
+		err = scratch;
+		err_size = sizeof(scratch);
+	}
+	err[0] = '\0';
+
+	for (i = 0; i < count; i++) {
+		const char *key = opts[i].key != NULL ? opts[i].key : "";
+		const char *value = opts[i].value != NULL ? opts[i].value : "";
+		size_t row = config_find_option(key);
+
+		if (row == OPTION_COUNT) {
+			config_unknown_message(key, err, err_size);
+			rc = PRESENCE_ERR_INVAL;
+			goto fail;
+		}
+		if (given[row]) {
+			snprintf(err, err_size,
+			         OPTION_PREFIX "%s is given more than once; give it once", key);
+			rc = PRESENCE_ERR_INVAL;
+			goto fail;
+		}
+		given[row] = true;
+		rc = config_apply(&parsed, &option_table[row], value, err, err_size);
+		if (rc != PRESENCE_OK) {
+			goto fail;
+		}
+	}
+
+	for (i = 0; i < OPTION_COUNT; i++) {
+		if (given[i] || option_table[i].default_value == NULL) {
+			continue;
+		}
+		rc = config_apply(&parsed, &option_table[i], option_table[i].default_value, err,
+		                  err_size);
+		if (rc != PRESENCE_OK) {
+			goto fail;
+		}
+	}
+
+	*cfg = parsed;
+	return PRESENCE_OK;
+
+fail:
+	presence_config_free(&parsed);
+	memset(cfg, 0, sizeof(*cfg));
+	return rc;
+}
+
+void presence_config_free(struct presence_config *cfg)
+{
+	config_free_names(cfg->ignore_users, cfg->ignore_users_count);
+	free(cfg->topic_prefix);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+bool presence_config_ignores(const struct presence_config *cfg, const char *user)
+{
+	size_t i;
+
+	if (user == NULL) {
+		return false;
+	}
+	for (i = 0; i < cfg->ignore_users_count; i++) {
+		if (strcmp(cfg->ignore_users[i], user) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+int presence_config_describe(const struct presence_config *cfg, char *buf, size_t size)
+{
+	size_t len = 0;
+	size_t i;
+
+	if (buf == NULL) {
+		size = 0;
+	} else if (size > 0) {
+		buf[0] = '\0';
+	}
+	config_append(buf, size, &len,
+	              "topic_prefix=%s identity=%s auth=%s acl=%s max_state_bytes=%zu max_keys=%zu "
+	              "ignore_users=",
+	              cfg->topic_prefix != NULL ? cfg->topic_prefix : "",
+	              cfg->identity == PRESENCE_IDENTITY_CLIENTID ? "clientid" : "username",
+	              cfg->auth == PRESENCE_MODE_ALLOW ? "allow" : "defer",
+	              cfg->acl == PRESENCE_MODE_ALLOW ? "allow" : "defer", cfg->max_state_bytes,
+	              cfg->max_keys);
+	if (cfg->ignore_users_count == 0) {
+		config_append(buf, size, &len, "(none)");
+	}
+	for (i = 0; i < cfg->ignore_users_count; i++) {
+		config_append(buf, size, &len, "%s%s", i > 0 ? "," : "", cfg->ignore_users[i]);
+	}
+	return len > INT_MAX ? INT_MAX : (int)len;
+}

@@ -1,0 +1,596 @@
+/*
+ * Unit tests for config.c: defaults, every option's valid and invalid values, unknown and
+ * repeated options, the wording of error messages, ignore_users, the one-line description,
+ * and allocation failure at every allocation parsing makes.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "failalloc.h"
+
+/* Room for any message config.c writes in these tests. */
+#define ERR_SIZE 512
+
+/* The number of elements of an array. */
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Asserts that cfg is the empty configuration a failed parse leaves. */
+static void assert_config_empty(const struct presence_config *cfg)
+{
+	assert_null(cfg->topic_prefix);
+	assert_int_equal(cfg->topic_prefix_len, 0);
+	assert_int_equal(cfg->identity, PRESENCE_IDENTITY_USERNAME);
+	assert_null(cfg->ignore_users);
+	assert_int_equal(cfg->ignore_users_count, 0);
+	assert_int_equal(cfg->auth, PRESENCE_MODE_DEFER);
+	assert_int_equal(cfg->acl, PRESENCE_MODE_DEFER);
+	assert_int_equal(cfg->max_state_bytes, 0);
+	assert_int_equal(cfg->max_keys, 0);
+}
+
+/* Parses the single option key=value and returns the result; cfg receives the configuration,
+ * err the message. */
+static enum presence_err parse_one(struct presence_config *cfg, const char *key, const char *value,
+                                   char *err)
+{
+	struct presence_option opt = {key, value};
+
+	return presence_config_parse(cfg, &opt, 1, err, ERR_SIZE);
+}
+
+/* Asserts that key=value is refused with PRESENCE_ERR_INVAL, a message naming the option, and
+ * an empty cfg. */
+static void assert_value_refused(const char *key, const char *value)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE] = "";
+	char name[64];
+
+	memset(&cfg, 0xA5, sizeof(cfg));
+	if (parse_one(&cfg, key, value, err) != PRESENCE_ERR_INVAL) {
+		fail_msg("plugin_opt_%s \"%s\" was accepted", key, value);
+	}
+	snprintf(name, sizeof(name), "plugin_opt_%s: ", key);
+	if (strncmp(err, name, strlen(name)) != 0) {
+		fail_msg("message for plugin_opt_%s \"%s\" does not name the option: %s", key,
+		         value, err);
+	}
+	assert_config_empty(&cfg);
+}
+
+static void defaults_apply_when_no_option_is_given(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE] = "x";
+
+	(void)state;
+	assert_int_equal(presence_config_parse(&cfg, NULL, 0, err, sizeof(err)), PRESENCE_OK);
+	assert_string_equal(err, "");
+	assert_string_equal(cfg.topic_prefix, "presence");
+	assert_int_equal(cfg.topic_prefix_len, strlen("presence"));
+	assert_int_equal(cfg.identity, PRESENCE_IDENTITY_USERNAME);
+	assert_null(cfg.ignore_users);
+	assert_int_equal(cfg.ignore_users_count, 0);
+	assert_int_equal(cfg.auth, PRESENCE_MODE_DEFER);
+	assert_int_equal(cfg.acl, PRESENCE_MODE_DEFER);
+	assert_int_equal(cfg.max_state_bytes, 8192);
+	assert_int_equal(cfg.max_keys, 64);
+	presence_config_free(&cfg);
+	assert_config_empty(&cfg);
+}
+
+static void every_option_can_be_set_at_once(void **state)
+{
+	const struct presence_option opts[] = {
+	    {"max_keys", "1"},
+	    {"topic_prefix", "acme/presence"},
+	    {"identity", "clientid"},
+	    {"ignore_users", "monitor"},
+	    {"auth", "allow"},
+	    {"acl", "allow"},
+	    {"max_state_bytes", "1048576"},
+	};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err)),
+	                 PRESENCE_OK);
+	assert_string_equal(cfg.topic_prefix, "acme/presence");
+	assert_int_equal(cfg.topic_prefix_len, strlen("acme/presence"));
+	assert_int_equal(cfg.identity, PRESENCE_IDENTITY_CLIENTID);
+	assert_int_equal(cfg.ignore_users_count, 1);
+	assert_string_equal(cfg.ignore_users[0], "monitor");
+	assert_int_equal(cfg.auth, PRESENCE_MODE_ALLOW);
+	assert_int_equal(cfg.acl, PRESENCE_MODE_ALLOW);
+	assert_int_equal(cfg.max_state_bytes, 1048576);
+	assert_int_equal(cfg.max_keys, 1);
+	presence_config_free(&cfg);
+}
+
+static void topic_prefix_accepts_any_valid_topic_without_wildcards(void **state)
+{
+	static const char *const valid[] = {
+	    "p",   "presence", "acme/presence",   "/presence", "presence/",
+	    "a b", "a//b",     "pr\xC3\xA9sence", "pre$ence",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		if (parse_one(&cfg, "topic_prefix", valid[i], err) != PRESENCE_OK) {
+			fail_msg("\"%s\" refused: %s", valid[i], err);
+		}
+		/* Nothing is stripped. */
+		assert_string_equal(cfg.topic_prefix, valid[i]);
+		assert_int_equal(cfg.topic_prefix_len, strlen(valid[i]));
+		presence_config_free(&cfg);
+	}
+}
+
+static void topic_prefix_refuses_empty_wildcard_dollar_and_bad_utf8(void **state)
+{
+	(void)state;
+	assert_value_refused("topic_prefix", "");
+	assert_value_refused("topic_prefix", "a+b");
+	assert_value_refused("topic_prefix", "presence/#");
+	assert_value_refused("topic_prefix", "+");
+	assert_value_refused("topic_prefix", "$SYS/presence");
+	assert_value_refused("topic_prefix", "$presence");
+	assert_value_refused("topic_prefix", "bad\xC0\xAF");
+	assert_value_refused("topic_prefix", "surrogate\xED\xA0\x80");
+}
+
+static void topic_prefix_may_be_65535_bytes_but_not_more(void **state)
+{
+	static char prefix[65537];
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	memset(prefix, 'p', 65535);
+	prefix[65535] = '\0';
+	assert_int_equal(parse_one(&cfg, "topic_prefix", prefix, err), PRESENCE_OK);
+	assert_int_equal(cfg.topic_prefix_len, 65535);
+	presence_config_free(&cfg);
+
+	prefix[65535] = 'p';
+	prefix[65536] = '\0';
+	assert_int_equal(parse_one(&cfg, "topic_prefix", prefix, err), PRESENCE_ERR_INVAL);
+	/* The value is quoted only in part, so the reason still fits. */
+	assert_non_null(strstr(err, "plugin_opt_topic_prefix: \"pppp"));
+	assert_non_null(strstr(err, "pppp...\" is not valid; it must be at most 65535 bytes"));
+	assert_config_empty(&cfg);
+}
+
+static void a_long_value_is_quoted_in_part_at_a_character_boundary(void **state)
+{
+	struct presence_config cfg;
+	char value[128] = "x";
+	char expected[ERR_SIZE];
+	char err[ERR_SIZE];
+	char quoted[128] = "x";
+	int i;
+
+	(void)state;
+	/* "x" then forty two-byte characters: byte 64 is the middle of one, so the quote stops
+	 * before it, after 63 bytes. */
+	for (i = 0; i < 40; i++) {
+		strcat(value, "\xC3\xA9");
+	}
+	for (i = 0; i < 31; i++) {
+		strcat(quoted, "\xC3\xA9");
+	}
+	snprintf(expected, sizeof(expected),
+	         "plugin_opt_identity: \"%s...\" is not valid; use \"username\" or \"clientid\"",
+	         quoted);
+	assert_int_equal(parse_one(&cfg, "identity", value, err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, expected);
+}
+
+static void identity_accepts_username_and_clientid_only(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "identity", "username", err), PRESENCE_OK);
+	assert_int_equal(cfg.identity, PRESENCE_IDENTITY_USERNAME);
+	presence_config_free(&cfg);
+	assert_int_equal(parse_one(&cfg, "identity", "clientid", err), PRESENCE_OK);
+	assert_int_equal(cfg.identity, PRESENCE_IDENTITY_CLIENTID);
+	presence_config_free(&cfg);
+
+	assert_value_refused("identity", "foo");
+	assert_value_refused("identity", "");
+	assert_value_refused("identity", "Username");
+	assert_value_refused("identity", "username ");
+	assert_value_refused("identity", "client_id");
+}
+
+static void identity_error_says_what_is_allowed(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "identity", "foo", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_identity: \"foo\" is not valid; use \"username\" or "
+	                         "\"clientid\"");
+}
+
+static void auth_and_acl_accept_defer_and_allow_only(void **state)
+{
+	static const char *const keys[] = {"auth", "acl"};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(keys); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, keys[i], "allow", err), PRESENCE_OK);
+		assert_int_equal(i == 0 ? cfg.auth : cfg.acl, PRESENCE_MODE_ALLOW);
+		assert_int_equal(i == 0 ? cfg.acl : cfg.auth, PRESENCE_MODE_DEFER);
+		presence_config_free(&cfg);
+		assert_int_equal(parse_one(&cfg, keys[i], "defer", err), PRESENCE_OK);
+		assert_int_equal(i == 0 ? cfg.auth : cfg.acl, PRESENCE_MODE_DEFER);
+		presence_config_free(&cfg);
+
+		assert_value_refused(keys[i], "deny");
+		assert_value_refused(keys[i], "");
+		assert_value_refused(keys[i], "ALLOW");
+		assert_value_refused(keys[i], "true");
+	}
+}
+
+static void max_state_bytes_accepts_2_to_1048576(void **state)
+{
+	static const struct {
+		const char *value;
+		size_t expected;
+	} valid[] = {{"2", 2}, {"8192", 8192}, {"1048576", 1048576}, {"0016", 16}};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, "max_state_bytes", valid[i].value, err),
+		                 PRESENCE_OK);
+		assert_int_equal(cfg.max_state_bytes, valid[i].expected);
+		presence_config_free(&cfg);
+	}
+}
+
+static void max_state_bytes_refuses_out_of_range_and_malformed_integers(void **state)
+{
+	static const char *const invalid[] = {
+	    "",
+	    "0",
+	    "1",
+	    "1048577",
+	    "-5",
+	    "+5",
+	    " 5",
+	    "5 ",
+	    "5k",
+	    "0x10",
+	    "1e3",
+	    "8192.0",
+	    "18446744073709551616",
+	    "99999999999999999999999999",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("max_state_bytes", invalid[i]);
+	}
+}
+
+static void max_keys_accepts_1_to_65535(void **state)
+{
+	static const struct {
+		const char *value;
+		size_t expected;
+	} valid[] = {{"1", 1}, {"64", 64}, {"65535", 65535}};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, "max_keys", valid[i].value, err), PRESENCE_OK);
+		assert_int_equal(cfg.max_keys, valid[i].expected);
+		presence_config_free(&cfg);
+	}
+}
+
+static void max_keys_refuses_out_of_range_and_malformed_integers(void **state)
+{
+	static const char *const invalid[] = {
+	    "", "0", "65536", "-1", "+1", "1 ", "ten", "4294967297", "18446744073709551617",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("max_keys", invalid[i]);
+	}
+}
+
+static void integer_error_gives_the_allowed_range(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "max_keys", "0", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(
+	    err, "plugin_opt_max_keys: \"0\" is not valid; use an integer from 1 to 65535");
+	assert_int_equal(parse_one(&cfg, "max_state_bytes", "-1", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_max_state_bytes: \"-1\" is not valid; use an integer "
+	                         "from 2 to 1048576");
+}
+
+static void ignore_users_trims_spaces_and_tabs_around_each_name(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "ignore_users", " alice,\tbob  , carol d ,e", err),
+	                 PRESENCE_OK);
+	assert_int_equal(cfg.ignore_users_count, 4);
+	assert_string_equal(cfg.ignore_users[0], "alice");
+	assert_string_equal(cfg.ignore_users[1], "bob");
+	assert_string_equal(cfg.ignore_users[2], "carol d");
+	assert_string_equal(cfg.ignore_users[3], "e");
+	presence_config_free(&cfg);
+	assert_config_empty(&cfg);
+}
+
+static void ignore_users_refuses_empty_names_and_bad_utf8(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_value_refused("ignore_users", "");
+	assert_value_refused("ignore_users", " ");
+	assert_value_refused("ignore_users", ",");
+	assert_value_refused("ignore_users", "alice,");
+	assert_value_refused("ignore_users", ",alice");
+	assert_value_refused("ignore_users", "alice,,bob");
+	assert_value_refused("ignore_users", "alice, \t ,bob");
+	assert_value_refused("ignore_users", "alice,b\xFFob");
+
+	assert_int_equal(parse_one(&cfg, "ignore_users", "alice,,bob", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_ignore_users: \"alice,,bob\" is not valid; names "
+	                         "must not be empty; give a comma-separated list such as "
+	                         "\"alice, bob\"");
+}
+
+static void ignores_matches_listed_names_exactly(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "ignore_users", "monitor, bridge user", err), PRESENCE_OK);
+	assert_true(presence_config_ignores(&cfg, "monitor"));
+	assert_true(presence_config_ignores(&cfg, "bridge user"));
+	assert_false(presence_config_ignores(&cfg, "Monitor"));
+	assert_false(presence_config_ignores(&cfg, "monitor "));
+	assert_false(presence_config_ignores(&cfg, "bridge"));
+	assert_false(presence_config_ignores(&cfg, ""));
+	assert_false(presence_config_ignores(&cfg, NULL));
+	presence_config_free(&cfg);
+
+	assert_int_equal(presence_config_parse(&cfg, NULL, 0, err, sizeof(err)), PRESENCE_OK);
+	assert_false(presence_config_ignores(&cfg, "monitor"));
+	presence_config_free(&cfg);
+}
+
+static void unknown_option_is_refused_with_the_known_options(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	memset(&cfg, 0xA5, sizeof(cfg));
+	assert_int_equal(parse_one(&cfg, "colour", "blue", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "unknown option plugin_opt_colour (known options: topic_prefix, "
+	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys)");
+	assert_config_empty(&cfg);
+
+	/* Names are exact: no case folding, no prefix matching. */
+	assert_int_equal(parse_one(&cfg, "Identity", "username", err), PRESENCE_ERR_INVAL);
+	assert_int_equal(parse_one(&cfg, "max", "1", err), PRESENCE_ERR_INVAL);
+	assert_int_equal(parse_one(&cfg, "plugin_opt_identity", "username", err),
+	                 PRESENCE_ERR_INVAL);
+}
+
+static void repeated_option_is_refused_even_with_the_same_value(void **state)
+{
+	const struct presence_option opts[] = {
+	    {"topic_prefix", "a"},
+	    {"identity", "clientid"},
+	    {"topic_prefix", "a"},
+	};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	memset(&cfg, 0xA5, sizeof(cfg));
+	assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err)),
+	                 PRESENCE_ERR_INVAL);
+	assert_non_null(strstr(err, "plugin_opt_topic_prefix"));
+	assert_non_null(strstr(err, "more than once"));
+	assert_config_empty(&cfg);
+}
+
+static void a_bad_option_after_good_ones_leaves_nothing_behind(void **state)
+{
+	const struct presence_option opts[] = {
+	    {"topic_prefix", "acme/presence"},
+	    {"ignore_users", "a, b"},
+	    {"max_keys", "many"},
+	};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err)),
+	                 PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_max_keys: \"many\" is not valid; use an integer "
+	                         "from 1 to 65535");
+	assert_config_empty(&cfg);
+}
+
+static void parse_tolerates_a_short_or_missing_message_buffer(void **state)
+{
+	struct presence_config cfg;
+	struct presence_option opt = {"identity", "foo"};
+	char err[8];
+
+	(void)state;
+	assert_int_equal(presence_config_parse(&cfg, &opt, 1, err, sizeof(err)),
+	                 PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_");
+	assert_int_equal(presence_config_parse(&cfg, &opt, 1, NULL, 0), PRESENCE_ERR_INVAL);
+	assert_config_empty(&cfg);
+}
+
+static void describe_prints_the_defaults_on_one_line(void **state)
+{
+	struct presence_config cfg;
+	char buf[256];
+	int n;
+
+	(void)state;
+	assert_int_equal(presence_config_parse(&cfg, NULL, 0, NULL, 0), PRESENCE_OK);
+	n = presence_config_describe(&cfg, buf, sizeof(buf));
+	assert_string_equal(buf, "topic_prefix=presence identity=username auth=defer acl=defer "
+	                         "max_state_bytes=8192 max_keys=64 ignore_users=(none)");
+	assert_int_equal(n, strlen(buf));
+	presence_config_free(&cfg);
+}
+
+static void describe_lists_every_setting(void **state)
+{
+	const struct presence_option opts[] = {
+	    {"topic_prefix", "acme/presence"},
+	    {"identity", "clientid"},
+	    {"ignore_users", "monitor, bridge"},
+	    {"auth", "allow"},
+	    {"acl", "allow"},
+	    {"max_state_bytes", "100"},
+	    {"max_keys", "5"},
+	};
+	struct presence_config cfg;
+	char buf[256];
+
+	(void)state;
+	assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), NULL, 0), PRESENCE_OK);
+	presence_config_describe(&cfg, buf, sizeof(buf));
+	assert_string_equal(buf,
+	                    "topic_prefix=acme/presence identity=clientid auth=allow acl=allow "
+	                    "max_state_bytes=100 max_keys=5 ignore_users=monitor,bridge");
+	presence_config_free(&cfg);
+}
+
+static void describe_truncates_and_returns_the_full_length(void **state)
+{
+	struct presence_config cfg;
+	char full[256];
+	char buf[10];
+	int n;
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "ignore_users", "alice,bob", full), PRESENCE_OK);
+	n = presence_config_describe(&cfg, full, sizeof(full));
+	assert_int_equal(n, strlen(full));
+	assert_int_equal(presence_config_describe(&cfg, buf, sizeof(buf)), n);
+	assert_string_equal(buf, "topic_pre");
+	assert_int_equal(presence_config_describe(&cfg, NULL, 0), n);
+	presence_config_free(&cfg);
+}
+
+static void parse_survives_every_allocation_failure(void **state)
+{
+	const struct presence_option opts[] = {
+	    {"ignore_users", "alice, bob ,carol"},
+	    {"max_keys", "10"},
+	};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	enum presence_err rc;
+	long n;
+
+	(void)state;
+	for (n = 0;; n++) {
+		memset(&cfg, 0xA5, sizeof(cfg));
+		failalloc_fail_after(n);
+		rc = presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err));
+		failalloc_reset();
+		if (rc == PRESENCE_OK) {
+			break;
+		}
+		assert_int_equal(rc, PRESENCE_ERR_NOMEM);
+		assert_non_null(strstr(err, "out of memory"));
+		assert_config_empty(&cfg);
+	}
+	/* The list, three names and the default prefix. */
+	assert_int_equal(n, 5);
+	assert_int_equal(cfg.ignore_users_count, 3);
+	assert_string_equal(cfg.ignore_users[2], "carol");
+	assert_string_equal(cfg.topic_prefix, "presence");
+	presence_config_free(&cfg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(defaults_apply_when_no_option_is_given),
+	    cmocka_unit_test(every_option_can_be_set_at_once),
+	    cmocka_unit_test(topic_prefix_accepts_any_valid_topic_without_wildcards),
+	    cmocka_unit_test(topic_prefix_refuses_empty_wildcard_dollar_and_bad_utf8),
+	    cmocka_unit_test(topic_prefix_may_be_65535_bytes_but_not_more),
+	    cmocka_unit_test(a_long_value_is_quoted_in_part_at_a_character_boundary),
+	    cmocka_unit_test(identity_accepts_username_and_clientid_only),
+	    cmocka_unit_test(identity_error_says_what_is_allowed),
+	    cmocka_unit_test(auth_and_acl_accept_defer_and_allow_only),
+	    cmocka_unit_test(max_state_bytes_accepts_2_to_1048576),
+	    cmocka_unit_test(max_state_bytes_refuses_out_of_range_and_malformed_integers),
+	    cmocka_unit_test(max_keys_accepts_1_to_65535),
+	    cmocka_unit_test(max_keys_refuses_out_of_range_and_malformed_integers),
+	    cmocka_unit_test(integer_error_gives_the_allowed_range),
+	    cmocka_unit_test(ignore_users_trims_spaces_and_tabs_around_each_name),
+	    cmocka_unit_test(ignore_users_refuses_empty_names_and_bad_utf8),
+	    cmocka_unit_test(ignores_matches_listed_names_exactly),
+	    cmocka_unit_test(unknown_option_is_refused_with_the_known_options),
+	    cmocka_unit_test(repeated_option_is_refused_even_with_the_same_value),
+	    cmocka_unit_test(a_bad_option_after_good_ones_leaves_nothing_behind),
+	    cmocka_unit_test(parse_tolerates_a_short_or_missing_message_buffer),
+	    cmocka_unit_test(describe_prints_the_defaults_on_one_line),
+	    cmocka_unit_test(describe_lists_every_setting),
+	    cmocka_unit_test(describe_truncates_and_returns_the_full_length),
+	    cmocka_unit_test(parse_survives_every_allocation_failure),
+	};
+
+	failalloc_install_cjson();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
