@@ -13,9 +13,12 @@
  *   that is not valid UTF-8 (or contains NUL) is rejected.
  * - merge: the payload must be a JSON object; it is applied with JSON Merge Patch semantics
  *   (RFC 7396). An empty payload clears the whole state.
+ * - "JSON" is strict RFC 8259 JSON: "01" or "[1,]" is text. JSON with a \u0000 escape or a
+ *   number beyond the range of a double is rejected (cJSON would truncate or turn it to null).
  * - Top-level keys are 1 to 128 bytes and contain no '/', '+' or '#'.
  * - Limits: the compact rendering is at most max_state_bytes bytes, and there are at most
- *   max_keys top-level keys.
+ *   max_keys top-level keys. A state already over a limit (the limits were lowered) may still
+ *   shrink: a write is refused only when it breaks a limit and makes that measure larger.
  */
 #ifndef PRESENCE_STATE_H
 #define PRESENCE_STATE_H
@@ -90,7 +93,8 @@ const cJSON *presence_state_tree(const struct presence_state *st);
 /* Applies patch to *target with RFC 7396 semantics. *target may be NULL (no value). On success
  * *target is the result (possibly a new node; the old one freed) and patch is untouched.
  * Returns PRESENCE_ERR_NOMEM on allocation failure, in which case *target may have been
- * partly patched: callers patch a copy. Exposed for unit tests. */
+ * partly patched (the caller still owns it and deletes it): callers patch a copy. Exposed for
+ * unit tests. */
 enum presence_err presence_state_merge_patch(cJSON **target, const cJSON *patch);
 
 #endif

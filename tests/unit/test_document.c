@@ -1,0 +1,306 @@
+/*
+ * Unit tests for document.c: the presence document and the rejection notice, compared byte for
+ * byte, including the escaping of awkward user names, integers beyond what a double holds
+ * exactly, and every allocation failure.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "document.h"
+#include "failalloc.h"
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Renders doc and asserts it gives exactly expected, with the right length. */
+static void assert_document(const struct presence_document *doc, const char *expected)
+{
+	size_t len = 0;
+	char *text = presence_document_render(doc, &len);
+
+	assert_non_null(text);
+	assert_string_equal(text, expected);
+	assert_int_equal(len, strlen(expected));
+	presence_document_free(text);
+}
+
+/* Returns the parsed JSON text json, which must be valid. */
+static cJSON *parse(const char *json)
+{
+	cJSON *value = cJSON_Parse(json);
+
+	assert_non_null(value);
+	return value;
+}
+
+static void an_available_user_renders_with_the_keys_in_order(void **state)
+{
+	cJSON *st = parse("{\"status\":\"away\"}");
+	const struct presence_document doc = {
+	    .username = "alice",
+	    .available = true,
+	    .sessions = 2,
+	    .since_ms = 1764265200123,
+	    .seq = 7,
+	    .state = st,
+	};
+
+	(void)state;
+	assert_document(&doc, "{\"username\":\"alice\",\"available\":true,\"sessions\":2,"
+	                      "\"since\":1764265200123,\"seq\":7,\"state\":{\"status\":\"away\"}}");
+	cJSON_Delete(st);
+}
+
+static void an_unavailable_user_with_no_state_renders_empty_braces(void **state)
+{
+	cJSON *empty = cJSON_CreateObject();
+	struct presence_document doc = {
+	    .username = "bob",
+	    .available = false,
+	    .sessions = 0,
+	    .since_ms = 1764265299999,
+	    .seq = 1,
+	    .state = NULL,
+	};
+	const char *expected = "{\"username\":\"bob\",\"available\":false,\"sessions\":0,"
+	                       "\"since\":1764265299999,\"seq\":1,\"state\":{}}";
+
+	(void)state;
+	assert_non_null(empty);
+	assert_document(&doc, expected);
+	doc.state = empty;
+	assert_document(&doc, expected);
+	cJSON_Delete(empty);
+}
+
+static void a_nested_state_is_embedded_as_its_compact_rendering(void **state)
+{
+	cJSON *st = parse("{ \"status\" : \"busy\", \"loc\" : { \"lat\" : 52.5, \"tags\" : "
+	                  "[ \"a\", 1, true, null, [ ] ] }, \"n\" : -0.25, \"e\" : { } }");
+	const struct presence_document doc = {
+	    .username = "carol",
+	    .available = true,
+	    .sessions = 1,
+	    .since_ms = 0,
+	    .seq = 42,
+	    .state = st,
+	};
+	char *state_text = cJSON_PrintUnformatted(st);
+
+	(void)state;
+	assert_non_null(state_text);
+	assert_document(&doc,
+	                "{\"username\":\"carol\",\"available\":true,\"sessions\":1,"
+	                "\"since\":0,\"seq\":42,\"state\":{\"status\":\"busy\",\"loc\":{"
+	                "\"lat\":52.5,\"tags\":[\"a\",1,true,null,[]]},\"n\":-0.25,\"e\":{}}}");
+	/* Rendering leaves the state as it was, and can be done again. */
+	assert_document(&doc,
+	                "{\"username\":\"carol\",\"available\":true,\"sessions\":1,"
+	                "\"since\":0,\"seq\":42,\"state\":{\"status\":\"busy\",\"loc\":{"
+	                "\"lat\":52.5,\"tags\":[\"a\",1,true,null,[]]},\"n\":-0.25,\"e\":{}}}");
+	cJSON_free(state_text);
+	state_text = cJSON_PrintUnformatted(st);
+	assert_non_null(state_text);
+	assert_string_equal(state_text,
+	                    "{\"status\":\"busy\",\"loc\":{\"lat\":52.5,\"tags\":[\"a\","
+	                    "1,true,null,[]]},\"n\":-0.25,\"e\":{}}");
+	cJSON_free(state_text);
+	cJSON_Delete(st);
+}
+
+/* One user name and how it must appear in the document. */
+struct username_case {
+	const char *what;
+	const char *username;
+	/* The JSON string, quotes included. */
+	const char *json;
+};
+
+static void user_names_are_escaped_as_json_strings(void **state)
+{
+	static const struct username_case cases[] = {
+	    {"a quote", "say \"hi\"", "\"say \\\"hi\\\"\""},
+	    {"a backslash", "dom\\user", "\"dom\\\\user\""},
+	    {"named control characters", "a\tb\nc\rd\be\ff", "\"a\\tb\\nc\\rd\\be\\ff\""},
+	    {"other control characters", "x\x01y\x1Fz\x7F", "\"x\\u0001y\\u001fz\x7F\""},
+	    {"a slash", "a/b", "\"a/b\""},
+	    {"non-ASCII", "Zo\xC3\xAB \xE6\x9D\xB1 \xF0\x9F\x98\x80",
+	     "\"Zo\xC3\xAB \xE6\x9D\xB1 "
+	     "\xF0\x9F\x98\x80\""},
+	    {"an empty name", "", "\"\""},
+	};
+	char expected[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(cases); i++) {
+		const struct presence_document doc = {
+		    .username = cases[i].username,
+		    .available = true,
+		    .sessions = 1,
+		    .since_ms = 5,
+		    .seq = 6,
+		    .state = NULL,
+		};
+
+		snprintf(expected, sizeof(expected),
+		         "{\"username\":%s,\"available\":true,\"sessions\":1,\"since\":5,"
+		         "\"seq\":6,\"state\":{}}",
+		         cases[i].json);
+		assert_document(&doc, expected);
+	}
+}
+
+/* One set of integers and their expected rendering. */
+struct integer_case {
+	unsigned int sessions;
+	int64_t since_ms;
+	uint64_t seq;
+	const char *json;
+};
+
+static void integers_render_exactly_even_beyond_2_to_the_53(void **state)
+{
+	static const struct integer_case cases[] = {
+	    {0, 0, 0, "\"sessions\":0,\"since\":0,\"seq\":0"},
+	    {3, 1764265200123, 9007199254740992u,
+	     "\"sessions\":3,\"since\":1764265200123,\"seq\":9007199254740992"},
+	    {3, 1764265200123, 9007199254740993u,
+	     "\"sessions\":3,\"since\":1764265200123,\"seq\":9007199254740993"},
+	    {4294967295u, INT64_MAX, UINT64_MAX,
+	     "\"sessions\":4294967295,\"since\":9223372036854775807,\"seq\":18446744073709551615"},
+	    {1, INT64_MIN, 1, "\"sessions\":1,\"since\":-9223372036854775808,\"seq\":1"},
+	    {1, -1, 1000000000000000000u,
+	     "\"sessions\":1,\"since\":-1,\"seq\":1000000000000000000"},
+	};
+	char expected[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(cases); i++) {
+		const struct presence_document doc = {
+		    .username = "u",
+		    .available = true,
+		    .sessions = cases[i].sessions,
+		    .since_ms = cases[i].since_ms,
+		    .seq = cases[i].seq,
+		    .state = NULL,
+		};
+
+		snprintf(expected, sizeof(expected),
+		         "{\"username\":\"u\",\"available\":true,%s,\"state\":{}}", cases[i].json);
+		assert_document(&doc, expected);
+	}
+}
+
+static void a_rejection_notice_names_the_topic_and_the_error(void **state)
+{
+	size_t len = 0;
+	char *text;
+
+	(void)state;
+	text = presence_document_render_error("presence/alice/state", "state must be a JSON object",
+	                                      &len);
+	assert_non_null(text);
+	assert_string_equal(text,
+	                    "{\"topic\":\"presence/alice/state\",\"error\":\"state must be a JSON "
+	                    "object\"}");
+	assert_int_equal(len, strlen(text));
+	presence_document_free(text);
+
+	text = presence_document_render_error("presence/a%22b/state/x",
+	                                      "invalid key \"a/b\": keys are 1 to 128 bytes", &len);
+	assert_non_null(text);
+	assert_string_equal(text, "{\"topic\":\"presence/a%22b/state/x\",\"error\":\"invalid key "
+	                          "\\\"a/b\\\": keys are 1 to 128 bytes\"}");
+	assert_int_equal(len, strlen(text));
+	presence_document_free(text);
+}
+
+static void free_accepts_null(void **state)
+{
+	(void)state;
+	presence_document_free(NULL);
+}
+
+static void render_returns_null_on_every_allocation_failure(void **state)
+{
+	cJSON *st = parse("{\"status\":\"away\",\"list\":[1,2,3]}");
+	const struct presence_document doc = {
+	    .username = "dave",
+	    .available = true,
+	    .sessions = 3,
+	    .since_ms = 1764265200123,
+	    .seq = 9,
+	    .state = st,
+	};
+	char *text = NULL;
+	size_t len;
+	long n;
+
+	(void)state;
+	for (n = 0; n < 1000; n++) {
+		len = 12345;
+		failalloc_fail_after(n);
+		text = presence_document_render(&doc, &len);
+		failalloc_reset();
+		if (text != NULL) {
+			break;
+		}
+		assert_int_equal(len, 0);
+	}
+	assert_true(n > 0);
+	assert_non_null(text);
+	assert_string_equal(text, "{\"username\":\"dave\",\"available\":true,\"sessions\":3,"
+	                          "\"since\":1764265200123,\"seq\":9,\"state\":{\"status\":"
+	                          "\"away\",\"list\":[1,2,3]}}");
+	assert_int_equal(len, strlen(text));
+	presence_document_free(text);
+	cJSON_Delete(st);
+}
+
+static void render_error_returns_null_on_every_allocation_failure(void **state)
+{
+	char *text = NULL;
+	size_t len;
+	long n;
+
+	(void)state;
+	for (n = 0; n < 1000; n++) {
+		len = 12345;
+		failalloc_fail_after(n);
+		text = presence_document_render_error("presence/eve/state", "too large", &len);
+		failalloc_reset();
+		if (text != NULL) {
+			break;
+		}
+		assert_int_equal(len, 0);
+	}
+	assert_true(n > 0);
+	assert_non_null(text);
+	assert_string_equal(text, "{\"topic\":\"presence/eve/state\",\"error\":\"too large\"}");
+	presence_document_free(text);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(an_available_user_renders_with_the_keys_in_order),
+	    cmocka_unit_test(an_unavailable_user_with_no_state_renders_empty_braces),
+	    cmocka_unit_test(a_nested_state_is_embedded_as_its_compact_rendering),
+	    cmocka_unit_test(user_names_are_escaped_as_json_strings),
+	    cmocka_unit_test(integers_render_exactly_even_beyond_2_to_the_53),
+	    cmocka_unit_test(a_rejection_notice_names_the_topic_and_the_error),
+	    cmocka_unit_test(free_accepts_null),
+	    cmocka_unit_test(render_returns_null_on_every_allocation_failure),
+	    cmocka_unit_test(render_error_returns_null_on_every_allocation_failure),
+	};
+
+	failalloc_install_cjson();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,971 @@
+/*
+ * Unit tests for state.c: how set_key and merge turn MQTT payloads into state, the key rules,
+ * the limits, RFC 7396 merge patch, and the all-or-nothing guarantee under every allocation
+ * failure.
+ *
+ * Payload cases are tables, one row per payload and the state it must produce, so a new case
+ * is one new line. States are compared through their compact rendering, which is exactly what
+ * documents embed.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "failalloc.h"
+#include "state.h"
+
+/* A byte string literal with its length, so cases may contain NUL bytes. */
+#define BYTES(s) s, sizeof(s) - 1
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+#define KEY_RULE "keys are 1 to 128 bytes without '/', '+' or '#'"
+
+/* The plugin's default limits. */
+static const struct presence_state_limits default_limits = {.max_state_bytes = 8192,
+                                                            .max_keys = 64};
+
+/* Limits no test reaches. */
+static const struct presence_state_limits huge_limits = {.max_state_bytes = 1u << 24,
+                                                         .max_keys = 1u << 20};
+
+/* Sets key to payload (a C string) under limits; asserts success and returns changed. */
+static bool set_ok(struct presence_state *st, const struct presence_state_limits *limits,
+                   const char *key, const char *payload)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed = true;
+	enum presence_err err;
+
+	err = presence_state_set_key(st, limits, key, strlen(key), payload, strlen(payload),
+	                             &changed, reason);
+	if (err != PRESENCE_OK) {
+		fail_msg("set %s=%s: %s (%s)", key, payload, presence_strerror(err), reason);
+	}
+	return changed;
+}
+
+/* Merges payload (a C string) under limits; asserts success and returns changed. */
+static bool merge_ok(struct presence_state *st, const struct presence_state_limits *limits,
+                     const char *payload)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed = true;
+	enum presence_err err;
+
+	err = presence_state_merge(st, limits, payload, strlen(payload), &changed, reason);
+	if (err != PRESENCE_OK) {
+		fail_msg("merge %s: %s (%s)", payload, presence_strerror(err), reason);
+	}
+	return changed;
+}
+
+/* Returns a new state holding the JSON object json. */
+static struct presence_state *state_from(const char *json)
+{
+	struct presence_state *st = presence_state_new();
+
+	assert_non_null(st);
+	merge_ok(st, &huge_limits, json);
+	assert_string_equal(presence_state_json(st), json);
+	return st;
+}
+
+/* Asserts that st renders as json, that the length agrees and that the tree prints the same. */
+static void assert_state(const struct presence_state *st, const char *json)
+{
+	char *tree = cJSON_PrintUnformatted(presence_state_tree(st));
+
+	assert_non_null(tree);
+	assert_string_equal(presence_state_json(st), json);
+	assert_int_equal(presence_state_json_len(st), strlen(json));
+	assert_string_equal(tree, json);
+	assert_int_equal(presence_state_is_empty(st), strcmp(json, "{}") == 0);
+	cJSON_free(tree);
+}
+
+static void a_new_state_is_empty_and_renders_as_braces(void **state)
+{
+	struct presence_state *st = presence_state_new();
+
+	(void)state;
+	assert_non_null(st);
+	assert_state(st, "{}");
+	assert_true(cJSON_IsObject(presence_state_tree(st)));
+	presence_state_free(st);
+	presence_state_free(NULL);
+}
+
+/* One set_key payload and the value it must become. */
+struct payload_case {
+	const char *what;
+	const char *payload;
+	size_t len;
+	/* The state after setting "k" on an empty state. */
+	const char *json;
+};
+
+static const struct payload_case payload_cases[] = {
+    {"plain text (mosquitto_pub -m away)", BYTES("away"), "{\"k\":\"away\"}"},
+    {"a number", BYTES("42"), "{\"k\":42}"},
+    {"a JSON string", BYTES("\"away\""), "{\"k\":\"away\"}"},
+    {"true", BYTES("true"), "{\"k\":true}"},
+    {"false", BYTES("false"), "{\"k\":false}"},
+    {"an object", BYTES("{\"a\":1}"), "{\"k\":{\"a\":1}}"},
+    {"an array", BYTES("[1,2]"), "{\"k\":[1,2]}"},
+    {"a number with trailing junk", BYTES("42abc"), "{\"k\":\"42abc\"}"},
+    {"two JSON values", BYTES("1 2"), "{\"k\":\"1 2\"}"},
+    {"JSON with white space around it", BYTES(" \t{ \"a\" : [ 1 , 2 ] }\r\n"),
+     "{\"k\":{\"a\":[1,2]}}"},
+    {"text with white space around it", BYTES("  away  "), "{\"k\":\"  away  \"}"},
+    {"non-ASCII text", BYTES("h\xC3\xA9llo \xF0\x9F\x98\x80"),
+     "{\"k\":\"h\xC3\xA9llo \xF0\x9F\x98\x80\"}"},
+    {"text with quotes and a backslash", BYTES("say \"hi\" \\o/"),
+     "{\"k\":\"say \\\"hi\\\" \\\\o/\"}"},
+    {"text with a control character", BYTES("a\tb\x01"), "{\"k\":\"a\\tb\\u0001\"}"},
+    {"a leading zero is not JSON", BYTES("01"), "{\"k\":\"01\"}"},
+    {"a bare decimal point is not JSON", BYTES("1."), "{\"k\":\"1.\"}"},
+    {"a plus sign is not JSON", BYTES("+1"), "{\"k\":\"+1\"}"},
+    {"a trailing comma is not JSON", BYTES("[1,]"), "{\"k\":\"[1,]\"}"},
+    {"an unterminated array is not JSON", BYTES("[1,2"), "{\"k\":\"[1,2\"}"},
+    {"a misspelt literal is not JSON", BYTES("nul"), "{\"k\":\"nul\"}"},
+    {"a literal with trailing junk is not JSON", BYTES("truex"), "{\"k\":\"truex\"}"},
+    {"a capitalised literal is not JSON", BYTES("True"), "{\"k\":\"True\"}"},
+    {"a raw tab inside a JSON string is not JSON", BYTES("\"a\tb\""), "{\"k\":\"\\\"a\\tb\\\"\"}"},
+    {"a lone high surrogate escape is not JSON", BYTES("\"\\ud800\""),
+     "{\"k\":\"\\\"\\\\ud800\\\"\"}"},
+    {"a lone low surrogate escape is not JSON", BYTES("\"\\udc00x\""),
+     "{\"k\":\"\\\"\\\\udc00x\\\"\"}"},
+    {"a bad hex escape is not JSON", BYTES("\"\\uZZZZ\""), "{\"k\":\"\\\"\\\\uZZZZ\\\"\"}"},
+    {"an unknown escape is not JSON", BYTES("\"\\x\""), "{\"k\":\"\\\"\\\\x\\\"\"}"},
+    /* In octal, because "\xBF42" would be a single hex escape. */
+    {"a byte-order mark makes text", BYTES("\357\273\27742"), "{\"k\":\"\357\273\27742\"}"},
+    {"a surrogate pair escape", BYTES("\"\\ud83d\\ude00\""), "{\"k\":\"\xF0\x9F\x98\x80\"}"},
+    {"escapes", BYTES("\"a\\\"b\\\\c\\/d\\n\""), "{\"k\":\"a\\\"b\\\\c/d\\n\"}"},
+    {"an escaped backslash before u0000", BYTES("\"\\\\u0000\""), "{\"k\":\"\\\\u0000\"}"},
+    {"an exponent", BYTES("1E+2"), "{\"k\":100}"},
+    {"a fraction", BYTES("-0.5e-1"), "{\"k\":-0.05}"},
+    {"negative zero", BYTES("-0"), "{\"k\":-0}"},
+    {"a number that underflows", BYTES("1e-400"), "{\"k\":0}"},
+    {"an integer above 2^53 is a double, printed by cJSON with 15 digits",
+     BYTES("9007199254740993"), "{\"k\":9.00719925474099e+15}"},
+    {"a 13-digit integer", BYTES("1764265200123"), "{\"k\":1764265200123}"},
+    {"nested containers", BYTES("{\"a\":[{\"b\":null},[],{}],\"c\":\"\"}"),
+     "{\"k\":{\"a\":[{\"b\":null},[],{}],\"c\":\"\"}}"},
+    {"nested keys are not checked", BYTES("{\"a/b\":1,\"\":2}"), "{\"k\":{\"a/b\":1,\"\":2}}"},
+};
+
+static void set_key_takes_json_when_the_whole_payload_is_json_and_text_otherwise(void **state)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(payload_cases); i++) {
+		const struct payload_case *c = &payload_cases[i];
+		struct presence_state *st = presence_state_new();
+		bool changed = false;
+		enum presence_err err;
+
+		assert_non_null(st);
+		err = presence_state_set_key(st, &default_limits, "k", 1, c->payload, c->len,
+		                             &changed, reason);
+		if (err != PRESENCE_OK) {
+			fail_msg("%s: %s (%s)", c->what, presence_strerror(err), reason);
+		}
+		if (strcmp(presence_state_json(st), c->json) != 0) {
+			fail_msg("%s: got %s, expected %s", c->what, presence_state_json(st),
+			         c->json);
+		}
+		assert_true(changed);
+		assert_state(st, c->json);
+		presence_state_free(st);
+	}
+}
+
+static void set_key_nests_json_up_to_cjsons_limit_and_takes_deeper_nesting_as_text(void **state)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	size_t depths[] = {1000, 1001};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(depths); i++) {
+		size_t depth = depths[i];
+		struct presence_state *st = presence_state_new();
+		char *payload = malloc(2 * depth);
+		bool changed = false;
+		const cJSON *value;
+
+		assert_non_null(st);
+		assert_non_null(payload);
+		memset(payload, '[', depth);
+		memset(payload + depth, ']', depth);
+		assert_int_equal(presence_state_set_key(st, &huge_limits, "k", 1, payload,
+		                                        2 * depth, &changed, reason),
+		                 PRESENCE_OK);
+		assert_true(changed);
+		value = cJSON_GetObjectItemCaseSensitive(presence_state_tree(st), "k");
+		assert_true(depth <= CJSON_NESTING_LIMIT ? cJSON_IsArray(value)
+		                                         : cJSON_IsString(value));
+		free(payload);
+		presence_state_free(st);
+	}
+}
+
+static void set_key_with_an_empty_or_null_payload_removes_the_key(void **state)
+{
+	static const char *const removals[] = {"", "null", " null\n"};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(removals); i++) {
+		struct presence_state *st = state_from("{\"a\":1,\"k\":\"away\",\"z\":[]}");
+
+		assert_true(set_ok(st, &default_limits, "k", removals[i]));
+		assert_state(st, "{\"a\":1,\"z\":[]}");
+		assert_false(set_ok(st, &default_limits, "k", removals[i]));
+		presence_state_free(st);
+	}
+}
+
+static void set_key_with_a_null_payload_pointer_and_no_bytes_removes_the_key(void **state)
+{
+	struct presence_state *st = state_from("{\"k\":1}");
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed = false;
+
+	(void)state;
+	assert_int_equal(
+	    presence_state_set_key(st, &default_limits, "k", 1, NULL, 0, &changed, reason),
+	    PRESENCE_OK);
+	assert_true(changed);
+	assert_state(st, "{}");
+	presence_state_free(st);
+}
+
+static void removing_the_last_key_leaves_an_empty_state(void **state)
+{
+	struct presence_state *st = state_from("{\"k\":1}");
+
+	(void)state;
+	assert_true(set_ok(st, &default_limits, "k", ""));
+	assert_state(st, "{}");
+	assert_true(set_ok(st, &default_limits, "k", "2"));
+	assert_state(st, "{\"k\":2}");
+	presence_state_free(st);
+}
+
+/* A payload set_key must refuse, and why. */
+struct refusal_case {
+	const char *what;
+	const char *payload;
+	size_t len;
+	const char *reason;
+};
+
+static const struct refusal_case set_refusals[] = {
+    {"a byte that is never UTF-8", BYTES("\xFF"), "payload is neither JSON nor UTF-8 text"},
+    {"an overlong encoding", BYTES("\xC0\xAF"), "payload is neither JSON nor UTF-8 text"},
+    {"a truncated sequence", BYTES("caf\xC3"), "payload is neither JSON nor UTF-8 text"},
+    {"invalid UTF-8 inside JSON", BYTES("\"\xFF\""), "payload is neither JSON nor UTF-8 text"},
+    {"a NUL byte", BYTES("a\0b"), "payload is neither JSON nor UTF-8 text"},
+    {"a lone NUL byte", BYTES("\0"), "payload is neither JSON nor UTF-8 text"},
+    {"a \\u0000 escape", BYTES("\"a\\u0000b\""),
+     "payload contains \\u0000; state strings cannot hold NUL characters"},
+    {"a nested \\u0000 escape in a key", BYTES("{\"a\\u0000\":1}"),
+     "payload contains \\u0000; state strings cannot hold NUL characters"},
+    {"a number too large for a double", BYTES("1e999"), "payload has a number out of range"},
+    {"a nested number too large for a double", BYTES("{\"a\":[-1e400]}"),
+     "payload has a number out of range"},
+};
+
+static void set_key_refuses_payloads_it_cannot_store_and_leaves_the_state_alone(void **state)
+{
+	const char *before = "{\"k\":\"here\",\"z\":1}";
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(set_refusals); i++) {
+		const struct refusal_case *c = &set_refusals[i];
+		struct presence_state *st = state_from(before);
+		char reason[PRESENCE_STATE_REASON_SIZE];
+		bool changed = true;
+		enum presence_err err;
+
+		err = presence_state_set_key(st, &default_limits, "k", 1, c->payload, c->len,
+		                             &changed, reason);
+		if (err != PRESENCE_ERR_INVAL) {
+			fail_msg("%s: got %s", c->what, presence_strerror(err));
+		}
+		assert_false(changed);
+		assert_string_equal(reason, c->reason);
+		assert_state(st, before);
+		presence_state_free(st);
+	}
+}
+
+/* One key and whether it is valid. */
+struct key_case {
+	const char *what;
+	const char *key;
+	size_t len;
+	bool valid;
+};
+
+static void key_valid_accepts_1_to_128_bytes_of_text_without_slash_plus_or_hash(void **state)
+{
+	char k128[PRESENCE_STATE_KEY_MAX + 1];
+	char k129[PRESENCE_STATE_KEY_MAX + 2];
+	const struct key_case cases[] = {
+	    {"empty", BYTES(""), false},
+	    {"one byte", BYTES("a"), true},
+	    {"128 bytes", k128, 128, true},
+	    {"129 bytes", k129, 129, false},
+	    {"a slash", BYTES("a/b"), false},
+	    {"a plus", BYTES("a+b"), false},
+	    {"a hash", BYTES("a#b"), false},
+	    {"only a slash", BYTES("/"), false},
+	    {"non-ASCII", BYTES("st\xC3\xA4tus"), true},
+	    {"a space, a dollar and punctuation", BYTES("$my key.v1-x_y:z"), true},
+	    {"invalid UTF-8", BYTES("a\xFF"), false},
+	    {"a NUL byte", BYTES("a\0b"), false},
+	};
+	size_t i;
+
+	(void)state;
+	memset(k128, 'x', sizeof(k128));
+	memset(k129, 'x', sizeof(k129));
+	for (i = 0; i < COUNT(cases); i++) {
+		const struct key_case *c = &cases[i];
+		struct presence_state *st = state_from("{\"z\":1}");
+		char reason[PRESENCE_STATE_REASON_SIZE];
+		bool changed = false;
+		enum presence_err err;
+
+		if (presence_state_key_valid(c->key, c->len) != c->valid) {
+			fail_msg("%s: expected %s", c->what, c->valid ? "valid" : "invalid");
+		}
+		err = presence_state_set_key(st, &default_limits, c->key, c->len, "1", 1, &changed,
+		                             reason);
+		assert_int_equal(err, c->valid ? PRESENCE_OK : PRESENCE_ERR_INVAL);
+		assert_int_equal(changed, c->valid);
+		if (!c->valid) {
+			assert_non_null(strstr(reason, KEY_RULE));
+			assert_state(st, "{\"z\":1}");
+		}
+		presence_state_free(st);
+	}
+	assert_false(presence_state_key_valid(NULL, 0));
+}
+
+static void an_invalid_key_is_quoted_in_the_reason_in_part_at_a_character_boundary(void **state)
+{
+	struct presence_state *st = presence_state_new();
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	char long_key[200];
+	char expected[PRESENCE_STATE_REASON_SIZE];
+	bool changed;
+
+	(void)state;
+	assert_non_null(st);
+	assert_int_equal(
+	    presence_state_set_key(st, &default_limits, "a/b", 3, "1", 1, &changed, reason),
+	    PRESENCE_ERR_INVAL);
+	assert_string_equal(reason, "invalid key \"a/b\": " KEY_RULE);
+	assert_int_equal(
+	    presence_state_set_key(st, &default_limits, "", 0, "1", 1, &changed, reason),
+	    PRESENCE_ERR_INVAL);
+	assert_string_equal(reason, "invalid key \"\": " KEY_RULE);
+	assert_int_equal(
+	    presence_state_set_key(st, &default_limits, "a\xFF", 2, "1", 1, &changed, reason),
+	    PRESENCE_ERR_INVAL);
+	assert_string_equal(reason, "invalid key (not UTF-8 text): " KEY_RULE);
+
+	/* 63 x's and then two-byte characters: the quote stops before the one cut at 64. */
+	memset(long_key, 'x', 63);
+	for (size_t i = 63; i + 1 < sizeof(long_key); i += 2) {
+		long_key[i] = '\xC3';
+		long_key[i + 1] = '\xA9';
+	}
+	assert_int_equal(
+	    presence_state_set_key(st, &default_limits, long_key, 199, "1", 1, &changed, reason),
+	    PRESENCE_ERR_INVAL);
+	snprintf(expected, sizeof(expected), "invalid key \"%.63s...\": %s", long_key, KEY_RULE);
+	assert_string_equal(reason, expected);
+	assert_state(st, "{}");
+	presence_state_free(st);
+}
+
+static void setting_a_key_to_its_current_value_reports_no_change(void **state)
+{
+	static const char *const same[][2] = {
+	    {"away", "\"away\""},
+	    {"42", " 42 "},
+	    {"{\"a\":1,\"b\":[true,null]}", "{ \"b\" : [true, null], \"a\" : 1 }"},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(same); i++) {
+		struct presence_state *st = presence_state_new();
+
+		assert_non_null(st);
+		assert_true(set_ok(st, &default_limits, "k", same[i][0]));
+		assert_false(set_ok(st, &default_limits, "k", same[i][0]));
+		assert_false(set_ok(st, &default_limits, "k", same[i][1]));
+		presence_state_free(st);
+	}
+}
+
+static void comparison_of_values_is_case_sensitive(void **state)
+{
+	struct presence_state *st = state_from("{\"k\":{\"a\":\"x\"}}");
+
+	(void)state;
+	assert_true(set_ok(st, &default_limits, "k", "{\"A\":\"x\"}"));
+	assert_state(st, "{\"k\":{\"A\":\"x\"}}");
+	assert_true(set_ok(st, &default_limits, "k", "{\"A\":\"X\"}"));
+	assert_state(st, "{\"k\":{\"A\":\"X\"}}");
+	assert_true(set_ok(st, &default_limits, "K", "1"));
+	assert_state(st, "{\"k\":{\"A\":\"X\"},\"K\":1}");
+	presence_state_free(st);
+}
+
+static void replacing_a_key_keeps_its_place_and_new_keys_go_last(void **state)
+{
+	struct presence_state *st = state_from("{\"a\":1,\"b\":2,\"c\":3}");
+
+	(void)state;
+	assert_true(set_ok(st, &default_limits, "c", "30"));
+	assert_true(set_ok(st, &default_limits, "a", "10"));
+	assert_true(set_ok(st, &default_limits, "b", "[20]"));
+	assert_true(set_ok(st, &default_limits, "d", "4"));
+	assert_state(st, "{\"a\":10,\"b\":[20],\"c\":30,\"d\":4}");
+	assert_true(set_ok(st, &default_limits, "d", "40"));
+	assert_true(set_ok(st, &default_limits, "e", "5"));
+	assert_state(st, "{\"a\":10,\"b\":[20],\"c\":30,\"d\":40,\"e\":5}");
+	presence_state_free(st);
+
+	st = state_from("{\"only\":1}");
+	assert_true(set_ok(st, &default_limits, "only", "2"));
+	assert_true(set_ok(st, &default_limits, "next", "3"));
+	assert_state(st, "{\"only\":2,\"next\":3}");
+	presence_state_free(st);
+}
+
+/* Fills st with keys k0, k1, ... up to n keys, each set to 1. */
+static void fill_keys(struct presence_state *st, size_t n)
+{
+	char key[32];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "k%zu", i);
+		set_ok(st, &huge_limits, key, "1");
+	}
+}
+
+static void max_keys_allows_exactly_the_limit_and_refuses_one_more(void **state)
+{
+	struct presence_state *st = presence_state_new();
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	char *before;
+	bool changed = true;
+
+	(void)state;
+	assert_non_null(st);
+	fill_keys(st, 63);
+	assert_true(set_ok(st, &default_limits, "k63", "1"));
+	assert_true(set_ok(st, &default_limits, "k63", "2"));
+	before = strdup(presence_state_json(st));
+	assert_non_null(before);
+
+	assert_int_equal(
+	    presence_state_set_key(st, &default_limits, "k64", 3, "1", 1, &changed, reason),
+	    PRESENCE_ERR_TOO_LARGE);
+	assert_false(changed);
+	assert_string_equal(reason, "state would have 65 keys; max_keys is 64");
+	assert_state(st, before);
+
+	assert_int_equal(
+	    presence_state_merge(st, &default_limits, BYTES("{\"x\":1,\"y\":2}"), &changed, reason),
+	    PRESENCE_ERR_TOO_LARGE);
+	assert_string_equal(reason, "state would have 66 keys; max_keys is 64");
+	assert_state(st, before);
+
+	/* A merge that removes one key and adds another stays at the limit. */
+	assert_true(merge_ok(st, &default_limits, "{\"k0\":null,\"x\":1}"));
+	free(before);
+	presence_state_free(st);
+}
+
+static void max_state_bytes_allows_exactly_the_limit_and_refuses_one_byte_more(void **state)
+{
+	/* {"k":"<n x's>"} is 8 + n bytes. */
+	const struct presence_state_limits limits = {.max_state_bytes = 20, .max_keys = 64};
+	struct presence_state *st = presence_state_new();
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed = true;
+
+	(void)state;
+	assert_non_null(st);
+	assert_true(set_ok(st, &limits, "k", "xxxxxxxxxxxx"));
+	assert_int_equal(presence_state_json_len(st), 20);
+
+	assert_int_equal(
+	    presence_state_set_key(st, &limits, "k", 1, BYTES("yyyyyyyyyyyyy"), &changed, reason),
+	    PRESENCE_ERR_TOO_LARGE);
+	assert_false(changed);
+	assert_string_equal(reason, "state would be 21 bytes; max_state_bytes is 20");
+	assert_state(st, "{\"k\":\"xxxxxxxxxxxx\"}");
+
+	assert_int_equal(
+	    presence_state_merge(st, &limits, BYTES("{\"k\":\"yyyyyyyyyyyyy\"}"), &changed, reason),
+	    PRESENCE_ERR_TOO_LARGE);
+	assert_string_equal(reason, "state would be 21 bytes; max_state_bytes is 20");
+	assert_state(st, "{\"k\":\"xxxxxxxxxxxx\"}");
+	presence_state_free(st);
+}
+
+static void the_byte_limit_reason_reports_the_rendered_size(void **state)
+{
+	const struct presence_state_limits limits = {.max_state_bytes = 8192, .max_keys = 64};
+	struct presence_state *st = presence_state_new();
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	char *payload = malloc(8993);
+	bool changed;
+
+	(void)state;
+	assert_non_null(st);
+	assert_non_null(payload);
+	/* {"k":"..."} with 8993 bytes of text renders as 9001 bytes. */
+	memset(payload, 'x', 8993);
+	assert_int_equal(
+	    presence_state_set_key(st, &limits, "k", 1, payload, 8993, &changed, reason),
+	    PRESENCE_ERR_TOO_LARGE);
+	assert_string_equal(reason, "state would be 9001 bytes; max_state_bytes is 8192");
+	free(payload);
+	presence_state_free(st);
+}
+
+static void a_state_over_lowered_limits_may_shrink_but_not_grow(void **state)
+{
+	const struct presence_state_limits small = {.max_state_bytes = 10, .max_keys = 1};
+	struct presence_state *st = state_from("{\"a\":\"long value\",\"b\":2,\"c\":3}");
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed;
+
+	(void)state;
+	assert_true(set_ok(st, &small, "c", ""));
+	assert_true(set_ok(st, &small, "a", "\"short\""));
+	assert_state(st, "{\"a\":\"short\",\"b\":2}");
+	assert_int_equal(
+	    presence_state_set_key(st, &small, "a", 1, BYTES("\"longer value\""), &changed, reason),
+	    PRESENCE_ERR_TOO_LARGE);
+	assert_int_equal(presence_state_set_key(st, &small, "d", 1, BYTES("4"), &changed, reason),
+	                 PRESENCE_ERR_TOO_LARGE);
+	assert_string_equal(reason, "state would have 3 keys; max_keys is 1");
+	assert_true(merge_ok(st, &small, "{\"b\":null}"));
+	assert_state(st, "{\"a\":\"short\"}");
+	presence_state_free(st);
+}
+
+static void the_same_write_twice_changes_the_state_once(void **state)
+{
+	static const char *const patches[] = {
+	    "{\"a\":1}",
+	    "{\"a\":{\"b\":{\"c\":[1,2]}},\"d\":null}",
+	    "{\"x\":null}",
+	    "{\"list\":[{\"a\":1,\"a\":2}],\"o\":{\"p\":1,\"p\":2}}",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(patches); i++) {
+		struct presence_state *st = state_from("{\"x\":1,\"a\":{\"b\":true}}");
+
+		assert_true(merge_ok(st, &default_limits, patches[i]));
+		assert_false(merge_ok(st, &default_limits, patches[i]));
+		presence_state_free(st);
+	}
+}
+
+static const struct refusal_case merge_refusals[] = {
+    {"an array", BYTES("[1]"), "state must be a JSON object"},
+    {"a JSON string", BYTES("\"x\""), "state must be a JSON object"},
+    {"a number", BYTES("3"), "state must be a JSON object"},
+    {"null", BYTES("null"), "state must be a JSON object"},
+    {"plain text", BYTES("away"), "state must be a JSON object"},
+    {"broken JSON", BYTES("{\"a\":1"), "state must be a JSON object"},
+    {"an object with trailing junk", BYTES("{\"a\":1}x"), "state must be a JSON object"},
+    {"white space only", BYTES("  "), "state must be a JSON object"},
+    {"invalid UTF-8", BYTES("{\"a\":\"\xFF\"}"), "state must be a JSON object"},
+    {"a NUL byte", BYTES("{\"a\":1}\0"), "state must be a JSON object"},
+    {"a \\u0000 escape", BYTES("{\"a\":\"\\u0000\"}"),
+     "payload contains \\u0000; state strings cannot hold NUL characters"},
+    {"a number too large for a double", BYTES("{\"a\":1e309}"),
+     "payload has a number out of range"},
+    {"a key with a slash", BYTES("{\"ok\":1,\"a/b\":1}"), "invalid key \"a/b\": " KEY_RULE},
+    {"a key with a plus", BYTES("{\"a+\":{}}"), "invalid key \"a+\": " KEY_RULE},
+    {"a key with a hash", BYTES("{\"#\":[]}"), "invalid key \"#\": " KEY_RULE},
+    {"an empty key", BYTES("{\"\":1}"), "invalid key \"\": " KEY_RULE},
+};
+
+static void merge_refuses_anything_but_a_json_object_with_valid_keys(void **state)
+{
+	const char *before = "{\"k\":\"here\",\"z\":1}";
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(merge_refusals); i++) {
+		const struct refusal_case *c = &merge_refusals[i];
+		struct presence_state *st = state_from(before);
+		char reason[PRESENCE_STATE_REASON_SIZE];
+		bool changed = true;
+		enum presence_err err;
+
+		err =
+		    presence_state_merge(st, &default_limits, c->payload, c->len, &changed, reason);
+		if (err != PRESENCE_ERR_INVAL) {
+			fail_msg("%s: got %s", c->what, presence_strerror(err));
+		}
+		assert_false(changed);
+		assert_string_equal(reason, c->reason);
+		assert_state(st, before);
+		presence_state_free(st);
+	}
+}
+
+static void merge_may_remove_a_key_that_could_never_be_set(void **state)
+{
+	struct presence_state *st = state_from("{\"a\":1}");
+
+	(void)state;
+	assert_false(merge_ok(st, &default_limits, "{\"a/b\":null,\"\":null}"));
+	assert_state(st, "{\"a\":1}");
+	presence_state_free(st);
+}
+
+static void merge_with_an_empty_payload_clears_the_state(void **state)
+{
+	struct presence_state *st = state_from("{\"a\":1,\"b\":{\"c\":2}}");
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed = false;
+
+	(void)state;
+	assert_int_equal(presence_state_merge(st, &default_limits, NULL, 0, &changed, reason),
+	                 PRESENCE_OK);
+	assert_true(changed);
+	assert_state(st, "{}");
+	assert_int_equal(presence_state_merge(st, &default_limits, "", 0, &changed, reason),
+	                 PRESENCE_OK);
+	assert_false(changed);
+	assert_state(st, "{}");
+	presence_state_free(st);
+}
+
+static void merge_applies_the_patch_to_the_state(void **state)
+{
+	struct presence_state *st = state_from("{\"a\":1,\"b\":{\"c\":1},\"s\":\"x\"}");
+
+	(void)state;
+	assert_true(merge_ok(st, &default_limits, "{\"b\":{\"d\":2},\"a\":null,\"e\":[1]}"));
+	assert_state(st, "{\"b\":{\"c\":1,\"d\":2},\"s\":\"x\",\"e\":[1]}");
+	assert_false(merge_ok(st, &default_limits, "{}"));
+	assert_false(merge_ok(st, &default_limits, "{\"s\":\"x\",\"b\":{\"c\":1}}"));
+	assert_true(merge_ok(st, &default_limits, "{\"s\":null,\"b\":null,\"e\":null}"));
+	assert_state(st, "{}");
+	presence_state_free(st);
+}
+
+static void merge_takes_the_last_of_repeated_names(void **state)
+{
+	struct presence_state *st = presence_state_new();
+
+	(void)state;
+	assert_non_null(st);
+	assert_true(merge_ok(st, &default_limits, "{\"a\":1,\"a\":2,\"o\":{\"p\":1,\"p\":2}}"));
+	assert_state(st, "{\"a\":2,\"o\":{\"p\":2}}");
+	assert_true(merge_ok(st, &default_limits, "{\"a\":3,\"a\":null}"));
+	assert_state(st, "{\"o\":{\"p\":2}}");
+	presence_state_free(st);
+}
+
+static void merge_null_removes_every_member_of_a_repeated_name(void **state)
+{
+	struct presence_state *st = presence_state_new();
+
+	(void)state;
+	assert_non_null(st);
+	/* set_key stores a value as sent, repeated names included. */
+	assert_true(set_ok(st, &default_limits, "k", "{\"x\":1,\"x\":2,\"y\":3}"));
+	assert_state(st, "{\"k\":{\"x\":1,\"x\":2,\"y\":3}}");
+	assert_true(merge_ok(st, &default_limits, "{\"k\":{\"x\":null}}"));
+	assert_state(st, "{\"k\":{\"y\":3}}");
+	assert_false(merge_ok(st, &default_limits, "{\"k\":{\"x\":null}}"));
+	presence_state_free(st);
+}
+
+static void clear_empties_the_state_and_says_whether_it_had_keys(void **state)
+{
+	struct presence_state *st = state_from("{\"a\":1,\"b\":2}");
+
+	(void)state;
+	assert_true(presence_state_clear(st));
+	assert_state(st, "{}");
+	assert_false(presence_state_clear(st));
+	assert_true(set_ok(st, &default_limits, "c", "3"));
+	assert_state(st, "{\"c\":3}");
+	presence_state_free(st);
+}
+
+/* One merge-patch case: target + patch = result. */
+struct merge_patch_case {
+	const char *target;
+	const char *patch;
+	const char *result;
+};
+
+/* RFC 7396, Appendix A, in order. */
+static const struct merge_patch_case rfc7396_examples[] = {
+    {"{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+    {"{\"a\":\"b\"}", "{\"b\":\"c\"}", "{\"a\":\"b\",\"b\":\"c\"}"},
+    {"{\"a\":\"b\"}", "{\"a\":null}", "{}"},
+    {"{\"a\":\"b\",\"b\":\"c\"}", "{\"a\":null}", "{\"b\":\"c\"}"},
+    {"{\"a\":[\"b\"]}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+    {"{\"a\":\"c\"}", "{\"a\":[\"b\"]}", "{\"a\":[\"b\"]}"},
+    {"{\"a\":{\"b\":\"c\"}}", "{\"a\":{\"b\":\"d\",\"c\":null}}", "{\"a\":{\"b\":\"d\"}}"},
+    {"{\"a\":[{\"b\":\"c\"}]}", "{\"a\":[1]}", "{\"a\":[1]}"},
+    {"[\"a\",\"b\"]", "[\"c\",\"d\"]", "[\"c\",\"d\"]"},
+    {"{\"a\":\"b\"}", "[\"c\"]", "[\"c\"]"},
+    {"{\"a\":\"foo\"}", "null", "null"},
+    {"{\"a\":\"foo\"}", "\"bar\"", "\"bar\""},
+    {"{\"e\":null}", "{\"a\":1}", "{\"e\":null,\"a\":1}"},
+    {"[1,2]", "{\"a\":\"b\",\"c\":null}", "{\"a\":\"b\"}"},
+    {"{}", "{\"a\":{\"bb\":{\"ccc\":null}}}", "{\"a\":{\"bb\":{}}}"},
+};
+
+/* Runs one merge-patch case; target NULL means no value. */
+static void assert_merge_patch(const char *target_json, const char *patch_json, const char *result)
+{
+	cJSON *target = target_json != NULL ? cJSON_Parse(target_json) : NULL;
+	cJSON *patch = cJSON_Parse(patch_json);
+	char *patch_before;
+	char *text;
+
+	assert_true(target_json == NULL || target != NULL);
+	assert_non_null(patch);
+	patch_before = cJSON_PrintUnformatted(patch);
+	assert_non_null(patch_before);
+	assert_int_equal(presence_state_merge_patch(&target, patch), PRESENCE_OK);
+	text = cJSON_PrintUnformatted(target);
+	assert_non_null(text);
+	if (strcmp(text, result) != 0) {
+		fail_msg("%s + %s: got %s, expected %s", target_json ? target_json : "(none)",
+		         patch_json, text, result);
+	}
+	/* The patch is not touched. */
+	cJSON_free(text);
+	text = cJSON_PrintUnformatted(patch);
+	assert_non_null(text);
+	assert_string_equal(text, patch_before);
+	cJSON_free(text);
+	cJSON_free(patch_before);
+	cJSON_Delete(target);
+	cJSON_Delete(patch);
+}
+
+static void merge_patch_gives_every_result_in_rfc_7396_appendix_a(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(rfc7396_examples); i++) {
+		assert_merge_patch(rfc7396_examples[i].target, rfc7396_examples[i].patch,
+		                   rfc7396_examples[i].result);
+	}
+}
+
+static void merge_patch_onto_no_value_strips_nulls_from_an_object(void **state)
+{
+	(void)state;
+	assert_merge_patch(NULL, "{\"a\":null,\"b\":{\"c\":null,\"d\":[null]}}",
+	                   "{\"b\":{\"d\":[null]}}");
+	assert_merge_patch(NULL, "\"x\"", "\"x\"");
+	assert_merge_patch("{\"a\":{\"b\":1}}", "{\"a\":{\"c\":{\"d\":null,\"e\":2}}}",
+	                   "{\"a\":{\"b\":1,\"c\":{\"e\":2}}}");
+}
+
+/*
+ * Runs a write (set_key when key is not NULL, merge otherwise) on a state holding initial with
+ * the allocator failing after n = 0, 1, 2, ... allocations, until it succeeds. Every failure
+ * must be PRESENCE_ERR_NOMEM with the state untouched; the success must give expected.
+ */
+static void assert_write_survives_allocation_failures(const char *initial, const char *key,
+                                                      const char *payload, const char *expected)
+{
+	struct presence_state *st = state_from(initial);
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	enum presence_err err;
+	bool changed;
+	long n;
+
+	for (n = 0; n < 10000; n++) {
+		changed = true;
+		failalloc_fail_after(n);
+		if (key != NULL) {
+			err = presence_state_set_key(st, &default_limits, key, strlen(key), payload,
+			                             strlen(payload), &changed, reason);
+		} else {
+			err = presence_state_merge(st, &default_limits, payload, strlen(payload),
+			                           &changed, reason);
+		}
+		failalloc_reset();
+		if (err == PRESENCE_OK) {
+			break;
+		}
+		if (err != PRESENCE_ERR_NOMEM) {
+			fail_msg("%s after %ld allocations: %s (%s)", payload, n,
+			         presence_strerror(err), reason);
+		}
+		assert_false(changed);
+		assert_state(st, initial);
+	}
+	assert_true(n > 0);
+	assert_true(changed);
+	assert_state(st, expected);
+	presence_state_free(st);
+}
+
+static void set_key_leaves_the_state_unchanged_on_every_allocation_failure(void **state)
+{
+	(void)state;
+	assert_write_survives_allocation_failures("{}", "k", "away", "{\"k\":\"away\"}");
+	assert_write_survives_allocation_failures("{\"a\":[1,{\"b\":2}]}", "k",
+	                                          "{\"x\":[1,\"two\",{\"y\":null}]}",
+	                                          "{\"a\":[1,{\"b\":2}],\"k\":{\"x\":[1,\"two\","
+	                                          "{\"y\":null}]}}");
+	assert_write_survives_allocation_failures("{\"a\":1,\"k\":\"old\",\"z\":{}}", "k",
+	                                          "\"new\"", "{\"a\":1,\"k\":\"new\",\"z\":{}}");
+	assert_write_survives_allocation_failures("{\"a\":1,\"k\":\"old\"}", "k", "null",
+	                                          "{\"a\":1}");
+	assert_write_survives_allocation_failures("{\"a\":1,\"k\":\"old\"}", "k", "", "{\"a\":1}");
+	assert_write_survives_allocation_failures("{\"k\":\"old\"}", "k", "", "{}");
+}
+
+static void merge_leaves_the_state_unchanged_on_every_allocation_failure(void **state)
+{
+	(void)state;
+	assert_write_survives_allocation_failures("{}", NULL, "{\"a\":1}", "{\"a\":1}");
+	assert_write_survives_allocation_failures(
+	    "{\"a\":{\"b\":\"c\",\"d\":[1]},\"e\":1,\"f\":true}", NULL,
+	    "{\"a\":{\"b\":\"x\",\"d\":null,\"n\":{\"m\":null,\"o\":[]}},\"e\":null,\"g\":\"h\"}",
+	    "{\"a\":{\"b\":\"x\",\"n\":{\"o\":[]}},\"f\":true,\"g\":\"h\"}");
+	assert_write_survives_allocation_failures("{\"a\":1}", NULL, "{\"a\":null}", "{}");
+}
+
+static void merge_patch_reports_every_allocation_failure(void **state)
+{
+	cJSON *patch = cJSON_Parse("{\"a\":{\"b\":[1,2],\"c\":null},\"d\":\"e\"}");
+	enum presence_err err;
+	cJSON *target;
+	long n;
+
+	(void)state;
+	assert_non_null(patch);
+	for (n = 0; n < 10000; n++) {
+		target = cJSON_Parse("{\"a\":{\"c\":1},\"d\":2}");
+		assert_non_null(target);
+		failalloc_fail_after(n);
+		err = presence_state_merge_patch(&target, patch);
+		failalloc_reset();
+		cJSON_Delete(target);
+		if (err == PRESENCE_OK) {
+			break;
+		}
+		assert_int_equal(err, PRESENCE_ERR_NOMEM);
+	}
+	assert_true(n > 0);
+	cJSON_Delete(patch);
+}
+
+static void new_returns_null_when_allocation_fails(void **state)
+{
+	struct presence_state *st = NULL;
+	long n;
+
+	(void)state;
+	for (n = 0; n < 100; n++) {
+		failalloc_fail_after(n);
+		st = presence_state_new();
+		failalloc_reset();
+		if (st != NULL) {
+			break;
+		}
+	}
+	assert_true(n > 0);
+	assert_non_null(st);
+	assert_state(st, "{}");
+	presence_state_free(st);
+}
+
+static void clear_needs_no_memory(void **state)
+{
+	struct presence_state *st = state_from("{\"a\":1}");
+
+	(void)state;
+	failalloc_fail_after(0);
+	assert_true(presence_state_clear(st));
+	assert_int_equal(failalloc_attempts(), 0);
+	failalloc_reset();
+	assert_state(st, "{}");
+	presence_state_free(st);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(a_new_state_is_empty_and_renders_as_braces),
+	    cmocka_unit_test(set_key_takes_json_when_the_whole_payload_is_json_and_text_otherwise),
+	    cmocka_unit_test(
+	        set_key_nests_json_up_to_cjsons_limit_and_takes_deeper_nesting_as_text),
+	    cmocka_unit_test(set_key_with_an_empty_or_null_payload_removes_the_key),
+	    cmocka_unit_test(set_key_with_a_null_payload_pointer_and_no_bytes_removes_the_key),
+	    cmocka_unit_test(removing_the_last_key_leaves_an_empty_state),
+	    cmocka_unit_test(set_key_refuses_payloads_it_cannot_store_and_leaves_the_state_alone),
+	    cmocka_unit_test(key_valid_accepts_1_to_128_bytes_of_text_without_slash_plus_or_hash),
+	    cmocka_unit_test(
+	        an_invalid_key_is_quoted_in_the_reason_in_part_at_a_character_boundary),
+	    cmocka_unit_test(setting_a_key_to_its_current_value_reports_no_change),
+	    cmocka_unit_test(comparison_of_values_is_case_sensitive),
+	    cmocka_unit_test(replacing_a_key_keeps_its_place_and_new_keys_go_last),
+	    cmocka_unit_test(max_keys_allows_exactly_the_limit_and_refuses_one_more),
+	    cmocka_unit_test(max_state_bytes_allows_exactly_the_limit_and_refuses_one_byte_more),
+	    cmocka_unit_test(the_byte_limit_reason_reports_the_rendered_size),
+	    cmocka_unit_test(a_state_over_lowered_limits_may_shrink_but_not_grow),
+	    cmocka_unit_test(the_same_write_twice_changes_the_state_once),
+	    cmocka_unit_test(merge_refuses_anything_but_a_json_object_with_valid_keys),
+	    cmocka_unit_test(merge_may_remove_a_key_that_could_never_be_set),
+	    cmocka_unit_test(merge_with_an_empty_payload_clears_the_state),
+	    cmocka_unit_test(merge_applies_the_patch_to_the_state),
+	    cmocka_unit_test(merge_takes_the_last_of_repeated_names),
+	    cmocka_unit_test(merge_null_removes_every_member_of_a_repeated_name),
+	    cmocka_unit_test(clear_empties_the_state_and_says_whether_it_had_keys),
+	    cmocka_unit_test(merge_patch_gives_every_result_in_rfc_7396_appendix_a),
+	    cmocka_unit_test(merge_patch_onto_no_value_strips_nulls_from_an_object),
+	    cmocka_unit_test(set_key_leaves_the_state_unchanged_on_every_allocation_failure),
+	    cmocka_unit_test(merge_leaves_the_state_unchanged_on_every_allocation_failure),
+	    cmocka_unit_test(merge_patch_reports_every_allocation_failure),
+	    cmocka_unit_test(new_returns_null_when_allocation_fails),
+	    cmocka_unit_test(clear_needs_no_memory),
+	};
+
+	failalloc_install_cjson();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
