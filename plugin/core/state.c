@@ -8,19 +8,20 @@
  * differs. An empty state has no rendering of its own (the text is the constant "{}"), which is
  * what lets presence_state_clear work without allocating.
  *
- * Payloads are classified by an allocation-free JSON scanner before cJSON sees them, because
- * cJSON returns NULL both for a syntax error and for a failed allocation. Without the scanner,
- * running out of memory while parsing "42" would look like "not JSON" and store the text "42".
- * The scanner accepts strict RFC 8259 JSON only, which is a subset of what cJSON 1.7.15 accepts
- * (cJSON also takes leading zeros, raw control characters in strings, any byte up to 0x20 as
- * white space and a byte-order mark), so a payload the scanner accepts can fail to parse only
- * for lack of memory. Payloads that are lenient-JSON but not JSON are text, e.g. "01".
+ * cJSON alone decides what is JSON: a payload is JSON when cJSON parses the whole of it. cJSON
+ * returns NULL both for a syntax error and for a failed allocation, so when memory runs out
+ * inside its parser a JSON payload is taken for text: set_key stores it as a string and merge
+ * refuses it as not an object. That is accepted rather than writing a JSON scanner of our own
+ * to tell the two apart: the result is still a valid state built all-or-nothing, and every
+ * other allocation failure is reported as PRESENCE_ERR_NOMEM.
  *
- * Two things cJSON would silently get wrong are refused instead: a \u0000 escape (cJSON strings
- * are NUL-terminated, so "a\u0000b" would become "a") and a number beyond the range of a double
- * (cJSON keeps infinity and prints it as null).
+ * Two things cJSON would silently get wrong are refused instead: a \u escape that decodes to
+ * NUL (cJSON strings are NUL-terminated, so "a\u0000b" would become "a"; cJSON 1.7.15 also
+ * decodes an escape with non-hex digits, such as \uZZZZ, to NUL) and a number beyond the range
+ * of a double (cJSON keeps infinity and prints it as null).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@
 #define REASON_NOT_TEXT "payload is neither JSON nor UTF-8 text"
 #define REASON_NOT_OBJECT "state must be a JSON object"
 #define REASON_NUL "payload contains \\u0000; state strings cannot hold NUL characters"
+#define REASON_BAD_ESCAPE "payload has a \\u escape that is not four hex digits"
 #define REASON_RANGE "payload has a number out of range"
 
 struct presence_state {
@@ -51,244 +53,6 @@ struct presence_state {
 	/* strlen of the rendering. */
 	size_t json_len;
 };
-
-/* A strict JSON scan over a byte range (the payload need not be NUL-terminated). */
-struct json_scan {
-	/* The next byte to read. */
-	const char *p;
-	/* One past the last byte. */
-	const char *end;
-	/* Containers open around p. */
-	unsigned int depth;
-	/* Whether a \u0000 escape was seen. */
-	bool nul_escape;
-};
-
-static bool scan_value(struct json_scan *sc);
-
-/* Skips JSON white space (RFC 8259: space, tab, line feed, carriage return). */
-static void scan_space(struct json_scan *sc)
-{
-	while (sc->p < sc->end &&
-	       (*sc->p == ' ' || *sc->p == '\t' || *sc->p == '\n' || *sc->p == '\r')) {
-		sc->p++;
-	}
-}
-
-/* Reads the literal word (true, false or null). */
-static bool scan_literal(struct json_scan *sc, const char *word)
-{
-	size_t n = strlen(word);
-
-	if ((size_t)(sc->end - sc->p) < n || memcmp(sc->p, word, n) != 0) {
-		return false;
-	}
-	sc->p += n;
-	return true;
-}
-
-/* Reads the four hex digits of a \u escape into *code. */
-static bool scan_hex4(struct json_scan *sc, unsigned int *code)
-{
-	int i;
-
-	if (sc->end - sc->p < 4) {
-		return false;
-	}
-	*code = 0;
-	for (i = 0; i < 4; i++) {
-		char c = *sc->p++;
-		unsigned int digit;
-
-		if (c >= '0' && c <= '9') {
-			digit = (unsigned int)(c - '0');
-		} else if (c >= 'a' && c <= 'f') {
-			digit = (unsigned int)(c - 'a' + 10);
-		} else if (c >= 'A' && c <= 'F') {
-			digit = (unsigned int)(c - 'A' + 10);
-		} else {
-			return false;
-		}
-		*code = *code << 4 | digit;
-	}
-	return true;
-}
-
-/*
- * Reads a string starting at its opening quote. A \u escape of a UTF-16 surrogate must be a
- * high surrogate followed by a \u low surrogate; cJSON refuses anything else.
- */
-static bool scan_string(struct json_scan *sc)
-{
-	sc->p++;
-	while (sc->p < sc->end) {
-		unsigned char c = (unsigned char)*sc->p++;
-		unsigned int code;
-
-		if (c == '"') {
-			return true;
-		}
-		if (c < 0x20u) {
-			return false;
-		}
-		if (c != '\\') {
-			continue;
-		}
-		if (sc->p >= sc->end) {
-			return false;
-		}
-		c = (unsigned char)*sc->p++;
-		if (c != '\0' && strchr("\"\\/bfnrt", c) != NULL) {
-			continue;
-		}
-		if (c != 'u' || !scan_hex4(sc, &code)) {
-			return false;
-		}
-		if (code == 0) {
-			sc->nul_escape = true;
-		} else if (code >= 0xDC00u && code <= 0xDFFFu) {
-			return false;
-		} else if (code >= 0xD800u && code <= 0xDBFFu) {
-			if (sc->end - sc->p < 2 || sc->p[0] != '\\' || sc->p[1] != 'u') {
-				return false;
-			}
-			sc->p += 2;
-			if (!scan_hex4(sc, &code) || code < 0xDC00u || code > 0xDFFFu) {
-				return false;
-			}
-		}
-	}
-	return false;
-}
-
-/* Reads one or more decimal digits. */
-static bool scan_digits(struct json_scan *sc)
-{
-	const char *start = sc->p;
-
-	while (sc->p < sc->end && *sc->p >= '0' && *sc->p <= '9') {
-		sc->p++;
-	}
-	return sc->p > start;
-}
-
-/* Reads a number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
-static bool scan_number(struct json_scan *sc)
-{
-	if (sc->p < sc->end && *sc->p == '-') {
-		sc->p++;
-	}
-	if (sc->p < sc->end && *sc->p == '0') {
-		sc->p++;
-	} else if (!scan_digits(sc)) {
-		return false;
-	}
-	if (sc->p < sc->end && *sc->p == '.') {
-		sc->p++;
-		if (!scan_digits(sc)) {
-			return false;
-		}
-	}
-	if (sc->p < sc->end && (*sc->p == 'e' || *sc->p == 'E')) {
-		sc->p++;
-		if (sc->p < sc->end && (*sc->p == '+' || *sc->p == '-')) {
-			sc->p++;
-		}
-		if (!scan_digits(sc)) {
-			return false;
-		}
-	}
-	return true;
-}
-
-/*
- * Reads an object or an array starting at its opening bracket. Nesting deeper than cJSON's
- * limit (CJSON_NESTING_LIMIT containers) is refused, as cJSON refuses it.
- */
-static bool scan_container(struct json_scan *sc, bool object)
-{
-	char close = object ? '}' : ']';
-
-	if (++sc->depth > CJSON_NESTING_LIMIT) {
-		return false;
-	}
-	sc->p++;
-	scan_space(sc);
-	if (sc->p < sc->end && *sc->p == close) {
-		sc->p++;
-		sc->depth--;
-		return true;
-	}
-	for (;;) {
-		if (object) {
-			scan_space(sc);
-			if (sc->p >= sc->end || *sc->p != '"' || !scan_string(sc)) {
-				return false;
-			}
-			scan_space(sc);
-			if (sc->p >= sc->end || *sc->p++ != ':') {
-				return false;
-			}
-		}
-		if (!scan_value(sc)) {
-			return false;
-		}
-		scan_space(sc);
-		if (sc->p >= sc->end) {
-			return false;
-		}
-		if (*sc->p == ',') {
-			sc->p++;
-			continue;
-		}
-		if (*sc->p++ != close) {
-			return false;
-		}
-		sc->depth--;
-		return true;
-	}
-}
-
-/* Reads one value with the white space before it. */
-static bool scan_value(struct json_scan *sc)
-{
-	scan_space(sc);
-	if (sc->p >= sc->end) {
-		return false;
-	}
-	switch (*sc->p) {
-	case '{':
-		return scan_container(sc, true);
-	case '[':
-		return scan_container(sc, false);
-	case '"':
-		return scan_string(sc);
-	case 't':
-		return scan_literal(sc, "true");
-	case 'f':
-		return scan_literal(sc, "false");
-	case 'n':
-		return scan_literal(sc, "null");
-	default:
-		return scan_number(sc);
-	}
-}
-
-/*
- * Returns true when the len bytes at s are exactly one strict JSON value with optional white
- * space around it, and sets *nul_escape to whether a string in it has a \u0000 escape.
- */
-static bool json_scan_payload(const char *s, size_t len, bool *nul_escape)
-{
-	struct json_scan sc = {.p = s, .end = s + len, .depth = 0, .nul_escape = false};
-
-	if (!scan_value(&sc)) {
-		return false;
-	}
-	scan_space(&sc);
-	*nul_escape = sc.nul_escape;
-	return sc.p == sc.end;
-}
 
 /* Returns true when every number in item is finite (cJSON turns 1e999 into infinity). */
 static bool json_numbers_finite(const cJSON *item)
@@ -307,34 +71,116 @@ static bool json_numbers_finite(const cJSON *item)
 }
 
 /*
- * Parses a payload the scanner accepted. Parses a NUL-terminated copy, with cJSON required to
- * reach the NUL, so that nothing after the value can be taken for part of it. Returns the value
- * (the caller deletes it), or NULL when allocation fails.
+ * Returns the reason to refuse a JSON payload with a \u escape that cJSON decodes to NUL, or
+ * NULL when it has none. cJSON strings end at the first NUL, so "a\u0000b" would be stored as
+ * "a"; cJSON 1.7.15 also decodes an escape whose four digits are not all hex (\uZZZZ, \u00G0)
+ * to NUL instead of refusing it. Only for a payload cJSON parsed: in one, a backslash occurs only
+ * inside a string, so stepping over each backslash and the byte it escapes visits the escapes
+ * exactly as cJSON decodes them, and an escaped backslash followed by "u0000" (the text \u0000)
+ * is not mistaken for an escape. Hex digits may be either case, as for cJSON.
  */
-static cJSON *parse_json(const char *payload, size_t len)
+static const char *nul_escape_reason(const char *payload, size_t len)
+{
+	static const char hex[] = "0123456789abcdefABCDEF";
+	size_t i;
+	size_t d;
+
+	for (i = 0; i + 1 < len; i++) {
+		if (payload[i] != '\\') {
+			continue;
+		}
+		/* Step onto the escaped byte, so that the loop steps over it. */
+		i++;
+		if (payload[i] != 'u' || len - i <= 4) {
+			continue;
+		}
+		for (d = 1; d <= 4; d++) {
+			if (payload[i + d] == '\0' || strchr(hex, payload[i + d]) == NULL) {
+				return REASON_BAD_ESCAPE;
+			}
+		}
+		if (memcmp(payload + i + 1, "0000", 4) == 0) {
+			return REASON_NUL;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Returns the reason to refuse value, parsed from the len bytes at payload, or NULL when it can
+ * be stored as it is.
+ */
+static const char *json_refusal(const char *payload, size_t len, const cJSON *value)
+{
+	const char *refusal = nul_escape_reason(payload, len);
+
+	if (refusal == NULL && !json_numbers_finite(value)) {
+		refusal = REASON_RANGE;
+	}
+	return refusal;
+}
+
+/*
+ * Refuses a payload longer than PRESENCE_STATE_PAYLOAD_FACTOR x max_state_bytes before any work
+ * is spent on it (see state.h for why). Returns true with reason filled in when it is refused.
+ */
+static bool payload_too_large(const struct presence_state_limits *limits, size_t len, char *reason)
+{
+	size_t max = SIZE_MAX;
+
+	if (limits->max_state_bytes <= SIZE_MAX / PRESENCE_STATE_PAYLOAD_FACTOR) {
+		max = limits->max_state_bytes * PRESENCE_STATE_PAYLOAD_FACTOR;
+	}
+	if (len <= max) {
+		return false;
+	}
+	snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+	         "payload is %zu bytes; at most %zu (%d x max_state_bytes) are accepted", len, max,
+	         PRESENCE_STATE_PAYLOAD_FACTOR);
+	return true;
+}
+
+/* Returns a NUL-terminated copy of the len bytes at payload (free it), or NULL. */
+static char *nul_terminated(const char *payload, size_t len)
 {
 	char *copy = malloc(len + 1);
-	const char *end = NULL;
-	cJSON *value;
 
-	if (copy == NULL) {
-		return NULL;
+	if (copy != NULL) {
+		memcpy(copy, payload, len);
+		copy[len] = '\0';
 	}
-	memcpy(copy, payload, len);
-	copy[len] = '\0';
-	value = cJSON_ParseWithLengthOpts(copy, len + 1, &end, true);
-	free(copy);
+	return copy;
+}
+
+/*
+ * Parses text (len bytes, then a NUL) as one JSON value. cJSON must reach the NUL with only
+ * white space after the value, so that "42abc" or "1 2" is text rather than its first value.
+ * Returns the value (the caller deletes it), or NULL when the text is not JSON or cJSON ran out
+ * of memory, which cJSON does not tell apart (see the top of the file).
+ */
+static cJSON *parse_json(const char *text, size_t len)
+{
+	const char *end = NULL;
+	cJSON *value = cJSON_ParseWithLengthOpts(text, len + 1, &end, true);
+
+	/* Callers pass text without a NUL of its own; were there one, cJSON would stop at it. */
+	if (value != NULL && end != text + len) {
+		cJSON_Delete(value);
+		value = NULL;
+	}
 	return value;
 }
 
 /*
- * Turns a set_key payload (len > 0) into a value: one JSON value when the whole payload is one,
- * otherwise a string holding the payload. Returns PRESENCE_OK with the new value in *value (the
- * caller deletes it), PRESENCE_ERR_INVAL with reason filled in, or PRESENCE_ERR_NOMEM.
+ * Turns a set_key payload (len > 0) into a value: one JSON value when cJSON parses the whole
+ * payload, otherwise a string holding the payload. Returns PRESENCE_OK with the new value in
+ * *value (the caller deletes it), PRESENCE_ERR_INVAL with reason filled in, or
+ * PRESENCE_ERR_NOMEM.
  */
 static enum presence_err payload_value(const char *payload, size_t len, cJSON **value, char *reason)
 {
-	bool nul_escape = false;
+	enum presence_err err = PRESENCE_OK;
+	const char *refusal;
 	char *text;
 
 	*value = NULL;
@@ -342,32 +188,30 @@ static enum presence_err payload_value(const char *payload, size_t len, cJSON **
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_NOT_TEXT);
 		return PRESENCE_ERR_INVAL;
 	}
-	if (json_scan_payload(payload, len, &nul_escape)) {
-		if (nul_escape) {
-			snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_NUL);
-			return PRESENCE_ERR_INVAL;
-		}
-		*value = parse_json(payload, len);
-		if (*value == NULL) {
-			return PRESENCE_ERR_NOMEM;
-		}
-		if (!json_numbers_finite(*value)) {
-			cJSON_Delete(*value);
-			*value = NULL;
-			snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_RANGE);
-			return PRESENCE_ERR_INVAL;
-		}
-		return PRESENCE_OK;
-	}
-	text = malloc(len + 1);
+	text = nul_terminated(payload, len);
 	if (text == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
-	memcpy(text, payload, len);
-	text[len] = '\0';
-	*value = cJSON_CreateString(text);
+	*value = parse_json(text, len);
+	if (*value == NULL) {
+		/* Not JSON, or cJSON ran out of memory parsing it: text either way. */
+		*value = cJSON_CreateString(text);
+		if (*value == NULL) {
+			err = PRESENCE_ERR_NOMEM;
+		}
+		goto free_text;
+	}
+	refusal = json_refusal(payload, len, *value);
+	if (refusal != NULL) {
+		cJSON_Delete(*value);
+		*value = NULL;
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", refusal);
+		err = PRESENCE_ERR_INVAL;
+	}
+
+free_text:
 	free(text);
-	return *value == NULL ? PRESENCE_ERR_NOMEM : PRESENCE_OK;
+	return err;
 }
 
 /*
@@ -618,6 +462,9 @@ enum presence_err presence_state_set_key(struct presence_state *st,
 		key_reason(reason, key, key_len);
 		return PRESENCE_ERR_INVAL;
 	}
+	if (payload_too_large(limits, payload_len, reason)) {
+		return PRESENCE_ERR_TOO_LARGE;
+	}
 	memcpy(name, key, key_len);
 	name[key_len] = '\0';
 	if (payload_len > 0) {
@@ -659,10 +506,11 @@ enum presence_err presence_state_merge(struct presence_state *st,
                                        char *reason)
 {
 	const cJSON *entry;
-	bool nul_escape = false;
+	const char *refusal;
 	cJSON *patch;
 	cJSON *candidate;
 	enum presence_err err;
+	char *text;
 
 	*changed = false;
 	reason[0] = '\0';
@@ -670,26 +518,29 @@ enum presence_err presence_state_merge(struct presence_state *st,
 		*changed = presence_state_clear(st);
 		return PRESENCE_OK;
 	}
-	if (!presence_utf8_valid(payload, payload_len) ||
-	    !json_scan_payload(payload, payload_len, &nul_escape)) {
+	if (payload_too_large(limits, payload_len, reason)) {
+		return PRESENCE_ERR_TOO_LARGE;
+	}
+	if (!presence_utf8_valid(payload, payload_len)) {
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_NOT_OBJECT);
 		return PRESENCE_ERR_INVAL;
 	}
-	if (nul_escape) {
-		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_NUL);
-		return PRESENCE_ERR_INVAL;
-	}
-	patch = parse_json(payload, payload_len);
-	if (patch == NULL) {
+	text = nul_terminated(payload, payload_len);
+	if (text == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
-	err = PRESENCE_ERR_INVAL;
-	if (!cJSON_IsObject(patch)) {
+	patch = parse_json(text, payload_len);
+	free(text);
+	if (patch == NULL) {
+		/* Not JSON, or cJSON ran out of memory parsing it: text either way. */
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_NOT_OBJECT);
-		goto free_patch;
+		return PRESENCE_ERR_INVAL;
 	}
-	if (!json_numbers_finite(patch)) {
-		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_RANGE);
+	err = PRESENCE_ERR_INVAL;
+	refusal =
+	    cJSON_IsObject(patch) ? json_refusal(payload, payload_len, patch) : REASON_NOT_OBJECT;
+	if (refusal != NULL) {
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", refusal);
 		goto free_patch;
 	}
 	/* Removing a key that cannot exist is harmless; adding one is not. */

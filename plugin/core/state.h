@@ -8,17 +8,30 @@
  * max_state_bytes limit measures and what documents embed.
  *
  * Write rules:
- * - set_key: the payload is parsed as JSON if the whole payload is one JSON value, otherwise
- *   it is taken as a UTF-8 string. An empty payload or JSON null removes the key. A payload
- *   that is not valid UTF-8 (or contains NUL) is rejected.
+ * - set_key: the payload is parsed as JSON if cJSON parses the whole payload as one JSON value,
+ *   otherwise it is taken as a UTF-8 string. An empty payload or JSON null removes the key. A
+ *   payload that is not valid UTF-8 (or contains NUL) is rejected.
  * - merge: the payload must be a JSON object; it is applied with JSON Merge Patch semantics
  *   (RFC 7396). An empty payload clears the whole state.
- * - "JSON" is strict RFC 8259 JSON: "01" or "[1,]" is text. JSON with a \u0000 escape or a
- *   number beyond the range of a double is rejected (cJSON would truncate or turn it to null).
+ * - "JSON" is what cJSON 1.7.15 parses, which is a little more than RFC 8259: "01" is 1, "1." is
+ *   1, a byte-order mark before the value and control characters around it are skipped, and a
+ *   string may hold raw control characters. "[1,]", "+1", "42abc" and "1 2" are text. JSON with
+ *   a \u escape that decodes to NUL (\u0000, or cJSON's reading of non-hex digits such as
+ *   \uZZZZ) or with a number beyond the range of a double is rejected (cJSON would truncate the
+ *   string or turn the number to null).
  * - Top-level keys are 1 to 128 bytes and contain no '/', '+' or '#'.
  * - Limits: the compact rendering is at most max_state_bytes bytes, and there are at most
  *   max_keys top-level keys. A state already over a limit (the limits were lowered) may still
  *   shrink: a write is refused only when it breaks a limit and makes that measure larger.
+ * - A payload longer than PRESENCE_STATE_PAYLOAD_FACTOR x max_state_bytes is refused before it
+ *   is parsed. Nothing else bounds a payload (Mosquitto's message_size_limit is unlimited by
+ *   default) and merging takes time quadratic in the number of keys; the slack lets a payload
+ *   be larger than the state it makes (white space, escapes, nulls that remove keys).
+ *
+ * Running out of memory: cJSON reports an allocation failure inside its parser exactly as it
+ * reports a syntax error, so when that happens a JSON payload is taken as text: set_key stores
+ * the payload as a string, and merge refuses it as not a JSON object. The state is never
+ * corrupted, and every other allocation failure is PRESENCE_ERR_NOMEM with the state unchanged.
  */
 #ifndef PRESENCE_STATE_H
 #define PRESENCE_STATE_H
@@ -32,6 +45,9 @@
 
 /* Longest allowed top-level key, in bytes. */
 #define PRESENCE_STATE_KEY_MAX 128
+
+/* A payload may be at most this many times max_state_bytes long. */
+#define PRESENCE_STATE_PAYLOAD_FACTOR 4
 
 /* Size of the reason buffer callers pass to writes; every reason fits. */
 #define PRESENCE_STATE_REASON_SIZE 160
@@ -59,20 +75,25 @@ bool presence_state_key_valid(const char *key, size_t key_len);
 /* Sets (or removes) one top-level key from an MQTT payload (payload_len bytes, not
  * NUL-terminated; may be NULL when payload_len is 0).
  * Returns PRESENCE_OK and sets *changed to whether the state differs afterwards;
- * PRESENCE_ERR_INVAL (bad key, bad payload) or PRESENCE_ERR_TOO_LARGE (a limit) with a
- * NUL-terminated explanation in reason; PRESENCE_ERR_NOMEM. On any error the state is unchanged
- * and *changed is false. reason must hold PRESENCE_STATE_REASON_SIZE bytes. */
+ * PRESENCE_ERR_INVAL (bad key, bad payload) or PRESENCE_ERR_TOO_LARGE (a limit, or a payload
+ * longer than PRESENCE_STATE_PAYLOAD_FACTOR x max_state_bytes) with a NUL-terminated
+ * explanation in reason; PRESENCE_ERR_NOMEM. On any error the state is unchanged and *changed
+ * is false. One allocation failure is not an error: when memory runs out inside cJSON's parser,
+ * a JSON payload is stored as text (see above). reason must hold PRESENCE_STATE_REASON_SIZE
+ * bytes. */
 enum presence_err presence_state_set_key(struct presence_state *st,
-					 const struct presence_state_limits *limits,
-					 const char *key, size_t key_len, const void *payload,
-					 size_t payload_len, bool *changed, char *reason);
+                                         const struct presence_state_limits *limits,
+                                         const char *key, size_t key_len, const void *payload,
+                                         size_t payload_len, bool *changed, char *reason);
 
 /* Applies an MQTT payload as a JSON Merge Patch to the whole state; an empty payload clears
- * the state. Same return values, reason and failure guarantees as presence_state_set_key. */
+ * the state. Same return values, reason and failure guarantees as presence_state_set_key, except
+ * that when memory runs out inside cJSON's parser the payload is refused as not a JSON object
+ * (PRESENCE_ERR_INVAL, state unchanged). */
 enum presence_err presence_state_merge(struct presence_state *st,
-				       const struct presence_state_limits *limits,
-				       const void *payload, size_t payload_len, bool *changed,
-				       char *reason);
+                                       const struct presence_state_limits *limits,
+                                       const void *payload, size_t payload_len, bool *changed,
+                                       char *reason);
 
 /* Empties the state. Returns true when it was not empty. Cannot fail. */
 bool presence_state_clear(struct presence_state *st);

@@ -34,18 +34,40 @@ static const struct presence_state_limits default_limits = {.max_state_bytes = 8
 static const struct presence_state_limits huge_limits = {.max_state_bytes = 1u << 24,
                                                          .max_keys = 1u << 20};
 
-/* Sets key to payload (a C string) under limits; asserts success and returns changed. */
-static bool set_ok(struct presence_state *st, const struct presence_state_limits *limits,
-                   const char *key, const char *payload)
+/* Sets key to payload (len bytes) under limits; asserts success and returns changed. */
+static bool set_ok_bytes(struct presence_state *st, const struct presence_state_limits *limits,
+                         const char *key, const char *payload, size_t len)
 {
 	char reason[PRESENCE_STATE_REASON_SIZE];
 	bool changed = true;
 	enum presence_err err;
 
-	err = presence_state_set_key(st, limits, key, strlen(key), payload, strlen(payload),
-	                             &changed, reason);
+	err = presence_state_set_key(st, limits, key, strlen(key), payload, len, &changed, reason);
 	if (err != PRESENCE_OK) {
-		fail_msg("set %s=%s: %s (%s)", key, payload, presence_strerror(err), reason);
+		fail_msg("set %s=%.*s: %s (%s)", key, (int)len, payload, presence_strerror(err),
+		         reason);
+	}
+	return changed;
+}
+
+/* Sets key to payload (a C string) under limits; asserts success and returns changed. */
+static bool set_ok(struct presence_state *st, const struct presence_state_limits *limits,
+                   const char *key, const char *payload)
+{
+	return set_ok_bytes(st, limits, key, payload, strlen(payload));
+}
+
+/* Merges payload (len bytes) under limits; asserts success and returns changed. */
+static bool merge_ok_bytes(struct presence_state *st, const struct presence_state_limits *limits,
+                           const char *payload, size_t len)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed = true;
+	enum presence_err err;
+
+	err = presence_state_merge(st, limits, payload, len, &changed, reason);
+	if (err != PRESENCE_OK) {
+		fail_msg("merge %.*s: %s (%s)", (int)len, payload, presence_strerror(err), reason);
 	}
 	return changed;
 }
@@ -54,15 +76,7 @@ static bool set_ok(struct presence_state *st, const struct presence_state_limits
 static bool merge_ok(struct presence_state *st, const struct presence_state_limits *limits,
                      const char *payload)
 {
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed = true;
-	enum presence_err err;
-
-	err = presence_state_merge(st, limits, payload, strlen(payload), &changed, reason);
-	if (err != PRESENCE_OK) {
-		fail_msg("merge %s: %s (%s)", payload, presence_strerror(err), reason);
-	}
-	return changed;
+	return merge_ok_bytes(st, limits, payload, strlen(payload));
 }
 
 /* Returns a new state holding the JSON object json. */
@@ -128,26 +142,29 @@ static const struct payload_case payload_cases[] = {
     {"text with quotes and a backslash", BYTES("say \"hi\" \\o/"),
      "{\"k\":\"say \\\"hi\\\" \\\\o/\"}"},
     {"text with a control character", BYTES("a\tb\x01"), "{\"k\":\"a\\tb\\u0001\"}"},
-    {"a leading zero is not JSON", BYTES("01"), "{\"k\":\"01\"}"},
-    {"a bare decimal point is not JSON", BYTES("1."), "{\"k\":\"1.\"}"},
+    {"cJSON reads a leading zero", BYTES("01"), "{\"k\":1}"},
+    {"cJSON reads a bare decimal point", BYTES("1."), "{\"k\":1}"},
     {"a plus sign is not JSON", BYTES("+1"), "{\"k\":\"+1\"}"},
     {"a trailing comma is not JSON", BYTES("[1,]"), "{\"k\":\"[1,]\"}"},
     {"an unterminated array is not JSON", BYTES("[1,2"), "{\"k\":\"[1,2\"}"},
     {"a misspelt literal is not JSON", BYTES("nul"), "{\"k\":\"nul\"}"},
     {"a literal with trailing junk is not JSON", BYTES("truex"), "{\"k\":\"truex\"}"},
     {"a capitalised literal is not JSON", BYTES("True"), "{\"k\":\"True\"}"},
-    {"a raw tab inside a JSON string is not JSON", BYTES("\"a\tb\""), "{\"k\":\"\\\"a\\tb\\\"\"}"},
+    {"cJSON takes a raw tab inside a JSON string", BYTES("\"a\tb\""), "{\"k\":\"a\\tb\"}"},
     {"a lone high surrogate escape is not JSON", BYTES("\"\\ud800\""),
      "{\"k\":\"\\\"\\\\ud800\\\"\"}"},
     {"a lone low surrogate escape is not JSON", BYTES("\"\\udc00x\""),
      "{\"k\":\"\\\"\\\\udc00x\\\"\"}"},
-    {"a bad hex escape is not JSON", BYTES("\"\\uZZZZ\""), "{\"k\":\"\\\"\\\\uZZZZ\\\"\"}"},
     {"an unknown escape is not JSON", BYTES("\"\\x\""), "{\"k\":\"\\\"\\\\x\\\"\"}"},
     /* In octal, because "\xBF42" would be a single hex escape. */
-    {"a byte-order mark makes text", BYTES("\357\273\27742"), "{\"k\":\"\357\273\27742\"}"},
+    {"cJSON skips a byte-order mark", BYTES("\357\273\27742"), "{\"k\":42}"},
+    {"cJSON skips control characters around JSON", BYTES("\x01 42\x0b\x1f"), "{\"k\":42}"},
     {"a surrogate pair escape", BYTES("\"\\ud83d\\ude00\""), "{\"k\":\"\xF0\x9F\x98\x80\"}"},
     {"escapes", BYTES("\"a\\\"b\\\\c\\/d\\n\""), "{\"k\":\"a\\\"b\\\\c/d\\n\"}"},
     {"an escaped backslash before u0000", BYTES("\"\\\\u0000\""), "{\"k\":\"\\\\u0000\"}"},
+    {"an escaped backslash before uZZZZ", BYTES("[\"\\\\uZZZZ\"]"), "{\"k\":[\"\\\\uZZZZ\"]}"},
+    {"an escape in upper-case hex", BYTES("\"\\u00E9\\u00e9\""), "{\"k\":\"\xC3\xA9\xC3\xA9\"}"},
+    {"\\u0000 in text that is not JSON", BYTES("C:\\u0000"), "{\"k\":\"C:\\\\u0000\"}"},
     {"an exponent", BYTES("1E+2"), "{\"k\":100}"},
     {"a fraction", BYTES("-0.5e-1"), "{\"k\":-0.05}"},
     {"negative zero", BYTES("-0"), "{\"k\":-0}"},
@@ -280,7 +297,17 @@ static const struct refusal_case set_refusals[] = {
      "payload contains \\u0000; state strings cannot hold NUL characters"},
     {"a nested \\u0000 escape in a key", BYTES("{\"a\\u0000\":1}"),
      "payload contains \\u0000; state strings cannot hold NUL characters"},
+    {"an escaped backslash and then a \\u0000 escape", BYTES("\"\\\\\\u0000\""),
+     "payload contains \\u0000; state strings cannot hold NUL characters"},
+    {"a \\u escape with no hex digits, which cJSON reads as NUL", BYTES("\"a\\uZZZZb\""),
+     "payload has a \\u escape that is not four hex digits"},
+    {"a \\u escape with one non-hex digit", BYTES("[\"ok\",{\"a\":\"\\u00G0\"}]"),
+     "payload has a \\u escape that is not four hex digits"},
+    {"a \\u escape that runs into a backslash", BYTES("\"\\u12\\\\\""),
+     "payload has a \\u escape that is not four hex digits"},
     {"a number too large for a double", BYTES("1e999"), "payload has a number out of range"},
+    {"a negative number too large for a double", BYTES("-1e999"),
+     "payload has a number out of range"},
     {"a nested number too large for a double", BYTES("{\"a\":[-1e400]}"),
      "payload has a number out of range"},
 };
@@ -576,6 +603,72 @@ static void a_state_over_lowered_limits_may_shrink_but_not_grow(void **state)
 	presence_state_free(st);
 }
 
+/*
+ * Asserts that a write of payload (len bytes; set_key of "k" when key is true, merge otherwise)
+ * is refused for being over the payload cap without a single allocation, leaving st alone.
+ */
+static void assert_payload_refused_unparsed(struct presence_state *st, bool key,
+                                            const char *payload, size_t len, const char *expected)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	const char *before = presence_state_json(st);
+	bool changed = true;
+	enum presence_err err;
+
+	failalloc_fail_after(0);
+	if (key) {
+		err = presence_state_set_key(st, &default_limits, "k", 1, payload, len, &changed,
+		                             reason);
+	} else {
+		err = presence_state_merge(st, &default_limits, payload, len, &changed, reason);
+	}
+	assert_int_equal(failalloc_attempts(), 0);
+	failalloc_reset();
+	assert_int_equal(err, PRESENCE_ERR_TOO_LARGE);
+	assert_false(changed);
+	assert_string_equal(reason, expected);
+	assert_string_equal(presence_state_json(st), before);
+}
+
+static void a_payload_of_4_x_max_state_bytes_is_parsed_and_one_byte_more_is_refused(void **state)
+{
+	/* default_limits: max_state_bytes is 8192, so payloads of up to 32768 bytes are read. */
+	const size_t cap = 4 * default_limits.max_state_bytes;
+	const char *refusal =
+	    "payload is 32769 bytes; at most 32768 (4 x max_state_bytes) are accepted";
+	const struct presence_state_limits no_cap = {.max_state_bytes = SIZE_MAX, .max_keys = 64};
+	struct presence_state *st = state_from("{\"a\":1}");
+	char *payload = malloc(cap + 1);
+
+	(void)state;
+	assert_int_equal(PRESENCE_STATE_PAYLOAD_FACTOR, 4);
+	assert_non_null(payload);
+
+	/* JSON padded with white space to exactly the cap is parsed, not taken as text. */
+	memset(payload, ' ', cap + 1);
+	memcpy(payload, "42", 2);
+	assert_true(set_ok_bytes(st, &default_limits, "k", payload, cap));
+	assert_state(st, "{\"a\":1,\"k\":42}");
+	memcpy(payload, "{\"m\":true}", 10);
+	assert_true(merge_ok_bytes(st, &default_limits, payload, cap));
+	assert_state(st, "{\"a\":1,\"k\":42,\"m\":true}");
+
+	/* One byte more is refused before it is even read, whatever it holds. */
+	assert_payload_refused_unparsed(st, true, payload, cap + 1, refusal);
+	assert_payload_refused_unparsed(st, false, payload, cap + 1, refusal);
+	payload[cap] = '\xFF';
+	assert_payload_refused_unparsed(st, true, payload, cap + 1, refusal);
+	assert_payload_refused_unparsed(st, false, payload, cap + 1, refusal);
+	assert_state(st, "{\"a\":1,\"k\":42,\"m\":true}");
+
+	/* 4 x max_state_bytes does not overflow. */
+	assert_true(set_ok(st, &no_cap, "k", "43"));
+	assert_true(merge_ok(st, &no_cap, "{\"m\":false}"));
+	assert_state(st, "{\"a\":1,\"k\":43,\"m\":false}");
+	free(payload);
+	presence_state_free(st);
+}
+
 static void the_same_write_twice_changes_the_state_once(void **state)
 {
 	static const char *const patches[] = {
@@ -609,8 +702,13 @@ static const struct refusal_case merge_refusals[] = {
     {"a NUL byte", BYTES("{\"a\":1}\0"), "state must be a JSON object"},
     {"a \\u0000 escape", BYTES("{\"a\":\"\\u0000\"}"),
      "payload contains \\u0000; state strings cannot hold NUL characters"},
+    {"a \\u0000 escape in a key that is removed", BYTES("{\"a\\u0000\":null}"),
+     "payload contains \\u0000; state strings cannot hold NUL characters"},
+    {"a \\u escape with no hex digits", BYTES("{\"a\":\"\\uZZZZ\"}"),
+     "payload has a \\u escape that is not four hex digits"},
     {"a number too large for a double", BYTES("{\"a\":1e309}"),
      "payload has a number out of range"},
+    {"a nested 1e999", BYTES("{\"a\":{\"b\":[1e999]}}"), "payload has a number out of range"},
     {"a key with a slash", BYTES("{\"ok\":1,\"a/b\":1}"), "invalid key \"a/b\": " KEY_RULE},
     {"a key with a plus", BYTES("{\"a+\":{}}"), "invalid key \"a+\": " KEY_RULE},
     {"a key with a hash", BYTES("{\"#\":[]}"), "invalid key \"#\": " KEY_RULE},
@@ -802,23 +900,109 @@ static void merge_patch_onto_no_value_strips_nulls_from_an_object(void **state)
 	                   "{\"a\":{\"b\":1,\"c\":{\"e\":2}}}");
 }
 
+/* How an allocation-failure loop makes failure point n fail. */
+enum fail_mode {
+	/* n allocations succeed, then every allocation fails (failalloc). */
+	FAIL_FROM_N_ON,
+	/* cJSON's allocation number n (from 0) fails, and only that one. */
+	FAIL_ONLY_CJSON_N,
+};
+
+/* cJSON allocations fail_once_malloc lets through before failing one; negative: none fails. */
+static long cjson_fail_countdown = -1;
+
+/* cJSON allocations made since the count was last reset. */
+static long cjson_allocations;
+
 /*
- * Runs a write (set_key when key is not NULL, merge otherwise) on a state holding initial with
- * the allocator failing after n = 0, 1, 2, ... allocations, until it succeeds. Every failure
- * must be PRESENCE_ERR_NOMEM with the state untouched; the success must give expected.
+ * cJSON's allocator during FAIL_ONLY_CJSON_N loops: malloc (which failalloc wraps), except for
+ * the one allocation cjson_fail_countdown picks.
  */
-static void assert_write_survives_allocation_failures(const char *initial, const char *key,
-                                                      const char *payload, const char *expected)
+static void *fail_once_malloc(size_t size)
+{
+	cjson_allocations++;
+	if (cjson_fail_countdown >= 0 && cjson_fail_countdown-- == 0) {
+		return NULL;
+	}
+	return malloc(size);
+}
+
+/*
+ * Returns how many allocations cJSON's parser makes when state.c parses payload: none for an
+ * empty payload, which is not parsed; some even for text, found not to be JSON only after the
+ * parser has allocated.
+ */
+static long parser_allocations(const char *payload)
+{
+	long n;
+
+	if (payload[0] == '\0') {
+		return 0;
+	}
+	failalloc_reset();
+	cJSON_Delete(cJSON_ParseWithLengthOpts(payload, strlen(payload) + 1, NULL, true));
+	n = failalloc_attempts();
+	failalloc_reset();
+	return n;
+}
+
+/* Returns (free it) the rendering of initial after set_key of key to payload as a string. */
+static char *state_with_text(const char *initial, const char *key, const char *payload)
 {
 	struct presence_state *st = state_from(initial);
+	cJSON *string = cJSON_CreateString(payload);
+	char *quoted = cJSON_PrintUnformatted(string);
+	char *json;
+
+	assert_non_null(quoted);
+	set_ok(st, &default_limits, key, quoted);
+	json = strdup(presence_state_json(st));
+	assert_non_null(json);
+	cJSON_free(quoted);
+	cJSON_Delete(string);
+	presence_state_free(st);
+	return json;
+}
+
+/*
+ * Runs a write (set_key when key is not NULL, merge otherwise) on a state holding initial with
+ * failure point n = 0, 1, 2, ... failing as mode says, until it succeeds. Every failure must be
+ * PRESENCE_ERR_NOMEM with the state untouched, the success must give expected and must be the
+ * first point at which nothing failed.
+ *
+ * The one exception is the one state.h documents: when the allocation that fails is inside
+ * cJSON's parser, the payload is taken as text. Then, and only then, set_key may succeed with
+ * the payload stored as a string and merge may refuse it as not an object, state untouched.
+ * state.c's first allocation is its NUL-terminated copy of the payload (not a cJSON one), then
+ * cJSON's parser makes the next parser_allocations(payload) allocations. When only one cJSON
+ * allocation fails, every failure in the parser must give that outcome; when every allocation
+ * from n on fails, set_key cannot store the text either and reports PRESENCE_ERR_NOMEM.
+ */
+static void assert_write_survives_allocation_failures_in(enum fail_mode mode, const char *initial,
+                                                         const char *key, const char *payload,
+                                                         const char *expected)
+{
+	struct presence_state *st = state_from(initial);
+	long parser = parser_allocations(payload);
+	long first = mode == FAIL_FROM_N_ON ? 1 : 0;
+	char *as_text = key != NULL ? state_with_text(initial, key, payload) : NULL;
 	char reason[PRESENCE_STATE_REASON_SIZE];
+	long taken_as_text = 0;
+	long attempts = 0;
 	enum presence_err err;
 	bool changed;
 	long n;
 
 	for (n = 0; n < 10000; n++) {
+		bool in_parser = n >= first && n < first + parser;
+
 		changed = true;
-		failalloc_fail_after(n);
+		if (mode == FAIL_FROM_N_ON) {
+			failalloc_fail_after(n);
+		} else {
+			cjson_fail_countdown = n;
+			cjson_allocations = 0;
+		}
 		if (key != NULL) {
 			err = presence_state_set_key(st, &default_limits, key, strlen(key), payload,
 			                             strlen(payload), &changed, reason);
@@ -826,7 +1010,24 @@ static void assert_write_survives_allocation_failures(const char *initial, const
 			err = presence_state_merge(st, &default_limits, payload, strlen(payload),
 			                           &changed, reason);
 		}
+		attempts = mode == FAIL_FROM_N_ON ? failalloc_attempts() : cjson_allocations;
 		failalloc_reset();
+		cjson_fail_countdown = -1;
+		if (in_parser && key != NULL && err == PRESENCE_OK) {
+			assert_true(changed);
+			assert_state(st, as_text);
+			presence_state_free(st);
+			st = state_from(initial);
+			taken_as_text++;
+			continue;
+		}
+		if (in_parser && key == NULL && err == PRESENCE_ERR_INVAL) {
+			assert_string_equal(reason, "state must be a JSON object");
+			assert_false(changed);
+			assert_state(st, initial);
+			taken_as_text++;
+			continue;
+		}
 		if (err == PRESENCE_OK) {
 			break;
 		}
@@ -837,10 +1038,30 @@ static void assert_write_survives_allocation_failures(const char *initial, const
 		assert_false(changed);
 		assert_state(st, initial);
 	}
+	/* No failure was swallowed: the success made exactly the n allocations that succeed. */
+	assert_int_equal(attempts, n);
 	assert_true(n > 0);
 	assert_true(changed);
 	assert_state(st, expected);
+	if (mode == FAIL_ONLY_CJSON_N) {
+		assert_int_equal(taken_as_text, parser);
+	}
+	free(as_text);
 	presence_state_free(st);
+}
+
+/* Runs the loop above with each fail_mode. */
+static void assert_write_survives_allocation_failures(const char *initial, const char *key,
+                                                      const char *payload, const char *expected)
+{
+	cJSON_Hooks hooks = {.malloc_fn = fail_once_malloc, .free_fn = free};
+
+	assert_write_survives_allocation_failures_in(FAIL_FROM_N_ON, initial, key, payload,
+	                                             expected);
+	cJSON_InitHooks(&hooks);
+	assert_write_survives_allocation_failures_in(FAIL_ONLY_CJSON_N, initial, key, payload,
+	                                             expected);
+	failalloc_install_cjson();
 }
 
 static void set_key_leaves_the_state_unchanged_on_every_allocation_failure(void **state)
@@ -949,6 +1170,8 @@ int main(void)
 	    cmocka_unit_test(max_state_bytes_allows_exactly_the_limit_and_refuses_one_byte_more),
 	    cmocka_unit_test(the_byte_limit_reason_reports_the_rendered_size),
 	    cmocka_unit_test(a_state_over_lowered_limits_may_shrink_but_not_grow),
+	    cmocka_unit_test(
+	        a_payload_of_4_x_max_state_bytes_is_parsed_and_one_byte_more_is_refused),
 	    cmocka_unit_test(the_same_write_twice_changes_the_state_once),
 	    cmocka_unit_test(merge_refuses_anything_but_a_json_object_with_valid_keys),
 	    cmocka_unit_test(merge_may_remove_a_key_that_could_never_be_set),
