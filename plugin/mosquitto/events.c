@@ -1,0 +1,412 @@
+/*
+ * The broker callbacks: each turns one Mosquitto event into core calls and publishes what the
+ * core says is due. The lifecycle follows what Mosquitto 2.0 really does:
+ *
+ * - BASIC_AUTH is a login attempt, not a connect: the client pointer is recorded PENDING.
+ * - A refused login is disconnected within the same loop iteration, so at TICK (the last thing
+ *   in each iteration) every PENDING client still known was accepted and is promoted; its user
+ *   is read then, because a later plugin may have changed the username.
+ * - DISCONNECT is acted on only for known client pointers: the broker also reports sockets
+ *   that never logged in, refused logins and a second DISCONNECT for a resumed session.
+ * - RELOAD (SIGHUP) re-runs BASIC_AUTH for every session, even offline persistent ones; those
+ *   must not become sessions, so BASIC_AUTH is ignored until the next TICK.
+ * - Documents are published only from TICK, once per dirty user, so a takeover (new login,
+ *   old disconnect, all in one iteration) publishes nothing.
+ *
+ * State writes are ordinary publishes to P/U/state[/key]. They are consumed: MESSAGE applies
+ * them and clears the retain flag, and the ACL denies READ of state topics to everybody, so
+ * no subscriber ever receives one while the publisher still sees success.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "document.h"
+#include "plugin.h"
+#include "topic.h"
+#include "utf8.h"
+
+/* Largest MQTT topic, in bytes. */
+#define MQTT_TOPIC_MAX 65535
+/* The longest suffix the plugin appends to a document topic ("/error"). */
+#define LONGEST_SUFFIX_LEN 6
+
+int presence_mosq_err(enum presence_err err)
+{
+	switch (err) {
+	case PRESENCE_OK:
+		return MOSQ_ERR_SUCCESS;
+	case PRESENCE_ERR_NOMEM:
+		return MOSQ_ERR_NOMEM;
+	case PRESENCE_ERR_INVAL:
+	case PRESENCE_ERR_TOO_LARGE:
+		return MOSQ_ERR_INVAL;
+	case PRESENCE_ERR_NOT_FOUND:
+		return MOSQ_ERR_NOT_FOUND;
+	case PRESENCE_ERR_IO:
+		return MOSQ_ERR_ERRNO;
+	}
+	return MOSQ_ERR_UNKNOWN;
+}
+
+static const char *or_none(const char *s)
+{
+	return s != NULL ? s : "(none)";
+}
+
+/* Returns the user name client's session counts towards, or NULL when it is not tracked: no
+ * username (identity username) or an empty one, a name in ignore_users, or a name whose topics
+ * would not be valid MQTT topics. The pointer is the broker's; copy it to keep it. */
+static const char *client_identity(const struct presence_plugin *p, const struct mosquitto *client)
+{
+	const char *name = p->cfg.identity == PRESENCE_IDENTITY_CLIENTID
+	                       ? mosquitto_client_id(client)
+	                       : mosquitto_client_username(client);
+	size_t len;
+
+	if (name == NULL || name[0] == '\0') {
+		return NULL;
+	}
+	len = strlen(name);
+	if (!presence_utf8_valid(name, len) ||
+	    p->cfg.topic_prefix_len + 1 + presence_topic_encoded_len(name) + LONGEST_SUFFIX_LEN >
+	        MQTT_TOPIC_MAX) {
+		return NULL;
+	}
+	if (presence_config_ignores(&p->cfg, name)) {
+		return NULL;
+	}
+	return name;
+}
+
+/* Looks up client's session. Returns false when the client has no tracked session. Otherwise
+ * *user is its user when ACTIVE (NULL while PENDING) and *name the user's name. */
+static bool client_user(const struct presence_plugin *p, const struct mosquitto *client,
+                        struct presence_user **user, const char **name)
+{
+	if (!presence_registry_session_find(p->reg, client, user)) {
+		return false;
+	}
+	*name = *user != NULL ? presence_user_name(*user) : client_identity(p, client);
+	return *name != NULL;
+}
+
+/* Returns true when the encoded user level (level, len) is client's own user. */
+static bool client_owns_level(const struct presence_plugin *p, const struct mosquitto *client,
+                              const char *level, size_t len)
+{
+	struct presence_user *user;
+	const char *name;
+
+	if (!client_user(p, client, &user, &name)) {
+		return false;
+	}
+	if (user != NULL) {
+		return presence_user_level_len(user) == len &&
+		       memcmp(presence_user_level(user), level, len) == 0;
+	}
+	return presence_topic_level_is_user(level, len, name);
+}
+
+/* Publishes text (len bytes) on topic, QoS 1, marked as JSON for MQTT 5 subscribers. The
+ * payload is copied into a buffer from mosquitto_calloc, which the broker frees with its own
+ * accounting (mosquitto_broker_publish_copy would corrupt it on 2.0). Returns a MOSQ_ERR_*. */
+static int publish_json(const char *topic, const char *text, size_t len, bool retain)
+{
+	mosquitto_property *props = NULL;
+	void *payload;
+	int rc;
+
+	if (len > INT_MAX || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
+		return MOSQ_ERR_INVAL;
+	}
+	payload = mosquitto_calloc(1, len + 1);
+	if (payload == NULL) {
+		return MOSQ_ERR_NOMEM;
+	}
+	memcpy(payload, text, len);
+	rc = mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
+	if (rc == MOSQ_ERR_SUCCESS) {
+		rc = mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE,
+		                                   "application/json");
+	}
+	if (rc == MOSQ_ERR_SUCCESS) {
+		rc = mosquitto_broker_publish(NULL, topic, (int)len, payload, 1, retain, props);
+	}
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_property_free_all(&props);
+		mosquitto_free(payload);
+	}
+	return rc;
+}
+
+/* Publishes the rejection notice for a state write on "<user topic>/error" (not retained);
+ * the ACL lets only the user's own sessions read it. */
+static void publish_rejection(struct presence_user *user, const char *write_topic,
+                              const char *reason)
+{
+	const char *doc_topic = presence_user_topic(user);
+	size_t topic_len = strlen(doc_topic);
+	char *topic = mosquitto_malloc(topic_len + sizeof("/error"));
+	char *text;
+	size_t len;
+	int rc = MOSQ_ERR_NOMEM;
+
+	if (topic == NULL) {
+		goto out_log;
+	}
+	memcpy(topic, doc_topic, topic_len);
+	memcpy(topic + topic_len, "/error", sizeof("/error"));
+	text = presence_document_render_error(write_topic, reason, &len);
+	if (text != NULL) {
+		rc = publish_json(topic, text, len, false);
+		presence_document_free(text);
+	}
+	mosquitto_free(topic);
+out_log:
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX
+		                     "could not publish the rejection notice for "
+		                     "user %s: %s",
+		                     presence_user_name(user), mosquitto_strerror(rc));
+	}
+}
+
+int presence_basic_auth_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	struct presence_plugin *p = userdata;
+
+	(void)event;
+	if (!p->reloading && presence_registry_session_pending(p->reg, ed->client) != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "out of memory: the session of client %s "
+		                                         "is not tracked",
+		                     or_none(mosquitto_client_id(ed->client)));
+	}
+	/* In defer mode the plugin never decides a login. In allow mode it accepts every
+	 * login, for brokers with no authentication at all: on 2.0, a deferring BASIC_AUTH with
+	 * nothing behind it refuses every client that sends a username. */
+	return p->cfg.auth == PRESENCE_MODE_ALLOW ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_DEFER;
+}
+
+int presence_acl_check_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_acl_check *ed = event_data;
+	struct presence_plugin *p = userdata;
+	int pass = p->cfg.acl == PRESENCE_MODE_ALLOW ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_DEFER;
+	struct presence_topic topic;
+	bool state;
+
+	(void)event;
+	presence_topic_parse(p->cfg.topic_prefix, ed->topic, &topic);
+	if (topic.kind == PRESENCE_TOPIC_OUTSIDE) {
+		return pass;
+	}
+	state = topic.kind == PRESENCE_TOPIC_STATE || topic.kind == PRESENCE_TOPIC_STATE_KEY;
+	switch (ed->access) {
+	case MOSQ_ACL_WRITE:
+		/* Only a user's own sessions write, and only to the user's state topics. This also
+		 * covers Will messages: they are checked when sent, after the session's
+		 * DISCONNECT, when the client is no longer tracked. */
+		if (state && client_owns_level(p, ed->client, topic.user, topic.user_len)) {
+			return MOSQ_ERR_SUCCESS;
+		}
+		mosquitto_log_printf(MOSQ_LOG_NOTICE,
+		                     PRESENCE_LOG_PREFIX "denied publish by client %s (user %s) "
+		                                         "to %s: only the plugin writes there",
+		                     or_none(mosquitto_client_id(ed->client)),
+		                     or_none(mosquitto_client_username(ed->client)), ed->topic);
+		return MOSQ_ERR_ACL_DENIED;
+	case MOSQ_ACL_READ:
+		if (state) {
+			return MOSQ_ERR_ACL_DENIED;
+		}
+		if (topic.kind == PRESENCE_TOPIC_ERROR) {
+			return client_owns_level(p, ed->client, topic.user, topic.user_len)
+			           ? MOSQ_ERR_SUCCESS
+			           : MOSQ_ERR_ACL_DENIED;
+		}
+		return pass;
+	default:
+		return pass;
+	}
+}
+
+/* Resolves the user a state write applies to: client's own user, created if the session is
+ * still PENDING (a client may publish in the iteration it logged in). Returns NULL when the
+ * client is not tracked or does not own the level. */
+static struct presence_user *state_writer(struct presence_plugin *p, const struct mosquitto *client,
+                                          const struct presence_topic *topic)
+{
+	struct presence_user *user;
+	const char *name;
+
+	if (!client_owns_level(p, client, topic->user, topic->user_len) ||
+	    !client_user(p, client, &user, &name)) {
+		return NULL;
+	}
+	if (user == NULL && presence_registry_user_get(p->reg, name, &user) != PRESENCE_OK) {
+		return NULL;
+	}
+	return user;
+}
+
+int presence_message_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_message *ed = event_data;
+	struct presence_plugin *p = userdata;
+	char reason[PRESENCE_STATE_REASON_SIZE] = "";
+	struct presence_topic topic;
+	struct presence_user *user;
+	enum presence_err err;
+	bool changed = false;
+
+	(void)event;
+	presence_topic_parse(p->cfg.topic_prefix, ed->topic, &topic);
+	if (topic.kind != PRESENCE_TOPIC_STATE && topic.kind != PRESENCE_TOPIC_STATE_KEY) {
+		return MOSQ_ERR_SUCCESS;
+	}
+	/* Consumed: never retained (and never read, see the ACL). Returning anything but
+	 * success or ACL_DENIED here would disconnect the client. */
+	ed->retain = false;
+	user = state_writer(p, ed->client, &topic);
+	if (user == NULL) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "ignored state write by client %s to %s: "
+		                                         "the session is not tracked",
+		                     or_none(mosquitto_client_id(ed->client)), ed->topic);
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (topic.kind == PRESENCE_TOPIC_STATE) {
+		err = presence_state_merge(presence_user_state(user), &p->limits, ed->payload,
+		                           ed->payloadlen, &changed, reason);
+	} else {
+		err = presence_state_set_key(presence_user_state(user), &p->limits, topic.key,
+		                             topic.key_len, ed->payload, ed->payloadlen, &changed,
+		                             reason);
+	}
+	if (err == PRESENCE_ERR_NOMEM) {
+		snprintf(reason, sizeof(reason), "out of memory");
+	}
+	if (err != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "rejected state write by client %s (user "
+		                                         "%s) to %s: %s",
+		                     or_none(mosquitto_client_id(ed->client)),
+		                     presence_user_name(user), ed->topic, reason);
+		publish_rejection(user, ed->topic, reason);
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (changed) {
+		presence_registry_user_changed(p->reg, user);
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+int presence_disconnect_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_disconnect *ed = event_data;
+	struct presence_plugin *p = userdata;
+
+	(void)event;
+	presence_registry_session_gone(p->reg, ed->client);
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* Promotes every PENDING session: the login it recorded was accepted, since a refused one
+ * would have been disconnected before the end of the iteration. */
+static void promote_pending(struct presence_plugin *p)
+{
+	const void *client;
+
+	while ((client = presence_registry_pending_next(p->reg)) != NULL) {
+		const char *name = client_identity(p, client);
+
+		if (presence_registry_session_start(p->reg, client, name) != PRESENCE_OK) {
+			mosquitto_log_printf(MOSQ_LOG_WARNING,
+			                     PRESENCE_LOG_PREFIX
+			                     "out of memory: the session of "
+			                     "client %s (user %s) is not tracked",
+			                     or_none(mosquitto_client_id(client)), or_none(name));
+		}
+	}
+}
+
+static int64_t wall_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Publishes a document for every dirty user whose presence differs from its last document. */
+static void publish_due_documents(struct presence_plugin *p)
+{
+	struct presence_document doc;
+	struct presence_user *user;
+	int64_t now_ms = 0;
+	char *text;
+	size_t len;
+	bool due;
+	int rc;
+
+	while ((user = presence_registry_dirty_next(p->reg)) != NULL) {
+		if (now_ms == 0) {
+			now_ms = wall_clock_ms();
+		}
+		if (presence_registry_document_prepare(p->reg, user, now_ms, &doc, &due) !=
+		    PRESENCE_OK) {
+			rc = MOSQ_ERR_NOMEM;
+			goto out_failed;
+		}
+		if (!due) {
+			continue;
+		}
+		text = presence_document_render(&doc, &len);
+		if (text == NULL) {
+			rc = MOSQ_ERR_NOMEM;
+			goto out_failed;
+		}
+		rc = publish_json(presence_user_topic(user), text, len, true);
+		presence_document_free(text);
+		if (rc == MOSQ_ERR_SUCCESS) {
+			presence_registry_document_sent(p->reg, user);
+			continue;
+		}
+	out_failed:
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "could not publish the document of user "
+		                                         "%s (%s); retrying",
+		                     presence_user_name(user), mosquitto_strerror(rc));
+		presence_registry_document_failed(p->reg, user);
+	}
+	presence_registry_flush_done(p->reg);
+}
+
+int presence_tick_cb(int event, void *event_data, void *userdata)
+{
+	struct presence_plugin *p = userdata;
+
+	(void)event;
+	(void)event_data;
+	p->reloading = false;
+	promote_pending(p);
+	publish_due_documents(p);
+	return MOSQ_ERR_SUCCESS;
+}
+
+int presence_reload_cb(int event, void *event_data, void *userdata)
+{
+	struct presence_plugin *p = userdata;
+
+	(void)event;
+	(void)event_data;
+	p->reloading = true;
+	/* DEFER lets the other plugins reload too; an error here would silently disable
+	 * password_file and acl_file after a SIGHUP on 2.0. */
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
