@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the plugin and runs Mosquitto in the foreground with examples/mosquitto.conf, on
+# 127.0.0.1 port $PORT (default 1883), with the demo users alice, bob and carol.
+#
+# Usage: examples/run-broker.sh            (PORT=18830 examples/run-broker.sh for another port)
+# Stop it with Ctrl-C.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+port=${PORT:-1883}
+
+case "$port" in
+  ''|*[!0-9]*) echo "PORT must be a number, got '$port'" >&2; exit 1 ;;
+esac
+if [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
+  echo "PORT must be between 1 and 65535, got $port" >&2
+  exit 1
+fi
+
+scripts/ensure-deps.sh
+
+# Refuse early, with a clear message, when something already listens on the port.
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "Port $port on 127.0.0.1 is already in use (another broker?)." >&2
+  echo "Stop it, or choose another port: PORT=18830 examples/run-broker.sh" >&2
+  exit 1
+fi
+
+echo "Building the plugin in build/ ..." >&2
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_TESTS=OFF >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+
+run=examples/.run
+mkdir -p "$run"
+rm -f "$run/passwd"
+touch "$run/passwd"
+chmod 600 "$run/passwd"
+for user in alice bob carol; do
+  mosquitto_passwd -b "$run/passwd" "$user" "$user-pw"
+done
+
+sed -e "s/^listener 1883 127.0.0.1$/listener $port 127.0.0.1/" examples/mosquitto.conf \
+  > "$run/mosquitto.conf"
+if [ "$(id -u)" -eq 0 ]; then
+  # Mosquitto started as root switches to the "mosquitto" user, which may not be able to
+  # read this checkout; a demo broker on loopback keeps root instead.
+  printf '\n# Added by run-broker.sh (started as root).\nuser root\n' >> "$run/mosquitto.conf"
+fi
+
+cat >&2 <<EOT
+
+mosquitto-presence demo broker on 127.0.0.1:$port (Ctrl-C stops it). In another terminal:
+
+  # Watch everybody's presence (one retained document per user, then every change):
+  mosquitto_sub -p $port -u carol -P carol-pw -t 'presence/+' -v
+
+  # Bring alice online, set her state, and see her go offline when the client exits:
+  mosquitto_sub -p $port -u alice -P alice-pw -i alice-phone -t 'chat/alice/#'
+  mosquitto_pub -p $port -u alice -P alice-pw -t presence/alice/state/status -m away
+
+  # Rejected writes are explained on presence/<user>/error, to that user only:
+  mosquitto_sub -p $port -u alice -P alice-pw -t presence/alice/error -v
+
+EOT
+exec mosquitto -c "$run/mosquitto.conf"
