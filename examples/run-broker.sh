@@ -28,7 +28,9 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 fi
 
 echo "Building the plugin in build/ ..." >&2
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_TESTS=OFF >/dev/null
+# The demo loads the plugin into the stock broker: no sanitizers, no tests.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_SANITIZE=OFF -DPRESENCE_TESTS=OFF \
+  >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 
 run=examples/.run
@@ -50,17 +52,22 @@ fi
 
 cat >&2 <<EOT
 
-mosquitto-presence demo broker on 127.0.0.1:$port (Ctrl-C stops it). In another terminal:
+mosquitto-presence demo broker on 127.0.0.1:$port (Ctrl-C stops it). Try, in other terminals
+(README.md, "Walkthrough", shows what each prints):
 
-  # Watch everybody's presence (one retained document per user, then every change):
+  # 1: watch everybody's presence (one retained document per user, then every change)
   mosquitto_sub -p $port -u carol -P carol-pw -t 'presence/+' -v
 
-  # Bring alice online, set her state, and see her go offline when the client exits:
-  mosquitto_sub -p $port -u alice -P alice-pw -i alice-phone -t 'chat/alice/#'
-  mosquitto_pub -p $port -u alice -P alice-pw -t presence/alice/state/status -m away
+  # 2: bring alice online; this also shows notices about her rejected state writes
+  mosquitto_sub -p $port -u alice -P alice-pw -i alice-phone -t presence/alice/error -v
 
-  # Rejected writes are explained on presence/<user>/error, to that user only:
-  mosquitto_sub -p $port -u alice -P alice-pw -t presence/alice/error -v
+  # 3: set one key of alice's state, then merge a JSON object into it
+  mosquitto_pub -p $port -u alice -P alice-pw -t presence/alice/state/status -m away
+  mosquitto_pub -p $port -u alice -P alice-pw -t presence/alice/state -m '{"status":"busy","until":"15:00"}'
+
+  # Stop 2 with Ctrl-C: alice goes offline and her state is cleared.
 
 EOT
-exec mosquitto -c "$run/mosquitto.conf"
+# Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
+mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+exec "$mosquitto_bin" -c "$run/mosquitto.conf"
