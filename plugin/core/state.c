@@ -171,6 +171,56 @@ static cJSON *parse_json(const char *text, size_t len)
 	return value;
 }
 
+/* Returns true when the len bytes at s are exactly one number in RFC 8259's grammar,
+ * -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, with optional JSON white space around it.
+ * cJSON also reads "007", "1." or "+1" as numbers; a payload like a postcode or an id with
+ * leading zeros must stay the text it was sent as, so bare numbers are checked strictly. */
+static bool json_number_token(const char *s, size_t len)
+{
+	size_t i = 0, end = len, digits;
+
+	while (i < end && strchr(" \t\r\n", s[i]) != NULL && s[i] != '\0') {
+		i++;
+	}
+	while (end > i && strchr(" \t\r\n", s[end - 1]) != NULL && s[end - 1] != '\0') {
+		end--;
+	}
+	if (i < end && s[i] == '-') {
+		i++;
+	}
+	if (i < end && s[i] == '0') {
+		i++;
+	} else {
+		for (digits = 0; i < end && s[i] >= '0' && s[i] <= '9'; i++) {
+			digits++;
+		}
+		if (digits == 0) {
+			return false;
+		}
+	}
+	if (i < end && s[i] == '.') {
+		for (i++, digits = 0; i < end && s[i] >= '0' && s[i] <= '9'; i++) {
+			digits++;
+		}
+		if (digits == 0) {
+			return false;
+		}
+	}
+	if (i < end && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < end && (s[i] == '+' || s[i] == '-')) {
+			i++;
+		}
+		for (digits = 0; i < end && s[i] >= '0' && s[i] <= '9'; i++) {
+			digits++;
+		}
+		if (digits == 0) {
+			return false;
+		}
+	}
+	return i == end;
+}
+
 /*
  * Turns a set_key payload (len > 0) into a value: one JSON value when cJSON parses the whole
  * payload, otherwise a string holding the payload. Returns PRESENCE_OK with the new value in
@@ -193,6 +243,10 @@ static enum presence_err payload_value(const char *payload, size_t len, cJSON **
 		return PRESENCE_ERR_NOMEM;
 	}
 	*value = parse_json(text, len);
+	if (*value != NULL && cJSON_IsNumber(*value) && !json_number_token(text, len)) {
+		cJSON_Delete(*value);
+		*value = NULL;
+	}
 	if (*value == NULL) {
 		/* Not JSON, or cJSON ran out of memory parsing it: text either way. */
 		*value = cJSON_CreateString(text);

@@ -13,9 +13,11 @@
  *   payload that is not valid UTF-8 (or contains NUL) is rejected.
  * - merge: the payload must be a JSON object; it is applied with JSON Merge Patch semantics
  *   (RFC 7396). An empty payload clears the whole state.
- * - "JSON" is what cJSON 1.7.15 parses, which is a little more than RFC 8259: "01" is 1, "1." is
- *   1, a byte-order mark before the value and control characters around it are skipped, and a
- *   string may hold raw control characters. "[1,]", "+1", "42abc" and "1 2" are text. JSON with
+ * - A payload that is a bare number must be a number in RFC 8259's grammar ("42", "-0.5e-1"),
+ *   so "007", "01", "1." or "+1" keep their text (postcodes, ids). Otherwise "JSON" is what
+ *   cJSON 1.7.15 parses, which is a little more than RFC 8259: inside arrays and objects "01" is
+ *   1, a byte-order mark before an object or array and control characters around it are
+ *   skipped, and a string may hold raw control characters. "[1,]", "+1", "42abc" and "1 2" are text. JSON with
  *   a \u escape that decodes to NUL (\u0000, or cJSON's reading of non-hex digits such as
  *   \uZZZZ) or with a number beyond the range of a double is rejected (cJSON would truncate the
  *   string or turn the number to null).
