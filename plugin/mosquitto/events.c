@@ -216,9 +216,11 @@ int presence_acl_check_cb(int event, void *event_data, void *userdata)
 		}
 		mosquitto_log_printf(MOSQ_LOG_NOTICE,
 		                     PRESENCE_LOG_PREFIX "denied publish by client %s (user %s) "
-		                                         "to %s: only the plugin writes there",
+		                                         "to %s: %s",
 		                     or_none(mosquitto_client_id(ed->client)),
-		                     or_none(mosquitto_client_username(ed->client)), ed->topic);
+		                     or_none(mosquitto_client_username(ed->client)), ed->topic,
+		                     state ? "only the user's own sessions write its state"
+		                           : "only the plugin writes there");
 		return MOSQ_ERR_ACL_DENIED;
 	case MOSQ_ACL_READ:
 		if (state) {
