@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# ctest's smoke run of the benchmarks (label integration): every scenario of run.sh once, at a
+# tiny size, against a real broker with the unsanitized plugin. It asserts only that the load
+# generator and run.sh complete and count correctly (run.sh exits non-zero on any BROKEN run:
+# a refused connect, a lost or unexpected document, a deadline); it never asserts a timing.
+# Environment (tests/CMakeLists.txt): PRESENCE_PLAIN_PLUGIN, LOADGEN, MOSQUITTO_BIN.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+exec bash "$here/run.sh" --smoke --plugin "$PRESENCE_PLAIN_PLUGIN" --loadgen "$LOADGEN" \
+	--mosquitto "$MOSQUITTO_BIN"
