@@ -1,63 +1,160 @@
 /*
- * The presence document and the rejection notice, rendered with cJSON (see document.h).
+ * The presence document and the rejection notice (see document.h).
  *
- * Members are added in the documented order and cJSON prints them in insertion order, so the
- * output is byte-for-byte deterministic; cJSON also does the string escaping (quotes,
- * backslashes, control characters; UTF-8 passes through).
+ * The document is rendered for every presence change, so it is assembled by hand into one
+ * buffer of exactly the right size (from the caller's allocator: the adapter passes the
+ * broker's, so the payload needs no copy). Building it as a cJSON object and printing it cost
+ * about ten times more than the broker spends on a whole connect: an allocation per member and
+ * per key, snprintf for each integer, a growing print buffer, and freeing it all again.
  *
- * The integers go in as raw number text rather than cJSON numbers. cJSON keeps numbers as
- * doubles, and 1.7.15 prints a double with 15 significant digits whenever that reads back within
- * an epsilon: 2^53 comes out as 9.00719925474099e+15. Raw text prints every int64/uint64
- * exactly.
+ * What stays with cJSON is the only part that needs JSON knowledge: the user name is escaped
+ * by printing a cJSON string item (on the stack, never freed) into a preallocated buffer, so
+ * quotes, backslashes and control characters come out exactly as cJSON escapes them and UTF-8
+ * passes through. The keys are fixed and need no escaping, the state is already compact JSON
+ * from the state module, and the integers are written out digit by digit, which prints every
+ * int64/uint64 exactly (cJSON keeps numbers as doubles and would print 2^53 as
+ * 9.00719925474099e+15).
  *
- * The state is embedded by reference (cJSON_CreateObjectReference over the state's members):
- * it is printed straight from the state's tree, with no copy, and deleting the document leaves
- * the state alone.
+ * The rejection notice is rare and stays a plain cJSON object.
  */
-#include <inttypes.h>
-#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "document.h"
 
-/* Room for any int64 or uint64 in decimal, with sign and NUL. */
-#define INTEGER_TEXT_SIZE 24
+/* Room for any uint64 in decimal, or an int64 with its sign. */
+#define INTEGER_TEXT_SIZE 21
 
-/* Adds name: value as an unsigned integer. Returns false when allocation fails. */
-static bool add_unsigned(cJSON *object, const char *name, uint64_t value)
+/* Escaping a byte takes at most 6 bytes (a backslash, u and four hex digits); a printed string adds
+ * two quotes and a NUL, and cJSON wants a few bytes of slack in a preallocated buffer. Names up to
+ * NAME_STACK_BYTES bytes are escaped on the stack. */
+#define NAME_STACK_BYTES 64
+#define ESCAPED_SIZE(len) (6 * (len) + 8)
+
+/* Writes value in decimal at the end of buf (INTEGER_TEXT_SIZE bytes) and returns where the
+ * digits start; they run to the end of buf, without a NUL. */
+static char *digits_u64(char *buf, uint64_t value)
 {
-	char text[INTEGER_TEXT_SIZE];
+	char *p = buf + INTEGER_TEXT_SIZE;
 
-	snprintf(text, sizeof(text), "%" PRIu64, value);
-	return cJSON_AddRawToObject(object, name, text) != NULL;
+	do {
+		*--p = (char)('0' + value % 10);
+		value /= 10;
+	} while (value != 0);
+	return p;
 }
 
-/* Adds name: value as a signed integer. Returns false when allocation fails. */
-static bool add_signed(cJSON *object, const char *name, int64_t value)
+static char *digits_i64(char *buf, int64_t value)
 {
-	char text[INTEGER_TEXT_SIZE];
+	/* The magnitude of INT64_MIN does not fit in an int64, but it does in a uint64. */
+	uint64_t magnitude = value < 0 ? 0 - (uint64_t)value : (uint64_t)value;
+	char *p = digits_u64(buf, magnitude);
 
-	snprintf(text, sizeof(text), "%" PRId64, value);
-	return cJSON_AddRawToObject(object, name, text) != NULL;
+	if (value < 0) {
+		*--p = '-';
+	}
+	return p;
 }
 
-/*
- * Adds name: a reference to the members of state (which stays owned by its caller); a NULL
- * state, or anything but an object, is added as {}. Returns false when allocation fails.
- */
-static bool add_state(cJSON *object, const char *name, const cJSON *state)
-{
-	cJSON *ref = cJSON_CreateObjectReference(cJSON_IsObject(state) ? state->child : NULL);
+/* One piece of the document: len bytes at text. */
+struct piece {
+	const char *text;
+	size_t len;
+};
 
-	if (ref == NULL) {
-		return false;
+#define LITERAL(s)                                                                                 \
+	{                                                                                          \
+		(s), sizeof(s) - 1                                                                 \
 	}
-	if (!cJSON_AddItemToObject(object, name, ref)) {
-		/* Deleting a reference frees the reference only. */
-		cJSON_Delete(ref);
-		return false;
+
+/* Prints name as a JSON string (quotes included) into buf (size bytes, at least
+ * ESCAPED_SIZE(strlen(name))). Returns false when cJSON cannot (it never allocates here). */
+static bool escape_name(const char *name, char *buf, size_t size)
+{
+	/* cJSON only reads the string; the union drops const without a cast. */
+	union {
+		const char *in;
+		char *item;
+	} text = {.in = name};
+	cJSON item;
+
+	memset(&item, 0, sizeof(item));
+	item.type = cJSON_String;
+	item.valuestring = text.item;
+	return size <= INT32_MAX && cJSON_PrintPreallocated(&item, buf, (int)size, false);
+}
+
+char *presence_document_render_with(const struct presence_document *doc, size_t *len,
+                                    presence_document_alloc_fn alloc)
+{
+	char name_stack[ESCAPED_SIZE(NAME_STACK_BYTES)];
+	char sessions[INTEGER_TEXT_SIZE], since[INTEGER_TEXT_SIZE], seq[INTEGER_TEXT_SIZE];
+	size_t name_len = strlen(doc->username);
+	size_t name_size = ESCAPED_SIZE(name_len);
+	char *name = name_stack;
+	char *text = NULL;
+	struct piece pieces[12];
+	size_t count = 0, total = 0;
+	const char *digits;
+
+	*len = 0;
+	if (name_len > NAME_STACK_BYTES) {
+		if (name_len > (SIZE_MAX - 8) / 6) {
+			return NULL;
+		}
+		name = malloc(name_size);
+		if (name == NULL) {
+			return NULL;
+		}
 	}
-	return true;
+	if (!escape_name(doc->username, name, name_size)) {
+		goto out_free_name;
+	}
+
+	pieces[count++] = (struct piece)LITERAL("{\"username\":");
+	pieces[count++] = (struct piece){name, strlen(name)};
+	pieces[count++] = doc->available
+	                      ? (struct piece)LITERAL(",\"available\":true,\"sessions\":")
+	                      : (struct piece)LITERAL(",\"available\":false,\"sessions\":");
+	digits = digits_u64(sessions, doc->sessions);
+	pieces[count++] = (struct piece){digits, (size_t)(sessions + INTEGER_TEXT_SIZE - digits)};
+	pieces[count++] = (struct piece)LITERAL(",\"since\":");
+	digits = digits_i64(since, doc->since_ms);
+	pieces[count++] = (struct piece){digits, (size_t)(since + INTEGER_TEXT_SIZE - digits)};
+	pieces[count++] = (struct piece)LITERAL(",\"seq\":");
+	digits = digits_u64(seq, doc->seq);
+	pieces[count++] = (struct piece){digits, (size_t)(seq + INTEGER_TEXT_SIZE - digits)};
+	pieces[count++] = (struct piece)LITERAL(",\"state\":");
+	pieces[count++] = doc->state_json != NULL
+	                      ? (struct piece){doc->state_json, strlen(doc->state_json)}
+	                      : (struct piece)LITERAL("{}");
+	pieces[count++] = (struct piece)LITERAL("}");
+
+	for (size_t i = 0; i < count; i++) {
+		total += pieces[i].len;
+	}
+	text = alloc(total + 1);
+	if (text != NULL) {
+		char *p = text;
+
+		for (size_t i = 0; i < count; i++) {
+			memcpy(p, pieces[i].text, pieces[i].len);
+			p += pieces[i].len;
+		}
+		*p = '\0';
+		*len = total;
+	}
+
+out_free_name:
+	if (name != name_stack) {
+		free(name);
+	}
+	return text;
+}
+
+char *presence_document_render(const struct presence_document *doc, size_t *len)
+{
+	return presence_document_render_with(doc, len, cJSON_malloc);
 }
 
 /* Prints root compactly and deletes it. Returns the text, or NULL when allocation fails. */
@@ -68,25 +165,6 @@ static char *print_and_delete(cJSON *root, size_t *len)
 	cJSON_Delete(root);
 	*len = text != NULL ? strlen(text) : 0;
 	return text;
-}
-
-char *presence_document_render(const struct presence_document *doc, size_t *len)
-{
-	cJSON *root = cJSON_CreateObject();
-
-	*len = 0;
-	if (root == NULL) {
-		return NULL;
-	}
-	if (cJSON_AddStringToObject(root, "username", doc->username) == NULL ||
-	    cJSON_AddBoolToObject(root, "available", doc->available) == NULL ||
-	    !add_unsigned(root, "sessions", doc->sessions) ||
-	    !add_signed(root, "since", doc->since_ms) || !add_unsigned(root, "seq", doc->seq) ||
-	    !add_state(root, "state", doc->state)) {
-		cJSON_Delete(root);
-		return NULL;
-	}
-	return print_and_delete(root, len);
 }
 
 void presence_document_free(char *text)

@@ -5,6 +5,10 @@
  *   {"username":"alice","available":true,"sessions":2,"since":1764265200123,"seq":7,
  *    "state":{"status":"away"}}
  * The state is embedded as it is rendered by the state module.
+ *
+ * A document is rendered for every presence change, so it is assembled straight into one
+ * buffer: only the user name goes through cJSON (for its string escaping), printed into a
+ * preallocated buffer, and the integers are converted by hand.
  */
 #ifndef PRESENCE_DOCUMENT_H
 #define PRESENCE_DOCUMENT_H
@@ -27,12 +31,24 @@ struct presence_document {
 	int64_t since_ms;
 	/* Per-user document counter, from 1. */
 	uint64_t seq;
-	/* The user's state object (borrowed); NULL renders as {}. */
-	const cJSON *state;
+	/* The user's state as compact JSON text, embedded as it is (borrowed; the state module
+	 * renders it). NULL renders as {}. */
+	const char *state_json;
 };
 
-/* Renders doc. Returns a NUL-terminated string the caller frees with presence_document_free and
- * stores its length (without the NUL) in *len; returns NULL when allocation fails. */
+/* An allocator for the rendered text: returns size bytes or NULL. */
+typedef void *(*presence_document_alloc_fn)(size_t size);
+
+/* Renders doc into one buffer of exactly *len + 1 bytes from alloc (the caller frees it with
+ * the matching free), NUL-terminated, and stores the length without the NUL in *len. This is
+ * how the adapter renders straight into a buffer the broker will own. Returns NULL (and *len 0)
+ * when an allocation fails. */
+char *presence_document_render_with(const struct presence_document *doc, size_t *len,
+                                    presence_document_alloc_fn alloc);
+
+/* Renders doc with cJSON's allocator. Returns a NUL-terminated string the caller frees with
+ * presence_document_free and stores its length (without the NUL) in *len; returns NULL when
+ * allocation fails. */
 char *presence_document_render(const struct presence_document *doc, size_t *len);
 
 /* Frees a string returned by presence_document_render; NULL is allowed. */

@@ -435,7 +435,7 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 	doc->sessions = user->sessions;
 	doc->since_ms = user->prep_since;
 	doc->seq = user->seq + 1;
-	doc->state = presence_state_tree(user->state);
+	doc->state_json = presence_state_json(user->state);
 	*due = true;
 	return PRESENCE_OK;
 }

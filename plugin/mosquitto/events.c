@@ -109,23 +109,18 @@ static bool client_owns_level(const struct presence_plugin *p, const struct mosq
 	return presence_topic_level_is_user(level, len, name);
 }
 
-/* Publishes text (len bytes) on topic, QoS 1, marked as JSON for MQTT 5 subscribers. The
- * payload is copied into a buffer from mosquitto_calloc, which the broker frees with its own
- * accounting (mosquitto_broker_publish_copy would corrupt it on 2.0). Returns a MOSQ_ERR_*. */
-static int publish_json(const char *topic, const char *text, size_t len, bool retain)
+/* Publishes payload (len bytes from mosquitto_malloc, owned by this function whatever
+ * happens) on topic, QoS 1, marked as JSON for MQTT 5 subscribers. The broker frees the payload
+ * with its own accounting (mosquitto_broker_publish_copy would corrupt it on 2.0). Returns a
+ * MOSQ_ERR_*. */
+static int publish_json(const char *topic, void *payload, size_t len, bool retain)
 {
 	mosquitto_property *props = NULL;
-	void *payload;
-	int rc;
+	int rc = MOSQ_ERR_INVAL;
 
 	if (len > INT_MAX || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
-		return MOSQ_ERR_INVAL;
+		goto out_free_payload;
 	}
-	payload = mosquitto_calloc(1, len + 1);
-	if (payload == NULL) {
-		return MOSQ_ERR_NOMEM;
-	}
-	memcpy(payload, text, len);
 	rc = mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
 	if (rc == MOSQ_ERR_SUCCESS) {
 		rc = mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE,
@@ -134,11 +129,25 @@ static int publish_json(const char *topic, const char *text, size_t len, bool re
 	if (rc == MOSQ_ERR_SUCCESS) {
 		rc = mosquitto_broker_publish(NULL, topic, (int)len, payload, 1, retain, props);
 	}
-	if (rc != MOSQ_ERR_SUCCESS) {
-		mosquitto_property_free_all(&props);
-		mosquitto_free(payload);
+	if (rc == MOSQ_ERR_SUCCESS) {
+		return rc;
 	}
+	mosquitto_property_free_all(&props);
+out_free_payload:
+	mosquitto_free(payload);
 	return rc;
+}
+
+/* Publishes a copy of text (len bytes) on topic, as publish_json. */
+static int publish_json_copy(const char *topic, const char *text, size_t len, bool retain)
+{
+	void *payload = mosquitto_malloc(len + 1);
+
+	if (payload == NULL) {
+		return MOSQ_ERR_NOMEM;
+	}
+	memcpy(payload, text, len + 1);
+	return publish_json(topic, payload, len, retain);
 }
 
 /* Publishes the rejection notice for a state write on "<user topic>/error" (not retained);
@@ -160,7 +169,7 @@ static void publish_rejection(struct presence_user *user, const char *write_topi
 	memcpy(topic + topic_len, "/error", sizeof("/error"));
 	text = presence_document_render_error(write_topic, reason, &len);
 	if (text != NULL) {
-		rc = publish_json(topic, text, len, false);
+		rc = publish_json_copy(topic, text, len, false);
 		presence_document_free(text);
 	}
 	mosquitto_free(topic);
@@ -351,7 +360,7 @@ static void publish_due_documents(struct presence_plugin *p)
 	struct presence_document doc;
 	struct presence_user *user;
 	int64_t now_ms = 0;
-	char *text;
+	void *payload;
 	size_t len;
 	bool due;
 	int rc;
@@ -368,13 +377,13 @@ static void publish_due_documents(struct presence_plugin *p)
 		if (!due) {
 			continue;
 		}
-		text = presence_document_render(&doc, &len);
-		if (text == NULL) {
+		/* Rendered straight into a buffer the broker takes over. */
+		payload = presence_document_render_with(&doc, &len, mosquitto_malloc);
+		if (payload == NULL) {
 			rc = MOSQ_ERR_NOMEM;
 			goto out_failed;
 		}
-		rc = publish_json(presence_user_topic(user), text, len, true);
-		presence_document_free(text);
+		rc = publish_json(presence_user_topic(user), payload, len, true);
 		if (rc == MOSQ_ERR_SUCCESS) {
 			presence_registry_document_sent(p->reg, user);
 			continue;
