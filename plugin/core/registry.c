@@ -1,28 +1,37 @@
 /*
  * Sessions and users (see registry.h for the lifecycle this models).
  *
- * Two uthash tables: sessions keyed by the broker's client pointer, users keyed by name. Two
- * intrusive lists (utlist, so adding and removing never allocates): the PENDING sessions that
- * wait for the end of the loop iteration, and the dirty users whose document must be
- * reconsidered. A user's "last document" fields describe what subscribers currently hold; a
- * document is due exactly when the user's live values differ from them.
+ * Two uthash tables: sessions keyed by the broker's client pointer, users keyed by name. A user
+ * is known for as long as the plugin runs, so what it costs is what the plugin costs per known
+ * user, and what it touches is what every event touches: each user is ONE allocation, holding
+ * its hash handle, its counters, its state (embedded; only a non-empty state has text of its
+ * own) and its document topic with the name after it (or the name is the topic's last level
+ * when encoding changed nothing). The state is not copied for the "last document": the state
+ * module keeps the text a document showed only while a write has replaced it.
+ *
+ * PENDING sessions wait for the end of the loop iteration in an array of client pointers, not
+ * in a list through the sessions, so a session is just its key, its user and its hash handle.
+ * A client that goes away while pending leaves a stale pointer there, skipped when the array is
+ * read (the pointer no longer names a pending session). Dirty users and users whose publish
+ * failed wait in two singly linked queues through the users (one link per user; adding never
+ * allocates).
  *
  * Invariants:
- * - a session is on the pending list iff its user is NULL;
+ * - a session is PENDING iff its user is NULL, and every PENDING session's client is in
+ *   reg->pending at or after reg->pending_head;
  * - user->sessions is the number of ACTIVE sessions pointing at the user;
- * - a user is on exactly one of (nothing, dirty list, retry list), recorded in user->list;
+ * - a user is on at most one of (dirty queue, retry queue), recorded in user->list;
  * - reg->available counts users with sessions > 0, reg->active counts ACTIVE sessions.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include <uthash.h>
-#include <utlist.h>
 
 #include "registry.h"
 #include "topic.h"
 
-/* Which intrusive list a user is on. */
+/* Which queue a user is on. */
 enum user_list {
 	USER_LIST_NONE = 0,
 	USER_LIST_DIRTY,
@@ -35,44 +44,40 @@ struct presence_session {
 	const void *client;
 	/* The user this ACTIVE session counts towards; NULL while PENDING. */
 	struct presence_user *user;
-	/* Pending-list links (only while PENDING). */
-	struct presence_session *prev, *next;
 	/* Handle for reg->sessions. */
 	UT_hash_handle hh;
 };
 
 struct presence_user {
-	/* The user name, unencoded (the hash key). */
-	char *name;
-	/* The document topic "<prefix>/<encoded name>". */
-	char *topic;
-	/* Offset of the encoded name inside topic, and its length. */
-	size_t level_off, level_len;
+	/* Handle for reg->users; the key is the name inside topic[]. */
+	UT_hash_handle hh;
+	/* The next user on the same queue (dirty or retry). */
+	struct presence_user *list_next;
+	/* The last document published: what subscribers hold now. seq 0 means none yet. Its
+	 * state is the state's mark (presence_state_mark). */
+	uint64_t seq;
+	int64_t pub_since;
+	/* The shared state. */
+	struct presence_state state;
+	unsigned int pub_sessions;
 	/* Number of ACTIVE sessions. */
 	unsigned int sessions;
-	/* The shared state. */
-	struct presence_state *state;
-
-	/* The last document published: what subscribers hold now. seq 0 means none yet. */
-	uint64_t seq;
+	/* The encoded name's offset inside topic and its length (a topic is at most 65535 bytes
+	 * in MQTT; user_get refuses anything beyond 32 bits). */
+	uint32_t level_off, level_len;
 	bool pub_available;
-	unsigned int pub_sessions;
-	int64_t pub_since;
-	/* Compact state of the last document; NULL before the first one (equivalent to "{}"). */
-	char *pub_state;
+	/* Which queue the user is on (enum user_list). */
+	unsigned char list;
+	/* Whether the name is stored after the topic (encoding changed it) or is the topic's
+	 * last level. */
+	bool name_apart;
+	/* "<prefix>/<encoded name>\0", then "<name>\0" when name_apart. */
+	char topic[];
+};
 
-	/* The document prepared by presence_registry_document_prepare, until sent or failed. */
-	bool prep_available;
-	unsigned int prep_sessions;
-	int64_t prep_since;
-	/* Copy of the prepared state text, or NULL when it equals pub_state. */
-	char *prep_state;
-
-	/* Which list the user is on, and the links. */
-	enum user_list list;
-	struct presence_user *list_prev, *list_next;
-	/* Handle for reg->users. */
-	UT_hash_handle hh;
+/* A singly linked queue of users through list_next. */
+struct user_queue {
+	struct presence_user *head, *tail;
 };
 
 struct presence_registry {
@@ -81,13 +86,17 @@ struct presence_registry {
 	size_t prefix_len;
 	/* Sessions by client pointer. */
 	struct presence_session *sessions;
-	/* Sessions waiting to be promoted, oldest first. */
-	struct presence_session *pending;
+	/* Clients that logged in since the last promotion, oldest first, from pending_head on;
+	 * some may be stale (see the top of the file). */
+	const void **pending;
+	size_t pending_head, pending_len, pending_cap;
 	/* Users by name. */
 	struct presence_user *users;
 	/* Users to reconsider at the next flush, and those whose publish failed in this flush. */
-	struct presence_user *dirty;
-	struct presence_user *retry;
+	struct user_queue dirty;
+	struct user_queue retry;
+	/* The time of the document being prepared (see presence_registry_document_sent). */
+	int64_t prep_now_ms;
 	/* Counters kept incrementally (no scans). */
 	size_t available;
 	size_t active;
@@ -122,11 +131,7 @@ struct presence_registry *presence_registry_new(const char *prefix)
 
 static void user_free(struct presence_user *user)
 {
-	presence_state_free(user->state);
-	free(user->pub_state);
-	free(user->prep_state);
-	free(user->topic);
-	free(user->name);
+	presence_state_release(&user->state);
 	free(user);
 }
 
@@ -148,6 +153,7 @@ void presence_registry_free(struct presence_registry *reg)
 		HASH_DEL(reg->users, user);
 		user_free(user);
 	}
+	free(reg->pending);
 	free(reg->prefix);
 	free(reg);
 }
@@ -161,6 +167,28 @@ static struct presence_session *session_lookup(const struct presence_registry *r
 	return session;
 }
 
+/* Makes room for one more pending client. Returns false when memory runs out. */
+static bool pending_reserve(struct presence_registry *reg)
+{
+	size_t cap;
+	const void **grown;
+
+	if (reg->pending_len < reg->pending_cap) {
+		return true;
+	}
+	cap = reg->pending_cap > 0 ? 2 * reg->pending_cap : 64;
+	if (cap > SIZE_MAX / sizeof(*grown)) {
+		return false;
+	}
+	grown = realloc(reg->pending, cap * sizeof(*grown));
+	if (grown == NULL) {
+		return false;
+	}
+	reg->pending = grown;
+	reg->pending_cap = cap;
+	return true;
+}
+
 enum presence_err presence_registry_session_pending(struct presence_registry *reg,
                                                     const void *client)
 {
@@ -168,6 +196,9 @@ enum presence_err presence_registry_session_pending(struct presence_registry *re
 
 	if (session_lookup(reg, client) != NULL) {
 		return PRESENCE_OK;
+	}
+	if (!pending_reserve(reg)) {
+		return PRESENCE_ERR_NOMEM;
 	}
 	session = calloc(1, sizeof(*session));
 	if (session == NULL) {
@@ -179,42 +210,72 @@ enum presence_err presence_registry_session_pending(struct presence_registry *re
 		free(session);
 		return PRESENCE_ERR_NOMEM;
 	}
-	DL_APPEND(reg->pending, session);
+	reg->pending[reg->pending_len++] = client;
 	return PRESENCE_OK;
 }
 
-const void *presence_registry_pending_next(const struct presence_registry *reg)
+/* Whether client names a PENDING session. */
+static bool client_pending(const struct presence_registry *reg, const void *client)
 {
-	return reg->pending != NULL ? reg->pending->client : NULL;
+	struct presence_session *session = session_lookup(reg, client);
+
+	return session != NULL && session->user == NULL;
 }
 
-/* Takes user off whichever list it is on. */
-static void user_unlist(struct presence_registry *reg, struct presence_user *user)
+const void *presence_registry_pending_next(struct presence_registry *reg)
 {
-	if (user->list == USER_LIST_DIRTY) {
-		DL_DELETE2(reg->dirty, user, list_prev, list_next);
-	} else if (user->list == USER_LIST_RETRY) {
-		DL_DELETE2(reg->retry, user, list_prev, list_next);
+	while (reg->pending_head < reg->pending_len) {
+		const void *client = reg->pending[reg->pending_head];
+
+		if (client_pending(reg, client)) {
+			return client;
+		}
+		reg->pending_head++;
 	}
-	user->list = USER_LIST_NONE;
+	reg->pending_head = reg->pending_len = 0;
+	return NULL;
+}
+
+static void queue_append(struct user_queue *q, struct presence_user *user)
+{
+	user->list_next = NULL;
+	if (q->tail != NULL) {
+		q->tail->list_next = user;
+	} else {
+		q->head = user;
+	}
+	q->tail = user;
+}
+
+static struct presence_user *queue_pop(struct user_queue *q)
+{
+	struct presence_user *user = q->head;
+
+	if (user != NULL) {
+		q->head = user->list_next;
+		if (q->head == NULL) {
+			q->tail = NULL;
+		}
+		user->list_next = NULL;
+	}
+	return user;
 }
 
 void presence_registry_user_changed(struct presence_registry *reg, struct presence_user *user)
 {
-	if (user->list == USER_LIST_DIRTY) {
+	/* A user waiting for a retry goes back on the dirty queue at the end of this flush
+	 * anyway (presence_registry_flush_done). */
+	if (user->list != USER_LIST_NONE) {
 		return;
 	}
-	user_unlist(reg, user);
-	DL_APPEND2(reg->dirty, user, list_prev, list_next);
+	queue_append(&reg->dirty, user);
 	user->list = USER_LIST_DIRTY;
 }
 
-/* Removes session from the table (and the pending list) and frees it. */
+/* Removes session from the table and frees it. A pending client's pointer stays in
+ * reg->pending, where it is stale from now on. */
 static void session_remove(struct presence_registry *reg, struct presence_session *session)
 {
-	if (session->user == NULL) {
-		DL_DELETE(reg->pending, session);
-	}
 	HASH_DEL(reg->sessions, session);
 	free(session);
 }
@@ -229,6 +290,9 @@ enum presence_err presence_registry_session_start(struct presence_registry *reg,
 	if (session == NULL || session->user != NULL) {
 		return PRESENCE_OK;
 	}
+	if (reg->pending_head < reg->pending_len && reg->pending[reg->pending_head] == client) {
+		reg->pending_head++;
+	}
 	if (user_name == NULL) {
 		session_remove(reg, session);
 		return PRESENCE_OK;
@@ -238,8 +302,6 @@ enum presence_err presence_registry_session_start(struct presence_registry *reg,
 		session_remove(reg, session);
 		return err;
 	}
-	DL_DELETE(reg->pending, session);
-	session->prev = session->next = NULL;
 	session->user = user;
 	if (user->sessions++ == 0) {
 		reg->available++;
@@ -289,66 +351,54 @@ struct presence_user *presence_registry_user_find(const struct presence_registry
 	return user;
 }
 
-/* Builds "<prefix>/<encoded name>" for a new user. */
-static enum presence_err user_make_topic(const struct presence_registry *reg,
-                                         struct presence_user *user)
-{
-	size_t level_len = presence_topic_encoded_len(user->name);
-	char *level = presence_topic_encode_user(user->name);
-
-	if (level == NULL) {
-		return PRESENCE_ERR_NOMEM;
-	}
-	user->topic = malloc(reg->prefix_len + 1 + level_len + 1);
-	if (user->topic == NULL) {
-		free(level);
-		return PRESENCE_ERR_NOMEM;
-	}
-	memcpy(user->topic, reg->prefix, reg->prefix_len);
-	user->topic[reg->prefix_len] = '/';
-	memcpy(user->topic + reg->prefix_len + 1, level, level_len + 1);
-	user->level_off = reg->prefix_len + 1;
-	user->level_len = level_len;
-	free(level);
-	return PRESENCE_OK;
-}
-
 enum presence_err presence_registry_user_get(struct presence_registry *reg, const char *name,
                                              struct presence_user **out)
 {
 	struct presence_user *user = presence_registry_user_find(reg, name);
+	size_t name_len, level_len, topic_len, size;
+	const char *key;
 
 	if (user != NULL) {
 		*out = user;
 		return PRESENCE_OK;
 	}
-	user = calloc(1, sizeof(*user));
+	name_len = strlen(name);
+	level_len = presence_topic_encoded_len(name);
+	topic_len = reg->prefix_len + 1 + level_len;
+	/* Encoding only ever lengthens a name, so equal lengths mean an unchanged name. */
+	size = sizeof(*user) + topic_len + 1 + (level_len != name_len ? name_len + 1 : 0);
+	if (level_len < name_len || topic_len < level_len || size < topic_len ||
+	    topic_len > UINT32_MAX) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	user = calloc(1, size);
 	if (user == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
-	user->name = copy_string(name);
-	if (user->name == NULL || user_make_topic(reg, user) != PRESENCE_OK) {
-		goto out_free_user;
+	memcpy(user->topic, reg->prefix, reg->prefix_len);
+	user->topic[reg->prefix_len] = '/';
+	presence_topic_encode_user_into(name, user->topic + reg->prefix_len + 1);
+	user->level_off = (uint32_t)(reg->prefix_len + 1);
+	user->level_len = (uint32_t)level_len;
+	user->name_apart = level_len != name_len;
+	if (user->name_apart) {
+		memcpy(user->topic + topic_len + 1, name, name_len + 1);
 	}
-	user->state = presence_state_new();
-	if (user->state == NULL) {
-		goto out_free_user;
-	}
-	HASH_ADD_KEYPTR(hh, reg->users, user->name, strlen(user->name), user);
+	presence_state_init(&user->state);
+	key = presence_user_name(user);
+	HASH_ADD_KEYPTR(hh, reg->users, key, name_len, user);
 	if (user->hh.tbl == NULL) {
-		goto out_free_user;
+		user_free(user);
+		return PRESENCE_ERR_NOMEM;
 	}
 	*out = user;
 	return PRESENCE_OK;
-
-out_free_user:
-	user_free(user);
-	return PRESENCE_ERR_NOMEM;
 }
 
 const char *presence_user_name(const struct presence_user *user)
 {
-	return user->name;
+	return user->name_apart ? user->topic + user->level_off + user->level_len + 1
+	                        : user->topic + user->level_off;
 }
 
 const char *presence_user_topic(const struct presence_user *user)
@@ -373,23 +423,17 @@ unsigned int presence_user_sessions(const struct presence_user *user)
 
 struct presence_state *presence_user_state(struct presence_user *user)
 {
-	return user->state;
+	return &user->state;
 }
 
 struct presence_user *presence_registry_dirty_next(struct presence_registry *reg)
 {
-	struct presence_user *user = reg->dirty;
+	struct presence_user *user = queue_pop(&reg->dirty);
 
 	if (user != NULL) {
-		user_unlist(reg, user);
+		user->list = USER_LIST_NONE;
 	}
 	return user;
-}
-
-/* The compact state of the user's last document. */
-static const char *published_state(const struct presence_user *user)
-{
-	return user->pub_state != NULL ? user->pub_state : "{}";
 }
 
 enum presence_err presence_registry_document_prepare(struct presence_registry *reg,
@@ -399,18 +443,14 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 	bool available = user->sessions > 0;
 	bool state_same;
 
-	(void)reg;
 	*due = false;
-	free(user->prep_state);
-	user->prep_state = NULL;
-
 	/* Presence state lives while the user is online: it is dropped when the user is
 	 * unavailable at the end of the iteration, not at the disconnect itself, so a takeover
 	 * (old session gone, new one promoted in the same iteration) keeps it. */
 	if (!available) {
-		presence_state_clear(user->state);
+		presence_state_clear(&user->state);
 	}
-	state_same = strcmp(presence_state_json(user->state), published_state(user)) == 0;
+	state_same = !presence_state_changed_since_mark(&user->state);
 	if (user->seq > 0 && available == user->pub_available &&
 	    user->sessions == user->pub_sessions && state_same) {
 		return PRESENCE_OK;
@@ -419,56 +459,48 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 		/* Never published and nothing to say: the user was never online. */
 		return PRESENCE_OK;
 	}
-	if (!state_same) {
-		user->prep_state = copy_string(presence_state_json(user->state));
-		if (user->prep_state == NULL) {
-			return PRESENCE_ERR_NOMEM;
-		}
-	}
-	user->prep_available = available;
-	user->prep_sessions = user->sessions;
-	user->prep_since =
-	    (user->seq == 0 || available != user->pub_available) ? now_ms : user->pub_since;
-
-	doc->username = user->name;
+	reg->prep_now_ms = now_ms;
+	doc->username = presence_user_name(user);
 	doc->available = available;
 	doc->sessions = user->sessions;
-	doc->since_ms = user->prep_since;
+	doc->since_ms =
+	    (user->seq == 0 || available != user->pub_available) ? now_ms : user->pub_since;
 	doc->seq = user->seq + 1;
-	doc->state_json = presence_state_json(user->state);
+	doc->state_json = presence_state_json(&user->state);
 	*due = true;
 	return PRESENCE_OK;
 }
 
 void presence_registry_document_sent(struct presence_registry *reg, struct presence_user *user)
 {
-	(void)reg;
-	user->seq++;
-	user->pub_available = user->prep_available;
-	user->pub_sessions = user->prep_sessions;
-	user->pub_since = user->prep_since;
-	if (user->prep_state != NULL) {
-		free(user->pub_state);
-		user->pub_state = user->prep_state;
-		user->prep_state = NULL;
+	bool available = user->sessions > 0;
+
+	/* Nothing about the user changed since presence_registry_document_prepare: the adapter
+	 * publishes right after preparing. */
+	if (user->seq == 0 || available != user->pub_available) {
+		user->pub_since = reg->prep_now_ms;
 	}
+	user->seq++;
+	user->pub_available = available;
+	user->pub_sessions = user->sessions;
+	presence_state_mark(&user->state);
 }
 
 void presence_registry_document_failed(struct presence_registry *reg, struct presence_user *user)
 {
-	free(user->prep_state);
-	user->prep_state = NULL;
-	user_unlist(reg, user);
-	DL_APPEND2(reg->retry, user, list_prev, list_next);
-	user->list = USER_LIST_RETRY;
+	if (user->list == USER_LIST_NONE) {
+		queue_append(&reg->retry, user);
+		user->list = USER_LIST_RETRY;
+	}
 }
 
 void presence_registry_flush_done(struct presence_registry *reg)
 {
 	struct presence_user *user;
 
-	while ((user = reg->retry) != NULL) {
-		presence_registry_user_changed(reg, user);
+	while ((user = queue_pop(&reg->retry)) != NULL) {
+		queue_append(&reg->dirty, user);
+		user->list = USER_LIST_DIRTY;
 	}
 }
 

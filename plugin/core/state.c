@@ -1,12 +1,19 @@
 /*
  * A user's presence state: a cJSON object and its compact rendering (see state.h).
  *
- * Every write builds a candidate: a deep copy of the tree with the write applied, rendered once,
- * checked against the limits and compared with the current rendering. Only then does the
- * candidate replace the tree and the text, so a write that is rejected or runs out of memory
- * halfway leaves both exactly as they were, and "changed" is simply whether the rendering
- * differs. An empty state has no rendering of its own (the text is the constant "{}"), which is
+ * A state is only its compact rendering. Every write builds a candidate: the state's tree, read
+ * back from the rendering, with the write applied, rendered once, checked against the limits
+ * and compared with the current rendering. Only then does the candidate's text replace the
+ * state's, so a write that is rejected or runs out of memory halfway leaves it exactly as it
+ * was, and "changed" is simply whether the rendering differs. Keeping the tree as well would
+ * double what a state costs (and a tree of small cJSON nodes costs more than its text), for no
+ * gain: a write needed a deep copy of the tree anyway, and reading it back costs about the
+ * same. An empty state has no rendering of its own (the text is the constant "{}"), which is
  * what lets presence_state_clear work without allocating.
+ *
+ * The rendering is read back member by member (state_tree): cJSON parses each key and each
+ * value on its own, so a value nested as deep as cJSON accepts in a payload (its nesting limit)
+ * reads back although the object around it adds one level.
  *
  * cJSON alone decides what is JSON: a payload is JSON when cJSON parses the whole of it. cJSON
  * returns NULL both for a syntax error and for a failed allocation, so when memory runs out
@@ -43,16 +50,6 @@
 #define REASON_NUL "payload contains \\u0000; state strings cannot hold NUL characters"
 #define REASON_BAD_ESCAPE "payload has a \\u escape that is not four hex digits"
 #define REASON_RANGE "payload has a number out of range"
-
-struct presence_state {
-	/* The state object; never NULL. */
-	cJSON *tree;
-	/* The compact rendering of tree from cJSON_PrintUnformatted (freed with cJSON_free), or
-	 * NULL while the state is empty and renders as EMPTY_JSON. */
-	char *json;
-	/* strlen of the rendering. */
-	size_t json_len;
-};
 
 /* Returns true when every number in item is finite (cJSON turns 1e999 into infinity). */
 static bool json_numbers_finite(const cJSON *item)
@@ -400,18 +397,68 @@ enum presence_err presence_state_merge_patch(cJSON **target, const cJSON *patch)
 	return merge_object(*target, patch);
 }
 
+/* Makes text (a rendering from cJSON_PrintUnformatted, or NULL for "{}") the state's rendering.
+ * The text it replaces is kept as the marked one if it is that, else freed. */
+static void state_replace(struct presence_state *st, char *text)
+{
+	if (!st->replaced) {
+		st->marked = st->json;
+		st->replaced = true;
+	} else {
+		cJSON_free(st->json);
+	}
+	st->json = text;
+}
+
 /*
- * Checks candidate (a new tree for st, owned by this function) against limits and, when it
- * passes, makes it the state. A limit is enforced only when the write makes things worse: a
- * state that is already over a limit (the limits were lowered, or it was loaded) may still
- * shrink. On any error the candidate is deleted and st is unchanged.
+ * Reads the state's rendering back into a new object (the caller deletes it), member by member
+ * (see the top of the file). Returns NULL when memory runs out: the text is the state's own
+ * rendering from cJSON_PrintUnformatted ({"key":value,...} without white space), so every key
+ * and value parses.
+ */
+static cJSON *state_tree(const struct presence_state *st)
+{
+	cJSON *tree = cJSON_CreateObject();
+	const char *p, *end;
+
+	if (tree == NULL || st->json == NULL) {
+		return tree;
+	}
+	end = st->json + strlen(st->json);
+	p = st->json + 1;
+	while (p < end && *p != '}') {
+		const char *after = NULL;
+		cJSON *key = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &after, false);
+		cJSON *value = NULL;
+
+		if (cJSON_IsString(key) && after < end && *after == ':') {
+			p = after + 1;
+			value = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &after, false);
+		}
+		if (value == NULL || !cJSON_AddItemToObject(tree, key->valuestring, value)) {
+			cJSON_Delete(value);
+			cJSON_Delete(key);
+			cJSON_Delete(tree);
+			return NULL;
+		}
+		cJSON_Delete(key);
+		p = after < end && *after == ',' ? after + 1 : after;
+	}
+	return tree;
+}
+
+/*
+ * Checks candidate (the state's tree with a write applied, owned by this function) against
+ * limits and, when it passes, makes its rendering the state. old_keys is the number of keys
+ * before the write. A limit is enforced only when the write makes things worse: a state that is
+ * already over a limit (the limits were lowered, or it was loaded) may still shrink. On any
+ * error the candidate is deleted and st is unchanged.
  */
 static enum presence_err state_commit(struct presence_state *st,
                                       const struct presence_state_limits *limits, cJSON *candidate,
-                                      bool *changed, char *reason)
+                                      size_t old_keys, bool *changed, char *reason)
 {
 	size_t keys = object_size(candidate);
-	size_t old_keys = object_size(st->tree);
 	enum presence_err err = PRESENCE_ERR_NOMEM;
 	size_t len;
 	char *text;
@@ -427,7 +474,7 @@ static enum presence_err state_commit(struct presence_state *st,
 		         "state would have %zu keys; max_keys is %zu", keys, limits->max_keys);
 		goto free_text;
 	}
-	if (len > limits->max_state_bytes && len > st->json_len) {
+	if (len > limits->max_state_bytes && len > presence_state_json_len(st)) {
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
 		         "state would be %zu bytes; max_state_bytes is %zu", len,
 		         limits->max_state_bytes);
@@ -442,11 +489,8 @@ static enum presence_err state_commit(struct presence_state *st,
 		cJSON_free(text);
 		text = NULL;
 	}
-	cJSON_Delete(st->tree);
-	cJSON_free(st->json);
-	st->tree = candidate;
-	st->json = text;
-	st->json_len = len;
+	state_replace(st, text);
+	cJSON_Delete(candidate);
 	*changed = true;
 	return PRESENCE_OK;
 
@@ -457,20 +501,29 @@ free_candidate:
 	return err;
 }
 
+void presence_state_init(struct presence_state *st)
+{
+	st->json = NULL;
+	st->marked = NULL;
+	st->replaced = false;
+}
+
+void presence_state_release(struct presence_state *st)
+{
+	cJSON_free(st->json);
+	if (st->replaced) {
+		cJSON_free(st->marked);
+	}
+	presence_state_init(st);
+}
+
 struct presence_state *presence_state_new(void)
 {
 	struct presence_state *st = malloc(sizeof(*st));
 
-	if (st == NULL) {
-		return NULL;
+	if (st != NULL) {
+		presence_state_init(st);
 	}
-	st->tree = cJSON_CreateObject();
-	if (st->tree == NULL) {
-		free(st);
-		return NULL;
-	}
-	st->json = NULL;
-	st->json_len = strlen(EMPTY_JSON);
 	return st;
 }
 
@@ -479,8 +532,7 @@ void presence_state_free(struct presence_state *st)
 	if (st == NULL) {
 		return;
 	}
-	cJSON_Delete(st->tree);
-	cJSON_free(st->json);
+	presence_state_release(st);
 	free(st);
 }
 
@@ -509,6 +561,7 @@ enum presence_err presence_state_set_key(struct presence_state *st,
 	cJSON *existing;
 	cJSON *candidate;
 	enum presence_err err;
+	size_t old_keys;
 
 	*changed = false;
 	reason[0] = '\0';
@@ -532,18 +585,19 @@ enum presence_err presence_state_set_key(struct presence_state *st,
 		}
 	}
 
-	/* Writing what is already there changes nothing and needs no copy. */
-	existing = cJSON_GetObjectItemCaseSensitive(st->tree, name);
-	if (value == NULL ? existing == NULL : cJSON_Compare(existing, value, true)) {
-		cJSON_Delete(value);
-		return PRESENCE_OK;
-	}
-
-	candidate = cJSON_Duplicate(st->tree, true);
+	candidate = state_tree(st);
 	if (candidate == NULL) {
 		cJSON_Delete(value);
 		return PRESENCE_ERR_NOMEM;
 	}
+	/* Writing what is already there changes nothing. */
+	existing = cJSON_GetObjectItemCaseSensitive(candidate, name);
+	if (value == NULL ? existing == NULL : cJSON_Compare(existing, value, true)) {
+		cJSON_Delete(value);
+		cJSON_Delete(candidate);
+		return PRESENCE_OK;
+	}
+	old_keys = object_size(candidate);
 	if (value == NULL) {
 		object_remove(candidate, name);
 	} else if (!object_upsert(candidate, name, value)) {
@@ -551,7 +605,7 @@ enum presence_err presence_state_set_key(struct presence_state *st,
 		cJSON_Delete(candidate);
 		return PRESENCE_ERR_NOMEM;
 	}
-	return state_commit(st, limits, candidate, changed, reason);
+	return state_commit(st, limits, candidate, old_keys, changed, reason);
 }
 
 enum presence_err presence_state_merge(struct presence_state *st,
@@ -564,6 +618,7 @@ enum presence_err presence_state_merge(struct presence_state *st,
 	cJSON *patch;
 	cJSON *candidate;
 	enum presence_err err;
+	size_t old_keys;
 	char *text;
 
 	*changed = false;
@@ -608,16 +663,17 @@ enum presence_err presence_state_merge(struct presence_state *st,
 	}
 
 	err = PRESENCE_ERR_NOMEM;
-	candidate = cJSON_Duplicate(st->tree, true);
+	candidate = state_tree(st);
 	if (candidate == NULL) {
 		goto free_patch;
 	}
+	old_keys = object_size(candidate);
 	err = presence_state_merge_patch(&candidate, patch);
 	if (err != PRESENCE_OK) {
 		cJSON_Delete(candidate);
 		goto free_patch;
 	}
-	err = state_commit(st, limits, candidate, changed, reason);
+	err = state_commit(st, limits, candidate, old_keys, changed, reason);
 
 free_patch:
 	cJSON_Delete(patch);
@@ -626,23 +682,16 @@ free_patch:
 
 bool presence_state_clear(struct presence_state *st)
 {
-	cJSON *members = st->tree->child;
-
-	if (members == NULL) {
+	if (st->json == NULL) {
 		return false;
 	}
-	/* cJSON_Delete frees an item and every item after it in its list. */
-	st->tree->child = NULL;
-	cJSON_Delete(members);
-	cJSON_free(st->json);
-	st->json = NULL;
-	st->json_len = strlen(EMPTY_JSON);
+	state_replace(st, NULL);
 	return true;
 }
 
 bool presence_state_is_empty(const struct presence_state *st)
 {
-	return st->tree->child == NULL;
+	return st->json == NULL;
 }
 
 const char *presence_state_json(const struct presence_state *st)
@@ -652,10 +701,20 @@ const char *presence_state_json(const struct presence_state *st)
 
 size_t presence_state_json_len(const struct presence_state *st)
 {
-	return st->json_len;
+	return strlen(presence_state_json(st));
 }
 
-const cJSON *presence_state_tree(const struct presence_state *st)
+void presence_state_mark(struct presence_state *st)
 {
-	return st->tree;
+	if (st->replaced) {
+		cJSON_free(st->marked);
+		st->marked = NULL;
+		st->replaced = false;
+	}
+}
+
+bool presence_state_changed_since_mark(const struct presence_state *st)
+{
+	return st->replaced &&
+	       strcmp(st->marked != NULL ? st->marked : EMPTY_JSON, presence_state_json(st)) != 0;
 }

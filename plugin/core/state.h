@@ -3,9 +3,14 @@
  *
  * Writes come from MQTT payloads and are all-or-nothing: a write is applied to a copy, the copy
  * is checked against the limits, and only then does it replace the state. A write that is
- * rejected, or that fails for lack of memory, leaves the state exactly as it was. The state
- * always has a compact JSON rendering ("{}" when empty) kept up to date, which is what the
- * max_state_bytes limit measures and what documents embed.
+ * rejected, or that fails for lack of memory, leaves the state exactly as it was. The state is
+ * kept as its compact JSON rendering only ("{}" when empty), which is what the max_state_bytes
+ * limit measures and what documents embed: a state costs its own bytes, not a tree besides.
+ *
+ * The state also remembers its rendering at the last presence_state_mark (the registry marks
+ * what the user's last document showed), without a copy: the marked text is only kept apart
+ * once a write replaces it, so presence_state_changed_since_mark can tell a change from a
+ * change undone.
  *
  * Write rules:
  * - set_key: the payload is parsed as JSON if cJSON parses the whole payload as one JSON value,
@@ -17,10 +22,10 @@
  *   so "007", "01", "1." or "+1" keep their text (postcodes, ids). Otherwise "JSON" is what
  *   cJSON 1.7.15 parses, which is a little more than RFC 8259: inside arrays and objects "01" is
  *   1, a byte-order mark before an object or array and control characters around it are
- *   skipped, and a string may hold raw control characters. "[1,]", "+1", "42abc" and "1 2" are text. JSON with
- *   a \u escape that decodes to NUL (\u0000, or cJSON's reading of non-hex digits such as
- *   \uZZZZ) or with a number beyond the range of a double is rejected (cJSON would truncate the
- *   string or turn the number to null).
+ *   skipped, and a string may hold raw control characters. "[1,]", "+1", "42abc" and "1 2" are
+ * text. JSON with a \u escape that decodes to NUL (\u0000, or cJSON's reading of non-hex digits
+ * such as \uZZZZ) or with a number beyond the range of a double is rejected (cJSON would truncate
+ * the string or turn the number to null).
  * - Top-level keys are 1 to 128 bytes and contain no '/', '+' or '#'.
  * - Limits: the compact rendering is at most max_state_bytes bytes, and there are at most
  *   max_keys top-level keys. A state already over a limit (the limits were lowered) may still
@@ -62,7 +67,25 @@ struct presence_state_limits {
 	size_t max_keys;
 };
 
-struct presence_state;
+/* A state. The fields are private to state.c; the struct is public so that a state can be
+ * embedded in another struct (presence_state_init / presence_state_release). */
+struct presence_state {
+	/* The compact rendering (from cJSON_PrintUnformatted, freed with cJSON_free), or NULL
+	 * while the state is empty and renders as "{}". */
+	char *json;
+	/* The rendering at the last mark (NULL = "{}"), valid only while replaced is true: the
+	 * first write after a mark keeps the text it replaces here instead of freeing it. */
+	char *marked;
+	/* Whether json was replaced since the last mark. */
+	bool replaced;
+};
+
+/* Makes *st an empty state, marked as empty. Cannot fail; release it with
+ * presence_state_release. */
+void presence_state_init(struct presence_state *st);
+
+/* Frees what st owns and leaves it empty (as presence_state_init). */
+void presence_state_release(struct presence_state *st);
 
 /* Returns a new, empty state ("{}"), or NULL when allocation fails. Free it with
  * presence_state_free. */
@@ -110,8 +133,12 @@ const char *presence_state_json(const struct presence_state *st);
 /* Returns strlen(presence_state_json(st)). */
 size_t presence_state_json_len(const struct presence_state *st);
 
-/* Returns the state as a cJSON object owned by st (read-only; valid until the next write). */
-const cJSON *presence_state_tree(const struct presence_state *st);
+/* Marks the current rendering (e.g. as the one a published document showed). Cannot fail. */
+void presence_state_mark(struct presence_state *st);
+
+/* Returns true when the rendering differs from the one at the last mark (a change undone since
+ * then is no change). A new state is marked as empty. */
+bool presence_state_changed_since_mark(const struct presence_state *st);
 
 /* Applies patch to *target with RFC 7396 semantics. *target may be NULL (no value). On success
  * *target is the result (possibly a new node; the old one freed) and patch is untouched.

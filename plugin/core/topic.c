@@ -117,14 +117,16 @@ size_t presence_topic_encoded_len(const char *user)
 
 char *presence_topic_encode_user(const char *user)
 {
-	char *encoded;
-	char *out;
+	char *encoded = malloc(presence_topic_encoded_len(user) + 1);
 
-	encoded = malloc(presence_topic_encoded_len(user) + 1);
-	if (encoded == NULL) {
-		return NULL;
+	if (encoded != NULL) {
+		presence_topic_encode_user_into(user, encoded);
 	}
-	out = encoded;
+	return encoded;
+}
+
+void presence_topic_encode_user_into(const char *user, char *out)
+{
 	for (; *user != '\0'; user++) {
 		const char *escape = topic_escape(*user);
 
@@ -136,7 +138,6 @@ char *presence_topic_encode_user(const char *user)
 		}
 	}
 	*out = '\0';
-	return encoded;
 }
 
 bool presence_topic_level_is_user(const char *level, size_t level_len, const char *user)

@@ -36,7 +36,8 @@ enum presence_topic_kind {
 struct presence_topic {
 	/* What the topic is. */
 	enum presence_topic_kind kind;
-	/* The encoded user level (U) for every kind but OUTSIDE and RESERVED; not NUL-terminated. */
+	/* The encoded user level (U) for every kind but OUTSIDE and RESERVED; not NUL-terminated.
+	 */
 	const char *user;
 	/* Length of user in bytes. */
 	size_t user_len;
@@ -57,6 +58,10 @@ void presence_topic_parse(const char *prefix, const char *topic, struct presence
 /* Returns the encoded form of user as a NUL-terminated string the caller frees with free(), or
  * NULL when allocation fails. */
 char *presence_topic_encode_user(const char *user);
+
+/* Writes the encoded form of user and a NUL to out, which has room for
+ * presence_topic_encoded_len(user) + 1 bytes. */
+void presence_topic_encode_user_into(const char *user, char *out);
 
 /* Returns the length presence_topic_encode_user(user) would have, without allocating. */
 size_t presence_topic_encoded_len(const char *user);

@@ -90,11 +90,23 @@ static struct presence_state *state_from(const char *json)
 	return st;
 }
 
-/* Asserts that st renders as json, that the length agrees and that the tree prints the same. */
+/* Returns the state's rendering parsed (the caller deletes it); it must parse. */
+static cJSON *state_tree(const struct presence_state *st)
+{
+	cJSON *tree = cJSON_Parse(presence_state_json(st));
+
+	assert_non_null(tree);
+	return tree;
+}
+
+/* Asserts that st renders as json, that the length agrees and that the rendering reads back to
+ * itself. */
 static void assert_state(const struct presence_state *st, const char *json)
 {
-	char *tree = cJSON_PrintUnformatted(presence_state_tree(st));
+	cJSON *parsed = state_tree(st);
+	char *tree = cJSON_PrintUnformatted(parsed);
 
+	cJSON_Delete(parsed);
 	assert_non_null(tree);
 	assert_string_equal(presence_state_json(st), json);
 	assert_int_equal(presence_state_json_len(st), strlen(json));
@@ -110,7 +122,12 @@ static void a_new_state_is_empty_and_renders_as_braces(void **state)
 	(void)state;
 	assert_non_null(st);
 	assert_state(st, "{}");
-	assert_true(cJSON_IsObject(presence_state_tree(st)));
+	{
+		cJSON *tree = state_tree(st);
+
+		assert_true(cJSON_IsObject(tree));
+		cJSON_Delete(tree);
+	}
 	presence_state_free(st);
 	presence_state_free(NULL);
 }
@@ -164,12 +181,10 @@ static const struct payload_case payload_cases[] = {
     /* In octal, because "\xBF42" would be a single hex escape. */
     {"a byte-order mark before a number keeps the text", BYTES("\357\273\27742"),
      "{\"k\":\"\357\273\27742\"}"},
-    {"cJSON skips a byte-order mark before an object", BYTES("\357\273\277{}"),
-     "{\"k\":{}}"},
+    {"cJSON skips a byte-order mark before an object", BYTES("\357\273\277{}"), "{\"k\":{}}"},
     {"control characters around a number keep the text", BYTES("\x01 42\x0b\x1f"),
      "{\"k\":\"\\u0001 42\\u000b\\u001f\"}"},
-    {"cJSON skips control characters around an array", BYTES("\x01[42]\x1f"),
-     "{\"k\":[42]}"},
+    {"cJSON skips control characters around an array", BYTES("\x01[42]\x1f"), "{\"k\":[42]}"},
     {"a surrogate pair escape", BYTES("\"\\ud83d\\ude00\""), "{\"k\":\"\xF0\x9F\x98\x80\"}"},
     {"escapes", BYTES("\"a\\\"b\\\\c\\/d\\n\""), "{\"k\":\"a\\\"b\\\\c/d\\n\"}"},
     {"an escaped backslash before u0000", BYTES("\"\\\\u0000\""), "{\"k\":\"\\\\u0000\"}"},
@@ -227,20 +242,32 @@ static void set_key_nests_json_up_to_cjsons_limit_and_takes_deeper_nesting_as_te
 		size_t depth = depths[i];
 		struct presence_state *st = presence_state_new();
 		char *payload = malloc(2 * depth);
+		/* {"k":<payload>} as an array, or {"k":"<payload>"} as text. */
+		char *expected = malloc(2 * depth + 16);
+		bool array = depth <= CJSON_NESTING_LIMIT;
 		bool changed = false;
-		const cJSON *value;
 
 		assert_non_null(st);
 		assert_non_null(payload);
+		assert_non_null(expected);
 		memset(payload, '[', depth);
 		memset(payload + depth, ']', depth);
+		snprintf(expected, 2 * depth + 16, array ? "{\"k\":%.*s}" : "{\"k\":\"%.*s\"}",
+		         (int)(2 * depth), payload);
 		assert_int_equal(presence_state_set_key(st, &huge_limits, "k", 1, payload,
 		                                        2 * depth, &changed, reason),
 		                 PRESENCE_OK);
 		assert_true(changed);
-		value = cJSON_GetObjectItemCaseSensitive(presence_state_tree(st), "k");
-		assert_true(depth <= CJSON_NESTING_LIMIT ? cJSON_IsArray(value)
-		                                         : cJSON_IsString(value));
+		assert_string_equal(presence_state_json(st), expected);
+		/* The object around the value adds a level beyond cJSON's limit: the state must
+		 * still take further writes. */
+		assert_int_equal(
+		    presence_state_set_key(st, &huge_limits, "j", 1, "1", 1, &changed, reason),
+		    PRESENCE_OK);
+		assert_true(changed);
+		assert_memory_equal(presence_state_json(st), expected, strlen(expected) - 1);
+		assert_string_equal(presence_state_json(st) + strlen(expected) - 1, ",\"j\":1}");
+		free(expected);
 		free(payload);
 		presence_state_free(st);
 	}
