@@ -23,6 +23,7 @@
  * - a user is on at most one of (dirty queue, retry queue), recorded in user->list;
  * - reg->available counts users with sessions > 0, reg->active counts ACTIVE sessions.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,16 +63,15 @@ struct presence_user {
 	unsigned int pub_sessions;
 	/* Number of ACTIVE sessions. */
 	unsigned int sessions;
-	/* The encoded name's offset inside topic and its length (a topic is at most 65535 bytes
-	 * in MQTT; user_get refuses anything beyond 32 bits). */
-	uint32_t level_off, level_len;
 	bool pub_available;
 	/* Which queue the user is on (enum user_list). */
 	unsigned char list;
 	/* Whether the name is stored after the topic (encoding changed it) or is the topic's
 	 * last level. */
 	bool name_apart;
-	/* "<prefix>/<encoded name>\0", then "<name>\0" when name_apart. */
+	/* "<prefix>/<encoded name>\0", then "<name>\0" when name_apart. The encoded name is
+	 * everything after the topic's last '/' (encoding turns a '/' in a name into %2F), so
+	 * neither its offset nor its length is stored. */
 	char topic[];
 };
 
@@ -366,20 +366,18 @@ enum presence_err presence_registry_user_get(struct presence_registry *reg, cons
 	level_len = presence_topic_encoded_len(name);
 	topic_len = reg->prefix_len + 1 + level_len;
 	/* Encoding only ever lengthens a name, so equal lengths mean an unchanged name. */
-	size = sizeof(*user) + topic_len + 1 + (level_len != name_len ? name_len + 1 : 0);
-	if (level_len < name_len || topic_len < level_len || size < topic_len ||
-	    topic_len > UINT32_MAX) {
+	size = offsetof(struct presence_user, topic) + topic_len + 1 +
+	       (level_len != name_len ? name_len + 1 : 0);
+	if (level_len < name_len || topic_len < level_len || size < topic_len) {
 		return PRESENCE_ERR_NOMEM;
 	}
-	user = calloc(1, size);
+	user = calloc(1, size > sizeof(*user) ? size : sizeof(*user));
 	if (user == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
 	memcpy(user->topic, reg->prefix, reg->prefix_len);
 	user->topic[reg->prefix_len] = '/';
 	presence_topic_encode_user_into(name, user->topic + reg->prefix_len + 1);
-	user->level_off = (uint32_t)(reg->prefix_len + 1);
-	user->level_len = (uint32_t)level_len;
 	user->name_apart = level_len != name_len;
 	if (user->name_apart) {
 		memcpy(user->topic + topic_len + 1, name, name_len + 1);
@@ -397,8 +395,7 @@ enum presence_err presence_registry_user_get(struct presence_registry *reg, cons
 
 const char *presence_user_name(const struct presence_user *user)
 {
-	return user->name_apart ? user->topic + user->level_off + user->level_len + 1
-	                        : user->topic + user->level_off;
+	return user->name_apart ? user->topic + strlen(user->topic) + 1 : presence_user_level(user);
 }
 
 const char *presence_user_topic(const struct presence_user *user)
@@ -408,12 +405,12 @@ const char *presence_user_topic(const struct presence_user *user)
 
 const char *presence_user_level(const struct presence_user *user)
 {
-	return user->topic + user->level_off;
+	return strrchr(user->topic, '/') + 1;
 }
 
 size_t presence_user_level_len(const struct presence_user *user)
 {
-	return user->level_len;
+	return strlen(presence_user_level(user));
 }
 
 unsigned int presence_user_sessions(const struct presence_user *user)

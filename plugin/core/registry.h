@@ -16,7 +16,7 @@
  * changes within one iteration are coalesced and a change undone within it publishes nothing.
  *
  * Users are kept after they go offline (their seq must keep counting) but hold only their name,
- * topic and counters then: one allocation of about 150 bytes each (a session is one of about 80
+ * topic and counters then: one allocation of about 140 bytes each (a session is one of about 80
  * bytes). Every operation is O(1) in the number of users and sessions (hash lookups, an array
  * of pending clients and intrusive queues); nothing scans all users.
  */
