@@ -85,11 +85,14 @@ if [ -z "$plugin" ] || [ -z "$loadgen" ]; then
 	build="$root/build-bench"
 	cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPRESENCE_SANITIZE=OFF \
 		-DPRESENCE_WERROR=ON >/dev/null
-	cmake --build "$build" --target mosquitto_presence presence_loadgen -j"$(nproc)" >/dev/null
+	cmake --build "$build" --target mosquitto_presence presence_loadgen presence_memprobe \
+		-j"$(nproc)" >/dev/null
 	plugin="$build/plugin/mosquitto_presence.so"
 	loadgen="$build/tests/bench/loadgen"
 fi
-for f in "$plugin" "$loadgen"; do
+# The core memory probe is built beside the load generator.
+memprobe="$(dirname "$loadgen")/memprobe"
+for f in "$plugin" "$loadgen" "$memprobe"; do
 	[ -f "$f" ] || { echo "run.sh: $f does not exist" >&2; exit 2; }
 done
 
@@ -338,6 +341,15 @@ if has_scenario 5; then
 			stop_broker "$pid"
 		done
 	done
+	# The plugin's own bytes, exactly: the core alone, driven as the adapter drives it
+	# (deterministic, so once is enough).
+	for config in probe probe+state probe-shared; do
+		args=(--users "$memory_users")
+		[ "$config" != probe+state ] || args+=(--state-bytes "$memory_state_bytes")
+		[ "$config" != probe-shared ] || args=(--users "$few_users" --sessions-per-user "$memory_spu")
+		line="$("$memprobe" "${args[@]}" 2>>"$work/loadgen.err")" || broken=$((broken + 1))
+		echo "S=5 size=$memory_users config=$config run=1 $line" >>"$results"
+	done
 fi
 
 elapsed=$(($(date +%s) - started))
@@ -390,12 +402,16 @@ spec() {
 		5|*|plugin|heap_bytes_per_session|bare||
 		5|*|plugin+state|heap_bytes_per_session|bare||
 		5|*|bare|own_bytes_per_session|||
-		5|*|plugin|own_bytes_per_session|bare|bytes|256
-		5|*|plugin+state|own_bytes_per_session|bare|bytes|256
+		5|*|plugin|own_bytes_per_session|bare||
+		5|*|plugin+state|own_bytes_per_session|bare||
 		5|*|bare-shared|rss_bytes_per_session|||
 		5|*|plugin-shared|rss_bytes_per_session|bare-shared||
 		5|*|bare-shared|own_bytes_per_session|||
-		5|*|plugin-shared|own_bytes_per_session|bare-shared|bytes|256
+		5|*|plugin-shared|own_bytes_per_session|bare-shared||
+		5|*|probe|bytes_per_session_beyond_state||max|256
+		5|*|probe+state|bytes_per_session_beyond_state||max|256
+		5|*|probe+state|bytes_per_session|||
+		5|*|probe-shared|bytes_per_session|||
 	EOF
 }
 
@@ -438,6 +454,7 @@ table() {
 		names["cpu_us_per_write"] = "CPU us/write"; names["p50_us"] = "p50 us"; names["p99_us"] = "p99 us"
 		names["rss_bytes_per_session"] = "RSS B/session"; names["heap_bytes_per_session"] = "broker heap B/session"
 		names["own_bytes_per_session"] = "RSS-heap B/session"
+		names["bytes_per_session"] = "plugin heap B/session"; names["bytes_per_session_beyond_state"] = "plugin B/session - state"
 		titles[1] = "1 storm N"; titles[2] = "2 state K/qos"; titles[3] = "3 latency n"; titles[4] = "4 scale measured N"; titles[5] = "5 memory sessions"
 		printf "| %-22s | %-13s | %-26s | %10s | %-19s | %-12s | %-17s |\n", "scenario", "config", "metric", "median", "min-max", "vs", "target"
 		printf "|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------", "---------------", "----------------------------", "-----------:", "---------------------", "--------------", "-------------------"
@@ -453,6 +470,9 @@ table() {
 			if (list == "") continue
 			m = median(list)
 			vs = ""; verdict = ""
+			if (r[6] == "max" && r[7] != "") {
+				verdict = (m + 0 <= r[7] + 0 ? "met" : "MISSED") sprintf(" (<=%d)", r[7])
+			}
 			if (r[5] != "") {
 				ref = median(vals[s SUBSEP sz SUBSEP r[5], r[4]])
 				if (ref != "" && ref + 0 != 0) {
@@ -481,26 +501,21 @@ table() {
 
 table | tee "$work/table.md"
 
-# Per session and per user: with S sessions of S users (d1 bytes/session over bare) and S sessions
-# of S/k users (dk), d1 = session + user and dk = session + user/k.
+# Per session and per user, from the core probe: with S sessions of S users (d1 bytes per
+# session) and S sessions of S/k users (dk), d1 = session + user and dk = session + user/k.
 awk -v results="$results" -v k="$memory_spu" '
 	BEGIN {
 		while ((getline line < results) > 0) {
 			if (line !~ /S=5 / || line !~ /status=OK/) continue
 			delete kv; n = split(line, f, " ")
 			for (i = 1; i <= n; i++) { p = index(f[i], "="); kv[substr(f[i], 1, p - 1)] = substr(f[i], p + 1) }
-			own[kv["config"]] = own[kv["config"]] " " (kv["rss_bytes_per_session"] - kv["heap_bytes_per_session"])
+			if ("bytes_per_session" in kv) probe[kv["config"]] = kv["bytes_per_session"]
 		}
-		if (own["plugin"] == "" || own["plugin-shared"] == "" || own["bare"] == "" || own["bare-shared"] == "") exit
-		d1 = med(own["plugin"]) - med(own["bare"]); dk = med(own["plugin-shared"]) - med(own["bare-shared"])
+		if (!("probe" in probe) || !("probe-shared" in probe)) exit
+		d1 = probe["probe"]; dk = probe["probe-shared"]
 		user = (d1 - dk) / (1 - 1 / k); session = d1 - user
-		printf "\nPlugin memory outside the broker heap (RSS - heap, over bare; medians): %.0f B per session+user;\n", d1
-		printf "split from the %d-sessions-per-user run: about %.0f B per session and %.0f B per user.\n", k, session, user
-	}
-	function med(list,    a, n, i, j, t) {
-		n = split(list, a, " ")
-		for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+		printf "\nPlugin memory (core probe, malloc headers included): %.0f B per session+user with an empty state;\n", d1
+		printf "about %.0f B per session and %.0f B per user (from the %d-sessions-per-user probe).\n", session, user, k
 	}' | tee -a "$work/table.md"
 
 echo

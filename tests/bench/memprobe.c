@@ -1,0 +1,160 @@
+/*
+ * memprobe: the plugin's own memory per session and per user, measured exactly.
+ *
+ * The broker-level memory scenario (loadgen --mode memory) sees the whole process: RSS also
+ * holds the broker's copy of every retained document and its malloc headers, and how well
+ * malloc reuses freed space. This probe links the plugin's core alone (no broker), drives it
+ * the way the adapter does for S sessions of U users (login, promotion at the end of the loop
+ * iteration, a document rendered and handed over for each user, optionally one state write of
+ * --state-bytes per user and its document), and reads glibc's count of bytes in allocated
+ * chunks (mallinfo2: uordblks + hblkhd, malloc headers included) before and after. Documents
+ * are freed as soon as they are rendered, as the broker owns them.
+ *
+ *   memprobe --users U [--sessions-per-user S] [--state-bytes B]
+ *
+ * Prints one key=value line: bytes_per_session (the whole delta / sessions) and
+ * bytes_per_session_beyond_state (minus B per user, spread over the sessions).
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "document.h"
+#include "registry.h"
+#include "state.h"
+
+/* Logins per broker loop iteration. */
+#define LOGINS_PER_ITERATION 64
+
+static size_t in_use(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+static unsigned long arg(int argc, char **argv, const char *name, unsigned long fallback)
+{
+	for (int i = 1; i + 1 < argc; i++) {
+		if (strcmp(argv[i], name) == 0) {
+			return strtoul(argv[i + 1], NULL, 10);
+		}
+	}
+	return fallback;
+}
+
+/* Publishes every due document, as the adapter's TICK does. */
+static void flush(struct presence_registry *reg, int64_t now_ms)
+{
+	struct presence_user *user;
+	struct presence_document doc;
+	bool due;
+
+	while ((user = presence_registry_dirty_next(reg)) != NULL) {
+		if (presence_registry_document_prepare(reg, user, now_ms, &doc, &due) !=
+		    PRESENCE_OK) {
+			fprintf(stderr, "memprobe: prepare failed\n");
+			exit(1);
+		}
+		if (due) {
+			size_t len;
+			char *text = presence_document_render(&doc, &len);
+
+			if (text == NULL) {
+				fprintf(stderr, "memprobe: out of memory\n");
+				exit(1);
+			}
+			presence_document_free(text);
+			presence_registry_document_sent(reg, user);
+		}
+	}
+	presence_registry_flush_done(reg);
+}
+
+int main(int argc, char **argv)
+{
+	size_t users = arg(argc, argv, "--users", 10000);
+	size_t per_user = arg(argc, argv, "--sessions-per-user", 1);
+	size_t state_bytes = arg(argc, argv, "--state-bytes", 0);
+	size_t sessions = users * per_user;
+	struct presence_state_limits limits = {.max_state_bytes = 1 << 20, .max_keys = 64};
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	/* Stand-ins for the broker's client pointers: never dereferenced. */
+	char *clients = malloc(sessions > 0 ? sessions : 1);
+	char *payload = NULL;
+	struct presence_registry *reg;
+	const void *client;
+	size_t before, after;
+	char name[32];
+
+	if (clients == NULL || users == 0 || per_user == 0) {
+		fprintf(stderr, "usage: memprobe --users U [--sessions-per-user S] "
+		                "[--state-bytes B]\n");
+		return 1;
+	}
+	if (state_bytes > 0) {
+		/* {"blob":"xxx..."}: 11 bytes plus the string make the state state_bytes long. */
+		size_t xs = state_bytes > 11 ? state_bytes - 11 : 1;
+
+		payload = malloc(xs + 2);
+		if (payload == NULL) {
+			return 1;
+		}
+		payload[0] = '"';
+		memset(payload + 1, 'x', xs);
+		payload[xs + 1] = '"';
+	}
+	before = in_use();
+	reg = presence_registry_new("presence");
+	if (reg == NULL) {
+		return 1;
+	}
+	/* Logins arrive a few per loop iteration (loadgen keeps 64 handshakes in flight). */
+	for (size_t first = 0; first < sessions; first += LOGINS_PER_ITERATION) {
+		for (size_t i = first; i < sessions && i < first + LOGINS_PER_ITERATION; i++) {
+			if (presence_registry_session_pending(reg, clients + i) != PRESENCE_OK) {
+				return 1;
+			}
+		}
+		while ((client = presence_registry_pending_next(reg)) != NULL) {
+			size_t i = (size_t)((const char *)client - clients);
+
+			snprintf(name, sizeof(name), "u%07zu", i / per_user);
+			if (presence_registry_session_start(reg, client, name) != PRESENCE_OK) {
+				return 1;
+			}
+		}
+		flush(reg, 1764265200123);
+	}
+	if (payload != NULL) {
+		for (size_t u = 0; u < users; u++) {
+			struct presence_user *user;
+			bool changed;
+
+			snprintf(name, sizeof(name), "u%07zu", u);
+			user = presence_registry_user_find(reg, name);
+			if (user == NULL ||
+			    presence_state_set_key(presence_user_state(user), &limits, "blob", 4,
+			                           payload, strlen("\"\"") + (state_bytes - 11),
+			                           &changed, reason) != PRESENCE_OK) {
+				fprintf(stderr, "memprobe: state write failed: %s\n", reason);
+				return 1;
+			}
+			presence_registry_user_changed(reg, user);
+		}
+		flush(reg, 1764265200124);
+	}
+	after = in_use();
+	printf("mode=memprobe users=%zu sessions=%zu state_bytes=%zu plugin_bytes=%zu "
+	       "bytes_per_session=%.1f bytes_per_session_beyond_state=%.1f status=OK\n",
+	       users, sessions, state_bytes, after - before,
+	       (double)(after - before) / (double)sessions,
+	       ((double)(after - before) - (double)(state_bytes * users)) / (double)sessions);
+	presence_registry_free(reg);
+	free(payload);
+	free(clients);
+	return 0;
+}
