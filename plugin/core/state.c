@@ -39,6 +39,12 @@
 /* The rendering of an empty state. */
 #define EMPTY_JSON "{}"
 
+/* Room for the decimal digits of a whole number below 10^15, a sign and a NUL. */
+#define INTEGER_TEXT_SIZE 24
+
+/* A new value whose rendering fits this many bytes is printed on the stack. */
+#define VALUE_STACK_BYTES 256
+
 /* The most bytes of a refused key quoted in a reason. */
 #define KEY_QUOTE_MAX 64u
 
@@ -551,17 +557,161 @@ bool presence_state_key_valid(const char *key, size_t key_len)
 	return presence_utf8_valid(key, key_len);
 }
 
+/* Where a top-level member is in the state's rendering. */
+struct member_span {
+	/* The member's first byte (the key's opening quote), its value's first byte, and the byte
+	 * after its value. */
+	const char *start, *value, *end;
+};
+
+/*
+ * Walks the members of the state's rendering (every key and value parsed by cJSON, as in
+ * state_tree) looking for the one named name. Sets *count to the number of members and, when
+ * it is there, *span to where it is and *existing to its value parsed (the caller deletes it);
+ * *existing stays NULL otherwise. Returns PRESENCE_ERR_NOMEM when memory runs out.
+ */
+static enum presence_err find_member(const struct presence_state *st, const char *name,
+                                     struct member_span *span, cJSON **existing, size_t *count)
+{
+	const char *p, *end;
+
+	*existing = NULL;
+	*count = 0;
+	if (st->json == NULL) {
+		return PRESENCE_OK;
+	}
+	end = st->json + strlen(st->json);
+	p = st->json + 1;
+	while (p < end && *p != '}') {
+		const char *after = NULL, *value_start;
+		cJSON *key = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &after, false);
+		cJSON *value;
+		bool match;
+
+		if (!cJSON_IsString(key) || after >= end || *after != ':') {
+			cJSON_Delete(key);
+			goto out_nomem;
+		}
+		match = *existing == NULL && strcmp(key->valuestring, name) == 0;
+		cJSON_Delete(key);
+		value_start = after + 1;
+		value = cJSON_ParseWithLengthOpts(value_start, (size_t)(end - value_start), &after,
+		                                  false);
+		if (value == NULL) {
+			goto out_nomem;
+		}
+		if (match) {
+			*existing = value;
+			span->start = p;
+			span->value = value_start;
+			span->end = after;
+		} else {
+			cJSON_Delete(value);
+		}
+		(*count)++;
+		p = after < end && *after == ',' ? after + 1 : after;
+	}
+	return PRESENCE_OK;
+
+out_nomem:
+	cJSON_Delete(*existing);
+	*existing = NULL;
+	return PRESENCE_ERR_NOMEM;
+}
+
+/*
+ * Writes the decimal digits of d into buf when cJSON 1.7.15 would print exactly those: d is a
+ * whole number below 10^15 in magnitude and not -0. cJSON prints every number with
+ * sprintf("%1.15g") and then reads it back with sscanf to check it (about 3 000 instructions
+ * per number); for these values "%1.15g" is the plain integer, which round-trips. Returns the
+ * length, or 0 when d is not such a number (cJSON prints it then). buf has INTEGER_TEXT_SIZE
+ * bytes.
+ */
+static size_t integer_text(double d, char *buf)
+{
+	char digits[INTEGER_TEXT_SIZE];
+	char *p = digits + sizeof(digits);
+	uint64_t magnitude;
+	size_t len;
+
+	if (!(d > -1e15 && d < 1e15) || (double)(int64_t)d != d || (d == 0 && signbit(d))) {
+		return 0;
+	}
+	magnitude = (uint64_t)(d < 0 ? -d : d);
+	do {
+		*--p = (char)('0' + magnitude % 10);
+		magnitude /= 10;
+	} while (magnitude != 0);
+	if (d < 0) {
+		*--p = '-';
+	}
+	len = (size_t)(digits + sizeof(digits) - p);
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+	return len;
+}
+
+/* Returns the compact rendering of item in buf (size bytes, at least INTEGER_TEXT_SIZE) when it
+ * fits, else in a buffer from cJSON_PrintUnformatted (the caller frees it with cJSON_free when
+ * it is not buf), or NULL. Byte for byte what cJSON prints. */
+static char *print_small(const cJSON *item, char *buf, size_t size)
+{
+	/* cJSON only reads the item; the union drops const without a cast. */
+	union {
+		const cJSON *in;
+		cJSON *item;
+	} arg = {.in = item};
+
+	if (cJSON_IsNumber(item) && integer_text(item->valuedouble, buf) > 0) {
+		return buf;
+	}
+	if (cJSON_PrintPreallocated(arg.item, buf, (int)size, false)) {
+		return buf;
+	}
+	return cJSON_PrintUnformatted(item);
+}
+
+/* Copies the pieces (text, length) into one new rendering (from cJSON_malloc) of len bytes. */
+static char *splice(size_t len, const char *a, size_t a_len, const char *b, size_t b_len,
+                    const char *c, size_t c_len, const char *d, size_t d_len)
+{
+	char *text = cJSON_malloc(len + 1);
+
+	if (text != NULL) {
+		memcpy(text, a, a_len);
+		memcpy(text + a_len, b, b_len);
+		memcpy(text + a_len + b_len, c, c_len);
+		memcpy(text + a_len + b_len + c_len, d, d_len);
+		text[len] = '\0';
+	}
+	return text;
+}
+
+/*
+ * A single-key write does not rebuild and print the whole state: only the key's value changes,
+ * so the new rendering is the old one with cJSON's rendering of the new value in place of the
+ * old (or the member appended, or cut out). That is byte for byte what printing the whole
+ * candidate would give, since cJSON's compact rendering of a value does not depend on where
+ * it stands; and it saves printing every other member again (cJSON prints each number with
+ * sprintf) for every write.
+ */
 enum presence_err presence_state_set_key(struct presence_state *st,
                                          const struct presence_state_limits *limits,
                                          const char *key, size_t key_len, const void *payload,
                                          size_t payload_len, bool *changed, char *reason)
 {
 	char name[PRESENCE_STATE_KEY_MAX + 1];
+	char value_buf[VALUE_STACK_BYTES];
+	char key_buf[6 * PRESENCE_STATE_KEY_MAX + 8];
+	const char *old = presence_state_json(st);
+	size_t old_len = strlen(old);
+	struct member_span span = {NULL, NULL, NULL};
 	cJSON *value = NULL;
-	cJSON *existing;
-	cJSON *candidate;
+	cJSON *existing = NULL;
+	char *value_text = NULL;
+	char *text = NULL;
+	size_t count, keys, len;
 	enum presence_err err;
-	size_t old_keys;
 
 	*changed = false;
 	reason[0] = '\0';
@@ -584,28 +734,112 @@ enum presence_err presence_state_set_key(struct presence_state *st,
 			value = NULL;
 		}
 	}
-
-	candidate = state_tree(st);
-	if (candidate == NULL) {
-		cJSON_Delete(value);
-		return PRESENCE_ERR_NOMEM;
+	err = find_member(st, name, &span, &existing, &count);
+	if (err != PRESENCE_OK) {
+		goto out;
 	}
 	/* Writing what is already there changes nothing. */
-	existing = cJSON_GetObjectItemCaseSensitive(candidate, name);
 	if (value == NULL ? existing == NULL : cJSON_Compare(existing, value, true)) {
-		cJSON_Delete(value);
-		cJSON_Delete(candidate);
-		return PRESENCE_OK;
+		goto out;
 	}
-	old_keys = object_size(candidate);
+
+	err = PRESENCE_ERR_NOMEM;
 	if (value == NULL) {
-		object_remove(candidate, name);
-	} else if (!object_upsert(candidate, name, value)) {
-		cJSON_Delete(value);
-		cJSON_Delete(candidate);
-		return PRESENCE_ERR_NOMEM;
+		/* Cut the member out with one of the commas around it. */
+		const char *from = span.start, *to = span.end;
+
+		keys = count - 1;
+		if (*to == ',') {
+			to++;
+		} else if (from[-1] == ',') {
+			from--;
+		}
+		len = old_len - (size_t)(to - from);
+		if (keys > 0) {
+			text = splice(len, old, (size_t)(from - old), to,
+			              old_len - (size_t)(to - old), "", 0, "", 0);
+			if (text == NULL) {
+				goto out;
+			}
+		}
+	} else {
+		size_t value_len;
+
+		value_text = print_small(value, value_buf, sizeof(value_buf));
+		if (value_text == NULL) {
+			goto out;
+		}
+		value_len = strlen(value_text);
+		if (existing != NULL) {
+			keys = count;
+			len = old_len - (size_t)(span.end - span.value) + value_len;
+			text = splice(len, old, (size_t)(span.value - old), value_text, value_len,
+			              span.end, old_len - (size_t)(span.end - old), "", 0);
+		} else {
+			/* Append "<key>":<value> before the closing brace. */
+			cJSON key_item;
+			size_t key_text_len;
+
+			memset(&key_item, 0, sizeof(key_item));
+			key_item.type = cJSON_String;
+			key_item.valuestring = name;
+			if (!cJSON_PrintPreallocated(&key_item, key_buf, (int)sizeof(key_buf),
+			                             false)) {
+				goto out;
+			}
+			key_text_len = strlen(key_buf);
+			keys = count + 1;
+			len = old_len + (count > 0 ? 1 : 0) + key_text_len + 1 + value_len;
+			text = cJSON_malloc(len + 1);
+			if (text == NULL) {
+				goto out;
+			}
+			memcpy(text, old, old_len - 1);
+			len = old_len - 1;
+			if (count > 0) {
+				text[len++] = ',';
+			}
+			memcpy(text + len, key_buf, key_text_len);
+			len += key_text_len;
+			text[len++] = ':';
+			memcpy(text + len, value_text, value_len);
+			len += value_len;
+			text[len++] = '}';
+			text[len] = '\0';
+		}
+		if (text == NULL) {
+			goto out;
+		}
 	}
-	return state_commit(st, limits, candidate, old_keys, changed, reason);
+
+	err = PRESENCE_ERR_TOO_LARGE;
+	if (keys > limits->max_keys && keys > count) {
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+		         "state would have %zu keys; max_keys is %zu", keys, limits->max_keys);
+		goto out;
+	}
+	if (len > limits->max_state_bytes && len > old_len) {
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+		         "state would be %zu bytes; max_state_bytes is %zu", len,
+		         limits->max_state_bytes);
+		goto out;
+	}
+	err = PRESENCE_OK;
+	if (text != NULL && strcmp(text, old) == 0) {
+		goto out;
+	}
+	state_replace(st, text);
+	text = NULL;
+	*changed = true;
+
+out:
+	cJSON_free(text);
+	if (value_text != value_buf) {
+		cJSON_free(value_text);
+	}
+	cJSON_Delete(existing);
+	cJSON_Delete(value);
+	return err;
 }
 
 enum presence_err presence_state_merge(struct presence_state *st,

@@ -231,6 +231,72 @@ static void set_key_takes_json_when_the_whole_payload_is_json_and_text_otherwise
 	}
 }
 
+/* set_key writes whole numbers itself (cJSON 1.7.15 prints every number with sprintf and
+ * sscanf): the rendering must be exactly what cJSON prints, for every kind of number. */
+static void set_key_renders_numbers_exactly_as_cjson_prints_them(void **state)
+{
+	static const char *const numbers[] = {
+	    "0",
+	    "-0",
+	    "1",
+	    "-1",
+	    "42",
+	    "-42",
+	    "7.0",
+	    "1e2",
+	    "-1E+2",
+	    "100000",
+	    "123456789012345",
+	    "-123456789012345",
+	    "999999999999999",
+	    "-999999999999999",
+	    "1000000000000000",
+	    "-1000000000000000",
+	    "9007199254740993",
+	    "1e300",
+	    "-1e-300",
+	    "0.5",
+	    "-0.25",
+	    "0.1",
+	    "3.141592653589793",
+	    "1e-7",
+	    "2147483647",
+	    "2147483648",
+	    "-2147483649",
+	    "4294967296",
+	};
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	char expected[128];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(numbers); i++) {
+		struct presence_state *st = presence_state_new();
+		cJSON *object = cJSON_CreateObject();
+		cJSON *value = cJSON_Parse(numbers[i]);
+		char *printed;
+		bool changed = false;
+
+		assert_non_null(st);
+		assert_non_null(object);
+		assert_true(cJSON_IsNumber(value));
+		assert_true(cJSON_AddItemToObject(object, "k", value));
+		printed = cJSON_PrintUnformatted(object);
+		assert_non_null(printed);
+		snprintf(expected, sizeof(expected), "%s", printed);
+		cJSON_free(printed);
+		cJSON_Delete(object);
+		assert_int_equal(presence_state_set_key(st, &huge_limits, "k", 1, numbers[i],
+		                                        strlen(numbers[i]), &changed, reason),
+		                 PRESENCE_OK);
+		if (strcmp(presence_state_json(st), expected) != 0) {
+			fail_msg("%s: got %s, cJSON prints %s", numbers[i], presence_state_json(st),
+			         expected);
+		}
+		presence_state_free(st);
+	}
+}
+
 static void set_key_nests_json_up_to_cjsons_limit_and_takes_deeper_nesting_as_text(void **state)
 {
 	char reason[PRESENCE_STATE_REASON_SIZE];
@@ -1192,6 +1258,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(a_new_state_is_empty_and_renders_as_braces),
 	    cmocka_unit_test(set_key_takes_json_when_the_whole_payload_is_json_and_text_otherwise),
+	    cmocka_unit_test(set_key_renders_numbers_exactly_as_cjson_prints_them),
 	    cmocka_unit_test(
 	        set_key_nests_json_up_to_cjsons_limit_and_takes_deeper_nesting_as_text),
 	    cmocka_unit_test(set_key_with_an_empty_or_null_payload_removes_the_key),
