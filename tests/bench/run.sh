@@ -55,6 +55,8 @@ if $smoke; then
 	latency_count=50
 	scale_small=100; scale_large=1000; scale_measure=100; scale_cycles=1; scale_hosts=2
 	memory_users=200; memory_spu=4
+	# Each memory run waits for two $SYS rounds (seconds): the smoke run keeps two configs.
+	memory_configs="bare plugin+state"
 	timeout=60
 else
 	storm_sizes="2000 10000"; storm_cycles_small=5; storm_cycles_large=2
@@ -62,6 +64,7 @@ else
 	latency_count=1000
 	scale_small=1000; scale_large=100000; scale_measure=1000; scale_cycles=10; scale_hosts=8
 	memory_users=10000; memory_spu=10
+	memory_configs="bare plugin plugin+state bare-shared plugin-shared"
 	timeout=300
 fi
 memory_state_bytes=1024
@@ -328,7 +331,8 @@ if has_scenario 5; then
 	echo "run.sh: scenario 5, memory with $memory_users sessions" >&2
 	few_users=$((memory_users / memory_spu))
 	for run in $(seq 1 "$runs"); do
-		for config in $(order "$run" bare plugin plugin+state bare-shared plugin-shared); do
+		# shellcheck disable=SC2086 # a list of names
+		for config in $(order "$run" $memory_configs); do
 			args=(--mode memory --users "$memory_users")
 			case "$config" in
 			*-shared) args=(--mode memory --users "$few_users" --sessions-per-user "$memory_spu") ;;
