@@ -135,8 +135,8 @@ trap 'exit 130' INT TERM
 # Logging is limited to errors and warnings, with no connection messages, in both, so that the
 # broker's log formatting is not what gets compared; $SYS is off except for memory (below).
 start_broker() {
-	local name="$1" kind="$2" extra="${3:-}" conf="$work/$1.conf" log="$work/$1.log" try
-	for try in 1 2 3 4 5; do
+	local name="$1" kind="$2" extra="${3:-}" conf="$work/$1.conf" log="$work/$1.log" _try
+	for _try in 1 2 3 4 5; do
 		port=$((20000 + RANDOM % 12000))
 		{
 			echo "listener $port 127.0.0.1"
