@@ -604,8 +604,7 @@ static void payload_larger_than_four_times_max_state_bytes_is_rejected(void **st
 	(void)state;
 	rejection_setup(&f, "plugin_opt_max_state_bytes 64\n");
 	/* More than 4 x max_state_bytes (257 bytes), as text, as a JSON string and inside a
-	 * merge patch. The contract's size limit is max_state_bytes on the resulting state,
-	 * which these break; there is no separate cap on the payload itself. */
+	 * merge patch: refused before parsing, with the payload cap's reason. */
 	memset(big, 'y', 257);
 	big[257] = '\0';
 	rejected_text(&f, "presence/alice/state/big", big, "max_state_bytes");
@@ -613,6 +612,12 @@ static void payload_larger_than_four_times_max_state_bytes_is_rejected(void **st
 	rejected_text(&f, "presence/alice/state/big", patch, "max_state_bytes");
 	snprintf(patch, sizeof(patch), "{\"big\":\"%s\"}", big);
 	rejected_text(&f, "presence/alice/state", patch, "max_state_bytes");
+	/* A merge whose result would fit but which white space makes larger than the cap. */
+	memset(patch, ' ', sizeof(patch));
+	memcpy(patch, "{\"a\":null", 9);
+	memcpy(patch + 280, "}", 2);
+	rejected_text(&f, "presence/alice/state", patch,
+	              "payload is 281 bytes; at most 256 (4 x max_state_bytes) are accepted");
 	accepted_write(&f, "presence/alice/state/mood", "ok",
 	               "{\"status\":\"away\",\"mood\":\"ok\"}");
 	rejection_teardown(&f);
