@@ -88,6 +88,15 @@ size_t presence_user_level_len(const struct presence_user *user);
 unsigned int presence_user_sessions(const struct presence_user *user);
 struct presence_state *presence_user_state(struct presence_user *user);
 
+/* Returns true when user has published at least one document (it is "known"), and then fills
+ * *doc with the values of the user's LAST PUBLISHED document, which is what its retained message
+ * holds (not the live values, which may have changed since): doc->state is NULL and *state_json
+ * is that document's state as compact JSON text. Pointers are borrowed from user and stay valid
+ * until its next document is recorded as sent. Returns false, touching nothing, when the user
+ * has never had a document. */
+bool presence_user_published(const struct presence_user *user, struct presence_document *doc,
+                             const char **state_json);
+
 /* Takes the next user off the dirty list, or returns NULL when the list is empty. */
 struct presence_user *presence_registry_dirty_next(struct presence_registry *reg);
 
@@ -119,5 +128,8 @@ void presence_registry_flush_done(struct presence_registry *reg);
 size_t presence_registry_user_count(const struct presence_registry *reg);
 size_t presence_registry_available_count(const struct presence_registry *reg);
 size_t presence_registry_active_session_count(const struct presence_registry *reg);
+/* Users that have published at least one document (users are never forgotten, so this only
+ * grows). */
+size_t presence_registry_known_count(const struct presence_registry *reg);
 
 #endif
