@@ -16,6 +16,9 @@
  * State writes are ordinary publishes to P/U/state[/key]. They are consumed: MESSAGE applies
  * them and clears the retain flag, and the ACL denies READ of state topics to everybody, so
  * no subscriber ever receives one while the publisher still sees success.
+ *
+ * TICK also publishes the $SYS metrics when a round is due (core/metrics.h). Every publish of
+ * the plugin, here and in control.c, goes through presence_publish.
  */
 #include <inttypes.h>
 #include <limits.h>

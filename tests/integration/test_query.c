@@ -323,6 +323,12 @@ static void no_other_client_receives_a_response_whatever_it_subscribes_to(void *
 	msg_free(expect_response(q4, FALLBACK, expected));
 	/* eve got neither the requests (never delivered) nor the responses (targeted). */
 	expect_nothing(eve);
+	/* A request is not retained either, even when it asks to be. */
+	assert_int_equal(client_publish(q4, CONTROL, request, (int)strlen(request), 1, true), 0);
+	msg_free(expect_response(q4, FALLBACK, expected));
+	expect_nothing(eve);
+	assert_int_equal(client_subscribe(eve, "$CONTROL/presence/v1", 1), 1);
+	expect_nothing(eve);
 
 	mosquitto_property_free_all(&props);
 	client_disconnect(q4);
