@@ -20,6 +20,12 @@
  *   Correlation Data is copied in either case. The QoS is the request's, capped at 1: a
  *   response is an answer to be re-asked, not a transaction, and QoS 2 would only add a
  *   handshake.
+ * - The targeted publish is resolved by client id when the broker delivers it, at the start of
+ *   the next loop iteration: if the requester's id was taken over in between, the new
+ *   connection gets the answer (as it would get the old session's queued messages), and an
+ *   offline persistent session gets it queued.
+ * - A QoS 1 or 2 request the client retransmits reaches this callback again and is answered
+ *   again; queries change nothing, so that is harmless.
  */
 #include <stdlib.h>
 
