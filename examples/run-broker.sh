@@ -67,6 +67,9 @@ mosquitto-presence demo broker on 127.0.0.1:$port (Ctrl-C stops it). Try, in oth
 
   # Stop 2 with Ctrl-C: alice goes offline and her state is cleared.
 
+  # 4: ask once about several users, known or not (README, "Queries")
+  mosquitto_rr -p $port -u bob -P bob-pw -t '\$CONTROL/presence/v1' -e '\$CONTROL/presence/v1/response' -m '{"commands":[{"command":"getPresence","usernames":["alice","zed"]}]}'
+
 EOT
 # Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
 mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)

@@ -30,6 +30,11 @@
 #define MAX_STATE_BYTES_MAX 1048576u
 #define MAX_KEYS_MIN 1u
 #define MAX_KEYS_MAX 65535u
+#define MAX_QUERY_USERS_MIN 1u
+#define MAX_QUERY_USERS_MAX 100000u
+#define METRICS_INTERVAL_MIN 0u
+/* One day: anything longer is as good as disabled, and 0 already says that. */
+#define METRICS_INTERVAL_MAX 86400u
 
 /* Space for the "what is allowed" part of an error message. */
 #define REASON_SIZE 128
@@ -225,6 +230,33 @@ static enum presence_err config_max_keys(struct presence_config *cfg, const char
 	return PRESENCE_OK;
 }
 
+/* An integer from MAX_QUERY_USERS_MIN to MAX_QUERY_USERS_MAX. */
+static enum presence_err config_max_query_users(struct presence_config *cfg, const char *value,
+                                                char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_QUERY_USERS_MIN, MAX_QUERY_USERS_MAX,
+	                       &cfg->max_query_users)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_QUERY_USERS_MIN,
+		         MAX_QUERY_USERS_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* Seconds, from METRICS_INTERVAL_MIN (0: no metrics) to METRICS_INTERVAL_MAX. */
+static enum presence_err config_metrics_interval(struct presence_config *cfg, const char *value,
+                                                 char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, METRICS_INTERVAL_MIN, METRICS_INTERVAL_MAX,
+	                       &cfg->metrics_interval)) {
+		snprintf(reason, reason_size,
+		         "use a number of seconds from %u to %u (0 disables the metrics)",
+		         METRICS_INTERVAL_MIN, METRICS_INTERVAL_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
 /* Returns true for the blanks trimmed around each ignore_users name. */
 static bool config_is_blank(char c)
 {
@@ -329,6 +361,8 @@ static const struct option_spec option_table[] = {
     {"acl", config_acl, "defer"},
     {"max_state_bytes", config_max_state_bytes, "8192"},
     {"max_keys", config_max_keys, "64"},
+    {"max_query_users", config_max_query_users, "1000"},
+    {"metrics_interval", config_metrics_interval, "10"},
 };
 
 #define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
@@ -492,12 +526,12 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 	}
 	config_append(buf, size, &len,
 	              "topic_prefix=%s identity=%s auth=%s acl=%s max_state_bytes=%zu max_keys=%zu "
-	              "ignore_users=",
+	              "max_query_users=%zu metrics_interval=%zu ignore_users=",
 	              cfg->topic_prefix != NULL ? cfg->topic_prefix : "",
 	              cfg->identity == PRESENCE_IDENTITY_CLIENTID ? "clientid" : "username",
 	              cfg->auth == PRESENCE_MODE_ALLOW ? "allow" : "defer",
 	              cfg->acl == PRESENCE_MODE_ALLOW ? "allow" : "defer", cfg->max_state_bytes,
-	              cfg->max_keys);
+	              cfg->max_keys, cfg->max_query_users, cfg->metrics_interval);
 	if (cfg->ignore_users_count == 0) {
 		config_append(buf, size, &len, "(none)");
 	}

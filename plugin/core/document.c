@@ -12,7 +12,9 @@
  *
  * The state is embedded by reference (cJSON_CreateObjectReference over the state's members):
  * it is printed straight from the state's tree, with no copy, and deleting the document leaves
- * the state alone.
+ * the state alone. For query responses the state comes as compact text instead and is embedded
+ * as a raw item, which cJSON prints verbatim: the same bytes the state's tree printed when that
+ * text was made.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -70,11 +72,14 @@ static char *print_and_delete(cJSON *root, size_t *len)
 	return text;
 }
 
-char *presence_document_render(const struct presence_document *doc, size_t *len)
+/*
+ * Builds the document's members in their documented order. The state is the raw text state_json
+ * when it is not NULL, otherwise a reference to doc->state. Returns NULL when allocation fails.
+ */
+static cJSON *document_tree(const struct presence_document *doc, const char *state_json)
 {
 	cJSON *root = cJSON_CreateObject();
 
-	*len = 0;
 	if (root == NULL) {
 		return NULL;
 	}
@@ -82,11 +87,51 @@ char *presence_document_render(const struct presence_document *doc, size_t *len)
 	    cJSON_AddBoolToObject(root, "available", doc->available) == NULL ||
 	    !add_unsigned(root, "sessions", doc->sessions) ||
 	    !add_signed(root, "since", doc->since_ms) || !add_unsigned(root, "seq", doc->seq) ||
-	    !add_state(root, "state", doc->state)) {
+	    (state_json != NULL ? cJSON_AddRawToObject(root, "state", state_json) == NULL
+	                        : !add_state(root, "state", doc->state))) {
 		cJSON_Delete(root);
 		return NULL;
 	}
+	return root;
+}
+
+char *presence_document_render(const struct presence_document *doc, size_t *len)
+{
+	cJSON *root = document_tree(doc, NULL);
+
+	*len = 0;
+	if (root == NULL) {
+		return NULL;
+	}
 	return print_and_delete(root, len);
+}
+
+cJSON *presence_document_build(const struct presence_document *doc, const char *state_json,
+                               bool mark_known)
+{
+	cJSON *root = document_tree(doc, state_json != NULL ? state_json : "{}");
+
+	if (root != NULL && mark_known && cJSON_AddTrueToObject(root, "known") == NULL) {
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
+}
+
+cJSON *presence_document_build_unknown(const char *username)
+{
+	cJSON *root = cJSON_CreateObject();
+
+	if (root == NULL) {
+		return NULL;
+	}
+	if (cJSON_AddStringToObject(root, "username", username) == NULL ||
+	    cJSON_AddFalseToObject(root, "available") == NULL ||
+	    cJSON_AddFalseToObject(root, "known") == NULL) {
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
 }
 
 void presence_document_free(char *text)

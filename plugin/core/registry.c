@@ -11,7 +11,8 @@
  * - a session is on the pending list iff its user is NULL;
  * - user->sessions is the number of ACTIVE sessions pointing at the user;
  * - a user is on exactly one of (nothing, dirty list, retry list), recorded in user->list;
- * - reg->available counts users with sessions > 0, reg->active counts ACTIVE sessions.
+ * - reg->available counts users with sessions > 0, reg->active counts ACTIVE sessions,
+ *   reg->known counts users with seq > 0.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,7 @@ struct presence_registry {
 	/* Counters kept incrementally (no scans). */
 	size_t available;
 	size_t active;
+	size_t known;
 };
 
 static char *copy_string(const char *s)
@@ -442,8 +444,9 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 
 void presence_registry_document_sent(struct presence_registry *reg, struct presence_user *user)
 {
-	(void)reg;
-	user->seq++;
+	if (user->seq++ == 0) {
+		reg->known++;
+	}
 	user->pub_available = user->prep_available;
 	user->pub_sessions = user->prep_sessions;
 	user->pub_since = user->prep_since;
@@ -472,6 +475,22 @@ void presence_registry_flush_done(struct presence_registry *reg)
 	}
 }
 
+bool presence_user_published(const struct presence_user *user, struct presence_document *doc,
+                             const char **state_json)
+{
+	if (user->seq == 0) {
+		return false;
+	}
+	doc->username = user->name;
+	doc->available = user->pub_available;
+	doc->sessions = user->pub_sessions;
+	doc->since_ms = user->pub_since;
+	doc->seq = user->seq;
+	doc->state = NULL;
+	*state_json = published_state(user);
+	return true;
+}
+
 size_t presence_registry_user_count(const struct presence_registry *reg)
 {
 	return HASH_COUNT(reg->users);
@@ -485,4 +504,9 @@ size_t presence_registry_available_count(const struct presence_registry *reg)
 size_t presence_registry_active_session_count(const struct presence_registry *reg)
 {
 	return reg->active;
+}
+
+size_t presence_registry_known_count(const struct presence_registry *reg)
+{
+	return reg->known;
 }

@@ -43,7 +43,7 @@ void presence_registry_free(struct presence_registry *reg);
 /* Records a login attempt by client as a PENDING session. A client already known (pending or
  * active) is left as it is. Returns PRESENCE_OK or PRESENCE_ERR_NOMEM (nothing recorded). */
 enum presence_err presence_registry_session_pending(struct presence_registry *reg,
-						    const void *client);
+                                                    const void *client);
 
 /* Returns the oldest PENDING client, or NULL when none is pending. The adapter resolves its
  * user and calls presence_registry_session_start, which removes it from the pending list. */
@@ -54,8 +54,8 @@ const void *presence_registry_pending_next(const struct presence_registry *reg);
  * not tracked: it is forgotten. A client that is not pending is left alone (PRESENCE_OK).
  * Returns PRESENCE_ERR_NOMEM when the user could not be created; the session is then
  * forgotten, so the registry stays consistent. */
-enum presence_err presence_registry_session_start(struct presence_registry *reg,
-						  const void *client, const char *user_name);
+enum presence_err presence_registry_session_start(struct presence_registry *reg, const void *client,
+                                                  const char *user_name);
 
 /* Forgets client. If its session was ACTIVE, its user loses a session and becomes dirty.
  * Unknown clients are ignored. Cannot fail. */
@@ -64,16 +64,16 @@ void presence_registry_session_gone(struct presence_registry *reg, const void *c
 /* Returns true when client is known (pending or active). *user (if user is not NULL) is set to
  * the session's user when ACTIVE, to NULL when PENDING. */
 bool presence_registry_session_find(const struct presence_registry *reg, const void *client,
-				    struct presence_user **user);
+                                    struct presence_user **user);
 
 /* Returns the user named name, or NULL. */
 struct presence_user *presence_registry_user_find(const struct presence_registry *reg,
-						  const char *name);
+                                                  const char *name);
 
 /* Finds the user named name or creates it (unavailable, empty state, never published).
  * Returns PRESENCE_OK with *out set, or PRESENCE_ERR_NOMEM (nothing created). */
 enum presence_err presence_registry_user_get(struct presence_registry *reg, const char *name,
-					     struct presence_user **out);
+                                             struct presence_user **out);
 
 /* Puts user on the dirty list (once; again after it was taken off). */
 void presence_registry_user_changed(struct presence_registry *reg, struct presence_user *user);
@@ -88,6 +88,15 @@ size_t presence_user_level_len(const struct presence_user *user);
 unsigned int presence_user_sessions(const struct presence_user *user);
 struct presence_state *presence_user_state(struct presence_user *user);
 
+/* Returns true when user has published at least one document (it is "known"), and then fills
+ * *doc with the values of the user's LAST PUBLISHED document, which is what its retained message
+ * holds (not the live values, which may have changed since): doc->state is NULL and *state_json
+ * is that document's state as compact JSON text. Pointers are borrowed from user and stay valid
+ * until its next document is recorded as sent. Returns false, touching nothing, when the user
+ * has never had a document. */
+bool presence_user_published(const struct presence_user *user, struct presence_document *doc,
+                             const char **state_json);
+
 /* Takes the next user off the dirty list, or returns NULL when the list is empty. */
 struct presence_user *presence_registry_dirty_next(struct presence_registry *reg);
 
@@ -100,8 +109,8 @@ struct presence_user *presence_registry_dirty_next(struct presence_registry *reg
  * Returns PRESENCE_ERR_NOMEM when the bookkeeping copy could not be made; nothing changes and
  * the adapter should call presence_registry_document_failed. */
 enum presence_err presence_registry_document_prepare(struct presence_registry *reg,
-						     struct presence_user *user, int64_t now_ms,
-						     struct presence_document *doc, bool *due);
+                                                     struct presence_user *user, int64_t now_ms,
+                                                     struct presence_document *doc, bool *due);
 
 /* Records that the document last prepared for user was published: it becomes the user's last
  * document (seq, since, availability, sessions and state). */
@@ -119,5 +128,8 @@ void presence_registry_flush_done(struct presence_registry *reg);
 size_t presence_registry_user_count(const struct presence_registry *reg);
 size_t presence_registry_available_count(const struct presence_registry *reg);
 size_t presence_registry_active_session_count(const struct presence_registry *reg);
+/* Users that have published at least one document (users are never forgotten, so this only
+ * grows). */
+size_t presence_registry_known_count(const struct presence_registry *reg);
 
 #endif

@@ -106,6 +106,11 @@ static const char *nul_escape_reason(const char *payload, size_t len)
 	return NULL;
 }
 
+bool presence__json_has_nul_escape(const char *json, size_t len)
+{
+	return nul_escape_reason(json, len) != NULL;
+}
+
 /*
  * Returns the reason to refuse value, parsed from the len bytes at payload, or NULL when it can
  * be stored as it is.

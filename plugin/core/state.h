@@ -113,6 +113,11 @@ size_t presence_state_json_len(const struct presence_state *st);
 /* Returns the state as a cJSON object owned by st (read-only; valid until the next write). */
 const cJSON *presence_state_tree(const struct presence_state *st);
 
+/* Returns true when json (len bytes that cJSON parsed as JSON) has a \u escape that cJSON 1.7.15
+ * decodes to NUL, which would silently cut a string short: \u0000, or \u followed by four
+ * characters that are not all hex digits. Internal: shared with the query module. */
+bool presence__json_has_nul_escape(const char *json, size_t len);
+
 /* Applies patch to *target with RFC 7396 semantics. *target may be NULL (no value). On success
  * *target is the result (possibly a new node; the old one freed) and patch is untouched.
  * Returns PRESENCE_ERR_NOMEM on allocation failure, in which case *target may have been

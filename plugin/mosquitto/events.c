@@ -16,7 +16,11 @@
  * State writes are ordinary publishes to P/U/state[/key]. They are consumed: MESSAGE applies
  * them and clears the retain flag, and the ACL denies READ of state topics to everybody, so
  * no subscriber ever receives one while the publisher still sees success.
+ *
+ * TICK also publishes the $SYS metrics when a round is due (core/metrics.h). Every publish of
+ * the plugin, here and in control.c, goes through presence_publish.
  */
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -109,36 +113,46 @@ static bool client_owns_level(const struct presence_plugin *p, const struct mosq
 	return presence_topic_level_is_user(level, len, name);
 }
 
-/* Publishes text (len bytes) on topic, QoS 1, marked as JSON for MQTT 5 subscribers. The
- * payload is copied into a buffer from mosquitto_calloc, which the broker frees with its own
- * accounting (mosquitto_broker_publish_copy would corrupt it on 2.0). Returns a MOSQ_ERR_*. */
-static int publish_json(const char *topic, const char *text, size_t len, bool retain)
+int presence_publish(const char *client_id, const char *topic, const char *text, size_t len,
+                     int qos, bool retain, mosquitto_property *props)
 {
-	mosquitto_property *props = NULL;
-	void *payload;
-	int rc;
+	void *payload = NULL;
+	int rc = MOSQ_ERR_INVAL;
 
 	if (len > INT_MAX || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
-		return MOSQ_ERR_INVAL;
+		goto out_free_props;
 	}
+	/* One byte more, so the payload is NUL-terminated like the broker's own. */
 	payload = mosquitto_calloc(1, len + 1);
 	if (payload == NULL) {
-		return MOSQ_ERR_NOMEM;
+		rc = MOSQ_ERR_NOMEM;
+		goto out_free_props;
 	}
 	memcpy(payload, text, len);
-	rc = mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
+	rc = mosquitto_broker_publish(client_id, topic, (int)len, payload, qos, retain, props);
+	if (rc == MOSQ_ERR_SUCCESS) {
+		return rc;
+	}
+	mosquitto_free(payload);
+out_free_props:
+	mosquitto_property_free_all(&props);
+	return rc;
+}
+
+int presence_publish_json(const char *client_id, const char *topic, const char *text, size_t len,
+                          int qos, bool retain, mosquitto_property *props)
+{
+	int rc = mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
+
 	if (rc == MOSQ_ERR_SUCCESS) {
 		rc = mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE,
 		                                   "application/json");
 	}
-	if (rc == MOSQ_ERR_SUCCESS) {
-		rc = mosquitto_broker_publish(NULL, topic, (int)len, payload, 1, retain, props);
-	}
 	if (rc != MOSQ_ERR_SUCCESS) {
 		mosquitto_property_free_all(&props);
-		mosquitto_free(payload);
+		return rc;
 	}
-	return rc;
+	return presence_publish(client_id, topic, text, len, qos, retain, props);
 }
 
 /* Publishes the rejection notice for a state write on "<user topic>/error" (not retained);
@@ -160,7 +174,7 @@ static void publish_rejection(struct presence_user *user, const char *write_topi
 	memcpy(topic + topic_len, "/error", sizeof("/error"));
 	text = presence_document_render_error(write_topic, reason, &len);
 	if (text != NULL) {
-		rc = publish_json(topic, text, len, false);
+		rc = presence_publish_json(NULL, topic, text, len, 1, false, NULL);
 		presence_document_free(text);
 	}
 	mosquitto_free(topic);
@@ -294,6 +308,7 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		snprintf(reason, sizeof(reason), "out of memory");
 	}
 	if (err != PRESENCE_OK) {
+		p->state_rejected++;
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX "rejected state write by client %s (user "
 		                                         "%s) to %s: %s",
@@ -302,6 +317,7 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		publish_rejection(user, ed->topic, reason);
 		return MOSQ_ERR_SUCCESS;
 	}
+	p->state_writes++;
 	if (changed) {
 		presence_registry_user_changed(p->reg, user);
 	}
@@ -337,11 +353,13 @@ static void promote_pending(struct presence_plugin *p)
 	}
 }
 
-static int64_t wall_clock_ms(void)
+/* Milliseconds on clock (CLOCK_REALTIME for the documents' "since", CLOCK_MONOTONIC for
+ * timers, which must not jump with the wall clock). */
+static int64_t clock_ms(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clock, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -358,7 +376,7 @@ static void publish_due_documents(struct presence_plugin *p)
 
 	while ((user = presence_registry_dirty_next(p->reg)) != NULL) {
 		if (now_ms == 0) {
-			now_ms = wall_clock_ms();
+			now_ms = clock_ms(CLOCK_REALTIME);
 		}
 		if (presence_registry_document_prepare(p->reg, user, now_ms, &doc, &due) !=
 		    PRESENCE_OK) {
@@ -373,10 +391,12 @@ static void publish_due_documents(struct presence_plugin *p)
 			rc = MOSQ_ERR_NOMEM;
 			goto out_failed;
 		}
-		rc = publish_json(presence_user_topic(user), text, len, true);
+		rc = presence_publish_json(NULL, presence_user_topic(user), text, len, 1, true,
+		                           NULL);
 		presence_document_free(text);
 		if (rc == MOSQ_ERR_SUCCESS) {
 			presence_registry_document_sent(p->reg, user);
+			p->documents_published++;
 			continue;
 		}
 	out_failed:
@@ -389,6 +409,49 @@ static void publish_due_documents(struct presence_plugin *p)
 	presence_registry_flush_done(p->reg);
 }
 
+/*
+ * When a round of metrics is due, publishes each metric whose value changed since it was last
+ * published (every one, the first time), retained, QoS 0 and as plain decimal text, as the
+ * broker publishes its own $SYS values. Every value is an O(1) counter. A value whose publish
+ * fails is not recorded as published, so it goes out again in the next round.
+ */
+static void publish_due_metrics(struct presence_plugin *p)
+{
+	uint64_t values[PRESENCE_METRIC_COUNT];
+	char text[24];
+	int which;
+	int rc;
+
+	if (!presence_metrics_due(&p->metrics, clock_ms(CLOCK_MONOTONIC))) {
+		return;
+	}
+	values[PRESENCE_METRIC_USERS_AVAILABLE] = presence_registry_available_count(p->reg);
+	values[PRESENCE_METRIC_USERS_KNOWN] = presence_registry_known_count(p->reg);
+	values[PRESENCE_METRIC_SESSIONS] = presence_registry_active_session_count(p->reg);
+	values[PRESENCE_METRIC_DOCUMENTS_PUBLISHED] = p->documents_published;
+	values[PRESENCE_METRIC_STATE_WRITES] = p->state_writes;
+	values[PRESENCE_METRIC_STATE_REJECTED] = p->state_rejected;
+	for (which = 0; which < PRESENCE_METRIC_COUNT; which++) {
+		enum presence_metric metric = (enum presence_metric)which;
+		int len;
+
+		if (!presence_metrics_changed(&p->metrics, metric, values[which])) {
+			continue;
+		}
+		len = snprintf(text, sizeof(text), "%" PRIu64, values[which]);
+		rc = presence_publish(NULL, presence_metrics_topic(metric), text, (size_t)len, 0,
+		                      true, NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			mosquitto_log_printf(
+			    MOSQ_LOG_WARNING,
+			    PRESENCE_LOG_PREFIX "could not publish %s (%s); retrying",
+			    presence_metrics_topic(metric), mosquitto_strerror(rc));
+			continue;
+		}
+		presence_metrics_published(&p->metrics, metric, values[which]);
+	}
+}
+
 int presence_tick_cb(int event, void *event_data, void *userdata)
 {
 	struct presence_plugin *p = userdata;
@@ -398,6 +461,7 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	p->reloading = false;
 	promote_pending(p);
 	publish_due_documents(p);
+	publish_due_metrics(p);
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -15,13 +15,17 @@
 static const struct {
 	int event;
 	MOSQ_FUNC_generic_callback cb;
+	/* The event data of the registration: the exact $CONTROL topic for MOSQ_EVT_CONTROL
+	 * (unregistering must name it too), NULL otherwise. */
+	const char *topic;
 } callbacks[] = {
-    {MOSQ_EVT_BASIC_AUTH, presence_basic_auth_cb},
-    {MOSQ_EVT_ACL_CHECK, presence_acl_check_cb},
-    {MOSQ_EVT_MESSAGE, presence_message_cb},
-    {MOSQ_EVT_DISCONNECT, presence_disconnect_cb},
-    {MOSQ_EVT_TICK, presence_tick_cb},
-    {MOSQ_EVT_RELOAD, presence_reload_cb},
+    {MOSQ_EVT_BASIC_AUTH, presence_basic_auth_cb, NULL},
+    {MOSQ_EVT_ACL_CHECK, presence_acl_check_cb, NULL},
+    {MOSQ_EVT_MESSAGE, presence_message_cb, NULL},
+    {MOSQ_EVT_DISCONNECT, presence_disconnect_cb, NULL},
+    {MOSQ_EVT_TICK, presence_tick_cb, NULL},
+    {MOSQ_EVT_RELOAD, presence_reload_cb, NULL},
+    {MOSQ_EVT_CONTROL, presence_control_cb, PRESENCE_CONTROL_TOPIC},
 };
 
 #define CALLBACK_COUNT (sizeof(callbacks) / sizeof(callbacks[0]))
@@ -47,7 +51,8 @@ int mosquitto_plugin_version(int supported_version_count, const int *supported_v
 static void unregister_callbacks(struct presence_plugin *p, size_t count)
 {
 	for (size_t i = 0; i < count; i++) {
-		mosquitto_callback_unregister(p->id, callbacks[i].event, callbacks[i].cb, NULL);
+		mosquitto_callback_unregister(p->id, callbacks[i].event, callbacks[i].cb,
+		                              callbacks[i].topic);
 	}
 }
 
@@ -89,6 +94,7 @@ static int configure(struct presence_plugin *p, const struct mosquitto_opt *opts
 	}
 	p->limits.max_state_bytes = p->cfg.max_state_bytes;
 	p->limits.max_keys = p->cfg.max_keys;
+	presence_metrics_init(&p->metrics, p->cfg.metrics_interval);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -126,12 +132,19 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	}
 	for (registered = 0; registered < CALLBACK_COUNT; registered++) {
 		rc = mosquitto_callback_register(identifier, callbacks[registered].event,
-		                                 callbacks[registered].cb, NULL, p);
+		                                 callbacks[registered].cb,
+		                                 callbacks[registered].topic, p);
 		if (rc != MOSQ_ERR_SUCCESS) {
-			mosquitto_log_printf(MOSQ_LOG_ERR,
-			                     PRESENCE_LOG_PREFIX "could not register for broker "
-			                                         "event %d: %s",
-			                     callbacks[registered].event, mosquitto_strerror(rc));
+			/* For $CONTROL/presence/v1, MOSQ_ERR_ALREADY_EXISTS means the plugin is
+			 * loaded twice (or another plugin took the topic). */
+			mosquitto_log_printf(
+			    MOSQ_LOG_ERR,
+			    PRESENCE_LOG_PREFIX "could not register for broker "
+			                        "event %d%s%s: %s",
+			    callbacks[registered].event,
+			    callbacks[registered].topic != NULL ? " on " : "",
+			    callbacks[registered].topic != NULL ? callbacks[registered].topic : "",
+			    mosquitto_strerror(rc));
 			goto out_unregister;
 		}
 	}

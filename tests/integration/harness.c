@@ -1798,6 +1798,9 @@ static void on_message_cb(struct mosquitto *mosq, void *userdata,
 	struct msg *m;
 	uint8_t format;
 	char *content_type = NULL;
+	char *response_topic = NULL;
+	void *correlation = NULL;
+	uint16_t correlation_len = 0;
 
 	(void)mosq;
 	if (c->sync_topic && strcmp(mm->topic, c->sync_topic) == 0) {
@@ -1827,6 +1830,18 @@ static void on_message_cb(struct mosquitto *mosq, void *userdata,
 		/* libmosquitto allocated it with malloc; keep our own copy for msg_free. */
 		m->content_type = harness_xstrdup(content_type);
 		free(content_type);
+	}
+	if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &correlation,
+	                                   &correlation_len, false)) {
+		m->correlation = harness_xcalloc((size_t)correlation_len + 1, 1);
+		memcpy(m->correlation, correlation, correlation_len);
+		m->correlation_len = correlation_len;
+		free(correlation);
+	}
+	if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic,
+	                                   false)) {
+		m->response_topic = harness_xstrdup(response_topic);
+		free(response_topic);
 	}
 	node = harness_xcalloc(1, sizeof(*node));
 	node->m = m;
@@ -2063,6 +2078,8 @@ void msg_free(struct msg *m)
 	free(m->topic);
 	free(m->payload);
 	free(m->content_type);
+	free(m->correlation);
+	free(m->response_topic);
 	free(m);
 }
 

@@ -270,6 +270,11 @@ struct msg {
 	int payload_format;
 	/* The content type, NULL if absent. */
 	char *content_type;
+	/* The correlation data (correlation_len bytes, then a NUL), NULL if absent. */
+	char *correlation;
+	int correlation_len;
+	/* The response topic, NULL if absent. */
+	char *response_topic;
 };
 
 /* Returns the next message received by c, in arrival order, waiting at most timeout_ms

@@ -20,11 +20,13 @@
 #                                       the broker must refuse to start. Its log is NAME.
 #
 # Commands are written as a reader types them against the default 127.0.0.1:1883, without -h
-# or -p; this script adds `-h 127.0.0.1 -p <port>` to every mosquitto_sub and mosquitto_pub
-# (replacing a `-p 1883` or `-h localhost` that is there) and bounds every mosquitto_sub with
-# -W unless it has one. Before comparing, what differs from run to run is masked: "since"
-# values, log timestamps, generated client ids (auto-<uuid>) and the plugin version. A "since"
-# value that the README repeats (anywhere) must be repeated in the real output too.
+# or -p; this script adds `-h 127.0.0.1 -p <port>` to every mosquitto_sub, mosquitto_pub and
+# mosquitto_rr (replacing a `-p 1883` or `-h localhost` that is there) and bounds every
+# mosquitto_sub and mosquitto_rr with -W unless it has one. Before comparing, what differs from
+# run to run is masked: "since" values, log timestamps, generated client ids (auto-<uuid>), the
+# plugin version and the values of the $SYS/broker/presence/ metrics (they are sampled every
+# metrics_interval seconds, so what a subscriber gets depends on timing). A "since" value that
+# the README repeats (anywhere) must be repeated in the real output too.
 #
 # The outputs are deterministic: Mosquitto 2.0 reads at most one packet per client per loop
 # iteration and the plugin publishes at the end of each iteration, so the CONNECT, PUBLISH and
@@ -279,9 +281,9 @@ start_broker() {
 # $2: the -W bound for subscribers.
 localise() {
 	printf '%s' "$1" | sed -E \
-		-e '/mosquitto_(sub|pub)/{s/ +-p +1883\b//g; s/ +-h +(localhost|127\.0\.0\.1)\b//g}' \
-		-e 's/\bmosquitto_(sub|pub)\b/& -h 127.0.0.1 -p '"$port"'/g' \
-		-e '/ -W +[0-9]/!s/\bmosquitto_sub -h 127\.0\.0\.1 -p [0-9]+/& -W '"$2"'/g'
+		-e '/mosquitto_(sub|pub|rr)/{s/ +-p +1883\b//g; s/ +-h +(localhost|127\.0\.0\.1)\b//g}' \
+		-e 's/\bmosquitto_(sub|pub|rr)\b/& -h 127.0.0.1 -p '"$port"'/g' \
+		-e '/ -W +[0-9]/!s/\bmosquitto_(sub|rr) -h 127\.0\.0\.1 -p [0-9]+/& -W '"$2"'/g'
 }
 
 # The commands of a block: without comments and blank lines.
@@ -348,7 +350,8 @@ mask() {
 		-e 's/"since":[0-9]+/"since":<ms>/g' \
 		-e 's/^[0-9]+: /<time>: /' \
 		-e 's/auto-[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}/auto-<id>/g' \
-		-e 's/mosquitto-presence: version [^ ]+ started/mosquitto-presence: version <v> started/'
+		-e 's/mosquitto-presence: version [^ ]+ started/mosquitto-presence: version <v> started/' \
+		-e 's#^(\$SYS/broker/presence/[a-z/]+) [0-9]+$#\1 <n>#'
 }
 
 # Prints the "since" values of each line of $1, one "line-number value" pair per value.

@@ -81,6 +81,8 @@ static void defaults_apply_when_no_option_is_given(void **state)
 	assert_int_equal(cfg.acl, PRESENCE_MODE_DEFER);
 	assert_int_equal(cfg.max_state_bytes, 8192);
 	assert_int_equal(cfg.max_keys, 64);
+	assert_int_equal(cfg.max_query_users, 1000);
+	assert_int_equal(cfg.metrics_interval, 10);
 	presence_config_free(&cfg);
 	assert_config_empty(&cfg);
 }
@@ -95,6 +97,8 @@ static void every_option_can_be_set_at_once(void **state)
 	    {"auth", "allow"},
 	    {"acl", "allow"},
 	    {"max_state_bytes", "1048576"},
+	    {"metrics_interval", "0"},
+	    {"max_query_users", "100000"},
 	};
 	struct presence_config cfg;
 	char err[ERR_SIZE];
@@ -111,6 +115,8 @@ static void every_option_can_be_set_at_once(void **state)
 	assert_int_equal(cfg.acl, PRESENCE_MODE_ALLOW);
 	assert_int_equal(cfg.max_state_bytes, 1048576);
 	assert_int_equal(cfg.max_keys, 1);
+	assert_int_equal(cfg.max_query_users, 100000);
+	assert_int_equal(cfg.metrics_interval, 0);
 	presence_config_free(&cfg);
 }
 
@@ -331,6 +337,72 @@ static void max_keys_refuses_out_of_range_and_malformed_integers(void **state)
 	}
 }
 
+static void max_query_users_accepts_1_to_100000(void **state)
+{
+	static const struct {
+		const char *value;
+		size_t expected;
+	} valid[] = {{"1", 1}, {"1000", 1000}, {"100000", 100000}};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, "max_query_users", valid[i].value, err),
+		                 PRESENCE_OK);
+		assert_int_equal(cfg.max_query_users, valid[i].expected);
+		presence_config_free(&cfg);
+	}
+}
+
+static void max_query_users_refuses_out_of_range_and_malformed_integers(void **state)
+{
+	static const char *const invalid[] = {
+	    "", "0", "100001", "-1", "+1", "1 ", "many", "18446744073709551617",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("max_query_users", invalid[i]);
+	}
+}
+
+static void metrics_interval_accepts_0_to_86400(void **state)
+{
+	static const struct {
+		const char *value;
+		size_t expected;
+	} valid[] = {{"0", 0}, {"1", 1}, {"10", 10}, {"86400", 86400}};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, "metrics_interval", valid[i].value, err),
+		                 PRESENCE_OK);
+		assert_int_equal(cfg.metrics_interval, valid[i].expected);
+		presence_config_free(&cfg);
+	}
+}
+
+static void metrics_interval_refuses_out_of_range_and_malformed_integers(void **state)
+{
+	static const char *const invalid[] = {
+	    "", "86401", "-1", "+1", "1s", "0.5", "off", "18446744073709551617",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("metrics_interval", invalid[i]);
+	}
+}
+
 static void integer_error_gives_the_allowed_range(void **state)
 {
 	struct presence_config cfg;
@@ -343,6 +415,12 @@ static void integer_error_gives_the_allowed_range(void **state)
 	assert_int_equal(parse_one(&cfg, "max_state_bytes", "-1", err), PRESENCE_ERR_INVAL);
 	assert_string_equal(err, "plugin_opt_max_state_bytes: \"-1\" is not valid; use an integer "
 	                         "from 2 to 1048576");
+	assert_int_equal(parse_one(&cfg, "max_query_users", "0", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_max_query_users: \"0\" is not valid; use an integer "
+	                         "from 1 to 100000");
+	assert_int_equal(parse_one(&cfg, "metrics_interval", "1s", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_metrics_interval: \"1s\" is not valid; use a number "
+	                         "of seconds from 0 to 86400 (0 disables the metrics)");
 }
 
 static void ignore_users_trims_spaces_and_tabs_around_each_name(void **state)
@@ -413,7 +491,8 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	memset(&cfg, 0xA5, sizeof(cfg));
 	assert_int_equal(parse_one(&cfg, "colour", "blue", err), PRESENCE_ERR_INVAL);
 	assert_string_equal(err, "unknown option plugin_opt_colour (known options: topic_prefix, "
-	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys)");
+	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys, "
+	                         "max_query_users, metrics_interval)");
 	assert_config_empty(&cfg);
 
 	/* Names are exact: no case folding, no prefix matching. */
@@ -484,7 +563,8 @@ static void describe_prints_the_defaults_on_one_line(void **state)
 	assert_int_equal(presence_config_parse(&cfg, NULL, 0, NULL, 0), PRESENCE_OK);
 	n = presence_config_describe(&cfg, buf, sizeof(buf));
 	assert_string_equal(buf, "topic_prefix=presence identity=username auth=defer acl=defer "
-	                         "max_state_bytes=8192 max_keys=64 ignore_users=(none)");
+	                         "max_state_bytes=8192 max_keys=64 max_query_users=1000 "
+	                         "metrics_interval=10 ignore_users=(none)");
 	assert_int_equal(n, strlen(buf));
 	presence_config_free(&cfg);
 }
@@ -499,6 +579,8 @@ static void describe_lists_every_setting(void **state)
 	    {"acl", "allow"},
 	    {"max_state_bytes", "100"},
 	    {"max_keys", "5"},
+	    {"max_query_users", "7"},
+	    {"metrics_interval", "0"},
 	};
 	struct presence_config cfg;
 	char buf[256];
@@ -508,7 +590,8 @@ static void describe_lists_every_setting(void **state)
 	presence_config_describe(&cfg, buf, sizeof(buf));
 	assert_string_equal(buf,
 	                    "topic_prefix=acme/presence identity=clientid auth=allow acl=allow "
-	                    "max_state_bytes=100 max_keys=5 ignore_users=monitor,bridge");
+	                    "max_state_bytes=100 max_keys=5 max_query_users=7 metrics_interval=0 "
+	                    "ignore_users=monitor,bridge");
 	presence_config_free(&cfg);
 }
 
@@ -577,6 +660,10 @@ int main(void)
 	    cmocka_unit_test(max_state_bytes_refuses_out_of_range_and_malformed_integers),
 	    cmocka_unit_test(max_keys_accepts_1_to_65535),
 	    cmocka_unit_test(max_keys_refuses_out_of_range_and_malformed_integers),
+	    cmocka_unit_test(max_query_users_accepts_1_to_100000),
+	    cmocka_unit_test(max_query_users_refuses_out_of_range_and_malformed_integers),
+	    cmocka_unit_test(metrics_interval_accepts_0_to_86400),
+	    cmocka_unit_test(metrics_interval_refuses_out_of_range_and_malformed_integers),
 	    cmocka_unit_test(integer_error_gives_the_allowed_range),
 	    cmocka_unit_test(ignore_users_trims_spaces_and_tabs_around_each_name),
 	    cmocka_unit_test(ignore_users_refuses_empty_names_and_bad_utf8),

@@ -222,6 +222,129 @@ static void a_rejection_notice_names_the_topic_and_the_error(void **state)
 	presence_document_free(text);
 }
 
+/* Prints value compactly, deletes it and returns the text (free with cJSON_free). */
+static char *print_and_delete(cJSON *value)
+{
+	char *text;
+
+	assert_non_null(value);
+	text = cJSON_PrintUnformatted(value);
+	assert_non_null(text);
+	cJSON_Delete(value);
+	return text;
+}
+
+static void a_built_document_is_the_rendered_one_with_known_appended(void **state)
+{
+	static const char *const states[] = {
+	    "{}",
+	    "{\"status\":\"away\"}",
+	    "{ \"status\" : \"busy\", \"loc\" : { \"lat\" : 52.5, \"tags\" : [ \"a\", 1, true, "
+	    "null, [ ] ] }, \"n\" : -0.25, \"e\" : { }, \"q\" : \"\\\"\\u0001\xC3\xAB\" }",
+	};
+	static const struct presence_document docs[] = {
+	    {"alice", true, 2, 1764265200123, 7, NULL},
+	    {"say \"hi\"\t\x01 Zo\xC3\xAB", false, 0, INT64_MIN, UINT64_MAX, NULL},
+	    {"", true, 4294967295u, -1, 9007199254740993u, NULL},
+	};
+	char expected[1024];
+	size_t i, j, len;
+
+	(void)state;
+	for (i = 0; i < COUNT(states); i++) {
+		cJSON *tree = parse(states[i]);
+		char *state_json = cJSON_PrintUnformatted(tree);
+
+		assert_non_null(state_json);
+		for (j = 0; j < COUNT(docs); j++) {
+			struct presence_document doc = docs[j];
+			char *rendered, *built;
+
+			doc.state = tree;
+			rendered = presence_document_render(&doc, &len);
+			assert_non_null(rendered);
+			/* The state given as text wins over doc.state. */
+			doc.state = NULL;
+			built = print_and_delete(presence_document_build(&doc, state_json, false));
+			assert_string_equal(built, rendered);
+			cJSON_free(built);
+
+			snprintf(expected, sizeof(expected), "%.*s,\"known\":true}", (int)(len - 1),
+			         rendered);
+			built = print_and_delete(presence_document_build(&doc, state_json, true));
+			assert_string_equal(built, expected);
+			cJSON_free(built);
+			presence_document_free(rendered);
+		}
+		cJSON_free(state_json);
+		cJSON_Delete(tree);
+	}
+}
+
+static void a_built_document_without_state_text_has_empty_state(void **state)
+{
+	const struct presence_document doc = {"bob", false, 0, 5, 6, NULL};
+	char *built;
+
+	(void)state;
+	built = print_and_delete(presence_document_build(&doc, NULL, true));
+	assert_string_equal(built, "{\"username\":\"bob\",\"available\":false,\"sessions\":0,"
+	                           "\"since\":5,\"seq\":6,\"state\":{},\"known\":true}");
+	cJSON_free(built);
+}
+
+static void an_unknown_user_has_only_name_availability_and_known(void **state)
+{
+	char *built;
+
+	(void)state;
+	built = print_and_delete(presence_document_build_unknown("nobody"));
+	assert_string_equal(built, "{\"username\":\"nobody\",\"available\":false,"
+	                           "\"known\":false}");
+	cJSON_free(built);
+	built = print_and_delete(presence_document_build_unknown("a\"b/\xC3\xAB"));
+	assert_string_equal(built, "{\"username\":\"a\\\"b/\xC3\xAB\",\"available\":false,"
+	                           "\"known\":false}");
+	cJSON_free(built);
+}
+
+static void build_returns_null_on_every_allocation_failure(void **state)
+{
+	const struct presence_document doc = {"dave", true, 3, 1764265200123, 9, NULL};
+	cJSON *built = NULL;
+	char *text;
+	long n;
+
+	(void)state;
+	for (n = 0; n < 1000; n++) {
+		failalloc_fail_after(n);
+		built = presence_document_build(&doc, "{\"a\":[1,2]}", true);
+		failalloc_reset();
+		if (built != NULL) {
+			break;
+		}
+	}
+	assert_true(n > 0);
+	text = print_and_delete(built);
+	assert_string_equal(text, "{\"username\":\"dave\",\"available\":true,\"sessions\":3,"
+	                          "\"since\":1764265200123,\"seq\":9,\"state\":{\"a\":[1,2]},"
+	                          "\"known\":true}");
+	cJSON_free(text);
+
+	for (n = 0; n < 1000; n++) {
+		failalloc_fail_after(n);
+		built = presence_document_build_unknown("zed");
+		failalloc_reset();
+		if (built != NULL) {
+			break;
+		}
+	}
+	assert_true(n > 0);
+	text = print_and_delete(built);
+	assert_string_equal(text, "{\"username\":\"zed\",\"available\":false,\"known\":false}");
+	cJSON_free(text);
+}
+
 static void free_accepts_null(void **state)
 {
 	(void)state;
@@ -296,6 +419,10 @@ int main(void)
 	    cmocka_unit_test(user_names_are_escaped_as_json_strings),
 	    cmocka_unit_test(integers_render_exactly_even_beyond_2_to_the_53),
 	    cmocka_unit_test(a_rejection_notice_names_the_topic_and_the_error),
+	    cmocka_unit_test(a_built_document_is_the_rendered_one_with_known_appended),
+	    cmocka_unit_test(a_built_document_without_state_text_has_empty_state),
+	    cmocka_unit_test(an_unknown_user_has_only_name_availability_and_known),
+	    cmocka_unit_test(build_returns_null_on_every_allocation_failure),
 	    cmocka_unit_test(free_accepts_null),
 	    cmocka_unit_test(render_returns_null_on_every_allocation_failure),
 	    cmocka_unit_test(render_error_returns_null_on_every_allocation_failure),

@@ -344,6 +344,95 @@ static void failed_publish_is_retried_at_the_next_flush(void **ctx)
 	assert_int_equal(doc.since_ms, 2000);
 }
 
+static void published_document_is_the_last_one_sent_not_the_live_values(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc, pub;
+	struct presence_user *alice;
+	const char *state_json = "unset";
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed, due;
+
+	/* Created by a state write before its first document: not known yet. */
+	assert_int_equal(presence_registry_user_get(reg, "alice", &alice), PRESENCE_OK);
+	assert_false(presence_user_published(alice, &pub, &state_json));
+	assert_string_equal(state_json, "unset");
+
+	connect_user(reg, A, "alice");
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_true(presence_user_published(alice, &pub, &state_json));
+	assert_string_equal(pub.username, "alice");
+	assert_true(pub.available);
+	assert_int_equal(pub.sessions, 1);
+	assert_int_equal(pub.since_ms, 1000);
+	assert_int_equal(pub.seq, 1);
+	assert_null(pub.state);
+	assert_string_equal(state_json, "{}");
+
+	/* Live changes that are not published yet do not show. */
+	assert_int_equal(presence_state_merge(presence_user_state(alice), &limits,
+	                                      "{\"status\":\"away\"}", 17, &changed, reason),
+	                 PRESENCE_OK);
+	connect_user(reg, B, "alice");
+	assert_true(presence_user_published(alice, &pub, &state_json));
+	assert_int_equal(pub.sessions, 1);
+	assert_int_equal(pub.seq, 1);
+	assert_string_equal(state_json, "{}");
+
+	/* A prepared document that failed to publish does not show either. */
+	assert_ptr_equal(presence_registry_dirty_next(reg), alice);
+	assert_int_equal(presence_registry_document_prepare(reg, alice, 2000, &doc, &due),
+	                 PRESENCE_OK);
+	assert_true(due);
+	presence_registry_document_failed(reg, alice);
+	presence_registry_flush_done(reg);
+	assert_true(presence_user_published(alice, &pub, &state_json));
+	assert_int_equal(pub.seq, 1);
+	assert_string_equal(state_json, "{}");
+
+	/* Once sent, it does. */
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_true(presence_user_published(alice, &pub, &state_json));
+	assert_int_equal(pub.sessions, 2);
+	assert_int_equal(pub.seq, 2);
+	assert_int_equal(pub.since_ms, 1000);
+	assert_string_equal(state_json, "{\"status\":\"away\"}");
+
+	/* Offline: the final document, with the state cleared. */
+	presence_registry_session_gone(reg, A);
+	presence_registry_session_gone(reg, B);
+	assert_true(flush_one(reg, &doc, 4000));
+	assert_true(presence_user_published(alice, &pub, &state_json));
+	assert_false(pub.available);
+	assert_int_equal(pub.sessions, 0);
+	assert_int_equal(pub.since_ms, 4000);
+	assert_int_equal(pub.seq, 3);
+	assert_string_equal(state_json, "{}");
+}
+
+static void known_counts_users_with_a_document_once(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *bob;
+
+	assert_int_equal(presence_registry_known_count(reg), 0);
+	assert_int_equal(presence_registry_user_get(reg, "bob", &bob), PRESENCE_OK);
+	assert_int_equal(presence_registry_known_count(reg), 0);
+	connect_user(reg, A, "alice");
+	assert_int_equal(presence_registry_known_count(reg), 0);
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_int_equal(presence_registry_known_count(reg), 1);
+	presence_registry_session_gone(reg, A);
+	assert_true(flush_one(reg, &doc, 2000));
+	assert_int_equal(presence_registry_known_count(reg), 1);
+	connect_user(reg, B, "bob");
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_int_equal(presence_registry_known_count(reg), 2);
+	assert_int_equal(presence_registry_user_count(reg), 2);
+	assert_int_equal(presence_registry_available_count(reg), 1);
+}
+
 static void user_topic_encodes_the_name(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
@@ -471,6 +560,8 @@ int main(void)
 	    T(state_is_cleared_when_the_user_becomes_unavailable),
 	    T(state_change_alone_publishes_with_the_same_since),
 	    T(failed_publish_is_retried_at_the_next_flush),
+	    T(published_document_is_the_last_one_sent_not_the_live_values),
+	    T(known_counts_users_with_a_document_once),
 	    T(user_topic_encodes_the_name),
 	    T(never_available_user_with_no_document_publishes_nothing),
 	    T(many_users_and_sessions_are_tracked_independently),
