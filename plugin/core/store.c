@@ -9,8 +9,8 @@
  *
  * Reading parses the whole file with cJSON, checks every field of every record first and only
  * then restores users, so a file that breaks a rule late changes nothing before it is refused
- * (except for the two rules only restoring can check: a name that appears twice and an invalid
- * key inside a state).
+ * (except for what only restoring can check: a name that appears twice, an invalid key or
+ * number inside a state, a name too long for a topic; the caller then discards the registry).
  */
 #include <errno.h>
 #include <fcntl.h>

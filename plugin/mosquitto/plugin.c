@@ -192,15 +192,22 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 		mosquitto_log_printf(MOSQ_LOG_INFO,
 		                     PRESENCE_LOG_PREFIX "no state file at %s yet: first start",
 		                     path);
+	} else if (loaded->clean) {
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX
+		                     "restored %zu users (%zu recorded as "
+		                     "available) from %s, written at a clean stop: "
+		                     "seq continues at the recorded seq + 1",
+		                     loaded->users, loaded->available, path);
 	} else {
-		mosquitto_log_printf(
-		    MOSQ_LOG_INFO,
-		    PRESENCE_LOG_PREFIX "restored %zu users (%zu recorded as available) from %s, "
-		                        "written %s",
-		    loaded->users, loaded->available, path,
-		    loaded->clean ? "at a clean stop: seq continues at the recorded seq + 1"
-		                  : "before an unclean stop (a crash or a kill): seq continues at "
-		                    "the recorded seq + 1001, new users start at 1001");
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX "restored %zu users (%zu recorded as "
+		                                         "available) from %s, written before an "
+		                                         "unclean stop (a crash or a kill): seq "
+		                                         "continues at the recorded seq + %d, new "
+		                                         "users start at %d",
+		                     loaded->users, loaded->available, path,
+		                     PRESENCE_STORE_SEQ_MARGIN + 1, PRESENCE_STORE_SEQ_MARGIN + 1);
 	}
 	if (presence_store_save_all(p->store, p->reg, false, err, sizeof(err)) != PRESENCE_OK) {
 		mosquitto_log_printf(MOSQ_LOG_ERR,
