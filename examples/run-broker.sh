@@ -42,8 +42,11 @@ for user in alice bob carol; do
   mosquitto_passwd -b "$run/passwd" "$user" "$user-pw"
 done
 
-sed -e "s/^listener 1883 127.0.0.1$/listener $port 127.0.0.1/" examples/mosquitto.conf \
-  > "$run/mosquitto.conf"
+# One state file per port: two demo brokers (this one and the one tests/run.sh starts for the
+# README examples) must never share one.
+sed -e "s/^listener 1883 127.0.0.1$/listener $port 127.0.0.1/" \
+  -e "s|^plugin_opt_state_file examples/.run/presence-state.json$|plugin_opt_state_file $run/presence-state-$port.json|" \
+  examples/mosquitto.conf > "$run/mosquitto.conf"
 if [ "$(id -u)" -eq 0 ]; then
   # Mosquitto started as root switches to the "mosquitto" user, which may not be able to
   # read this checkout; a demo broker on loopback keeps root instead.

@@ -64,6 +64,15 @@ struct presence_config {
 	/* Seconds between two publications of the $SYS metrics; 0 disables them. Default 10;
 	 * 0 to 86400. */
 	size_t metrics_interval;
+	/* Seconds a user stays available after its last session left, waiting for one to come
+	 * back; 0 to 86400. Default 0 (unavailable at once). */
+	unsigned int offline_delay;
+	/* Whether a user's state is kept while it is offline (and in the state file). Default
+	 * false. */
+	bool keep_state;
+	/* Path of the state file, or NULL (the default) for none. Non-empty, not ending in '/';
+	 * whether its directory exists is checked when the plugin starts. */
+	char *state_file;
 };
 
 /* Fills cfg from count options. On success returns PRESENCE_OK. On failure returns

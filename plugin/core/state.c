@@ -629,6 +629,29 @@ free_patch:
 	return err;
 }
 
+enum presence_err presence_state_restore(struct presence_state *st, const cJSON *object)
+{
+	const struct presence_state_limits unlimited = {SIZE_MAX, SIZE_MAX};
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	const cJSON *entry;
+	cJSON *candidate;
+	bool changed = false;
+
+	if (!cJSON_IsObject(object) || !json_numbers_finite(object)) {
+		return PRESENCE_ERR_INVAL;
+	}
+	for (entry = object->child; entry != NULL; entry = entry->next) {
+		if (!presence_state_key_valid(entry->string, strlen(entry->string))) {
+			return PRESENCE_ERR_INVAL;
+		}
+	}
+	candidate = cJSON_Duplicate(object, true);
+	if (candidate == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	return state_commit(st, &unlimited, candidate, &changed, reason);
+}
+
 bool presence_state_clear(struct presence_state *st)
 {
 	cJSON *members = st->tree->child;

@@ -97,6 +97,13 @@ enum presence_err presence_state_merge(struct presence_state *st,
                                        const void *payload, size_t payload_len, bool *changed,
                                        char *reason);
 
+/* Replaces the whole state with a copy of object, as recorded in the state file: without
+ * checking the limits (a state over them may still shrink, see above), but object must be a
+ * JSON object whose top-level keys are valid and whose numbers are finite.
+ * Returns PRESENCE_OK; PRESENCE_ERR_INVAL when object is not such an object;
+ * PRESENCE_ERR_NOMEM. On error the state is unchanged. */
+enum presence_err presence_state_restore(struct presence_state *st, const cJSON *object);
+
 /* Empties the state. Returns true when it was not empty. Cannot fail. */
 bool presence_state_clear(struct presence_state *st);
 

@@ -11,7 +11,13 @@
  * - RELOAD (SIGHUP) re-runs BASIC_AUTH for every session, even offline persistent ones; those
  *   must not become sessions, so BASIC_AUTH is ignored until the next TICK.
  * - Documents are published only from TICK, once per dirty user, so a takeover (new login,
- *   old disconnect, all in one iteration) publishes nothing.
+ *   old disconnect, all in one iteration) publishes nothing. TICK first puts back on the dirty
+ *   list the users whose offline delay has passed.
+ * - With a state file, TICK then saves it: a save begins at most about once per second when
+ *   something it records changed (at once when a document waits for one, see the seq margin
+ *   in store.h) and writes a bounded number of users per TICK until it is complete, so even a
+ *   large registry never stalls the broker loop. A failed save is logged and retried a second
+ *   later; changes made during a save are written by the next one.
  *
  * State writes are ordinary publishes to P/U/state[/key]. They are consumed: MESSAGE applies
  * them and clears the retain flag, and the ACL denies READ of state topics to everybody, so
@@ -30,6 +36,9 @@
 #include "plugin.h"
 #include "topic.h"
 #include "utf8.h"
+
+/* How often, at most, a save of the state file begins (unless a document waits for one). */
+#define SAVE_INTERVAL_MS 1000
 
 /* Largest MQTT topic, in bytes. */
 #define MQTT_TOPIC_MAX 65535
@@ -363,11 +372,16 @@ static int64_t clock_ms(clockid_t clock)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Publishes a document for every dirty user whose presence differs from its last document. */
-static void publish_due_documents(struct presence_plugin *p)
+int64_t presence_monotonic_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
+
+size_t presence_publish_due_documents(struct presence_plugin *p)
 {
 	struct presence_document doc;
 	struct presence_user *user;
+	size_t published = 0;
 	int64_t now_ms = 0;
 	char *text;
 	size_t len;
@@ -397,6 +411,7 @@ static void publish_due_documents(struct presence_plugin *p)
 		if (rc == MOSQ_ERR_SUCCESS) {
 			presence_registry_document_sent(p->reg, user);
 			p->documents_published++;
+			published++;
 			continue;
 		}
 	out_failed:
@@ -407,6 +422,52 @@ static void publish_due_documents(struct presence_plugin *p)
 		presence_registry_document_failed(p->reg, user);
 	}
 	presence_registry_flush_done(p->reg);
+	return published;
+}
+
+/* Begins a save of the state file when one is due, and continues the save in progress by one
+ * bounded step (see the head of this file). */
+static void save_state(struct presence_plugin *p)
+{
+	char err[PRESENCE_STORE_ERR_SIZE];
+	bool done = false;
+
+	if (!presence_store_saving(p->store)) {
+		bool held = presence_registry_held_count(p->reg) > 0;
+		int64_t now;
+
+		if (!held && !presence_registry_unsaved(p->reg)) {
+			return;
+		}
+		now = presence_monotonic_ms();
+		if (now - p->save_started_ms < SAVE_INTERVAL_MS && (!held || p->save_failed)) {
+			return;
+		}
+		p->save_started_ms = now;
+		if (presence_store_save_begin(p->store, p->reg, false, err, sizeof(err)) !=
+		    PRESENCE_OK) {
+			goto out_failed;
+		}
+	}
+	if (presence_store_save_step(p->store, p->reg, PRESENCE_STORE_STEP_USERS,
+	                             PRESENCE_STORE_STEP_BYTES, &done, err,
+	                             sizeof(err)) != PRESENCE_OK) {
+		goto out_failed;
+	}
+	if (done) {
+		p->save_failed = false;
+		mosquitto_log_printf(
+		    MOSQ_LOG_DEBUG, PRESENCE_LOG_PREFIX "saved state of %zu users to %s",
+		    presence_store_saved_users(p->store), presence_store_path(p->store));
+	}
+	return;
+
+out_failed:
+	p->save_failed = true;
+	mosquitto_log_printf(MOSQ_LOG_WARNING,
+	                     PRESENCE_LOG_PREFIX "could not save the state file: %s; retrying in "
+	                                         "a second",
+	                     err);
 }
 
 /*
@@ -460,8 +521,12 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	(void)event_data;
 	p->reloading = false;
 	promote_pending(p);
-	publish_due_documents(p);
+	presence_registry_offline_expire(p->reg);
+	presence_publish_due_documents(p);
 	publish_due_metrics(p);
+	if (p->store != NULL) {
+		save_state(p);
+	}
 	return MOSQ_ERR_SUCCESS;
 }
 

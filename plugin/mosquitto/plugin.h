@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "registry.h"
 #include "state.h"
+#include "store.h"
 
 /* Prefix of every log line the plugin writes. */
 #define PRESENCE_LOG_PREFIX "mosquitto-presence: "
@@ -48,6 +49,12 @@ struct presence_plugin {
 	uint64_t documents_published;
 	uint64_t state_writes;
 	uint64_t state_rejected;
+	/* The state file, or NULL without plugin_opt_state_file. */
+	struct presence_store *store;
+	/* Monotonic time (ms) at which the last save began, and whether the last save failed:
+	 * saves are paced to about one per second, and retried at that pace after a failure. */
+	int64_t save_started_ms;
+	bool save_failed;
 };
 
 /* The callbacks (events.c). Each takes the struct presence_plugin as userdata. */
@@ -77,5 +84,13 @@ int presence_publish_json(const char *client_id, const char *topic, const char *
 
 /* Maps a core error to the broker's error codes. */
 int presence_mosq_err(enum presence_err err);
+
+/* Publishes a document for every dirty user whose presence differs from its last document
+ * (events.c). Returns the number published. Used by TICK and, for the corrections of a
+ * restart, by mosquitto_plugin_init. */
+size_t presence_publish_due_documents(struct presence_plugin *p);
+
+/* Monotonic clock in milliseconds (events.c). */
+int64_t presence_monotonic_ms(void);
 
 #endif

@@ -374,6 +374,8 @@ struct broker {
 	char *plugin;
 	bool valgrind;
 	bool expect_failure;
+	/* The port was given by the caller (broker_opts.port): never move to another one. */
+	bool fixed_port;
 	int start_timeout_ms;
 	/* Deadline factor: HARNESS_VALGRIND_SCALE under valgrind, times PRESENCE_TIMEOUT_SCALE. */
 	int scale;
@@ -900,7 +902,28 @@ struct broker *broker_prepare(const struct broker_opts *opts)
 		sb_printf(&p, "%s/mosquitto.conf", b->dir);
 		b->conf_path = sb_take(&p);
 	}
-	b->port = harness_free_port();
+	if (opts->dir && access(b->log_path, F_OK) == 0) {
+		/* A restart in the same directory: keep the earlier run's log. */
+		unsigned int n;
+
+		for (n = 1; n < 1000; n++) {
+			struct strbuf old = {0};
+			bool done = false;
+
+			sb_printf(&old, "%s.%u", b->log_path, n);
+			if (access(old.s, F_OK) != 0) {
+				if (rename(b->log_path, old.s) != 0)
+					fail_msg("cannot rename %s to %s: %s", b->log_path, old.s,
+					         strerror(errno));
+				done = true;
+			}
+			free(old.s);
+			if (done)
+				break;
+		}
+	}
+	b->fixed_port = opts->port > 0;
+	b->port = b->fixed_port ? opts->port : harness_free_port();
 	b->next = harness_brokers;
 	harness_brokers = b;
 	return b;
@@ -1248,7 +1271,7 @@ void broker_launch(struct broker *b, const char *conf)
 		broker_spawn(b, final);
 		free(final);
 		outcome = broker_wait_start(b);
-		if (outcome == START_EXITED && attempt < HARNESS_PORT_ATTEMPTS &&
+		if (outcome == START_EXITED && attempt < HARNESS_PORT_ATTEMPTS && !b->fixed_port &&
 		    strstr(b->log.s, "Address already in use")) {
 			b->port = harness_free_port();
 			continue;
@@ -1337,6 +1360,15 @@ void broker_signal(struct broker *b, int sig)
 		         harness_tail(b->log.s));
 	if (kill(b->pid, sig) != 0)
 		fail_msg("kill(%ld, %d): %s", (long)b->pid, sig, strerror(errno));
+}
+
+void broker_crash(struct broker *b)
+{
+	if (b->pid <= 0 || broker_reap(b))
+		fail_msg("broker_crash: the broker is not running; log tail:\n%s",
+		         harness_tail(b->log.s));
+	broker_kill(b);
+	broker_log_refresh(b);
 }
 
 struct log_wait {

@@ -60,6 +60,12 @@
  * lands in between is lost (under ASan about one quick start/stop in four). broker_stop
  * repeats SIGTERM every 500 ms until the log says "terminating", then waits for the exit.
  *
+ * Restarting (tests of what survives a restart): stop the broker with broker_stop (a clean
+ * stop) or broker_crash + broker_stop (SIGKILL: no cleanup, no leak check), then start a new
+ * one with broker_opts.dir = the old broker_dir (copied first: broker_stop frees it) and
+ * broker_opts.port = the old broker_port. The earlier runs' logs are kept as broker.log.1,
+ * broker.log.2, ... in that directory.
+ *
  * Valgrind verdict (broker_opts.valgrind): the broker runs as
  *   valgrind --leak-check=full --show-leak-kinds=definite,indirect
  *            --errors-for-leak-kinds=definite,indirect --track-origins=yes --keep-debuginfo=yes
@@ -108,8 +114,13 @@ struct broker_opts {
 	 * 0 = 10000. */
 	int timeout_ms;
 	/* Use this existing directory as @DIR@ instead of a fresh one (e.g. a copy of a stopped
-	 * broker's broker_dir, to restart on its files). NULL = fresh directory. */
+	 * broker's broker_dir, to restart on its files). NULL = fresh directory. A broker.log
+	 * already there is renamed to broker.log.<n> (the first n not taken). */
 	const char *dir;
+	/* Listen on this port (@PORT@) instead of a free one, e.g. the port of a stopped broker
+	 * that is restarted; broker_launch then fails instead of moving to another port when it is
+	 * taken. 0 = a free port. */
+	int port;
 };
 
 /* Creates @DIR@ (fresh under $PRESENCE_WORK_DIR unless opts->dir) and picks a free port, but
@@ -159,6 +170,12 @@ pid_t broker_pid(const struct broker *b);
 
 /* Sends sig (e.g. SIGHUP) to the broker process. */
 void broker_signal(struct broker *b, int sig);
+
+/* Kills the broker with SIGKILL, as a crash would (no cleanup, no persistence save, no leak
+ * check), and waits for it to be gone. Fails the test if it was not running. b stays valid:
+ * broker_stop then judges the sanitizer reports written so far (a kill by the harness is not a
+ * finding) and frees it. */
+void broker_crash(struct broker *b);
 
 /* Waits at most timeout_ms (scaled) for needle to appear in the log after the end of the
  * previous broker_log_wait match (from the start of the log for the first call). On success

@@ -28,7 +28,8 @@
 #define DEFAULT_STARTUP_LINE                                                                       \
 	LOG_PREFIX "version 0.1.0 started: topic_prefix=presence identity=username auth=defer "    \
 	           "acl=defer max_state_bytes=8192 max_keys=64 max_query_users=1000 "              \
-	           "metrics_interval=10 ignore_users=(none)\n"
+	           "metrics_interval=10 offline_delay=0 keep_state=false state_file=(none) "       \
+	           "ignore_users=(none)\n"
 
 /* Allow every login and every topic outside the plugin's namespace. */
 #define OPEN_OPTIONS "plugin_opt_auth allow\nplugin_opt_acl allow\n"
@@ -134,7 +135,7 @@ static void an_unknown_option_stops_the_broker_and_lists_the_known_options(void 
 	expect_refusal("plugin_opt_colour blue\n",
 	               "unknown option plugin_opt_colour (known options: topic_prefix, identity, "
 	               "ignore_users, auth, acl, max_state_bytes, max_keys, max_query_users, "
-	               "metrics_interval)");
+	               "metrics_interval, offline_delay, keep_state, state_file)");
 }
 
 /* One invalid value and the message it must produce. */
@@ -276,7 +277,8 @@ static void every_option_set_is_logged_with_its_effective_value(void **state)
 	static const char line[] =
 	    LOG_PREFIX "version 0.1.0 started: topic_prefix=org/site/presence identity=clientid "
 	               "auth=allow acl=allow max_state_bytes=100 max_keys=3 max_query_users=5 "
-	               "metrics_interval=0 ignore_users=svc,bridge-1,monitor\n";
+	               "metrics_interval=0 offline_delay=0 keep_state=false state_file=(none) "
+	               "ignore_users=svc,bridge-1,monitor\n";
 
 	(void)state;
 	if (count_occurrences(log, line) != 1) {

@@ -24,9 +24,11 @@
 # mosquitto_rr (replacing a `-p 1883` or `-h localhost` that is there) and bounds every
 # mosquitto_sub and mosquitto_rr with -W unless it has one. Before comparing, what differs from
 # run to run is masked: "since" values, log timestamps, generated client ids (auto-<uuid>), the
-# plugin version and the values of the $SYS/broker/presence/ metrics (they are sampled every
-# metrics_interval seconds, so what a subscriber gets depends on timing). A "since" value that
-# the README repeats (anywhere) must be repeated in the real output too.
+# plugin version, the values of the $SYS/broker/presence/ metrics (they are sampled every
+# metrics_interval seconds, so what a subscriber gets depends on timing) and the port in the
+# demo's state file name (run-broker.sh uses examples/.run/presence-state-<port>.json; this
+# script removes that file before and after, so the demo starts as a first start). A "since"
+# value that the README repeats (anywhere) must be repeated in the real output too.
 #
 # The outputs are deterministic: Mosquitto 2.0 reads at most one packet per client per loop
 # iteration and the plugin publishes at the end of each iteration, so the CONNECT, PUBLISH and
@@ -97,6 +99,7 @@ cleanup() {
 		kill -TERM -- "-$broker_pid" 2>/dev/null || kill -TERM "$broker_pid" 2>/dev/null || true
 		wait "$broker_pid" 2>/dev/null || true
 	fi
+	remove_state_file
 	if [ "$failed" -eq 0 ] && [ -z "${PRESENCE_WORK_DIR:-}" ]; then
 		rm -rf "$work"
 	else
@@ -238,6 +241,14 @@ free_port() {
 	return 1
 }
 
+# The demo broker's state file for $port (see run-broker.sh), and its temporary file.
+remove_state_file() {
+	if [ -n "$port" ]; then
+		rm -f "$src/examples/.run/presence-state-$port.json" \
+			"$src/examples/.run/presence-state-$port.json.tmp"
+	fi
+}
+
 broker_ready() {
 	port_answers "$port" || ! kill -0 "$broker_pid" 2>/dev/null
 }
@@ -248,6 +259,8 @@ start_broker() {
 	local _
 	for _ in 1 2 3; do
 		port=$(free_port)
+		# A file left by an earlier run on the same port would make this a restart.
+		remove_state_file
 		# `timeout` bounds the broker's life and puts it in a process group of its own, so
 		# that cleanup can stop run-broker.sh, the build and mosquitto together.
 		(cd "$src" && export PORT="$port" && exec timeout -k 5 "$broker_s" examples/run-broker.sh) \
@@ -351,7 +364,8 @@ mask() {
 		-e 's/^[0-9]+: /<time>: /' \
 		-e 's/auto-[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}/auto-<id>/g' \
 		-e 's/mosquitto-presence: version [^ ]+ started/mosquitto-presence: version <v> started/' \
-		-e 's#^(\$SYS/broker/presence/[a-z/]+) [0-9]+$#\1 <n>#'
+		-e 's#^(\$SYS/broker/presence/[a-z/]+) [0-9]+$#\1 <n>#' \
+		-e 's/presence-state-[0-9]+\.json/presence-state-<port>.json/g'
 }
 
 # Prints the "since" values of each line of $1, one "line-number value" pair per value.

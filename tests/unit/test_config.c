@@ -32,6 +32,9 @@ static void assert_config_empty(const struct presence_config *cfg)
 	assert_int_equal(cfg->acl, PRESENCE_MODE_DEFER);
 	assert_int_equal(cfg->max_state_bytes, 0);
 	assert_int_equal(cfg->max_keys, 0);
+	assert_int_equal(cfg->offline_delay, 0);
+	assert_false(cfg->keep_state);
+	assert_null(cfg->state_file);
 }
 
 /* Parses the single option key=value and returns the result; cfg receives the configuration,
@@ -83,6 +86,9 @@ static void defaults_apply_when_no_option_is_given(void **state)
 	assert_int_equal(cfg.max_keys, 64);
 	assert_int_equal(cfg.max_query_users, 1000);
 	assert_int_equal(cfg.metrics_interval, 10);
+	assert_int_equal(cfg.offline_delay, 0);
+	assert_false(cfg.keep_state);
+	assert_null(cfg.state_file);
 	presence_config_free(&cfg);
 	assert_config_empty(&cfg);
 }
@@ -99,6 +105,9 @@ static void every_option_can_be_set_at_once(void **state)
 	    {"max_state_bytes", "1048576"},
 	    {"metrics_interval", "0"},
 	    {"max_query_users", "100000"},
+	    {"state_file", "/var/lib/mosquitto/presence.json"},
+	    {"offline_delay", "30"},
+	    {"keep_state", "true"},
 	};
 	struct presence_config cfg;
 	char err[ERR_SIZE];
@@ -106,6 +115,9 @@ static void every_option_can_be_set_at_once(void **state)
 	(void)state;
 	assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err)),
 	                 PRESENCE_OK);
+	assert_int_equal(cfg.offline_delay, 30);
+	assert_true(cfg.keep_state);
+	assert_string_equal(cfg.state_file, "/var/lib/mosquitto/presence.json");
 	assert_string_equal(cfg.topic_prefix, "acme/presence");
 	assert_int_equal(cfg.topic_prefix_len, strlen("acme/presence"));
 	assert_int_equal(cfg.identity, PRESENCE_IDENTITY_CLIENTID);
@@ -423,6 +435,83 @@ static void integer_error_gives_the_allowed_range(void **state)
 	                         "of seconds from 0 to 86400 (0 disables the metrics)");
 }
 
+static void offline_delay_accepts_0_to_86400_seconds(void **state)
+{
+	static const char *const valid[] = {"0", "1", "2", "600", "86400", "007"};
+	static const unsigned int want[] = {0, 1, 2, 600, 86400, 7};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		assert_int_equal(parse_one(&cfg, "offline_delay", valid[i], err), PRESENCE_OK);
+		assert_int_equal(cfg.offline_delay, want[i]);
+		presence_config_free(&cfg);
+	}
+}
+
+static void offline_delay_refuses_out_of_range_fractions_and_units(void **state)
+{
+	static const char *const invalid[] = {"",   "-1", "86401", "1.5",
+	                                      "2s", " 2", "1e3",   "99999999999999999999999"};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("offline_delay", invalid[i]);
+	}
+	assert_int_equal(parse_one(&cfg, "offline_delay", "2.5", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_offline_delay: \"2.5\" is not valid; use an integer "
+	                         "number of seconds from 0 to 86400");
+}
+
+static void keep_state_accepts_true_and_false_only(void **state)
+{
+	static const char *const invalid[] = {"", "yes", "1", "True", "FALSE", "on"};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "keep_state", "true", err), PRESENCE_OK);
+	assert_true(cfg.keep_state);
+	presence_config_free(&cfg);
+	assert_int_equal(parse_one(&cfg, "keep_state", "false", err), PRESENCE_OK);
+	assert_false(cfg.keep_state);
+	presence_config_free(&cfg);
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("keep_state", invalid[i]);
+	}
+	assert_int_equal(parse_one(&cfg, "keep_state", "yes", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(
+	    err, "plugin_opt_keep_state: \"yes\" is not valid; use \"true\" or \"false\"");
+}
+
+static void state_file_takes_a_file_path_as_given(void **state)
+{
+	static const char *const valid[] = {"state.json", "/var/lib/mosquitto/presence.json",
+	                                    "./a b/c.json", "../x"};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		assert_int_equal(parse_one(&cfg, "state_file", valid[i], err), PRESENCE_OK);
+		assert_string_equal(cfg.state_file, valid[i]);
+		presence_config_free(&cfg);
+	}
+	assert_value_refused("state_file", "");
+	assert_value_refused("state_file", "/var/lib/mosquitto/");
+	assert_int_equal(parse_one(&cfg, "state_file", "/tmp/", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err,
+	                    "plugin_opt_state_file: \"/tmp/\" is not valid; give the path of a "
+	                    "file, such as /var/lib/mosquitto/presence-state.json");
+}
+
 static void ignore_users_trims_spaces_and_tabs_around_each_name(void **state)
 {
 	struct presence_config cfg;
@@ -492,7 +581,8 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	assert_int_equal(parse_one(&cfg, "colour", "blue", err), PRESENCE_ERR_INVAL);
 	assert_string_equal(err, "unknown option plugin_opt_colour (known options: topic_prefix, "
 	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys, "
-	                         "max_query_users, metrics_interval)");
+	                         "max_query_users, metrics_interval, offline_delay, keep_state, "
+	                         "state_file)");
 	assert_config_empty(&cfg);
 
 	/* Names are exact: no case folding, no prefix matching. */
@@ -564,7 +654,8 @@ static void describe_prints_the_defaults_on_one_line(void **state)
 	n = presence_config_describe(&cfg, buf, sizeof(buf));
 	assert_string_equal(buf, "topic_prefix=presence identity=username auth=defer acl=defer "
 	                         "max_state_bytes=8192 max_keys=64 max_query_users=1000 "
-	                         "metrics_interval=10 ignore_users=(none)");
+	                         "metrics_interval=10 offline_delay=0 keep_state=false "
+	                         "state_file=(none) ignore_users=(none)");
 	assert_int_equal(n, strlen(buf));
 	presence_config_free(&cfg);
 }
@@ -581,6 +672,9 @@ static void describe_lists_every_setting(void **state)
 	    {"max_keys", "5"},
 	    {"max_query_users", "7"},
 	    {"metrics_interval", "0"},
+	    {"offline_delay", "2"},
+	    {"keep_state", "true"},
+	    {"state_file", "state.json"},
 	};
 	struct presence_config cfg;
 	char buf[256];
@@ -591,6 +685,7 @@ static void describe_lists_every_setting(void **state)
 	assert_string_equal(buf,
 	                    "topic_prefix=acme/presence identity=clientid auth=allow acl=allow "
 	                    "max_state_bytes=100 max_keys=5 max_query_users=7 metrics_interval=0 "
+	                    "offline_delay=2 keep_state=true state_file=state.json "
 	                    "ignore_users=monitor,bridge");
 	presence_config_free(&cfg);
 }
@@ -617,6 +712,7 @@ static void parse_survives_every_allocation_failure(void **state)
 	const struct presence_option opts[] = {
 	    {"ignore_users", "alice, bob ,carol"},
 	    {"max_keys", "10"},
+	    {"state_file", "state.json"},
 	};
 	struct presence_config cfg;
 	char err[ERR_SIZE];
@@ -636,8 +732,9 @@ static void parse_survives_every_allocation_failure(void **state)
 		assert_non_null(strstr(err, "out of memory"));
 		assert_config_empty(&cfg);
 	}
-	/* The list, three names and the default prefix. */
-	assert_int_equal(n, 5);
+	/* The list, three names, the state file and the default prefix. */
+	assert_int_equal(n, 6);
+	assert_string_equal(cfg.state_file, "state.json");
 	assert_int_equal(cfg.ignore_users_count, 3);
 	assert_string_equal(cfg.ignore_users[2], "carol");
 	assert_string_equal(cfg.topic_prefix, "presence");
@@ -665,6 +762,10 @@ int main(void)
 	    cmocka_unit_test(metrics_interval_accepts_0_to_86400),
 	    cmocka_unit_test(metrics_interval_refuses_out_of_range_and_malformed_integers),
 	    cmocka_unit_test(integer_error_gives_the_allowed_range),
+	    cmocka_unit_test(offline_delay_accepts_0_to_86400_seconds),
+	    cmocka_unit_test(offline_delay_refuses_out_of_range_fractions_and_units),
+	    cmocka_unit_test(keep_state_accepts_true_and_false_only),
+	    cmocka_unit_test(state_file_takes_a_file_path_as_given),
 	    cmocka_unit_test(ignore_users_trims_spaces_and_tabs_around_each_name),
 	    cmocka_unit_test(ignore_users_refuses_empty_names_and_bad_utf8),
 	    cmocka_unit_test(ignores_matches_listed_names_exactly),

@@ -1160,6 +1160,75 @@ static void clear_needs_no_memory(void **state)
 	presence_state_free(st);
 }
 
+static void restore_replaces_the_state_without_checking_the_limits(void **state)
+{
+	static const struct presence_state_limits tiny = {.max_state_bytes = 4, .max_keys = 1};
+	struct presence_state *st = state_from("{\"old\":1}");
+	cJSON *recorded = cJSON_Parse("{\"status\":\"away\",\"n\":{\"deep\":[1,2]}}");
+	cJSON *empty = cJSON_CreateObject();
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed;
+
+	(void)state;
+	assert_int_equal(presence_state_restore(st, recorded), PRESENCE_OK);
+	assert_state(st, "{\"status\":\"away\",\"n\":{\"deep\":[1,2]}}");
+	/* A copy: the recorded tree stays the caller's. */
+	cJSON_Delete(recorded);
+	assert_state(st, "{\"status\":\"away\",\"n\":{\"deep\":[1,2]}}");
+	/* Over the limits it may shrink. */
+	assert_int_equal(presence_state_merge(st, &tiny, BYTES("{\"n\":null}"), &changed, reason),
+	                 PRESENCE_OK);
+	assert_state(st, "{\"status\":\"away\"}");
+	assert_int_equal(presence_state_restore(st, empty), PRESENCE_OK);
+	assert_true(presence_state_is_empty(st));
+	cJSON_Delete(empty);
+	presence_state_free(st);
+}
+
+static void restore_refuses_what_a_write_could_never_have_stored(void **state)
+{
+	static const char *const refused[] = {"[1]", "\"text\"", "{\"a/b\":1}", "{\"\":1}",
+	                                      "{\"x\":1e999}"};
+	struct presence_state *st = state_from("{\"old\":1}");
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(refused); i++) {
+		cJSON *value = cJSON_Parse(refused[i]);
+
+		assert_non_null(value);
+		assert_int_equal(presence_state_restore(st, value), PRESENCE_ERR_INVAL);
+		assert_state(st, "{\"old\":1}");
+		cJSON_Delete(value);
+	}
+	assert_int_equal(presence_state_restore(st, NULL), PRESENCE_ERR_INVAL);
+	presence_state_free(st);
+}
+
+static void restore_leaves_the_state_unchanged_on_every_allocation_failure(void **state)
+{
+	struct presence_state *st = state_from("{\"old\":1}");
+	cJSON *recorded = cJSON_Parse("{\"status\":\"away\",\"n\":[1,2,3]}");
+	enum presence_err err;
+	long n;
+
+	(void)state;
+	for (n = 0;; n++) {
+		failalloc_fail_after(n);
+		err = presence_state_restore(st, recorded);
+		failalloc_reset();
+		if (err == PRESENCE_OK) {
+			break;
+		}
+		assert_int_equal(err, PRESENCE_ERR_NOMEM);
+		assert_state(st, "{\"old\":1}");
+	}
+	assert_true(n > 2);
+	assert_state(st, "{\"status\":\"away\",\"n\":[1,2,3]}");
+	cJSON_Delete(recorded);
+	presence_state_free(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1198,6 +1267,9 @@ int main(void)
 	    cmocka_unit_test(merge_patch_reports_every_allocation_failure),
 	    cmocka_unit_test(new_returns_null_when_allocation_fails),
 	    cmocka_unit_test(clear_needs_no_memory),
+	    cmocka_unit_test(restore_replaces_the_state_without_checking_the_limits),
+	    cmocka_unit_test(restore_refuses_what_a_write_could_never_have_stored),
+	    cmocka_unit_test(restore_leaves_the_state_unchanged_on_every_allocation_failure),
 	};
 
 	failalloc_install_cjson();
