@@ -1108,6 +1108,28 @@ static void allocation_failures_leave_the_registry_consistent(void **ctx)
 	}
 }
 
+/* After an unclean restart new users start at the seq margin; that base is not a document, so
+ * such a user is not known until its first document is published. */
+static void user_starting_at_the_seq_margin_is_known_only_after_its_first_document(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	const char *state_json;
+	struct presence_user *user;
+
+	presence_registry_set_new_user_seq(reg, 1000);
+	assert_int_equal(presence_registry_user_get(reg, "nina", &user), PRESENCE_OK);
+	assert_false(presence_user_published(user, &doc, &state_json));
+	assert_int_equal(presence_registry_known_count(reg), 0);
+
+	connect_user(reg, A, "nina");
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_int_equal(doc.seq, 1001);
+	assert_true(presence_user_published(user, &doc, &state_json));
+	assert_int_equal(doc.seq, 1001);
+	assert_int_equal(presence_registry_known_count(reg), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1152,6 +1174,7 @@ int main(void)
 	    T(restored_state_that_is_no_longer_kept_is_cleared),
 	    T(restore_refuses_duplicates_bad_states_and_overlong_names),
 	    T(restore_survives_every_allocation_failure),
+	    T(user_starting_at_the_seq_margin_is_known_only_after_its_first_document),
 #undef D
 #undef T
 	};
