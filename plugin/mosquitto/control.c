@@ -126,7 +126,7 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX
 		                     "could not answer the query of client %s: %s",
-		                     client_id, mosquitto_strerror(rc));
+		                     client_id, presence_mosq_strerror(rc));
 	}
 	free(response_topic);
 	presence_query_response_free(text);

@@ -63,6 +63,28 @@ int presence_mosq_err(enum presence_err err)
 	return MOSQ_ERR_UNKNOWN;
 }
 
+const char *presence_mosq_strerror(int rc)
+{
+	switch (rc) {
+	case MOSQ_ERR_SUCCESS:
+		return "success";
+	case MOSQ_ERR_NOMEM:
+		return "out of memory";
+	case MOSQ_ERR_INVAL:
+		return "invalid argument";
+	case MOSQ_ERR_NOT_SUPPORTED:
+		return "not supported";
+	case MOSQ_ERR_ALREADY_EXISTS:
+		return "already exists";
+	case MOSQ_ERR_NOT_FOUND:
+		return "not found";
+	case MOSQ_ERR_ERRNO:
+		return "system error";
+	default:
+		return "broker error";
+	}
+}
+
 static const char *or_none(const char *s)
 {
 	return s != NULL ? s : "(none)";
@@ -193,7 +215,7 @@ out_log:
 		                     PRESENCE_LOG_PREFIX
 		                     "could not publish the rejection notice for "
 		                     "user %s: %s",
-		                     presence_user_name(user), mosquitto_strerror(rc));
+		                     presence_user_name(user), presence_mosq_strerror(rc));
 	}
 }
 
@@ -418,7 +440,7 @@ size_t presence_publish_due_documents(struct presence_plugin *p)
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX "could not publish the document of user "
 		                                         "%s (%s); retrying",
-		                     presence_user_name(user), mosquitto_strerror(rc));
+		                     presence_user_name(user), presence_mosq_strerror(rc));
 		presence_registry_document_failed(p->reg, user);
 	}
 	presence_registry_flush_done(p->reg);
@@ -506,7 +528,7 @@ static void publish_due_metrics(struct presence_plugin *p)
 			mosquitto_log_printf(
 			    MOSQ_LOG_WARNING,
 			    PRESENCE_LOG_PREFIX "could not publish %s (%s); retrying",
-			    presence_metrics_topic(metric), mosquitto_strerror(rc));
+			    presence_metrics_topic(metric), presence_mosq_strerror(rc));
 			continue;
 		}
 		presence_metrics_published(&p->metrics, metric, values[which]);

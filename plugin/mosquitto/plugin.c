@@ -286,7 +286,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 			    callbacks[registered].event,
 			    callbacks[registered].topic != NULL ? " on " : "",
 			    callbacks[registered].topic != NULL ? callbacks[registered].topic : "",
-			    mosquitto_strerror(rc));
+			    presence_mosq_strerror(rc));
 			goto out_unregister;
 		}
 	}

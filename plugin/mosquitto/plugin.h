@@ -85,6 +85,11 @@ int presence_publish_json(const char *client_id, const char *topic, const char *
 /* Maps a core error to the broker's error codes. */
 int presence_mosq_err(enum presence_err err);
 
+/* Describes a MOSQ_ERR_* code for a log line. The plugin does not call the broker's
+ * mosquitto_strerror: it belongs to libmosquitto, and brokers built with Mosquitto's Makefile
+ * export only the functions listed in src/linker.syms, so a plugin using it would not load. */
+const char *presence_mosq_strerror(int rc);
+
 /* Publishes a document for every dirty user whose presence differs from its last document
  * (events.c). Returns the number published. Used by TICK and, for the corrections of a
  * restart, by mosquitto_plugin_init. */
