@@ -19,69 +19,8 @@
 /* Allow everything outside the namespace: these tests are about the plugin's own rules. */
 static const char *const open_conf = "plugin_opt_auth allow\nplugin_opt_acl allow\n";
 
-/* The topic prefix of the harness's own round-trip markers (see client_sync). */
-#define SYNC_PREFIX "harness/sync/"
-
 /* The log line of a denied write, up to the topic. */
 #define DENIED "denied publish by client "
-
-static struct client *connect_as(struct broker *b, const char *id, const char *username,
-                                 int protocol)
-{
-	struct client_opts o = {.id = id, .username = username, .protocol = protocol};
-
-	return client_connect(b, &o);
-}
-
-/* Starts an anonymous MQTT 5 watcher subscribed to filter. */
-static struct client *watcher_on(struct broker *b, const char *filter)
-{
-	struct client *w = connect_as(b, "watcher", NULL, 5);
-
-	assert_int_equal(client_subscribe(w, filter, 1), 1);
-	return w;
-}
-
-static bool is_sync_marker(const struct msg *m)
-{
-	return strncmp(m->topic, SYNC_PREFIX, strlen(SYNC_PREFIX)) == 0;
-}
-
-/* Returns the next message that is not another client's round-trip marker, or NULL. */
-static struct msg *next_msg(struct client *c, int timeout_ms)
-{
-	struct msg *m;
-
-	while ((m = client_wait_msg(c, timeout_ms)) != NULL && is_sync_marker(m)) {
-		msg_free(m);
-	}
-	return m;
-}
-
-/* Asserts that nothing (but round-trip markers) is queued for c after a round trip. */
-static void expect_nothing(struct client *c)
-{
-	struct msg *m;
-
-	assert_true(client_sync(c, 5000));
-	m = next_msg(c, 0);
-	if (m != NULL) {
-		fail_msg("unexpected message on %s: %.*s", m->topic, m->payloadlen, m->payload);
-	}
-}
-
-/* Asserts a success acknowledgement: 0, or 0x10 (no matching subscribers) on MQTT 5. */
-static void expect_accepted(int rc)
-{
-	if (rc != 0 && rc != MQTT_RC_NO_MATCHING_SUBSCRIBERS) {
-		fail_msg("the publish was not acknowledged as a success: reason code 0x%02x", rc);
-	}
-}
-
-static void write_text(struct client *c, const char *topic, const char *payload)
-{
-	expect_accepted(client_publish(c, topic, payload, (int)strlen(payload), 1, false));
-}
 
 /* Asserts that an MQTT 5 publish of payload on topic is denied, at QoS 1 and QoS 2, with and
  * without retain. */
@@ -117,31 +56,6 @@ static void expect_denial_logged(struct broker *b, const char *id, const char *u
 	}
 }
 
-/* Returns true when topic is a state or error topic of any user below presence/. */
-static bool is_state_or_error_topic(const char *topic)
-{
-	const char *user = strncmp(topic, "presence/", 9) == 0 ? topic + 9 : NULL;
-	const char *rest = user != NULL ? strchr(user, '/') : NULL;
-
-	return rest != NULL && (strcmp(rest, "/state") == 0 || strncmp(rest, "/state/", 7) == 0 ||
-	                        strcmp(rest, "/error") == 0);
-}
-
-/* Asserts that c has received no state-write message and no notice, after a round trip.
- * Documents and other messages are allowed and dropped. */
-static void expect_no_state_or_error_message(struct client *c)
-{
-	struct msg *m;
-
-	assert_true(client_sync(c, 5000));
-	while ((m = next_msg(c, 0)) != NULL) {
-		if (is_state_or_error_topic(m->topic)) {
-			fail_msg("received %s: %.*s", m->topic, m->payloadlen, m->payload);
-		}
-		msg_free(m);
-	}
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Spoofs                                                                                     */
 /* ---------------------------------------------------------------------------------------- */
@@ -150,9 +64,9 @@ static void writes_to_another_users_state_are_denied(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/#");
-	struct client *bob = connect_as(b, "bob1", "bob", 5);
-	struct client *bob3 = connect_as(b, "bob3", "bob", 4);
+	struct client *w = client_watch(b, "watcher", "presence/#");
+	struct client *bob = client_connect_as(b, "bob1", "bob", 5);
+	struct client *bob3 = client_connect_as(b, "bob3", "bob", 4);
 	struct client *alice;
 	long seq;
 
@@ -167,9 +81,9 @@ static void writes_to_another_users_state_are_denied(void **state)
 	expect_denial_logged(b, "bob1", "bob", "presence/alice/state");
 	expect_nothing(w);
 
-	alice = connect_as(b, "alice1", "alice", 5);
+	alice = client_connect_as(b, "alice1", "alice", 5);
 	seq = expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"),
 	                 ++seq);
 
@@ -189,7 +103,7 @@ static void writes_to_another_users_state_are_denied(void **state)
 	expect_nothing(w);
 
 	/* alice's state is untouched: her next document follows directly. */
-	write_text(alice, "presence/alice/state/mood", "ok");
+	publish_text_ok(alice, "presence/alice/state/mood", "ok", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1,
 	                            "{\"status\":\"away\",\"mood\":\"ok\"}"),
 	                 ++seq);
@@ -218,11 +132,11 @@ static void nobody_writes_documents_notices_or_reserved_topics(void **state)
 	    "\"state\":{}}";
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/#");
-	struct client *alice = connect_as(b, "alice1", "alice", 5);
-	struct client *bob = connect_as(b, "bob1", "bob", 5);
-	struct client *anon = connect_as(b, "anon1", NULL, 5);
-	struct client *alice3 = connect_as(b, "alice3", "alice", 4);
+	struct client *w = client_watch(b, "watcher", "presence/#");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 5);
+	struct client *bob = client_connect_as(b, "bob1", "bob", 5);
+	struct client *anon = client_connect_as(b, "anon1", NULL, 5);
+	struct client *alice3 = client_connect_as(b, "alice3", "alice", 4);
 	struct client *writers[] = {alice, bob, anon};
 	struct client *fresh;
 	long seq;
@@ -248,10 +162,10 @@ static void nobody_writes_documents_notices_or_reserved_topics(void **state)
 	expect_nothing(w);
 
 	/* The retained document is still the plugin's, and seq continues. */
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2, "{\"status\":\"away\"}"),
 	                 ++seq);
-	fresh = connect_as(b, "fresh", NULL, 5);
+	fresh = client_connect_as(b, "fresh", NULL, 5);
 	assert_int_equal(client_subscribe(fresh, "presence/alice/#", 1), 1);
 	assert_int_equal(
 	    expect_doc(fresh, "presence/alice", "alice", true, 2, "{\"status\":\"away\"}"), seq);
@@ -290,7 +204,7 @@ static void will_on_a_document_topic_is_not_delivered(void **state)
 	    "\"state\":{\"status\":\"still here\"}}";
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/#");
+	struct client *w = client_watch(b, "watcher", "presence/#");
 	struct client *bob, *carol, *fresh;
 
 	(void)state;
@@ -311,7 +225,7 @@ static void will_on_a_document_topic_is_not_delivered(void **state)
 	expect_nothing(w);
 
 	/* What is retained is the plugin's documents, nothing on presence/alice. */
-	fresh = connect_as(b, "fresh", NULL, 5);
+	fresh = client_connect_as(b, "fresh", NULL, 5);
 	assert_int_equal(client_subscribe(fresh, "presence/bob", 1), 1);
 	assert_int_equal(expect_doc(fresh, "presence/bob", "bob", false, 0, "{}"), 2);
 	assert_int_equal(client_subscribe(fresh, "presence/alice/#", 1), 1);
@@ -327,8 +241,8 @@ static void will_on_another_users_state_topic_is_not_applied(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/#");
-	struct client *bob = connect_as(b, "bob1", "bob", 5);
+	struct client *w = client_watch(b, "watcher", "presence/#");
+	struct client *bob = client_connect_as(b, "bob1", "bob", 5);
 	struct client *alice, *carol;
 	long seq;
 
@@ -349,7 +263,7 @@ static void will_on_another_users_state_topic_is_not_applied(void **state)
 	expect_nothing(w);
 
 	/* bob's state is untouched. */
-	write_text(bob, "presence/bob/state/mood", "ok");
+	publish_text_ok(bob, "presence/bob/state/mood", "ok", 1);
 	assert_int_equal(expect_doc(w, "presence/bob", "bob", true, 1, "{\"mood\":\"ok\"}"), ++seq);
 	expect_nothing(w);
 
@@ -363,8 +277,8 @@ static void will_on_the_senders_own_state_topic_is_denied(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/#");
-	struct client *bob2 = connect_as(b, "bob2", "bob", 4);
+	struct client *w = client_watch(b, "watcher", "presence/#");
+	struct client *bob2 = client_connect_as(b, "bob2", "bob", 4);
 	struct client *bob1, *bob3;
 	long seq;
 
@@ -384,7 +298,7 @@ static void will_on_the_senders_own_state_topic_is_denied(void **state)
 	expect_denial_logged(b, "bob3", "bob", "presence/bob/state");
 	expect_nothing(w);
 
-	write_text(bob2, "presence/bob/state/mood", "ok");
+	publish_text_ok(bob2, "presence/bob/state/mood", "ok", 1);
 	assert_int_equal(expect_doc(w, "presence/bob", "bob", true, 1, "{\"mood\":\"ok\"}"), ++seq);
 	expect_nothing(w);
 
@@ -401,10 +315,10 @@ static void untracked_sessions_cannot_write_any_state_topic(void **state)
 	                                     "presence/empty1/state/x"};
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/#");
-	struct client *alice = connect_as(b, "alice1", "alice", 5);
-	struct client *anon = connect_as(b, "anon1", NULL, 5);
-	struct client *empty = connect_as(b, "empty1", "", 5);
+	struct client *w = client_watch(b, "watcher", "presence/#");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 5);
+	struct client *anon = client_connect_as(b, "anon1", NULL, 5);
+	struct client *empty = client_connect_as(b, "empty1", "", 5);
 	long seq;
 
 	(void)state;
@@ -418,7 +332,7 @@ static void untracked_sessions_cannot_write_any_state_topic(void **state)
 	expect_denial_logged(b, "empty1", "(none)", "presence/alice/state");
 	expect_nothing(w);
 
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"),
 	                 ++seq);
 	expect_nothing(w);
@@ -435,14 +349,14 @@ static void percent_encoding_does_not_reach_another_user(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	/* "a/b" is encoded a%2Fb; the user literally named "a%2Fb" is encoded a%252Fb. */
-	struct client *slash = connect_as(b, "slash", "a/b", 5);
+	struct client *slash = client_connect_as(b, "slash", "a/b", 5);
 	struct client *literal;
 
 	(void)state;
 	assert_int_equal(expect_doc(w, "presence/a%2Fb", "a/b", true, 1, "{}"), 1);
-	literal = connect_as(b, "literal", "a%2Fb", 5);
+	literal = client_connect_as(b, "literal", "a%2Fb", 5);
 	assert_int_equal(expect_doc(w, "presence/a%252Fb", "a%2Fb", true, 1, "{}"), 1);
 
 	expect_denied(literal, "presence/a%2Fb/state/k", "x");
@@ -452,9 +366,9 @@ static void percent_encoding_does_not_reach_another_user(void **state)
 	expect_denied(slash, "presence/a/b/state", "{}");
 	expect_nothing(w);
 
-	write_text(slash, "presence/a%2Fb/state/k", "mine");
+	publish_text_ok(slash, "presence/a%2Fb/state/k", "mine", 1);
 	assert_int_equal(expect_doc(w, "presence/a%2Fb", "a/b", true, 1, "{\"k\":\"mine\"}"), 2);
-	write_text(literal, "presence/a%252Fb/state/k", "mine too");
+	publish_text_ok(literal, "presence/a%252Fb/state/k", "mine too", 1);
 	assert_int_equal(
 	    expect_doc(w, "presence/a%252Fb", "a%2Fb", true, 1, "{\"k\":\"mine too\"}"), 2);
 	expect_nothing(w);
@@ -477,7 +391,7 @@ static void expect_notice_after(struct client *c, const char *topic, const char 
 {
 	struct msg *m;
 
-	while ((m = next_msg(c, 5000)) != NULL && skip_documents &&
+	while ((m = client_next_msg(c, 5000)) != NULL && skip_documents &&
 	       strncmp(m->topic, "presence/", 9) == 0 && strchr(m->topic + 9, '/') == NULL) {
 		msg_free(m);
 	}
@@ -513,26 +427,26 @@ static void error_notices_reach_only_the_users_own_sessions(void **state)
 	(void)state;
 	for (int i = 0; i < 3; i++) {
 		snprintf(id, sizeof(id), "alice%d", i + 1);
-		alice[i] = connect_as(b, id, "alice", i == 1 ? 4 : 5);
+		alice[i] = client_connect_as(b, id, "alice", i == 1 ? 4 : 5);
 		assert_int_equal(
 		    client_subscribe(alice[i], i == 2 ? "presence/+/error" : "presence/alice/error",
 		                     1),
 		    1);
 		snprintf(id, sizeof(id), "bob%d", i + 1);
-		bob[i] = connect_as(b, id, "bob", i == 1 ? 4 : 5);
+		bob[i] = client_connect_as(b, id, "bob", i == 1 ? 4 : 5);
 		assert_int_equal(client_subscribe(bob[i], bob_filters[i], 1), 1);
 	}
-	anon = connect_as(b, "anon", NULL, 4);
+	anon = client_connect_as(b, "anon", NULL, 4);
 	assert_int_equal(client_subscribe(anon, "presence/alice/error", 1), 1);
 	assert_int_equal(client_subscribe(anon, "#", 1), 1);
 
 	/* alice's rejected write: every session of hers receives the notice, the writer too. */
-	write_text(alice[0], "presence/alice/state", "[1]");
+	publish_text_ok(alice[0], "presence/alice/state", "[1]", 1);
 	for (int i = 0; i < 3; i++) {
 		expect_notice(alice[i], "presence/alice/error", alice_notice);
 	}
 	/* bob's rejected write: only bob's sessions, even alice's presence/+/error. */
-	write_text(bob[1], "presence/bob/state", "42");
+	publish_text_ok(bob[1], "presence/bob/state", "42", 1);
 	expect_notice(bob[1], "presence/bob/error", bob_notice);
 	expect_notice_after(bob[2], "presence/bob/error", bob_notice, true);
 	for (int i = 0; i < 3; i++) {
@@ -560,7 +474,7 @@ static void defer_modes_follow_password_file_and_acl_file(void **state)
 {
 	static const char *const acl = "pattern read presence/#\n"
 	                               "pattern readwrite chat/#\n"
-	                               "pattern readwrite " SYNC_PREFIX "#\n"
+	                               "pattern readwrite " HARNESS_SYNC_PREFIX "#\n"
 	                               "user carol\n"
 	                               "topic readwrite private/carol/#\n";
 	struct broker *b = broker_prepare(NULL);
@@ -581,7 +495,7 @@ static void defer_modes_follow_password_file_and_acl_file(void **state)
 	    .id = "carol1", .username = "carol", .password = "carol-pw", .protocol = 5};
 	char extra[1024];
 	char *conf;
-	struct client *w, *alice, *alice2, *bob, *carol, *c;
+	struct client *w, *alice, *alice2, *bob, *carol;
 	struct msg *m;
 	long seq, bob_seq;
 
@@ -593,12 +507,9 @@ static void defer_modes_follow_password_file_and_acl_file(void **state)
 	broker_launch(b, conf);
 
 	/* Logins: the password file decides. */
-	assert_true(client_connect_rc(b, &wrong, &c) > 0);
-	assert_null(c);
-	assert_true(client_connect_rc(b, &wrong5, &c) > 0);
-	assert_null(c);
-	assert_true(client_connect_rc(b, &unknown, &c) > 0);
-	assert_null(c);
+	assert_true(expect_refused(b, &wrong) > 0);
+	assert_true(expect_refused(b, &wrong5) > 0);
+	assert_true(expect_refused(b, &unknown) > 0);
 
 	/* Documents are readable (acl_file grants read on presence/#). */
 	w = client_connect(b, &watch_o);
@@ -616,13 +527,10 @@ static void defer_modes_follow_password_file_and_acl_file(void **state)
 	carol = client_connect(b, &carol_o);
 	assert_int_equal(expect_doc(w, "presence/carol", "carol", true, 1, "{}"), 1);
 	/* bob received the retained documents on subscribing; start from a clean queue. */
-	assert_true(client_sync(bob, 5000));
-	while ((m = next_msg(bob, 0)) != NULL) {
-		msg_free(m);
-	}
+	client_drain(bob);
 
 	/* State writes to her own topics work although the acl_file does not mention them. */
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2, "{\"status\":\"away\"}"),
 	                 ++seq);
 	assert_int_equal(
@@ -637,7 +545,7 @@ static void defer_modes_follow_password_file_and_acl_file(void **state)
 	                            "{\"status\":\"away\",\"mood\":\"ok\"}"),
 	                 seq);
 	/* The notice goes to alice's other session, not to bob. */
-	write_text(alice, "presence/alice/state", "[]");
+	publish_text_ok(alice, "presence/alice/state", "[]", 1);
 	expect_notice(alice2, "presence/alice/error",
 	              "{\"topic\":\"presence/alice/state\",\"error\":\"state must be a JSON "
 	              "object\"}");
@@ -649,8 +557,8 @@ static void defer_modes_follow_password_file_and_acl_file(void **state)
 	expect_denied(carol, "presence/alice/error", "{}");
 
 	/* Outside the namespace the acl_file decides: chat works... */
-	write_text(alice, "chat/room", "hi");
-	m = next_msg(bob, 5000);
+	publish_text_ok(alice, "chat/room", "hi", 1);
+	m = client_next_msg(bob, 5000);
 	assert_non_null(m);
 	assert_string_equal(m->topic, "chat/room");
 	assert_int_equal(m->payloadlen, 2);
@@ -659,14 +567,14 @@ static void defer_modes_follow_password_file_and_acl_file(void **state)
 	/* ...and what a user has no acl line for is denied. */
 	expect_denied(alice, "private/carol/x", "1");
 	expect_denied(alice, "elsewhere/x", "1");
-	expect_accepted(client_publish(carol, "private/carol/x", "1", 1, 1, false));
+	publish_text_ok(carol, "private/carol/x", "1", 1);
 	expect_nothing(bob);
 	expect_nothing(w);
 
 	/* Nothing of the above touched anybody's presence. */
 	client_disconnect(bob);
 	assert_int_equal(expect_doc(w, "presence/bob", "bob", false, 0, "{}"), bob_seq + 1);
-	write_text(alice, "presence/alice/state/status", "back");
+	publish_text_ok(alice, "presence/alice/state/status", "back", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2,
 	                            "{\"status\":\"back\",\"mood\":\"ok\"}"),
 	                 ++seq);
@@ -684,7 +592,7 @@ static void allow_modes_work_without_password_file_or_acl_file(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client_opts alice_o = {
 	    .id = "alice1", .username = "alice", .password = "anything", .protocol = 5};
 	struct client_opts bob_o = {.id = "bob1", .username = "bob"};
@@ -713,7 +621,7 @@ static void allow_modes_work_without_password_file_or_acl_file(void **state)
 	msg_free(m);
 	expect_nothing(bob);
 
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"),
 	                 2);
 	expect_nothing(w);
@@ -729,21 +637,15 @@ static void auth_defer_with_nothing_behind_refuses_usernames(void **state)
 {
 	char *conf = broker_conf("plugin_opt_auth defer\nplugin_opt_acl allow\n");
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client_opts alice = {.id = "alice1", .username = "alice", .password = "pw"};
 	struct client_opts alice5 = {.id = "alice5", .username = "alice", .protocol = 5};
-	struct client *c;
-	int rc;
 
 	(void)state;
 	/* Documented Mosquitto 2.0 behaviour: a deferring auth plugin with nothing behind it
 	 * refuses every client that sends a username, even with allow_anonymous true. */
-	rc = client_connect_rc(b, &alice, &c);
-	assert_int_equal(rc, CONNACK_REFUSED_NOT_AUTHORIZED);
-	assert_null(c);
-	rc = client_connect_rc(b, &alice5, &c);
-	assert_true(rc >= 0x80);
-	assert_null(c);
+	assert_int_equal(expect_refused(b, &alice), CONNACK_REFUSED_NOT_AUTHORIZED);
+	assert_true(expect_refused(b, &alice5) >= 0x80);
 	/* Anonymous clients get in (the watcher did), and the refused logins left no trace. */
 	expect_nothing(w);
 
@@ -756,7 +658,7 @@ static void acl_defer_with_nothing_behind_denies_everything_outside(void **state
 {
 	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl defer\n");
 	struct broker *b = broker_start(conf);
-	struct client *alice = connect_as(b, "alice1", "alice", 5);
+	struct client *alice = client_connect_as(b, "alice1", "alice", 5);
 
 	(void)state;
 	/* Documented Mosquitto 2.0 behaviour: a deferring ACL plugin with nothing behind it
@@ -767,7 +669,7 @@ static void acl_defer_with_nothing_behind_denies_everything_outside(void **state
 	assert_int_equal(client_subscribe(alice, "presence/+", 1), MQTT_RC_NOT_AUTHORIZED);
 	/* The plugin still decides its own namespace: her own state writes succeed, nobody
 	 * else's do. */
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	expect_denied(alice, "presence/bob/state/status", "away");
 	expect_denied(alice, "presence/alice", "{}");
 
@@ -778,7 +680,7 @@ static void acl_defer_with_nothing_behind_denies_everything_outside(void **state
 
 static void reading_documents_follows_the_acl_file(void **state)
 {
-	static const char *const acl = "pattern readwrite " SYNC_PREFIX "#\n"
+	static const char *const acl = "pattern readwrite " HARNESS_SYNC_PREFIX "#\n"
 	                               "user reader\n"
 	                               "topic read presence/#\n";
 	struct broker *b = broker_prepare(NULL);
@@ -795,15 +697,15 @@ static void reading_documents_follows_the_acl_file(void **state)
 	         acl_path);
 	conf = broker_conf(extra);
 	broker_launch(b, conf);
-	reader = connect_as(b, "reader1", "reader", 5);
-	blind = connect_as(b, "blind1", "blind", 5);
+	reader = client_connect_as(b, "reader1", "reader", 5);
+	blind = client_connect_as(b, "blind1", "blind", 5);
 	/* Mosquitto 2.0's acl_file allows every subscription and checks each delivery. */
 	assert_int_equal(client_subscribe(reader, "presence/+", 1), 1);
 	assert_int_equal(client_subscribe(blind, "presence/+", 1), 1);
 
-	alice = connect_as(b, "alice1", "alice", 5);
+	alice = client_connect_as(b, "alice1", "alice", 5);
 	assert_int_equal(expect_doc(reader, "presence/alice", "alice", true, 1, "{}"), 1);
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(
 	    expect_doc(reader, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"), 2);
 	expect_nothing(reader);
@@ -811,7 +713,7 @@ static void reading_documents_follows_the_acl_file(void **state)
 
 	/* Nor the retained document. */
 	client_disconnect(blind);
-	blind = connect_as(b, "blind2", "blind", 4);
+	blind = client_connect_as(b, "blind2", "blind", 4);
 	assert_int_equal(client_subscribe(blind, "presence/+", 1), 1);
 	expect_nothing(blind);
 

@@ -25,16 +25,6 @@ static const char *const open_conf = "plugin_opt_auth allow\nplugin_opt_acl allo
 #define FALLBACK "$CONTROL/presence/v1/response"
 #define SYS "$SYS/broker/presence/"
 
-/* Starts a watcher subscribed to presence/+ (MQTT 5). */
-static struct client *watcher(struct broker *b)
-{
-	struct client_opts o = {.id = "watcher", .protocol = 5};
-	struct client *w = client_connect(b, &o);
-
-	assert_int_equal(client_subscribe(w, "presence/+", 1), 1);
-	return w;
-}
-
 /* Waits for the next message on c, asserts it is on topic and returns its payload as a string
  * (the caller frees it). */
 static char *take_payload(struct client *c, const char *topic)
@@ -105,38 +95,6 @@ static struct msg *expect_response(struct client *c, const char *topic, const ch
 	return m;
 }
 
-/* Asserts a state write was acknowledged as a success: 0, or on MQTT 5 0x10 ("no matching
- * subscribers", which Mosquitto 2.0 sends when nobody subscribed to the topic). */
-static void assert_publish_ok(int rc)
-{
-	if (rc != 0 && rc != 0x10) {
-		fail_msg("publish acknowledged with 0x%02x", (unsigned)rc);
-	}
-}
-
-/* Asserts that c has received nothing more, after a round trip through the broker. */
-static void expect_nothing(struct client *c)
-{
-	struct msg *m;
-
-	assert_true(client_sync(c, 5000));
-	m = client_wait_msg(c, 0);
-	if (m != NULL) {
-		fail_msg("unexpected message on %s: %.*s", m->topic, m->payloadlen, m->payload);
-	}
-}
-
-/* Takes every message c has received so far (after a round trip) and drops them. */
-static void drain(struct client *c)
-{
-	struct msg *m;
-
-	assert_true(client_sync(c, 5000));
-	while ((m = client_wait_msg(c, 0)) != NULL) {
-		msg_free(m);
-	}
-}
-
 /* Properties of an MQTT 5 request: a response topic (NULL = none) and correlation data (NULL =
  * none). The caller frees them with mosquitto_property_free_all. */
 static mosquitto_property *request_props(const char *response_topic, const void *correlation,
@@ -162,7 +120,7 @@ static void known_offline_unknown_and_repeated_names_get_their_retained_document
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher(b);
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client_opts alice_o = {.id = "alice1", .username = "alice"};
 	struct client_opts bob_o = {.id = "bob1", .username = "bob", .protocol = 5};
 	struct client_opts q_o = {.id = "querier", .protocol = 5};
@@ -229,7 +187,7 @@ static void without_a_usable_response_topic_the_answer_goes_to_the_fallback_topi
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher(b);
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client_opts carol_o = {.id = "carol1", .username = "carol"};
 	struct client_opts q5_o = {.id = "q5", .protocol = 5};
 	const char *request =
@@ -308,7 +266,7 @@ static void no_other_client_receives_a_response_whatever_it_subscribes_to(void *
 	for (i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
 		assert_int_equal(client_subscribe(eve, filters[i], 1), 1);
 	}
-	drain(eve);
+	client_drain(eve);
 
 	/* The requesters have no username, so they are not users: they cause no document. */
 	q5 = client_connect(b, &q5_o);
@@ -621,7 +579,7 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	wait_metrics(m, &seen, at_start);
 
 	/* Every step waits for its documents, so that each is its own document. */
-	w = watcher(b);
+	w = client_watch(b, "watcher", "presence/+");
 	phone = client_connect(b, &phone_o);
 	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
 	laptop = client_connect(b, &laptop_o);
@@ -632,8 +590,7 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	assert_int_equal(client_publish(phone, "presence/alice/state/status", "away", 4, 1, false),
 	                 0);
 	expect_doc(w, "presence/alice", "alice", true, 2, "{\"status\":\"away\"}");
-	assert_publish_ok(
-	    client_publish(laptop, "presence/alice/state/status", "away", 4, 1, false));
+	publish_text_ok(laptop, "presence/alice/state/status", "away", 1);
 	assert_int_equal(client_publish(phone, "presence/alice/state", "away", 4, 1, false), 0);
 	expect_nothing(w);
 	client_disconnect(bob);
@@ -665,7 +622,7 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	 */
 	assert_int_equal(client_publish(phone, "presence/alice/state", "[]", 2, 1, false), 0);
 	expect_metric(late, "state/rejected", "2", false);
-	assert_publish_ok(client_publish(laptop, "presence/alice/state", "7", 1, 1, false));
+	publish_text_ok(laptop, "presence/alice/state", "7", 1);
 	expect_metric(late, "state/rejected", "3", false);
 	/* A write that changes the state moves two metrics, in the fixed order. */
 	assert_int_equal(client_publish(phone, "presence/alice/state/status", "back", 4, 1, false),
@@ -736,7 +693,7 @@ static void queries_and_metrics_under_valgrind_leak_nothing(void **state)
 	assert_int_equal(client_subscribe(alice, SYS "#", 0), 0);
 	assert_int_equal(send_request(alice, request, 1, props), 0);
 	assert_int_equal(send_request(alice, "garbage", 1, NULL), 0);
-	assert_publish_ok(client_publish(alice, "presence/alice/state", "x", 1, 1, false));
+	publish_text_ok(alice, "presence/alice/state", "x", 1);
 	/* The responses and the metrics interleave; take them in any order. */
 	while (seen.count < 6 || !metric_is(&seen, "users/available", "1") ||
 	       !metric_is(&seen, "state/rejected", "1") || responses < 2) {

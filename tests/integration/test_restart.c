@@ -217,41 +217,6 @@ static void restart(struct broker **b, const char *conf, bool crash)
 	free(dir);
 }
 
-/* A watcher subscribed to filter (MQTT 5). */
-static struct client *watch(struct broker *b, const char *id, const char *filter)
-{
-	struct client_opts o = {.id = id, .protocol = 5};
-	struct client *w = client_connect(b, &o);
-
-	assert_int_equal(client_subscribe(w, filter, 1), 1);
-	return w;
-}
-
-static struct client *user_session(struct broker *b, const char *id, const char *user)
-{
-	struct client_opts o = {.id = id, .username = user};
-
-	return client_connect(b, &o);
-}
-
-static void assert_publish_ok(int rc)
-{
-	if (rc != 0 && rc != 0x10) {
-		fail_msg("publish acknowledged with 0x%02x", (unsigned)rc);
-	}
-}
-
-static void expect_no_document(struct client *w)
-{
-	struct msg *m;
-
-	assert_true(client_sync(w, 5000));
-	m = client_wait_msg(w, 0);
-	if (m != NULL) {
-		fail_msg("unexpected message on %s: %.*s", m->topic, m->payloadlen, m->payload);
-	}
-}
-
 /* One document as received, parsed. */
 struct doc {
 	char topic[64];
@@ -306,7 +271,7 @@ static void retained_docs(struct client *w, struct doc *docs, const char *const 
 			fail_msg("unexpected retained document on %s", d.topic);
 		}
 	}
-	expect_no_document(w);
+	expect_nothing(w);
 }
 
 /* Crash or clean stop with users online: a fresh subscriber sees each of them unavailable. */
@@ -314,19 +279,19 @@ static void restart_case(bool crash)
 {
 	char *conf = restart_conf(NULL);
 	struct broker *b = broker_start(conf);
-	struct client *w = watch(b, "watcher", "presence/+");
-	struct client *a1 = user_session(b, "alice-phone", "alice");
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client *a1 = client_connect_as(b, "alice-phone", "alice", 4);
 	struct client *a2, *bob, *carol;
 	static const char *const topics[] = {"presence/alice", "presence/bob"};
 	long alice_seq, bob_seq, alice_rec, bob_rec;
 	struct doc docs[2];
 
 	alice_seq = expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	a2 = user_session(b, "alice-laptop", "alice");
+	a2 = client_connect_as(b, "alice-laptop", "alice", 4);
 	alice_seq = expect_doc(w, "presence/alice", "alice", true, 2, "{}");
-	assert_publish_ok(client_publish(a1, "presence/alice/state/status", "away", 4, 1, false));
+	publish_text_ok(a1, "presence/alice/state/status", "away", 1);
 	alice_seq = expect_doc(w, "presence/alice", "alice", true, 2, "{\"status\":\"away\"}");
-	bob = user_session(b, "bob1", "bob");
+	bob = client_connect_as(b, "bob1", "bob", 4);
 	bob_seq = expect_doc(w, "presence/bob", "bob", true, 1, "{}");
 	wait_saved(b, "alice", alice_seq, true);
 	wait_saved(b, "bob", bob_seq, true);
@@ -343,7 +308,7 @@ static void restart_case(bool crash)
 	client_drop(bob);
 	client_drop(w);
 
-	w = watch(b, "fresh-watcher", "presence/+");
+	w = client_watch(b, "fresh-watcher", "presence/+");
 	retained_docs(w, docs, topics, 2);
 	assert_false(docs[0].available);
 	assert_int_equal(docs[0].sessions, 0);
@@ -362,9 +327,9 @@ static void restart_case(bool crash)
 	}
 
 	/* seq goes on from there, for known users and for new ones. */
-	a1 = user_session(b, "alice-phone", "alice");
+	a1 = client_connect_as(b, "alice-phone", "alice", 4);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), docs[0].seq + 1);
-	carol = user_session(b, "carol1", "carol");
+	carol = client_connect_as(b, "carol1", "carol", 4);
 	assert_int_equal(expect_doc(w, "presence/carol", "carol", true, 1, "{}"),
 	                 crash ? UNCLEAN_JUMP : 1);
 	client_disconnect(carol);
@@ -436,8 +401,8 @@ static void corrupt_case(const char *content)
 	cJSON_Delete(root);
 
 	/* A fresh start: seq from 1. */
-	w = watch(b, "watcher", "presence/+");
-	c = user_session(b, "alice1", "alice");
+	w = client_watch(b, "watcher", "presence/+");
+	c = client_connect_as(b, "alice1", "alice", 4);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), 1);
 	client_disconnect(c);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", false, 0, "{}"), 2);
@@ -552,49 +517,48 @@ static void offline_delay_hides_a_quick_reconnect_and_publishes_one_document_aft
 {
 	char *conf = restart_conf("plugin_opt_offline_delay 2");
 	struct broker *b = broker_start(conf);
-	struct client *w = watch(b, "watcher", "presence/+");
-	struct client *alice = user_session(b, "alice1", "alice");
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 4);
 	struct client *bob, *alice2, *alice3;
 	long long deadline;
 	long alice_seq, bob_seq;
 
 	(void)state;
 	alice_seq = expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	assert_publish_ok(
-	    client_publish(alice, "presence/alice/state/status", "away", 4, 1, false));
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	alice_seq = expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}");
-	bob = user_session(b, "bob1", "bob");
+	bob = client_connect_as(b, "bob1", "bob", 4);
 	bob_seq = expect_doc(w, "presence/bob", "bob", true, 1, "{}");
 
 	/* alice leaves and comes back at once; bob leaves after her and stays away. */
 	client_disconnect(alice);
 	deadline = now_ms() + 3000;
 	client_disconnect(bob);
-	alice = user_session(b, "alice1", "alice");
+	alice = client_connect_as(b, "alice1", "alice", 4);
 	/* bob's deadline comes after alice's would have: his document is the first to arrive,
 	 * and nothing about alice's gap arrives before or after it. */
 	expect_offline_by(w, "bob", bob_seq + 1, deadline);
-	expect_no_document(w);
+	expect_nothing(w);
 
 	/* Her state survived the gap: the next change shows both keys, seq without a gap. */
-	assert_publish_ok(client_publish(alice, "presence/alice/state/mood", "ok", 2, 1, false));
+	publish_text_ok(alice, "presence/alice/state/mood", "ok", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1,
 	                            "{\"status\":\"away\",\"mood\":\"ok\"}"),
 	                 ++alice_seq);
 
 	/* A session count change while available is still published. */
-	alice2 = user_session(b, "alice2", "alice");
+	alice2 = client_connect_as(b, "alice2", "alice", 4);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2, NULL), ++alice_seq);
 	client_disconnect(alice);
 	client_disconnect(alice2);
-	alice3 = user_session(b, "alice3", "alice");
+	alice3 = client_connect_as(b, "alice3", "alice", 4);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, NULL), ++alice_seq);
 
 	/* Staying away: exactly one unavailable document within the delay + 1 s. */
 	deadline = now_ms() + 3000;
 	client_disconnect(alice3);
 	expect_offline_by(w, "alice", ++alice_seq, deadline);
-	expect_no_document(w);
+	expect_nothing(w);
 
 	client_disconnect(w);
 	broker_stop(b);
@@ -606,34 +570,32 @@ static void without_keep_state_the_state_ends_with_the_session(void **state)
 {
 	char *conf = restart_conf(NULL);
 	struct broker *b = broker_start(conf);
-	struct client *w = watch(b, "watcher", "presence/+");
-	struct client *alice = user_session(b, "alice1", "alice");
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 4);
 	static const char *const topics[] = {"presence/alice"};
 	struct doc docs[1];
 	long seq;
 
 	(void)state;
 	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	assert_publish_ok(
-	    client_publish(alice, "presence/alice/state/status", "away", 4, 1, false));
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}");
 	client_disconnect(alice);
 	expect_doc(w, "presence/alice", "alice", false, 0, "{}");
-	alice = user_session(b, "alice1", "alice");
+	alice = client_connect_as(b, "alice1", "alice", 4);
 	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	assert_publish_ok(
-	    client_publish(alice, "presence/alice/state/status", "busy", 4, 1, false));
+	publish_text_ok(alice, "presence/alice/state/status", "busy", 1);
 	seq = expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"busy\"}");
 
 	restart(&b, conf, false);
 	client_drop(alice);
 	client_drop(w);
-	w = watch(b, "watcher2", "presence/+");
+	w = client_watch(b, "watcher2", "presence/+");
 	retained_docs(w, docs, topics, 1);
 	assert_false(docs[0].available);
 	assert_string_equal(docs[0].state, "{}");
 	assert_int_equal(docs[0].seq, seq + 1);
-	alice = user_session(b, "alice1", "alice");
+	alice = client_connect_as(b, "alice1", "alice", 4);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), seq + 2);
 	client_disconnect(alice);
 	client_disconnect(w);
@@ -646,9 +608,9 @@ static void keep_state_keeps_the_state_across_disconnects_and_restarts(void **st
 {
 	char *conf = restart_conf("plugin_opt_keep_state true");
 	struct broker *b = broker_start(conf);
-	struct client *w = watch(b, "watcher", "presence/+");
-	struct client *alice = user_session(b, "alice1", "alice");
-	struct client *bob = user_session(b, "bob1", "bob");
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 4);
+	struct client *bob = client_connect_as(b, "bob1", "bob", 4);
 	static const char *const topics[] = {"presence/alice", "presence/bob"};
 	struct doc docs[2];
 	long alice_seq, bob_seq;
@@ -661,17 +623,15 @@ static void keep_state_keeps_the_state_across_disconnects_and_restarts(void **st
 		next_doc(w, &d);
 		assert_true(d.available);
 	}
-	assert_publish_ok(
-	    client_publish(alice, "presence/alice/state/status", "away", 4, 1, false));
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}");
-	assert_publish_ok(
-	    client_publish(bob, "presence/bob/state", "{\"mood\":\"ok\"}", 13, 1, false));
+	publish_text_ok(bob, "presence/bob/state", "{\"mood\":\"ok\"}", 1);
 	expect_doc(w, "presence/bob", "bob", true, 1, "{\"mood\":\"ok\"}");
 
 	/* Across a disconnect. */
 	client_disconnect(alice);
 	expect_doc(w, "presence/alice", "alice", false, 0, "{\"status\":\"away\"}");
-	alice = user_session(b, "alice1", "alice");
+	alice = client_connect_as(b, "alice1", "alice", 4);
 	alice_seq = expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}");
 	client_disconnect(bob);
 	bob_seq = expect_doc(w, "presence/bob", "bob", false, 0, "{\"mood\":\"ok\"}");
@@ -683,7 +643,7 @@ static void keep_state_keeps_the_state_across_disconnects_and_restarts(void **st
 	restart(&b, conf, true);
 	client_drop(alice);
 	client_drop(w);
-	w = watch(b, "watcher2", "presence/+");
+	w = client_watch(b, "watcher2", "presence/+");
 	retained_docs(w, docs, topics, 2);
 	assert_false(docs[0].available);
 	assert_string_equal(docs[0].state, "{\"status\":\"away\"}");
@@ -691,7 +651,7 @@ static void keep_state_keeps_the_state_across_disconnects_and_restarts(void **st
 	assert_false(docs[1].available);
 	assert_string_equal(docs[1].state, "{\"mood\":\"ok\"}");
 	assert_int_equal(docs[1].seq, bob_seq);
-	bob = user_session(b, "bob1", "bob");
+	bob = client_connect_as(b, "bob1", "bob", 4);
 	assert_int_equal(expect_doc(w, "presence/bob", "bob", true, 1, "{\"mood\":\"ok\"}"),
 	                 bob_seq + UNCLEAN_JUMP);
 	bob_seq += UNCLEAN_JUMP;
@@ -700,12 +660,12 @@ static void keep_state_keeps_the_state_across_disconnects_and_restarts(void **st
 	restart(&b, conf, false);
 	client_drop(bob);
 	client_drop(w);
-	w = watch(b, "watcher3", "presence/+");
+	w = client_watch(b, "watcher3", "presence/+");
 	retained_docs(w, docs, topics, 2);
 	assert_false(docs[1].available);
 	assert_string_equal(docs[1].state, "{\"mood\":\"ok\"}");
 	assert_int_equal(docs[1].seq, bob_seq + 1);
-	alice = user_session(b, "alice1", "alice");
+	alice = client_connect_as(b, "alice1", "alice", 4);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"),
 	                 docs[0].seq + 1);
 	client_disconnect(alice);
@@ -810,8 +770,8 @@ static void the_state_file_is_always_complete_when_the_broker_is_killed(void **s
 	for (round = 0; round < 20; round++) {
 		long kill_after_writes = round % 2 == 0 ? round / 2 % 2 + 1 : -1;
 		long tmp_writes = 0, renames = 0;
-		struct client *w = watch(b, "watcher", "presence/burst");
-		struct client *c = user_session(b, "burst1", "burst");
+		struct client *w = client_watch(b, "watcher", "presence/burst");
+		struct client *c = client_connect_as(b, "burst1", "burst", 4);
 		char *path = state_path(b);
 		char *tmp_path;
 		long long deadline = now_ms() + 30000;
@@ -829,8 +789,7 @@ static void the_state_file_is_always_complete_when_the_broker_is_killed(void **s
 				fail_msg("round %d: no save seen within 30 s", round);
 			}
 			snprintf(value, sizeof(value), "%d-%ld", round, i);
-			assert_publish_ok(client_publish(c, "presence/burst/state/n", value,
-			                                 (int)strlen(value), 1, false));
+			publish_text_ok(c, "presence/burst/state/n", value, 1);
 			check_seq_grows(w, &max_seq, round);
 			count_file_events(fd, &tmp_writes, &renames);
 		}
@@ -859,7 +818,7 @@ static void the_state_file_is_always_complete_when_the_broker_is_killed(void **s
 	}
 	/* The last restart's correction, then the broker's last words. */
 	{
-		struct client *w = watch(b, "watcher", "presence/burst");
+		struct client *w = client_watch(b, "watcher", "presence/burst");
 
 		assert_true(client_sync(w, 5000));
 		check_seq_grows(w, &max_seq, round);
@@ -890,13 +849,12 @@ static void a_restart_under_valgrind_leaks_nothing(void **state)
 		skip();
 	}
 	b = broker_start_opts(conf, &opts);
-	w = watch(b, "watcher", "presence/+");
-	alice = user_session(b, "alice1", "alice");
+	w = client_watch(b, "watcher", "presence/+");
+	alice = client_connect_as(b, "alice1", "alice", 4);
 	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	assert_publish_ok(
-	    client_publish(alice, "presence/alice/state", "{\"status\":\"away\"}", 17, 1, false));
+	publish_text_ok(alice, "presence/alice/state", "{\"status\":\"away\"}", 1);
 	alice_seq = expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}");
-	bob = user_session(b, "bob1", "bob");
+	bob = client_connect_as(b, "bob1", "bob", 4);
 	expect_doc(w, "presence/bob", "bob", true, 1, "{}");
 	client_disconnect(bob);
 	expect_doc(w, "presence/bob", "bob", false, 0, "{}");
@@ -909,7 +867,7 @@ static void a_restart_under_valgrind_leaks_nothing(void **state)
 	client_drop(alice);
 	client_drop(w);
 	b = broker_start_opts(conf, &opts);
-	w = watch(b, "watcher2", "presence/alice");
+	w = client_watch(b, "watcher2", "presence/alice");
 	assert_int_equal(
 	    expect_doc(w, "presence/alice", "alice", false, 0, "{\"status\":\"away\"}"),
 	    alice_seq + 1);

@@ -20,108 +20,8 @@
 /* Allow everything: these tests are about state writes, not logins or foreign ACLs. */
 static const char *const open_conf = "plugin_opt_auth allow\nplugin_opt_acl allow\n";
 
-/* The topic prefix of the harness's own round-trip markers (see client_sync). */
-#define SYNC_PREFIX "harness/sync/"
-
 /* The topic the tests publish their own ordering markers on. */
 #define MARKER_TOPIC "marker/test"
-
-/* Connects a client with the given id, username (NULL = none) and protocol (4 or 5). */
-static struct client *connect_as(struct broker *b, const char *id, const char *username,
-                                 int protocol)
-{
-	struct client_opts o = {.id = id, .username = username, .protocol = protocol};
-
-	return client_connect(b, &o);
-}
-
-/* Starts a watcher (MQTT 5, anonymous) subscribed to filter, e.g. presence/+. */
-static struct client *watcher_on(struct broker *b, const char *filter)
-{
-	struct client *w = connect_as(b, "watcher", NULL, 5);
-
-	assert_int_equal(client_subscribe(w, filter, 1), 1);
-	return w;
-}
-
-static bool is_sync_marker(const struct msg *m)
-{
-	return strncmp(m->topic, SYNC_PREFIX, strlen(SYNC_PREFIX)) == 0;
-}
-
-/* Returns the next message c receives that is not another client's round-trip marker (a `#`
- * subscriber sees those), or NULL after timeout_ms. */
-static struct msg *next_msg(struct client *c, int timeout_ms)
-{
-	struct msg *m;
-
-	while ((m = client_wait_msg(c, timeout_ms)) != NULL && is_sync_marker(m)) {
-		msg_free(m);
-	}
-	return m;
-}
-
-/* Asserts that nothing (but round-trip markers) is queued for c after a round trip through
- * the broker. */
-static void expect_nothing(struct client *c)
-{
-	struct msg *m;
-
-	assert_true(client_sync(c, 5000));
-	m = next_msg(c, 0);
-	if (m != NULL) {
-		fail_msg("unexpected message on %s: %.*s", m->topic, m->payloadlen, m->payload);
-	}
-}
-
-/* Asserts that the publish was acknowledged as a success: 0 on MQTT 3.1.1, and 0 or 0x10 ("no
- * matching subscribers", which Mosquitto 2.0 sends itself) on MQTT 5 (QoS 0 always 0). */
-static void expect_accepted(int rc)
-{
-	if (rc != 0 && rc != MQTT_RC_NO_MATCHING_SUBSCRIBERS) {
-		fail_msg("the publish was not acknowledged as a success: reason code 0x%02x", rc);
-	}
-}
-
-/* Publishes a text payload at QoS 1 and asserts it was acknowledged as a success. */
-static void write_text(struct client *c, const char *topic, const char *payload)
-{
-	expect_accepted(client_publish(c, topic, payload, (int)strlen(payload), 1, false));
-}
-
-/* Returns true when topic is a state topic of any user below presence/ (P/U/state or
- * P/U/state/<key>). */
-static bool is_state_topic(const char *topic)
-{
-	const char *user = strncmp(topic, "presence/", 9) == 0 ? topic + 9 : NULL;
-	const char *rest = user != NULL ? strchr(user, '/') : NULL;
-
-	return rest != NULL && (strcmp(rest, "/state") == 0 || strncmp(rest, "/state/", 7) == 0);
-}
-
-/* Returns true when topic is an error topic (P/U/error) of any user below presence/. */
-static bool is_error_topic(const char *topic)
-{
-	size_t len = strlen(topic);
-
-	return strncmp(topic, "presence/", 9) == 0 && len > 6 &&
-	       strcmp(topic + len - 6, "/error") == 0;
-}
-
-/* Asserts that c, which may have any subscription, has received no state-write message and
- * no rejection notice, after a round trip through the broker. Documents are allowed. */
-static void expect_no_state_or_error_message(struct client *c)
-{
-	struct msg *m;
-
-	assert_true(client_sync(c, 5000));
-	while ((m = next_msg(c, 0)) != NULL) {
-		if (is_state_topic(m->topic) || is_error_topic(m->topic)) {
-			fail_msg("received %s: %.*s", m->topic, m->payloadlen, m->payload);
-		}
-		msg_free(m);
-	}
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Setting keys and merging                                                                   */
@@ -149,14 +49,14 @@ static void set_key_parses_json_or_takes_text(void **state)
 	};
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
-	struct client *alice = connect_as(b, "alice1", "alice", 5);
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 5);
 	long seq;
 
 	(void)state;
 	seq = expect_doc(w, "presence/alice", "alice", true, 1, "{}");
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		write_text(alice, "presence/alice/state/status", cases[i].payload);
+		publish_text_ok(alice, "presence/alice/state/status", cases[i].payload, 1);
 		assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, cases[i].state),
 		                 ++seq);
 	}
@@ -172,26 +72,26 @@ static void empty_payload_and_null_remove_a_key(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
-	struct client *alice = connect_as(b, "alice1", "alice", 4);
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 4);
 	long seq;
 
 	(void)state;
 	seq = expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"),
 	                 ++seq);
-	write_text(alice, "presence/alice/state/mood", "ok");
+	publish_text_ok(alice, "presence/alice/state/mood", "ok", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1,
 	                            "{\"status\":\"away\",\"mood\":\"ok\"}"),
 	                 ++seq);
 
 	/* An empty payload removes the key. */
-	expect_accepted(client_publish(alice, "presence/alice/state/status", "", 0, 1, false));
+	expect_publish_ok(client_publish(alice, "presence/alice/state/status", "", 0, 1, false));
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"mood\":\"ok\"}"),
 	                 ++seq);
 	/* So does JSON null. */
-	write_text(alice, "presence/alice/state/mood", "null");
+	publish_text_ok(alice, "presence/alice/state/mood", "null", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), ++seq);
 	expect_nothing(w);
 
@@ -205,37 +105,40 @@ static void merge_patch_merges_nested_objects_and_null_deletes(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
-	struct client *alice = connect_as(b, "alice1", "alice", 5);
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 5);
 	long seq;
 
 	(void)state;
 	seq = expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	write_text(alice, "presence/alice/state",
-	           "{\"status\":\"away\",\"device\":{\"name\":\"phone\",\"battery\":80},"
-	           "\"tags\":[1,2]}");
+	publish_text_ok(alice, "presence/alice/state",
+	                "{\"status\":\"away\",\"device\":{\"name\":\"phone\",\"battery\":80},"
+	                "\"tags\":[1,2]}",
+	                1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1,
 	                            "{\"status\":\"away\",\"device\":{\"name\":\"phone\","
 	                            "\"battery\":80},\"tags\":[1,2]}"),
 	                 ++seq);
 
 	/* Objects merge recursively, null removes, anything else (an array too) replaces. */
-	write_text(alice, "presence/alice/state",
-	           "{\"device\":{\"battery\":null,\"os\":{\"v\":14}},\"status\":null,"
-	           "\"tags\":[3],\"mood\":\"ok\"}");
+	publish_text_ok(alice, "presence/alice/state",
+	                "{\"device\":{\"battery\":null,\"os\":{\"v\":14}},\"status\":null,"
+	                "\"tags\":[3],\"mood\":\"ok\"}",
+	                1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1,
 	                            "{\"device\":{\"name\":\"phone\",\"os\":{\"v\":14}},"
 	                            "\"tags\":[3],\"mood\":\"ok\"}"),
 	                 ++seq);
 
 	/* An object replaced by a scalar, and a scalar replaced by an object. */
-	write_text(alice, "presence/alice/state", "{\"device\":\"none\",\"mood\":{\"x\":null}}");
+	publish_text_ok(alice, "presence/alice/state",
+	                "{\"device\":\"none\",\"mood\":{\"x\":null}}", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1,
 	                            "{\"device\":\"none\",\"tags\":[3],\"mood\":{}}"),
 	                 ++seq);
 
 	/* An empty payload on P/U/state clears the whole state. */
-	expect_accepted(client_publish(alice, "presence/alice/state", "", 0, 1, false));
+	expect_publish_ok(client_publish(alice, "presence/alice/state", "", 0, 1, false));
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), ++seq);
 	expect_nothing(w);
 
@@ -249,36 +152,36 @@ static void writes_that_change_nothing_publish_nothing(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
-	struct client *alice = connect_as(b, "alice1", "alice", 5);
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client *alice = client_connect_as(b, "alice1", "alice", 5);
 	long seq;
 
 	(void)state;
 	seq = expect_doc(w, "presence/alice", "alice", true, 1, "{}");
 
 	/* Removing what is not there, and clearing or merging into an empty state. */
-	expect_accepted(client_publish(alice, "presence/alice/state/status", "", 0, 1, false));
-	write_text(alice, "presence/alice/state/status", "null");
-	expect_accepted(client_publish(alice, "presence/alice/state", "", 0, 1, false));
-	write_text(alice, "presence/alice/state", "{}");
-	write_text(alice, "presence/alice/state", "{\"gone\":null}");
+	expect_publish_ok(client_publish(alice, "presence/alice/state/status", "", 0, 1, false));
+	publish_text_ok(alice, "presence/alice/state/status", "null", 1);
+	expect_publish_ok(client_publish(alice, "presence/alice/state", "", 0, 1, false));
+	publish_text_ok(alice, "presence/alice/state", "{}", 1);
+	publish_text_ok(alice, "presence/alice/state", "{\"gone\":null}", 1);
 	expect_nothing(w);
 
-	write_text(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"),
 	                 ++seq);
 
 	/* The same write again, the same value written as JSON, and a merge that restates it. */
-	write_text(alice, "presence/alice/state/status", "away");
-	write_text(alice, "presence/alice/state/status", "\"away\"");
-	write_text(alice, "presence/alice/state", "{\"status\":\"away\"}");
-	expect_accepted(client_publish(alice, "presence/alice/state/status", "away", 4, 2, false));
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
+	publish_text_ok(alice, "presence/alice/state/status", "\"away\"", 1);
+	publish_text_ok(alice, "presence/alice/state", "{\"status\":\"away\"}", 1);
+	publish_text_ok(alice, "presence/alice/state/status", "away", 2);
 	assert_int_equal(client_publish(alice, "presence/alice/state/status", "away", 4, 0, false),
 	                 0);
 	expect_nothing(w);
 
 	/* The next change follows directly. */
-	write_text(alice, "presence/alice/state/status", "back");
+	publish_text_ok(alice, "presence/alice/state/status", "back", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"back\"}"),
 	                 ++seq);
 	expect_nothing(w);
@@ -309,7 +212,7 @@ static void retransmitted_qos1_and_qos2_writes_apply_once(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	uint8_t type, buf[64];
 	size_t len;
 	long seq;
@@ -392,17 +295,17 @@ static void rejection_setup(struct rejection_fixture *f, const char *extra)
 	snprintf(lines, sizeof(lines), "%s%s", open_conf, extra != NULL ? extra : "");
 	f->conf = broker_conf(lines);
 	f->b = broker_start(f->conf);
-	f->w = watcher_on(f->b, "presence/alice");
-	f->alice = connect_as(f->b, "alice1", "alice", 5);
+	f->w = client_watch(f->b, "watcher", "presence/alice");
+	f->alice = client_connect_as(f->b, "alice1", "alice", 5);
 	assert_int_equal(expect_doc(f->w, "presence/alice", "alice", true, 1, "{}"), 1);
-	f->alice2 = connect_as(f->b, "alice2", "alice", 4);
+	f->alice2 = client_connect_as(f->b, "alice2", "alice", 4);
 	assert_int_equal(client_subscribe(f->alice2, "presence/alice/error", 1), 1);
 	assert_int_equal(expect_doc(f->w, "presence/alice", "alice", true, 2, "{}"), 2);
 	for (int i = 0; i < 3; i++) {
-		f->bob[i] = connect_as(f->b, bob_ids[i], "bob", i == 2 ? 4 : 5);
+		f->bob[i] = client_connect_as(f->b, bob_ids[i], "bob", i == 2 ? 4 : 5);
 		assert_int_equal(client_subscribe(f->bob[i], bob_filters[i], 1), 1);
 	}
-	write_text(f->alice, "presence/alice/state/status", "away");
+	publish_text_ok(f->alice, "presence/alice/state/status", "away", 1);
 	snprintf(f->state, sizeof(f->state), "{\"status\":\"away\"}");
 	f->seq = expect_doc(f->w, "presence/alice", "alice", true, 2, f->state);
 	assert_int_equal(f->seq, 3);
@@ -424,7 +327,7 @@ static void rejection_teardown(struct rejection_fixture *f)
 static void accepted_write(struct rejection_fixture *f, const char *topic, const char *payload,
                            const char *new_state)
 {
-	write_text(f->alice, topic, payload);
+	publish_text_ok(f->alice, topic, payload, 1);
 	assert_int_equal(expect_doc(f->w, "presence/alice", "alice", true, 2, new_state), ++f->seq);
 	snprintf(f->state, sizeof(f->state), "%s", new_state);
 }
@@ -446,9 +349,9 @@ static void rejected_write(struct rejection_fixture *f, const char *topic, const
 	const cJSON *item;
 	char needle[1024];
 
-	expect_accepted(client_publish(f->alice, topic, payload, len, 1, false));
+	expect_publish_ok(client_publish(f->alice, topic, payload, len, 1, false));
 
-	m = next_msg(f->alice2, 5000);
+	m = client_next_msg(f->alice2, 5000);
 	if (m == NULL) {
 		fail_msg("no rejection notice for a write to %s", topic);
 	}
@@ -655,7 +558,7 @@ static int read_until_marker(struct client *c, const char *marker)
 	int docs = 0;
 
 	for (;;) {
-		struct msg *m = next_msg(c, 5000);
+		struct msg *m = client_next_msg(c, 5000);
 
 		if (m == NULL) {
 			fail_msg("marker %s never arrived", marker);
@@ -691,7 +594,7 @@ static void consumed_write(struct client *writer, int protocol, const struct con
 	                        wc->retain);
 
 	if (protocol == 5) {
-		expect_accepted(rc);
+		expect_publish_ok(rc);
 	} else {
 		assert_int_equal(rc, 0);
 	}
@@ -718,8 +621,8 @@ static void state_writes_are_never_delivered_even_to_hash_subscribers(void **sta
 	};
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *all = connect_as(b, "spy-all", NULL, 4);
-	struct client *pres = connect_as(b, "spy-presence", NULL, 5);
+	struct client *all = client_connect_as(b, "spy-all", NULL, 4);
+	struct client *pres = client_connect_as(b, "spy-presence", NULL, 5);
 	struct client *writers[2];
 	struct client *fresh_all, *fresh_state;
 	char marker[32];
@@ -729,9 +632,9 @@ static void state_writes_are_never_delivered_even_to_hash_subscribers(void **sta
 	assert_int_equal(client_subscribe(all, "#", 2), 2);
 	assert_int_equal(client_subscribe(pres, "presence/#", 2), 2);
 	assert_int_equal(client_subscribe(pres, MARKER_TOPIC, 2), 2);
-	writers[0] = connect_as(b, "alice-v5", "alice", 5);
+	writers[0] = client_connect_as(b, "alice-v5", "alice", 5);
 	seq = expect_doc(pres, "presence/alice", "alice", true, 1, "{}");
-	writers[1] = connect_as(b, "alice-v3", "alice", 4);
+	writers[1] = client_connect_as(b, "alice-v3", "alice", 4);
 	assert_int_equal(expect_doc(pres, "presence/alice", "alice", true, 2, "{}"), seq + 1);
 	assert_int_equal(client_publish(writers[0], MARKER_TOPIC, "start", 5, 1, false), 0);
 	assert_int_equal(read_until_marker(all, "start"), 2);
@@ -742,8 +645,7 @@ static void state_writes_are_never_delivered_even_to_hash_subscribers(void **sta
 
 		consumed_write(writer, i % 2 == 0 ? 5 : 4, &cases[i]);
 		snprintf(marker, sizeof(marker), "m%zu", i);
-		expect_accepted(
-		    client_publish(writer, MARKER_TOPIC, marker, (int)strlen(marker), 1, false));
+		publish_text_ok(writer, MARKER_TOPIC, marker, 1);
 		assert_int_equal(read_until_marker(all, marker), cases[i].changes ? 1 : 0);
 		assert_int_equal(read_until_marker(pres, marker), cases[i].changes ? 1 : 0);
 	}
@@ -752,11 +654,11 @@ static void state_writes_are_never_delivered_even_to_hash_subscribers(void **sta
 
 	/* Nothing was retained: a fresh subscriber to everything gets alice's document and
 	 * nothing else; one to her state topics gets nothing. */
-	fresh_state = connect_as(b, "fresh-state", NULL, 5);
+	fresh_state = client_connect_as(b, "fresh-state", NULL, 5);
 	assert_int_equal(client_subscribe(fresh_state, "presence/alice/state/#", 1), 1);
 	assert_int_equal(client_subscribe(fresh_state, "presence/alice/state", 1), 1);
 	expect_nothing(fresh_state);
-	fresh_all = connect_as(b, "fresh-all", NULL, 4);
+	fresh_all = client_connect_as(b, "fresh-all", NULL, 4);
 	assert_int_equal(client_subscribe(fresh_all, "#", 1), 1);
 	expect_doc(fresh_all, "presence/alice", "alice", true, 2,
 	           "{\"mood\":\"ok\",\"retained1\":\"yes\",\"retained2\":\"yes\","
@@ -788,11 +690,11 @@ static void state_writes_sent_with_retain_are_not_stored_by_the_broker(void **st
 	snprintf(extra, sizeof(extra), "%s%s", open_conf, persist);
 	conf = broker_conf(extra);
 	b = broker_start(conf);
-	w = watcher_on(b, "presence/+");
-	alice = connect_as(b, "alice1", "alice", 5);
+	w = client_watch(b, "watcher", "presence/+");
+	alice = client_connect_as(b, "alice1", "alice", 5);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), 1);
-	expect_accepted(client_publish(alice, "presence/alice/state/status", "away", 4, 1, true));
-	expect_accepted(
+	expect_publish_ok(client_publish(alice, "presence/alice/state/status", "away", 4, 1, true));
+	expect_publish_ok(
 	    client_publish(alice, "presence/alice/state", "{\"mood\":\"ok\"}", 13, 2, true));
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"),
 	                 2);
@@ -800,7 +702,7 @@ static void state_writes_sent_with_retain_are_not_stored_by_the_broker(void **st
 	                            "{\"status\":\"away\",\"mood\":\"ok\"}"),
 	                 3);
 	/* A retained message outside the namespace is stored: proof that the database works. */
-	expect_accepted(client_publish(alice, "other/retained", "kept", 4, 1, true));
+	expect_publish_ok(client_publish(alice, "other/retained", "kept", 4, 1, true));
 	client_disconnect(alice);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", false, 0, "{}"), 4);
 	client_disconnect(w);
@@ -813,10 +715,10 @@ static void state_writes_sent_with_retain_are_not_stored_by_the_broker(void **st
 	again.dir = dir;
 	plain_conf = broker_conf_without_plugin(persist);
 	b = broker_start_opts(plain_conf, &again);
-	fresh = connect_as(b, "fresh", NULL, 4);
+	fresh = client_connect_as(b, "fresh", NULL, 4);
 	assert_int_equal(client_subscribe(fresh, "#", 1), 1);
 	for (int i = 0; i < 2; i++) {
-		m = next_msg(fresh, 5000);
+		m = client_next_msg(fresh, 5000);
 		assert_non_null(m);
 		assert_true(m->retain);
 		if (strcmp(m->topic, "presence/alice") != 0 &&
@@ -854,16 +756,16 @@ static void qos_0_1_2_on_mqtt311_and_mqtt5_succeed_and_apply_once(void **state)
 {
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client *sessions[2];
 	char value[32], patch[64], expected[128];
 	int prev_qos = -1;
 	long seq;
 
 	(void)state;
-	sessions[0] = connect_as(b, "alice-v3", "alice", 4);
+	sessions[0] = client_connect_as(b, "alice-v3", "alice", 4);
 	seq = expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	sessions[1] = connect_as(b, "alice-v5", "alice", 5);
+	sessions[1] = client_connect_as(b, "alice-v5", "alice", 5);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2, "{}"), ++seq);
 
 	for (int v = 0; v < 2; v++) {
@@ -934,7 +836,7 @@ static void usernames_that_need_encoding_get_their_own_topics(void **state)
 	enum { N = sizeof(cases) / sizeof(cases[0]) };
 	char *conf = broker_conf(open_conf);
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher_on(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client *c[N];
 	char id[16], topic[192], value[16], doc_topic[128], expected[64];
 
@@ -942,18 +844,18 @@ static void usernames_that_need_encoding_get_their_own_topics(void **state)
 	for (size_t i = 0; i < N; i++) {
 		snprintf(id, sizeof(id), "user%zu", i);
 		snprintf(doc_topic, sizeof(doc_topic), "presence/%s", cases[i].level);
-		c[i] = connect_as(b, id, cases[i].name, i % 2 == 0 ? 5 : 4);
+		c[i] = client_connect_as(b, id, cases[i].name, i % 2 == 0 ? 5 : 4);
 		/* One session each: no two of these names share a user. */
 		assert_int_equal(expect_doc(w, doc_topic, cases[i].name, true, 1, "{}"), 1);
 
 		snprintf(topic, sizeof(topic), "%s/state/k", doc_topic);
 		snprintf(value, sizeof(value), "v%zu", i);
-		write_text(c[i], topic, value);
+		publish_text_ok(c[i], topic, value, 1);
 		snprintf(expected, sizeof(expected), "{\"k\":\"%s\"}", value);
 		assert_int_equal(expect_doc(w, doc_topic, cases[i].name, true, 1, expected), 2);
 
 		snprintf(topic, sizeof(topic), "%s/state", doc_topic);
-		write_text(c[i], topic, "{\"m\":1}");
+		publish_text_ok(c[i], topic, "{\"m\":1}", 1);
 		snprintf(expected, sizeof(expected), "{\"k\":\"%s\",\"m\":1}", value);
 		assert_int_equal(expect_doc(w, doc_topic, cases[i].name, true, 1, expected), 3);
 	}
@@ -984,20 +886,20 @@ static void identity_clientid_tracks_sessions_by_client_id(void **state)
 	conf = broker_conf(extra);
 	b = broker_start(conf);
 	/* The watcher is a session too: its own document comes first. */
-	w = watcher_on(b, "presence/+");
+	w = client_watch(b, "watcher", "presence/+");
 	assert_int_equal(expect_doc(w, "presence/watcher", "watcher", true, 1, "{}"), 1);
 
 	/* Without a username. */
-	sensor = connect_as(b, "sensor-1", NULL, 4);
+	sensor = client_connect_as(b, "sensor-1", NULL, 4);
 	assert_int_equal(expect_doc(w, "presence/sensor-1", "sensor-1", true, 1, "{}"), 1);
-	write_text(sensor, "presence/sensor-1/state/temp", "21.5");
+	publish_text_ok(sensor, "presence/sensor-1/state/temp", "21.5", 1);
 	assert_int_equal(expect_doc(w, "presence/sensor-1", "sensor-1", true, 1, "{\"temp\":21.5}"),
 	                 2);
 
 	/* With a username: the client id is still the user. */
 	dev_alice = client_connect(b, &alice_opts);
 	seq = expect_doc(w, "presence/dev", "dev", true, 1, "{}");
-	write_text(dev_alice, "presence/dev/state/owner", "alice");
+	publish_text_ok(dev_alice, "presence/dev/state/owner", "alice", 1);
 	assert_int_equal(expect_doc(w, "presence/dev", "dev", true, 1, "{\"owner\":\"alice\"}"),
 	                 ++seq);
 	/* Writing under the username is writing someone else's state. */
@@ -1010,7 +912,7 @@ static void identity_clientid_tracks_sessions_by_client_id(void **state)
 	dev_bob = client_connect(b, &bob_opts);
 	assert_true(client_wait_closed(dev_alice, 5000));
 	expect_nothing(w);
-	write_text(dev_bob, "presence/dev/state/next", "bob");
+	publish_text_ok(dev_bob, "presence/dev/state/next", "bob", 1);
 	assert_int_equal(
 	    expect_doc(w, "presence/dev", "dev", true, 1, "{\"owner\":\"alice\",\"next\":\"bob\"}"),
 	    ++seq);
@@ -1043,10 +945,10 @@ static void ignored_users_get_no_document_and_cannot_write_state(void **state)
 	snprintf(extra, sizeof(extra), "%splugin_opt_ignore_users svc, bridge1\n", open_conf);
 	conf = broker_conf(extra);
 	b = broker_start(conf);
-	w = watcher_on(b, "presence/#");
-	svc = connect_as(b, "svc-1", "svc", 5);
-	bridge = connect_as(b, "bridge-1", "bridge1", 5);
-	bridge3 = connect_as(b, "bridge-2", "bridge1", 4);
+	w = client_watch(b, "watcher", "presence/#");
+	svc = client_connect_as(b, "svc-1", "svc", 5);
+	bridge = client_connect_as(b, "bridge-1", "bridge1", 5);
+	bridge3 = client_connect_as(b, "bridge-2", "bridge1", 4);
 	expect_nothing(w);
 
 	for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {
@@ -1061,7 +963,7 @@ static void ignored_users_get_no_document_and_cannot_write_state(void **state)
 	expect_nothing(w);
 
 	/* Everybody else is tracked as usual: alice's document is the first one published. */
-	alice = connect_as(b, "alice1", "alice", 5);
+	alice = client_connect_as(b, "alice1", "alice", 5);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), 1);
 	client_disconnect(svc);
 	client_disconnect(bridge);
@@ -1089,26 +991,26 @@ static void topic_prefix_moves_documents_writes_and_notices(void **state)
 	snprintf(extra, sizeof(extra), "%splugin_opt_topic_prefix acme/presence\n", open_conf);
 	conf = broker_conf(extra);
 	b = broker_start(conf);
-	w = watcher_on(b, "acme/presence/+");
-	plain = connect_as(b, "plain", NULL, 5);
+	w = client_watch(b, "watcher", "acme/presence/+");
+	plain = client_connect_as(b, "plain", NULL, 5);
 	assert_int_equal(client_subscribe(plain, "presence/#", 1), 1);
 
-	alice = connect_as(b, "alice1", "alice", 5);
+	alice = client_connect_as(b, "alice1", "alice", 5);
 	assert_int_equal(expect_doc(w, "acme/presence/alice", "alice", true, 1, "{}"), 1);
-	alice2 = connect_as(b, "alice2", "alice", 4);
+	alice2 = client_connect_as(b, "alice2", "alice", 4);
 	assert_int_equal(expect_doc(w, "acme/presence/alice", "alice", true, 2, "{}"), 2);
 	assert_int_equal(client_subscribe(alice2, "acme/presence/alice/error", 1), 1);
 
-	write_text(alice, "acme/presence/alice/state/status", "away");
+	publish_text_ok(alice, "acme/presence/alice/state/status", "away", 1);
 	assert_int_equal(
 	    expect_doc(w, "acme/presence/alice", "alice", true, 2, "{\"status\":\"away\"}"), 3);
-	write_text(alice, "acme/presence/alice/state", "{\"mood\":\"ok\"}");
+	publish_text_ok(alice, "acme/presence/alice/state", "{\"mood\":\"ok\"}", 1);
 	assert_int_equal(expect_doc(w, "acme/presence/alice", "alice", true, 2,
 	                            "{\"status\":\"away\",\"mood\":\"ok\"}"),
 	                 4);
 
 	/* A rejection notice goes to P/U/error under the prefix. */
-	write_text(alice, "acme/presence/alice/state", "[]");
+	publish_text_ok(alice, "acme/presence/alice/state", "[]", 1);
 	m = client_wait_msg(alice2, 5000);
 	assert_non_null(m);
 	assert_string_equal(m->topic, "acme/presence/alice/error");
