@@ -29,6 +29,33 @@ static void assert_document(const struct presence_document *doc, const char *exp
 	presence_document_free(text);
 }
 
+/* Renders the rejection notice for topic and error and asserts it gives exactly expected, with
+ * the right length. */
+static void assert_notice(const char *topic, const char *error, const char *expected)
+{
+	size_t len = 0;
+	char *text = presence_document_render_error(topic, error, &len);
+
+	assert_non_null(text);
+	assert_string_equal(text, expected);
+	assert_int_equal(len, strlen(expected));
+	presence_document_free(text);
+}
+
+/* Asserts that value (a built document; NULL fails) prints compactly as exactly expected, then
+ * deletes it. */
+static void assert_built(cJSON *value, const char *expected)
+{
+	char *text;
+
+	assert_non_null(value);
+	text = cJSON_PrintUnformatted(value);
+	assert_non_null(text);
+	assert_string_equal(text, expected);
+	cJSON_free(text);
+	cJSON_Delete(value);
+}
+
 /* Returns the parsed JSON text json, which must be valid. */
 static cJSON *parse(const char *json)
 {
@@ -90,19 +117,17 @@ static void a_nested_state_is_embedded_as_its_compact_rendering(void **state)
 	    .seq = 42,
 	    .state = st,
 	};
+	const char *expected =
+	    "{\"username\":\"carol\",\"available\":true,\"sessions\":1,\"since\":0,\"seq\":42,"
+	    "\"state\":{\"status\":\"busy\",\"loc\":{\"lat\":52.5,\"tags\":[\"a\",1,true,null,[]]},"
+	    "\"n\":-0.25,\"e\":{}}}";
 	char *state_text = cJSON_PrintUnformatted(st);
 
 	(void)state;
 	assert_non_null(state_text);
-	assert_document(&doc,
-	                "{\"username\":\"carol\",\"available\":true,\"sessions\":1,"
-	                "\"since\":0,\"seq\":42,\"state\":{\"status\":\"busy\",\"loc\":{"
-	                "\"lat\":52.5,\"tags\":[\"a\",1,true,null,[]]},\"n\":-0.25,\"e\":{}}}");
+	assert_document(&doc, expected);
 	/* Rendering leaves the state as it was, and can be done again. */
-	assert_document(&doc,
-	                "{\"username\":\"carol\",\"available\":true,\"sessions\":1,"
-	                "\"since\":0,\"seq\":42,\"state\":{\"status\":\"busy\",\"loc\":{"
-	                "\"lat\":52.5,\"tags\":[\"a\",1,true,null,[]]},\"n\":-0.25,\"e\":{}}}");
+	assert_document(&doc, expected);
 	cJSON_free(state_text);
 	state_text = cJSON_PrintUnformatted(st);
 	assert_non_null(state_text);
@@ -200,38 +225,13 @@ static void integers_render_exactly_even_beyond_2_to_the_53(void **state)
 
 static void a_rejection_notice_names_the_topic_and_the_error(void **state)
 {
-	size_t len = 0;
-	char *text;
-
 	(void)state;
-	text = presence_document_render_error("presence/alice/state", "state must be a JSON object",
-	                                      &len);
-	assert_non_null(text);
-	assert_string_equal(text,
-	                    "{\"topic\":\"presence/alice/state\",\"error\":\"state must be a JSON "
-	                    "object\"}");
-	assert_int_equal(len, strlen(text));
-	presence_document_free(text);
-
-	text = presence_document_render_error("presence/a%22b/state/x",
-	                                      "invalid key \"a/b\": keys are 1 to 128 bytes", &len);
-	assert_non_null(text);
-	assert_string_equal(text, "{\"topic\":\"presence/a%22b/state/x\",\"error\":\"invalid key "
-	                          "\\\"a/b\\\": keys are 1 to 128 bytes\"}");
-	assert_int_equal(len, strlen(text));
-	presence_document_free(text);
-}
-
-/* Prints value compactly, deletes it and returns the text (free with cJSON_free). */
-static char *print_and_delete(cJSON *value)
-{
-	char *text;
-
-	assert_non_null(value);
-	text = cJSON_PrintUnformatted(value);
-	assert_non_null(text);
-	cJSON_Delete(value);
-	return text;
+	assert_notice("presence/alice/state", "state must be a JSON object",
+	              "{\"topic\":\"presence/alice/state\",\"error\":\"state must be a JSON "
+	              "object\"}");
+	assert_notice("presence/a%22b/state/x", "invalid key \"a/b\": keys are 1 to 128 bytes",
+	              "{\"topic\":\"presence/a%22b/state/x\",\"error\":\"invalid key "
+	              "\\\"a/b\\\": keys are 1 to 128 bytes\"}");
 }
 
 static void a_built_document_is_the_rendered_one_with_known_appended(void **state)
@@ -258,22 +258,17 @@ static void a_built_document_is_the_rendered_one_with_known_appended(void **stat
 		assert_non_null(state_json);
 		for (j = 0; j < COUNT(docs); j++) {
 			struct presence_document doc = docs[j];
-			char *rendered, *built;
+			char *rendered;
 
 			doc.state = tree;
 			rendered = presence_document_render(&doc, &len);
 			assert_non_null(rendered);
 			/* The state given as text wins over doc.state. */
 			doc.state = NULL;
-			built = print_and_delete(presence_document_build(&doc, state_json, false));
-			assert_string_equal(built, rendered);
-			cJSON_free(built);
-
+			assert_built(presence_document_build(&doc, state_json, false), rendered);
 			snprintf(expected, sizeof(expected), "%.*s,\"known\":true}", (int)(len - 1),
 			         rendered);
-			built = print_and_delete(presence_document_build(&doc, state_json, true));
-			assert_string_equal(built, expected);
-			cJSON_free(built);
+			assert_built(presence_document_build(&doc, state_json, true), expected);
 			presence_document_free(rendered);
 		}
 		cJSON_free(state_json);
@@ -284,35 +279,26 @@ static void a_built_document_is_the_rendered_one_with_known_appended(void **stat
 static void a_built_document_without_state_text_has_empty_state(void **state)
 {
 	const struct presence_document doc = {"bob", false, 0, 5, 6, NULL};
-	char *built;
 
 	(void)state;
-	built = print_and_delete(presence_document_build(&doc, NULL, true));
-	assert_string_equal(built, "{\"username\":\"bob\",\"available\":false,\"sessions\":0,"
-	                           "\"since\":5,\"seq\":6,\"state\":{},\"known\":true}");
-	cJSON_free(built);
+	assert_built(presence_document_build(&doc, NULL, true),
+	             "{\"username\":\"bob\",\"available\":false,\"sessions\":0,\"since\":5,"
+	             "\"seq\":6,\"state\":{},\"known\":true}");
 }
 
 static void an_unknown_user_has_only_name_availability_and_known(void **state)
 {
-	char *built;
-
 	(void)state;
-	built = print_and_delete(presence_document_build_unknown("nobody"));
-	assert_string_equal(built, "{\"username\":\"nobody\",\"available\":false,"
-	                           "\"known\":false}");
-	cJSON_free(built);
-	built = print_and_delete(presence_document_build_unknown("a\"b/\xC3\xAB"));
-	assert_string_equal(built, "{\"username\":\"a\\\"b/\xC3\xAB\",\"available\":false,"
-	                           "\"known\":false}");
-	cJSON_free(built);
+	assert_built(presence_document_build_unknown("nobody"),
+	             "{\"username\":\"nobody\",\"available\":false,\"known\":false}");
+	assert_built(presence_document_build_unknown("a\"b/\xC3\xAB"),
+	             "{\"username\":\"a\\\"b/\xC3\xAB\",\"available\":false,\"known\":false}");
 }
 
 static void build_returns_null_on_every_allocation_failure(void **state)
 {
 	const struct presence_document doc = {"dave", true, 3, 1764265200123, 9, NULL};
 	cJSON *built = NULL;
-	char *text;
 	long n;
 
 	(void)state;
@@ -325,11 +311,9 @@ static void build_returns_null_on_every_allocation_failure(void **state)
 		}
 	}
 	assert_true(n > 0);
-	text = print_and_delete(built);
-	assert_string_equal(text, "{\"username\":\"dave\",\"available\":true,\"sessions\":3,"
-	                          "\"since\":1764265200123,\"seq\":9,\"state\":{\"a\":[1,2]},"
-	                          "\"known\":true}");
-	cJSON_free(text);
+	assert_built(built, "{\"username\":\"dave\",\"available\":true,\"sessions\":3,"
+	                    "\"since\":1764265200123,\"seq\":9,\"state\":{\"a\":[1,2]},"
+	                    "\"known\":true}");
 
 	for (n = 0; n < 1000; n++) {
 		failalloc_fail_after(n);
@@ -340,9 +324,7 @@ static void build_returns_null_on_every_allocation_failure(void **state)
 		}
 	}
 	assert_true(n > 0);
-	text = print_and_delete(built);
-	assert_string_equal(text, "{\"username\":\"zed\",\"available\":false,\"known\":false}");
-	cJSON_free(text);
+	assert_built(built, "{\"username\":\"zed\",\"available\":false,\"known\":false}");
 }
 
 static void free_accepts_null(void **state)

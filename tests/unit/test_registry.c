@@ -105,6 +105,87 @@ static void connect_user(struct presence_registry *reg, const void *client, cons
 	assert_int_equal(presence_registry_session_start(reg, client, user), PRESENCE_OK);
 }
 
+/* Flushes every dirty user, publishing every due document; returns how many were due. The
+ * last one is left in *doc. */
+static int flush_all(struct presence_registry *reg, struct presence_document *doc, int64_t now)
+{
+	struct presence_user *user;
+	int published = 0;
+	bool due;
+
+	while ((user = presence_registry_dirty_next(reg)) != NULL) {
+		assert_int_equal(presence_registry_document_prepare(reg, user, now, doc, &due),
+		                 PRESENCE_OK);
+		if (due) {
+			presence_registry_document_sent(reg, user);
+			published++;
+		}
+	}
+	presence_registry_flush_done(reg);
+	return published;
+}
+
+/* Sets one state key of user, asserting success. */
+static void set_key(struct presence_user *user, const char *key, const char *value)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed;
+
+	assert_int_equal(presence_state_set_key(presence_user_state(user), &limits, key,
+	                                        strlen(key), value, strlen(value), &changed,
+	                                        reason),
+	                 PRESENCE_OK);
+}
+
+/* Merges patch (a JSON object) into the state of user, asserting success. */
+static void merge_state(struct presence_user *user, const char *patch)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed;
+
+	assert_int_equal(presence_state_merge(presence_user_state(user), &limits, patch,
+	                                      strlen(patch), &changed, reason),
+	                 PRESENCE_OK);
+}
+
+/* Advances the monotonic clock by ms and lets the registry expire the offline deadlines that
+ * have passed. */
+static void expire_after(struct presence_registry *reg, int64_t ms)
+{
+	fake_monotonic += ms;
+	presence_registry_offline_expire(reg);
+}
+
+/* Asserts that the user named name is dirty, and nobody else. */
+static void assert_only_dirty(struct presence_registry *reg, const char *name)
+{
+	struct presence_user *user = presence_registry_dirty_next(reg);
+
+	assert_non_null(user);
+	assert_string_equal(presence_user_name(user), name);
+	assert_null(presence_registry_dirty_next(reg));
+}
+
+/* Asserts the numbers of a document: available, sessions, seq and since (ms). */
+static void assert_doc(const struct presence_document *doc, bool available, unsigned int sessions,
+                       uint64_t seq, int64_t since_ms)
+{
+	assert_int_equal(doc->available, available);
+	assert_int_equal(doc->sessions, sessions);
+	assert_int_equal(doc->seq, seq);
+	assert_int_equal(doc->since_ms, since_ms);
+}
+
+/* Asserts that the state rendered in doc is json. */
+static void assert_doc_state(const struct presence_document *doc, const char *json)
+{
+	char *text = cJSON_PrintUnformatted(doc->state);
+
+	assert_non_null(text);
+	assert_string_equal(text, json);
+	cJSON_free(text);
+}
+
 static void two_sessions_of_one_user_count_as_one_available_user(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
@@ -115,26 +196,17 @@ static void two_sessions_of_one_user_count_as_one_available_user(void **ctx)
 	promote_all(reg, "alice");
 	assert_true(flush_one(reg, &doc, 1000));
 	assert_string_equal(doc.username, "alice");
-	assert_true(doc.available);
-	assert_int_equal(doc.sessions, 2);
-	assert_int_equal(doc.seq, 1);
-	assert_int_equal(doc.since_ms, 1000);
+	assert_doc(&doc, true, 2, 1, 1000);
 	assert_int_equal(presence_registry_available_count(reg), 1);
 	assert_int_equal(presence_registry_active_session_count(reg), 2);
 
 	presence_registry_session_gone(reg, A);
 	assert_true(flush_one(reg, &doc, 2000));
-	assert_true(doc.available);
-	assert_int_equal(doc.sessions, 1);
-	assert_int_equal(doc.seq, 2);
-	assert_int_equal(doc.since_ms, 1000);
+	assert_doc(&doc, true, 1, 2, 1000);
 
 	presence_registry_session_gone(reg, B);
 	assert_true(flush_one(reg, &doc, 3000));
-	assert_false(doc.available);
-	assert_int_equal(doc.sessions, 0);
-	assert_int_equal(doc.seq, 3);
-	assert_int_equal(doc.since_ms, 3000);
+	assert_doc(&doc, false, 0, 3, 3000);
 	assert_int_equal(presence_registry_available_count(reg), 0);
 	assert_int_equal(presence_registry_active_session_count(reg), 0);
 }
@@ -181,14 +253,10 @@ static void takeover_keeps_the_state(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *alice;
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	connect_user(reg, A, "alice");
 	alice = presence_registry_user_find(reg, "alice");
-	assert_int_equal(presence_state_set_key(presence_user_state(alice), &limits, "s", 1, "x", 1,
-	                                        &changed, reason),
-	                 PRESENCE_OK);
+	set_key(alice, "s", "x");
 	assert_true(flush_one(reg, &doc, 1000));
 
 	assert_int_equal(presence_registry_session_pending(reg, B), PRESENCE_OK);
@@ -214,9 +282,7 @@ static void second_disconnect_of_resumed_session_is_ignored(void **ctx)
 	presence_registry_session_gone(reg, A);
 	promote_all(reg, "alice");
 	assert_true(flush_one(reg, &doc, 3000));
-	assert_true(doc.available);
-	assert_int_equal(doc.sessions, 1);
-	assert_int_equal(doc.seq, 3);
+	assert_doc(&doc, true, 1, 3, 3000);
 }
 
 static void login_seen_again_for_a_known_client_changes_nothing(void **ctx)
@@ -278,8 +344,6 @@ static void change_undone_within_an_iteration_publishes_nothing(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *alice;
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	connect_user(reg, A, "alice");
 	alice = presence_registry_user_find(reg, "alice");
@@ -288,12 +352,8 @@ static void change_undone_within_an_iteration_publishes_nothing(void **ctx)
 	/* A second session comes and goes, and the state is set and removed. */
 	connect_user(reg, B, "alice");
 	presence_registry_session_gone(reg, B);
-	assert_int_equal(presence_state_set_key(presence_user_state(alice), &limits, "k", 1, "v", 1,
-	                                        &changed, reason),
-	                 PRESENCE_OK);
-	assert_int_equal(presence_state_set_key(presence_user_state(alice), &limits, "k", 1, "", 0,
-	                                        &changed, reason),
-	                 PRESENCE_OK);
+	set_key(alice, "k", "v");
+	set_key(alice, "k", "");
 	presence_registry_user_changed(reg, alice);
 	assert_false(flush_one(reg, &doc, 2000));
 }
@@ -317,14 +377,10 @@ static void state_is_cleared_when_the_user_becomes_unavailable(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *alice;
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	connect_user(reg, A, "alice");
 	alice = presence_registry_user_find(reg, "alice");
-	assert_int_equal(presence_state_set_key(presence_user_state(alice), &limits, "status", 6,
-	                                        "away", 4, &changed, reason),
-	                 PRESENCE_OK);
+	set_key(alice, "status", "away");
 	assert_true(flush_one(reg, &doc, 1000));
 	assert_string_equal(presence_state_json(presence_user_state(alice)),
 	                    "{\"status\":\"away\"}");
@@ -341,15 +397,11 @@ static void state_change_alone_publishes_with_the_same_since(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *alice;
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	connect_user(reg, A, "alice");
 	alice = presence_registry_user_find(reg, "alice");
 	assert_true(flush_one(reg, &doc, 1000));
-	assert_int_equal(presence_state_merge(presence_user_state(alice), &limits, "{\"a\":1}", 7,
-	                                      &changed, reason),
-	                 PRESENCE_OK);
+	merge_state(alice, "{\"a\":1}");
 	presence_registry_user_changed(reg, alice);
 	assert_true(flush_one(reg, &doc, 5000));
 	assert_int_equal(doc.since_ms, 1000);
@@ -384,8 +436,7 @@ static void published_document_is_the_last_one_sent_not_the_live_values(void **c
 	struct presence_document doc, pub;
 	struct presence_user *alice;
 	const char *state_json = "unset";
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed, due;
+	bool due;
 
 	/* Created by a state write before its first document: not known yet. */
 	assert_int_equal(presence_registry_user_get(reg, "alice", &alice), PRESENCE_OK);
@@ -396,21 +447,15 @@ static void published_document_is_the_last_one_sent_not_the_live_values(void **c
 	assert_true(flush_one(reg, &doc, 1000));
 	assert_true(presence_user_published(alice, &pub, &state_json));
 	assert_string_equal(pub.username, "alice");
-	assert_true(pub.available);
-	assert_int_equal(pub.sessions, 1);
-	assert_int_equal(pub.since_ms, 1000);
-	assert_int_equal(pub.seq, 1);
+	assert_doc(&pub, true, 1, 1, 1000);
 	assert_null(pub.state);
 	assert_string_equal(state_json, "{}");
 
 	/* Live changes that are not published yet do not show. */
-	assert_int_equal(presence_state_merge(presence_user_state(alice), &limits,
-	                                      "{\"status\":\"away\"}", 17, &changed, reason),
-	                 PRESENCE_OK);
+	merge_state(alice, "{\"status\":\"away\"}");
 	connect_user(reg, B, "alice");
 	assert_true(presence_user_published(alice, &pub, &state_json));
-	assert_int_equal(pub.sessions, 1);
-	assert_int_equal(pub.seq, 1);
+	assert_doc(&pub, true, 1, 1, 1000);
 	assert_string_equal(state_json, "{}");
 
 	/* A prepared document that failed to publish does not show either. */
@@ -427,9 +472,7 @@ static void published_document_is_the_last_one_sent_not_the_live_values(void **c
 	/* Once sent, it does. */
 	assert_true(flush_one(reg, &doc, 3000));
 	assert_true(presence_user_published(alice, &pub, &state_json));
-	assert_int_equal(pub.sessions, 2);
-	assert_int_equal(pub.seq, 2);
-	assert_int_equal(pub.since_ms, 1000);
+	assert_doc(&pub, true, 2, 2, 1000);
 	assert_string_equal(state_json, "{\"status\":\"away\"}");
 
 	/* Offline: the final document, with the state cleared. */
@@ -437,10 +480,7 @@ static void published_document_is_the_last_one_sent_not_the_live_values(void **c
 	presence_registry_session_gone(reg, B);
 	assert_true(flush_one(reg, &doc, 4000));
 	assert_true(presence_user_published(alice, &pub, &state_json));
-	assert_false(pub.available);
-	assert_int_equal(pub.sessions, 0);
-	assert_int_equal(pub.since_ms, 4000);
-	assert_int_equal(pub.seq, 3);
+	assert_doc(&pub, false, 0, 3, 4000);
 	assert_string_equal(state_json, "{}");
 }
 
@@ -514,48 +554,6 @@ static void many_users_and_sessions_are_tracked_independently(void **ctx)
 	assert_int_equal(presence_registry_available_count(reg), 250);
 }
 
-/* Sets one state key of user, asserting success. */
-static void set_key(struct presence_user *user, const char *key, const char *value)
-{
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
-
-	assert_int_equal(presence_state_set_key(presence_user_state(user), &limits, key,
-	                                        strlen(key), value, strlen(value), &changed,
-	                                        reason),
-	                 PRESENCE_OK);
-}
-
-/* Flushes every dirty user, publishing every due document; returns how many were due. The
- * last one is left in *doc. */
-static int flush_all(struct presence_registry *reg, struct presence_document *doc, int64_t now)
-{
-	struct presence_user *user;
-	int published = 0;
-	bool due;
-
-	while ((user = presence_registry_dirty_next(reg)) != NULL) {
-		assert_int_equal(presence_registry_document_prepare(reg, user, now, doc, &due),
-		                 PRESENCE_OK);
-		if (due) {
-			presence_registry_document_sent(reg, user);
-			published++;
-		}
-	}
-	presence_registry_flush_done(reg);
-	return published;
-}
-
-/* Asserts that the state rendered in doc is json. */
-static void assert_doc_state(const struct presence_document *doc, const char *json)
-{
-	char *text = cJSON_PrintUnformatted(doc->state);
-
-	assert_non_null(text);
-	assert_string_equal(text, json);
-	cJSON_free(text);
-}
-
 static void reconnect_within_the_offline_delay_publishes_nothing(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
@@ -569,8 +567,7 @@ static void reconnect_within_the_offline_delay_publishes_nothing(void **ctx)
 	presence_registry_session_gone(reg, A);
 	assert_true(presence_user_offline_pending(alice));
 	assert_false(flush_one(reg, &doc, 2000));
-	fake_monotonic += 1999;
-	presence_registry_offline_expire(reg);
+	expire_after(reg, 1999);
 	assert_null(presence_registry_dirty_next(reg));
 
 	connect_user(reg, B, "alice");
@@ -578,8 +575,7 @@ static void reconnect_within_the_offline_delay_publishes_nothing(void **ctx)
 	assert_false(flush_one(reg, &doc, 3000));
 
 	/* The cancelled deadline never fires. */
-	fake_monotonic += 60000;
-	presence_registry_offline_expire(reg);
+	expire_after(reg, 60000);
 	assert_null(presence_registry_dirty_next(reg));
 }
 
@@ -594,22 +590,16 @@ static void staying_away_publishes_one_unavailable_document_when_the_delay_ends(
 	presence_registry_session_gone(reg, A);
 	assert_false(flush_one(reg, &doc, 1764265205001));
 
-	fake_monotonic += 1999;
-	presence_registry_offline_expire(reg);
+	expire_after(reg, 1999);
 	assert_null(presence_registry_dirty_next(reg));
-	fake_monotonic += 1;
 	fake_wall += 2000;
-	presence_registry_offline_expire(reg);
+	expire_after(reg, 1);
 	assert_true(flush_one(reg, &doc, fake_wall));
-	assert_false(doc.available);
-	assert_int_equal(doc.sessions, 0);
-	assert_int_equal(doc.seq, 2);
 	/* since is when the last session left, not when the delay ended. */
-	assert_int_equal(doc.since_ms, 1764265205000);
+	assert_doc(&doc, false, 0, 2, 1764265205000);
 	assert_false(presence_user_offline_pending(presence_registry_user_find(reg, "alice")));
 
-	fake_monotonic += 60000;
-	presence_registry_offline_expire(reg);
+	expire_after(reg, 60000);
 	assert_null(presence_registry_dirty_next(reg));
 }
 
@@ -617,7 +607,6 @@ static void offline_deadlines_are_reached_first_in_first_out(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
-	struct presence_user *user;
 
 	connect_user(reg, A, "alice");
 	connect_user(reg, B, "bob");
@@ -633,19 +622,11 @@ static void offline_deadlines_are_reached_first_in_first_out(void **ctx)
 	connect_user(reg, &clients[3], "bob");
 	assert_int_equal(flush_all(reg, &doc, 2000), 0);
 
-	fake_monotonic += 1850; /* alice's deadline is 50 ms ago, carol's is 150 ms ahead. */
-	presence_registry_offline_expire(reg);
-	user = presence_registry_dirty_next(reg);
-	assert_non_null(user);
-	assert_string_equal(presence_user_name(user), "alice");
-	assert_null(presence_registry_dirty_next(reg));
+	expire_after(reg, 1850); /* alice's deadline is 50 ms ago, carol's is 150 ms ahead. */
+	assert_only_dirty(reg, "alice");
 
-	fake_monotonic += 150;
-	presence_registry_offline_expire(reg);
-	user = presence_registry_dirty_next(reg);
-	assert_non_null(user);
-	assert_string_equal(presence_user_name(user), "carol");
-	assert_null(presence_registry_dirty_next(reg));
+	expire_after(reg, 150);
+	assert_only_dirty(reg, "carol");
 }
 
 static void session_count_change_within_the_delay_is_published(void **ctx)
@@ -662,10 +643,7 @@ static void session_count_change_within_the_delay_is_published(void **ctx)
 	assert_false(flush_one(reg, &doc, 2000));
 	connect_user(reg, C, "alice");
 	assert_true(flush_one(reg, &doc, 3000));
-	assert_true(doc.available);
-	assert_int_equal(doc.sessions, 1);
-	assert_int_equal(doc.since_ms, 1000);
-	assert_int_equal(doc.seq, 2);
+	assert_doc(&doc, true, 1, 2, 1000);
 }
 
 static void takeover_with_a_delay_publishes_nothing(void **ctx)
@@ -679,8 +657,7 @@ static void takeover_with_a_delay_publishes_nothing(void **ctx)
 	presence_registry_session_gone(reg, A);
 	promote_all(reg, "alice");
 	assert_false(flush_one(reg, &doc, 2000));
-	fake_monotonic += 60000;
-	presence_registry_offline_expire(reg);
+	expire_after(reg, 60000);
 	assert_null(presence_registry_dirty_next(reg));
 }
 
@@ -716,8 +693,7 @@ static void state_survives_a_reconnect_within_the_delay_and_is_cleared_after_it(
 	presence_registry_session_gone(reg, B);
 	assert_false(flush_one(reg, &doc, 4000));
 	assert_false(presence_state_is_empty(presence_user_state(alice)));
-	fake_monotonic += 2000;
-	presence_registry_offline_expire(reg);
+	expire_after(reg, 2000);
 	assert_true(flush_one(reg, &doc, 5000));
 	assert_false(doc.available);
 	assert_doc_state(&doc, "{}");
@@ -945,10 +921,7 @@ static void restored_available_user_gets_a_correction(void **ctx)
 	/* Only alice was shown as available; bob's record matches what he is. */
 	assert_int_equal(flush_all(reg, &doc, 50000), 1);
 	assert_string_equal(doc.username, "alice");
-	assert_false(doc.available);
-	assert_int_equal(doc.sessions, 0);
-	assert_int_equal(doc.seq, 8);
-	assert_int_equal(doc.since_ms, 50000);
+	assert_doc(&doc, false, 0, 8, 50000);
 	assert_doc_state(&doc, "{}");
 
 	/* bob continues from his recorded seq. */
@@ -990,9 +963,7 @@ static void restored_state_that_is_no_longer_kept_is_cleared(void **ctx)
 	assert_int_equal(presence_registry_user_restore(reg, "bob", 3, 900, false, state),
 	                 PRESENCE_OK);
 	assert_int_equal(flush_all(reg, &doc, 50000), 1);
-	assert_false(doc.available);
-	assert_int_equal(doc.seq, 4);
-	assert_int_equal(doc.since_ms, 900);
+	assert_doc(&doc, false, 0, 4, 900);
 	assert_doc_state(&doc, "{}");
 	cJSON_Delete(state);
 }
