@@ -105,6 +105,17 @@ static void connect_user(struct presence_registry *reg, const void *client, cons
 	assert_int_equal(presence_registry_session_start(reg, client, user), PRESENCE_OK);
 }
 
+/* Plays a new connection replacing client old, in Mosquitto 2.0's order: the new client's
+ * BASIC_AUTH, then old's DISCONNECT, then the end of the loop iteration, which promotes the new
+ * client as user. A take-over and a resumed persistent session both look like this. */
+static void takeover(struct presence_registry *reg, const void *old, const void *new_client,
+                     const char *user)
+{
+	assert_int_equal(presence_registry_session_pending(reg, new_client), PRESENCE_OK);
+	presence_registry_session_gone(reg, old);
+	promote_all(reg, user);
+}
+
 /* Flushes every dirty user, publishing every due document; returns how many were due. The
  * last one is left in *doc. */
 static int flush_all(struct presence_registry *reg, struct presence_document *doc, int64_t now)
@@ -240,10 +251,7 @@ static void takeover_keeps_user_available_and_publishes_nothing(void **ctx)
 	connect_user(reg, A, "alice");
 	assert_true(flush_one(reg, &doc, 1000));
 
-	/* Mosquitto 2.0 order: new BASIC_AUTH, old DISCONNECT, TICK. */
-	assert_int_equal(presence_registry_session_pending(reg, B), PRESENCE_OK);
-	presence_registry_session_gone(reg, A);
-	promote_all(reg, "alice");
+	takeover(reg, A, B, "alice");
 	assert_false(flush_one(reg, &doc, 2000));
 	assert_int_equal(presence_user_sessions(presence_registry_user_find(reg, "alice")), 1);
 }
@@ -259,9 +267,7 @@ static void takeover_keeps_the_state(void **ctx)
 	set_key(alice, "s", "x");
 	assert_true(flush_one(reg, &doc, 1000));
 
-	assert_int_equal(presence_registry_session_pending(reg, B), PRESENCE_OK);
-	presence_registry_session_gone(reg, A);
-	promote_all(reg, "alice");
+	takeover(reg, A, B, "alice");
 	assert_false(flush_one(reg, &doc, 2000));
 	assert_string_equal(presence_state_json(presence_user_state(alice)), "{\"s\":\"x\"}");
 }
@@ -278,9 +284,7 @@ static void second_disconnect_of_resumed_session_is_ignored(void **ctx)
 	assert_false(doc.available);
 
 	/* Resume: new pointer B, then a second DISCONNECT for the old context A. */
-	assert_int_equal(presence_registry_session_pending(reg, B), PRESENCE_OK);
-	presence_registry_session_gone(reg, A);
-	promote_all(reg, "alice");
+	takeover(reg, A, B, "alice");
 	assert_true(flush_one(reg, &doc, 3000));
 	assert_doc(&doc, true, 1, 3, 3000);
 }
@@ -653,9 +657,7 @@ static void takeover_with_a_delay_publishes_nothing(void **ctx)
 
 	connect_user(reg, A, "alice");
 	assert_true(flush_one(reg, &doc, 1000));
-	assert_int_equal(presence_registry_session_pending(reg, B), PRESENCE_OK);
-	presence_registry_session_gone(reg, A);
-	promote_all(reg, "alice");
+	takeover(reg, A, B, "alice");
 	assert_false(flush_one(reg, &doc, 2000));
 	expire_after(reg, 60000);
 	assert_null(presence_registry_dirty_next(reg));
