@@ -42,8 +42,11 @@ for user in alice bob carol; do
   mosquitto_passwd -b "$run/passwd" "$user" "$user-pw"
 done
 
-sed -e "s/^listener 1883 127.0.0.1$/listener $port 127.0.0.1/" examples/mosquitto.conf \
-  > "$run/mosquitto.conf"
+# One state file per port: two demo brokers (this one and the one tests/run.sh starts for the
+# README examples) must never share one.
+sed -e "s/^listener 1883 127.0.0.1$/listener $port 127.0.0.1/" \
+  -e "s|^plugin_opt_state_file examples/.run/presence-state.json$|plugin_opt_state_file $run/presence-state-$port.json|" \
+  examples/mosquitto.conf > "$run/mosquitto.conf"
 if [ "$(id -u)" -eq 0 ]; then
   # Mosquitto started as root switches to the "mosquitto" user, which may not be able to
   # read this checkout; a demo broker on loopback keeps root instead.
@@ -66,6 +69,9 @@ mosquitto-presence demo broker on 127.0.0.1:$port (Ctrl-C stops it). Try, in oth
   mosquitto_pub -p $port -u alice -P alice-pw -t presence/alice/state -m '{"status":"busy","until":"15:00"}'
 
   # Stop 2 with Ctrl-C: alice goes offline and her state is cleared.
+
+  # 4: ask once about several users, known or not (README, "Queries")
+  mosquitto_rr -p $port -u bob -P bob-pw -t '\$CONTROL/presence/v1' -e '\$CONTROL/presence/v1/response' -m '{"commands":[{"command":"getPresence","usernames":["alice","zed"]}]}'
 
 EOT
 # Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.

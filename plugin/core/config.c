@@ -30,6 +30,12 @@
 #define MAX_STATE_BYTES_MAX 1048576u
 #define MAX_KEYS_MIN 1u
 #define MAX_KEYS_MAX 65535u
+#define MAX_QUERY_USERS_MIN 1u
+#define MAX_QUERY_USERS_MAX 100000u
+#define METRICS_INTERVAL_MIN 0u
+/* One day: anything longer is as good as disabled, and 0 already says that. */
+#define METRICS_INTERVAL_MAX 86400u
+#define OFFLINE_DELAY_MAX 86400u
 
 /* Space for the "what is allowed" part of an error message. */
 #define REASON_SIZE 128
@@ -49,7 +55,7 @@ struct option_spec {
 	enum presence_err (*parse)(struct presence_config *cfg, const char *value, char *reason,
 	                           size_t reason_size);
 	/* The value used when the option is not given, or NULL when the zeroed field (an empty
-	 * list) is the default. */
+	 * list, no state file) is the default. */
 	const char *default_value;
 };
 
@@ -225,6 +231,84 @@ static enum presence_err config_max_keys(struct presence_config *cfg, const char
 	return PRESENCE_OK;
 }
 
+/* An integer from MAX_QUERY_USERS_MIN to MAX_QUERY_USERS_MAX. */
+static enum presence_err config_max_query_users(struct presence_config *cfg, const char *value,
+                                                char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_QUERY_USERS_MIN, MAX_QUERY_USERS_MAX,
+	                       &cfg->max_query_users)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_QUERY_USERS_MIN,
+		         MAX_QUERY_USERS_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* An integer number of seconds from 0 to OFFLINE_DELAY_MAX (one day). */
+static enum presence_err config_offline_delay(struct presence_config *cfg, const char *value,
+                                              char *reason, size_t reason_size)
+{
+	size_t seconds;
+
+	if (!config_parse_size(value, 0, OFFLINE_DELAY_MAX, &seconds)) {
+		snprintf(reason, reason_size, "use an integer number of seconds from 0 to %u",
+		         OFFLINE_DELAY_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	cfg->offline_delay = (unsigned int)seconds;
+	return PRESENCE_OK;
+}
+
+/* Accepts "true" or "false". */
+static enum presence_err config_keep_state(struct presence_config *cfg, const char *value,
+                                           char *reason, size_t reason_size)
+{
+	if (strcmp(value, "true") == 0) {
+		cfg->keep_state = true;
+	} else if (strcmp(value, "false") == 0) {
+		cfg->keep_state = false;
+	} else {
+		snprintf(reason, reason_size, "use \"true\" or \"false\"");
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* Seconds, from METRICS_INTERVAL_MIN (0: no metrics) to METRICS_INTERVAL_MAX. */
+static enum presence_err config_metrics_interval(struct presence_config *cfg, const char *value,
+                                                 char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, METRICS_INTERVAL_MIN, METRICS_INTERVAL_MAX,
+	                       &cfg->metrics_interval)) {
+		snprintf(reason, reason_size,
+		         "use a number of seconds from %u to %u (0 disables the metrics)",
+		         METRICS_INTERVAL_MIN, METRICS_INTERVAL_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* A path naming a file: non-empty, not ending in '/'. The directory is checked at startup,
+ * where the file is used (the configuration is pure text). */
+static enum presence_err config_state_file(struct presence_config *cfg, const char *value,
+                                           char *reason, size_t reason_size)
+{
+	size_t len = strlen(value);
+	char *copy;
+
+	if (len == 0 || value[len - 1] == '/') {
+		snprintf(reason, reason_size,
+		         "give the path of a file, such as /var/lib/mosquitto/presence-state.json");
+		return PRESENCE_ERR_INVAL;
+	}
+	copy = config_strndup(value, len);
+	if (copy == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	cfg->state_file = copy;
+	return PRESENCE_OK;
+}
+
 /* Returns true for the blanks trimmed around each ignore_users name. */
 static bool config_is_blank(char c)
 {
@@ -329,6 +413,11 @@ static const struct option_spec option_table[] = {
     {"acl", config_acl, "defer"},
     {"max_state_bytes", config_max_state_bytes, "8192"},
     {"max_keys", config_max_keys, "64"},
+    {"max_query_users", config_max_query_users, "1000"},
+    {"metrics_interval", config_metrics_interval, "10"},
+    {"offline_delay", config_offline_delay, "0"},
+    {"keep_state", config_keep_state, "false"},
+    {"state_file", config_state_file, NULL},
 };
 
 #define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
@@ -462,6 +551,7 @@ void presence_config_free(struct presence_config *cfg)
 {
 	config_free_names(cfg->ignore_users, cfg->ignore_users_count);
 	free(cfg->topic_prefix);
+	free(cfg->state_file);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -492,12 +582,15 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 	}
 	config_append(buf, size, &len,
 	              "topic_prefix=%s identity=%s auth=%s acl=%s max_state_bytes=%zu max_keys=%zu "
-	              "ignore_users=",
+	              "max_query_users=%zu metrics_interval=%zu offline_delay=%u keep_state=%s "
+	              "state_file=%s ignore_users=",
 	              cfg->topic_prefix != NULL ? cfg->topic_prefix : "",
 	              cfg->identity == PRESENCE_IDENTITY_CLIENTID ? "clientid" : "username",
 	              cfg->auth == PRESENCE_MODE_ALLOW ? "allow" : "defer",
 	              cfg->acl == PRESENCE_MODE_ALLOW ? "allow" : "defer", cfg->max_state_bytes,
-	              cfg->max_keys);
+	              cfg->max_keys, cfg->max_query_users, cfg->metrics_interval,
+	              cfg->offline_delay, cfg->keep_state ? "true" : "false",
+	              cfg->state_file != NULL ? cfg->state_file : "(none)");
 	if (cfg->ignore_users_count == 0) {
 		config_append(buf, size, &len, "(none)");
 	}

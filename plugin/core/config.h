@@ -58,6 +58,21 @@ struct presence_config {
 	size_t max_state_bytes;
 	/* Most top-level state keys per user. Default 64. */
 	size_t max_keys;
+	/* Most user names one query request may ask about, over all its commands. Default 1000;
+	 * 1 to 100000. */
+	size_t max_query_users;
+	/* Seconds between two publications of the $SYS metrics; 0 disables them. Default 10;
+	 * 0 to 86400. */
+	size_t metrics_interval;
+	/* Seconds a user stays available after its last session left, waiting for one to come
+	 * back; 0 to 86400. Default 0 (unavailable at once). */
+	unsigned int offline_delay;
+	/* Whether a user's state is kept while it is offline (and in the state file). Default
+	 * false. */
+	bool keep_state;
+	/* Path of the state file, or NULL (the default) for none. Non-empty, not ending in '/';
+	 * whether its directory exists is checked when the plugin starts. */
+	char *state_file;
 };
 
 /* Fills cfg from count options. On success returns PRESENCE_OK. On failure returns
@@ -65,8 +80,8 @@ struct presence_config {
  * NUL-terminated message into err (err_size bytes) naming the option, and leaves cfg empty
  * (safe to pass to presence_config_free). */
 enum presence_err presence_config_parse(struct presence_config *cfg,
-					const struct presence_option *opts, size_t count,
-					char *err, size_t err_size);
+                                        const struct presence_option *opts, size_t count, char *err,
+                                        size_t err_size);
 
 /* Frees what cfg owns and zeroes it. */
 void presence_config_free(struct presence_config *cfg);

@@ -15,7 +15,10 @@
  * int64/uint64 exactly (cJSON keeps numbers as doubles and would print 2^53 as
  * 9.00719925474099e+15).
  *
- * The rejection notice is rare and stays a plain cJSON object.
+ * A query's answer for a known user is the same rendering with ,"known":true before the closing
+ * brace, so it is byte for byte the retained document plus that key; it is handed to the query's
+ * response as a raw cJSON item. The rejection notice and the answer for an unknown name are rare
+ * and stay plain cJSON objects.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -84,8 +87,10 @@ static bool escape_name(const char *name, char *buf, size_t size)
 	return size <= INT32_MAX && cJSON_PrintPreallocated(&item, buf, (int)size, false);
 }
 
-char *presence_document_render_with(const struct presence_document *doc, size_t *len,
-                                    presence_document_alloc_fn alloc)
+/* Renders doc into one buffer from alloc (see presence_document_render_with), with
+ * ,"known":true before the closing brace when known is true. */
+static char *render(const struct presence_document *doc, bool known, size_t *len,
+                    presence_document_alloc_fn alloc)
 {
 	char name_stack[ESCAPED_SIZE(NAME_STACK_BYTES)];
 	char sessions[INTEGER_TEXT_SIZE], since[INTEGER_TEXT_SIZE], seq[INTEGER_TEXT_SIZE];
@@ -128,7 +133,8 @@ char *presence_document_render_with(const struct presence_document *doc, size_t 
 	pieces[count++] = doc->state_json != NULL
 	                      ? (struct piece){doc->state_json, strlen(doc->state_json)}
 	                      : (struct piece)LITERAL("{}");
-	pieces[count++] = (struct piece)LITERAL("}");
+	pieces[count++] =
+	    known ? (struct piece)LITERAL(",\"known\":true}") : (struct piece)LITERAL("}");
 
 	for (size_t i = 0; i < count; i++) {
 		total += pieces[i].len;
@@ -152,9 +158,15 @@ out_free_name:
 	return text;
 }
 
+char *presence_document_render_with(const struct presence_document *doc, size_t *len,
+                                    presence_document_alloc_fn alloc)
+{
+	return render(doc, false, len, alloc);
+}
+
 char *presence_document_render(const struct presence_document *doc, size_t *len)
 {
-	return presence_document_render_with(doc, len, cJSON_malloc);
+	return render(doc, false, len, cJSON_malloc);
 }
 
 /* Prints root compactly and deletes it. Returns the text, or NULL when allocation fails. */
@@ -165,6 +177,36 @@ static char *print_and_delete(cJSON *root, size_t *len)
 	cJSON_Delete(root);
 	*len = text != NULL ? strlen(text) : 0;
 	return text;
+}
+
+cJSON *presence_document_build(const struct presence_document *doc, bool mark_known)
+{
+	size_t len;
+	char *text = render(doc, mark_known, &len, cJSON_malloc);
+	cJSON *item;
+
+	if (text == NULL) {
+		return NULL;
+	}
+	item = cJSON_CreateRaw(text);
+	cJSON_free(text);
+	return item;
+}
+
+cJSON *presence_document_build_unknown(const char *username)
+{
+	cJSON *root = cJSON_CreateObject();
+
+	if (root == NULL) {
+		return NULL;
+	}
+	if (cJSON_AddStringToObject(root, "username", username) == NULL ||
+	    cJSON_AddFalseToObject(root, "available") == NULL ||
+	    cJSON_AddFalseToObject(root, "known") == NULL) {
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
 }
 
 void presence_document_free(char *text)

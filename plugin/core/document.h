@@ -9,6 +9,11 @@
  * A document is rendered for every presence change, so it is assembled straight into one
  * buffer: only the user name goes through cJSON (for its string escaping), printed into a
  * preallocated buffer, and the integers are converted by hand.
+ *
+ * Query responses embed documents in a larger message built with cJSON. There a known user's
+ * document is the same rendering with "known":true appended as the last key (everything before
+ * ,"known":true is byte for byte what is retained for the same values), carried as a raw cJSON
+ * item that cJSON prints verbatim; one renderer serves both.
  */
 #ifndef PRESENCE_DOCUMENT_H
 #define PRESENCE_DOCUMENT_H
@@ -53,6 +58,16 @@ char *presence_document_render(const struct presence_document *doc, size_t *len)
 
 /* Frees a string returned by presence_document_render; NULL is allowed. */
 void presence_document_free(char *text);
+
+/* Returns doc rendered as presence_document_render renders it, with ,"known":true inserted
+ * before the closing brace when mark_known is true, as a raw cJSON item (printed verbatim).
+ * The caller owns the item (cJSON_Delete, or adds it to a parent). Returns NULL when allocation
+ * fails. */
+cJSON *presence_document_build(const struct presence_document *doc, bool mark_known);
+
+/* Builds {"username":"<username>","available":false,"known":false}: the answer for a name that
+ * has no document. Same ownership and failure contract as presence_document_build. */
+cJSON *presence_document_build_unknown(const char *username);
 
 /* Renders a rejection notice {"topic":"<topic>","error":"<error>"}. Same ownership and failure
  * contract as presence_document_render. */

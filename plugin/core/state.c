@@ -109,6 +109,11 @@ static const char *nul_escape_reason(const char *payload, size_t len)
 	return NULL;
 }
 
+bool presence__json_has_nul_escape(const char *json, size_t len)
+{
+	return nul_escape_reason(json, len) != NULL;
+}
+
 /*
  * Returns the reason to refuse value, parsed from the len bytes at payload, or NULL when it can
  * be stored as it is.
@@ -914,6 +919,30 @@ free_patch:
 	return err;
 }
 
+enum presence_err presence_state_restore(struct presence_state *st, const cJSON *object)
+{
+	const struct presence_state_limits unlimited = {SIZE_MAX, SIZE_MAX};
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	const cJSON *entry;
+	cJSON *candidate;
+	bool changed = false;
+
+	if (!cJSON_IsObject(object) || !json_numbers_finite(object)) {
+		return PRESENCE_ERR_INVAL;
+	}
+	for (entry = object->child; entry != NULL; entry = entry->next) {
+		if (!presence_state_key_valid(entry->string, strlen(entry->string))) {
+			return PRESENCE_ERR_INVAL;
+		}
+	}
+	/* The tree is rendered as a write would render it; the limits do not apply. */
+	candidate = cJSON_Duplicate(object, true);
+	if (candidate == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	return state_commit(st, &unlimited, candidate, 0, &changed, reason);
+}
+
 bool presence_state_clear(struct presence_state *st)
 {
 	if (st->json == NULL) {
@@ -945,6 +974,14 @@ void presence_state_mark(struct presence_state *st)
 		st->marked = NULL;
 		st->replaced = false;
 	}
+}
+
+const char *presence_state_marked_json(const struct presence_state *st)
+{
+	if (!st->replaced) {
+		return presence_state_json(st);
+	}
+	return st->marked != NULL ? st->marked : EMPTY_JSON;
 }
 
 bool presence_state_changed_since_mark(const struct presence_state *st)

@@ -120,6 +120,14 @@ enum presence_err presence_state_merge(struct presence_state *st,
                                        const void *payload, size_t payload_len, bool *changed,
                                        char *reason);
 
+/* Replaces the whole state with object's compact rendering, as recorded in the state file
+ * (object stays the caller's): without checking the limits (a state over them may still shrink,
+ * see above), but object must be a JSON object whose top-level keys are valid and whose numbers
+ * are finite. Like a write, this leaves the mark alone.
+ * Returns PRESENCE_OK; PRESENCE_ERR_INVAL when object is not such an object;
+ * PRESENCE_ERR_NOMEM. On error the state is unchanged. */
+enum presence_err presence_state_restore(struct presence_state *st, const cJSON *object);
+
 /* Empties the state. Returns true when it was not empty. Cannot fail. */
 bool presence_state_clear(struct presence_state *st);
 
@@ -136,9 +144,19 @@ size_t presence_state_json_len(const struct presence_state *st);
 /* Marks the current rendering (e.g. as the one a published document showed). Cannot fail. */
 void presence_state_mark(struct presence_state *st);
 
+/* Returns the rendering at the last mark (never NULL; "{}" when it was empty): the current one
+ * when no write replaced it since, else the text the first such write kept. Valid until the
+ * next mark, release or (when nothing was replaced since the mark) write or clear. */
+const char *presence_state_marked_json(const struct presence_state *st);
+
 /* Returns true when the rendering differs from the one at the last mark (a change undone since
  * then is no change). A new state is marked as empty. */
 bool presence_state_changed_since_mark(const struct presence_state *st);
+
+/* Returns true when json (len bytes that cJSON parsed as JSON) has a \u escape that cJSON 1.7.15
+ * decodes to NUL, which would silently cut a string short: \u0000, or \u followed by four
+ * characters that are not all hex digits. Internal: shared with the query module. */
+bool presence__json_has_nul_escape(const char *json, size_t len);
 
 /* Applies patch to *target with RFC 7396 semantics. *target may be NULL (no value). On success
  * *target is the result (possibly a new node; the old one freed) and patch is untouched.

@@ -11,12 +11,24 @@
  * - RELOAD (SIGHUP) re-runs BASIC_AUTH for every session, even offline persistent ones; those
  *   must not become sessions, so BASIC_AUTH is ignored until the next TICK.
  * - Documents are published only from TICK, once per dirty user, so a takeover (new login,
- *   old disconnect, all in one iteration) publishes nothing.
+ *   old disconnect, all in one iteration) publishes nothing. TICK first puts back on the dirty
+ *   list the users whose offline delay has passed.
+ * - With a state file, TICK then saves it: a save begins at most about once per second when
+ *   something it records changed (at once when a document waits for one, see the seq margin
+ *   in store.h) and writes a bounded number of users per TICK until it is complete, so even a
+ *   large registry never stalls the broker loop. A failed save is logged and retried a second
+ *   later; changes made during a save are written by the next one.
  *
  * State writes are ordinary publishes to P/U/state[/key]. They are consumed: MESSAGE applies
  * them and clears the retain flag, and the ACL denies READ of state topics to everybody, so
  * no subscriber ever receives one while the publisher still sees success.
+ *
+ * TICK also publishes the $SYS metrics when a round is due (core/metrics.h). Every publish of
+ * the plugin, here and in control.c, goes through presence_publish_owned: the documents are
+ * rendered straight into the buffer the broker takes over, everything else is copied into one
+ * (presence_publish).
  */
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +38,9 @@
 #include "plugin.h"
 #include "topic.h"
 #include "utf8.h"
+
+/* How often, at most, a save of the state file begins (unless a document waits for one). */
+#define SAVE_INTERVAL_MS 1000
 
 /* Largest MQTT topic, in bytes. */
 #define MQTT_TOPIC_MAX 65535
@@ -48,6 +63,28 @@ int presence_mosq_err(enum presence_err err)
 		return MOSQ_ERR_ERRNO;
 	}
 	return MOSQ_ERR_UNKNOWN;
+}
+
+const char *presence_mosq_strerror(int rc)
+{
+	switch (rc) {
+	case MOSQ_ERR_SUCCESS:
+		return "success";
+	case MOSQ_ERR_NOMEM:
+		return "out of memory";
+	case MOSQ_ERR_INVAL:
+		return "invalid argument";
+	case MOSQ_ERR_NOT_SUPPORTED:
+		return "not supported";
+	case MOSQ_ERR_ALREADY_EXISTS:
+		return "already exists";
+	case MOSQ_ERR_NOT_FOUND:
+		return "not found";
+	case MOSQ_ERR_ERRNO:
+		return "system error";
+	default:
+		return "broker error";
+	}
 }
 
 static const char *or_none(const char *s)
@@ -109,45 +146,83 @@ static bool client_owns_level(const struct presence_plugin *p, const struct mosq
 	return presence_topic_level_is_user(level, len, name);
 }
 
-/* Publishes payload (len bytes from mosquitto_malloc, owned by this function whatever
- * happens) on topic, QoS 1, marked as JSON for MQTT 5 subscribers. The broker frees the payload
- * with its own accounting (mosquitto_broker_publish_copy would corrupt it on 2.0). Returns a
- * MOSQ_ERR_*. */
-static int publish_json(const char *topic, void *payload, size_t len, bool retain)
+int presence_publish_owned(const char *client_id, const char *topic, void *payload, size_t len,
+                           int qos, bool retain, mosquitto_property *props)
 {
-	mosquitto_property *props = NULL;
 	int rc = MOSQ_ERR_INVAL;
 
 	if (len > INT_MAX || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
-		goto out_free_payload;
+		goto out_free;
 	}
-	rc = mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
-	if (rc == MOSQ_ERR_SUCCESS) {
-		rc = mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE,
-		                                   "application/json");
-	}
-	if (rc == MOSQ_ERR_SUCCESS) {
-		rc = mosquitto_broker_publish(NULL, topic, (int)len, payload, 1, retain, props);
-	}
+	rc = mosquitto_broker_publish(client_id, topic, (int)len, payload, qos, retain, props);
 	if (rc == MOSQ_ERR_SUCCESS) {
 		return rc;
 	}
-	mosquitto_property_free_all(&props);
-out_free_payload:
+out_free:
 	mosquitto_free(payload);
+	mosquitto_property_free_all(&props);
 	return rc;
 }
 
-/* Publishes a copy of text (len bytes) on topic, as publish_json. */
-static int publish_json_copy(const char *topic, const char *text, size_t len, bool retain)
+int presence_publish(const char *client_id, const char *topic, const char *text, size_t len,
+                     int qos, bool retain, mosquitto_property *props)
 {
-	void *payload = mosquitto_malloc(len + 1);
+	char *payload;
 
+	if (len > INT_MAX) {
+		mosquitto_property_free_all(&props);
+		return MOSQ_ERR_INVAL;
+	}
+	/* One byte more, so the payload is NUL-terminated like the broker's own. */
+	payload = mosquitto_malloc(len + 1);
 	if (payload == NULL) {
+		mosquitto_property_free_all(&props);
 		return MOSQ_ERR_NOMEM;
 	}
-	memcpy(payload, text, len + 1);
-	return publish_json(topic, payload, len, retain);
+	memcpy(payload, text, len);
+	payload[len] = '\0';
+	return presence_publish_owned(client_id, topic, payload, len, qos, retain, props);
+}
+
+/* Appends the marks of a JSON payload for MQTT 5 receivers to *props: payload format indicator
+ * 1 and content type application/json. Returns MOSQ_ERR_SUCCESS, or an error after freeing
+ * *props. */
+static int add_json_properties(mosquitto_property **props)
+{
+	int rc = mosquitto_property_add_byte(props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1);
+
+	if (rc == MOSQ_ERR_SUCCESS) {
+		rc = mosquitto_property_add_string(props, MQTT_PROP_CONTENT_TYPE,
+		                                   "application/json");
+	}
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_property_free_all(props);
+	}
+	return rc;
+}
+
+int presence_publish_json(const char *client_id, const char *topic, const char *text, size_t len,
+                          int qos, bool retain, mosquitto_property *props)
+{
+	int rc = add_json_properties(&props);
+
+	if (rc != MOSQ_ERR_SUCCESS) {
+		return rc;
+	}
+	return presence_publish(client_id, topic, text, len, qos, retain, props);
+}
+
+/* presence_publish_json with a payload taken over as by presence_publish_owned. */
+static int publish_json_owned(const char *topic, void *payload, size_t len, bool retain)
+{
+	mosquitto_property *props = NULL;
+	int rc = add_json_properties(&props);
+
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_free(payload);
+		return rc;
+	}
+	return presence_publish_owned(NULL, topic, payload, len, 1, retain, props);
 }
 
 /* Publishes the rejection notice for a state write on "<user topic>/error" (not retained);
@@ -169,7 +244,7 @@ static void publish_rejection(struct presence_user *user, const char *write_topi
 	memcpy(topic + topic_len, "/error", sizeof("/error"));
 	text = presence_document_render_error(write_topic, reason, &len);
 	if (text != NULL) {
-		rc = publish_json_copy(topic, text, len, false);
+		rc = presence_publish_json(NULL, topic, text, len, 1, false, NULL);
 		presence_document_free(text);
 	}
 	mosquitto_free(topic);
@@ -179,7 +254,7 @@ out_log:
 		                     PRESENCE_LOG_PREFIX
 		                     "could not publish the rejection notice for "
 		                     "user %s: %s",
-		                     presence_user_name(user), mosquitto_strerror(rc));
+		                     presence_user_name(user), presence_mosq_strerror(rc));
 	}
 }
 
@@ -303,6 +378,7 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		snprintf(reason, sizeof(reason), "out of memory");
 	}
 	if (err != PRESENCE_OK) {
+		p->state_rejected++;
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX "rejected state write by client %s (user "
 		                                         "%s) to %s: %s",
@@ -311,6 +387,7 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		publish_rejection(user, ed->topic, reason);
 		return MOSQ_ERR_SUCCESS;
 	}
+	p->state_writes++;
 	if (changed) {
 		presence_registry_user_changed(p->reg, user);
 	}
@@ -346,19 +423,26 @@ static void promote_pending(struct presence_plugin *p)
 	}
 }
 
-static int64_t wall_clock_ms(void)
+/* Milliseconds on clock (CLOCK_REALTIME for the documents' "since", CLOCK_MONOTONIC for
+ * timers, which must not jump with the wall clock). */
+static int64_t clock_ms(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clock, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Publishes a document for every dirty user whose presence differs from its last document. */
-static void publish_due_documents(struct presence_plugin *p)
+int64_t presence_monotonic_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
+
+size_t presence_publish_due_documents(struct presence_plugin *p)
 {
 	struct presence_document doc;
 	struct presence_user *user;
+	size_t published = 0;
 	int64_t now_ms = 0;
 	void *payload;
 	size_t len;
@@ -367,7 +451,7 @@ static void publish_due_documents(struct presence_plugin *p)
 
 	while ((user = presence_registry_dirty_next(p->reg)) != NULL) {
 		if (now_ms == 0) {
-			now_ms = wall_clock_ms();
+			now_ms = clock_ms(CLOCK_REALTIME);
 		}
 		if (presence_registry_document_prepare(p->reg, user, now_ms, &doc, &due) !=
 		    PRESENCE_OK) {
@@ -383,19 +467,110 @@ static void publish_due_documents(struct presence_plugin *p)
 			rc = MOSQ_ERR_NOMEM;
 			goto out_failed;
 		}
-		rc = publish_json(presence_user_topic(user), payload, len, true);
+		rc = publish_json_owned(presence_user_topic(user), payload, len, true);
 		if (rc == MOSQ_ERR_SUCCESS) {
 			presence_registry_document_sent(p->reg, user);
+			p->documents_published++;
+			published++;
 			continue;
 		}
 	out_failed:
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX "could not publish the document of user "
 		                                         "%s (%s); retrying",
-		                     presence_user_name(user), mosquitto_strerror(rc));
+		                     presence_user_name(user), presence_mosq_strerror(rc));
 		presence_registry_document_failed(p->reg, user);
 	}
 	presence_registry_flush_done(p->reg);
+	return published;
+}
+
+/* Begins a save of the state file when one is due, and continues the save in progress by one
+ * bounded step (see the head of this file). */
+static void save_state(struct presence_plugin *p)
+{
+	char err[PRESENCE_STORE_ERR_SIZE];
+	bool done = false;
+
+	if (!presence_store_saving(p->store)) {
+		bool held = presence_registry_held_count(p->reg) > 0;
+		int64_t now;
+
+		if (!held && !presence_registry_unsaved(p->reg)) {
+			return;
+		}
+		now = presence_monotonic_ms();
+		if (now - p->save_started_ms < SAVE_INTERVAL_MS && (!held || p->save_failed)) {
+			return;
+		}
+		p->save_started_ms = now;
+		if (presence_store_save_begin(p->store, p->reg, false, err, sizeof(err)) !=
+		    PRESENCE_OK) {
+			goto out_failed;
+		}
+	}
+	if (presence_store_save_step(p->store, p->reg, PRESENCE_STORE_STEP_USERS,
+	                             PRESENCE_STORE_STEP_BYTES, &done, err,
+	                             sizeof(err)) != PRESENCE_OK) {
+		goto out_failed;
+	}
+	if (done) {
+		p->save_failed = false;
+		mosquitto_log_printf(
+		    MOSQ_LOG_DEBUG, PRESENCE_LOG_PREFIX "saved state of %zu users to %s",
+		    presence_store_saved_users(p->store), presence_store_path(p->store));
+	}
+	return;
+
+out_failed:
+	p->save_failed = true;
+	mosquitto_log_printf(MOSQ_LOG_WARNING,
+	                     PRESENCE_LOG_PREFIX "could not save the state file: %s; retrying in "
+	                                         "a second",
+	                     err);
+}
+
+/*
+ * When a round of metrics is due, publishes each metric whose value changed since it was last
+ * published (every one, the first time), retained, QoS 0 and as plain decimal text, as the
+ * broker publishes its own $SYS values. Every value is an O(1) counter. A value whose publish
+ * fails is not recorded as published, so it goes out again in the next round.
+ */
+static void publish_due_metrics(struct presence_plugin *p)
+{
+	uint64_t values[PRESENCE_METRIC_COUNT];
+	char text[24];
+	int which;
+	int rc;
+
+	if (!presence_metrics_due(&p->metrics, clock_ms(CLOCK_MONOTONIC))) {
+		return;
+	}
+	values[PRESENCE_METRIC_USERS_AVAILABLE] = presence_registry_available_count(p->reg);
+	values[PRESENCE_METRIC_USERS_KNOWN] = presence_registry_known_count(p->reg);
+	values[PRESENCE_METRIC_SESSIONS] = presence_registry_active_session_count(p->reg);
+	values[PRESENCE_METRIC_DOCUMENTS_PUBLISHED] = p->documents_published;
+	values[PRESENCE_METRIC_STATE_WRITES] = p->state_writes;
+	values[PRESENCE_METRIC_STATE_REJECTED] = p->state_rejected;
+	for (which = 0; which < PRESENCE_METRIC_COUNT; which++) {
+		enum presence_metric metric = (enum presence_metric)which;
+		int len;
+
+		if (!presence_metrics_changed(&p->metrics, metric, values[which])) {
+			continue;
+		}
+		len = snprintf(text, sizeof(text), "%" PRIu64, values[which]);
+		rc = presence_publish(NULL, presence_metrics_topic(metric), text, (size_t)len, 0,
+		                      true, NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			mosquitto_log_printf(
+			    MOSQ_LOG_WARNING,
+			    PRESENCE_LOG_PREFIX "could not publish %s (%s); retrying",
+			    presence_metrics_topic(metric), presence_mosq_strerror(rc));
+			continue;
+		}
+		presence_metrics_published(&p->metrics, metric, values[which]);
+	}
 }
 
 int presence_tick_cb(int event, void *event_data, void *userdata)
@@ -406,7 +581,12 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	(void)event_data;
 	p->reloading = false;
 	promote_pending(p);
-	publish_due_documents(p);
+	presence_registry_offline_expire(p->reg);
+	presence_publish_due_documents(p);
+	publish_due_metrics(p);
+	if (p->store != NULL) {
+		save_state(p);
+	}
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -1,10 +1,20 @@
 /*
- * Plugin entry points: version negotiation, init (options, checks, callback registration) and
- * cleanup. The callbacks are registered and unregistered from one table, so the two can never
- * disagree (Mosquitto 2.0 does not unregister anything by itself).
+ * Plugin entry points: version negotiation, init (options, checks, state file, callback
+ * registration) and cleanup. The callbacks are registered and unregistered from one table, so
+ * the two can never disagree (Mosquitto 2.0 does not unregister anything by itself).
+ *
+ * The state file (store.h) is read in init, which Mosquitto runs after it has restored its own
+ * persistence database and before it opens any listener, and which is the only place besides a
+ * callback from which a publish is delivered (cleanup's are lost). So init reads the file,
+ * rewrites it at once marked as not cleanly stopped (from now on a crash must not look like a
+ * clean stop, and the new seq bases must be recorded before they are used), and then publishes
+ * the corrections: every user recorded as available is published as unavailable before any
+ * client can connect and read the stale retained document. Cleanup writes the file once more,
+ * marked clean; file I/O works there, publishing does not.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "compat.h"
 #include "plugin.h"
@@ -15,13 +25,17 @@
 static const struct {
 	int event;
 	MOSQ_FUNC_generic_callback cb;
+	/* The event data of the registration: the exact $CONTROL topic for MOSQ_EVT_CONTROL
+	 * (unregistering must name it too), NULL otherwise. */
+	const char *topic;
 } callbacks[] = {
-    {MOSQ_EVT_BASIC_AUTH, presence_basic_auth_cb},
-    {MOSQ_EVT_ACL_CHECK, presence_acl_check_cb},
-    {MOSQ_EVT_MESSAGE, presence_message_cb},
-    {MOSQ_EVT_DISCONNECT, presence_disconnect_cb},
-    {MOSQ_EVT_TICK, presence_tick_cb},
-    {MOSQ_EVT_RELOAD, presence_reload_cb},
+    {MOSQ_EVT_BASIC_AUTH, presence_basic_auth_cb, NULL},
+    {MOSQ_EVT_ACL_CHECK, presence_acl_check_cb, NULL},
+    {MOSQ_EVT_MESSAGE, presence_message_cb, NULL},
+    {MOSQ_EVT_DISCONNECT, presence_disconnect_cb, NULL},
+    {MOSQ_EVT_TICK, presence_tick_cb, NULL},
+    {MOSQ_EVT_RELOAD, presence_reload_cb, NULL},
+    {MOSQ_EVT_CONTROL, presence_control_cb, PRESENCE_CONTROL_TOPIC},
 };
 
 #define CALLBACK_COUNT (sizeof(callbacks) / sizeof(callbacks[0]))
@@ -47,12 +61,14 @@ int mosquitto_plugin_version(int supported_version_count, const int *supported_v
 static void unregister_callbacks(struct presence_plugin *p, size_t count)
 {
 	for (size_t i = 0; i < count; i++) {
-		mosquitto_callback_unregister(p->id, callbacks[i].event, callbacks[i].cb, NULL);
+		mosquitto_callback_unregister(p->id, callbacks[i].event, callbacks[i].cb,
+		                              callbacks[i].topic);
 	}
 }
 
 static void plugin_free(struct presence_plugin *p)
 {
+	presence_store_free(p->store);
 	presence_registry_free(p->reg);
 	presence_config_free(&p->cfg);
 	free(p);
@@ -89,15 +105,139 @@ static int configure(struct presence_plugin *p, const struct mosquitto_opt *opts
 	}
 	p->limits.max_state_bytes = p->cfg.max_state_bytes;
 	p->limits.max_keys = p->cfg.max_keys;
+	presence_metrics_init(&p->metrics, p->cfg.metrics_interval);
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* (Re)creates the empty registry with the configured settings. */
+static int make_registry(struct presence_plugin *p)
+{
+	presence_registry_free(p->reg);
+	p->reg = presence_registry_new(p->cfg.topic_prefix);
+	if (p->reg == NULL) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX "out of memory");
+		return MOSQ_ERR_NOMEM;
+	}
+	presence_registry_set_offline_delay(p->reg, (int64_t)p->cfg.offline_delay * 1000);
+	presence_registry_set_keep_state(p->reg, p->cfg.keep_state);
+	if (p->cfg.state_file != NULL) {
+		presence_registry_set_seq_margin(p->reg, PRESENCE_STORE_SEQ_MARGIN);
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* Moves an unusable state file aside (reason says why it is unusable) and starts with an
+ * empty registry; refuses to start when the file cannot be moved, so that it is never
+ * overwritten. */
+static int move_state_file_aside(struct presence_plugin *p, const char *reason)
+{
+	const char *path = presence_store_path(p->store);
+	size_t aside_size = strlen(path) + 64;
+	char *aside = malloc(aside_size);
+	char err[PRESENCE_STORE_ERR_SIZE];
+	int rc;
+
+	if (aside == NULL) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX "out of memory");
+		return MOSQ_ERR_NOMEM;
+	}
+	if (presence_store_move_aside(p->store, (int64_t)time(NULL), aside, aside_size, err,
+	                              sizeof(err)) != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PRESENCE_LOG_PREFIX "the state file %s is unusable (%s) and "
+		                                         "cannot be moved aside (%s); refusing to "
+		                                         "start rather than overwrite it. Move or "
+		                                         "remove it yourself.",
+		                     path, reason, err);
+		free(aside);
+		return MOSQ_ERR_INVAL;
+	}
+	mosquitto_log_printf(MOSQ_LOG_WARNING,
+	                     PRESENCE_LOG_PREFIX "WARNING: the state file %s is unusable (%s); "
+	                                         "moved it aside to %s and starting with no "
+	                                         "recorded users",
+	                     path, reason, aside);
+	free(aside);
+	rc = make_registry(p);
+	return rc;
+}
+
+/* Opens the state file: reads it (or moves it aside) and rewrites it, marked as not cleanly
+ * stopped. The corrections are published later, by init. */
+static int open_state_file(struct presence_plugin *p, struct presence_store_loaded *loaded)
+{
+	char err[PRESENCE_STORE_ERR_SIZE];
+	const char *path;
+	enum presence_err rc;
+
+	p->store = presence_store_new(p->cfg.state_file);
+	if (p->store == NULL) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX "out of memory");
+		return MOSQ_ERR_NOMEM;
+	}
+	path = presence_store_path(p->store);
+	if (presence_store_check_dir(p->store, err, sizeof(err)) != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX "plugin_opt_state_file: %s",
+		                     err);
+		return MOSQ_ERR_INVAL;
+	}
+	rc = presence_store_load(p->store, p->reg, loaded, err, sizeof(err));
+	if (rc == PRESENCE_ERR_INVAL || rc == PRESENCE_ERR_IO) {
+		int mrc = move_state_file_aside(p, err);
+
+		memset(loaded, 0, sizeof(*loaded));
+		if (mrc != MOSQ_ERR_SUCCESS) {
+			return mrc;
+		}
+	} else if (rc != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PRESENCE_LOG_PREFIX "cannot read the state file %s: %s", path,
+		                     err);
+		return presence_mosq_err(rc);
+	} else if (!loaded->found) {
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX "no state file at %s yet: first start",
+		                     path);
+	} else if (loaded->clean) {
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX
+		                     "restored %zu users (%zu recorded as "
+		                     "available) from %s, written at a clean stop: "
+		                     "seq continues at the recorded seq + 1",
+		                     loaded->users, loaded->available, path);
+	} else {
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX "restored %zu users (%zu recorded as "
+		                                         "available) from %s, written before an "
+		                                         "unclean stop (a crash or a kill): seq "
+		                                         "continues at the recorded seq + %d, new "
+		                                         "users start at %d",
+		                     loaded->users, loaded->available, path,
+		                     PRESENCE_STORE_SEQ_MARGIN + 1, PRESENCE_STORE_SEQ_MARGIN + 1);
+	}
+	if (presence_store_save_all(p->store, p->reg, false, err, sizeof(err)) != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PRESENCE_LOG_PREFIX
+		                     "cannot write the state file: %s; refusing "
+		                     "to start (without it, seq could go "
+		                     "backwards after a restart)",
+		                     err);
+		return MOSQ_ERR_UNKNOWN;
+	}
+	p->save_started_ms = presence_monotonic_ms();
+	mosquitto_log_printf(MOSQ_LOG_DEBUG, PRESENCE_LOG_PREFIX "saved state of %zu users to %s",
+	                     presence_store_saved_users(p->store), path);
 	return MOSQ_ERR_SUCCESS;
 }
 
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *opts, int opt_count)
 {
+	struct presence_store_loaded loaded = {0};
 	struct presence_plugin *p;
 	char summary[1024];
 	size_t registered;
+	size_t corrected;
 	int rc;
 
 	if (presence_compat_per_listener(identifier)) {
@@ -119,25 +259,47 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	if (rc != MOSQ_ERR_SUCCESS) {
 		goto out_free_plugin;
 	}
-	p->reg = presence_registry_new(p->cfg.topic_prefix);
-	if (p->reg == NULL) {
-		rc = MOSQ_ERR_NOMEM;
+	rc = make_registry(p);
+	if (rc != MOSQ_ERR_SUCCESS) {
 		goto out_free_plugin;
-	}
-	for (registered = 0; registered < CALLBACK_COUNT; registered++) {
-		rc = mosquitto_callback_register(identifier, callbacks[registered].event,
-		                                 callbacks[registered].cb, NULL, p);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			mosquitto_log_printf(MOSQ_LOG_ERR,
-			                     PRESENCE_LOG_PREFIX "could not register for broker "
-			                                         "event %d: %s",
-			                     callbacks[registered].event, mosquitto_strerror(rc));
-			goto out_unregister;
-		}
 	}
 	presence_config_describe(&p->cfg, summary, sizeof(summary));
 	mosquitto_log_printf(MOSQ_LOG_INFO, PRESENCE_LOG_PREFIX "version %s started: %s",
 	                     PRESENCE_VERSION, summary);
+	if (p->cfg.state_file != NULL) {
+		rc = open_state_file(p, &loaded);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			goto out_free_plugin;
+		}
+	}
+	for (registered = 0; registered < CALLBACK_COUNT; registered++) {
+		rc = mosquitto_callback_register(identifier, callbacks[registered].event,
+		                                 callbacks[registered].cb,
+		                                 callbacks[registered].topic, p);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			/* For $CONTROL/presence/v1, MOSQ_ERR_ALREADY_EXISTS means the plugin is
+			 * loaded twice (or another plugin took the topic). */
+			mosquitto_log_printf(
+			    MOSQ_LOG_ERR,
+			    PRESENCE_LOG_PREFIX "could not register for broker "
+			                        "event %d%s%s: %s",
+			    callbacks[registered].event,
+			    callbacks[registered].topic != NULL ? " on " : "",
+			    callbacks[registered].topic != NULL ? callbacks[registered].topic : "",
+			    presence_mosq_strerror(rc));
+			goto out_unregister;
+		}
+	}
+	/* Publishes from init are delivered (and retained) in the first loop iteration, before
+	 * any client can read the documents the broker restored from its persistence file. */
+	corrected = presence_publish_due_documents(p);
+	if (corrected > 0) {
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX
+		                     "published %zu corrected documents: users "
+		                     "recorded as available are now unavailable",
+		                     corrected);
+	}
 	*userdata = p;
 	return MOSQ_ERR_SUCCESS;
 
@@ -146,6 +308,27 @@ out_unregister:
 out_free_plugin:
 	plugin_free(p);
 	return rc;
+}
+
+/* Writes the whole state file, marked clean, at shutdown. Users still shown as available
+ * (Mosquitto raises no DISCONNECT at shutdown) are recorded so, and corrected at the next
+ * start. */
+static void save_clean_stop(struct presence_plugin *p)
+{
+	char err[PRESENCE_STORE_ERR_SIZE];
+
+	if (presence_store_save_all(p->store, p->reg, true, err, sizeof(err)) != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX
+		                     "could not save the state file at shutdown: "
+		                     "%s; the next start treats this stop as a "
+		                     "crash",
+		                     err);
+		return;
+	}
+	mosquitto_log_printf(MOSQ_LOG_INFO,
+	                     PRESENCE_LOG_PREFIX "saved state of %zu users to %s (clean stop)",
+	                     presence_store_saved_users(p->store), presence_store_path(p->store));
 }
 
 int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
@@ -158,6 +341,9 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
 		return MOSQ_ERR_SUCCESS;
 	}
 	unregister_callbacks(p, CALLBACK_COUNT);
+	if (p->store != NULL) {
+		save_clean_stop(p);
+	}
 	plugin_free(p);
 	return MOSQ_ERR_SUCCESS;
 }

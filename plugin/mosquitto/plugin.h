@@ -1,12 +1,15 @@
 /*
  * The adapter's shared context: one struct presence_plugin per plugin instance, passed to
  * every callback as userdata. plugin.c creates it and wires the callbacks; events.c holds the
- * callbacks themselves.
+ * lifecycle, ACL, state-write and tick callbacks and the publishing helpers, control.c the
+ * query API.
  */
 #ifndef PRESENCE_PLUGIN_H
 #define PRESENCE_PLUGIN_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -14,11 +17,18 @@
 #include <mqtt_protocol.h>
 
 #include "config.h"
+#include "metrics.h"
 #include "registry.h"
 #include "state.h"
+#include "store.h"
 
 /* Prefix of every log line the plugin writes. */
 #define PRESENCE_LOG_PREFIX "mosquitto-presence: "
+
+/* The query API's request topic (registered with MOSQ_EVT_CONTROL) and the topic responses go
+ * to when the request names no usable MQTT 5 response topic (dynamic-security's convention). */
+#define PRESENCE_CONTROL_TOPIC "$CONTROL/presence/v1"
+#define PRESENCE_CONTROL_RESPONSE_TOPIC "$CONTROL/presence/v1/response"
 
 struct presence_plugin {
 	/* The broker's id for this plugin instance (for callback registration). */
@@ -32,6 +42,19 @@ struct presence_plugin {
 	/* Set by RELOAD until the end of the loop iteration: BASIC_AUTH events in between are
 	 * re-authentications of existing sessions (even offline persistent ones), not logins. */
 	bool reloading;
+	/* The $SYS metrics: their schedule and the values last published. */
+	struct presence_metrics metrics;
+	/* Counters behind the metrics, since the plugin started: documents published, state-write
+	 * messages accepted (changed or not) and rejected. */
+	uint64_t documents_published;
+	uint64_t state_writes;
+	uint64_t state_rejected;
+	/* The state file, or NULL without plugin_opt_state_file. */
+	struct presence_store *store;
+	/* Monotonic time (ms) at which the last save began, and whether the last save failed:
+	 * saves are paced to about one per second, and retried at that pace after a failure. */
+	int64_t save_started_ms;
+	bool save_failed;
 };
 
 /* The callbacks (events.c). Each takes the struct presence_plugin as userdata. */
@@ -41,8 +64,45 @@ int presence_message_cb(int event, void *event_data, void *userdata);
 int presence_disconnect_cb(int event, void *event_data, void *userdata);
 int presence_tick_cb(int event, void *event_data, void *userdata);
 int presence_reload_cb(int event, void *event_data, void *userdata);
+/* control.c */
+int presence_control_cb(int event, void *event_data, void *userdata);
+
+/* Publishes the len bytes of text on topic with mosquitto_broker_publish: to every subscriber
+ * when client_id is NULL, otherwise to that client only (Mosquitto 2.0 then checks no
+ * subscription and no READ ACL). The payload is copied into a buffer from mosquitto_malloc,
+ * which the broker frees with its own accounting (mosquitto_broker_publish_copy would corrupt
+ * it on 2.0). props (NULL allowed) is taken over in every case: the broker owns it after a
+ * successful publish, this function frees it otherwise. Returns a MOSQ_ERR_* value; the topic
+ * is checked with mosquitto_pub_topic_check first (MOSQ_ERR_INVAL). */
+int presence_publish(const char *client_id, const char *topic, const char *text, size_t len,
+                     int qos, bool retain, mosquitto_property *props);
+
+/* presence_publish with a payload already in a buffer of len + 1 bytes from mosquitto_malloc,
+ * NUL-terminated, which is taken over in every case like props: the broker owns it after a
+ * successful publish, this function frees it otherwise. This saves the copy for the presence
+ * documents, which are rendered straight into such a buffer. */
+int presence_publish_owned(const char *client_id, const char *topic, void *payload, size_t len,
+                           int qos, bool retain, mosquitto_property *props);
+
+/* presence_publish with the payload marked as JSON for MQTT 5 receivers: payload format
+ * indicator 1 and content type application/json are appended to props. */
+int presence_publish_json(const char *client_id, const char *topic, const char *text, size_t len,
+                          int qos, bool retain, mosquitto_property *props);
 
 /* Maps a core error to the broker's error codes. */
 int presence_mosq_err(enum presence_err err);
+
+/* Describes a MOSQ_ERR_* code for a log line. The plugin does not call the broker's
+ * mosquitto_strerror: it belongs to libmosquitto, and brokers built with Mosquitto's Makefile
+ * export only the functions listed in src/linker.syms, so a plugin using it would not load. */
+const char *presence_mosq_strerror(int rc);
+
+/* Publishes a document for every dirty user whose presence differs from its last document
+ * (events.c). Returns the number published. Used by TICK and, for the corrections of a
+ * restart, by mosquitto_plugin_init. */
+size_t presence_publish_due_documents(struct presence_plugin *p);
+
+/* Monotonic clock in milliseconds (events.c). */
+int64_t presence_monotonic_ms(void);
 
 #endif

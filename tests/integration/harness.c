@@ -374,6 +374,8 @@ struct broker {
 	char *plugin;
 	bool valgrind;
 	bool expect_failure;
+	/* The port was given by the caller (broker_opts.port): never move to another one. */
+	bool fixed_port;
 	int start_timeout_ms;
 	/* Deadline factor: HARNESS_VALGRIND_SCALE under valgrind, times PRESENCE_TIMEOUT_SCALE. */
 	int scale;
@@ -900,7 +902,28 @@ struct broker *broker_prepare(const struct broker_opts *opts)
 		sb_printf(&p, "%s/mosquitto.conf", b->dir);
 		b->conf_path = sb_take(&p);
 	}
-	b->port = harness_free_port();
+	if (opts->dir && access(b->log_path, F_OK) == 0) {
+		/* A restart in the same directory: keep the earlier run's log. */
+		unsigned int n;
+
+		for (n = 1; n < 1000; n++) {
+			struct strbuf old = {0};
+			bool done = false;
+
+			sb_printf(&old, "%s.%u", b->log_path, n);
+			if (access(old.s, F_OK) != 0) {
+				if (rename(b->log_path, old.s) != 0)
+					fail_msg("cannot rename %s to %s: %s", b->log_path, old.s,
+					         strerror(errno));
+				done = true;
+			}
+			free(old.s);
+			if (done)
+				break;
+		}
+	}
+	b->fixed_port = opts->port > 0;
+	b->port = b->fixed_port ? opts->port : harness_free_port();
 	b->next = harness_brokers;
 	harness_brokers = b;
 	return b;
@@ -1248,7 +1271,7 @@ void broker_launch(struct broker *b, const char *conf)
 		broker_spawn(b, final);
 		free(final);
 		outcome = broker_wait_start(b);
-		if (outcome == START_EXITED && attempt < HARNESS_PORT_ATTEMPTS &&
+		if (outcome == START_EXITED && attempt < HARNESS_PORT_ATTEMPTS && !b->fixed_port &&
 		    strstr(b->log.s, "Address already in use")) {
 			b->port = harness_free_port();
 			continue;
@@ -1337,6 +1360,15 @@ void broker_signal(struct broker *b, int sig)
 		         harness_tail(b->log.s));
 	if (kill(b->pid, sig) != 0)
 		fail_msg("kill(%ld, %d): %s", (long)b->pid, sig, strerror(errno));
+}
+
+void broker_crash(struct broker *b)
+{
+	if (b->pid <= 0 || broker_reap(b))
+		fail_msg("broker_crash: the broker is not running; log tail:\n%s",
+		         harness_tail(b->log.s));
+	broker_kill(b);
+	broker_log_refresh(b);
 }
 
 struct log_wait {
@@ -1798,6 +1830,9 @@ static void on_message_cb(struct mosquitto *mosq, void *userdata,
 	struct msg *m;
 	uint8_t format;
 	char *content_type = NULL;
+	char *response_topic = NULL;
+	void *correlation = NULL;
+	uint16_t correlation_len = 0;
 
 	(void)mosq;
 	if (c->sync_topic && strcmp(mm->topic, c->sync_topic) == 0) {
@@ -1827,6 +1862,18 @@ static void on_message_cb(struct mosquitto *mosq, void *userdata,
 		/* libmosquitto allocated it with malloc; keep our own copy for msg_free. */
 		m->content_type = harness_xstrdup(content_type);
 		free(content_type);
+	}
+	if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &correlation,
+	                                   &correlation_len, false)) {
+		m->correlation = harness_xcalloc((size_t)correlation_len + 1, 1);
+		memcpy(m->correlation, correlation, correlation_len);
+		m->correlation_len = correlation_len;
+		free(correlation);
+	}
+	if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response_topic,
+	                                   false)) {
+		m->response_topic = harness_xstrdup(response_topic);
+		free(response_topic);
 	}
 	node = harness_xcalloc(1, sizeof(*node));
 	node->m = m;
@@ -1900,7 +1947,7 @@ int client_connect_rc(struct broker *b, const struct client_opts *o, struct clie
 	c->protocol = version == MQTT_PROTOCOL_V5 ? 5 : (version == MQTT_PROTOCOL_V31 ? 3 : 4);
 	c->connack_rc = -1;
 	c->disconnect_rc = -1;
-	sb_printf(&topic, "harness/sync/%ld-%u", (long)getpid(), ++harness_client_seq);
+	sb_printf(&topic, HARNESS_SYNC_PREFIX "%ld-%u", (long)getpid(), ++harness_client_seq);
 	c->sync_topic = sb_take(&topic);
 	c->mosq = mosquitto_new(o->id, !o->persistent, c);
 	if (!c->mosq)
@@ -1969,6 +2016,41 @@ struct client *client_connect(struct broker *b, const struct client_opts *o)
 	return c;
 }
 
+struct client *client_connect_as(struct broker *b, const char *id, const char *username,
+                                 int protocol)
+{
+	struct client_opts o = {.id = id, .username = username, .protocol = protocol};
+
+	return client_connect(b, &o);
+}
+
+struct client *client_watch(struct broker *b, const char *id, const char *filter)
+{
+	struct client *w = client_connect_as(b, id, NULL, 5);
+	int granted = client_subscribe(w, filter, 1);
+
+	if (granted != 1)
+		fail_msg("watcher %s: the subscription to %s was answered %d, not QoS 1", id,
+		         filter, granted);
+	return w;
+}
+
+int expect_refused(struct broker *b, const struct client_opts *o)
+{
+	struct client *c = NULL;
+	int rc = client_connect_rc(b, o, &c);
+
+	if (rc == 0 || c) {
+		if (c)
+			client_free(c);
+		fail_msg(
+		    "client %s (user %s) was accepted, but should have been refused (CONNACK %d)",
+		    o && o->id ? o->id : "(random id)", o && o->username ? o->username : "(none)",
+		    rc);
+	}
+	return rc;
+}
+
 struct ack_wait {
 	const struct client *c;
 	bool sub;
@@ -2026,6 +2108,29 @@ int client_publish(struct client *c, const char *topic, const void *payload, int
 	return client_publish_props(c, topic, payload, len, qos, retain, NULL);
 }
 
+/* Whether a client_publish result acknowledges success (see expect_publish_ok). */
+static bool publish_acknowledged(int rc)
+{
+	return rc == 0 || rc == MQTT_RC_NO_MATCHING_SUBSCRIBERS;
+}
+
+void expect_publish_ok(int rc)
+{
+	if (!publish_acknowledged(rc))
+		fail_msg("the publish was not acknowledged as a success: %d (0x%02x)", rc,
+		         (unsigned)rc & 0xffu);
+}
+
+void publish_text_ok(struct client *c, const char *topic, const char *text, int qos)
+{
+	int rc = client_publish(c, topic, text, (int)strlen(text), qos, false);
+
+	if (!publish_acknowledged(rc))
+		fail_msg(
+		    "the publish to %s (QoS %d) was not acknowledged as a success: %d (0x%02x)",
+		    topic, qos, rc, (unsigned)rc & 0xffu);
+}
+
 static bool client_msg_cond(const void *arg)
 {
 	const struct client *c = arg;
@@ -2051,6 +2156,54 @@ struct msg *client_wait_msg(struct client *c, int timeout_ms)
 	return m;
 }
 
+/* Whether m is a client_sync round-trip marker (of another client: c's own never queue). */
+static bool msg_is_sync_marker(const struct msg *m)
+{
+	return strncmp(m->topic, HARNESS_SYNC_PREFIX, strlen(HARNESS_SYNC_PREFIX)) == 0;
+}
+
+struct msg *client_next_msg(struct client *c, int timeout_ms)
+{
+	struct msg *m;
+
+	while ((m = client_wait_msg(c, timeout_ms)) != NULL && msg_is_sync_marker(m))
+		msg_free(m);
+	return m;
+}
+
+/* When c's broker has exited, a note with the tail of its log that explains why nothing came
+ * (owned by the broker's log buffer; "" while the broker runs). */
+static const char *client_broker_exit_note(struct client *c)
+{
+	if (!c->broker || broker_running(c->broker))
+		return "";
+	broker_log_refresh(c->broker);
+	return harness_tail(c->broker->log.s);
+}
+
+void expect_msg(struct client *c, const char *topic, const char *payload, int qos, bool retain)
+{
+	struct msg *m = client_next_msg(c, HARNESS_CLIENT_TIMEOUT_MS);
+	size_t len = strlen(payload);
+
+	if (!m) {
+		const char *tail = client_broker_exit_note(c);
+
+		fail_msg("expected a message on %s (%s), got nothing within %d ms%s%s", topic,
+		         payload, harness_scaled(HARNESS_CLIENT_TIMEOUT_MS, c->scale),
+		         *tail ? "; the broker has exited:\n" : "", tail);
+	}
+	if (strcmp(m->topic, topic) != 0 || (size_t)m->payloadlen != len ||
+	    memcmp(m->payload, payload, len) != 0)
+		fail_msg("expected a message on %s: %s\ngot one on %s: %.*s", topic, payload,
+		         m->topic, m->payloadlen, m->payload);
+	if (qos >= 0 && m->qos != qos)
+		fail_msg("the message on %s came at QoS %d, not %d", topic, m->qos, qos);
+	if (m->retain != retain)
+		fail_msg("the message on %s has retain %d, expected %d", topic, m->retain, retain);
+	msg_free(m);
+}
+
 size_t client_queued(const struct client *c)
 {
 	return c->queued;
@@ -2063,6 +2216,8 @@ void msg_free(struct msg *m)
 	free(m->topic);
 	free(m->payload);
 	free(m->content_type);
+	free(m->correlation);
+	free(m->response_topic);
 	free(m);
 }
 
@@ -2091,6 +2246,27 @@ bool client_sync(struct client *c, int timeout_ms)
 		return false;
 	harness_until(client_sync_cond, c, -1, harness_scaled(timeout_ms, c->scale));
 	return c->sync_seen >= c->sync_sent;
+}
+
+void expect_nothing(struct client *c)
+{
+	struct msg *m;
+
+	if (!client_sync(c, HARNESS_CLIENT_TIMEOUT_MS))
+		fail_msg("expect_nothing: the round trip through the broker did not complete");
+	m = client_next_msg(c, 0);
+	if (m)
+		fail_msg("unexpected message on %s: %.*s", m->topic, m->payloadlen, m->payload);
+}
+
+void client_drain(struct client *c)
+{
+	struct msg *m;
+
+	if (!client_sync(c, HARNESS_CLIENT_TIMEOUT_MS))
+		fail_msg("client_drain: the round trip through the broker did not complete");
+	while ((m = client_wait_msg(c, 0)) != NULL)
+		msg_free(m);
 }
 
 static bool client_closed_cond(const void *arg)
@@ -2250,12 +2426,8 @@ long expect_doc(struct client *c, const char *topic, const char *username, bool 
 	long seq;
 
 	if (!m) {
-		const char *tail = "";
+		const char *tail = client_broker_exit_note(c);
 
-		if (c->broker && !broker_running(c->broker)) {
-			broker_log_refresh(c->broker);
-			tail = harness_tail(c->broker->log.s);
-		}
 		fail_msg("expected a presence document on %s (user %s, available %d, sessions %d), "
 		         "got nothing within %d ms%s%s",
 		         topic, username ? username : "?", available, sessions,
@@ -2299,4 +2471,37 @@ long expect_doc(struct client *c, const char *topic, const char *username, bool 
 	cJSON_Delete(doc);
 	msg_free(m);
 	return seq;
+}
+
+/* Whether topic is a state-write topic of any user below presence/: P/U/state or
+ * P/U/state/<key>. */
+static bool is_state_topic(const char *topic)
+{
+	const char *user = strncmp(topic, "presence/", 9) == 0 ? topic + 9 : NULL;
+	const char *rest = user ? strchr(user, '/') : NULL;
+
+	return rest && (strcmp(rest, "/state") == 0 || strncmp(rest, "/state/", 7) == 0);
+}
+
+/* Whether topic is a rejection-notice topic: below presence/ and ending in /error. */
+static bool is_error_topic(const char *topic)
+{
+	size_t len = strlen(topic);
+
+	return strncmp(topic, "presence/", 9) == 0 && len > 6 &&
+	       strcmp(topic + len - 6, "/error") == 0;
+}
+
+void expect_no_state_or_error_message(struct client *c)
+{
+	struct msg *m;
+
+	if (!client_sync(c, HARNESS_CLIENT_TIMEOUT_MS))
+		fail_msg("expect_no_state_or_error_message: the round trip through the broker did "
+		         "not complete");
+	while ((m = client_next_msg(c, 0)) != NULL) {
+		if (is_state_topic(m->topic) || is_error_topic(m->topic))
+			fail_msg("received %s: %.*s", m->topic, m->payloadlen, m->payload);
+		msg_free(m);
+	}
 }

@@ -60,6 +60,12 @@
  * lands in between is lost (under ASan about one quick start/stop in four). broker_stop
  * repeats SIGTERM every 500 ms until the log says "terminating", then waits for the exit.
  *
+ * Restarting (tests of what survives a restart): stop the broker with broker_stop (a clean
+ * stop) or broker_crash + broker_stop (SIGKILL: no cleanup, no leak check), then start a new
+ * one with broker_opts.dir = the old broker_dir (copied first: broker_stop frees it) and
+ * broker_opts.port = the old broker_port. The earlier runs' logs are kept as broker.log.1,
+ * broker.log.2, ... in that directory.
+ *
  * Valgrind verdict (broker_opts.valgrind): the broker runs as
  *   valgrind --leak-check=full --show-leak-kinds=definite,indirect
  *            --errors-for-leak-kinds=definite,indirect --track-origins=yes --keep-debuginfo=yes
@@ -108,8 +114,13 @@ struct broker_opts {
 	 * 0 = 10000. */
 	int timeout_ms;
 	/* Use this existing directory as @DIR@ instead of a fresh one (e.g. a copy of a stopped
-	 * broker's broker_dir, to restart on its files). NULL = fresh directory. */
+	 * broker's broker_dir, to restart on its files). NULL = fresh directory. A broker.log
+	 * already there is renamed to broker.log.<n> (the first n not taken). */
 	const char *dir;
+	/* Listen on this port (@PORT@) instead of a free one, e.g. the port of a stopped broker
+	 * that is restarted; broker_launch then fails instead of moving to another port when it is
+	 * taken. 0 = a free port. */
+	int port;
 };
 
 /* Creates @DIR@ (fresh under $PRESENCE_WORK_DIR unless opts->dir) and picks a free port, but
@@ -159,6 +170,12 @@ pid_t broker_pid(const struct broker *b);
 
 /* Sends sig (e.g. SIGHUP) to the broker process. */
 void broker_signal(struct broker *b, int sig);
+
+/* Kills the broker with SIGKILL, as a crash would (no cleanup, no persistence save, no leak
+ * check), and waits for it to be gone. Fails the test if it was not running. b stays valid:
+ * broker_stop then judges the sanitizer reports written so far (a kill by the harness is not a
+ * finding) and frees it. */
+void broker_crash(struct broker *b);
 
 /* Waits at most timeout_ms (scaled) for needle to appear in the log after the end of the
  * previous broker_log_wait match (from the start of the log for the first call). On success
@@ -239,10 +256,27 @@ struct client_opts {
 /* Connects and waits for CONNACK; fails the test unless it is a success. */
 struct client *client_connect(struct broker *b, const struct client_opts *o);
 
+/* client_connect with only a client id, a username (NULL = none) and a protocol (as in struct
+ * client_opts: 4 = MQTT 3.1.1, 5 = MQTT 5); the rest as zero-initialised. Fails the test unless
+ * the broker accepts. */
+struct client *client_connect_as(struct broker *b, const char *id, const char *username,
+                                 int protocol);
+
+/* Connects an anonymous MQTT 5 client (so that document properties are visible) with client id
+ * id and subscribes it to filter (e.g. presence/+) at QoS 1. Fails the test unless both succeed
+ * and the subscription is granted QoS 1. */
+struct client *client_watch(struct broker *b, const char *id, const char *filter);
+
 /* Connects and waits for CONNACK. Returns the CONNACK code (v5 reason code, v3 return code;
  * 0 = accepted), or -1 when the connection fails or closes without a CONNACK in time. *out gets
  * the client when accepted, NULL otherwise. o may be NULL. */
 int client_connect_rc(struct broker *b, const struct client_opts *o, struct client **out);
+
+/* Connects with o and asserts that the broker refuses: no client is made and the result of
+ * client_connect_rc is not 0. Returns that result (a CONNACK code, or -1 when the connection
+ * closed without one) for further checks. Fails the test when the broker accepts (the client is
+ * then freed). */
+int expect_refused(struct broker *b, const struct client_opts *o);
 
 /* Subscribes and waits for SUBACK. Returns the granted QoS (0..2) or the failure code (0x80 for
  * v3; the v5 reason code, e.g. 0x87), or -1 when the connection closes or no SUBACK comes. */
@@ -258,6 +292,16 @@ int client_publish(struct client *c, const char *topic, const void *payload, int
 int client_publish_props(struct client *c, const char *topic, const void *payload, int len, int qos,
                          bool retain, const mosquitto_property *props);
 
+/* Asserts that rc, a client_publish result, acknowledges success: 0 (MQTT 3.1.1, and QoS 0 on
+ * either protocol) or, on MQTT 5, 0x10 "no matching subscribers", which Mosquitto 2.0 sends
+ * itself when nobody subscribed to the topic. Fails the test on anything else (-1, or a reason
+ * code from 0x80 up). */
+void expect_publish_ok(int rc);
+
+/* Publishes the text (its strlen bytes, no NUL) on topic at qos, not retained, and asserts
+ * with expect_publish_ok that it was acknowledged as a success; the failure names the topic. */
+void publish_text_ok(struct client *c, const char *topic, const char *text, int qos);
+
 /* A received message; every pointer is owned by the message. */
 struct msg {
 	char *topic;
@@ -270,11 +314,26 @@ struct msg {
 	int payload_format;
 	/* The content type, NULL if absent. */
 	char *content_type;
+	/* The correlation data (correlation_len bytes, then a NUL), NULL if absent. */
+	char *correlation;
+	int correlation_len;
+	/* The response topic, NULL if absent. */
+	char *response_topic;
 };
 
 /* Returns the next message received by c, in arrival order, waiting at most timeout_ms
  * (scaled); NULL on timeout or when c is closed and nothing is queued. Free with msg_free. */
 struct msg *client_wait_msg(struct client *c, int timeout_ms);
+
+/* client_wait_msg, but drops (and frees) every round-trip marker of another client that comes
+ * first: a subscriber to # or harness/# receives those (see client_sync); its own markers are
+ * never queued. Waits at most timeout_ms (scaled) for each message; NULL as client_wait_msg. */
+struct msg *client_next_msg(struct client *c, int timeout_ms);
+
+/* Waits (5000 ms, scaled) for the next message on c (client_next_msg) and asserts that it is on
+ * topic, with exactly the bytes of payload (strlen(payload) of them), at qos (negative = not
+ * checked) and with retain as given. Fails the test, with what arrived, otherwise. */
+void expect_msg(struct client *c, const char *topic, const char *payload, int qos, bool retain);
 
 /* Number of messages received by c and not yet taken. Does not wait. */
 size_t client_queued(const struct client *c);
@@ -282,11 +341,26 @@ size_t client_queued(const struct client *c);
 /* Frees m; NULL is allowed. */
 void msg_free(struct msg *m);
 
+/* Where the round-trip markers of client_sync go: every client has its own topic below this
+ * prefix. An ACL that must let clients sync allows "pattern readwrite " HARNESS_SYNC_PREFIX "#". */
+#define HARNESS_SYNC_PREFIX "harness/sync/"
+
 /* Round trip through the broker: subscribes c (once) to a topic of its own, publishes a marker
  * there at QoS 1 and waits until the marker comes back (it is not queued). Messages the broker
  * delivered to c before the marker are then queued. Returns false on timeout (e.g. an ACL that
  * denies harness/sync/#). */
 bool client_sync(struct client *c, int timeout_ms);
+
+/* Asserts absence without sleeping: makes a round trip (client_sync, 5000 ms scaled; fails the
+ * test when it times out), after which everything the broker had sent to c is queued, and then
+ * asserts that nothing is queued but other clients' round-trip markers (which are dropped).
+ * Fails the test with the first unexpected message otherwise. */
+void expect_nothing(struct client *c);
+
+/* Makes a round trip as expect_nothing does, then takes and frees everything queued for c, so
+ * that what the test expects next starts from an empty queue (e.g. after the retained messages
+ * a new subscription brings). Fails the test when the round trip times out. */
+void client_drain(struct client *c);
 
 /* Sends DISCONNECT (reason 0), waits (5000 ms, scaled) until the broker has processed it and
  * closed its end of the connection, and frees c. So when this returns, the broker has logged
@@ -326,5 +400,11 @@ cJSON *msg_json(const struct msg *m);
  * test with the message shown otherwise. */
 long expect_doc(struct client *c, const char *topic, const char *username, bool available,
                 int sessions, const char *state_json);
+
+/* Asserts, after a round trip (as expect_nothing), that c, whatever it subscribed to, has
+ * received no state-write message (presence/<user>/state or presence/<user>/state/<key>) and no
+ * rejection notice (a topic below presence/ that ends in /error). Everything else queued
+ * (documents, round-trip markers, other topics) is taken and dropped. */
+void expect_no_state_or_error_message(struct client *c);
 
 #endif

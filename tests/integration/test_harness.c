@@ -32,21 +32,6 @@ static struct broker *start_bare(const char *extra)
 	return b;
 }
 
-/* Asserts that the next message on c has this topic, payload, QoS and retain flag. */
-static void expect_msg(struct client *c, const char *topic, const char *payload, int qos,
-                       bool retain)
-{
-	struct msg *m = client_wait_msg(c, 5000);
-
-	assert_non_null(m);
-	assert_string_equal(m->topic, topic);
-	assert_int_equal(m->payloadlen, (int)strlen(payload));
-	assert_memory_equal(m->payload, payload, strlen(payload));
-	assert_int_equal(m->qos, qos);
-	assert_int_equal(m->retain, retain);
-	msg_free(m);
-}
-
 static void broker_starts_on_a_free_port_and_stops_cleanly(void **state)
 {
 	struct broker *b = start_bare(NULL);

@@ -27,59 +27,12 @@
 /* The startup line of a broker with every option at its default. */
 #define DEFAULT_STARTUP_LINE                                                                       \
 	LOG_PREFIX "version 0.1.0 started: topic_prefix=presence identity=username auth=defer "    \
-	           "acl=defer max_state_bytes=8192 max_keys=64 ignore_users=(none)\n"
+	           "acl=defer max_state_bytes=8192 max_keys=64 max_query_users=1000 "              \
+	           "metrics_interval=10 offline_delay=0 keep_state=false state_file=(none) "       \
+	           "ignore_users=(none)\n"
 
 /* Allow every login and every topic outside the plugin's namespace. */
 #define OPEN_OPTIONS "plugin_opt_auth allow\nplugin_opt_acl allow\n"
-
-/* Starts a watcher subscribed to filter (MQTT 5, so document properties are visible). */
-static struct client *watcher(struct broker *b, const char *filter)
-{
-	struct client_opts o = {.id = "watcher", .protocol = 5};
-	struct client *w = client_connect(b, &o);
-
-	assert_int_equal(client_subscribe(w, filter, 1), 1);
-	return w;
-}
-
-/* Asserts that nothing is queued for c after a round trip through the broker. */
-static void expect_nothing(struct client *c)
-{
-	struct msg *m;
-
-	assert_true(client_sync(c, 5000));
-	m = client_wait_msg(c, 0);
-	if (m != NULL) {
-		fail_msg("unexpected message on %s: %.*s", m->topic, m->payloadlen, m->payload);
-	}
-}
-
-/* Publishes text at QoS 1 and asserts that the publisher sees success (a v5 reason code below
- * 0x80: 0, or 0x10 "no matching subscribers"). */
-static void publish_ok(struct client *c, const char *topic, const char *text)
-{
-	int rc = client_publish(c, topic, text, (int)strlen(text), 1, false);
-
-	if (rc < 0 || rc >= 0x80) {
-		fail_msg("publish to %s returned %d", topic, rc);
-	}
-}
-
-/* Waits for the next message on c and asserts its topic and exact payload. */
-static void expect_msg(struct client *c, const char *topic, const char *payload)
-{
-	struct msg *m = client_wait_msg(c, 5000);
-
-	if (m == NULL) {
-		fail_msg("no message on %s (expected %s)", topic, payload);
-	}
-	if (strcmp(m->topic, topic) != 0 || (size_t)m->payloadlen != strlen(payload) ||
-	    memcmp(m->payload, payload, strlen(payload)) != 0) {
-		fail_msg("expected %s %s, got %s %.*s", topic, payload, m->topic, m->payloadlen,
-		         m->payload);
-	}
-	msg_free(m);
-}
 
 /* Returns how often needle occurs in haystack. */
 static int count_occurrences(const char *haystack, const char *needle)
@@ -132,7 +85,8 @@ static void an_unknown_option_stops_the_broker_and_lists_the_known_options(void 
 	(void)state;
 	expect_refusal("plugin_opt_colour blue\n",
 	               "unknown option plugin_opt_colour (known options: topic_prefix, identity, "
-	               "ignore_users, auth, acl, max_state_bytes, max_keys)");
+	               "ignore_users, auth, acl, max_state_bytes, max_keys, max_query_users, "
+	               "metrics_interval, offline_delay, keep_state, state_file)");
 }
 
 /* One invalid value and the message it must produce. */
@@ -266,12 +220,15 @@ static void every_option_set_is_logged_with_its_effective_value(void **state)
 	                         "plugin_opt_auth allow\n"
 	                         "plugin_opt_acl allow\n"
 	                         "plugin_opt_max_state_bytes 100\n"
-	                         "plugin_opt_max_keys 3\n");
+	                         "plugin_opt_max_keys 3\n"
+	                         "plugin_opt_max_query_users 5\n"
+	                         "plugin_opt_metrics_interval 0\n");
 	struct broker *b = broker_start(conf);
 	char *log = broker_log(b);
 	static const char line[] =
 	    LOG_PREFIX "version 0.1.0 started: topic_prefix=org/site/presence identity=clientid "
-	               "auth=allow acl=allow max_state_bytes=100 max_keys=3 "
+	               "auth=allow acl=allow max_state_bytes=100 max_keys=3 max_query_users=5 "
+	               "metrics_interval=0 offline_delay=0 keep_state=false state_file=(none) "
 	               "ignore_users=svc,bridge-1,monitor\n";
 
 	(void)state;
@@ -303,7 +260,7 @@ static void a_multi_level_topic_prefix_moves_the_whole_namespace(void **state)
 {
 	char *conf = broker_conf(OPEN_OPTIONS "plugin_opt_topic_prefix org/site/presence\n");
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher(b, "org/site/presence/+");
+	struct client *w = client_watch(b, "watcher", "org/site/presence/+");
 	struct client_opts all_o = {.id = "all", .protocol = 5};
 	struct client_opts alice_o = {.id = "alice1", .username = "alice", .protocol = 5};
 	struct client *all, *alice;
@@ -319,12 +276,12 @@ static void a_multi_level_topic_prefix_moves_the_whole_namespace(void **state)
 	assert_int_equal(expect_doc(w, "org/site/presence/alice", "alice", true, 1, "{}"), 1);
 
 	/* A state write under the new prefix applies and is consumed. */
-	publish_ok(alice, "org/site/presence/alice/state/status", "away");
+	publish_text_ok(alice, "org/site/presence/alice/state/status", "away", 1);
 	assert_int_equal(
 	    expect_doc(w, "org/site/presence/alice", "alice", true, 1, "{\"status\":\"away\"}"), 2);
 
 	/* Under the default prefix it is an ordinary topic: delivered, and no document. */
-	publish_ok(alice, "presence/alice/state/status", "busy");
+	publish_text_ok(alice, "presence/alice/state/status", "busy", 1);
 	expect_nothing(w);
 
 	/* Nobody writes a document under the new prefix. */
@@ -364,39 +321,41 @@ static void max_keys_rejects_a_write_with_a_notice_on_the_error_topic(void **sta
 {
 	char *conf = broker_conf(OPEN_OPTIONS "plugin_opt_max_keys 2\n");
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client *alice;
 
 	(void)state;
 	alice = alice_with_errors(b);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), 1);
-	publish_ok(alice, "presence/alice/state/a", "1");
+	publish_text_ok(alice, "presence/alice/state/a", "1", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"a\":1}"), 2);
-	publish_ok(alice, "presence/alice/state/b", "2");
+	publish_text_ok(alice, "presence/alice/state/b", "2", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"a\":1,\"b\":2}"), 3);
 
 	/* A third key, by set and by merge: rejected as a whole. */
-	publish_ok(alice, "presence/alice/state/c", "3");
+	publish_text_ok(alice, "presence/alice/state/c", "3", 1);
 	expect_msg(alice, "presence/alice/error",
 	           "{\"topic\":\"presence/alice/state/c\","
-	           "\"error\":\"state would have 3 keys; max_keys is 2\"}");
+	           "\"error\":\"state would have 3 keys; max_keys is 2\"}",
+	           -1, false);
 	assert_true(broker_log_wait(b,
 	                            LOG_PREFIX
 	                            "rejected state write by client alice1 (user alice) "
 	                            "to presence/alice/state/c: state would have 3 keys; "
 	                            "max_keys is 2",
 	                            5000));
-	publish_ok(alice, "presence/alice/state", "{\"a\":5,\"c\":3,\"d\":4}");
+	publish_text_ok(alice, "presence/alice/state", "{\"a\":5,\"c\":3,\"d\":4}", 1);
 	expect_msg(alice, "presence/alice/error",
 	           "{\"topic\":\"presence/alice/state\","
-	           "\"error\":\"state would have 4 keys; max_keys is 2\"}");
+	           "\"error\":\"state would have 4 keys; max_keys is 2\"}",
+	           -1, false);
 	expect_nothing(w);
 	expect_nothing(alice);
 
 	/* Changing an existing key and swapping one key for another stay within the limit. */
-	publish_ok(alice, "presence/alice/state/a", "5");
+	publish_text_ok(alice, "presence/alice/state/a", "5", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"a\":5,\"b\":2}"), 4);
-	publish_ok(alice, "presence/alice/state", "{\"b\":null,\"c\":3}");
+	publish_text_ok(alice, "presence/alice/state", "{\"b\":null,\"c\":3}", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"a\":5,\"c\":3}"), 5);
 
 	client_disconnect(alice);
@@ -410,7 +369,7 @@ static void max_state_bytes_rejects_a_write_with_a_notice_on_the_error_topic(voi
 {
 	char *conf = broker_conf(OPEN_OPTIONS "plugin_opt_max_state_bytes 40\n");
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client *alice;
 	static const char too_big[] = "{\"status\":\"away\",\"note\":\"01234567890123456789\"}";
 	static const char fits[] = "{\"status\":\"away\",\"note\":\"0123456789abc\"}";
@@ -423,16 +382,16 @@ static void max_state_bytes_rejects_a_write_with_a_notice_on_the_error_topic(voi
 
 	alice = alice_with_errors(b);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), 1);
-	publish_ok(alice, "presence/alice/state/status", "away");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}"),
 	                 2);
 
-	publish_ok(alice, "presence/alice/state/note", "01234567890123456789");
+	publish_text_ok(alice, "presence/alice/state/note", "01234567890123456789", 1);
 	snprintf(notice, sizeof(notice),
 	         "{\"topic\":\"presence/alice/state/note\","
 	         "\"error\":\"state would be %zu bytes; max_state_bytes is 40\"}",
 	         strlen(too_big));
-	expect_msg(alice, "presence/alice/error", notice);
+	expect_msg(alice, "presence/alice/error", notice, -1, false);
 	assert_true(broker_log_wait(b,
 	                            LOG_PREFIX "rejected state write by client alice1 (user alice) "
 	                                       "to presence/alice/state/note: state would be",
@@ -440,7 +399,7 @@ static void max_state_bytes_rejects_a_write_with_a_notice_on_the_error_topic(voi
 	expect_nothing(w);
 
 	/* Exactly max_state_bytes is allowed. */
-	publish_ok(alice, "presence/alice/state/note", "0123456789abc");
+	publish_text_ok(alice, "presence/alice/state/note", "0123456789abc", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, fits), 3);
 	expect_nothing(alice);
 
@@ -455,7 +414,7 @@ static void ignored_users_have_no_presence_and_cannot_write_state(void **state)
 {
 	char *conf = broker_conf(OPEN_OPTIONS "plugin_opt_ignore_users svc, bridge-1\n");
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher(b, "presence/#");
+	struct client *w = client_watch(b, "watcher", "presence/#");
 	struct client_opts svc_o = {.id = "svc1", .username = "svc", .protocol = 5};
 	struct client_opts bridge_o = {.id = "br1", .username = "bridge-1"};
 	struct client_opts alice_o = {.id = "alice1", .username = "alice"};
@@ -530,7 +489,7 @@ static void sighup_keeps_the_startup_options_and_documents_keep_flowing(void **s
 {
 	char *conf = broker_conf(OPEN_OPTIONS "plugin_opt_max_keys 1\n");
 	struct broker *b = broker_start(conf);
-	struct client *w = watcher(b, "presence/+");
+	struct client *w = client_watch(b, "watcher", "presence/+");
 	struct client_opts alice2_o = {.id = "alice2", .username = "alice"};
 	struct client_opts bob_o = {.id = "bob1", .username = "bob", .protocol = 5};
 	struct client *alice, *alice2, *bob;
@@ -539,7 +498,7 @@ static void sighup_keeps_the_startup_options_and_documents_keep_flowing(void **s
 	(void)state;
 	alice = alice_with_errors(b);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{}"), 1);
-	publish_ok(alice, "presence/alice/state/a", "1");
+	publish_text_ok(alice, "presence/alice/state/a", "1", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"a\":1}"), 2);
 
 	/* Raise the limit in the file, then reload: the plugin keeps its startup options. */
@@ -548,14 +507,15 @@ static void sighup_keeps_the_startup_options_and_documents_keep_flowing(void **s
 	assert_true(broker_log_wait(b, "Reloading config", 5000));
 	expect_nothing(w);
 
-	publish_ok(alice, "presence/alice/state/b", "2");
+	publish_text_ok(alice, "presence/alice/state/b", "2", 1);
 	expect_msg(alice, "presence/alice/error",
 	           "{\"topic\":\"presence/alice/state/b\","
-	           "\"error\":\"state would have 2 keys; max_keys is 1\"}");
+	           "\"error\":\"state would have 2 keys; max_keys is 1\"}",
+	           -1, false);
 	expect_nothing(w);
 
 	/* Everything else still flows: state writes, new sessions, new users. */
-	publish_ok(alice, "presence/alice/state/a", "\"x\"");
+	publish_text_ok(alice, "presence/alice/state/a", "\"x\"", 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 1, "{\"a\":\"x\"}"), 3);
 	alice2 = client_connect(b, &alice2_o);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2, "{\"a\":\"x\"}"), 4);
@@ -588,7 +548,7 @@ static void a_plugin_loaded_after_it_still_receives_its_events(void **state)
 	struct client_opts alice_o = {
 	    .id = "alice1", .username = "alice", .password = "alice-pw", .protocol = 5};
 	struct client_opts admin_o = {.id = "admin"};
-	struct client *w, *c, *alice, *admin;
+	struct client *w, *alice, *admin;
 	char extra[1024];
 	char *conf;
 	char *log;
@@ -609,11 +569,10 @@ static void a_plugin_loaded_after_it_still_receives_its_events(void **state)
 	assert_true(ours < helper);
 	free(log);
 
-	w = watcher(b, "presence/+");
+	w = client_watch(b, "watcher", "presence/+");
 
 	/* BASIC_AUTH reaches the helper after ours deferred: it refuses a valid password. */
-	assert_int_not_equal(client_connect_rc(b, &refused_o, &c), 0);
-	assert_null(c);
+	expect_refused(b, &refused_o);
 	assert_true(broker_log_wait(b, "test-helper: refusing login of refused-by-helper", 5000));
 	expect_nothing(w);
 
@@ -622,7 +581,7 @@ static void a_plugin_loaded_after_it_still_receives_its_events(void **state)
 
 	/* CONTROL reaches the helper too: its kick takes alice's session away. */
 	admin = client_connect(b, &admin_o);
-	publish_ok(admin, "$CONTROL/test-helper/v1", "kick-client alice1");
+	publish_text_ok(admin, "$CONTROL/test-helper/v1", "kick-client alice1", 1);
 	assert_true(client_wait_closed(alice, 5000));
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", false, 0, "{}"), 2);
 

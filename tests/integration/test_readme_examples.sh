@@ -20,10 +20,14 @@
 #                                       the broker must refuse to start. Its log is NAME.
 #
 # Commands are written as a reader types them against the default 127.0.0.1:1883, without -h
-# or -p; this script adds `-h 127.0.0.1 -p <port>` to every mosquitto_sub and mosquitto_pub
-# (replacing a `-p 1883` or `-h localhost` that is there) and bounds every mosquitto_sub with
-# -W unless it has one. Before comparing, what differs from run to run is masked: "since"
-# values, log timestamps, generated client ids (auto-<uuid>) and the plugin version. A "since"
+# or -p; this script adds `-h 127.0.0.1 -p <port>` to every mosquitto_sub, mosquitto_pub and
+# mosquitto_rr (replacing a `-p 1883` or `-h localhost` that is there) and bounds every
+# mosquitto_sub and mosquitto_rr with -W unless it has one. Before comparing, what differs from
+# run to run is masked: "since" values, log timestamps, generated client ids (auto-<uuid>), the
+# plugin version, the values of the $SYS/broker/presence/ metrics (they are sampled every
+# metrics_interval seconds, so what a subscriber gets depends on timing) and the port in the
+# demo's state file name (run-broker.sh uses examples/.run/presence-state-<port>.json; this
+# script removes that file before and after, so the demo starts as a first start). A "since"
 # value that the README repeats (anywhere) must be repeated in the real output too.
 #
 # The outputs are deterministic: Mosquitto 2.0 reads at most one packet per client per loop
@@ -95,6 +99,7 @@ cleanup() {
 		kill -TERM -- "-$broker_pid" 2>/dev/null || kill -TERM "$broker_pid" 2>/dev/null || true
 		wait "$broker_pid" 2>/dev/null || true
 	fi
+	remove_state_file
 	if [ "$failed" -eq 0 ] && [ -z "${PRESENCE_WORK_DIR:-}" ]; then
 		rm -rf "$work"
 	else
@@ -236,6 +241,14 @@ free_port() {
 	return 1
 }
 
+# The demo broker's state file for $port (see run-broker.sh), and its temporary file.
+remove_state_file() {
+	if [ -n "$port" ]; then
+		rm -f "$src/examples/.run/presence-state-$port.json" \
+			"$src/examples/.run/presence-state-$port.json.tmp"
+	fi
+}
+
 broker_ready() {
 	port_answers "$port" || ! kill -0 "$broker_pid" 2>/dev/null
 }
@@ -246,6 +259,8 @@ start_broker() {
 	local _
 	for _ in 1 2 3; do
 		port=$(free_port)
+		# A file left by an earlier run on the same port would make this a restart.
+		remove_state_file
 		# `timeout` bounds the broker's life and puts it in a process group of its own, so
 		# that cleanup can stop run-broker.sh, the build and mosquitto together.
 		(cd "$src" && export PORT="$port" && exec timeout -k 5 "$broker_s" examples/run-broker.sh) \
@@ -279,9 +294,9 @@ start_broker() {
 # $2: the -W bound for subscribers.
 localise() {
 	printf '%s' "$1" | sed -E \
-		-e '/mosquitto_(sub|pub)/{s/ +-p +1883\b//g; s/ +-h +(localhost|127\.0\.0\.1)\b//g}' \
-		-e 's/\bmosquitto_(sub|pub)\b/& -h 127.0.0.1 -p '"$port"'/g' \
-		-e '/ -W +[0-9]/!s/\bmosquitto_sub -h 127\.0\.0\.1 -p [0-9]+/& -W '"$2"'/g'
+		-e '/mosquitto_(sub|pub|rr)/{s/ +-p +1883\b//g; s/ +-h +(localhost|127\.0\.0\.1)\b//g}' \
+		-e 's/\bmosquitto_(sub|pub|rr)\b/& -h 127.0.0.1 -p '"$port"'/g' \
+		-e '/ -W +[0-9]/!s/\bmosquitto_(sub|rr) -h 127\.0\.0\.1 -p [0-9]+/& -W '"$2"'/g'
 }
 
 # The commands of a block: without comments and blank lines.
@@ -348,7 +363,9 @@ mask() {
 		-e 's/"since":[0-9]+/"since":<ms>/g' \
 		-e 's/^[0-9]+: /<time>: /' \
 		-e 's/auto-[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}/auto-<id>/g' \
-		-e 's/mosquitto-presence: version [^ ]+ started/mosquitto-presence: version <v> started/'
+		-e 's/mosquitto-presence: version [^ ]+ started/mosquitto-presence: version <v> started/' \
+		-e 's#^(\$SYS/broker/presence/[a-z/]+) [0-9]+$#\1 <n>#' \
+		-e 's/presence-state-[0-9]+\.json/presence-state-<port>.json/g'
 }
 
 # Prints the "since" values of each line of $1, one "line-number value" pair per value.

@@ -20,35 +20,6 @@
 #include "harness.h"
 #include "rawmqtt.h"
 
-/* Asserts that nothing is queued for c after a round trip through the broker. */
-static void expect_nothing(struct client *c)
-{
-	struct msg *m;
-
-	assert_true(client_sync(c, 5000));
-	m = client_wait_msg(c, 0);
-	if (m != NULL) {
-		fail_msg("unexpected message on %s: %.*s", m->topic, m->payloadlen, m->payload);
-	}
-}
-
-/* Publishes len bytes at qos and asserts success for the publisher (v5: a reason code below
- * 0x80; v3: 0). */
-static void publish_ok(struct client *c, const char *topic, const void *payload, int len, int qos)
-{
-	int rc = client_publish(c, topic, payload, len, qos, false);
-
-	if (rc < 0 || rc >= 0x80) {
-		fail_msg("publish to %s returned %d", topic, rc);
-	}
-}
-
-/* publish_ok for a text payload. */
-static void publish_text(struct client *c, const char *topic, const char *text, int qos)
-{
-	publish_ok(c, topic, text, (int)strlen(text), qos);
-}
-
 /* Waits for the next message on c and asserts that it is the rejection notice on
  * presence/alice/error for a write to write_topic, with an error that starts with reason. */
 static void expect_notice(struct client *c, const char *write_topic, const char *reason)
@@ -73,15 +44,6 @@ static void expect_notice(struct client *c, const char *write_topic, const char 
 	}
 	cJSON_Delete(j);
 	msg_free(m);
-}
-
-/* Connects a client that must be refused. */
-static void expect_refused(struct broker *b, const struct client_opts *o)
-{
-	struct client *c;
-
-	assert_int_not_equal(client_connect_rc(b, o, &c), 0);
-	assert_null(c);
 }
 
 /* Alice's sessions, state writes, rejections and spoof attempts. Leaves a2 connected with
@@ -111,39 +73,39 @@ static long alice_scenario(struct broker *b, struct client *w, struct client **a
 	assert_int_equal(client_subscribe(a2, "presence/alice/error", 1), 1);
 
 	/* Writes that apply, at QoS 0, 2 and 1, from both sessions. */
-	publish_text(a1, "presence/alice/state/status", "away", 0);
+	publish_text_ok(a1, "presence/alice/state/status", "away", 0);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2, "{\"status\":\"away\"}"),
 	                 ++seq);
-	publish_text(a2, "presence/alice/state/count", "42", 2);
+	publish_text_ok(a2, "presence/alice/state/count", "42", 2);
 	assert_int_equal(
 	    expect_doc(w, "presence/alice", "alice", true, 2, "{\"status\":\"away\",\"count\":42}"),
 	    ++seq);
-	publish_text(a2, "presence/alice/state", merge, 1);
+	publish_text_ok(a2, "presence/alice/state", merge, 1);
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2, mood), ++seq);
 
 	/* Writes that change nothing (a retransmitted merge, a value set again). */
-	publish_text(a2, "presence/alice/state", merge, 1);
-	publish_text(a1, "presence/alice/state/status", "\"away\"", 1);
+	publish_text_ok(a2, "presence/alice/state", merge, 1);
+	publish_text_ok(a1, "presence/alice/state/status", "\"away\"", 1);
 
 	/* Rejections: each leaves the state as it was and sends a notice. */
-	publish_text(a2, "presence/alice/state", "[1]", 1);
+	publish_text_ok(a2, "presence/alice/state", "[1]", 1);
 	expect_notice(a2, "presence/alice/state", "state must be a JSON object");
-	publish_ok(a2, "presence/alice/state/bin", "\xff\xfe", 2, 1);
+	expect_publish_ok(client_publish(a2, "presence/alice/state/bin", "\xff\xfe", 2, 1, false));
 	expect_notice(a2, "presence/alice/state/bin", "payload is neither JSON nor UTF-8 text");
-	publish_text(a2, "presence/alice/state/nul", "\"a\\u0000b\"", 1);
+	publish_text_ok(a2, "presence/alice/state/nul", "\"a\\u0000b\"", 1);
 	expect_notice(a2, "presence/alice/state/nul", "payload contains \\u0000");
-	publish_text(a2, "presence/alice/state", "{\"a/b\":1}", 1);
+	publish_text_ok(a2, "presence/alice/state", "{\"a/b\":1}", 1);
 	expect_notice(a2, "presence/alice/state", "invalid key");
-	publish_text(a2, "presence/alice/state", "{\"a\":1,\"b\":2,\"c\":3}", 1);
+	publish_text_ok(a2, "presence/alice/state", "{\"a\":1,\"b\":2,\"c\":3}", 1);
 	expect_notice(a2, "presence/alice/state", "state would have 5 keys; max_keys is 4");
 	memset(big, 'x', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	publish_text(a2, "presence/alice/state/big", big, 2);
+	publish_text_ok(a2, "presence/alice/state/big", big, 2);
 	expect_notice(a2, "presence/alice/state/big", "state would be ");
-	publish_text(a1, "presence/alice/state",
-	             "{\"deep\":{\"a\":{\"b\":[1,2,{\"c\":null}]}},"
-	             "\"e\":1,\"f\":2,\"g\":3}",
-	             1);
+	publish_text_ok(a1, "presence/alice/state",
+	                "{\"deep\":{\"a\":{\"b\":[1,2,{\"c\":null}]}},"
+	                "\"e\":1,\"f\":2,\"g\":3}",
+	                1);
 	expect_notice(a2, "presence/alice/state", "state would have 6 keys");
 	expect_nothing(w);
 	expect_nothing(a2);
@@ -174,7 +136,7 @@ static long alice_scenario(struct broker *b, struct client *w, struct client **a
 	expect_nothing(w);
 
 	/* Removing a key by an empty payload. */
-	publish_ok(a1, "presence/alice/state/status", "", 0, 1);
+	expect_publish_ok(client_publish(a1, "presence/alice/state/status", "", 0, 1, false));
 	assert_int_equal(expect_doc(w, "presence/alice", "alice", true, 2, "{\"mood\":{\"x\":1}}"),
 	                 ++seq);
 	client_disconnect(a1);
@@ -200,7 +162,7 @@ static void bob_scenario(struct broker *b, struct client *w, struct client **p5,
 
 	c = client_connect(b, &p5_o);
 	seq = expect_doc(w, "presence/bob", "bob", true, 1, "{}");
-	publish_text(c, "presence/bob/state/status", "on", 1);
+	publish_text_ok(c, "presence/bob/state/status", "on", 1);
 	assert_int_equal(expect_doc(w, "presence/bob", "bob", true, 1, "{\"status\":\"on\"}"),
 	                 ++seq);
 	client_disconnect(c);
@@ -235,7 +197,7 @@ static long carol_scenario(struct broker *b, struct client *w, struct client **c
 	seq = expect_doc(w, "presence/carol", "carol", true, 1, "{}");
 	old5 = client_connect(b, &c5_o);
 	assert_int_equal(expect_doc(w, "presence/carol", "carol", true, 2, "{}"), ++seq);
-	publish_text(old5, "presence/carol/state/where", "{\"room\":\"lab\"}", 1);
+	publish_text_ok(old5, "presence/carol/state/where", "{\"room\":\"lab\"}", 1);
 	assert_int_equal(
 	    expect_doc(w, "presence/carol", "carol", true, 2, "{\"where\":{\"room\":\"lab\"}}"),
 	    ++seq);
@@ -340,7 +302,7 @@ static void the_plugin_is_clean_under_valgrind_through_every_callback_path(void 
 
 	/* A kick by the second plugin. */
 	admin = client_connect(b, &admin_o);
-	publish_text(admin, "$CONTROL/test-helper/v1", "kick-client carol-dev", 1);
+	publish_text_ok(admin, "$CONTROL/test-helper/v1", "kick-client carol-dev", 1);
 	assert_true(client_wait_closed(carol3, 5000));
 	assert_int_equal(
 	    expect_doc(w, "presence/carol", "carol", true, 1, "{\"where\":{\"room\":\"lab\"}}"),

@@ -32,6 +32,9 @@ static void assert_config_empty(const struct presence_config *cfg)
 	assert_int_equal(cfg->acl, PRESENCE_MODE_DEFER);
 	assert_int_equal(cfg->max_state_bytes, 0);
 	assert_int_equal(cfg->max_keys, 0);
+	assert_int_equal(cfg->offline_delay, 0);
+	assert_false(cfg->keep_state);
+	assert_null(cfg->state_file);
 }
 
 /* Parses the single option key=value and returns the result; cfg receives the configuration,
@@ -81,6 +84,11 @@ static void defaults_apply_when_no_option_is_given(void **state)
 	assert_int_equal(cfg.acl, PRESENCE_MODE_DEFER);
 	assert_int_equal(cfg.max_state_bytes, 8192);
 	assert_int_equal(cfg.max_keys, 64);
+	assert_int_equal(cfg.max_query_users, 1000);
+	assert_int_equal(cfg.metrics_interval, 10);
+	assert_int_equal(cfg.offline_delay, 0);
+	assert_false(cfg.keep_state);
+	assert_null(cfg.state_file);
 	presence_config_free(&cfg);
 	assert_config_empty(&cfg);
 }
@@ -95,6 +103,11 @@ static void every_option_can_be_set_at_once(void **state)
 	    {"auth", "allow"},
 	    {"acl", "allow"},
 	    {"max_state_bytes", "1048576"},
+	    {"metrics_interval", "0"},
+	    {"max_query_users", "100000"},
+	    {"state_file", "/var/lib/mosquitto/presence.json"},
+	    {"offline_delay", "30"},
+	    {"keep_state", "true"},
 	};
 	struct presence_config cfg;
 	char err[ERR_SIZE];
@@ -102,6 +115,9 @@ static void every_option_can_be_set_at_once(void **state)
 	(void)state;
 	assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err)),
 	                 PRESENCE_OK);
+	assert_int_equal(cfg.offline_delay, 30);
+	assert_true(cfg.keep_state);
+	assert_string_equal(cfg.state_file, "/var/lib/mosquitto/presence.json");
 	assert_string_equal(cfg.topic_prefix, "acme/presence");
 	assert_int_equal(cfg.topic_prefix_len, strlen("acme/presence"));
 	assert_int_equal(cfg.identity, PRESENCE_IDENTITY_CLIENTID);
@@ -111,6 +127,8 @@ static void every_option_can_be_set_at_once(void **state)
 	assert_int_equal(cfg.acl, PRESENCE_MODE_ALLOW);
 	assert_int_equal(cfg.max_state_bytes, 1048576);
 	assert_int_equal(cfg.max_keys, 1);
+	assert_int_equal(cfg.max_query_users, 100000);
+	assert_int_equal(cfg.metrics_interval, 0);
 	presence_config_free(&cfg);
 }
 
@@ -331,6 +349,72 @@ static void max_keys_refuses_out_of_range_and_malformed_integers(void **state)
 	}
 }
 
+static void max_query_users_accepts_1_to_100000(void **state)
+{
+	static const struct {
+		const char *value;
+		size_t expected;
+	} valid[] = {{"1", 1}, {"1000", 1000}, {"100000", 100000}};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, "max_query_users", valid[i].value, err),
+		                 PRESENCE_OK);
+		assert_int_equal(cfg.max_query_users, valid[i].expected);
+		presence_config_free(&cfg);
+	}
+}
+
+static void max_query_users_refuses_out_of_range_and_malformed_integers(void **state)
+{
+	static const char *const invalid[] = {
+	    "", "0", "100001", "-1", "+1", "1 ", "many", "18446744073709551617",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("max_query_users", invalid[i]);
+	}
+}
+
+static void metrics_interval_accepts_0_to_86400(void **state)
+{
+	static const struct {
+		const char *value;
+		size_t expected;
+	} valid[] = {{"0", 0}, {"1", 1}, {"10", 10}, {"86400", 86400}};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, "metrics_interval", valid[i].value, err),
+		                 PRESENCE_OK);
+		assert_int_equal(cfg.metrics_interval, valid[i].expected);
+		presence_config_free(&cfg);
+	}
+}
+
+static void metrics_interval_refuses_out_of_range_and_malformed_integers(void **state)
+{
+	static const char *const invalid[] = {
+	    "", "86401", "-1", "+1", "1s", "0.5", "off", "18446744073709551617",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("metrics_interval", invalid[i]);
+	}
+}
+
 static void integer_error_gives_the_allowed_range(void **state)
 {
 	struct presence_config cfg;
@@ -343,6 +427,89 @@ static void integer_error_gives_the_allowed_range(void **state)
 	assert_int_equal(parse_one(&cfg, "max_state_bytes", "-1", err), PRESENCE_ERR_INVAL);
 	assert_string_equal(err, "plugin_opt_max_state_bytes: \"-1\" is not valid; use an integer "
 	                         "from 2 to 1048576");
+	assert_int_equal(parse_one(&cfg, "max_query_users", "0", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_max_query_users: \"0\" is not valid; use an integer "
+	                         "from 1 to 100000");
+	assert_int_equal(parse_one(&cfg, "metrics_interval", "1s", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_metrics_interval: \"1s\" is not valid; use a number "
+	                         "of seconds from 0 to 86400 (0 disables the metrics)");
+}
+
+static void offline_delay_accepts_0_to_86400_seconds(void **state)
+{
+	static const char *const valid[] = {"0", "1", "2", "600", "86400", "007"};
+	static const unsigned int want[] = {0, 1, 2, 600, 86400, 7};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		assert_int_equal(parse_one(&cfg, "offline_delay", valid[i], err), PRESENCE_OK);
+		assert_int_equal(cfg.offline_delay, want[i]);
+		presence_config_free(&cfg);
+	}
+}
+
+static void offline_delay_refuses_out_of_range_fractions_and_units(void **state)
+{
+	static const char *const invalid[] = {"",   "-1", "86401", "1.5",
+	                                      "2s", " 2", "1e3",   "99999999999999999999999"};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("offline_delay", invalid[i]);
+	}
+	assert_int_equal(parse_one(&cfg, "offline_delay", "2.5", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err, "plugin_opt_offline_delay: \"2.5\" is not valid; use an integer "
+	                         "number of seconds from 0 to 86400");
+}
+
+static void keep_state_accepts_true_and_false_only(void **state)
+{
+	static const char *const invalid[] = {"", "yes", "1", "True", "FALSE", "on"};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "keep_state", "true", err), PRESENCE_OK);
+	assert_true(cfg.keep_state);
+	presence_config_free(&cfg);
+	assert_int_equal(parse_one(&cfg, "keep_state", "false", err), PRESENCE_OK);
+	assert_false(cfg.keep_state);
+	presence_config_free(&cfg);
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("keep_state", invalid[i]);
+	}
+	assert_int_equal(parse_one(&cfg, "keep_state", "yes", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(
+	    err, "plugin_opt_keep_state: \"yes\" is not valid; use \"true\" or \"false\"");
+}
+
+static void state_file_takes_a_file_path_as_given(void **state)
+{
+	static const char *const valid[] = {"state.json", "/var/lib/mosquitto/presence.json",
+	                                    "./a b/c.json", "../x"};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		assert_int_equal(parse_one(&cfg, "state_file", valid[i], err), PRESENCE_OK);
+		assert_string_equal(cfg.state_file, valid[i]);
+		presence_config_free(&cfg);
+	}
+	assert_value_refused("state_file", "");
+	assert_value_refused("state_file", "/var/lib/mosquitto/");
+	assert_int_equal(parse_one(&cfg, "state_file", "/tmp/", err), PRESENCE_ERR_INVAL);
+	assert_string_equal(err,
+	                    "plugin_opt_state_file: \"/tmp/\" is not valid; give the path of a "
+	                    "file, such as /var/lib/mosquitto/presence-state.json");
 }
 
 static void ignore_users_trims_spaces_and_tabs_around_each_name(void **state)
@@ -413,7 +580,9 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	memset(&cfg, 0xA5, sizeof(cfg));
 	assert_int_equal(parse_one(&cfg, "colour", "blue", err), PRESENCE_ERR_INVAL);
 	assert_string_equal(err, "unknown option plugin_opt_colour (known options: topic_prefix, "
-	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys)");
+	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys, "
+	                         "max_query_users, metrics_interval, offline_delay, keep_state, "
+	                         "state_file)");
 	assert_config_empty(&cfg);
 
 	/* Names are exact: no case folding, no prefix matching. */
@@ -484,7 +653,9 @@ static void describe_prints_the_defaults_on_one_line(void **state)
 	assert_int_equal(presence_config_parse(&cfg, NULL, 0, NULL, 0), PRESENCE_OK);
 	n = presence_config_describe(&cfg, buf, sizeof(buf));
 	assert_string_equal(buf, "topic_prefix=presence identity=username auth=defer acl=defer "
-	                         "max_state_bytes=8192 max_keys=64 ignore_users=(none)");
+	                         "max_state_bytes=8192 max_keys=64 max_query_users=1000 "
+	                         "metrics_interval=10 offline_delay=0 keep_state=false "
+	                         "state_file=(none) ignore_users=(none)");
 	assert_int_equal(n, strlen(buf));
 	presence_config_free(&cfg);
 }
@@ -499,6 +670,11 @@ static void describe_lists_every_setting(void **state)
 	    {"acl", "allow"},
 	    {"max_state_bytes", "100"},
 	    {"max_keys", "5"},
+	    {"max_query_users", "7"},
+	    {"metrics_interval", "0"},
+	    {"offline_delay", "2"},
+	    {"keep_state", "true"},
+	    {"state_file", "state.json"},
 	};
 	struct presence_config cfg;
 	char buf[256];
@@ -508,7 +684,9 @@ static void describe_lists_every_setting(void **state)
 	presence_config_describe(&cfg, buf, sizeof(buf));
 	assert_string_equal(buf,
 	                    "topic_prefix=acme/presence identity=clientid auth=allow acl=allow "
-	                    "max_state_bytes=100 max_keys=5 ignore_users=monitor,bridge");
+	                    "max_state_bytes=100 max_keys=5 max_query_users=7 metrics_interval=0 "
+	                    "offline_delay=2 keep_state=true state_file=state.json "
+	                    "ignore_users=monitor,bridge");
 	presence_config_free(&cfg);
 }
 
@@ -534,6 +712,7 @@ static void parse_survives_every_allocation_failure(void **state)
 	const struct presence_option opts[] = {
 	    {"ignore_users", "alice, bob ,carol"},
 	    {"max_keys", "10"},
+	    {"state_file", "state.json"},
 	};
 	struct presence_config cfg;
 	char err[ERR_SIZE];
@@ -553,8 +732,9 @@ static void parse_survives_every_allocation_failure(void **state)
 		assert_non_null(strstr(err, "out of memory"));
 		assert_config_empty(&cfg);
 	}
-	/* The list, three names and the default prefix. */
-	assert_int_equal(n, 5);
+	/* The list, three names, the state file and the default prefix. */
+	assert_int_equal(n, 6);
+	assert_string_equal(cfg.state_file, "state.json");
 	assert_int_equal(cfg.ignore_users_count, 3);
 	assert_string_equal(cfg.ignore_users[2], "carol");
 	assert_string_equal(cfg.topic_prefix, "presence");
@@ -577,7 +757,15 @@ int main(void)
 	    cmocka_unit_test(max_state_bytes_refuses_out_of_range_and_malformed_integers),
 	    cmocka_unit_test(max_keys_accepts_1_to_65535),
 	    cmocka_unit_test(max_keys_refuses_out_of_range_and_malformed_integers),
+	    cmocka_unit_test(max_query_users_accepts_1_to_100000),
+	    cmocka_unit_test(max_query_users_refuses_out_of_range_and_malformed_integers),
+	    cmocka_unit_test(metrics_interval_accepts_0_to_86400),
+	    cmocka_unit_test(metrics_interval_refuses_out_of_range_and_malformed_integers),
 	    cmocka_unit_test(integer_error_gives_the_allowed_range),
+	    cmocka_unit_test(offline_delay_accepts_0_to_86400_seconds),
+	    cmocka_unit_test(offline_delay_refuses_out_of_range_fractions_and_units),
+	    cmocka_unit_test(keep_state_accepts_true_and_false_only),
+	    cmocka_unit_test(state_file_takes_a_file_path_as_given),
 	    cmocka_unit_test(ignore_users_trims_spaces_and_tabs_around_each_name),
 	    cmocka_unit_test(ignore_users_refuses_empty_names_and_bad_utf8),
 	    cmocka_unit_test(ignores_matches_listed_names_exactly),

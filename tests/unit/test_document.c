@@ -29,6 +29,33 @@ static void assert_document(const struct presence_document *doc, const char *exp
 	presence_document_free(text);
 }
 
+/* Renders the rejection notice for topic and error and asserts it gives exactly expected, with
+ * the right length. */
+static void assert_notice(const char *topic, const char *error, const char *expected)
+{
+	size_t len = 0;
+	char *text = presence_document_render_error(topic, error, &len);
+
+	assert_non_null(text);
+	assert_string_equal(text, expected);
+	assert_int_equal(len, strlen(expected));
+	presence_document_free(text);
+}
+
+/* Asserts that value (a built document; NULL fails) prints compactly as exactly expected, then
+ * deletes it. */
+static void assert_built(cJSON *value, const char *expected)
+{
+	char *text;
+
+	assert_non_null(value);
+	text = cJSON_PrintUnformatted(value);
+	assert_non_null(text);
+	assert_string_equal(text, expected);
+	cJSON_free(text);
+	cJSON_Delete(value);
+}
+
 /* Returns the compact rendering of the JSON text json (which must be valid), as the state
  * module renders a state; the caller frees it with cJSON_free. */
 static char *compact(const char *json)
@@ -90,17 +117,15 @@ static void a_nested_state_is_embedded_as_its_compact_rendering(void **state)
 	    .seq = 42,
 	    .state_json = st,
 	};
+	const char *expected =
+	    "{\"username\":\"carol\",\"available\":true,\"sessions\":1,\"since\":0,\"seq\":42,"
+	    "\"state\":{\"status\":\"busy\",\"loc\":{\"lat\":52.5,\"tags\":[\"a\",1,true,null,[]]},"
+	    "\"n\":-0.25,\"e\":{}}}";
 
 	(void)state;
-	assert_document(&doc,
-	                "{\"username\":\"carol\",\"available\":true,\"sessions\":1,"
-	                "\"since\":0,\"seq\":42,\"state\":{\"status\":\"busy\",\"loc\":{"
-	                "\"lat\":52.5,\"tags\":[\"a\",1,true,null,[]]},\"n\":-0.25,\"e\":{}}}");
+	assert_document(&doc, expected);
 	/* Rendering leaves the state as it was, and can be done again. */
-	assert_document(&doc,
-	                "{\"username\":\"carol\",\"available\":true,\"sessions\":1,"
-	                "\"since\":0,\"seq\":42,\"state\":{\"status\":\"busy\",\"loc\":{"
-	                "\"lat\":52.5,\"tags\":[\"a\",1,true,null,[]]},\"n\":-0.25,\"e\":{}}}");
+	assert_document(&doc, expected);
 	assert_string_equal(st, "{\"status\":\"busy\",\"loc\":{\"lat\":52.5,\"tags\":[\"a\","
 	                        "1,true,null,[]]},\"n\":-0.25,\"e\":{}}");
 	cJSON_free(st);
@@ -193,26 +218,101 @@ static void integers_render_exactly_even_beyond_2_to_the_53(void **state)
 
 static void a_rejection_notice_names_the_topic_and_the_error(void **state)
 {
-	size_t len = 0;
-	char *text;
+	(void)state;
+	assert_notice("presence/alice/state", "state must be a JSON object",
+	              "{\"topic\":\"presence/alice/state\",\"error\":\"state must be a JSON "
+	              "object\"}");
+	assert_notice("presence/a%22b/state/x", "invalid key \"a/b\": keys are 1 to 128 bytes",
+	              "{\"topic\":\"presence/a%22b/state/x\",\"error\":\"invalid key "
+	              "\\\"a/b\\\": keys are 1 to 128 bytes\"}");
+}
+
+static void a_built_document_is_the_rendered_one_with_known_appended(void **state)
+{
+	static const char *const states[] = {
+	    "{}",
+	    "{\"status\":\"away\"}",
+	    "{ \"status\" : \"busy\", \"loc\" : { \"lat\" : 52.5, \"tags\" : [ \"a\", 1, true, "
+	    "null, [ ] ] }, \"n\" : -0.25, \"e\" : { }, \"q\" : \"\\\"\\u0001\xC3\xAB\" }",
+	};
+	static const struct presence_document docs[] = {
+	    {"alice", true, 2, 1764265200123, 7, NULL},
+	    {"say \"hi\"\t\x01 Zo\xC3\xAB", false, 0, INT64_MIN, UINT64_MAX, NULL},
+	    {"", true, 4294967295u, -1, 9007199254740993u, NULL},
+	};
+	char expected[1024];
+	size_t i, j, len;
 
 	(void)state;
-	text = presence_document_render_error("presence/alice/state", "state must be a JSON object",
-	                                      &len);
-	assert_non_null(text);
-	assert_string_equal(text,
-	                    "{\"topic\":\"presence/alice/state\",\"error\":\"state must be a JSON "
-	                    "object\"}");
-	assert_int_equal(len, strlen(text));
-	presence_document_free(text);
+	for (i = 0; i < COUNT(states); i++) {
+		char *state_json = compact(states[i]);
 
-	text = presence_document_render_error("presence/a%22b/state/x",
-	                                      "invalid key \"a/b\": keys are 1 to 128 bytes", &len);
-	assert_non_null(text);
-	assert_string_equal(text, "{\"topic\":\"presence/a%22b/state/x\",\"error\":\"invalid key "
-	                          "\\\"a/b\\\": keys are 1 to 128 bytes\"}");
-	assert_int_equal(len, strlen(text));
-	presence_document_free(text);
+		for (j = 0; j < COUNT(docs); j++) {
+			struct presence_document doc = docs[j];
+			char *rendered;
+
+			doc.state_json = state_json;
+			rendered = presence_document_render(&doc, &len);
+			assert_non_null(rendered);
+			assert_built(presence_document_build(&doc, false), rendered);
+			snprintf(expected, sizeof(expected), "%.*s,\"known\":true}", (int)(len - 1),
+			         rendered);
+			assert_built(presence_document_build(&doc, true), expected);
+			presence_document_free(rendered);
+		}
+		cJSON_free(state_json);
+	}
+}
+
+static void a_built_document_without_state_text_has_empty_state(void **state)
+{
+	const struct presence_document doc = {"bob", false, 0, 5, 6, NULL};
+
+	(void)state;
+	assert_built(presence_document_build(&doc, true),
+	             "{\"username\":\"bob\",\"available\":false,\"sessions\":0,\"since\":5,"
+	             "\"seq\":6,\"state\":{},\"known\":true}");
+}
+
+static void an_unknown_user_has_only_name_availability_and_known(void **state)
+{
+	(void)state;
+	assert_built(presence_document_build_unknown("nobody"),
+	             "{\"username\":\"nobody\",\"available\":false,\"known\":false}");
+	assert_built(presence_document_build_unknown("a\"b/\xC3\xAB"),
+	             "{\"username\":\"a\\\"b/\xC3\xAB\",\"available\":false,\"known\":false}");
+}
+
+static void build_returns_null_on_every_allocation_failure(void **state)
+{
+	const struct presence_document doc = {"dave", true, 3, 1764265200123, 9, "{\"a\":[1,2]}"};
+	cJSON *built = NULL;
+	long n;
+
+	(void)state;
+	for (n = 0; n < 1000; n++) {
+		failalloc_fail_after(n);
+		built = presence_document_build(&doc, true);
+		failalloc_reset();
+		if (built != NULL) {
+			break;
+		}
+	}
+	assert_true(n > 0);
+	assert_built(built, "{\"username\":\"dave\",\"available\":true,\"sessions\":3,"
+	                    "\"since\":1764265200123,\"seq\":9,\"state\":{\"a\":[1,2]},"
+	                    "\"known\":true}");
+
+	for (n = 0; n < 1000; n++) {
+		failalloc_fail_after(n);
+		built = presence_document_build_unknown("zed");
+		failalloc_reset();
+		if (built != NULL) {
+			break;
+		}
+	}
+	assert_true(n > 0);
+	assert_built(built, "{\"username\":\"zed\",\"available\":false,\"known\":false}");
 }
 
 static void free_accepts_null(void **state)
@@ -287,6 +387,10 @@ int main(void)
 	    cmocka_unit_test(user_names_are_escaped_as_json_strings),
 	    cmocka_unit_test(integers_render_exactly_even_beyond_2_to_the_53),
 	    cmocka_unit_test(a_rejection_notice_names_the_topic_and_the_error),
+	    cmocka_unit_test(a_built_document_is_the_rendered_one_with_known_appended),
+	    cmocka_unit_test(a_built_document_without_state_text_has_empty_state),
+	    cmocka_unit_test(an_unknown_user_has_only_name_availability_and_known),
+	    cmocka_unit_test(build_returns_null_on_every_allocation_failure),
 	    cmocka_unit_test(free_accepts_null),
 	    cmocka_unit_test(render_returns_null_on_every_allocation_failure),
 	    cmocka_unit_test(render_error_returns_null_on_every_allocation_failure),

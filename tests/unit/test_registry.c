@@ -23,6 +23,40 @@ static char clients[8];
 
 static const struct presence_state_limits limits = {.max_state_bytes = 8192, .max_keys = 64};
 
+/* A clock the tests set by hand. */
+static int64_t fake_monotonic;
+static int64_t fake_wall;
+
+static int64_t fake_monotonic_ms(void *arg)
+{
+	(void)arg;
+	return fake_monotonic;
+}
+
+static int64_t fake_wall_ms(void *arg)
+{
+	(void)arg;
+	return fake_wall;
+}
+
+static const struct presence_clock fake_clock = {fake_monotonic_ms, fake_wall_ms, NULL};
+
+/* A registry on the fake clock with a 2 s offline delay. */
+static int setup_delay(void **ctx)
+{
+	struct presence_registry *reg = presence_registry_new("presence");
+
+	if (reg == NULL) {
+		return -1;
+	}
+	fake_monotonic = 100000;
+	fake_wall = 1764265200000;
+	presence_registry_set_clock(reg, &fake_clock);
+	presence_registry_set_offline_delay(reg, 2000);
+	*ctx = reg;
+	return 0;
+}
+
 static int setup(void **ctx)
 {
 	*ctx = presence_registry_new("presence");
@@ -71,6 +105,95 @@ static void connect_user(struct presence_registry *reg, const void *client, cons
 	assert_int_equal(presence_registry_session_start(reg, client, user), PRESENCE_OK);
 }
 
+/* Plays a new connection replacing client old, in Mosquitto 2.0's order: the new client's
+ * BASIC_AUTH, then old's DISCONNECT, then the end of the loop iteration, which promotes the new
+ * client as user. A take-over and a resumed persistent session both look like this. */
+static void takeover(struct presence_registry *reg, const void *old, const void *new_client,
+                     const char *user)
+{
+	assert_int_equal(presence_registry_session_pending(reg, new_client), PRESENCE_OK);
+	presence_registry_session_gone(reg, old);
+	promote_all(reg, user);
+}
+
+/* Flushes every dirty user, publishing every due document; returns how many were due. The
+ * last one is left in *doc. */
+static int flush_all(struct presence_registry *reg, struct presence_document *doc, int64_t now)
+{
+	struct presence_user *user;
+	int published = 0;
+	bool due;
+
+	while ((user = presence_registry_dirty_next(reg)) != NULL) {
+		assert_int_equal(presence_registry_document_prepare(reg, user, now, doc, &due),
+		                 PRESENCE_OK);
+		if (due) {
+			presence_registry_document_sent(reg, user);
+			published++;
+		}
+	}
+	presence_registry_flush_done(reg);
+	return published;
+}
+
+/* Sets one state key of user, asserting success. */
+static void set_key(struct presence_user *user, const char *key, const char *value)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed;
+
+	assert_int_equal(presence_state_set_key(presence_user_state(user), &limits, key,
+	                                        strlen(key), value, strlen(value), &changed,
+	                                        reason),
+	                 PRESENCE_OK);
+}
+
+/* Merges patch (a JSON object) into the state of user, asserting success. */
+static void merge_state(struct presence_user *user, const char *patch)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed;
+
+	assert_int_equal(presence_state_merge(presence_user_state(user), &limits, patch,
+	                                      strlen(patch), &changed, reason),
+	                 PRESENCE_OK);
+}
+
+/* Advances the monotonic clock by ms and lets the registry expire the offline deadlines that
+ * have passed. */
+static void expire_after(struct presence_registry *reg, int64_t ms)
+{
+	fake_monotonic += ms;
+	presence_registry_offline_expire(reg);
+}
+
+/* Asserts that the user named name is dirty, and nobody else. */
+static void assert_only_dirty(struct presence_registry *reg, const char *name)
+{
+	struct presence_user *user = presence_registry_dirty_next(reg);
+
+	assert_non_null(user);
+	assert_string_equal(presence_user_name(user), name);
+	assert_null(presence_registry_dirty_next(reg));
+}
+
+/* Asserts the numbers of a document: available, sessions, seq and since (ms). */
+static void assert_doc(const struct presence_document *doc, bool available, unsigned int sessions,
+                       uint64_t seq, int64_t since_ms)
+{
+	assert_int_equal(doc->available, available);
+	assert_int_equal(doc->sessions, sessions);
+	assert_int_equal(doc->seq, seq);
+	assert_int_equal(doc->since_ms, since_ms);
+}
+
+/* Asserts that the state rendered in doc is json. */
+static void assert_doc_state(const struct presence_document *doc, const char *json)
+{
+	assert_non_null(doc->state_json);
+	assert_string_equal(doc->state_json, json);
+}
+
 static void two_sessions_of_one_user_count_as_one_available_user(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
@@ -81,26 +204,17 @@ static void two_sessions_of_one_user_count_as_one_available_user(void **ctx)
 	promote_all(reg, "alice");
 	assert_true(flush_one(reg, &doc, 1000));
 	assert_string_equal(doc.username, "alice");
-	assert_true(doc.available);
-	assert_int_equal(doc.sessions, 2);
-	assert_int_equal(doc.seq, 1);
-	assert_int_equal(doc.since_ms, 1000);
+	assert_doc(&doc, true, 2, 1, 1000);
 	assert_int_equal(presence_registry_available_count(reg), 1);
 	assert_int_equal(presence_registry_active_session_count(reg), 2);
 
 	presence_registry_session_gone(reg, A);
 	assert_true(flush_one(reg, &doc, 2000));
-	assert_true(doc.available);
-	assert_int_equal(doc.sessions, 1);
-	assert_int_equal(doc.seq, 2);
-	assert_int_equal(doc.since_ms, 1000);
+	assert_doc(&doc, true, 1, 2, 1000);
 
 	presence_registry_session_gone(reg, B);
 	assert_true(flush_one(reg, &doc, 3000));
-	assert_false(doc.available);
-	assert_int_equal(doc.sessions, 0);
-	assert_int_equal(doc.seq, 3);
-	assert_int_equal(doc.since_ms, 3000);
+	assert_doc(&doc, false, 0, 3, 3000);
 	assert_int_equal(presence_registry_available_count(reg), 0);
 	assert_int_equal(presence_registry_active_session_count(reg), 0);
 }
@@ -134,10 +248,7 @@ static void takeover_keeps_user_available_and_publishes_nothing(void **ctx)
 	connect_user(reg, A, "alice");
 	assert_true(flush_one(reg, &doc, 1000));
 
-	/* Mosquitto 2.0 order: new BASIC_AUTH, old DISCONNECT, TICK. */
-	assert_int_equal(presence_registry_session_pending(reg, B), PRESENCE_OK);
-	presence_registry_session_gone(reg, A);
-	promote_all(reg, "alice");
+	takeover(reg, A, B, "alice");
 	assert_false(flush_one(reg, &doc, 2000));
 	assert_int_equal(presence_user_sessions(presence_registry_user_find(reg, "alice")), 1);
 }
@@ -147,19 +258,13 @@ static void takeover_keeps_the_state(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *alice;
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	connect_user(reg, A, "alice");
 	alice = presence_registry_user_find(reg, "alice");
-	assert_int_equal(presence_state_set_key(presence_user_state(alice), &limits, "s", 1, "x", 1,
-	                                        &changed, reason),
-	                 PRESENCE_OK);
+	set_key(alice, "s", "x");
 	assert_true(flush_one(reg, &doc, 1000));
 
-	assert_int_equal(presence_registry_session_pending(reg, B), PRESENCE_OK);
-	presence_registry_session_gone(reg, A);
-	promote_all(reg, "alice");
+	takeover(reg, A, B, "alice");
 	assert_false(flush_one(reg, &doc, 2000));
 	assert_string_equal(presence_state_json(presence_user_state(alice)), "{\"s\":\"x\"}");
 }
@@ -176,13 +281,9 @@ static void second_disconnect_of_resumed_session_is_ignored(void **ctx)
 	assert_false(doc.available);
 
 	/* Resume: new pointer B, then a second DISCONNECT for the old context A. */
-	assert_int_equal(presence_registry_session_pending(reg, B), PRESENCE_OK);
-	presence_registry_session_gone(reg, A);
-	promote_all(reg, "alice");
+	takeover(reg, A, B, "alice");
 	assert_true(flush_one(reg, &doc, 3000));
-	assert_true(doc.available);
-	assert_int_equal(doc.sessions, 1);
-	assert_int_equal(doc.seq, 3);
+	assert_doc(&doc, true, 1, 3, 3000);
 }
 
 static void login_seen_again_for_a_known_client_changes_nothing(void **ctx)
@@ -244,8 +345,6 @@ static void change_undone_within_an_iteration_publishes_nothing(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *alice;
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	connect_user(reg, A, "alice");
 	alice = presence_registry_user_find(reg, "alice");
@@ -254,12 +353,8 @@ static void change_undone_within_an_iteration_publishes_nothing(void **ctx)
 	/* A second session comes and goes, and the state is set and removed. */
 	connect_user(reg, B, "alice");
 	presence_registry_session_gone(reg, B);
-	assert_int_equal(presence_state_set_key(presence_user_state(alice), &limits, "k", 1, "v", 1,
-	                                        &changed, reason),
-	                 PRESENCE_OK);
-	assert_int_equal(presence_state_set_key(presence_user_state(alice), &limits, "k", 1, "", 0,
-	                                        &changed, reason),
-	                 PRESENCE_OK);
+	set_key(alice, "k", "v");
+	set_key(alice, "k", "");
 	presence_registry_user_changed(reg, alice);
 	assert_false(flush_one(reg, &doc, 2000));
 }
@@ -283,14 +378,10 @@ static void state_is_cleared_when_the_user_becomes_unavailable(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *alice;
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	connect_user(reg, A, "alice");
 	alice = presence_registry_user_find(reg, "alice");
-	assert_int_equal(presence_state_set_key(presence_user_state(alice), &limits, "status", 6,
-	                                        "away", 4, &changed, reason),
-	                 PRESENCE_OK);
+	set_key(alice, "status", "away");
 	assert_true(flush_one(reg, &doc, 1000));
 	assert_string_equal(presence_state_json(presence_user_state(alice)),
 	                    "{\"status\":\"away\"}");
@@ -307,15 +398,11 @@ static void state_change_alone_publishes_with_the_same_since(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *alice;
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	connect_user(reg, A, "alice");
 	alice = presence_registry_user_find(reg, "alice");
 	assert_true(flush_one(reg, &doc, 1000));
-	assert_int_equal(presence_state_merge(presence_user_state(alice), &limits, "{\"a\":1}", 7,
-	                                      &changed, reason),
-	                 PRESENCE_OK);
+	merge_state(alice, "{\"a\":1}");
 	presence_registry_user_changed(reg, alice);
 	assert_true(flush_one(reg, &doc, 5000));
 	assert_int_equal(doc.since_ms, 1000);
@@ -342,6 +429,82 @@ static void failed_publish_is_retried_at_the_next_flush(void **ctx)
 	assert_true(flush_one(reg, &doc, 2000));
 	assert_int_equal(doc.seq, 1);
 	assert_int_equal(doc.since_ms, 2000);
+}
+
+static void published_document_is_the_last_one_sent_not_the_live_values(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc, pub;
+	struct presence_user *alice;
+	bool due;
+
+	/* Created by a state write before its first document: not known yet. */
+	assert_int_equal(presence_registry_user_get(reg, "alice", &alice), PRESENCE_OK);
+	pub.state_json = "unset";
+	assert_false(presence_user_published(alice, &pub));
+	assert_string_equal(pub.state_json, "unset");
+
+	connect_user(reg, A, "alice");
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_true(presence_user_published(alice, &pub));
+	assert_string_equal(pub.username, "alice");
+	assert_doc(&pub, true, 1, 1, 1000);
+	assert_string_equal(pub.state_json, "{}");
+
+	/* Live changes that are not published yet do not show. */
+	merge_state(alice, "{\"status\":\"away\"}");
+	connect_user(reg, B, "alice");
+	assert_true(presence_user_published(alice, &pub));
+	assert_doc(&pub, true, 1, 1, 1000);
+	assert_string_equal(pub.state_json, "{}");
+
+	/* A prepared document that failed to publish does not show either. */
+	assert_ptr_equal(presence_registry_dirty_next(reg), alice);
+	assert_int_equal(presence_registry_document_prepare(reg, alice, 2000, &doc, &due),
+	                 PRESENCE_OK);
+	assert_true(due);
+	presence_registry_document_failed(reg, alice);
+	presence_registry_flush_done(reg);
+	assert_true(presence_user_published(alice, &pub));
+	assert_int_equal(pub.seq, 1);
+	assert_string_equal(pub.state_json, "{}");
+
+	/* Once sent, it does. */
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_true(presence_user_published(alice, &pub));
+	assert_doc(&pub, true, 2, 2, 1000);
+	assert_string_equal(pub.state_json, "{\"status\":\"away\"}");
+
+	/* Offline: the final document, with the state cleared. */
+	presence_registry_session_gone(reg, A);
+	presence_registry_session_gone(reg, B);
+	assert_true(flush_one(reg, &doc, 4000));
+	assert_true(presence_user_published(alice, &pub));
+	assert_doc(&pub, false, 0, 3, 4000);
+	assert_string_equal(pub.state_json, "{}");
+}
+
+static void known_counts_users_with_a_document_once(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *bob;
+
+	assert_int_equal(presence_registry_known_count(reg), 0);
+	assert_int_equal(presence_registry_user_get(reg, "bob", &bob), PRESENCE_OK);
+	assert_int_equal(presence_registry_known_count(reg), 0);
+	connect_user(reg, A, "alice");
+	assert_int_equal(presence_registry_known_count(reg), 0);
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_int_equal(presence_registry_known_count(reg), 1);
+	presence_registry_session_gone(reg, A);
+	assert_true(flush_one(reg, &doc, 2000));
+	assert_int_equal(presence_registry_known_count(reg), 1);
+	connect_user(reg, B, "bob");
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_int_equal(presence_registry_known_count(reg), 2);
+	assert_int_equal(presence_registry_user_count(reg), 2);
+	assert_int_equal(presence_registry_available_count(reg), 1);
 }
 
 static void user_topic_encodes_the_name(void **ctx)
@@ -389,6 +552,565 @@ static void many_users_and_sessions_are_tracked_independently(void **ctx)
 	assert_int_equal(presence_user_sessions(presence_registry_user_find(reg, "user7")), 4);
 	assert_int_equal(presence_user_sessions(presence_registry_user_find(reg, "user8")), 0);
 	assert_int_equal(presence_registry_available_count(reg), 250);
+}
+
+static void reconnect_within_the_offline_delay_publishes_nothing(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice;
+
+	connect_user(reg, A, "alice");
+	alice = presence_registry_user_find(reg, "alice");
+	assert_true(flush_one(reg, &doc, 1000));
+
+	presence_registry_session_gone(reg, A);
+	assert_true(presence_user_offline_pending(alice));
+	assert_false(flush_one(reg, &doc, 2000));
+	expire_after(reg, 1999);
+	assert_null(presence_registry_dirty_next(reg));
+
+	connect_user(reg, B, "alice");
+	assert_false(presence_user_offline_pending(alice));
+	assert_false(flush_one(reg, &doc, 3000));
+
+	/* The cancelled deadline never fires. */
+	expire_after(reg, 60000);
+	assert_null(presence_registry_dirty_next(reg));
+}
+
+static void staying_away_publishes_one_unavailable_document_when_the_delay_ends(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	connect_user(reg, A, "alice");
+	assert_true(flush_one(reg, &doc, 1000));
+	fake_wall = 1764265205000;
+	presence_registry_session_gone(reg, A);
+	assert_false(flush_one(reg, &doc, 1764265205001));
+
+	expire_after(reg, 1999);
+	assert_null(presence_registry_dirty_next(reg));
+	fake_wall += 2000;
+	expire_after(reg, 1);
+	assert_true(flush_one(reg, &doc, fake_wall));
+	/* since is when the last session left, not when the delay ended. */
+	assert_doc(&doc, false, 0, 2, 1764265205000);
+	assert_false(presence_user_offline_pending(presence_registry_user_find(reg, "alice")));
+
+	expire_after(reg, 60000);
+	assert_null(presence_registry_dirty_next(reg));
+}
+
+static void offline_deadlines_are_reached_first_in_first_out(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	connect_user(reg, A, "alice");
+	connect_user(reg, B, "bob");
+	connect_user(reg, C, "carol");
+	assert_int_equal(flush_all(reg, &doc, 1000), 3);
+	presence_registry_session_gone(reg, A);
+	fake_monotonic += 100;
+	presence_registry_session_gone(reg, B);
+	fake_monotonic += 100;
+	presence_registry_session_gone(reg, C);
+	assert_int_equal(flush_all(reg, &doc, 2000), 0);
+	/* bob comes back: his deadline is dropped, the others keep their order. */
+	connect_user(reg, &clients[3], "bob");
+	assert_int_equal(flush_all(reg, &doc, 2000), 0);
+
+	expire_after(reg, 1850); /* alice's deadline is 50 ms ago, carol's is 150 ms ahead. */
+	assert_only_dirty(reg, "alice");
+
+	expire_after(reg, 150);
+	assert_only_dirty(reg, "carol");
+}
+
+static void session_count_change_within_the_delay_is_published(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	connect_user(reg, A, "alice");
+	connect_user(reg, B, "alice");
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_int_equal(doc.sessions, 2);
+	presence_registry_session_gone(reg, A);
+	presence_registry_session_gone(reg, B);
+	assert_false(flush_one(reg, &doc, 2000));
+	connect_user(reg, C, "alice");
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_doc(&doc, true, 1, 2, 1000);
+}
+
+static void takeover_with_a_delay_publishes_nothing(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	connect_user(reg, A, "alice");
+	assert_true(flush_one(reg, &doc, 1000));
+	takeover(reg, A, B, "alice");
+	assert_false(flush_one(reg, &doc, 2000));
+	expire_after(reg, 60000);
+	assert_null(presence_registry_dirty_next(reg));
+}
+
+static void user_never_published_as_available_does_not_wait(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	/* In and out within one iteration: nobody saw the user, nothing to wait for. */
+	connect_user(reg, A, "alice");
+	presence_registry_session_gone(reg, A);
+	assert_false(presence_user_offline_pending(presence_registry_user_find(reg, "alice")));
+	assert_false(flush_one(reg, &doc, 1000));
+}
+
+static void state_survives_a_reconnect_within_the_delay_and_is_cleared_after_it(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice;
+
+	connect_user(reg, A, "alice");
+	alice = presence_registry_user_find(reg, "alice");
+	set_key(alice, "status", "away");
+	assert_true(flush_one(reg, &doc, 1000));
+	presence_registry_session_gone(reg, A);
+	assert_false(flush_one(reg, &doc, 2000));
+	connect_user(reg, B, "alice");
+	assert_false(flush_one(reg, &doc, 3000));
+	assert_string_equal(presence_state_json(presence_user_state(alice)),
+	                    "{\"status\":\"away\"}");
+
+	presence_registry_session_gone(reg, B);
+	assert_false(flush_one(reg, &doc, 4000));
+	assert_false(presence_state_is_empty(presence_user_state(alice)));
+	expire_after(reg, 2000);
+	assert_true(flush_one(reg, &doc, 5000));
+	assert_false(doc.available);
+	assert_doc_state(&doc, "{}");
+	assert_true(presence_state_is_empty(presence_user_state(alice)));
+}
+
+static void keep_state_keeps_the_state_while_offline(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice;
+
+	presence_registry_set_offline_delay(reg, 0);
+	presence_registry_set_keep_state(reg, true);
+	assert_true(presence_registry_keep_state(reg));
+	connect_user(reg, A, "alice");
+	alice = presence_registry_user_find(reg, "alice");
+	set_key(alice, "status", "away");
+	assert_true(flush_one(reg, &doc, 1000));
+
+	presence_registry_session_gone(reg, A);
+	assert_true(flush_one(reg, &doc, 2000));
+	assert_false(doc.available);
+	assert_int_equal(doc.seq, 2);
+	assert_doc_state(&doc, "{\"status\":\"away\"}");
+
+	connect_user(reg, B, "alice");
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_true(doc.available);
+	assert_int_equal(doc.since_ms, 3000);
+	assert_doc_state(&doc, "{\"status\":\"away\"}");
+}
+
+static void without_keep_state_a_disconnect_clears_the_state(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice;
+
+	presence_registry_set_offline_delay(reg, 0);
+	assert_false(presence_registry_keep_state(reg));
+	connect_user(reg, A, "alice");
+	alice = presence_registry_user_find(reg, "alice");
+	set_key(alice, "status", "away");
+	assert_true(flush_one(reg, &doc, 1000));
+	presence_registry_session_gone(reg, A);
+	assert_true(flush_one(reg, &doc, 2000));
+	assert_doc_state(&doc, "{}");
+	connect_user(reg, B, "alice");
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_doc_state(&doc, "{}");
+}
+
+/* Plays a complete save: every user with seq > 0 written, then done. */
+static void save_everything(struct presence_registry *reg)
+{
+	struct presence_user *user;
+
+	presence_registry_save_begin(reg);
+	for (user = presence_registry_user_first(reg); user != NULL;
+	     user = presence_registry_user_next(user)) {
+		presence_registry_user_saved(reg, user);
+	}
+	presence_registry_save_done(reg);
+}
+
+static void a_flush_with_nothing_due_keeps_one_copy_of_the_state(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc, pub;
+	struct presence_state *st;
+	struct presence_user *alice;
+
+	connect_user(reg, A, "alice");
+	alice = presence_registry_user_find(reg, "alice");
+	st = presence_user_state(alice);
+	set_key(alice, "a", "1");
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_ptr_equal(presence_state_marked_json(st), presence_state_json(st));
+
+	/* Changed and changed back: the published text is kept beside the live one until the
+	 * flush, which finds nothing due and lets it go. */
+	set_key(alice, "a", "2");
+	set_key(alice, "a", "1");
+	assert_true(presence_user_published(alice, &pub));
+	assert_string_equal(pub.state_json, "{\"a\":1}");
+	assert_ptr_not_equal(pub.state_json, presence_state_json(st));
+	presence_registry_user_changed(reg, alice);
+	assert_false(flush_one(reg, &doc, 2000));
+	assert_true(presence_user_published(alice, &pub));
+	assert_ptr_equal(pub.state_json, presence_state_json(st));
+	assert_string_equal(pub.state_json, "{\"a\":1}");
+}
+
+static void offline_delay_without_memory_publishes_unavailability_at_once(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *user;
+	char name[16];
+	long n;
+
+	for (n = 0;; n++) {
+		snprintf(name, sizeof(name), "u%ld", n);
+		connect_user(reg, A, name);
+		assert_true(flush_one(reg, &doc, 1000));
+		user = presence_registry_user_find(reg, name);
+		fake_wall = 1764265200000 + n;
+		failalloc_fail_after(n);
+		presence_registry_session_gone(reg, A);
+		failalloc_reset();
+		if (presence_user_offline_pending(user)) {
+			break;
+		}
+		/* Nothing to wait with: the unavailable document is due now, as without a delay. */
+		assert_true(flush_one(reg, &doc, 5000));
+		assert_doc(&doc, false, 0, 2, 5000);
+		expire_after(reg, 60000);
+		assert_null(presence_registry_dirty_next(reg));
+	}
+	assert_true(n > 0);
+	assert_false(flush_one(reg, &doc, 5000));
+	expire_after(reg, 2000);
+	assert_true(flush_one(reg, &doc, 7000));
+	assert_doc(&doc, false, 0, 2, 1764265200000 + n);
+}
+
+static void holding_without_memory_fails_the_document_and_retries_it(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice;
+	enum presence_err err;
+	bool due;
+	long n;
+
+	presence_registry_set_seq_margin(reg, 1);
+	connect_user(reg, A, "alice");
+	assert_int_equal(flush_all(reg, &doc, 1000), 1);
+	alice = presence_registry_user_find(reg, "alice");
+	presence_registry_session_gone(reg, A);
+	for (n = 0;; n++) {
+		assert_ptr_equal(presence_registry_dirty_next(reg), alice);
+		failalloc_fail_after(n);
+		err = presence_registry_document_prepare(reg, alice, 2000, &doc, &due);
+		failalloc_reset();
+		assert_false(due);
+		if (err == PRESENCE_OK) {
+			break;
+		}
+		assert_int_equal(err, PRESENCE_ERR_NOMEM);
+		assert_int_equal(presence_registry_held_count(reg), 0);
+		presence_registry_document_failed(reg, alice);
+		presence_registry_flush_done(reg);
+	}
+	assert_true(n > 0);
+	assert_int_equal(presence_registry_held_count(reg), 1);
+	save_everything(reg);
+	assert_int_equal(presence_registry_held_count(reg), 0);
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_doc(&doc, false, 0, 2, 3000);
+}
+
+/* Makes alice's state change and flushes; returns whether a document was due. */
+static bool alice_changes(struct presence_registry *reg, struct presence_document *doc, int n)
+{
+	struct presence_user *alice = presence_registry_user_find(reg, "alice");
+	char value[16];
+
+	snprintf(value, sizeof(value), "%d", n);
+	set_key(alice, "n", value);
+	presence_registry_user_changed(reg, alice);
+	return flush_all(reg, doc, 1000 + n) == 1;
+}
+
+static void seq_margin_holds_documents_until_a_save_completes(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice;
+	int n;
+
+	presence_registry_set_seq_margin(reg, 3);
+	assert_int_equal(presence_registry_seq_margin(reg), 3);
+	connect_user(reg, A, "alice");
+	alice = presence_registry_user_find(reg, "alice");
+	assert_int_equal(flush_all(reg, &doc, 1000), 1);
+	for (n = 2; n <= 3; n++) {
+		assert_true(alice_changes(reg, &doc, n));
+		assert_int_equal(doc.seq, n);
+	}
+	/* Recorded 0 (never saved) + margin 3: seq 4 must wait. */
+	assert_false(alice_changes(reg, &doc, 4));
+	assert_int_equal(presence_registry_held_count(reg), 1);
+	assert_null(presence_registry_dirty_next(reg));
+
+	/* A failed save releases nothing. */
+	presence_registry_save_begin(reg);
+	presence_registry_user_saved(reg, alice);
+	presence_registry_save_failed(reg);
+	assert_int_equal(presence_registry_held_count(reg), 1);
+	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 0);
+
+	save_everything(reg);
+	assert_int_equal(presence_registry_held_count(reg), 0);
+	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 3);
+	assert_int_equal(flush_all(reg, &doc, 5000), 1);
+	assert_int_equal(doc.seq, 4);
+	assert_doc_state(&doc, "{\"n\":4}");
+	for (n = 5; n <= 6; n++) {
+		assert_true(alice_changes(reg, &doc, n));
+	}
+	assert_false(alice_changes(reg, &doc, 7));
+
+	/* A held user that changes again is reconsidered (and held again). */
+	presence_registry_session_gone(reg, A);
+	assert_int_equal(presence_registry_held_count(reg), 0);
+	assert_int_equal(flush_all(reg, &doc, 6000), 0);
+	assert_int_equal(presence_registry_held_count(reg), 1);
+	save_everything(reg);
+	assert_int_equal(flush_all(reg, &doc, 7000), 1);
+	assert_false(doc.available);
+	assert_int_equal(doc.seq, 7);
+}
+
+static void recorded_seq_is_the_one_of_the_last_completed_save(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice;
+	int n;
+
+	connect_user(reg, A, "alice");
+	alice = presence_registry_user_find(reg, "alice");
+	assert_int_equal(flush_all(reg, &doc, 1000), 1);
+	assert_true(presence_registry_unsaved(reg));
+	save_everything(reg); /* records 1 */
+	assert_false(presence_registry_unsaved(reg));
+	for (n = 2; n <= 4; n++) {
+		assert_true(alice_changes(reg, &doc, n));
+	}
+	assert_true(presence_registry_unsaved(reg));
+
+	/* Save 2 writes seq 4 but is still running: 1 is what the file on disk holds. */
+	presence_registry_save_begin(reg);
+	presence_registry_user_saved(reg, alice);
+	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 1);
+	presence_registry_save_failed(reg);
+	assert_true(presence_registry_unsaved(reg));
+	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 1);
+
+	/* Save 3 writes seq 5; a change during it sets the unsaved flag again. */
+	assert_true(alice_changes(reg, &doc, 5));
+	presence_registry_save_begin(reg);
+	presence_registry_user_saved(reg, alice);
+	assert_true(alice_changes(reg, &doc, 6));
+	assert_true(presence_registry_unsaved(reg));
+	presence_registry_save_done(reg);
+	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 5);
+
+	/* Save 4 writes seq 6; until it completes, 5 is recorded. */
+	presence_registry_save_begin(reg);
+	presence_registry_user_saved(reg, alice);
+	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 5);
+	presence_registry_save_done(reg);
+	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 6);
+}
+
+static void new_users_start_after_the_configured_seq(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	presence_registry_set_new_user_seq(reg, 1000);
+	connect_user(reg, A, "alice");
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_int_equal(doc.seq, 1001);
+	assert_int_equal(doc.since_ms, 1000);
+	presence_registry_session_gone(reg, A);
+	assert_true(flush_one(reg, &doc, 2000));
+	assert_int_equal(doc.seq, 1002);
+}
+
+static void users_are_listed_in_creation_order(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	static const char *const names[] = {"zoe", "alice", "mallory", "bob"};
+	struct presence_user *user;
+	size_t i;
+
+	assert_null(presence_registry_user_first(reg));
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(presence_registry_user_get(reg, names[i], &user), PRESENCE_OK);
+	}
+	for (i = 0, user = presence_registry_user_first(reg); user != NULL;
+	     user = presence_registry_user_next(user), i++) {
+		assert_string_equal(presence_user_name(user), names[i]);
+	}
+	assert_int_equal(i, 4);
+}
+
+static void restored_available_user_gets_a_correction(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user_record rec;
+	struct presence_user *alice;
+	cJSON *state = cJSON_Parse("{\"status\":\"away\"}");
+
+	assert_int_equal(presence_registry_user_restore(reg, "alice", 7, 1000, true, state),
+	                 PRESENCE_OK);
+	assert_int_equal(presence_registry_user_restore(reg, "bob", 3, 900, false, NULL),
+	                 PRESENCE_OK);
+	alice = presence_registry_user_find(reg, "alice");
+	presence_registry_user_record(alice, &rec);
+	assert_string_equal(rec.username, "alice");
+	assert_int_equal(rec.seq, 7);
+	assert_int_equal(rec.since_ms, 1000);
+	assert_true(rec.available);
+	assert_string_equal(rec.state_json, "{\"status\":\"away\"}");
+
+	/* Only alice was shown as available; bob's record matches what he is. */
+	assert_int_equal(flush_all(reg, &doc, 50000), 1);
+	assert_string_equal(doc.username, "alice");
+	assert_doc(&doc, false, 0, 8, 50000);
+	assert_doc_state(&doc, "{}");
+
+	/* bob continues from his recorded seq. */
+	connect_user(reg, A, "bob");
+	assert_true(flush_one(reg, &doc, 60000));
+	assert_int_equal(doc.seq, 4);
+	cJSON_Delete(state);
+}
+
+static void restored_state_is_kept_with_keep_state(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	cJSON *state = cJSON_Parse("{\"status\":\"away\"}");
+
+	presence_registry_set_keep_state(reg, true);
+	assert_int_equal(presence_registry_user_restore(reg, "alice", 7, 1000, true, state),
+	                 PRESENCE_OK);
+	assert_int_equal(presence_registry_user_restore(reg, "bob", 3, 900, false, state),
+	                 PRESENCE_OK);
+	assert_int_equal(flush_all(reg, &doc, 50000), 1);
+	assert_string_equal(doc.username, "alice");
+	assert_false(doc.available);
+	assert_doc_state(&doc, "{\"status\":\"away\"}");
+	connect_user(reg, A, "bob");
+	assert_true(flush_one(reg, &doc, 60000));
+	assert_true(doc.available);
+	assert_doc_state(&doc, "{\"status\":\"away\"}");
+	cJSON_Delete(state);
+}
+
+static void restored_state_that_is_no_longer_kept_is_cleared(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	cJSON *state = cJSON_Parse("{\"status\":\"away\"}");
+
+	/* Written with keep_state true, read with false: the offline document loses it. */
+	assert_int_equal(presence_registry_user_restore(reg, "bob", 3, 900, false, state),
+	                 PRESENCE_OK);
+	assert_int_equal(flush_all(reg, &doc, 50000), 1);
+	assert_doc(&doc, false, 0, 4, 900);
+	assert_doc_state(&doc, "{}");
+	cJSON_Delete(state);
+}
+
+static void restore_refuses_duplicates_bad_states_and_overlong_names(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	cJSON *bad_key = cJSON_Parse("{\"a/b\":1}");
+	cJSON *not_object = cJSON_Parse("[1]");
+	static char long_name[70000];
+
+	assert_int_equal(presence_registry_user_restore(reg, "alice", 1, 0, false, NULL),
+	                 PRESENCE_OK);
+	assert_int_equal(presence_registry_user_restore(reg, "alice", 2, 0, false, NULL),
+	                 PRESENCE_ERR_INVAL);
+	assert_int_equal(presence_registry_user_restore(reg, "bob", 1, 0, false, bad_key),
+	                 PRESENCE_ERR_INVAL);
+	assert_int_equal(presence_registry_user_restore(reg, "bob", 1, 0, false, not_object),
+	                 PRESENCE_ERR_INVAL);
+	memset(long_name, 'x', sizeof(long_name) - 1);
+	assert_int_equal(presence_registry_user_restore(reg, long_name, 1, 0, false, NULL),
+	                 PRESENCE_ERR_INVAL);
+	assert_null(presence_registry_user_find(reg, "bob"));
+	assert_int_equal(presence_registry_user_count(reg), 1);
+	cJSON_Delete(bad_key);
+	cJSON_Delete(not_object);
+}
+
+static void restore_survives_every_allocation_failure(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	cJSON *state = cJSON_Parse("{\"status\":\"away\",\"n\":[1,2]}");
+	enum presence_err err;
+	long n;
+
+	presence_registry_set_keep_state(reg, true);
+	for (n = 0;; n++) {
+		failalloc_fail_after(n);
+		err = presence_registry_user_restore(reg, "alice", 7, 1000, true, state);
+		failalloc_reset();
+		if (err == PRESENCE_OK) {
+			break;
+		}
+		assert_int_equal(err, PRESENCE_ERR_NOMEM);
+		assert_null(presence_registry_user_find(reg, "alice"));
+		assert_null(presence_registry_dirty_next(reg));
+	}
+	assert_true(n > 3);
+	assert_string_equal(
+	    presence_state_json(presence_user_state(presence_registry_user_find(reg, "alice"))),
+	    "{\"status\":\"away\",\"n\":[1,2]}");
+	cJSON_Delete(state);
 }
 
 /* Allocation failures: each operation either succeeds or reports PRESENCE_ERR_NOMEM with the
@@ -452,10 +1174,32 @@ static void allocation_failures_leave_the_registry_consistent(void **ctx)
 	}
 }
 
+/* After an unclean restart new users start at the seq margin; that base is not a document, so
+ * such a user is not known until its first document is published. */
+static void user_starting_at_the_seq_margin_is_known_only_after_its_first_document(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *user;
+
+	presence_registry_set_new_user_seq(reg, 1000);
+	assert_int_equal(presence_registry_user_get(reg, "nina", &user), PRESENCE_OK);
+	assert_false(presence_user_published(user, &doc));
+	assert_int_equal(presence_registry_known_count(reg), 0);
+
+	connect_user(reg, A, "nina");
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_int_equal(doc.seq, 1001);
+	assert_true(presence_user_published(user, &doc));
+	assert_int_equal(doc.seq, 1001);
+	assert_int_equal(presence_registry_known_count(reg), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define D(name) cmocka_unit_test_setup_teardown(name, setup_delay, teardown)
 	    T(two_sessions_of_one_user_count_as_one_available_user),
 	    T(refused_login_is_never_counted_and_publishes_nothing),
 	    T(disconnect_of_unknown_client_is_ignored),
@@ -471,10 +1215,35 @@ int main(void)
 	    T(state_is_cleared_when_the_user_becomes_unavailable),
 	    T(state_change_alone_publishes_with_the_same_since),
 	    T(failed_publish_is_retried_at_the_next_flush),
+	    T(published_document_is_the_last_one_sent_not_the_live_values),
+	    T(known_counts_users_with_a_document_once),
 	    T(user_topic_encodes_the_name),
 	    T(never_available_user_with_no_document_publishes_nothing),
 	    T(many_users_and_sessions_are_tracked_independently),
 	    T(allocation_failures_leave_the_registry_consistent),
+	    D(reconnect_within_the_offline_delay_publishes_nothing),
+	    D(staying_away_publishes_one_unavailable_document_when_the_delay_ends),
+	    D(offline_deadlines_are_reached_first_in_first_out),
+	    D(session_count_change_within_the_delay_is_published),
+	    D(takeover_with_a_delay_publishes_nothing),
+	    D(user_never_published_as_available_does_not_wait),
+	    D(state_survives_a_reconnect_within_the_delay_and_is_cleared_after_it),
+	    D(keep_state_keeps_the_state_while_offline),
+	    D(without_keep_state_a_disconnect_clears_the_state),
+	    T(seq_margin_holds_documents_until_a_save_completes),
+	    T(recorded_seq_is_the_one_of_the_last_completed_save),
+	    T(new_users_start_after_the_configured_seq),
+	    T(users_are_listed_in_creation_order),
+	    T(restored_available_user_gets_a_correction),
+	    T(restored_state_is_kept_with_keep_state),
+	    T(restored_state_that_is_no_longer_kept_is_cleared),
+	    T(restore_refuses_duplicates_bad_states_and_overlong_names),
+	    T(restore_survives_every_allocation_failure),
+	    T(user_starting_at_the_seq_margin_is_known_only_after_its_first_document),
+	    T(a_flush_with_nothing_due_keeps_one_copy_of_the_state),
+	    D(offline_delay_without_memory_publishes_unavailability_at_once),
+	    T(holding_without_memory_fails_the_document_and_retries_it),
+#undef D
 #undef T
 	};
 

@@ -34,18 +34,40 @@ static const struct presence_state_limits default_limits = {.max_state_bytes = 8
 static const struct presence_state_limits huge_limits = {.max_state_bytes = 1u << 24,
                                                          .max_keys = 1u << 20};
 
-/* Sets key to payload (len bytes) under limits; asserts success and returns changed. */
-static bool set_ok_bytes(struct presence_state *st, const struct presence_state_limits *limits,
-                         const char *key, const char *payload, size_t len)
+/* As the key of a write below: a merge of the payload instead of a set_key. */
+#define MERGE NULL
+
+/* How much of a payload a failure message quotes. */
+#define QUOTED 60
+
+/* Writes payload (len bytes) to st under limits: set_key of key (a C string), or a merge when
+ * key is MERGE. Returns what state.c returns, with *changed and reason as it leaves them. */
+static enum presence_err write_state(struct presence_state *st,
+                                     const struct presence_state_limits *limits, const char *key,
+                                     const char *payload, size_t len, bool *changed, char *reason)
+{
+	if (key == MERGE) {
+		return presence_state_merge(st, limits, payload, len, changed, reason);
+	}
+	return presence_state_set_key(st, limits, key, strlen(key), payload, len, changed, reason);
+}
+
+/* Writes payload (len bytes; set_key of key, or a merge when key is MERGE) under limits;
+ * asserts success and returns changed. */
+static bool write_ok(struct presence_state *st, const struct presence_state_limits *limits,
+                     const char *key, const char *payload, size_t len)
 {
 	char reason[PRESENCE_STATE_REASON_SIZE];
 	bool changed = true;
-	enum presence_err err;
+	enum presence_err err = write_state(st, limits, key, payload, len, &changed, reason);
 
-	err = presence_state_set_key(st, limits, key, strlen(key), payload, len, &changed, reason);
+	if (err != PRESENCE_OK && key == MERGE) {
+		fail_msg("merge %.*s: %s (%s)", (int)(len < QUOTED ? len : QUOTED), payload,
+		         presence_strerror(err), reason);
+	}
 	if (err != PRESENCE_OK) {
-		fail_msg("set %s=%.*s: %s (%s)", key, (int)len, payload, presence_strerror(err),
-		         reason);
+		fail_msg("set %s=%.*s: %s (%s)", key, (int)(len < QUOTED ? len : QUOTED), payload,
+		         presence_strerror(err), reason);
 	}
 	return changed;
 }
@@ -54,29 +76,14 @@ static bool set_ok_bytes(struct presence_state *st, const struct presence_state_
 static bool set_ok(struct presence_state *st, const struct presence_state_limits *limits,
                    const char *key, const char *payload)
 {
-	return set_ok_bytes(st, limits, key, payload, strlen(payload));
-}
-
-/* Merges payload (len bytes) under limits; asserts success and returns changed. */
-static bool merge_ok_bytes(struct presence_state *st, const struct presence_state_limits *limits,
-                           const char *payload, size_t len)
-{
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed = true;
-	enum presence_err err;
-
-	err = presence_state_merge(st, limits, payload, len, &changed, reason);
-	if (err != PRESENCE_OK) {
-		fail_msg("merge %.*s: %s (%s)", (int)len, payload, presence_strerror(err), reason);
-	}
-	return changed;
+	return write_ok(st, limits, key, payload, strlen(payload));
 }
 
 /* Merges payload (a C string) under limits; asserts success and returns changed. */
 static bool merge_ok(struct presence_state *st, const struct presence_state_limits *limits,
                      const char *payload)
 {
-	return merge_ok_bytes(st, limits, payload, strlen(payload));
+	return write_ok(st, limits, MERGE, payload, strlen(payload));
 }
 
 /* Returns a new state holding the JSON object json. */
@@ -113,6 +120,35 @@ static void assert_state(const struct presence_state *st, const char *json)
 	assert_string_equal(tree, json);
 	assert_int_equal(presence_state_is_empty(st), strcmp(json, "{}") == 0);
 	cJSON_free(tree);
+}
+
+/*
+ * Asserts that writing payload (len bytes; set_key of key, or a merge when key is MERGE) to st
+ * under limits is refused with expected_err and expected_reason (NULL = not checked), reports
+ * no change and leaves the state as it was. what names the case in a failure.
+ */
+static void assert_refused(const char *what, struct presence_state *st,
+                           const struct presence_state_limits *limits, const char *key,
+                           const char *payload, size_t len, enum presence_err expected_err,
+                           const char *expected_reason)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	char *before = strdup(presence_state_json(st));
+	bool changed = true;
+	enum presence_err err;
+
+	assert_non_null(before);
+	err = write_state(st, limits, key, payload, len, &changed, reason);
+	if (err != expected_err) {
+		fail_msg("%s: got %s, expected %s", what, presence_strerror(err),
+		         presence_strerror(expected_err));
+	}
+	assert_false(changed);
+	if (expected_reason != NULL) {
+		assert_string_equal(reason, expected_reason);
+	}
+	assert_state(st, before);
+	free(before);
 }
 
 static void a_new_state_is_empty_and_renders_as_braces(void **state)
@@ -416,29 +452,26 @@ static const struct refusal_case set_refusals[] = {
      "payload has a number out of range"},
 };
 
-static void set_key_refuses_payloads_it_cannot_store_and_leaves_the_state_alone(void **state)
+/* Asserts that each of the count cases, written (set_key of key, or a merge when key is MERGE)
+ * onto a state with keys, is refused as invalid with its reason, the state left alone. */
+static void assert_refusals(const struct refusal_case *cases, size_t count, const char *key)
 {
-	const char *before = "{\"k\":\"here\",\"z\":1}";
 	size_t i;
 
-	(void)state;
-	for (i = 0; i < COUNT(set_refusals); i++) {
-		const struct refusal_case *c = &set_refusals[i];
-		struct presence_state *st = state_from(before);
-		char reason[PRESENCE_STATE_REASON_SIZE];
-		bool changed = true;
-		enum presence_err err;
+	for (i = 0; i < count; i++) {
+		const struct refusal_case *c = &cases[i];
+		struct presence_state *st = state_from("{\"k\":\"here\",\"z\":1}");
 
-		err = presence_state_set_key(st, &default_limits, "k", 1, c->payload, c->len,
-		                             &changed, reason);
-		if (err != PRESENCE_ERR_INVAL) {
-			fail_msg("%s: got %s", c->what, presence_strerror(err));
-		}
-		assert_false(changed);
-		assert_string_equal(reason, c->reason);
-		assert_state(st, before);
+		assert_refused(c->what, st, &default_limits, key, c->payload, c->len,
+		               PRESENCE_ERR_INVAL, c->reason);
 		presence_state_free(st);
 	}
+}
+
+static void set_key_refuses_payloads_it_cannot_store_and_leaves_the_state_alone(void **state)
+{
+	(void)state;
+	assert_refusals(set_refusals, COUNT(set_refusals), "k");
 }
 
 /* One key and whether it is valid. */
@@ -498,37 +531,29 @@ static void key_valid_accepts_1_to_128_bytes_of_text_without_slash_plus_or_hash(
 static void an_invalid_key_is_quoted_in_the_reason_in_part_at_a_character_boundary(void **state)
 {
 	struct presence_state *st = presence_state_new();
-	char reason[PRESENCE_STATE_REASON_SIZE];
 	char long_key[200];
 	char expected[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	(void)state;
 	assert_non_null(st);
-	assert_int_equal(
-	    presence_state_set_key(st, &default_limits, "a/b", 3, "1", 1, &changed, reason),
-	    PRESENCE_ERR_INVAL);
-	assert_string_equal(reason, "invalid key \"a/b\": " KEY_RULE);
-	assert_int_equal(
-	    presence_state_set_key(st, &default_limits, "", 0, "1", 1, &changed, reason),
-	    PRESENCE_ERR_INVAL);
-	assert_string_equal(reason, "invalid key \"\": " KEY_RULE);
-	assert_int_equal(
-	    presence_state_set_key(st, &default_limits, "a\xFF", 2, "1", 1, &changed, reason),
-	    PRESENCE_ERR_INVAL);
-	assert_string_equal(reason, "invalid key (not UTF-8 text): " KEY_RULE);
+	assert_refused("a slash", st, &default_limits, "a/b", BYTES("1"), PRESENCE_ERR_INVAL,
+	               "invalid key \"a/b\": " KEY_RULE);
+	assert_refused("empty", st, &default_limits, "", BYTES("1"), PRESENCE_ERR_INVAL,
+	               "invalid key \"\": " KEY_RULE);
+	assert_refused("not UTF-8", st, &default_limits, "a\xFF", BYTES("1"), PRESENCE_ERR_INVAL,
+	               "invalid key (not UTF-8 text): " KEY_RULE);
 
-	/* 63 x's and then two-byte characters: the quote stops before the one cut at 64. */
+	/* 63 x's and then two-byte characters (199 bytes): the quote stops before the one cut at
+	 * 64. */
 	memset(long_key, 'x', 63);
 	for (size_t i = 63; i + 1 < sizeof(long_key); i += 2) {
 		long_key[i] = '\xC3';
 		long_key[i + 1] = '\xA9';
 	}
-	assert_int_equal(
-	    presence_state_set_key(st, &default_limits, long_key, 199, "1", 1, &changed, reason),
-	    PRESENCE_ERR_INVAL);
+	long_key[199] = '\0';
 	snprintf(expected, sizeof(expected), "invalid key \"%.63s...\": %s", long_key, KEY_RULE);
-	assert_string_equal(reason, expected);
+	assert_refused("a long key", st, &default_limits, long_key, BYTES("1"), PRESENCE_ERR_INVAL,
+	               expected);
 	assert_state(st, "{}");
 	presence_state_free(st);
 }
@@ -605,34 +630,21 @@ static void fill_keys(struct presence_state *st, size_t n)
 static void max_keys_allows_exactly_the_limit_and_refuses_one_more(void **state)
 {
 	struct presence_state *st = presence_state_new();
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	char *before;
-	bool changed = true;
 
 	(void)state;
 	assert_non_null(st);
 	fill_keys(st, 63);
 	assert_true(set_ok(st, &default_limits, "k63", "1"));
 	assert_true(set_ok(st, &default_limits, "k63", "2"));
-	before = strdup(presence_state_json(st));
-	assert_non_null(before);
 
-	assert_int_equal(
-	    presence_state_set_key(st, &default_limits, "k64", 3, "1", 1, &changed, reason),
-	    PRESENCE_ERR_TOO_LARGE);
-	assert_false(changed);
-	assert_string_equal(reason, "state would have 65 keys; max_keys is 64");
-	assert_state(st, before);
-
-	assert_int_equal(
-	    presence_state_merge(st, &default_limits, BYTES("{\"x\":1,\"y\":2}"), &changed, reason),
-	    PRESENCE_ERR_TOO_LARGE);
-	assert_string_equal(reason, "state would have 66 keys; max_keys is 64");
-	assert_state(st, before);
+	assert_refused("a 65th key", st, &default_limits, "k64", BYTES("1"), PRESENCE_ERR_TOO_LARGE,
+	               "state would have 65 keys; max_keys is 64");
+	assert_refused("a merge of two more keys", st, &default_limits, MERGE,
+	               BYTES("{\"x\":1,\"y\":2}"), PRESENCE_ERR_TOO_LARGE,
+	               "state would have 66 keys; max_keys is 64");
 
 	/* A merge that removes one key and adds another stays at the limit. */
 	assert_true(merge_ok(st, &default_limits, "{\"k0\":null,\"x\":1}"));
-	free(before);
 	presence_state_free(st);
 }
 
@@ -641,25 +653,17 @@ static void max_state_bytes_allows_exactly_the_limit_and_refuses_one_byte_more(v
 	/* {"k":"<n x's>"} is 8 + n bytes. */
 	const struct presence_state_limits limits = {.max_state_bytes = 20, .max_keys = 64};
 	struct presence_state *st = presence_state_new();
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed = true;
 
 	(void)state;
 	assert_non_null(st);
 	assert_true(set_ok(st, &limits, "k", "xxxxxxxxxxxx"));
 	assert_int_equal(presence_state_json_len(st), 20);
 
-	assert_int_equal(
-	    presence_state_set_key(st, &limits, "k", 1, BYTES("yyyyyyyyyyyyy"), &changed, reason),
-	    PRESENCE_ERR_TOO_LARGE);
-	assert_false(changed);
-	assert_string_equal(reason, "state would be 21 bytes; max_state_bytes is 20");
-	assert_state(st, "{\"k\":\"xxxxxxxxxxxx\"}");
-
-	assert_int_equal(
-	    presence_state_merge(st, &limits, BYTES("{\"k\":\"yyyyyyyyyyyyy\"}"), &changed, reason),
-	    PRESENCE_ERR_TOO_LARGE);
-	assert_string_equal(reason, "state would be 21 bytes; max_state_bytes is 20");
+	assert_refused("a set one byte over", st, &limits, "k", BYTES("yyyyyyyyyyyyy"),
+	               PRESENCE_ERR_TOO_LARGE, "state would be 21 bytes; max_state_bytes is 20");
+	assert_refused("a merge one byte over", st, &limits, MERGE,
+	               BYTES("{\"k\":\"yyyyyyyyyyyyy\"}"), PRESENCE_ERR_TOO_LARGE,
+	               "state would be 21 bytes; max_state_bytes is 20");
 	assert_state(st, "{\"k\":\"xxxxxxxxxxxx\"}");
 	presence_state_free(st);
 }
@@ -668,19 +672,16 @@ static void the_byte_limit_reason_reports_the_rendered_size(void **state)
 {
 	const struct presence_state_limits limits = {.max_state_bytes = 8192, .max_keys = 64};
 	struct presence_state *st = presence_state_new();
-	char reason[PRESENCE_STATE_REASON_SIZE];
 	char *payload = malloc(8993);
-	bool changed;
 
 	(void)state;
 	assert_non_null(st);
 	assert_non_null(payload);
 	/* {"k":"..."} with 8993 bytes of text renders as 9001 bytes. */
 	memset(payload, 'x', 8993);
-	assert_int_equal(
-	    presence_state_set_key(st, &limits, "k", 1, payload, 8993, &changed, reason),
-	    PRESENCE_ERR_TOO_LARGE);
-	assert_string_equal(reason, "state would be 9001 bytes; max_state_bytes is 8192");
+	assert_refused("8993 bytes of text", st, &limits, "k", payload, 8993,
+	               PRESENCE_ERR_TOO_LARGE,
+	               "state would be 9001 bytes; max_state_bytes is 8192");
 	free(payload);
 	presence_state_free(st);
 }
@@ -689,29 +690,25 @@ static void a_state_over_lowered_limits_may_shrink_but_not_grow(void **state)
 {
 	const struct presence_state_limits small = {.max_state_bytes = 10, .max_keys = 1};
 	struct presence_state *st = state_from("{\"a\":\"long value\",\"b\":2,\"c\":3}");
-	char reason[PRESENCE_STATE_REASON_SIZE];
-	bool changed;
 
 	(void)state;
 	assert_true(set_ok(st, &small, "c", ""));
 	assert_true(set_ok(st, &small, "a", "\"short\""));
 	assert_state(st, "{\"a\":\"short\",\"b\":2}");
-	assert_int_equal(
-	    presence_state_set_key(st, &small, "a", 1, BYTES("\"longer value\""), &changed, reason),
-	    PRESENCE_ERR_TOO_LARGE);
-	assert_int_equal(presence_state_set_key(st, &small, "d", 1, BYTES("4"), &changed, reason),
-	                 PRESENCE_ERR_TOO_LARGE);
-	assert_string_equal(reason, "state would have 3 keys; max_keys is 1");
+	assert_refused("a longer value", st, &small, "a", BYTES("\"longer value\""),
+	               PRESENCE_ERR_TOO_LARGE, NULL);
+	assert_refused("a new key", st, &small, "d", BYTES("4"), PRESENCE_ERR_TOO_LARGE,
+	               "state would have 3 keys; max_keys is 1");
 	assert_true(merge_ok(st, &small, "{\"b\":null}"));
 	assert_state(st, "{\"a\":\"short\"}");
 	presence_state_free(st);
 }
 
 /*
- * Asserts that a write of payload (len bytes; set_key of "k" when key is true, merge otherwise)
- * is refused for being over the payload cap without a single allocation, leaving st alone.
+ * Asserts that a write of payload (len bytes; set_key of key, or a merge when key is MERGE) is
+ * refused for being over the payload cap without a single allocation, leaving st alone.
  */
-static void assert_payload_refused_unparsed(struct presence_state *st, bool key,
+static void assert_payload_refused_unparsed(struct presence_state *st, const char *key,
                                             const char *payload, size_t len, const char *expected)
 {
 	char reason[PRESENCE_STATE_REASON_SIZE];
@@ -720,12 +717,7 @@ static void assert_payload_refused_unparsed(struct presence_state *st, bool key,
 	enum presence_err err;
 
 	failalloc_fail_after(0);
-	if (key) {
-		err = presence_state_set_key(st, &default_limits, "k", 1, payload, len, &changed,
-		                             reason);
-	} else {
-		err = presence_state_merge(st, &default_limits, payload, len, &changed, reason);
-	}
+	err = write_state(st, &default_limits, key, payload, len, &changed, reason);
 	assert_int_equal(failalloc_attempts(), 0);
 	failalloc_reset();
 	assert_int_equal(err, PRESENCE_ERR_TOO_LARGE);
@@ -751,18 +743,18 @@ static void a_payload_of_4_x_max_state_bytes_is_parsed_and_one_byte_more_is_refu
 	/* JSON padded with white space to exactly the cap is parsed, not taken as text. */
 	memset(payload, ' ', cap + 1);
 	memcpy(payload, "42", 2);
-	assert_true(set_ok_bytes(st, &default_limits, "k", payload, cap));
+	assert_true(write_ok(st, &default_limits, "k", payload, cap));
 	assert_state(st, "{\"a\":1,\"k\":42}");
 	memcpy(payload, "{\"m\":true}", 10);
-	assert_true(merge_ok_bytes(st, &default_limits, payload, cap));
+	assert_true(write_ok(st, &default_limits, MERGE, payload, cap));
 	assert_state(st, "{\"a\":1,\"k\":42,\"m\":true}");
 
 	/* One byte more is refused before it is even read, whatever it holds. */
-	assert_payload_refused_unparsed(st, true, payload, cap + 1, refusal);
-	assert_payload_refused_unparsed(st, false, payload, cap + 1, refusal);
+	assert_payload_refused_unparsed(st, "k", payload, cap + 1, refusal);
+	assert_payload_refused_unparsed(st, MERGE, payload, cap + 1, refusal);
 	payload[cap] = '\xFF';
-	assert_payload_refused_unparsed(st, true, payload, cap + 1, refusal);
-	assert_payload_refused_unparsed(st, false, payload, cap + 1, refusal);
+	assert_payload_refused_unparsed(st, "k", payload, cap + 1, refusal);
+	assert_payload_refused_unparsed(st, MERGE, payload, cap + 1, refusal);
 	assert_state(st, "{\"a\":1,\"k\":42,\"m\":true}");
 
 	/* 4 x max_state_bytes does not overflow. */
@@ -821,27 +813,8 @@ static const struct refusal_case merge_refusals[] = {
 
 static void merge_refuses_anything_but_a_json_object_with_valid_keys(void **state)
 {
-	const char *before = "{\"k\":\"here\",\"z\":1}";
-	size_t i;
-
 	(void)state;
-	for (i = 0; i < COUNT(merge_refusals); i++) {
-		const struct refusal_case *c = &merge_refusals[i];
-		struct presence_state *st = state_from(before);
-		char reason[PRESENCE_STATE_REASON_SIZE];
-		bool changed = true;
-		enum presence_err err;
-
-		err =
-		    presence_state_merge(st, &default_limits, c->payload, c->len, &changed, reason);
-		if (err != PRESENCE_ERR_INVAL) {
-			fail_msg("%s: got %s", c->what, presence_strerror(err));
-		}
-		assert_false(changed);
-		assert_string_equal(reason, c->reason);
-		assert_state(st, before);
-		presence_state_free(st);
-	}
+	assert_refusals(merge_refusals, COUNT(merge_refusals), MERGE);
 }
 
 static void merge_may_remove_a_key_that_could_never_be_set(void **state)
@@ -1069,7 +1042,7 @@ static char *state_with_text(const char *initial, const char *key, const char *p
 }
 
 /*
- * Runs a write (set_key when key is not NULL, merge otherwise) on a state holding initial with
+ * Runs a write (set_key of key, or a merge when key is MERGE) on a state holding initial with
  * failure point n = 0, 1, 2, ... failing as mode says, until it succeeds. Every failure must be
  * PRESENCE_ERR_NOMEM with the state untouched, the success must give expected and must be the
  * first point at which nothing failed.
@@ -1089,7 +1062,7 @@ static void assert_write_survives_allocation_failures_in(enum fail_mode mode, co
 	struct presence_state *st = state_from(initial);
 	long parser = parser_allocations(payload);
 	long first = mode == FAIL_FROM_N_ON ? 1 : 0;
-	char *as_text = key != NULL ? state_with_text(initial, key, payload) : NULL;
+	char *as_text = key != MERGE ? state_with_text(initial, key, payload) : NULL;
 	char reason[PRESENCE_STATE_REASON_SIZE];
 	long taken_as_text = 0;
 	long attempts = 0;
@@ -1107,17 +1080,12 @@ static void assert_write_survives_allocation_failures_in(enum fail_mode mode, co
 			cjson_fail_countdown = n;
 			cjson_allocations = 0;
 		}
-		if (key != NULL) {
-			err = presence_state_set_key(st, &default_limits, key, strlen(key), payload,
-			                             strlen(payload), &changed, reason);
-		} else {
-			err = presence_state_merge(st, &default_limits, payload, strlen(payload),
-			                           &changed, reason);
-		}
+		err = write_state(st, &default_limits, key, payload, strlen(payload), &changed,
+		                  reason);
 		attempts = mode == FAIL_FROM_N_ON ? failalloc_attempts() : cjson_allocations;
 		failalloc_reset();
 		cjson_fail_countdown = -1;
-		if (in_parser && key != NULL && err == PRESENCE_OK) {
+		if (in_parser && key != MERGE && err == PRESENCE_OK) {
 			assert_true(changed);
 			assert_state(st, as_text);
 			presence_state_free(st);
@@ -1125,7 +1093,7 @@ static void assert_write_survives_allocation_failures_in(enum fail_mode mode, co
 			taken_as_text++;
 			continue;
 		}
-		if (in_parser && key == NULL && err == PRESENCE_ERR_INVAL) {
+		if (in_parser && key == MERGE && err == PRESENCE_ERR_INVAL) {
 			assert_string_equal(reason, "state must be a JSON object");
 			assert_false(changed);
 			assert_state(st, initial);
@@ -1187,12 +1155,12 @@ static void set_key_leaves_the_state_unchanged_on_every_allocation_failure(void 
 static void merge_leaves_the_state_unchanged_on_every_allocation_failure(void **state)
 {
 	(void)state;
-	assert_write_survives_allocation_failures("{}", NULL, "{\"a\":1}", "{\"a\":1}");
+	assert_write_survives_allocation_failures("{}", MERGE, "{\"a\":1}", "{\"a\":1}");
 	assert_write_survives_allocation_failures(
-	    "{\"a\":{\"b\":\"c\",\"d\":[1]},\"e\":1,\"f\":true}", NULL,
+	    "{\"a\":{\"b\":\"c\",\"d\":[1]},\"e\":1,\"f\":true}", MERGE,
 	    "{\"a\":{\"b\":\"x\",\"d\":null,\"n\":{\"m\":null,\"o\":[]}},\"e\":null,\"g\":\"h\"}",
 	    "{\"a\":{\"b\":\"x\",\"n\":{\"o\":[]}},\"f\":true,\"g\":\"h\"}");
-	assert_write_survives_allocation_failures("{\"a\":1}", NULL, "{\"a\":null}", "{}");
+	assert_write_survives_allocation_failures("{\"a\":1}", MERGE, "{\"a\":null}", "{}");
 }
 
 static void merge_patch_reports_every_allocation_failure(void **state)
@@ -1253,6 +1221,75 @@ static void clear_needs_no_memory(void **state)
 	presence_state_free(st);
 }
 
+static void restore_replaces_the_state_without_checking_the_limits(void **state)
+{
+	static const struct presence_state_limits tiny = {.max_state_bytes = 4, .max_keys = 1};
+	struct presence_state *st = state_from("{\"old\":1}");
+	cJSON *recorded = cJSON_Parse("{\"status\":\"away\",\"n\":{\"deep\":[1,2]}}");
+	cJSON *empty = cJSON_CreateObject();
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	bool changed;
+
+	(void)state;
+	assert_int_equal(presence_state_restore(st, recorded), PRESENCE_OK);
+	assert_state(st, "{\"status\":\"away\",\"n\":{\"deep\":[1,2]}}");
+	/* A copy: the recorded tree stays the caller's. */
+	cJSON_Delete(recorded);
+	assert_state(st, "{\"status\":\"away\",\"n\":{\"deep\":[1,2]}}");
+	/* Over the limits it may shrink. */
+	assert_int_equal(presence_state_merge(st, &tiny, BYTES("{\"n\":null}"), &changed, reason),
+	                 PRESENCE_OK);
+	assert_state(st, "{\"status\":\"away\"}");
+	assert_int_equal(presence_state_restore(st, empty), PRESENCE_OK);
+	assert_true(presence_state_is_empty(st));
+	cJSON_Delete(empty);
+	presence_state_free(st);
+}
+
+static void restore_refuses_what_a_write_could_never_have_stored(void **state)
+{
+	static const char *const refused[] = {"[1]", "\"text\"", "{\"a/b\":1}", "{\"\":1}",
+	                                      "{\"x\":1e999}"};
+	struct presence_state *st = state_from("{\"old\":1}");
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(refused); i++) {
+		cJSON *value = cJSON_Parse(refused[i]);
+
+		assert_non_null(value);
+		assert_int_equal(presence_state_restore(st, value), PRESENCE_ERR_INVAL);
+		assert_state(st, "{\"old\":1}");
+		cJSON_Delete(value);
+	}
+	assert_int_equal(presence_state_restore(st, NULL), PRESENCE_ERR_INVAL);
+	presence_state_free(st);
+}
+
+static void restore_leaves_the_state_unchanged_on_every_allocation_failure(void **state)
+{
+	struct presence_state *st = state_from("{\"old\":1}");
+	cJSON *recorded = cJSON_Parse("{\"status\":\"away\",\"n\":[1,2,3]}");
+	enum presence_err err;
+	long n;
+
+	(void)state;
+	for (n = 0;; n++) {
+		failalloc_fail_after(n);
+		err = presence_state_restore(st, recorded);
+		failalloc_reset();
+		if (err == PRESENCE_OK) {
+			break;
+		}
+		assert_int_equal(err, PRESENCE_ERR_NOMEM);
+		assert_state(st, "{\"old\":1}");
+	}
+	assert_true(n > 2);
+	assert_state(st, "{\"status\":\"away\",\"n\":[1,2,3]}");
+	cJSON_Delete(recorded);
+	presence_state_free(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1292,6 +1329,9 @@ int main(void)
 	    cmocka_unit_test(merge_patch_reports_every_allocation_failure),
 	    cmocka_unit_test(new_returns_null_when_allocation_fails),
 	    cmocka_unit_test(clear_needs_no_memory),
+	    cmocka_unit_test(restore_replaces_the_state_without_checking_the_limits),
+	    cmocka_unit_test(restore_refuses_what_a_write_could_never_have_stored),
+	    cmocka_unit_test(restore_leaves_the_state_unchanged_on_every_allocation_failure),
 	};
 
 	failalloc_install_cjson();

@@ -1,0 +1,135 @@
+/*
+ * The query API on $CONTROL/presence/v1: requests in, one response per request out. The
+ * request and response formats are the core's (core/query.h); this file only connects them to
+ * the broker.
+ *
+ * What Mosquitto 2.0 does with a publish to a registered $CONTROL topic decides the design:
+ *
+ * - The broker checks the WRITE ACL first (acl_file, dynamic-security, or this plugin's acl
+ *   option, which covers $CONTROL like any topic outside its namespace), so whoever may
+ *   publish to $CONTROL/presence/v1 may query; a denied request never reaches this callback.
+ * - The request is then handed to this callback only: never delivered to any subscriber, never
+ *   retained. The callback must return success; any error makes the broker disconnect the
+ *   client after acknowledging the publish. So every problem is answered in the response
+ *   (or, for the broker running out of memory, logged) and the callback always succeeds.
+ * - The response is a publish targeted at the requesting client id. Mosquitto 2.0 queues such a
+ *   publish for that one client, without matching subscriptions and without a READ ACL check,
+ *   so no other client can receive it whatever it subscribes to (the requester receives it
+ *   even without a subscription). It goes to the request's MQTT 5 Response Topic when that is
+ *   a valid publish topic, otherwise to $CONTROL/presence/v1/response; the request's
+ *   Correlation Data is copied in either case. The QoS is the request's, capped at 1: a
+ *   response is an answer to be re-asked, not a transaction, and QoS 2 would only add a
+ *   handshake.
+ * - The targeted publish is resolved by client id when the broker delivers it, at the start of
+ *   the next loop iteration: if the requester's id was taken over in between, the new
+ *   connection gets the answer (as it would get the old session's queued messages), and an
+ *   offline persistent session gets it queued.
+ * - A QoS 1 or 2 request the client retransmits reaches this callback again and is answered
+ *   again; queries change nothing, so that is harmless.
+ */
+#include <stdlib.h>
+
+#include "plugin.h"
+#include "query.h"
+
+static const char *or_none(const char *s)
+{
+	return s != NULL ? s : "(none)";
+}
+
+/*
+ * Builds the properties of the response to a request with properties request_props: the
+ * request's Correlation Data, copied. Sets *topic to the request's Response Topic when it has a
+ * valid one, which the caller frees with free(): the broker's mosquitto_property_read_*
+ * functions allocate their copies with plain calloc (lib/property_mosq.c). Otherwise *topic is
+ * NULL. Returns MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM (nothing allocated then).
+ */
+static int response_properties(const mosquitto_property *request_props, const char *client_id,
+                               mosquitto_property **props, char **topic)
+{
+	void *correlation = NULL;
+	uint16_t correlation_len = 0;
+	int rc = MOSQ_ERR_SUCCESS;
+
+	*props = NULL;
+	*topic = NULL;
+	if (request_props == NULL) {
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (mosquitto_property_read_binary(request_props, MQTT_PROP_CORRELATION_DATA, &correlation,
+	                                   &correlation_len, false) != NULL) {
+		rc = mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA, correlation,
+		                                   correlation_len);
+		free(correlation);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			return rc;
+		}
+	}
+	if (mosquitto_property_read_string(request_props, MQTT_PROP_RESPONSE_TOPIC, topic, false) ==
+	        NULL ||
+	    *topic == NULL) {
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (mosquitto_pub_topic_check(*topic) != MOSQ_ERR_SUCCESS) {
+		mosquitto_log_printf(MOSQ_LOG_NOTICE,
+		                     PRESENCE_LOG_PREFIX
+		                     "query by client %s names the response topic "
+		                     "\"%s\", which is not a valid publish topic; "
+		                     "answering on " PRESENCE_CONTROL_RESPONSE_TOPIC,
+		                     client_id, *topic);
+		free(*topic);
+		*topic = NULL;
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+int presence_control_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_control *ed = event_data;
+	struct presence_plugin *p = userdata;
+	const char *client_id = mosquitto_client_id(ed->client);
+	mosquitto_property *props = NULL;
+	char *response_topic = NULL;
+	struct presence_query q;
+	char *text = NULL;
+	size_t len = 0;
+	int rc = MOSQ_ERR_NOMEM;
+
+	(void)event;
+	if (client_id == NULL) {
+		/* The broker only lets clients with an id publish; nowhere to answer anyway. */
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "ignored a query from a client without a "
+		                                         "client id");
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (presence_query_parse(&q, ed->payload, ed->payloadlen, p->cfg.max_query_users) ==
+	    PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_DEBUG,
+		                     PRESENCE_LOG_PREFIX "query by client %s (user %s): %zu "
+		                                         "command(s), %zu name(s)",
+		                     client_id, or_none(mosquitto_client_username(ed->client)),
+		                     q.count, q.username_total);
+		text = presence_query_respond(&q, p->reg, &len);
+		presence_query_free(&q);
+	}
+	if (text != NULL) {
+		rc = response_properties(ed->properties, client_id, &props, &response_topic);
+	}
+	if (rc == MOSQ_ERR_SUCCESS) {
+		rc = presence_publish_json(client_id,
+		                           response_topic != NULL ? response_topic
+		                                                  : PRESENCE_CONTROL_RESPONSE_TOPIC,
+		                           text, len, ed->qos > 1 ? 1 : ed->qos, false, props);
+	}
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX
+		                     "could not answer the query of client %s: %s",
+		                     client_id, presence_mosq_strerror(rc));
+	}
+	free(response_topic);
+	presence_query_response_free(text);
+	/* Anything but success would make the broker disconnect the client. */
+	return MOSQ_ERR_SUCCESS;
+}
