@@ -412,10 +412,8 @@ enum presence_err presence_state_merge_patch(cJSON **target, const cJSON *patch)
  * The text it replaces is kept as the marked one if it is that, else freed. */
 static void state_replace(struct presence_state *st, char *text)
 {
-	if (!st->replaced) {
-		st->marked = st->json;
-		st->replaced = true;
-	} else {
+	/* While nothing was replaced since the mark, marked already points at the text. */
+	if (st->marked != st->json) {
 		cJSON_free(st->json);
 	}
 	st->json = text;
@@ -516,15 +514,14 @@ void presence_state_init(struct presence_state *st)
 {
 	st->json = NULL;
 	st->marked = NULL;
-	st->replaced = false;
 }
 
 void presence_state_release(struct presence_state *st)
 {
-	cJSON_free(st->json);
-	if (st->replaced) {
+	if (st->marked != st->json) {
 		cJSON_free(st->marked);
 	}
+	cJSON_free(st->json);
 	presence_state_init(st);
 }
 
@@ -969,23 +966,19 @@ size_t presence_state_json_len(const struct presence_state *st)
 
 void presence_state_mark(struct presence_state *st)
 {
-	if (st->replaced) {
+	if (st->marked != st->json) {
 		cJSON_free(st->marked);
-		st->marked = NULL;
-		st->replaced = false;
+		st->marked = st->json;
 	}
 }
 
 const char *presence_state_marked_json(const struct presence_state *st)
 {
-	if (!st->replaced) {
-		return presence_state_json(st);
-	}
 	return st->marked != NULL ? st->marked : EMPTY_JSON;
 }
 
 bool presence_state_changed_since_mark(const struct presence_state *st)
 {
-	return st->replaced &&
-	       strcmp(st->marked != NULL ? st->marked : EMPTY_JSON, presence_state_json(st)) != 0;
+	return st->marked != st->json &&
+	       strcmp(presence_state_marked_json(st), presence_state_json(st)) != 0;
 }

@@ -73,11 +73,12 @@ struct presence_state {
 	/* The compact rendering (from cJSON_PrintUnformatted, freed with cJSON_free), or NULL
 	 * while the state is empty and renders as "{}". */
 	char *json;
-	/* The rendering at the last mark (NULL = "{}"), valid only while replaced is true: the
-	 * first write after a mark keeps the text it replaces here instead of freeing it. */
+	/* The rendering at the last mark (NULL = "{}"). The same pointer as json until a write
+	 * replaces the text after the mark: that first write keeps the text it replaces here
+	 * instead of freeing it. Two different texts are always two live allocations, so the
+	 * pointers differ exactly when a write replaced the text (or both are NULL: "{}" then and
+	 * now). No flag besides, so that a state is two pointers inside its user. */
 	char *marked;
-	/* Whether json was replaced since the last mark. */
-	bool replaced;
 };
 
 /* Makes *st an empty state, marked as empty. Cannot fail; release it with
