@@ -10,10 +10,19 @@
  * chunks (mallinfo2: uordblks + hblkhd, malloc headers included) before and after. Documents
  * are freed as soon as they are rendered, as the broker owns them.
  *
- *   memprobe --users U [--sessions-per-user S] [--state-bytes B]
+ *   memprobe --users U [--sessions-per-user S] [--state-bytes B] [--pending-change]
+ *            [--disconnect [--offline-delay-ms D]]
  *
  * Prints one key=value line: bytes_per_session (the whole delta / sessions) and
- * bytes_per_session_beyond_state (minus B per user, spread over the sessions).
+ * bytes_per_session_beyond_state (minus B per user, spread over the sessions), and:
+ * - with --pending-change (and --state-bytes), pending_bytes_per_user: what the user's last
+ *   published state costs while a change waits for its document. Every user writes a new value
+ *   of the same size after its state was published, and the memory is read before the flush
+ *   that publishes it (the published text is kept beside the live one until then), then after
+ *   it (published_bytes_per_user: what it costs once the document is out, nothing);
+ * - with --disconnect, offline_bytes_per_user: what the plugin holds per known user after every
+ *   session left and the documents were published (with --offline-delay-ms, the registry runs
+ *   with that delay, so every user is still waiting it out: its wait record is included).
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -36,6 +45,16 @@ static size_t in_use(void)
 	return mi.uordblks + mi.hblkhd;
 }
 
+static bool flag(int argc, char **argv, const char *name)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], name) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
 static unsigned long arg(int argc, char **argv, const char *name, unsigned long fallback)
 {
 	for (int i = 1; i + 1 < argc; i++) {
@@ -44,6 +63,31 @@ static unsigned long arg(int argc, char **argv, const char *name, unsigned long 
 		}
 	}
 	return fallback;
+}
+
+/* Writes payload (a JSON string making a state of state_bytes) as the key "blob" of each of the
+ * users, as a state write does, and marks them changed. Exits on failure. */
+static void write_states(struct presence_registry *reg, const struct presence_state_limits *limits,
+                         size_t users, const char *payload, size_t state_bytes)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	char name[32];
+
+	for (size_t u = 0; u < users; u++) {
+		struct presence_user *user;
+		bool changed;
+
+		snprintf(name, sizeof(name), "u%07zu", u);
+		user = presence_registry_user_find(reg, name);
+		if (user == NULL ||
+		    presence_state_set_key(presence_user_state(user), limits, "blob", 4, payload,
+		                           strlen("\"\"") + (state_bytes - 11), &changed,
+		                           reason) != PRESENCE_OK) {
+			fprintf(stderr, "memprobe: state write failed: %s\n", reason);
+			exit(1);
+		}
+		presence_registry_user_changed(reg, user);
+	}
 }
 
 /* Publishes every due document, as the adapter's TICK does. */
@@ -79,9 +123,11 @@ int main(int argc, char **argv)
 	size_t users = arg(argc, argv, "--users", 10000);
 	size_t per_user = arg(argc, argv, "--sessions-per-user", 1);
 	size_t state_bytes = arg(argc, argv, "--state-bytes", 0);
+	unsigned long delay_ms = arg(argc, argv, "--offline-delay-ms", 0);
+	bool pending_change = flag(argc, argv, "--pending-change");
+	bool disconnect = flag(argc, argv, "--disconnect");
 	size_t sessions = users * per_user;
 	struct presence_state_limits limits = {.max_state_bytes = 1 << 20, .max_keys = 64};
-	char reason[PRESENCE_STATE_REASON_SIZE];
 	/* Stand-ins for the broker's client pointers: never dereferenced. */
 	char *clients = malloc(sessions > 0 ? sessions : 1);
 	char *payload = NULL;
@@ -90,9 +136,11 @@ int main(int argc, char **argv)
 	size_t before, after;
 	char name[32];
 
-	if (clients == NULL || users == 0 || per_user == 0) {
-		fprintf(stderr, "usage: memprobe --users U [--sessions-per-user S] "
-		                "[--state-bytes B]\n");
+	if (clients == NULL || users == 0 || per_user == 0 ||
+	    (pending_change && state_bytes == 0)) {
+		fprintf(stderr,
+		        "usage: memprobe --users U [--sessions-per-user S] [--state-bytes B] "
+		        "[--pending-change] [--disconnect [--offline-delay-ms D]]\n");
 		return 1;
 	}
 	if (state_bytes > 0) {
@@ -112,6 +160,7 @@ int main(int argc, char **argv)
 	if (reg == NULL) {
 		return 1;
 	}
+	presence_registry_set_offline_delay(reg, (int64_t)delay_ms);
 	/* Logins arrive a few per loop iteration (loadgen keeps 64 handshakes in flight). */
 	for (size_t first = 0; first < sessions; first += LOGINS_PER_ITERATION) {
 		for (size_t i = first; i < sessions && i < first + LOGINS_PER_ITERATION; i++) {
@@ -130,29 +179,38 @@ int main(int argc, char **argv)
 		flush(reg, 1764265200123);
 	}
 	if (payload != NULL) {
-		for (size_t u = 0; u < users; u++) {
-			struct presence_user *user;
-			bool changed;
-
-			snprintf(name, sizeof(name), "u%07zu", u);
-			user = presence_registry_user_find(reg, name);
-			if (user == NULL ||
-			    presence_state_set_key(presence_user_state(user), &limits, "blob", 4,
-			                           payload, strlen("\"\"") + (state_bytes - 11),
-			                           &changed, reason) != PRESENCE_OK) {
-				fprintf(stderr, "memprobe: state write failed: %s\n", reason);
-				return 1;
-			}
-			presence_registry_user_changed(reg, user);
-		}
+		write_states(reg, &limits, users, payload, state_bytes);
 		flush(reg, 1764265200124);
 	}
 	after = in_use();
 	printf("mode=memprobe users=%zu sessions=%zu state_bytes=%zu plugin_bytes=%zu "
-	       "bytes_per_session=%.1f bytes_per_session_beyond_state=%.1f status=OK\n",
+	       "bytes_per_session=%.1f bytes_per_session_beyond_state=%.1f",
 	       users, sessions, state_bytes, after - before,
 	       (double)(after - before) / (double)sessions,
 	       ((double)(after - before) - (double)(state_bytes * users)) / (double)sessions);
+	if (pending_change) {
+		size_t pending, published;
+
+		/* The same size, another value: every user has a change waiting for its document.
+		 */
+		memset(payload + 1, 'y', state_bytes - 11);
+		write_states(reg, &limits, users, payload, state_bytes);
+		pending = in_use();
+		flush(reg, 1764265200125);
+		published = in_use();
+		printf(" pending_bytes_per_user=%.1f published_bytes_per_user=%.1f",
+		       ((double)pending - (double)after) / (double)users,
+		       ((double)published - (double)after) / (double)users);
+	}
+	if (disconnect) {
+		for (size_t i = 0; i < sessions; i++) {
+			presence_registry_session_gone(reg, clients + i);
+		}
+		flush(reg, 1764265200126);
+		printf(" offline_delay_ms=%lu offline_bytes_per_user=%.1f", delay_ms,
+		       (double)(in_use() - before) / (double)users);
+	}
+	printf(" status=OK\n");
 	presence_registry_free(reg);
 	free(payload);
 	free(clients);

@@ -347,10 +347,18 @@ if has_scenario 5; then
 	done
 	# The plugin's own bytes, exactly: the core alone, driven as the adapter drives it
 	# (deterministic, so once is enough).
-	for config in probe probe+state probe-shared; do
+	# probe+pending: what the last published state costs while a change waits for its
+	# document; probe-offline and probe-waiting: what a known user costs once its sessions
+	# are gone (and while it waits out an offline delay).
+	for config in probe probe+state probe-shared probe+pending probe-offline probe-waiting; do
 		args=(--users "$memory_users")
-		[ "$config" != probe+state ] || args+=(--state-bytes "$memory_state_bytes")
-		[ "$config" != probe-shared ] || args=(--users "$few_users" --sessions-per-user "$memory_spu")
+		case "$config" in
+		probe+state) args+=(--state-bytes "$memory_state_bytes") ;;
+		probe-shared) args=(--users "$few_users" --sessions-per-user "$memory_spu") ;;
+		probe+pending) args+=(--state-bytes "$memory_state_bytes" --pending-change) ;;
+		probe-offline) args+=(--disconnect) ;;
+		probe-waiting) args+=(--disconnect --offline-delay-ms 60000) ;;
+		esac
 		line="$("$memprobe" "${args[@]}" 2>>"$work/loadgen.err")" || broken=$((broken + 1))
 		echo "S=5 size=$memory_users config=$config run=1 $line" >>"$results"
 	done
@@ -416,6 +424,10 @@ spec() {
 		5|*|probe+state|bytes_per_session_beyond_state||max|256
 		5|*|probe+state|bytes_per_session|||
 		5|*|probe-shared|bytes_per_session|||
+		5|*|probe+pending|pending_bytes_per_user|||
+		5|*|probe+pending|published_bytes_per_user|||
+		5|*|probe-offline|offline_bytes_per_user|||
+		5|*|probe-waiting|offline_bytes_per_user|probe-offline||
 	EOF
 }
 
@@ -459,6 +471,8 @@ table() {
 		names["rss_bytes_per_session"] = "RSS B/session"; names["heap_bytes_per_session"] = "broker heap B/session"
 		names["own_bytes_per_session"] = "RSS-heap B/session"
 		names["bytes_per_session"] = "plugin heap B/session"; names["bytes_per_session_beyond_state"] = "plugin B/session - state"
+		names["pending_bytes_per_user"] = "B/user, change pending"; names["published_bytes_per_user"] = "B/user, published"
+		names["offline_bytes_per_user"] = "B/offline user"
 		titles[1] = "1 storm N"; titles[2] = "2 state K/qos"; titles[3] = "3 latency n"; titles[4] = "4 scale measured N"; titles[5] = "5 memory sessions"
 		printf "| %-22s | %-13s | %-26s | %10s | %-19s | %-12s | %-17s |\n", "scenario", "config", "metric", "median", "min-max", "vs", "target"
 		printf "|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------", "---------------", "----------------------------", "-----------:", "---------------------", "--------------", "-------------------"
