@@ -11,7 +11,7 @@
  * are freed as soon as they are rendered, as the broker owns them.
  *
  *   memprobe --users U [--sessions-per-user S] [--state-bytes B] [--pending-change]
- *            [--disconnect [--offline-delay-ms D]]
+ *            [--disconnect [--offline-delay-ms D]] [--save-file PATH]
  *
  * Prints one key=value line: bytes_per_session (the whole delta / sessions) and
  * bytes_per_session_beyond_state (minus B per user, spread over the sessions), and:
@@ -22,7 +22,11 @@
  *   it (published_bytes_per_user: what it costs once the document is out, nothing);
  * - with --disconnect, offline_bytes_per_user: what the plugin holds per known user after every
  *   session left and the documents were published (with --offline-delay-ms, the registry runs
- *   with that delay, so every user is still waiting it out: its wait record is included).
+ *   with that delay, so every user is still waiting it out: its wait record is included);
+ * - with --save-file, save_ms and save_ns_per_user: the median of 5 complete saves of the
+ *   state file (store.h) to PATH, fsync included; the adapter saves every known user about
+ *   once a second while anything changes, in steps of PRESENCE_STORE_STEP_USERS users per loop
+ *   iteration.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -30,10 +34,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "document.h"
 #include "registry.h"
 #include "state.h"
+#include "store.h"
 
 /* Logins per broker loop iteration. */
 #define LOGINS_PER_ITERATION 64
@@ -53,6 +59,16 @@ static bool flag(int argc, char **argv, const char *name)
 		}
 	}
 	return false;
+}
+
+static const char *text_arg(int argc, char **argv, const char *name)
+{
+	for (int i = 1; i + 1 < argc; i++) {
+		if (strcmp(argv[i], name) == 0) {
+			return argv[i + 1];
+		}
+	}
+	return NULL;
 }
 
 static unsigned long arg(int argc, char **argv, const char *name, unsigned long fallback)
@@ -88,6 +104,47 @@ static void write_states(struct presence_registry *reg, const struct presence_st
 		}
 		presence_registry_user_changed(reg, user);
 	}
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Returns the median time of SAVES complete saves of reg to path, in ms. Exits on failure. */
+#define SAVES 5
+static double median_save_ms(struct presence_registry *reg, const char *path)
+{
+	struct presence_store *store = presence_store_new(path);
+	char err[PRESENCE_STORE_ERR_SIZE];
+	double ms[SAVES];
+
+	if (store == NULL) {
+		fprintf(stderr, "memprobe: out of memory\n");
+		exit(1);
+	}
+	for (int i = 0; i < SAVES; i++) {
+		double start = now_ms();
+
+		if (presence_store_save_all(store, reg, false, err, sizeof(err)) != PRESENCE_OK) {
+			fprintf(stderr, "memprobe: %s\n", err);
+			exit(1);
+		}
+		ms[i] = now_ms() - start;
+	}
+	presence_store_free(store);
+	qsort(ms, SAVES, sizeof(ms[0]), compare_doubles);
+	return ms[SAVES / 2];
 }
 
 /* Publishes every due document, as the adapter's TICK does. */
@@ -126,6 +183,7 @@ int main(int argc, char **argv)
 	unsigned long delay_ms = arg(argc, argv, "--offline-delay-ms", 0);
 	bool pending_change = flag(argc, argv, "--pending-change");
 	bool disconnect = flag(argc, argv, "--disconnect");
+	const char *save_file = text_arg(argc, argv, "--save-file");
 	size_t sessions = users * per_user;
 	struct presence_state_limits limits = {.max_state_bytes = 1 << 20, .max_keys = 64};
 	/* Stand-ins for the broker's client pointers: never dereferenced. */
@@ -209,6 +267,11 @@ int main(int argc, char **argv)
 		flush(reg, 1764265200126);
 		printf(" offline_delay_ms=%lu offline_bytes_per_user=%.1f", delay_ms,
 		       (double)(in_use() - before) / (double)users);
+	}
+	if (save_file != NULL) {
+		double ms = median_save_ms(reg, save_file);
+
+		printf(" save_ms=%.2f save_ns_per_user=%.0f", ms, ms * 1e6 / (double)users);
 	}
 	printf(" status=OK\n");
 	presence_registry_free(reg);

@@ -349,8 +349,11 @@ if has_scenario 5; then
 	# (deterministic, so once is enough).
 	# probe+pending: what the last published state costs while a change waits for its
 	# document; probe-offline and probe-waiting: what a known user costs once its sessions
-	# are gone (and while it waits out an offline delay).
-	for config in probe probe+state probe-shared probe+pending probe-offline probe-waiting; do
+	# are gone (and while it waits out an offline delay); probe-save: a complete save of the
+	# state file (all users, fsync included), which a broker with plugin_opt_state_file makes
+	# about once a second while anything changes.
+	for config in probe probe+state probe-shared probe+pending probe-offline probe-waiting \
+		probe-save; do
 		args=(--users "$memory_users")
 		case "$config" in
 		probe+state) args+=(--state-bytes "$memory_state_bytes") ;;
@@ -358,6 +361,7 @@ if has_scenario 5; then
 		probe+pending) args+=(--state-bytes "$memory_state_bytes" --pending-change) ;;
 		probe-offline) args+=(--disconnect) ;;
 		probe-waiting) args+=(--disconnect --offline-delay-ms 60000) ;;
+		probe-save) args+=(--save-file "$work/state.json") ;;
 		esac
 		line="$("$memprobe" "${args[@]}" 2>>"$work/loadgen.err")" || broken=$((broken + 1))
 		echo "S=5 size=$memory_users config=$config run=1 $line" >>"$results"
@@ -428,6 +432,8 @@ spec() {
 		5|*|probe+pending|published_bytes_per_user|||
 		5|*|probe-offline|offline_bytes_per_user|||
 		5|*|probe-waiting|offline_bytes_per_user|probe-offline||
+		5|*|probe-save|save_ms|||
+		5|*|probe-save|save_ns_per_user|||
 	EOF
 }
 
@@ -473,6 +479,7 @@ table() {
 		names["bytes_per_session"] = "plugin heap B/session"; names["bytes_per_session_beyond_state"] = "plugin B/session - state"
 		names["pending_bytes_per_user"] = "B/user, change pending"; names["published_bytes_per_user"] = "B/user, published"
 		names["offline_bytes_per_user"] = "B/offline user"
+		names["save_ms"] = "state file save ms"; names["save_ns_per_user"] = "save ns/user"
 		titles[1] = "1 storm N"; titles[2] = "2 state K/qos"; titles[3] = "3 latency n"; titles[4] = "4 scale measured N"; titles[5] = "5 memory sessions"
 		printf "| %-22s | %-13s | %-26s | %10s | %-19s | %-12s | %-17s |\n", "scenario", "config", "metric", "median", "min-max", "vs", "target"
 		printf "|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------", "---------------", "----------------------------", "-----------:", "---------------------", "--------------", "-------------------"
