@@ -25,18 +25,13 @@
 
 #include "document.h"
 
-/* Room for any uint64 in decimal, or an int64 with its sign. */
-#define INTEGER_TEXT_SIZE 21
+#define INTEGER_TEXT_SIZE PRESENCE__INTEGER_TEXT_SIZE
 
 /* Escaping a byte takes at most 6 bytes (a backslash, u and four hex digits); a printed string adds
- * two quotes and a NUL, and cJSON wants a few bytes of slack in a preallocated buffer. Names up to
- * NAME_STACK_BYTES bytes are escaped on the stack. */
-#define NAME_STACK_BYTES 64
+ * two quotes and a NUL, and cJSON wants a few bytes of slack in a preallocated buffer. */
 #define ESCAPED_SIZE(len) (6 * (len) + 8)
 
-/* Writes value in decimal at the end of buf (INTEGER_TEXT_SIZE bytes) and returns where the
- * digits start; they run to the end of buf, without a NUL. */
-static char *digits_u64(char *buf, uint64_t value)
+char *presence__digits_u64(char *buf, uint64_t value)
 {
 	char *p = buf + INTEGER_TEXT_SIZE;
 
@@ -47,11 +42,11 @@ static char *digits_u64(char *buf, uint64_t value)
 	return p;
 }
 
-static char *digits_i64(char *buf, int64_t value)
+char *presence__digits_i64(char *buf, int64_t value)
 {
 	/* The magnitude of INT64_MIN does not fit in an int64, but it does in a uint64. */
 	uint64_t magnitude = value < 0 ? 0 - (uint64_t)value : (uint64_t)value;
-	char *p = digits_u64(buf, magnitude);
+	char *p = presence__digits_u64(buf, magnitude);
 
 	if (value < 0) {
 		*--p = '-';
@@ -72,7 +67,7 @@ struct piece {
 
 /* Prints name as a JSON string (quotes included) into buf (size bytes, at least
  * ESCAPED_SIZE(strlen(name))). Returns false when cJSON cannot (it never allocates here). */
-static bool escape_name(const char *name, char *buf, size_t size)
+static bool escape_into(const char *name, char *buf, size_t size)
 {
 	/* cJSON only reads the string; the union drops const without a cast. */
 	union {
@@ -87,33 +82,45 @@ static bool escape_name(const char *name, char *buf, size_t size)
 	return size <= INT32_MAX && cJSON_PrintPreallocated(&item, buf, (int)size, false);
 }
 
+char *presence__json_string(const char *s, char *stack)
+{
+	size_t len = strlen(s);
+	char *buf = stack;
+
+	if (len > PRESENCE__STRING_STACK_BYTES) {
+		if (len > (SIZE_MAX - 8) / 6) {
+			return NULL;
+		}
+		buf = malloc(ESCAPED_SIZE(len));
+		if (buf == NULL) {
+			return NULL;
+		}
+	}
+	if (!escape_into(s, buf, buf == stack ? PRESENCE__STRING_STACK_SIZE : ESCAPED_SIZE(len))) {
+		if (buf != stack) {
+			free(buf);
+		}
+		return NULL;
+	}
+	return buf;
+}
+
 /* Renders doc into one buffer from alloc (see presence_document_render_with), with
  * ,"known":true before the closing brace when known is true. */
 static char *render(const struct presence_document *doc, bool known, size_t *len,
                     presence_document_alloc_fn alloc)
 {
-	char name_stack[ESCAPED_SIZE(NAME_STACK_BYTES)];
+	char name_stack[PRESENCE__STRING_STACK_SIZE];
 	char sessions[INTEGER_TEXT_SIZE], since[INTEGER_TEXT_SIZE], seq[INTEGER_TEXT_SIZE];
-	size_t name_len = strlen(doc->username);
-	size_t name_size = ESCAPED_SIZE(name_len);
-	char *name = name_stack;
+	char *name = presence__json_string(doc->username, name_stack);
 	char *text = NULL;
 	struct piece pieces[12];
 	size_t count = 0, total = 0;
 	const char *digits;
 
 	*len = 0;
-	if (name_len > NAME_STACK_BYTES) {
-		if (name_len > (SIZE_MAX - 8) / 6) {
-			return NULL;
-		}
-		name = malloc(name_size);
-		if (name == NULL) {
-			return NULL;
-		}
-	}
-	if (!escape_name(doc->username, name, name_size)) {
-		goto out_free_name;
+	if (name == NULL) {
+		return NULL;
 	}
 
 	pieces[count++] = (struct piece)LITERAL("{\"username\":");
@@ -121,13 +128,13 @@ static char *render(const struct presence_document *doc, bool known, size_t *len
 	pieces[count++] = doc->available
 	                      ? (struct piece)LITERAL(",\"available\":true,\"sessions\":")
 	                      : (struct piece)LITERAL(",\"available\":false,\"sessions\":");
-	digits = digits_u64(sessions, doc->sessions);
+	digits = presence__digits_u64(sessions, doc->sessions);
 	pieces[count++] = (struct piece){digits, (size_t)(sessions + INTEGER_TEXT_SIZE - digits)};
 	pieces[count++] = (struct piece)LITERAL(",\"since\":");
-	digits = digits_i64(since, doc->since_ms);
+	digits = presence__digits_i64(since, doc->since_ms);
 	pieces[count++] = (struct piece){digits, (size_t)(since + INTEGER_TEXT_SIZE - digits)};
 	pieces[count++] = (struct piece)LITERAL(",\"seq\":");
-	digits = digits_u64(seq, doc->seq);
+	digits = presence__digits_u64(seq, doc->seq);
 	pieces[count++] = (struct piece){digits, (size_t)(seq + INTEGER_TEXT_SIZE - digits)};
 	pieces[count++] = (struct piece)LITERAL(",\"state\":");
 	pieces[count++] = doc->state_json != NULL
@@ -151,7 +158,6 @@ static char *render(const struct presence_document *doc, bool known, size_t *len
 		*len = total;
 	}
 
-out_free_name:
 	if (name != name_stack) {
 		free(name);
 	}

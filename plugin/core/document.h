@@ -73,4 +73,27 @@ cJSON *presence_document_build_unknown(const char *username);
  * contract as presence_document_render. */
 char *presence_document_render_error(const char *topic, const char *error, size_t *len);
 
+/* Internal, shared with the store, which renders its records the same way as documents. */
+
+/* Room for any uint64 in decimal, or an int64 with its sign (no NUL). */
+#define PRESENCE__INTEGER_TEXT_SIZE 21
+
+/* Writes value in decimal at the end of buf (PRESENCE__INTEGER_TEXT_SIZE bytes) and returns
+ * where the digits start; they run to the end of buf, without a NUL. Every value is exact
+ * (cJSON keeps numbers as doubles and would print 2^53 + 1 wrong). Cannot fail. */
+char *presence__digits_u64(char *buf, uint64_t value);
+char *presence__digits_i64(char *buf, int64_t value);
+
+/* Strings of up to PRESENCE__STRING_STACK_BYTES bytes are escaped into the caller's buffer of
+ * PRESENCE__STRING_STACK_SIZE bytes (6 bytes per escaped byte, two quotes, a NUL and the slack
+ * cJSON wants in a preallocated buffer). */
+#define PRESENCE__STRING_STACK_BYTES 64
+#define PRESENCE__STRING_STACK_SIZE (6 * PRESENCE__STRING_STACK_BYTES + 8)
+
+/* Prints s (NUL-terminated) as a JSON string, quotes included, exactly as cJSON escapes it,
+ * NUL-terminated: into stack (PRESENCE__STRING_STACK_SIZE bytes) when s fits, else into a
+ * buffer from malloc. Returns the text, which the caller frees with free() when it is not
+ * stack, or NULL when allocation fails. */
+char *presence__json_string(const char *s, char *stack);
+
 #endif

@@ -297,6 +297,71 @@ static void the_file_is_one_json_document_with_one_user_per_line(void **ctx)
 	free(text);
 }
 
+/* What the store wrote before it rendered records by hand: a cJSON object printed compactly. */
+static char *cjson_record(const char *name, const char *seq, const char *since, bool available,
+                          const char *state)
+{
+	cJSON *object = cJSON_CreateObject();
+	char *text;
+
+	assert_non_null(object);
+	assert_non_null(cJSON_AddStringToObject(object, "username", name));
+	assert_non_null(cJSON_AddRawToObject(object, "seq", seq));
+	assert_non_null(cJSON_AddRawToObject(object, "since", since));
+	assert_non_null(cJSON_AddBoolToObject(object, "available", available));
+	assert_non_null(cJSON_AddRawToObject(object, "state", state));
+	text = cJSON_PrintUnformatted(object);
+	assert_non_null(text);
+	cJSON_Delete(object);
+	return text;
+}
+
+static void a_record_is_byte_for_byte_what_cjson_prints(void **ctx)
+{
+	struct fixture *f = *ctx;
+	char long_name[200];
+	const struct {
+		const char *name;
+		uint64_t seq;
+		int64_t since;
+		bool available;
+		const char *seq_text, *since_text;
+	} cases[] = {
+	    {"tab\tquote\"back\\slash\x01\x1f\x7f", 9007199254740991u, -5, true, "9007199254740991",
+	     "-5"},
+	    {"Zo\xC3\xAB \xE6\x9D\xB1 \xF0\x9F\x98\x80 a/b+c#", 1, 0, false, "1", "0"},
+	    {long_name, 42, 1764265200123, true, "42", "1764265200123"},
+	};
+	cJSON *state = cJSON_Parse("{\"s\":\"x\\u0001\\\"\",\"n\":[1,2.5,-0.25]}");
+	char *text;
+	size_t i;
+
+	memset(long_name, '"', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	assert_non_null(state);
+	presence_registry_set_keep_state(f->reg, true);
+	for (i = 0; i < COUNT(cases); i++) {
+		assert_int_equal(presence_registry_user_restore(f->reg, cases[i].name, cases[i].seq,
+		                                                cases[i].since, cases[i].available,
+		                                                state),
+		                 PRESENCE_OK);
+	}
+	save_ok(f->store, f->reg, false);
+	text = read_file(f->path);
+	for (i = 0; i < COUNT(cases); i++) {
+		char *expected = cjson_record(cases[i].name, cases[i].seq_text, cases[i].since_text,
+		                              cases[i].available,
+		                              "{\"s\":\"x\\u0001\\\"\",\"n\":[1,2.5,-0.25]}");
+
+		if (strstr(text, expected) == NULL) {
+			fail_msg("record %zu: %s not in %s", i, expected, text);
+		}
+		cJSON_free(expected);
+	}
+	free(text);
+	cJSON_Delete(state);
+}
+
 static void a_clean_stop_round_trips_every_user_exactly(void **ctx)
 {
 	struct fixture *f = *ctx;
@@ -861,6 +926,14 @@ static void saving_survives_every_allocation_failure(void **ctx)
 
 	presence_registry_set_keep_state(f->reg, true);
 	many_users(f->reg, 3);
+	/* A record needs memory only for a name over 64 bytes (escaped in a buffer of its own):
+	 * four such users give the save four allocations to fail. */
+	for (n = 0; n < 4; n++) {
+		char name[80];
+
+		snprintf(name, sizeof(name), "%070ld", n);
+		online(f->reg, 10 + (uintptr_t)n, name);
+	}
 	save_ok(f->store, f->reg, false);
 	before = read_file(f->path);
 	assert_true(change(f->reg, "u1", "status", "away"));
@@ -901,6 +974,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	    T(a_missing_file_is_a_first_start),
 	    T(the_file_is_one_json_document_with_one_user_per_line),
+	    T(a_record_is_byte_for_byte_what_cjson_prints),
 	    T(a_clean_stop_round_trips_every_user_exactly),
 	    T(a_clean_stop_continues_at_the_recorded_seq_plus_one),
 	    T(an_unclean_stop_continues_past_the_margin),
