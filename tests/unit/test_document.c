@@ -355,6 +355,44 @@ static void render_returns_null_on_every_allocation_failure(void **state)
 	presence_document_free(text);
 }
 
+static void a_long_name_is_escaped_in_a_buffer_of_its_own(void **state)
+{
+	/* 100 quotes: over the 64 bytes escaped on the stack, and each one escaped to 2 bytes. */
+	char name[101];
+	char expected[512];
+	char escaped[201];
+	struct presence_document doc = {name, false, 0, 1, 2, NULL};
+	char *text = NULL;
+	size_t len;
+	long n;
+
+	(void)state;
+	memset(name, '"', 100);
+	name[100] = '\0';
+	for (n = 0; n < 100; n++) {
+		escaped[2 * n] = '\\';
+		escaped[2 * n + 1] = '"';
+	}
+	escaped[200] = '\0';
+	snprintf(expected, sizeof(expected),
+	         "{\"username\":\"%s\",\"available\":false,\"sessions\":0,\"since\":1,\"seq\":2,"
+	         "\"state\":{}}",
+	         escaped);
+	for (n = 0; n < 1000; n++) {
+		failalloc_fail_after(n);
+		text = presence_document_render(&doc, &len);
+		failalloc_reset();
+		if (text != NULL) {
+			break;
+		}
+	}
+	/* The name's buffer, then the document. */
+	assert_true(n > 1);
+	assert_string_equal(text, expected);
+	assert_int_equal(len, strlen(expected));
+	presence_document_free(text);
+}
+
 static void render_error_returns_null_on_every_allocation_failure(void **state)
 {
 	char *text = NULL;
@@ -393,6 +431,7 @@ int main(void)
 	    cmocka_unit_test(build_returns_null_on_every_allocation_failure),
 	    cmocka_unit_test(free_accepts_null),
 	    cmocka_unit_test(render_returns_null_on_every_allocation_failure),
+	    cmocka_unit_test(a_long_name_is_escaped_in_a_buffer_of_its_own),
 	    cmocka_unit_test(render_error_returns_null_on_every_allocation_failure),
 	};
 
