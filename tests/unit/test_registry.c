@@ -791,7 +791,7 @@ static void offline_delay_without_memory_publishes_unavailability_at_once(void *
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *user;
-	char name[16];
+	char name[24];
 	long n;
 
 	for (n = 0;; n++) {

@@ -61,12 +61,9 @@ static bool write_ok(struct presence_state *st, const struct presence_state_limi
 	bool changed = true;
 	enum presence_err err = write_state(st, limits, key, payload, len, &changed, reason);
 
-	if (err != PRESENCE_OK && key == MERGE) {
-		fail_msg("merge %.*s: %s (%s)", (int)(len < QUOTED ? len : QUOTED), payload,
-		         presence_strerror(err), reason);
-	}
 	if (err != PRESENCE_OK) {
-		fail_msg("set %s=%.*s: %s (%s)", key, (int)(len < QUOTED ? len : QUOTED), payload,
+		fail_msg("%s %s=%.*s: %s (%s)", key == MERGE ? "merge" : "set",
+		         key == MERGE ? "" : key, (int)(len < QUOTED ? len : QUOTED), payload,
 		         presence_strerror(err), reason);
 	}
 	return changed;
