@@ -32,6 +32,10 @@
 #define MAX_KEYS_MAX 65535u
 #define MAX_QUERY_USERS_MIN 1u
 #define MAX_QUERY_USERS_MAX 100000u
+#define MAX_STATE_DEPTH_MIN 1u
+#define MAX_STATE_DEPTH_MAX 128u
+#define MAX_QUERY_REPLY_BYTES_MIN 1024u
+#define MAX_QUERY_REPLY_BYTES_MAX 67108864u
 #define METRICS_INTERVAL_MIN 0u
 /* One day: anything longer is as good as disabled, and 0 already says that. */
 #define METRICS_INTERVAL_MAX 86400u
@@ -231,6 +235,36 @@ static enum presence_err config_max_keys(struct presence_config *cfg, const char
 	return PRESENCE_OK;
 }
 
+/* An integer from MAX_STATE_DEPTH_MIN to MAX_STATE_DEPTH_MAX: deep enough for any real state,
+ * shallow enough that a document (one level more), a query response (five more) and the state
+ * file (three more) stay far below the nesting limits of cJSON (1000) and of common JSON
+ * libraries. */
+static enum presence_err config_max_state_depth(struct presence_config *cfg, const char *value,
+                                                char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_STATE_DEPTH_MIN, MAX_STATE_DEPTH_MAX,
+	                       &cfg->max_state_depth)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_STATE_DEPTH_MIN,
+		         MAX_STATE_DEPTH_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* An integer from MAX_QUERY_REPLY_BYTES_MIN to MAX_QUERY_REPLY_BYTES_MAX. */
+static enum presence_err config_max_query_reply_bytes(struct presence_config *cfg,
+                                                      const char *value, char *reason,
+                                                      size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_QUERY_REPLY_BYTES_MIN, MAX_QUERY_REPLY_BYTES_MAX,
+	                       &cfg->max_query_reply_bytes)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u",
+		         MAX_QUERY_REPLY_BYTES_MIN, MAX_QUERY_REPLY_BYTES_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
 /* An integer from MAX_QUERY_USERS_MIN to MAX_QUERY_USERS_MAX. */
 static enum presence_err config_max_query_users(struct presence_config *cfg, const char *value,
                                                 char *reason, size_t reason_size)
@@ -413,7 +447,9 @@ static const struct option_spec option_table[] = {
     {"acl", config_acl, "defer"},
     {"max_state_bytes", config_max_state_bytes, "8192"},
     {"max_keys", config_max_keys, "64"},
+    {"max_state_depth", config_max_state_depth, "32"},
     {"max_query_users", config_max_query_users, "1000"},
+    {"max_query_reply_bytes", config_max_query_reply_bytes, "65536"},
     {"metrics_interval", config_metrics_interval, "10"},
     {"offline_delay", config_offline_delay, "0"},
     {"keep_state", config_keep_state, "false"},
@@ -582,14 +618,16 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 	}
 	config_append(buf, size, &len,
 	              "topic_prefix=%s identity=%s auth=%s acl=%s max_state_bytes=%zu max_keys=%zu "
-	              "max_query_users=%zu metrics_interval=%zu offline_delay=%u keep_state=%s "
-	              "state_file=%s ignore_users=",
+	              "max_state_depth=%zu max_query_users=%zu max_query_reply_bytes=%zu "
+	              "metrics_interval=%zu offline_delay=%u keep_state=%s state_file=%s "
+	              "ignore_users=",
 	              cfg->topic_prefix != NULL ? cfg->topic_prefix : "",
 	              cfg->identity == PRESENCE_IDENTITY_CLIENTID ? "clientid" : "username",
 	              cfg->auth == PRESENCE_MODE_ALLOW ? "allow" : "defer",
 	              cfg->acl == PRESENCE_MODE_ALLOW ? "allow" : "defer", cfg->max_state_bytes,
-	              cfg->max_keys, cfg->max_query_users, cfg->metrics_interval,
-	              cfg->offline_delay, cfg->keep_state ? "true" : "false",
+	              cfg->max_keys, cfg->max_state_depth, cfg->max_query_users,
+	              cfg->max_query_reply_bytes, cfg->metrics_interval, cfg->offline_delay,
+	              cfg->keep_state ? "true" : "false",
 	              cfg->state_file != NULL ? cfg->state_file : "(none)");
 	if (cfg->ignore_users_count == 0) {
 		config_append(buf, size, &len, "(none)");

@@ -58,9 +58,13 @@ struct presence_config {
 	size_t max_state_bytes;
 	/* Most top-level state keys per user. Default 64. */
 	size_t max_keys;
+	/* Deepest nesting of a state (the state object is level 1). Default 32; 1 to 128. */
+	size_t max_state_depth;
 	/* Most user names one query request may ask about, over all its commands. Default 1000;
 	 * 1 to 100000. */
 	size_t max_query_users;
+	/* Byte budget of one query response (see query.h). Default 65536; 1024 to 64 MiB. */
+	size_t max_query_reply_bytes;
 	/* Seconds between two publications of the $SYS metrics; 0 disables them. Default 10;
 	 * 0 to 86400. */
 	size_t metrics_interval;

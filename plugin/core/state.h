@@ -27,8 +27,13 @@
  * such as \uZZZZ) or with a number beyond the range of a double is rejected (cJSON would truncate
  * the string or turn the number to null).
  * - Top-level keys are 1 to 128 bytes and contain no '/', '+' or '#'.
- * - Limits: the compact rendering is at most max_state_bytes bytes, and there are at most
- *   max_keys top-level keys. A state already over a limit (the limits were lowered) may still
+ * - A JSON value or patch in which an object names a member twice ({"a":null,"a":1}) is
+ *   rejected: what it means is left open by RFC 8259, and applying it twice would not give the
+ *   same state twice. So every accepted write is idempotent.
+ * - Limits: the compact rendering is at most max_state_bytes bytes, there are at most max_keys
+ *   top-level keys, and objects and arrays nest at most max_depth levels (the state object is
+ *   level 1), so that every document, response and state file stays readable by common JSON
+ *   libraries. A state already over a limit (the limits were lowered) may still
  *   shrink: a write is refused only when it breaks a limit and makes that measure larger.
  * - A payload longer than PRESENCE_STATE_PAYLOAD_FACTOR x max_state_bytes is refused before it
  *   is parsed. Nothing else bounds a payload (Mosquitto's message_size_limit is unlimited by
@@ -65,6 +70,8 @@ struct presence_state_limits {
 	size_t max_state_bytes;
 	/* Most top-level keys. */
 	size_t max_keys;
+	/* Deepest nesting of objects and arrays, the state object being level 1. */
+	size_t max_depth;
 };
 
 /* A state. The fields are private to state.c; the struct is public so that a state can be

@@ -110,7 +110,7 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		                                         "command(s), %zu name(s)",
 		                     client_id, or_none(mosquitto_client_username(ed->client)),
 		                     q.count, q.username_total);
-		text = presence_query_respond(&q, p->reg, &len);
+		text = presence_query_respond(&q, p->reg, p->cfg.max_query_reply_bytes, &len);
 		presence_query_free(&q);
 	}
 	if (text != NULL) {

@@ -105,6 +105,7 @@ static int configure(struct presence_plugin *p, const struct mosquitto_opt *opts
 	}
 	p->limits.max_state_bytes = p->cfg.max_state_bytes;
 	p->limits.max_keys = p->cfg.max_keys;
+	p->limits.max_depth = p->cfg.max_state_depth;
 	presence_metrics_init(&p->metrics, p->cfg.metrics_interval);
 	return MOSQ_ERR_SUCCESS;
 }

@@ -27,7 +27,8 @@
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-static const struct presence_state_limits limits = {.max_state_bytes = 8192, .max_keys = 64};
+static const struct presence_state_limits limits = {
+    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 32};
 
 /* The fixture: a directory, the state file path in it, and a registry with the store's margin
  * on a fixed wall clock. */
