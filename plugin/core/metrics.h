@@ -33,6 +33,8 @@ enum presence_metric {
 	PRESENCE_METRIC_STATE_WRITES,
 	/* State-write messages rejected. */
 	PRESENCE_METRIC_STATE_REJECTED,
+	/* Publishes into the plugin's namespace denied (Wills included). */
+	PRESENCE_METRIC_PUBLISHES_DENIED,
 	PRESENCE_METRIC_COUNT,
 };
 
