@@ -17,9 +17,13 @@
  *   so no other client can receive it whatever it subscribes to (the requester receives it
  *   even without a subscription). It goes to the request's MQTT 5 Response Topic when that is
  *   a valid publish topic, otherwise to $CONTROL/presence/v1/response; the request's
- *   Correlation Data is copied in either case. The QoS is the request's, capped at 1: a
- *   response is an answer to be re-asked, not a transaction, and QoS 2 would only add a
- *   handshake.
+ *   Correlation Data is copied in either case. The QoS is always 0: a response is an answer
+ *   to be re-asked, not a transaction, and QoS 0 is what bounds what a client that asks and
+ *   never reads can make the broker hold: Mosquitto 2.0 drops a QoS 0 message for a client
+ *   that already has max_queued_messages (default 1000) packets waiting to be written, while
+ *   at QoS 1 an MQTT 5 client could let up to 65535 (its Receive Maximum) wait in flight. With
+ *   each response at most max_query_reply_bytes (core/query.h), a client can pin at most about
+ *   max_queued_messages x max_query_reply_bytes, no more than any subscriber to large messages.
  * - The targeted publish is resolved by client id when the broker delivers it, at the start of
  *   the next loop iteration: if the requester's id was taken over in between, the new
  *   connection gets the answer (as it would get the old session's queued messages), and an
@@ -28,6 +32,7 @@
  *   again; queries change nothing, so that is harmless.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "plugin.h"
 #include "query.h"
@@ -38,15 +43,38 @@ static const char *or_none(const char *s)
 }
 
 /*
+ * Returns why a request's Response Topic is refused, or NULL when the answer may go there: it
+ * must be a valid publish topic (no wildcards), outside the plugin's namespace P/ and not under
+ * $ ($SYS, $CONTROL): nothing legitimate needs an answer there, and an answer there would look
+ * like something the broker or the plugin said.
+ */
+static const char *response_topic_refusal(const struct presence_plugin *p, const char *topic)
+{
+	size_t len = p->cfg.topic_prefix_len;
+
+	if (mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
+		return "is not a valid publish topic";
+	}
+	if (topic[0] == '$') {
+		return "starts with '$'";
+	}
+	if (strncmp(topic, p->cfg.topic_prefix, len) == 0 && topic[len] == '/') {
+		return "is inside the plugin's namespace";
+	}
+	return NULL;
+}
+
+/*
  * Builds the properties of the response to a request with properties request_props: the
  * request's Correlation Data, copied. Sets *topic to the request's Response Topic when it has a
  * valid one, which the caller frees with free(): the broker's mosquitto_property_read_*
  * functions allocate their copies with plain calloc (lib/property_mosq.c). Otherwise *topic is
  * NULL. Returns MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM (nothing allocated then).
  */
-static int response_properties(const mosquitto_property *request_props, const char *client_id,
-                               mosquitto_property **props, char **topic)
+static int response_properties(struct presence_plugin *p, const mosquitto_property *request_props,
+                               const char *client_id, mosquitto_property **props, char **topic)
 {
+	const char *why;
 	void *correlation = NULL;
 	uint16_t correlation_len = 0;
 	int rc = MOSQ_ERR_SUCCESS;
@@ -70,13 +98,13 @@ static int response_properties(const mosquitto_property *request_props, const ch
 	    *topic == NULL) {
 		return MOSQ_ERR_SUCCESS;
 	}
-	if (mosquitto_pub_topic_check(*topic) != MOSQ_ERR_SUCCESS) {
-		mosquitto_log_printf(MOSQ_LOG_NOTICE,
-		                     PRESENCE_LOG_PREFIX
-		                     "query by client %s names the response topic "
-		                     "\"%s\", which is not a valid publish topic; "
-		                     "answering on " PRESENCE_CONTROL_RESPONSE_TOPIC,
-		                     client_id, *topic);
+	why = response_topic_refusal(p, *topic);
+	if (why != NULL) {
+		presence_log_limited(
+		    &p->denied_log, MOSQ_LOG_NOTICE,
+		    "query by client %s names the response topic \"%s\", which %s; "
+		    "answering on " PRESENCE_CONTROL_RESPONSE_TOPIC,
+		    client_id, *topic, why);
 		free(*topic);
 		*topic = NULL;
 	}
@@ -114,13 +142,13 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		presence_query_free(&q);
 	}
 	if (text != NULL) {
-		rc = response_properties(ed->properties, client_id, &props, &response_topic);
+		rc = response_properties(p, ed->properties, client_id, &props, &response_topic);
 	}
 	if (rc == MOSQ_ERR_SUCCESS) {
 		rc = presence_publish_json(client_id,
 		                           response_topic != NULL ? response_topic
 		                                                  : PRESENCE_CONTROL_RESPONSE_TOPIC,
-		                           text, len, ed->qos > 1 ? 1 : ed->qos, false, props);
+		                           text, len, 0, false, props);
 	}
 	if (rc != MOSQ_ERR_SUCCESS) {
 		mosquitto_log_printf(MOSQ_LOG_WARNING,

@@ -30,6 +30,7 @@
  */
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -90,6 +91,43 @@ const char *presence_mosq_strerror(int rc)
 static const char *or_none(const char *s)
 {
 	return s != NULL ? s : "(none)";
+}
+
+/* Longest log line the budgeted logging writes; longer ones are cut. */
+#define LOG_LINE_SIZE 1024
+
+void presence_log_limited(struct presence_log_budget *budget, int level, const char *fmt, ...)
+{
+	char line[LOG_LINE_SIZE];
+	uint64_t suppressed = 0;
+	va_list ap;
+
+	if (!presence_log_budget_take(budget, presence_monotonic_ms(), &suppressed)) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (suppressed > 0) {
+		mosquitto_log_printf(level,
+		                     PRESENCE_LOG_PREFIX "%s (%" PRIu64 " similar lines "
+		                                         "suppressed before this one)",
+		                     line, suppressed);
+	} else {
+		mosquitto_log_printf(level, PRESENCE_LOG_PREFIX "%s", line);
+	}
+}
+
+/* Logs, once a log budget's window is over, how many of its lines were suppressed. */
+static void flush_log_budget(struct presence_log_budget *budget, int level, const char *what)
+{
+	uint64_t suppressed;
+
+	if (presence_log_budget_flush(budget, presence_monotonic_ms(), &suppressed)) {
+		mosquitto_log_printf(
+		    level, PRESENCE_LOG_PREFIX "%" PRIu64 " more lines about %s suppressed",
+		    suppressed, what);
+	}
 }
 
 /* Returns the user name client's session counts towards, or NULL when it is not tracked: no
@@ -264,6 +302,9 @@ int presence_basic_auth_cb(int event, void *event_data, void *userdata)
 	struct presence_plugin *p = userdata;
 
 	(void)event;
+	if (!p->reloading) {
+		p->connecting = ed->client;
+	}
 	if (!p->reloading && presence_registry_session_pending(p->reg, ed->client) != PRESENCE_OK) {
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX "out of memory: the session of client %s "
@@ -274,6 +315,28 @@ int presence_basic_auth_cb(int event, void *event_data, void *userdata)
 	 * login, for brokers with no authentication at all: on 2.0, a deferring BASIC_AUTH with
 	 * nothing behind it refuses every client that sends a username. */
 	return p->cfg.auth == PRESENCE_MODE_ALLOW ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_DEFER;
+}
+
+/*
+ * Returns true when a WRITE check for client is the Will of a connection being taken over.
+ * Mosquitto 2.0 handles a CONNECT that takes over a client id in one go: the new client's login
+ * (BASIC_AUTH), then the old connection's Will (its WRITE check), then the old connection's
+ * DISCONNECT. So the old session is still tracked when its Will is checked, and only the
+ * moment tells the Will from a publish: the login handled last is another client with the same
+ * client id, and it is still connecting. No publish of the old connection can come in between
+ * (the broker is single-threaded and the take-over disconnects it), and a login that is refused
+ * is disconnected, which ends "connecting" (presence_disconnect_cb).
+ */
+static bool takeover_will(const struct presence_plugin *p, const struct mosquitto *client)
+{
+	const char *id, *new_id;
+
+	if (p->connecting == NULL || p->connecting == client) {
+		return false;
+	}
+	id = mosquitto_client_id(client);
+	new_id = mosquitto_client_id(p->connecting);
+	return id != NULL && new_id != NULL && strcmp(id, new_id) == 0;
 }
 
 int presence_acl_check_cb(int event, void *event_data, void *userdata)
@@ -294,13 +357,25 @@ int presence_acl_check_cb(int event, void *event_data, void *userdata)
 	case MOSQ_ACL_WRITE:
 		/* Only a user's own sessions write, and only to the user's state topics. This also
 		 * covers Will messages: they are checked when sent, after the session's
-		 * DISCONNECT, when the client is no longer tracked. */
+		 * DISCONNECT, when the client is no longer tracked; except at a take-over, below.
+		 */
 		if (state && client_owns_level(p, ed->client, topic.user, topic.user_len)) {
-			return MOSQ_ERR_SUCCESS;
+			if (!takeover_will(p, ed->client)) {
+				return MOSQ_ERR_SUCCESS;
+			}
+			p->publishes_denied++;
+			presence_log_limited(
+			    &p->denied_log, MOSQ_LOG_NOTICE,
+			    "dropped the Will of client %s (user %s) on %s: the "
+			    "connection was taken over, and no Will is applied below "
+			    "the plugin's namespace",
+			    or_none(mosquitto_client_id(ed->client)),
+			    or_none(mosquitto_client_username(ed->client)), ed->topic);
+			return MOSQ_ERR_ACL_DENIED;
 		}
-		mosquitto_log_printf(MOSQ_LOG_NOTICE,
-		                     PRESENCE_LOG_PREFIX "denied publish by client %s (user %s) "
-		                                         "to %s: %s",
+		p->publishes_denied++;
+		presence_log_limited(&p->denied_log, MOSQ_LOG_NOTICE,
+		                     "denied publish by client %s (user %s) to %s: %s",
 		                     or_none(mosquitto_client_id(ed->client)),
 		                     or_none(mosquitto_client_username(ed->client)), ed->topic,
 		                     state ? "only the user's own sessions write its state"
@@ -360,9 +435,9 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 	ed->retain = false;
 	user = state_writer(p, ed->client, &topic);
 	if (user == NULL) {
-		mosquitto_log_printf(MOSQ_LOG_WARNING,
-		                     PRESENCE_LOG_PREFIX "ignored state write by client %s to %s: "
-		                                         "the session is not tracked",
+		presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
+		                     "ignored state write by client %s to %s: the session is not "
+		                     "tracked",
 		                     or_none(mosquitto_client_id(ed->client)), ed->topic);
 		return MOSQ_ERR_SUCCESS;
 	}
@@ -379,9 +454,8 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 	}
 	if (err != PRESENCE_OK) {
 		p->state_rejected++;
-		mosquitto_log_printf(MOSQ_LOG_WARNING,
-		                     PRESENCE_LOG_PREFIX "rejected state write by client %s (user "
-		                                         "%s) to %s: %s",
+		presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
+		                     "rejected state write by client %s (user %s) to %s: %s",
 		                     or_none(mosquitto_client_id(ed->client)),
 		                     presence_user_name(user), ed->topic, reason);
 		publish_rejection(user, ed->topic, reason);
@@ -400,6 +474,9 @@ int presence_disconnect_cb(int event, void *event_data, void *userdata)
 	struct presence_plugin *p = userdata;
 
 	(void)event;
+	if (ed->client == p->connecting) {
+		p->connecting = NULL;
+	}
 	presence_registry_session_gone(p->reg, ed->client);
 	return MOSQ_ERR_SUCCESS;
 }
@@ -552,6 +629,7 @@ static void publish_due_metrics(struct presence_plugin *p)
 	values[PRESENCE_METRIC_DOCUMENTS_PUBLISHED] = p->documents_published;
 	values[PRESENCE_METRIC_STATE_WRITES] = p->state_writes;
 	values[PRESENCE_METRIC_STATE_REJECTED] = p->state_rejected;
+	values[PRESENCE_METRIC_PUBLISHES_DENIED] = p->publishes_denied;
 	for (which = 0; which < PRESENCE_METRIC_COUNT; which++) {
 		enum presence_metric metric = (enum presence_metric)which;
 		int len;
@@ -580,10 +658,13 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 	p->reloading = false;
+	p->connecting = NULL;
 	promote_pending(p);
 	presence_registry_offline_expire(p->reg);
 	presence_publish_due_documents(p);
 	publish_due_metrics(p);
+	flush_log_budget(&p->rejected_log, MOSQ_LOG_WARNING, "rejected state writes");
+	flush_log_budget(&p->denied_log, MOSQ_LOG_NOTICE, "denied publishes");
 	if (p->store != NULL) {
 		save_state(p);
 	}

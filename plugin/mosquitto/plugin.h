@@ -17,6 +17,7 @@
 #include <mqtt_protocol.h>
 
 #include "config.h"
+#include "logbudget.h"
 #include "metrics.h"
 #include "registry.h"
 #include "state.h"
@@ -29,6 +30,11 @@
  * to when the request names no usable MQTT 5 response topic (dynamic-security's convention). */
 #define PRESENCE_CONTROL_TOPIC "$CONTROL/presence/v1"
 #define PRESENCE_CONTROL_RESPONSE_TOPIC "$CONTROL/presence/v1/response"
+
+/* The log budget of each kind of line a client can cause by the thousand: this many lines per
+ * window of this many milliseconds. */
+#define PRESENCE_LOG_LINES 10
+#define PRESENCE_LOG_WINDOW_MS 1000
 
 struct presence_plugin {
 	/* The broker's id for this plugin instance (for callback registration). */
@@ -49,6 +55,17 @@ struct presence_plugin {
 	uint64_t documents_published;
 	uint64_t state_writes;
 	uint64_t state_rejected;
+	/* Publishes into the plugin's namespace denied, Wills included. */
+	uint64_t publishes_denied;
+	/* Log budgets (core/logbudget.h) of the lines that one client can cause by the thousand:
+	 * rejected or ignored state writes, and denied publishes or refused response topics. */
+	struct presence_log_budget rejected_log;
+	struct presence_log_budget denied_log;
+	/* The client whose login (BASIC_AUTH) the broker handled last in this loop iteration, until
+	 * it disconnects or the iteration ends; NULL otherwise. While the broker handles a CONNECT
+	 * that takes over a client id, it sends the old connection's Will before its DISCONNECT:
+	 * a WRITE check for another client with the same id is then that Will (see events.c). */
+	const struct mosquitto *connecting;
 	/* The state file, or NULL without plugin_opt_state_file. */
 	struct presence_store *store;
 	/* Monotonic time (ms) at which the last save began, and whether the last save failed:
@@ -64,6 +81,10 @@ int presence_message_cb(int event, void *event_data, void *userdata);
 int presence_disconnect_cb(int event, void *event_data, void *userdata);
 int presence_tick_cb(int event, void *event_data, void *userdata);
 int presence_reload_cb(int event, void *event_data, void *userdata);
+/* Logs a line (printf-style, without the plugin's prefix) within budget: dropped when the
+ * budget is spent, and mentions how many lines were dropped before it (events.c). */
+void presence_log_limited(struct presence_log_budget *budget, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* control.c */
 int presence_control_cb(int event, void *event_data, void *userdata);
 
