@@ -2,10 +2,11 @@
  * A log budget: how many lines of one kind (rejected state writes, denied publishes) may be
  * logged, so that a client sending thousands of bad messages cannot flood the broker's log.
  *
- * Time is cut into windows of window_ms milliseconds on a monotonic clock the caller passes in.
- * In each window the first `lines` lines are logged; the others are only counted. The next line
- * logged, or a flush once the window is over, says how many were suppressed, so nothing is
- * silently lost: the counters (metrics) have the exact totals. O(1), no allocation.
+ * A token bucket on a monotonic clock the caller passes in (milliseconds): up to `burst` lines
+ * at once, then `per_second` lines a second. A line without a token is only counted. The next
+ * line logged says how many were suppressed before it, and once a second a flush reports a
+ * count that no line carried, so nothing is lost silently: the metrics keep the exact totals.
+ * O(1), no allocation.
  */
 #ifndef PRESENCE_LOGBUDGET_H
 #define PRESENCE_LOGBUDGET_H
@@ -13,21 +14,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* How often, at most, a flush reports suppressed lines, in milliseconds. */
+#define PRESENCE_LOG_BUDGET_REPORT_MS 1000
+
 /* A budget. Set up with presence_log_budget_init; holds nothing that needs freeing. */
 struct presence_log_budget {
-	/* Lines allowed per window, and the window's length. */
-	uint32_t lines;
-	int64_t window_ms;
-	/* Start of the current window (valid once started), lines logged in it. */
-	int64_t window_start_ms;
+	/* The most lines at once, and lines a second after that. */
+	uint32_t burst;
+	uint32_t per_second;
+	/* Tokens left, in thousandths of a line, as of last_ms. */
+	uint64_t tokens_milli;
+	int64_t last_ms;
 	bool started;
-	uint32_t logged;
-	/* Lines suppressed since the last line logged or flush. */
+	/* Lines suppressed since the last line logged or reported, and when that was. */
 	uint64_t suppressed;
+	int64_t reported_ms;
 };
 
-/* Sets b up to allow lines lines per window_ms milliseconds (window_ms > 0). */
-void presence_log_budget_init(struct presence_log_budget *b, uint32_t lines, int64_t window_ms);
+/* Sets b up with a full bucket of burst lines refilled at per_second lines a second. */
+void presence_log_budget_init(struct presence_log_budget *b, uint32_t burst, uint32_t per_second);
 
 /* Asks to log one line at monotonic time now_ms. Returns true when it may be logged; then
  * *suppressed is the number of lines suppressed before it (0 usually), which the line should
@@ -36,8 +41,9 @@ void presence_log_budget_init(struct presence_log_budget *b, uint32_t lines, int
 bool presence_log_budget_take(struct presence_log_budget *b, int64_t now_ms, uint64_t *suppressed);
 
 /* Returns true, with *suppressed the count (which starts again), when lines were suppressed and
- * the window they were suppressed in is over: the caller logs one line saying so. Call it
- * regularly (every broker tick) so that the end of a flood is reported without another line. */
+ * none was logged or reported in the last PRESENCE_LOG_BUDGET_REPORT_MS: the caller logs one
+ * line saying so. Call it regularly (every broker tick) so that the end of a flood is reported
+ * without waiting for another line. */
 bool presence_log_budget_flush(struct presence_log_budget *b, int64_t now_ms, uint64_t *suppressed);
 
 #endif

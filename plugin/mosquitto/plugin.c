@@ -107,8 +107,8 @@ static int configure(struct presence_plugin *p, const struct mosquitto_opt *opts
 	p->limits.max_keys = p->cfg.max_keys;
 	p->limits.max_depth = p->cfg.max_state_depth;
 	presence_metrics_init(&p->metrics, p->cfg.metrics_interval);
-	presence_log_budget_init(&p->rejected_log, PRESENCE_LOG_LINES, PRESENCE_LOG_WINDOW_MS);
-	presence_log_budget_init(&p->denied_log, PRESENCE_LOG_LINES, PRESENCE_LOG_WINDOW_MS);
+	presence_log_budget_init(&p->rejected_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
+	presence_log_budget_init(&p->denied_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -31,10 +31,10 @@
 #define PRESENCE_CONTROL_TOPIC "$CONTROL/presence/v1"
 #define PRESENCE_CONTROL_RESPONSE_TOPIC "$CONTROL/presence/v1/response"
 
-/* The log budget of each kind of line a client can cause by the thousand: this many lines per
- * window of this many milliseconds. */
-#define PRESENCE_LOG_LINES 10
-#define PRESENCE_LOG_WINDOW_MS 1000
+/* The log budget of each kind of line a client can cause by the thousand: a burst of this many
+ * lines, then this many a second. */
+#define PRESENCE_LOG_BURST 200
+#define PRESENCE_LOG_PER_SECOND 20
 
 struct presence_plugin {
 	/* The broker's id for this plugin instance (for callback registration). */

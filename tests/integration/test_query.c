@@ -547,6 +547,8 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	    "0",
 	    "documents/published",
 	    "0",
+	    "publishes/denied",
+	    "0",
 	    "state/writes",
 	    "0",
 	    "state/rejected",
@@ -562,6 +564,8 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	    "2",
 	    "documents/published",
 	    "5",
+	    "publishes/denied",
+	    "0",
 	    "state/writes",
 	    "2",
 	    "state/rejected",
@@ -599,10 +603,10 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	wait_metrics(m, &seen, at_end);
 	client_disconnect(m);
 
-	/* A late subscriber gets exactly the six current values, retained. */
+	/* A late subscriber gets exactly the seven current values, retained. */
 	late = client_connect(b, &late_o);
 	assert_int_equal(client_subscribe(late, SYS "#", 0), 0);
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < 7; i++) {
 		struct msg *msg = client_wait_msg(late, 5000);
 
 		assert_non_null(msg);
@@ -610,7 +614,7 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 		record_metric(&retained, msg);
 		msg_free(msg);
 	}
-	assert_int_equal(retained.count, 6);
+	assert_int_equal(retained.count, 7);
 	wait_metrics(late, &retained, at_end);
 
 	/*

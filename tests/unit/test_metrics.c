@@ -90,8 +90,8 @@ static void every_metric_has_its_topic_below_sys(void **state)
 	static const char *const expected[PRESENCE_METRIC_COUNT] = {
 	    "$SYS/broker/presence/users/available",  "$SYS/broker/presence/users/known",
 	    "$SYS/broker/presence/sessions",         "$SYS/broker/presence/documents/published",
-	    "$SYS/broker/presence/state/writes",     "$SYS/broker/presence/state/rejected",
-	    "$SYS/broker/presence/publishes/denied",
+	    "$SYS/broker/presence/publishes/denied", "$SYS/broker/presence/state/writes",
+	    "$SYS/broker/presence/state/rejected",
 	};
 	int which;
 
