@@ -193,6 +193,16 @@ static void without_a_usable_response_topic_the_answer_goes_to_the_fallback_topi
 	struct client_opts q5_o = {.id = "q5", .protocol = 5};
 	const char *request =
 	    "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":[\"carol\"]}]}";
+	static const struct {
+		const char *topic;
+		const char *why;
+	} refused[] = {
+	    {"presence/carol", "is inside the plugin's namespace"},
+	    {"presence/carol/state", "is inside the plugin's namespace"},
+	    {"presence/", "is inside the plugin's namespace"},
+	    {"$SYS/broker/presence/users/known", "starts with '$'"},
+	    {"$CONTROL/presence/v1", "starts with '$'"},
+	};
 	struct client *carol, *q5;
 	mosquitto_property *props;
 	char *carol_doc, *carol_known;
@@ -232,6 +242,22 @@ static void without_a_usable_response_topic_the_answer_goes_to_the_fallback_topi
 	                            "names the response topic \"replies/+\", which is not a valid "
 	                            "publish topic",
 	                            5000));
+	/* Inside the plugin's namespace or under $: refused like a wildcard (issue 11). A
+	 * targeted answer needs no subscription, so q5 would receive it on any of these. */
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		char line[256];
+
+		props = request_props(refused[i].topic, "r", 1);
+		assert_int_equal(send_request(q5, request, 1, props), 0);
+		m = expect_response(q5, FALLBACK, expected);
+		assert_int_equal(m->correlation_len, 1);
+		msg_free(m);
+		mosquitto_property_free_all(&props);
+		snprintf(line, sizeof(line),
+		         "names the response topic \"%s\", which %s; answering on",
+		         refused[i].topic, refused[i].why);
+		assert_true(broker_log_wait(b, line, 5000));
+	}
 	expect_nothing(q5);
 	expect_nothing(carol);
 
@@ -293,6 +319,80 @@ static void no_other_client_receives_a_response_whatever_it_subscribes_to(void *
 	client_disconnect(q4);
 	client_disconnect(q5);
 	client_disconnect(eve);
+	broker_stop(b);
+	free(conf);
+}
+
+/*
+ * Issue 11: a 9 KB request naming alice 1000 times got an 8.2 MB reply. Each distinct name is
+ * now answered once, and a command whose answer would take the reply over
+ * max_query_reply_bytes gets an error while the others are answered.
+ */
+static void replies_answer_each_name_once_within_the_byte_budget(void **state)
+{
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	                         "plugin_opt_max_query_reply_bytes 4096\n");
+	struct broker *b = broker_start(conf);
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client_opts q_o = {.id = "querier", .protocol = 5};
+	struct client *alice, *bob, *q;
+	char big[3001];
+	char *request;
+	size_t size = 256 + 1000 * sizeof("\"alice\",");
+	size_t len = 0;
+	cJSON *reply, *responses, *first, *second;
+	struct msg *m;
+
+	(void)state;
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	alice = client_connect_as(b, "alice1", "alice", 5);
+	bob = client_connect_as(b, "bob1", "bob", 5);
+	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
+	expect_doc(w, "presence/bob", "bob", true, 1, "{}");
+	publish_text_ok(alice, "presence/alice/state/blob", big, 1);
+	expect_doc(w, "presence/alice", "alice", true, 1, NULL);
+	publish_text_ok(bob, "presence/bob/state/blob", big, 1);
+	expect_doc(w, "presence/bob", "bob", true, 1, NULL);
+
+	request = malloc(size);
+	assert_non_null(request);
+	len += (size_t)snprintf(request, size,
+	                        "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":[");
+	/* 999 times, so that with bob the request stays within max_query_users (1000). */
+	for (int i = 0; i < 999; i++) {
+		len += (size_t)snprintf(request + len, size - len, "%s\"alice\"", i > 0 ? "," : "");
+	}
+	snprintf(request + len, size - len,
+	         "]},{\"command\":\"getPresence\",\"usernames\":[\"bob\"],"
+	         "\"correlationData\":\"too-much\"}]}");
+	q = client_connect(b, &q_o);
+	assert_int_equal(client_subscribe(q, FALLBACK, 1), 1);
+	assert_int_equal(send_request(q, request, 1, NULL), 0);
+	m = client_wait_msg(q, 5000);
+	assert_non_null(m);
+	assert_string_equal(m->topic, FALLBACK);
+	assert_true(m->payloadlen <= 4096);
+	reply = msg_json(m);
+	responses = cJSON_GetObjectItemCaseSensitive(reply, "responses");
+	assert_int_equal(cJSON_GetArraySize(responses), 2);
+	first = cJSON_GetArrayItem(responses, 0);
+	second = cJSON_GetArrayItem(responses, 1);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(first, "presences")),
+	                 1);
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(second, "error")->valuestring,
+	                    "Reply too large: at most 4096 bytes per reply");
+	assert_string_equal(
+	    cJSON_GetObjectItemCaseSensitive(second, "correlationData")->valuestring, "too-much");
+	cJSON_Delete(reply);
+	msg_free(m);
+	expect_nothing(q);
+
+	free(request);
+	client_disconnect(q);
+	client_disconnect(alice);
+	client_disconnect(bob);
+	client_disconnect(w);
 	broker_stop(b);
 	free(conf);
 }
@@ -731,6 +831,7 @@ int main(void)
 	    T(known_offline_unknown_and_repeated_names_get_their_retained_documents),
 	    T(without_a_usable_response_topic_the_answer_goes_to_the_fallback_topic),
 	    T(no_other_client_receives_a_response_whatever_it_subscribes_to),
+	    T(replies_answer_each_name_once_within_the_byte_budget),
 	    T(malformed_and_oversized_requests_are_answered_with_errors),
 	    T(with_acl_defer_only_clients_the_acl_file_grants_may_query),
 	    T(metrics_count_users_sessions_documents_and_state_writes),
