@@ -408,6 +408,130 @@ static void will_at_a_takeover_is_dropped_and_never_retained(void **state)
 	free(conf);
 }
 
+/*
+ * Counts, in log, the plugin's lines of one kind (their text contains line_mark) and the lines
+ * of that kind they say were suppressed: "(<n> similar lines suppressed before this one)" at the
+ * end of a line, and "<n> more lines about <what> suppressed". Returns logged + suppressed.
+ */
+static unsigned long lines_accounted(const char *log, const char *line_mark, const char *what,
+                                     unsigned long *logged)
+{
+	char more[128];
+	unsigned long total = 0;
+	const char *line = log;
+
+	snprintf(more, sizeof(more), " more lines about %s suppressed", what);
+	*logged = 0;
+	while (line != NULL && *line != '\0') {
+		const char *end = strchr(line, '\n');
+		size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+		char *text = strndup(line, len);
+		const char *at;
+
+		assert_non_null(text);
+		if (strstr(text, "mosquitto-presence: ") != NULL &&
+		    strstr(text, line_mark) != NULL) {
+			(*logged)++;
+			total++;
+			at = strstr(text, " similar lines suppressed before this one)");
+			if (at != NULL) {
+				while (at > text && at[-1] >= '0' && at[-1] <= '9') {
+					at--;
+				}
+				total += strtoul(at, NULL, 10);
+			}
+		} else if ((at = strstr(text, more)) != NULL) {
+			while (at > text && at[-1] >= '0' && at[-1] <= '9') {
+				at--;
+			}
+			total += strtoul(at, NULL, 10);
+		}
+		free(text);
+		line = end != NULL ? end + 1 : NULL;
+	}
+	return total;
+}
+
+/* Waits until the log accounts for expected lines of one kind (see lines_accounted): each
+ * report of suppressed lines is awaited in turn; the last comes about a second after the flood.
+ * Returns the number of lines actually logged. */
+static unsigned long wait_lines_accounted(struct broker *b, const char *line_mark, const char *what,
+                                          unsigned long expected)
+{
+	char more[128];
+	unsigned long logged = 0;
+
+	snprintf(more, sizeof(more), " more lines about %s suppressed", what);
+	for (;;) {
+		char *log = broker_log(b);
+		unsigned long total = lines_accounted(log, line_mark, what, &logged);
+
+		free(log);
+		if (total == expected) {
+			return logged;
+		}
+		if (total > expected) {
+			fail_msg("the log accounts for %lu lines about %s, expected %lu", total,
+			         what, expected);
+		}
+		if (!broker_log_wait(b, more, 5000)) {
+			fail_msg("the log accounts for only %lu of %lu lines about %s", total,
+			         expected, what);
+		}
+	}
+}
+
+/* Issue 11: 10 000 rejected writes and 10 000 denied publishes at QoS 0 made 20 002 log lines.
+ * The lines are now budgeted; every suppressed line is still accounted for, in the log and in
+ * the metrics. */
+static void floods_of_rejected_and_denied_publishes_are_logged_within_budget(void **state)
+{
+	enum { FLOOD = 2000 };
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	                         "plugin_opt_metrics_interval 1\n");
+	struct broker *b = broker_start(conf);
+	struct client *m = client_connect_as(b, "metrics", NULL, 5);
+	struct client *alice = client_connect_as(b, "alice1", "alice", 4);
+	struct client *anon = client_connect_as(b, "anon1", NULL, 4);
+	unsigned long logged;
+	struct msg *msg;
+	bool rejected_seen = false, denied_seen = false;
+
+	(void)state;
+	for (int i = 0; i < FLOOD; i++) {
+		assert_int_equal(client_publish(alice, "presence/alice/state", "[]", 2, 0, false),
+		                 0);
+		assert_int_equal(client_publish(anon, "presence/x", "{}", 2, 0, false), 0);
+	}
+	assert_true(client_sync(alice, 30000));
+	assert_true(client_sync(anon, 30000));
+
+	logged = wait_lines_accounted(b, "rejected state write by client alice1",
+	                              "rejected state writes", FLOOD);
+	assert_true(logged < FLOOD / 4);
+	logged = wait_lines_accounted(b, DENIED "anon1", "denied publishes", FLOOD);
+	assert_true(logged < FLOOD / 4);
+
+	/* The metrics count every one. */
+	assert_int_equal(client_subscribe(m, "$SYS/broker/presence/#", 0), 0);
+	while (!rejected_seen || !denied_seen) {
+		msg = client_wait_msg(m, 5000);
+		assert_non_null(msg);
+		if (strcmp(msg->topic, "$SYS/broker/presence/state/rejected") == 0) {
+			rejected_seen = atoi(msg->payload) == FLOOD;
+		} else if (strcmp(msg->topic, "$SYS/broker/presence/publishes/denied") == 0) {
+			denied_seen = atoi(msg->payload) == FLOOD;
+		}
+		msg_free(msg);
+	}
+
+	client_disconnect(anon);
+	client_disconnect(alice);
+	client_disconnect(m);
+	broker_stop(b);
+	free(conf);
+}
+
 static void untracked_sessions_cannot_write_any_state_topic(void **state)
 {
 	static const char *const topics[] = {"presence/anon1/state/x", "presence/anon1/state",
@@ -835,6 +959,7 @@ int main(void)
 	    T(will_on_the_senders_own_state_topic_is_denied),
 	    T(will_at_a_takeover_is_dropped_and_never_retained),
 	    T(untracked_sessions_cannot_write_any_state_topic),
+	    T(floods_of_rejected_and_denied_publishes_are_logged_within_budget),
 	    T(percent_encoding_does_not_reach_another_user),
 	    T(error_notices_reach_only_the_users_own_sessions),
 	    T(defer_modes_follow_password_file_and_acl_file),
