@@ -7,18 +7,28 @@
 #    command and exits 1. A system broker on 1883 would not interfere anyway: every test broker
 #    listens on a free port of 127.0.0.1.
 # 2. Configures build-test/ with the sanitizers and -Werror, builds it with all cores.
-# 3. Runs ctest with two jobs; extra arguments are passed on, e.g. `tests/run.sh -L unit` or
-#    `tests/run.sh -R integration.test_harness`.
+# 3. Configures build-fuzz/ with clang and -DPRESENCE_FUZZ=ON: the core and its libFuzzer
+#    harnesses (tests/fuzz/), built with all cores.
+# 4. Runs ctest with two jobs in build-test/, then in build-fuzz/ (each harness over its seed
+#    corpus, then a few seconds of fuzzing); extra arguments are passed on to both, e.g.
+#    `tests/run.sh -L unit`, `tests/run.sh -L fuzz` or `tests/run.sh -R integration.test_harness`.
 # Exits non-zero when anything fails.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The shared installer (also used by examples/run-broker.sh); valgrind is for the tests only.
-bash scripts/ensure-deps.sh valgrind
+bash scripts/ensure-deps.sh valgrind clang libfuzzer-14-dev
 
 build="build-test"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPRESENCE_SANITIZE=ON -DPRESENCE_WERROR=ON
 cmake --build "$build" -j"$(nproc)"
+
+fuzz_build="build-fuzz"
+cmake -S . -B "$fuzz_build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DPRESENCE_FUZZ=ON -DPRESENCE_WERROR=ON
+cmake --build "$fuzz_build" -j"$(nproc)"
+
 ctest --test-dir "$build" --output-on-failure -j2 "$@"
+ctest --test-dir "$fuzz_build" --output-on-failure -j2 "$@"

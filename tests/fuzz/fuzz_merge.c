@@ -1,0 +1,7 @@
+/* libFuzzer harness: presence_state_merge (see state_write.h for the input and invariants). */
+#include "state_write.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	return fuzz_state_write(data, size, true);
+}
