@@ -30,6 +30,11 @@
  *   offline persistent session gets it queued.
  * - A QoS 1 or 2 request the client retransmits reaches this callback again and is answered
  *   again; queries change nothing, so that is harmless.
+ * - Each client has a budget of response bytes (core/querylimit.h): a query that comes while
+ *   the client's budget is spent is not answered (and logged, within the log budget). No
+ *   plugin API says what the broker still holds for a client, and Mosquitto 2.0 never frees a
+ *   targeted publish it drops for a full queue, so a client that asks and never reads must not
+ *   be answered at its own pace.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +127,7 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 	char *text = NULL;
 	size_t len = 0;
 	int rc = MOSQ_ERR_NOMEM;
+	bool allowed = false;
 
 	(void)event;
 	if (client_id == NULL) {
@@ -129,6 +135,18 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX "ignored a query from a client without a "
 		                                         "client id");
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (presence_query_limit_check(p->query_limit, ed->client, presence_monotonic_ms(),
+	                               &allowed) != PRESENCE_OK ||
+	    !allowed) {
+		presence_log_limited(&p->denied_log, MOSQ_LOG_NOTICE,
+		                     "query by client %s (user %s) not answered: it was sent more "
+		                     "than its share of answers (a burst of %d x "
+		                     "max_query_reply_bytes, then one every %d s)",
+		                     client_id, or_none(mosquitto_client_username(ed->client)),
+		                     PRESENCE_QUERY_LIMIT_BURST_REPLIES,
+		                     PRESENCE_QUERY_LIMIT_REFILL_S);
 		return MOSQ_ERR_SUCCESS;
 	}
 	if (presence_query_parse(&q, ed->payload, ed->payloadlen, p->cfg.max_query_users) ==
@@ -150,7 +168,10 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		                                                  : PRESENCE_CONTROL_RESPONSE_TOPIC,
 		                           text, len, 0, false, props);
 	}
-	if (rc != MOSQ_ERR_SUCCESS) {
+	if (rc == MOSQ_ERR_SUCCESS) {
+		presence_query_limit_charge(p->query_limit, ed->client,
+		                            len + PRESENCE_QUERY_LIMIT_RESPONSE_COST);
+	} else {
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX
 		                     "could not answer the query of client %s: %s",

@@ -477,6 +477,7 @@ int presence_disconnect_cb(int event, void *event_data, void *userdata)
 	if (ed->client == p->connecting) {
 		p->connecting = NULL;
 	}
+	presence_query_limit_forget(p->query_limit, ed->client);
 	presence_registry_session_gone(p->reg, ed->client);
 	return MOSQ_ERR_SUCCESS;
 }

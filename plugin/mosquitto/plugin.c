@@ -69,6 +69,7 @@ static void unregister_callbacks(struct presence_plugin *p, size_t count)
 static void plugin_free(struct presence_plugin *p)
 {
 	presence_store_free(p->store);
+	presence_query_limit_free(p->query_limit);
 	presence_registry_free(p->reg);
 	presence_config_free(&p->cfg);
 	free(p);
@@ -264,6 +265,13 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	}
 	rc = make_registry(p);
 	if (rc != MOSQ_ERR_SUCCESS) {
+		goto out_free_plugin;
+	}
+	p->query_limit = presence_query_limit_new(
+	    PRESENCE_QUERY_LIMIT_BURST_REPLIES * (uint64_t)p->cfg.max_query_reply_bytes,
+	    p->cfg.max_query_reply_bytes / PRESENCE_QUERY_LIMIT_REFILL_S);
+	if (p->query_limit == NULL) {
+		rc = MOSQ_ERR_NOMEM;
 		goto out_free_plugin;
 	}
 	presence_config_describe(&p->cfg, summary, sizeof(summary));

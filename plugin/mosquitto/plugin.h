@@ -19,6 +19,7 @@
 #include "config.h"
 #include "logbudget.h"
 #include "metrics.h"
+#include "querylimit.h"
 #include "registry.h"
 #include "state.h"
 #include "store.h"
@@ -66,6 +67,8 @@ struct presence_plugin {
 	 * that takes over a client id, it sends the old connection's Will before its DISCONNECT:
 	 * a WRITE check for another client with the same id is then that Will (see events.c). */
 	const struct mosquitto *connecting;
+	/* Each client's budget of query response bytes (core/querylimit.h). */
+	struct presence_query_limit *query_limit;
 	/* The state file, or NULL without plugin_opt_state_file. */
 	struct presence_store *store;
 	/* Monotonic time (ms) at which the last save began, and whether the last save failed:

@@ -397,6 +397,52 @@ static void replies_answer_each_name_once_within_the_byte_budget(void **state)
 	free(conf);
 }
 
+/* A client that keeps asking is answered within a budget of response bytes of its own (a burst
+ * of 4 x max_query_reply_bytes, then one such response every 4 s); the others are not
+ * affected. */
+static void a_client_that_keeps_asking_is_answered_within_its_budget(void **state)
+{
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	                         "plugin_opt_max_query_reply_bytes 1024\n");
+	struct broker *b = broker_start(conf);
+	struct client_opts greedy_o = {.id = "greedy", .protocol = 5};
+	struct client_opts other_o = {.id = "other", .protocol = 5};
+	const char *request =
+	    "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":[\"zed\"]}]}";
+	const char *expected = "{\"responses\":[{\"command\":\"getPresence\",\"presences\":["
+	                       "{\"username\":\"zed\",\"available\":false,\"known\":false}]}]}";
+	struct client *greedy, *other;
+	struct msg *m;
+	int answered = 0;
+
+	(void)state;
+	greedy = client_connect(b, &greedy_o);
+	other = client_connect(b, &other_o);
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(send_request(greedy, request, 1, NULL), 0);
+	}
+	/* Every answer the broker sent is queued after a round trip. */
+	assert_true(client_sync(greedy, 5000));
+	while ((m = client_next_msg(greedy, 0)) != NULL) {
+		if (strcmp(m->topic, FALLBACK) == 0) {
+			answered++;
+		}
+		msg_free(m);
+	}
+	/* Each answer costs its bytes and 1024 more: four fit the burst of 4096. Refilling the
+	 * sixteen others would take a minute. */
+	assert_true(answered >= 1 && answered < 20);
+	assert_true(broker_log_wait(b, "query by client greedy (user (none)) not answered", 5000));
+	/* Another client has its own budget. */
+	assert_int_equal(send_request(other, request, 1, NULL), 0);
+	msg_free(expect_response(other, FALLBACK, expected));
+
+	client_disconnect(greedy);
+	client_disconnect(other);
+	broker_stop(b);
+	free(conf);
+}
+
 static void malformed_and_oversized_requests_are_answered_with_errors(void **state)
 {
 	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n"
@@ -832,6 +878,7 @@ int main(void)
 	    T(without_a_usable_response_topic_the_answer_goes_to_the_fallback_topic),
 	    T(no_other_client_receives_a_response_whatever_it_subscribes_to),
 	    T(replies_answer_each_name_once_within_the_byte_budget),
+	    T(a_client_that_keeps_asking_is_answered_within_its_budget),
 	    T(malformed_and_oversized_requests_are_answered_with_errors),
 	    T(with_acl_defer_only_clients_the_acl_file_grants_may_query),
 	    T(metrics_count_users_sessions_documents_and_state_writes),
