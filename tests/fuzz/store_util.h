@@ -22,17 +22,36 @@ static inline int64_t fuzz_fixed_ms(void *arg)
 
 static const struct presence_clock fuzz_clock = {fuzz_fixed_ms, fuzz_fixed_ms, NULL};
 
-/* The scratch directory, made once per process under $TMPDIR (or /tmp) and never reused by
- * another process. */
+/* The scratch directory, made once per process under $TMPDIR (or /dev/shm, or /tmp) and
+ * removed with its files when the process exits. */
+static char fuzz_scratch[4096];
+
+static void fuzz_remove_scratch(void)
+{
+	static const char *const files[] = {"input.json", "a.json", "b.json"};
+	char path[4200];
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", fuzz_scratch, files[i]);
+		unlink(path);
+	}
+	rmdir(fuzz_scratch);
+}
+
 static const char *fuzz_dir(void)
 {
-	static char dir[4096];
+	char *dir = fuzz_scratch;
 
 	if (dir[0] == '\0') {
-		const char *tmp = getenv("TMPDIR");
+		/* tmpfs when there is one: the store fsyncs every file it writes. */
+		const char *tmp = getenv("TMPDIR") != NULL        ? getenv("TMPDIR")
+		                  : access("/dev/shm", W_OK) == 0 ? "/dev/shm"
+		                                                  : NULL;
 
-		snprintf(dir, sizeof(dir), "%s/presence-fuzz.XXXXXX", tmp != NULL ? tmp : "/tmp");
+		snprintf(dir, sizeof(fuzz_scratch), "%s/presence-fuzz.XXXXXX",
+		         tmp != NULL ? tmp : "/tmp");
 		FUZZ_CHECK(mkdtemp(dir) != NULL);
+		atexit(fuzz_remove_scratch);
 	}
 	return dir;
 }
