@@ -20,9 +20,15 @@
 #include <stddef.h>
 #include <string.h>
 
+/* Mosquitto 2.1 moved the headers to <mosquitto/...> (the old names are shims with a #warning)
+ * and <mosquitto.h> includes the broker and plugin interfaces there. */
+#if __has_include(<mosquitto/broker.h>)
+#include <mosquitto.h>
+#else
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#endif
 
 #define HELPER_EXPORT __attribute__((visibility("default")))
 
