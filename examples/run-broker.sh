@@ -4,6 +4,9 @@
 #
 # Usage: examples/run-broker.sh            (PORT=18830 examples/run-broker.sh for another port)
 # Stop it with Ctrl-C.
+# The README test (tests/integration/test_readme_examples.sh) sets PRESENCE_DEMO_BUILD_DIR (the
+# build folder, default build/) and MOSQUITTO_BIN (the broker, default mosquitto from PATH) to
+# run the demo against the broker of the test build (tests/compat/run.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,11 +30,12 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   exit 1
 fi
 
-echo "Building the plugin in build/ ..." >&2
+build=${PRESENCE_DEMO_BUILD_DIR:-build}
+echo "Building the plugin in $build/ ..." >&2
 # The demo loads the plugin into the stock broker: no sanitizers, no tests.
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_SANITIZE=OFF -DPRESENCE_TESTS=OFF \
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_SANITIZE=OFF -DPRESENCE_TESTS=OFF \
   >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
+cmake --build "$build" -j"$(nproc)" >/dev/null
 
 run=examples/.run
 mkdir -p "$run"
@@ -46,6 +50,7 @@ done
 # README examples) must never share one.
 sed -e "s/^listener 1883 127.0.0.1$/listener $port 127.0.0.1/" \
   -e "s|^plugin_opt_state_file examples/.run/presence-state.json$|plugin_opt_state_file $run/presence-state-$port.json|" \
+  -e "s|^plugin build/plugin/|plugin $build/plugin/|" \
   examples/mosquitto.conf > "$run/mosquitto.conf"
 if [ "$(id -u)" -eq 0 ]; then
   # Mosquitto started as root switches to the "mosquitto" user, which may not be able to
@@ -75,5 +80,5 @@ mosquitto-presence demo broker on 127.0.0.1:$port (Ctrl-C stops it). Try, in oth
 
 EOT
 # Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
-mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+mosquitto_bin=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 exec "$mosquitto_bin" -c "$run/mosquitto.conf"

@@ -164,12 +164,29 @@ static enum presence_err repeated_name(const cJSON *item, const char **repeated)
 	return PRESENCE_OK;
 }
 
+/* Makes every negative zero in item a zero. cJSON 1.7.15 prints -0 as "-0", 1.7.19 as "0"; the
+ * plugin's output must not depend on the cJSON release it runs with, and -0 == 0 in JSON. */
+static void json_zeros_unsigned(cJSON *item)
+{
+	cJSON *child;
+
+	if (cJSON_IsNumber(item)) {
+		if (item->valuedouble == 0.0) {
+			cJSON_SetNumberValue(item, 0.0);
+		}
+		return;
+	}
+	for (child = item->child; child != NULL; child = child->next) {
+		json_zeros_unsigned(child);
+	}
+}
+
 /*
  * Checks value, parsed from the len bytes at payload, before it is stored. Returns PRESENCE_OK
- * when it can be stored as it is; PRESENCE_ERR_INVAL with the reason filled in when it is
- * refused; PRESENCE_ERR_NOMEM.
+ * when it can be stored, which it then is with every negative zero made a zero;
+ * PRESENCE_ERR_INVAL with the reason filled in when it is refused; PRESENCE_ERR_NOMEM.
  */
-static enum presence_err json_refusal(const char *payload, size_t len, const cJSON *value,
+static enum presence_err json_refusal(const char *payload, size_t len, cJSON *value,
                                       char *reason)
 {
 	const char *refusal = nul_escape_reason(payload, len);
@@ -185,8 +202,12 @@ static enum presence_err json_refusal(const char *payload, size_t len, const cJS
 		return PRESENCE_ERR_INVAL;
 	}
 	err = repeated_name(value, &repeated);
-	if (err != PRESENCE_OK || repeated == NULL) {
+	if (err != PRESENCE_OK) {
 		return err;
+	}
+	if (repeated == NULL) {
+		json_zeros_unsigned(value);
+		return PRESENCE_OK;
 	}
 	/* A repeated name would make a write that is applied twice differ the second time
 	 * (RFC 8259 leaves its meaning open); I-JSON (RFC 7493) refuses it, and so do we. */

@@ -17,13 +17,13 @@
  *   so no other client can receive it whatever it subscribes to (the requester receives it
  *   even without a subscription). It goes to the request's MQTT 5 Response Topic when that is
  *   a valid publish topic, otherwise to $CONTROL/presence/v1/response; the request's
- *   Correlation Data is copied in either case. The QoS is always 0: a response is an answer
- *   to be re-asked, not a transaction, and QoS 0 is what bounds what a client that asks and
- *   never reads can make the broker hold: Mosquitto 2.0 drops a QoS 0 message for a client
- *   that already has max_queued_messages (default 1000) packets waiting to be written, while
- *   at QoS 1 an MQTT 5 client could let up to 65535 (its Receive Maximum) wait in flight. With
- *   each response at most max_query_reply_bytes (core/query.h), a client can pin at most about
- *   max_queued_messages x max_query_reply_bytes, no more than any subscriber to large messages.
+ *   Correlation Data is copied in either case. A Response Topic inside the plugin's
+ *   namespace or under $ is refused like an invalid one (core/policy.h). The QoS is always 0: a
+ *   response is an answer to be re-asked, not a transaction, and QoS 0 is what bounds what a
+ *   client that asks and never reads can make the broker hold: Mosquitto 2.0 drops a QoS 0
+ *   message for a client that already has max_queued_messages (default 1000) packets waiting,
+ *   while at QoS 1 an MQTT 5 client could let up to 65535 (its Receive Maximum) wait in
+ *   flight.
  * - The targeted publish is resolved by client id when the broker delivers it, at the start of
  *   the next loop iteration: if the requester's id was taken over in between, the new
  *   connection gets the answer (as it would get the old session's queued messages), and an
@@ -47,72 +47,56 @@ static const char *or_none(const char *s)
 	return s != NULL ? s : "(none)";
 }
 
-/*
- * Returns why a request's Response Topic is refused, or NULL when the answer may go there: it
- * must be a valid publish topic (no wildcards), outside the plugin's namespace P/ and not under
- * $ ($SYS, $CONTROL): nothing legitimate needs an answer there, and an answer there would look
- * like something the broker or the plugin said.
- */
-static const char *response_topic_refusal(const struct presence_plugin *p, const char *topic)
+void presence_request_props_free(struct presence_request_props *props)
 {
-	size_t len = p->cfg.topic_prefix_len;
-
-	if (mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
-		return "is not a valid publish topic";
-	}
-	if (topic[0] == '$') {
-		return "starts with '$'";
-	}
-	if (strncmp(topic, p->cfg.topic_prefix, len) == 0 && topic[len] == '/') {
-		return "is inside the plugin's namespace";
-	}
-	return NULL;
+	mosquitto_free(props->correlation);
+	mosquitto_free(props->response_topic);
+	memset(props, 0, sizeof(*props));
 }
 
 /*
  * Builds the properties of the response to a request with properties request_props: the
  * request's Correlation Data, copied. Sets *topic to the request's Response Topic when it has a
- * valid one, which the caller frees with free(): the broker's mosquitto_property_read_*
- * functions allocate their copies with plain calloc (lib/property_mosq.c). Otherwise *topic is
- * NULL. Returns MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM (nothing allocated then).
+ * valid one (the caller frees it with mosquitto_free), NULL otherwise. Returns
+ * MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM (nothing allocated then).
  */
 static int response_properties(struct presence_plugin *p, const mosquitto_property *request_props,
                                const char *client_id, mosquitto_property **props, char **topic)
 {
-	const char *why;
-	void *correlation = NULL;
-	uint16_t correlation_len = 0;
-	int rc = MOSQ_ERR_SUCCESS;
+	struct presence_request_props request;
+	const char *why = NULL;
+	int rc;
 
 	*props = NULL;
 	*topic = NULL;
-	if (request_props == NULL) {
-		return MOSQ_ERR_SUCCESS;
+	rc = presence_lifecycle_request_props(request_props, &request);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		return rc;
 	}
-	if (mosquitto_property_read_binary(request_props, MQTT_PROP_CORRELATION_DATA, &correlation,
-	                                   &correlation_len, false) != NULL) {
-		rc = mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA, correlation,
-		                                   correlation_len);
-		free(correlation);
+	if (request.correlation != NULL) {
+		rc = mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA,
+		                                   request.correlation, request.correlation_len);
 		if (rc != MOSQ_ERR_SUCCESS) {
+			presence_request_props_free(&request);
 			return rc;
 		}
 	}
-	if (mosquitto_property_read_string(request_props, MQTT_PROP_RESPONSE_TOPIC, topic, false) ==
-	        NULL ||
-	    *topic == NULL) {
-		return MOSQ_ERR_SUCCESS;
+	if (request.response_topic != NULL) {
+		why = mosquitto_pub_topic_check(request.response_topic) != MOSQ_ERR_SUCCESS
+		          ? "is not a valid publish topic"
+		          : presence_policy_response_topic_refusal(&p->cfg, request.response_topic);
 	}
-	why = response_topic_refusal(p, *topic);
 	if (why != NULL) {
 		presence_log_limited(
 		    &p->denied_log, MOSQ_LOG_NOTICE,
 		    "query by client %s names the response topic \"%s\", which %s; "
 		    "answering on " PRESENCE_CONTROL_RESPONSE_TOPIC,
-		    client_id, *topic, why);
-		free(*topic);
-		*topic = NULL;
+		    client_id, request.response_topic, why);
+	} else {
+		*topic = request.response_topic;
+		request.response_topic = NULL;
 	}
+	presence_request_props_free(&request);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -177,7 +161,7 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		                     "could not answer the query of client %s: %s",
 		                     client_id, presence_mosq_strerror(rc));
 	}
-	free(response_topic);
+	mosquitto_free(response_topic);
 	presence_query_response_free(text);
 	/* Anything but success would make the broker disconnect the client. */
 	return MOSQ_ERR_SUCCESS;

@@ -1,8 +1,9 @@
 /*
  * The adapter's shared context: one struct presence_plugin per plugin instance, passed to
  * every callback as userdata. plugin.c creates it and wires the callbacks; events.c holds the
- * lifecycle, ACL, state-write and tick callbacks and the publishing helpers, control.c the
- * query API.
+ * ACL, state-write and tick callbacks and the publishing helpers, control.c the query API, and
+ * the lifecycle file of the broker generation (lifecycle_v20.c or lifecycle_v21.c, see
+ * broker.h) the callbacks that start and end sessions.
  */
 #ifndef PRESENCE_PLUGIN_H
 #define PRESENCE_PLUGIN_H
@@ -11,11 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <mosquitto.h>
-#include <mosquitto_broker.h>
-#include <mosquitto_plugin.h>
-#include <mqtt_protocol.h>
-
+#include "broker.h"
 #include "config.h"
 #include "logbudget.h"
 #include "metrics.h"
@@ -37,9 +34,15 @@
 #define PRESENCE_LOG_BURST 200
 #define PRESENCE_LOG_PER_SECOND 20
 
+/* The most callbacks one instance registers (shared and lifecycle ones). */
+#define PRESENCE_MAX_CALLBACKS 12
+
 struct presence_plugin {
 	/* The broker's id for this plugin instance (for callback registration). */
 	mosquitto_plugin_id_t *id;
+	/* The callbacks registered, in order, so that cleanup unregisters exactly those. */
+	struct presence_callback registered[PRESENCE_MAX_CALLBACKS];
+	size_t registered_count;
 	/* The effective options. */
 	struct presence_config cfg;
 	/* State write limits, from cfg. */
@@ -59,13 +62,12 @@ struct presence_plugin {
 	/* Publishes into the plugin's namespace denied, Wills included. */
 	uint64_t publishes_denied;
 	/* Log budgets (core/logbudget.h) of the lines that one client can cause by the thousand:
-	 * rejected or ignored state writes, and denied publishes or refused response topics. */
+	 * rejected or ignored state writes, and denied publishes, refused response topics and
+	 * unanswered queries. */
 	struct presence_log_budget rejected_log;
 	struct presence_log_budget denied_log;
-	/* The client whose login (BASIC_AUTH) the broker handled last in this loop iteration, until
-	 * it disconnects or the iteration ends; NULL otherwise. While the broker handles a CONNECT
-	 * that takes over a client id, it sends the old connection's Will before its DISCONNECT:
-	 * a WRITE check for another client with the same id is then that Will (see events.c). */
+	/* The client whose login the broker handled last in this loop iteration, until it
+	 * disconnects or the iteration ends; NULL otherwise (presence_policy_takeover_will). */
 	const struct mosquitto *connecting;
 	/* Each client's budget of query response bytes (core/querylimit.h). */
 	struct presence_query_limit *query_limit;
@@ -77,19 +79,33 @@ struct presence_plugin {
 	bool save_failed;
 };
 
-/* The callbacks (events.c). Each takes the struct presence_plugin as userdata. */
-int presence_basic_auth_cb(int event, void *event_data, void *userdata);
+/* The shared callbacks (events.c). Each takes the struct presence_plugin as userdata. */
 int presence_acl_check_cb(int event, void *event_data, void *userdata);
 int presence_message_cb(int event, void *event_data, void *userdata);
-int presence_disconnect_cb(int event, void *event_data, void *userdata);
 int presence_tick_cb(int event, void *event_data, void *userdata);
-int presence_reload_cb(int event, void *event_data, void *userdata);
 /* Logs a line (printf-style, without the plugin's prefix) within budget: dropped when the
  * budget is spent, and mentions how many lines were dropped before it (events.c). */
 void presence_log_limited(struct presence_log_budget *budget, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The lifecycle reports each login attempt (BASIC_AUTH) with presence_login_seen, which
+ * remembers it as the login in progress (ignored during a reload), and the end of each
+ * connection with presence_connection_gone, which forgets the client's session, its budget of
+ * query answers and, if it is that client, the login in progress (events.c). */
+void presence_login_seen(struct presence_plugin *p, const struct mosquitto *client);
+void presence_connection_gone(struct presence_plugin *p, const struct mosquitto *client);
+
 /* control.c */
 int presence_control_cb(int event, void *event_data, void *userdata);
+
+/* Returns the name of the user client's session counts towards (its username, or its client
+ * id with identity clientid), or NULL when the session is not tracked (see
+ * presence_policy_tracked_name). The pointer is the broker's; copy it to keep it. */
+const char *presence_client_user_name(const struct presence_plugin *p,
+                                      const struct mosquitto *client);
+
+/* Logs a line for a session the plugin could not track for lack of memory. */
+void presence_log_untracked(const struct mosquitto *client, const char *user_name);
 
 /* Publishes the len bytes of text on topic with mosquitto_broker_publish: to every subscriber
  * when client_id is NULL, otherwise to that client only (Mosquitto 2.0 then checks no

@@ -41,7 +41,8 @@ if [ "${1:-}" = "-t" ]; then
 fi
 cd "$here/../.."
 build=build-fuzz
-bash scripts/ensure-deps.sh clang libfuzzer-14-dev
+bash scripts/ensure-deps.sh clang
+bash scripts/ensure-deps.sh "libfuzzer-$(clang -dumpversion | cut -d. -f1)-dev"
 cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPRESENCE_FUZZ=ON -DPRESENCE_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)"
