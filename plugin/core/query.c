@@ -4,8 +4,10 @@
  * Parsing turns the request into a list of commands, each either "answer these names" or "answer
  * this error", and checks everything that can be wrong before anything is looked up; the
  * strings the commands point to stay owned by the parsed request. Answering then only looks
- * names up in the registry and builds the response with cJSON, so the two halves are tested on
- * their own.
+ * names up in the registry and writes the response as text, within its byte budget, with the
+ * same escaping as cJSON's (presence__json_string), so the two halves are tested on their own.
+ * Writing text rather than building a cJSON tree and printing it keeps what an answer holds in
+ * memory to about its own size.
  *
  * The whole payload must be strict UTF-8 (no NUL byte) before it is parsed: cJSON passes raw
  * bytes through, and every string of the request that is echoed (names, command names,
