@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
+#
+# Runs examples/clients/python/buddy_list.py against the demo broker (examples/run-broker.sh,
+# in a private network namespace, see lib.sh) twice: with Debian 12's paho-mqtt 1.6, and with
+# paho-mqtt 2.x from Debian 13 (scripts/cache-paho2.sh unpacks it once per machine into
+# /var/cache/mosquitto-presence/paho-mqtt-2 and this test puts it on PYTHONPATH).
+#
+# Each run, as bob watching alice, carol and zed: carol (offline, retained document) and zed
+# (never seen, answered by the query) are shown once each, alice going online, changing her
+# state and going offline is shown, and a status typed on stdin becomes bob's state.
+. "$(dirname "$0")/lib.sh"
+
+# Outside the namespace: the network is needed once, to fetch paho 2 into the cache.
+if [ "${PRESENCE_PRIVATE_NET:-}" != 1 ]; then
+	if ! PAHO2_PATH=$(bash "$src/scripts/cache-paho2.sh"); then
+		echo "FAIL: scripts/cache-paho2.sh could not provide paho-mqtt 2"
+		exit 1
+	fi
+	export PAHO2_PATH
+fi
+enter_private_network "$@"
+make_work_dir python-buddy-list
+python=/usr/bin/python3
+example=$src/examples/clients/python/buddy_list.py
+start_demo_broker PORT=1883 WS_PORT=0
+
+# carol comes and goes before the buddy list starts: her retained document says offline.
+mosquitto_sub -p 1883 -u carol -P carol-pw -t presence/carol -C 1 -W 10 >/dev/null
+
+run_once() { # LABEL PYTHONPATH
+	local label=$1 out="$work/$1.out" fifo="$work/$1.stdin" pid alice status version
+	version=$(PYTHONPATH=$2 "$python" -c 'import paho.mqtt; print(paho.mqtt.__version__)')
+	echo "--- $label: paho-mqtt $version"
+	case "$label:$version" in
+		paho1:1.*|paho2:2.*) pass "$label: paho-mqtt $version is the one imported" ;;
+		*) fail "$label: expected another paho-mqtt, got $version" ;;
+	esac
+	mkfifo "$fifo"
+	PYTHONPATH=$2 timeout -k 5 120 "$python" "$example" -H 127.0.0.1 -p 1883 -u bob -P bob-pw \
+		alice carol zed <"$fifo" >"$out" 2>&1 &
+	pid=$!
+	exec 7>"$fifo" # stdin of the example stays open until fd 7 is closed
+	expect_line "$out" '^bob is online \(1 session\) since [0-9:]+, state \{\}$' "$label: bob sees himself online"
+	expect_line "$out" '^carol is offline \(0 sessions\) since [0-9:]+, state \{\}$' "$label: carol is shown offline"
+	expect_line "$out" '^zed is unknown \(never seen\)$' "$label: the query says zed is unknown"
+
+	mosquitto_sub -p 1883 -u alice -P alice-pw -i alice-phone -t presence/alice/error >/dev/null &
+	alice=$!
+	expect_line "$out" '^alice is online \(1 session\) since' "$label: alice goes online"
+	mosquitto_pub -p 1883 -u alice -P alice-pw -t presence/alice/state/status -m away
+	expect_line "$out" '^alice is online \(2 sessions\) since [0-9:]+, state \{"status":"away"\}$' \
+		"$label: alice's new state is shown"
+	echo busy >&7
+	expect_line "$out" '^bob is online \(1 session\) since [0-9:]+, state \{"status":"busy"\}$' \
+		"$label: a status typed on stdin becomes bob's state"
+	kill -INT "$alice"
+	wait "$alice" || true
+	expect_line "$out" '^alice is offline \(0 sessions\) since [0-9:]+, state \{\}$' "$label: alice goes offline"
+
+	exec 7>&- # end of stdin: the example disconnects and exits
+	status=0
+	wait "$pid" || status=$?
+	if [ "$status" -eq 0 ]; then pass "$label: exits 0 at the end of stdin"; else fail "$label: exit status $status" "$(cat "$out")"; fi
+	if [ "$(grep -c '^carol ' "$out")" -eq 1 ] && [ "$(grep -c '^zed ' "$out")" -eq 1 ]; then
+		pass "$label: carol and zed are shown once each (the query's answers and the retained documents, ordered by seq)"
+	else
+		fail "$label: carol and zed should be shown once each" "$(cat "$out")"
+	fi
+}
+
+run_once paho1 ""
+run_once paho2 "$PAHO2_PATH"
+finish
