@@ -14,8 +14,9 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The shared installer (also used by examples/run-broker.sh); valgrind is for the tests only.
-bash scripts/ensure-deps.sh valgrind
+# The shared installer (also used by examples/run-broker.sh); valgrind, chromium (the browser
+# test) and debootstrap (the package test's chroot) are for the tests only.
+bash scripts/ensure-deps.sh valgrind chromium debootstrap
 
 build="build-test"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \

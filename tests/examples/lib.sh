@@ -15,8 +15,8 @@ set -euo pipefail
 src=${PRESENCE_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 plugin=${PRESENCE_PLAIN_PLUGIN:-$src/build/plugin/mosquitto_presence.so}
 PATH=$PATH:/usr/sbin # Debian's mosquitto
-passed=0
-failed=0
+passed=${passed:-0} # carried over when a test re-executes itself
+failed=${failed:-0}
 broker_pid=
 
 pass() { passed=$((passed + 1)); echo "PASS: $*"; }

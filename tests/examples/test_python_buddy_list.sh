@@ -8,7 +8,8 @@
 #
 # Each run, as bob watching alice, carol and zed: carol (offline, retained document) and zed
 # (never seen, answered by the query) are shown once each, alice going online, changing her
-# state and going offline is shown, and a status typed on stdin becomes bob's state.
+# state and going offline is shown, and a status typed on stdin becomes bob's state. Then the
+# backend example, examples/clients/python/offline_alerts.py, reports alice's comings and goings.
 . "$(dirname "$0")/lib.sh"
 
 # Outside the namespace: the network is needed once, to fetch paho 2 into the cache.
@@ -69,6 +70,31 @@ run_once() { # LABEL PYTHONPATH
 	fi
 }
 
+# examples/clients/python/offline_alerts.py, the backend example, as carol: reports alice
+# coming online and going offline, and nothing about what was retained before it started.
+run_alerts() { # LABEL PYTHONPATH
+	local label=$1 out="$work/$1-alerts.out" pid alice
+	PYTHONPATH=$2 timeout -k 5 120 "$python" "$src/examples/clients/python/offline_alerts.py" \
+		-H 127.0.0.1 -p 1883 -u carol -P carol-pw >"$out" 2>&1 &
+	pid=$!
+	expect_line "$out" '^watching presence/\+$' "$label alerts: subscribed"
+	mosquitto_sub -p 1883 -u alice -P alice-pw -t presence/alice/error >/dev/null &
+	alice=$!
+	expect_line "$out" '^alice came online at [0-9:]+$' "$label alerts: alice came online"
+	kill -INT "$alice"
+	wait "$alice" || true
+	expect_line "$out" '^alice went offline at [0-9:]+ \(online since [0-9:]+\)$' "$label alerts: alice went offline"
+	kill -INT "$pid"
+	wait "$pid" || true
+	if [ "$(wc -l <"$out")" -eq 3 ]; then
+		pass "$label alerts: nothing else reported (retained documents are not events)"
+	else
+		fail "$label alerts: expected three lines" "$(cat "$out")"
+	fi
+}
+
 run_once paho1 ""
+run_alerts paho1 ""
 run_once paho2 "$PAHO2_PATH"
+run_alerts paho2 "$PAHO2_PATH"
 finish
