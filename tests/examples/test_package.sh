@@ -66,11 +66,12 @@ if [ "${PRESENCE_PRIVATE_NET:-}" != 1 ]; then
 	else
 		fail "the snippet" "$(cat "$snippet")"
 	fi
+	libs=$(ldd "$work/deb$plugin_path" 2>&1 || true)
 	if sh "$src/tests/check_exports.sh" "$work/deb$plugin_path" >/dev/null &&
-		! ldd "$work/deb$plugin_path" | grep -q 'not found' && ldd "$work/deb$plugin_path" | grep -q libcjson.so.1; then
+		[[ "$libs" != *"not found"* ]] && [[ "$libs" == *libcjson.so.1* ]]; then
 		pass "the packaged plugin exports only its entry points and links Debian's libcjson.so.1"
 	else
-		fail "the packaged plugin" "$(ldd "$work/deb$plugin_path" 2>&1)"
+		fail "the packaged plugin" "$libs"
 	fi
 
 	# A build configured for /usr/local, installed with --prefix /usr.
@@ -104,14 +105,15 @@ mount -t proc proc "$root/proc"
 cleanup() {
 	stop_demo_broker
 	umount "$root/proc" 2>/dev/null || true
-	umount "$root" 2>/dev/null || true
+	# The overlay's upper layer holds the installed files: dropped once nothing is mounted.
+	if umount "$root" 2>/dev/null; then rm -rf "$top"; fi
 }
 trap cleanup EXIT
 # Keep maintainer scripts from starting services inside the chroot.
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod +x "$root/usr/sbin/policy-rc.d"
 cp "$work/mosquitto-presence.deb" "$root/tmp/"
-if chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download \
+if chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 	--no-install-recommends /tmp/mosquitto-presence.deb >"$work/apt.log" 2>&1; then
 	pass "apt-get installs the .deb into the clean chroot, with its Depends, offline"
 else
@@ -119,7 +121,7 @@ else
 	finish
 fi
 for pkg in mosquitto libcjson1 mosquitto-presence; do
-	if chroot "$root" dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" | grep -q '^ii'; then
+	if [[ "$(chroot "$root" dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null)" == ii* ]]; then
 		pass "installed in the chroot: $pkg"
 	else
 		fail "not installed in the chroot: $pkg"
