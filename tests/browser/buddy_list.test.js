@@ -6,8 +6,12 @@
 // bob, logged in on the page, sets his own status. Started by test_web_buddy_list.sh inside a
 // private network namespace; every wait is for something on the page or a process, bounded.
 //
-// Environment: PAGE_URL (http://127.0.0.1:9001/), MQTT_PORT (1883), SCREENSHOT (a .png path),
-// CHROMIUM (default /usr/bin/chromium).
+// alice comes and goes with the Python example, carol with the C example (PRESENCE_DEVICE).
+// Chromium runs with Playwright's own flags (--headless, a fresh temporary --user-data-dir,
+// --no-sandbox here) plus the ones below.
+//
+// Environment: PAGE_URL (http://127.0.0.1:9001/), MQTT_PORT (1883), SCREENSHOT and
+// SCREENSHOT_OFFLINE (.png paths), PRESENCE_DEVICE (the C example), CHROMIUM (/usr/bin/chromium).
 'use strict';
 
 const { chromium } = require('playwright-core');
@@ -15,6 +19,8 @@ const { spawn, execFileSync } = require('node:child_process');
 
 const pageUrl = process.env.PAGE_URL || 'http://127.0.0.1:9001/';
 const mqttPort = process.env.MQTT_PORT || '1883';
+const examples = process.env.EXAMPLES || `${__dirname}/../../examples/clients`;
+const device = process.env.PRESENCE_DEVICE || `${__dirname}/../../build/examples/clients/c/device`;
 const timeout = 20000; // ms, for every wait on the page
 let failures = 0;
 
@@ -36,10 +42,6 @@ async function waitForRow(page, name, available, pattern, what) {
   return (await row.count()) ? row.first().innerText() : '';
 }
 
-function mqtt(tool, args) {
-  return ['-h', '127.0.0.1', '-p', mqttPort, ...args];
-}
-
 async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -55,6 +57,12 @@ async function main() {
     page.on('console', (msg) => console.log(`page console: ${msg.text()}`));
     page.on('pageerror', (err) => check(false, `no script error on the page: ${err.message}`));
     await page.goto(pageUrl, { timeout });
+    // A wrong password: the page says so, stops trying and keeps the login form.
+    await page.fill('#username', 'bob');
+    await page.fill('#password', 'not-bobs');
+    await page.click('#login button');
+    await page.locator('#status', { hasText: 'Error:' }).waitFor({ timeout });
+    check(await page.locator('#login').isVisible(), `a wrong password is refused: "${await page.locator('#status').innerText()}"`);
     await page.fill('#username', 'bob');
     await page.fill('#password', 'bob-pw');
     await page.click('#login button');
@@ -62,32 +70,29 @@ async function main() {
     check(true, 'bob logs in over websockets');
     await waitForRow(page, 'bob', true, /bob \(you\).*online since/s, 'bob is shown online (green)');
 
-    // alice comes online with a session of her own (a phone, here a subscriber).
-    alice = spawn('mosquitto_sub', mqtt('mosquitto_sub', ['-u', 'alice', '-P', 'alice-pw', '-i', 'alice-phone',
-      '-t', 'presence/alice/error']), { stdio: 'ignore' });
-    await waitForRow(page, 'alice', true, /online since/, 'alice goes online: green dot, "online since"');
-
-    // alice changes her state.
-    execFileSync('mosquitto_pub', mqtt('mosquitto_pub', ['-u', 'alice', '-P', 'alice-pw', '-q', '1',
-      '-t', 'presence/alice/state', '-m', '{"status":"in a meeting","battery":87}']));
-    await waitForRow(page, 'alice', true, 'status: in a meeting, battery: 87', 'alice\'s new state is shown');
+    // alice comes online with the Python example, and sets her status through it.
+    alice = spawn('/usr/bin/python3', [`${examples}/python/buddy_list.py`, '-H', '127.0.0.1', '-p', mqttPort,
+      '-u', 'alice', '-P', 'alice-pw'], { stdio: ['pipe', 'ignore', 'inherit'] });
+    await waitForRow(page, 'alice', true, /online since/, 'alice goes online (Python example): green dot, "online since"');
+    alice.stdin.write('in a meeting\n');
+    await waitForRow(page, 'alice', true, 'status: in a meeting', 'alice\'s new state is shown');
 
     // bob sets his own status with the page's form.
     await page.fill('#mystatus', 'busy');
     await page.click('#mine button');
     await waitForRow(page, 'bob', true, 'status: busy', 'bob\'s status set from the page is shown');
-    // carol looks once and leaves: a grey dot.
-    execFileSync('mosquitto_sub', mqtt('mosquitto_sub', ['-u', 'carol', '-P', 'carol-pw', '-t', 'presence/carol',
-      '-C', '1', '-W', '10']));
-    await waitForRow(page, 'carol', false, /offline since/, 'carol, who came and went, is shown offline (grey)');
+
+    // carol's device (the C example) wakes up once, reports and goes back to sleep: a grey dot.
+    execFileSync(device, ['-h', '127.0.0.1', '-p', mqttPort, '-u', 'carol', '-P', 'carol-pw', '-b', '87', '-n', '1']);
+    await waitForRow(page, 'carol', false, /offline since/, 'carol\'s device (C example) came and went: shown offline (grey)');
     if (process.env.SCREENSHOT) {
       await page.screenshot({ path: process.env.SCREENSHOT });
       console.log(`screenshot: ${process.env.SCREENSHOT}`);
     }
 
-    // alice's last session ends: she goes offline and her state is cleared.
+    // alice quits the Python example (end of its input): she goes offline, her state cleared.
     const exited = new Promise((resolve) => alice.once('exit', resolve));
-    alice.kill('SIGINT');
+    alice.stdin.end();
     await exited;
     alice = null;
     const text = await waitForRow(page, 'alice', false, /offline since/, 'alice goes offline: grey dot, "offline since"');

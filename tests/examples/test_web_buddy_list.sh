@@ -4,7 +4,8 @@
 # The browser test: examples/run-broker.sh serves the web buddy list (examples/clients/web/) on
 # its websockets listener, and tests/browser/buddy_list.test.js drives Debian's headless
 # chromium through it (playwright-core, installed with `npm ci` from tests/browser's lock
-# file; it downloads no browser). Everything runs in a private network namespace (see lib.sh).
+# file; it downloads no browser). alice comes and goes with the Python example, carol with the
+# C example. Everything runs in a private network namespace (see lib.sh).
 #
 # Artifacts in the work directory: buddy-list.png (the page while alice is online and bob has
 # set his status) and buddy-list-offline.png. UPDATE_README_SCREENSHOT=1 also copies the first
@@ -19,6 +20,12 @@ for tool in chromium node npm; do
 		finish
 	fi
 done
+
+export PRESENCE_DEVICE=${PRESENCE_DEVICE:-$src/build/examples/clients/c/device}
+if [ ! -x "$PRESENCE_DEVICE" ]; then
+	fail "no C example at $PRESENCE_DEVICE (configure with -DPRESENCE_EXAMPLES=ON)"
+	finish
+fi
 
 lock=$src/tests/browser/package-lock.json
 if [ ! "$src/tests/browser/node_modules/.package-lock.json" -nt "$lock" ]; then
