@@ -90,6 +90,7 @@ cp examples/acl "$run/acl"
 for entry in "${users[@]}"; do
   name=${entry%%:*}
   mosquitto_passwd -b "$run/passwd" "$name" "${entry#*:}"
+  # shellcheck disable=SC2016 # $CONTROL is a topic, not a variable
   case "$name" in
     alice|bob|carol) ;;
     *) printf '\n# Added by run-broker.sh from USERS.\nuser %s\ntopic read presence/#\ntopic write $CONTROL/presence/v1\ntopic readwrite chat/%s/#\ntopic read chat/#\n' \

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 #
 # Shared by the example tests (tests/examples/test_*.sh), sourced. Each test runs itself again

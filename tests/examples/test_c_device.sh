@@ -10,6 +10,7 @@
 # within offline_delay, and the second write changes nothing), and, once the delay has passed,
 # one offline document that keeps the battery level (keep_state). A second run with -b 86
 # shows the new level. Wrong credentials make the device exit 1.
+# shellcheck source=tests/examples/lib.sh
 . "$(dirname "$0")/lib.sh"
 enter_private_network "$@"
 make_work_dir c-device

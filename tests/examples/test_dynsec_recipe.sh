@@ -9,6 +9,7 @@
 #
 # Checks: alice, a dynamic-security client, gets her presence document, sets her state with no
 # grant for it and can query; admin, in ignore_users, has no presence; an unknown user is refused.
+# shellcheck source=tests/examples/lib.sh
 . "$(dirname "$0")/lib.sh"
 enter_private_network "$@"
 make_work_dir dynsec-recipe
@@ -74,6 +75,7 @@ mosquitto_pub -p 1883 -u alice -P alice-pw -t presence/alice/state/status -m awa
 expect_line "$work/alice.out" '"state":\{"status":"away"\}' "alice sets her state without any grant for it"
 kill "$watcher" 2>/dev/null || true
 wait "$watcher" 2>/dev/null || true
+# shellcheck disable=SC2016 # $CONTROL is a topic, not a variable
 out=$(mosquitto_rr -p 1883 -u alice -P alice-pw -t '$CONTROL/presence/v1' -e '$CONTROL/presence/v1/response' -W 10 \
 	-m '{"commands":[{"command":"getPresence","usernames":["alice","admin"]}]}' 2>&1 || true)
 if [[ "$out" == *'"username":"alice","available":'*'"known":true}'* ]] &&

@@ -16,6 +16,7 @@
 #    plugin and accepts a login with a username as before; with the snippet enabled as the
 #    README says but no password_file it refuses such a login (as the snippet warns); with a
 #    password_file and an acl_file too it publishes alice's presence document.
+# shellcheck source=tests/examples/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 if [ "${PRESENCE_PRIVATE_NET:-}" != 1 ]; then
@@ -102,6 +103,7 @@ root=$top/root
 mkdir -p "$top/upper" "$top/work" "$root"
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$top/upper,workdir=$top/work" "$root"
 mount -t proc proc "$root/proc"
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	stop_demo_broker
 	umount "$root/proc" 2>/dev/null || true
@@ -121,6 +123,7 @@ else
 	finish
 fi
 for pkg in mosquitto libcjson1 mosquitto-presence; do
+	# shellcheck disable=SC2016 # a dpkg-query format
 	if [[ "$(chroot "$root" dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null)" == ii* ]]; then
 		pass "installed in the chroot: $pkg"
 	else
@@ -144,6 +147,7 @@ start_chroot_broker() {
 		finish
 	fi
 }
+# shellcheck disable=SC2317 # called through wait_for
 chroot_broker_up_or_gone() { grep -q ' running$' "$log" || ! kill -0 "$broker_pid" 2>/dev/null; }
 
 # 1. As installed: the snippet changes nothing.

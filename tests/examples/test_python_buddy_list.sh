@@ -10,6 +10,7 @@
 # (never seen, answered by the query) are shown once each, alice going online, changing her
 # state and going offline is shown, and a status typed on stdin becomes bob's state. Then the
 # backend example, examples/clients/python/offline_alerts.py, reports alice's comings and goings.
+# shellcheck source=tests/examples/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 # Outside the namespace: the network is needed once, to fetch paho 2 into the cache.

@@ -10,6 +10,7 @@
 # Artifacts in the work directory: buddy-list.png (the page while alice is online and bob has
 # set his status) and buddy-list-offline.png. UPDATE_README_SCREENSHOT=1 also copies the first
 # to docs/buddy-list.png, the screenshot shown in the README.
+# shellcheck source=tests/examples/lib.sh
 . "$(dirname "$0")/lib.sh"
 enter_private_network "$@"
 make_work_dir browser
