@@ -7,8 +7,8 @@
 #       packages keep the broker's plugins (lib/<multiarch>: Debian 12's
 #       /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so). PRESENCE_PLUGIN_DIR is
 #       relative to the prefix given at INSTALL time, so `cmake --install build --prefix /usr`
-#       works on a build configured for /usr/local. Mosquitto 2.1 packages keep their plugins in
-#       lib/<multiarch>/mosquitto: set -DPRESENCE_PLUGIN_DIR=... for those.
+#       works on a build configured for /usr/local. Built against Mosquitto 2.1 the default is
+#       lib/<multiarch>/mosquitto, where Debian's 2.1 packages keep their plugins.
 #   ${PRESENCE_CONF_DIR}/00-presence.conf   the configuration snippet for Debian's conf.d,
 #       installed DISABLED (every setting commented out, see packaging/00-presence.conf.in),
 #       and never over a copy that is already there (the operator's edits survive).
@@ -18,16 +18,25 @@
 # same files under /usr and /etc, Depends on the broker and on Debian's cJSON (nothing is
 # vendored), and the snippet as a conffile.
 
+# Debian's mosquitto 2.0 packages keep plugins in /usr/lib/<multiarch>/, its 2.1 packages (sid)
+# in /usr/lib/<multiarch>/mosquitto/; PRESENCE_MOSQUITTO_GENERATION comes from
+# cmake/mosquitto.cmake.
 if(CMAKE_LIBRARY_ARCHITECTURE)
   set(presence_default_plugin_dir "lib/${CMAKE_LIBRARY_ARCHITECTURE}")
 else()
   set(presence_default_plugin_dir "${CMAKE_INSTALL_LIBDIR}")
 endif()
+if(PRESENCE_MOSQUITTO_GENERATION EQUAL 21)
+  string(APPEND presence_default_plugin_dir "/mosquitto")
+  set(presence_default_depends "mosquitto (>= 2.1), libcjson1 (>= 1.7.15)")
+else()
+  set(presence_default_depends "mosquitto (>= 2.0.11), mosquitto (<< 2.1), libcjson1 (>= 1.7.15)")
+endif()
 set(PRESENCE_PLUGIN_DIR "${presence_default_plugin_dir}" CACHE STRING
   "Where to install mosquitto_presence.so; a relative path is relative to the install prefix")
 set(PRESENCE_CONF_DIR "/etc/mosquitto/conf.d" CACHE STRING
   "Where to install the (disabled) 00-presence.conf snippet; empty: nowhere")
-set(PRESENCE_DEB_DEPENDS "mosquitto (>= 2.0.11), libcjson1 (>= 1.7.15)" CACHE STRING
+set(PRESENCE_DEB_DEPENDS "${presence_default_depends}" CACHE STRING
   "The Depends of the Debian package")
 
 install(TARGETS mosquitto_presence LIBRARY DESTINATION ${PRESENCE_PLUGIN_DIR})

@@ -14,6 +14,10 @@
 #   KEEP_STATE=true, OFFLINE_DELAY=30   plugin_opt_keep_state / plugin_opt_offline_delay
 #   PLUGIN=path/to/mosquitto_presence.so   load this build instead of building build/
 #   RUN_DIR=examples/.run   where the generated configuration, passwords and state file go
+#   PRESENCE_DEMO_BUILD_DIR=build   the build folder (the README test uses its own)
+#   MOSQUITTO_BIN       the broker (default: mosquitto from PATH, else /usr/sbin/mosquitto);
+#                       the README test runs the demo against the broker of the test build
+#                       (tests/compat/run.sh)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,12 +67,13 @@ done
 if [ -n "${PLUGIN:-}" ]; then
   plugin=$PLUGIN
 else
-  echo "Building the plugin in build/ ..." >&2
+  build=${PRESENCE_DEMO_BUILD_DIR:-build}
+  echo "Building the plugin in $build/ ..." >&2
   # The demo loads the plugin into the stock broker: no sanitizers, no tests.
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_SANITIZE=OFF -DPRESENCE_TESTS=OFF \
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_SANITIZE=OFF -DPRESENCE_TESTS=OFF \
     >/dev/null
-  cmake --build build -j"$(nproc)" >/dev/null
-  plugin=build/plugin/mosquitto_presence.so
+  cmake --build "$build" -j"$(nproc)" >/dev/null
+  plugin=$build/plugin/mosquitto_presence.so
 fi
 
 web=examples/clients/web
@@ -151,5 +156,5 @@ trusted network, block the port in your firewall, or start with WS_PORT=0 (no we
 EOT
 fi
 # Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
-mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+mosquitto_bin=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 exec "$mosquitto_bin" -c "$run/mosquitto.conf"

@@ -10,6 +10,10 @@
 # 3. Runs ctest with two jobs; extra arguments are passed on, e.g. `tests/run.sh -L unit` or
 #    `tests/run.sh -R integration.test_harness`.
 # Exits non-zero when anything fails.
+#
+# Environment (used by tests/compat/run.sh, which runs this suite against other brokers):
+# PRESENCE_BUILD_DIR (default build-test) and PRESENCE_CMAKE_ARGS (extra configure arguments,
+# split on spaces, e.g. "-DMOSQUITTO_BIN=/path/to/mosquitto"; see tests/CMakeLists.txt).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,8 +22,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # test) and debootstrap (the package test's chroot) are for the tests only.
 bash scripts/ensure-deps.sh valgrind chromium debootstrap
 
-build="build-test"
+build="${PRESENCE_BUILD_DIR:-build-test}"
+read -r -a extra_cmake_args <<< "${PRESENCE_CMAKE_ARGS:-}"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DPRESENCE_SANITIZE=ON -DPRESENCE_WERROR=ON
+  -DPRESENCE_SANITIZE=ON -DPRESENCE_WERROR=ON ${extra_cmake_args[@]+"${extra_cmake_args[@]}"}
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j2 "$@"

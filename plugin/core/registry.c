@@ -482,6 +482,20 @@ static void session_remove(struct presence_registry *reg, struct presence_sessio
 	free(session);
 }
 
+/* Makes session an ACTIVE session of user and marks the user dirty. */
+static void session_attach(struct presence_registry *reg, struct presence_session *session,
+                           struct presence_user *user)
+{
+	session->user = user;
+	if (user->sessions++ == 0) {
+		reg->available++;
+		/* Back within the offline delay: nothing is published about the gap. */
+		wait_end(reg, user);
+	}
+	reg->active++;
+	presence_registry_user_changed(reg, user);
+}
+
 enum presence_err presence_registry_session_start(struct presence_registry *reg, const void *client,
                                                   const char *user_name)
 {
@@ -504,14 +518,35 @@ enum presence_err presence_registry_session_start(struct presence_registry *reg,
 		session_remove(reg, session);
 		return err;
 	}
-	session->user = user;
-	if (user->sessions++ == 0) {
-		reg->available++;
-		/* Back within the offline delay: nothing is published about the gap. */
-		wait_end(reg, user);
+	session_attach(reg, session, user);
+	return PRESENCE_OK;
+}
+
+enum presence_err presence_registry_session_connect(struct presence_registry *reg,
+                                                    const void *client, const char *user_name)
+{
+	struct presence_session *session;
+	struct presence_user *user;
+	enum presence_err err;
+
+	if (user_name == NULL || session_lookup(reg, client) != NULL) {
+		return PRESENCE_OK;
 	}
-	reg->active++;
-	presence_registry_user_changed(reg, user);
+	err = presence_registry_user_get(reg, user_name, &user);
+	if (err != PRESENCE_OK) {
+		return err;
+	}
+	session = calloc(1, sizeof(*session));
+	if (session == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	session->client = client;
+	HASH_ADD_PTR(reg->sessions, client, session);
+	if (session->hh.tbl == NULL) {
+		free(session);
+		return PRESENCE_ERR_NOMEM;
+	}
+	session_attach(reg, session, user);
 	return PRESENCE_OK;
 }
 

@@ -121,6 +121,15 @@ const void *presence_registry_pending_next(struct presence_registry *reg);
 enum presence_err presence_registry_session_start(struct presence_registry *reg, const void *client,
                                                   const char *user_name);
 
+/* Starts an ACTIVE session of client under the user named user_name (copied; the user is
+ * created if new) and marks the user dirty: for brokers that report an accepted connection
+ * (Mosquitto 2.1's CONNECT event), where no PENDING step is needed. A client already known, or a
+ * NULL user_name (not tracked), is left alone (PRESENCE_OK), so a connection reported twice
+ * counts once. Returns PRESENCE_ERR_NOMEM when memory runs out; nothing is recorded then (a
+ * user created for it stays, unpublished, as after presence_registry_user_get). */
+enum presence_err presence_registry_session_connect(struct presence_registry *reg,
+                                                    const void *client, const char *user_name);
+
 /* Forgets client. If its session was ACTIVE, its user loses a session and becomes dirty; when
  * that was the user's last session, the user was last published as available and an offline
  * delay is set, the user is queued to go offline when the delay has passed (see above).

@@ -28,6 +28,7 @@
  *   again; queries change nothing, so that is harmless.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "plugin.h"
 #include "query.h"
@@ -37,49 +38,52 @@ static const char *or_none(const char *s)
 	return s != NULL ? s : "(none)";
 }
 
+void presence_request_props_free(struct presence_request_props *props)
+{
+	mosquitto_free(props->correlation);
+	mosquitto_free(props->response_topic);
+	memset(props, 0, sizeof(*props));
+}
+
 /*
  * Builds the properties of the response to a request with properties request_props: the
  * request's Correlation Data, copied. Sets *topic to the request's Response Topic when it has a
- * valid one, which the caller frees with free(): the broker's mosquitto_property_read_*
- * functions allocate their copies with plain calloc (lib/property_mosq.c). Otherwise *topic is
- * NULL. Returns MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM (nothing allocated then).
+ * valid one (the caller frees it with mosquitto_free), NULL otherwise. Returns
+ * MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM (nothing allocated then).
  */
 static int response_properties(const mosquitto_property *request_props, const char *client_id,
                                mosquitto_property **props, char **topic)
 {
-	void *correlation = NULL;
-	uint16_t correlation_len = 0;
-	int rc = MOSQ_ERR_SUCCESS;
+	struct presence_request_props request;
+	int rc;
 
 	*props = NULL;
 	*topic = NULL;
-	if (request_props == NULL) {
-		return MOSQ_ERR_SUCCESS;
+	rc = presence_lifecycle_request_props(request_props, &request);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		return rc;
 	}
-	if (mosquitto_property_read_binary(request_props, MQTT_PROP_CORRELATION_DATA, &correlation,
-	                                   &correlation_len, false) != NULL) {
-		rc = mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA, correlation,
-		                                   correlation_len);
-		free(correlation);
+	if (request.correlation != NULL) {
+		rc = mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA,
+		                                   request.correlation, request.correlation_len);
 		if (rc != MOSQ_ERR_SUCCESS) {
+			presence_request_props_free(&request);
 			return rc;
 		}
 	}
-	if (mosquitto_property_read_string(request_props, MQTT_PROP_RESPONSE_TOPIC, topic, false) ==
-	        NULL ||
-	    *topic == NULL) {
-		return MOSQ_ERR_SUCCESS;
-	}
-	if (mosquitto_pub_topic_check(*topic) != MOSQ_ERR_SUCCESS) {
+	if (request.response_topic != NULL &&
+	    mosquitto_pub_topic_check(request.response_topic) != MOSQ_ERR_SUCCESS) {
 		mosquitto_log_printf(MOSQ_LOG_NOTICE,
 		                     PRESENCE_LOG_PREFIX
 		                     "query by client %s names the response topic "
 		                     "\"%s\", which is not a valid publish topic; "
 		                     "answering on " PRESENCE_CONTROL_RESPONSE_TOPIC,
-		                     client_id, *topic);
-		free(*topic);
-		*topic = NULL;
+		                     client_id, request.response_topic);
+	} else {
+		*topic = request.response_topic;
+		request.response_topic = NULL;
 	}
+	presence_request_props_free(&request);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -128,7 +132,7 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		                     "could not answer the query of client %s: %s",
 		                     client_id, presence_mosq_strerror(rc));
 	}
-	free(response_topic);
+	mosquitto_free(response_topic);
 	presence_query_response_free(text);
 	/* Anything but success would make the broker disconnect the client. */
 	return MOSQ_ERR_SUCCESS;

@@ -1,18 +1,13 @@
 /*
- * The broker callbacks: each turns one Mosquitto event into core calls and publishes what the
- * core says is due. The lifecycle follows what Mosquitto 2.0 really does:
+ * The callbacks every broker generation shares: each turns one Mosquitto event into core calls
+ * and publishes what the core says is due. Sessions start and end in the generation's
+ * lifecycle file (broker.h); the rules (who may write or read what, when to save) are the
+ * core's (policy.h).
  *
- * - BASIC_AUTH is a login attempt, not a connect: the client pointer is recorded PENDING.
- * - A refused login is disconnected within the same loop iteration, so at TICK (the last thing
- *   in each iteration) every PENDING client still known was accepted and is promoted; its user
- *   is read then, because a later plugin may have changed the username.
- * - DISCONNECT is acted on only for known client pointers: the broker also reports sockets
- *   that never logged in, refused logins and a second DISCONNECT for a resumed session.
- * - RELOAD (SIGHUP) re-runs BASIC_AUTH for every session, even offline persistent ones; those
- *   must not become sessions, so BASIC_AUTH is ignored until the next TICK.
  * - Documents are published only from TICK, once per dirty user, so a takeover (new login,
- *   old disconnect, all in one iteration) publishes nothing. TICK first puts back on the dirty
- *   list the users whose offline delay has passed.
+ *   old disconnect, all in one iteration) publishes nothing. TICK first lets the lifecycle do
+ *   its per-iteration work, then puts back on the dirty list the users whose offline delay has
+ *   passed.
  * - With a state file, TICK then saves it: a save begins at most about once per second when
  *   something it records changed (at once when a document waits for one, see the seq margin
  *   in store.h) and writes a bounded number of users per TICK until it is complete, so even a
@@ -37,15 +32,6 @@
 #include "document.h"
 #include "plugin.h"
 #include "topic.h"
-#include "utf8.h"
-
-/* How often, at most, a save of the state file begins (unless a document waits for one). */
-#define SAVE_INTERVAL_MS 1000
-
-/* Largest MQTT topic, in bytes. */
-#define MQTT_TOPIC_MAX 65535
-/* The longest suffix the plugin appends to a document topic ("/error"). */
-#define LONGEST_SUFFIX_LEN 6
 
 int presence_mosq_err(enum presence_err err)
 {
@@ -92,58 +78,35 @@ static const char *or_none(const char *s)
 	return s != NULL ? s : "(none)";
 }
 
-/* Returns the user name client's session counts towards, or NULL when it is not tracked: no
- * username (identity username) or an empty one, a name in ignore_users, or a name whose topics
- * would not be valid MQTT topics. The pointer is the broker's; copy it to keep it. */
+/* The client's identity as the broker reports it now: its username, or its client id with
+ * identity clientid. */
 static const char *client_identity(const struct presence_plugin *p, const struct mosquitto *client)
 {
-	const char *name = p->cfg.identity == PRESENCE_IDENTITY_CLIENTID
-	                       ? mosquitto_client_id(client)
-	                       : mosquitto_client_username(client);
-	size_t len;
-
-	if (name == NULL || name[0] == '\0') {
-		return NULL;
-	}
-	len = strlen(name);
-	if (!presence_utf8_valid(name, len) ||
-	    p->cfg.topic_prefix_len + 1 + presence_topic_encoded_len(name) + LONGEST_SUFFIX_LEN >
-	        MQTT_TOPIC_MAX) {
-		return NULL;
-	}
-	if (presence_config_ignores(&p->cfg, name)) {
-		return NULL;
-	}
-	return name;
+	return p->cfg.identity == PRESENCE_IDENTITY_CLIENTID ? mosquitto_client_id(client)
+	                                                     : mosquitto_client_username(client);
 }
 
-/* Looks up client's session. Returns false when the client has no tracked session. Otherwise
- * *user is its user when ACTIVE (NULL while PENDING) and *name the user's name. */
-static bool client_user(const struct presence_plugin *p, const struct mosquitto *client,
-                        struct presence_user **user, const char **name)
+const char *presence_client_user_name(const struct presence_plugin *p,
+                                      const struct mosquitto *client)
 {
-	if (!presence_registry_session_find(p->reg, client, user)) {
-		return false;
-	}
-	*name = *user != NULL ? presence_user_name(*user) : client_identity(p, client);
-	return *name != NULL;
+	return presence_policy_tracked_name(&p->cfg, client_identity(p, client));
+}
+
+void presence_log_untracked(const struct mosquitto *client, const char *user_name)
+{
+	mosquitto_log_printf(MOSQ_LOG_WARNING,
+	                     PRESENCE_LOG_PREFIX
+	                     "out of memory: the session of client %s (user %s) "
+	                     "is not tracked",
+	                     or_none(mosquitto_client_id(client)), or_none(user_name));
 }
 
 /* Returns true when the encoded user level (level, len) is client's own user. */
 static bool client_owns_level(const struct presence_plugin *p, const struct mosquitto *client,
                               const char *level, size_t len)
 {
-	struct presence_user *user;
-	const char *name;
-
-	if (!client_user(p, client, &user, &name)) {
-		return false;
-	}
-	if (user != NULL) {
-		return presence_user_level_len(user) == len &&
-		       memcmp(presence_user_level(user), level, len) == 0;
-	}
-	return presence_topic_level_is_user(level, len, name);
+	return presence_policy_owns_level(p->reg, &p->cfg, client, client_identity(p, client),
+	                                  level, len);
 }
 
 int presence_publish_owned(const char *client_id, const char *topic, void *payload, size_t len,
@@ -258,67 +221,52 @@ out_log:
 	}
 }
 
-int presence_basic_auth_cb(int event, void *event_data, void *userdata)
+/* Maps a verdict of the core to the broker's answer. */
+static int verdict_code(enum presence_verdict verdict)
 {
-	struct mosquitto_evt_basic_auth *ed = event_data;
-	struct presence_plugin *p = userdata;
-
-	(void)event;
-	if (!p->reloading && presence_registry_session_pending(p->reg, ed->client) != PRESENCE_OK) {
-		mosquitto_log_printf(MOSQ_LOG_WARNING,
-		                     PRESENCE_LOG_PREFIX "out of memory: the session of client %s "
-		                                         "is not tracked",
-		                     or_none(mosquitto_client_id(ed->client)));
+	switch (verdict) {
+	case PRESENCE_VERDICT_ALLOW:
+		return MOSQ_ERR_SUCCESS;
+	case PRESENCE_VERDICT_DENY:
+		return MOSQ_ERR_ACL_DENIED;
+	case PRESENCE_VERDICT_PASS:
+		break;
 	}
-	/* In defer mode the plugin never decides a login. In allow mode it accepts every
-	 * login, for brokers with no authentication at all: on 2.0, a deferring BASIC_AUTH with
-	 * nothing behind it refuses every client that sends a username. */
-	return p->cfg.auth == PRESENCE_MODE_ALLOW ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_DEFER;
+	return presence_lifecycle_pass();
 }
 
 int presence_acl_check_cb(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_acl_check *ed = event_data;
 	struct presence_plugin *p = userdata;
-	int pass = p->cfg.acl == PRESENCE_MODE_ALLOW ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_DEFER;
+	enum presence_access access = ed->access == MOSQ_ACL_WRITE  ? PRESENCE_ACCESS_WRITE
+	                              : ed->access == MOSQ_ACL_READ ? PRESENCE_ACCESS_READ
+	                                                            : PRESENCE_ACCESS_OTHER;
+	enum presence_verdict verdict;
 	struct presence_topic topic;
-	bool state;
+	const char *why = NULL;
+	bool owns = false;
 
 	(void)event;
 	presence_topic_parse(p->cfg.topic_prefix, ed->topic, &topic);
-	if (topic.kind == PRESENCE_TOPIC_OUTSIDE) {
-		return pass;
+	/* Ownership matters for state writes and error notices only; documents are read on
+	 * every delivery and need no lookup. Wills are checked too: they are sent after the
+	 * session's end, when the client is no longer tracked, so they own nothing. */
+	if ((access == PRESENCE_ACCESS_WRITE &&
+	     (topic.kind == PRESENCE_TOPIC_STATE || topic.kind == PRESENCE_TOPIC_STATE_KEY)) ||
+	    (access == PRESENCE_ACCESS_READ && topic.kind == PRESENCE_TOPIC_ERROR)) {
+		owns = client_owns_level(p, ed->client, topic.user, topic.user_len);
 	}
-	state = topic.kind == PRESENCE_TOPIC_STATE || topic.kind == PRESENCE_TOPIC_STATE_KEY;
-	switch (ed->access) {
-	case MOSQ_ACL_WRITE:
-		/* Only a user's own sessions write, and only to the user's state topics. This also
-		 * covers Will messages: they are checked when sent, after the session's
-		 * DISCONNECT, when the client is no longer tracked. */
-		if (state && client_owns_level(p, ed->client, topic.user, topic.user_len)) {
-			return MOSQ_ERR_SUCCESS;
-		}
+	verdict = presence_policy_access(&p->cfg, &topic, access, owns, &why);
+	if (verdict == PRESENCE_VERDICT_DENY && why != NULL) {
 		mosquitto_log_printf(MOSQ_LOG_NOTICE,
 		                     PRESENCE_LOG_PREFIX "denied publish by client %s (user %s) "
 		                                         "to %s: %s",
 		                     or_none(mosquitto_client_id(ed->client)),
 		                     or_none(mosquitto_client_username(ed->client)), ed->topic,
-		                     state ? "only the user's own sessions write its state"
-		                           : "only the plugin writes there");
-		return MOSQ_ERR_ACL_DENIED;
-	case MOSQ_ACL_READ:
-		if (state) {
-			return MOSQ_ERR_ACL_DENIED;
-		}
-		if (topic.kind == PRESENCE_TOPIC_ERROR) {
-			return client_owns_level(p, ed->client, topic.user, topic.user_len)
-			           ? MOSQ_ERR_SUCCESS
-			           : MOSQ_ERR_ACL_DENIED;
-		}
-		return pass;
-	default:
-		return pass;
+		                     why);
 	}
+	return verdict_code(verdict);
 }
 
 /* Resolves the user a state write applies to: client's own user, created if the session is
@@ -328,13 +276,14 @@ static struct presence_user *state_writer(struct presence_plugin *p, const struc
                                           const struct presence_topic *topic)
 {
 	struct presence_user *user;
-	const char *name;
 
 	if (!client_owns_level(p, client, topic->user, topic->user_len) ||
-	    !client_user(p, client, &user, &name)) {
+	    !presence_registry_session_find(p->reg, client, &user)) {
 		return NULL;
 	}
-	if (user == NULL && presence_registry_user_get(p->reg, name, &user) != PRESENCE_OK) {
+	/* A PENDING session owns the level of its tracked name (2.0 only). */
+	if (user == NULL && presence_registry_user_get(p->reg, presence_client_user_name(p, client),
+	                                               &user) != PRESENCE_OK) {
 		return NULL;
 	}
 	return user;
@@ -392,35 +341,6 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		presence_registry_user_changed(p->reg, user);
 	}
 	return MOSQ_ERR_SUCCESS;
-}
-
-int presence_disconnect_cb(int event, void *event_data, void *userdata)
-{
-	struct mosquitto_evt_disconnect *ed = event_data;
-	struct presence_plugin *p = userdata;
-
-	(void)event;
-	presence_registry_session_gone(p->reg, ed->client);
-	return MOSQ_ERR_SUCCESS;
-}
-
-/* Promotes every PENDING session: the login it recorded was accepted, since a refused one
- * would have been disconnected before the end of the iteration. */
-static void promote_pending(struct presence_plugin *p)
-{
-	const void *client;
-
-	while ((client = presence_registry_pending_next(p->reg)) != NULL) {
-		const char *name = client_identity(p, client);
-
-		if (presence_registry_session_start(p->reg, client, name) != PRESENCE_OK) {
-			mosquitto_log_printf(MOSQ_LOG_WARNING,
-			                     PRESENCE_LOG_PREFIX
-			                     "out of memory: the session of "
-			                     "client %s (user %s) is not tracked",
-			                     or_none(mosquitto_client_id(client)), or_none(name));
-		}
-	}
 }
 
 /* Milliseconds on clock (CLOCK_REALTIME for the documents' "since", CLOCK_MONOTONIC for
@@ -493,14 +413,11 @@ static void save_state(struct presence_plugin *p)
 	bool done = false;
 
 	if (!presence_store_saving(p->store)) {
-		bool held = presence_registry_held_count(p->reg) > 0;
-		int64_t now;
+		int64_t now = presence_monotonic_ms();
 
-		if (!held && !presence_registry_unsaved(p->reg)) {
-			return;
-		}
-		now = presence_monotonic_ms();
-		if (now - p->save_started_ms < SAVE_INTERVAL_MS && (!held || p->save_failed)) {
+		if (!presence_policy_save_due(now, p->save_started_ms,
+		                              presence_registry_held_count(p->reg) > 0,
+		                              presence_registry_unsaved(p->reg), p->save_failed)) {
 			return;
 		}
 		p->save_started_ms = now;
@@ -578,9 +495,7 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	struct presence_plugin *p = userdata;
 
 	(void)event;
-	(void)event_data;
-	p->reloading = false;
-	promote_pending(p);
+	presence_lifecycle_tick(p, event_data);
 	presence_registry_offline_expire(p->reg);
 	presence_publish_due_documents(p);
 	publish_due_metrics(p);
@@ -588,16 +503,4 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 		save_state(p);
 	}
 	return MOSQ_ERR_SUCCESS;
-}
-
-int presence_reload_cb(int event, void *event_data, void *userdata)
-{
-	struct presence_plugin *p = userdata;
-
-	(void)event;
-	(void)event_data;
-	p->reloading = true;
-	/* DEFER lets the other plugins reload too; an error here would silently disable
-	 * password_file and acl_file after a SIGHUP on 2.0. */
-	return MOSQ_ERR_PLUGIN_DEFER;
 }

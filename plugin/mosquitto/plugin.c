@@ -1,7 +1,8 @@
 /*
  * Plugin entry points: version negotiation, init (options, checks, state file, callback
- * registration) and cleanup. The callbacks are registered and unregistered from one table, so
- * the two can never disagree (Mosquitto 2.0 does not unregister anything by itself).
+ * registration) and cleanup. The callbacks registered (the shared ones and those of the
+ * broker generation's lifecycle, see broker.h) are recorded, and cleanup unregisters exactly
+ * those (Mosquitto 2.0 does not unregister anything by itself).
  *
  * The state file (store.h) is read in init, which Mosquitto runs after it has restored its own
  * persistence database and before it opens any listener, and which is the only place besides a
@@ -16,29 +17,24 @@
 #include <string.h>
 #include <time.h>
 
-#include "compat.h"
 #include "plugin.h"
 
 #define PRESENCE_EXPORT __attribute__((visibility("default")))
 
-/* Every event the plugin handles. */
-static const struct {
-	int event;
-	MOSQ_FUNC_generic_callback cb;
-	/* The event data of the registration: the exact $CONTROL topic for MOSQ_EVT_CONTROL
-	 * (unregistering must name it too), NULL otherwise. */
-	const char *topic;
-} callbacks[] = {
-    {MOSQ_EVT_BASIC_AUTH, presence_basic_auth_cb, NULL},
+/* The events every generation handles alike; the lifecycle file adds its own. */
+static const struct presence_callback shared_callbacks[] = {
     {MOSQ_EVT_ACL_CHECK, presence_acl_check_cb, NULL},
     {MOSQ_EVT_MESSAGE, presence_message_cb, NULL},
-    {MOSQ_EVT_DISCONNECT, presence_disconnect_cb, NULL},
     {MOSQ_EVT_TICK, presence_tick_cb, NULL},
-    {MOSQ_EVT_RELOAD, presence_reload_cb, NULL},
     {MOSQ_EVT_CONTROL, presence_control_cb, PRESENCE_CONTROL_TOPIC},
 };
 
-#define CALLBACK_COUNT (sizeof(callbacks) / sizeof(callbacks[0]))
+#define SHARED_CALLBACK_COUNT (sizeof(shared_callbacks) / sizeof(shared_callbacks[0]))
+
+/* Live plugin instances in this process: presence needs one instance that sees every session,
+ * so a second one (per_listener_settings true with several listeners, or two plugin lines) is
+ * refused. The only global besides what the broker owns. */
+static unsigned int instances;
 
 PRESENCE_EXPORT int mosquitto_plugin_version(int supported_version_count,
                                              const int *supported_versions);
@@ -57,13 +53,57 @@ int mosquitto_plugin_version(int supported_version_count, const int *supported_v
 	return -1;
 }
 
-/* Unregisters the first count callbacks of the table. */
-static void unregister_callbacks(struct presence_plugin *p, size_t count)
+/* Unregisters every callback p registered. */
+static void unregister_callbacks(struct presence_plugin *p)
 {
-	for (size_t i = 0; i < count; i++) {
-		mosquitto_callback_unregister(p->id, callbacks[i].event, callbacks[i].cb,
-		                              callbacks[i].topic);
+	while (p->registered_count > 0) {
+		const struct presence_callback *c = &p->registered[--p->registered_count];
+
+		mosquitto_callback_unregister(p->id, c->event, c->cb, c->topic);
 	}
+}
+
+/* Registers one callback, logging why when the broker refuses it. */
+static int register_callback(struct presence_plugin *p, const struct presence_callback *c)
+{
+	int rc;
+
+	if (p->registered_count == PRESENCE_MAX_CALLBACKS) {
+		return MOSQ_ERR_UNKNOWN;
+	}
+	rc = mosquitto_callback_register(p->id, c->event, c->cb, c->topic, p);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		/* For $CONTROL/presence/v1, MOSQ_ERR_ALREADY_EXISTS means the plugin is loaded
+		 * twice (or another plugin took the topic). */
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PRESENCE_LOG_PREFIX
+		                     "could not register for broker event %d%s%s: %s",
+		                     c->event, c->topic != NULL ? " on " : "",
+		                     c->topic != NULL ? c->topic : "", presence_mosq_strerror(rc));
+		return rc;
+	}
+	p->registered[p->registered_count++] = *c;
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* Registers the shared callbacks and the lifecycle's; on failure, none stays registered. */
+static int register_callbacks(struct presence_plugin *p)
+{
+	size_t lifecycle_count;
+	const struct presence_callback *lifecycle =
+	    presence_lifecycle_callbacks(p, &lifecycle_count);
+	int rc = MOSQ_ERR_SUCCESS;
+
+	for (size_t i = 0; i < SHARED_CALLBACK_COUNT && rc == MOSQ_ERR_SUCCESS; i++) {
+		rc = register_callback(p, &shared_callbacks[i]);
+	}
+	for (size_t i = 0; i < lifecycle_count && rc == MOSQ_ERR_SUCCESS; i++) {
+		rc = register_callback(p, &lifecycle[i]);
+	}
+	if (rc != MOSQ_ERR_SUCCESS) {
+		unregister_callbacks(p);
+	}
+	return rc;
 }
 
 static void plugin_free(struct presence_plugin *p)
@@ -236,17 +276,18 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	struct presence_store_loaded loaded = {0};
 	struct presence_plugin *p;
 	char summary[1024];
-	size_t registered;
 	size_t corrected;
 	int rc;
 
-	if (presence_compat_per_listener(identifier)) {
+	rc = presence_lifecycle_check_broker(identifier);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		return rc;
+	}
+	if (instances > 0) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX
-		                     "per_listener_settings true is not "
-		                     "supported: Mosquitto 2.0 then loads one "
-		                     "plugin instance per listener (each seeing only "
-		                     "part of the sessions) and, before 2.0.15, never "
-		                     "sends the TICK event presence depends on. Set "
+		                     "the plugin is loaded more than once (per_listener_settings "
+		                     "true with several listeners, or two plugin lines), but one "
+		                     "instance must see every session: load it once, with "
 		                     "per_listener_settings false.");
 		return MOSQ_ERR_NOT_SUPPORTED;
 	}
@@ -272,23 +313,9 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 			goto out_free_plugin;
 		}
 	}
-	for (registered = 0; registered < CALLBACK_COUNT; registered++) {
-		rc = mosquitto_callback_register(identifier, callbacks[registered].event,
-		                                 callbacks[registered].cb,
-		                                 callbacks[registered].topic, p);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			/* For $CONTROL/presence/v1, MOSQ_ERR_ALREADY_EXISTS means the plugin is
-			 * loaded twice (or another plugin took the topic). */
-			mosquitto_log_printf(
-			    MOSQ_LOG_ERR,
-			    PRESENCE_LOG_PREFIX "could not register for broker "
-			                        "event %d%s%s: %s",
-			    callbacks[registered].event,
-			    callbacks[registered].topic != NULL ? " on " : "",
-			    callbacks[registered].topic != NULL ? callbacks[registered].topic : "",
-			    presence_mosq_strerror(rc));
-			goto out_unregister;
-		}
+	rc = register_callbacks(p);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		goto out_free_plugin;
 	}
 	/* Publishes from init are delivered (and retained) in the first loop iteration, before
 	 * any client can read the documents the broker restored from its persistence file. */
@@ -301,10 +328,9 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		                     corrected);
 	}
 	*userdata = p;
+	instances++;
 	return MOSQ_ERR_SUCCESS;
 
-out_unregister:
-	unregister_callbacks(p, registered);
 out_free_plugin:
 	plugin_free(p);
 	return rc;
@@ -340,7 +366,8 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
 	if (p == NULL) {
 		return MOSQ_ERR_SUCCESS;
 	}
-	unregister_callbacks(p, CALLBACK_COUNT);
+	unregister_callbacks(p);
+	instances--;
 	if (p->store != NULL) {
 		save_clean_stop(p);
 	}

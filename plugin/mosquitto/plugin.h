@@ -1,8 +1,9 @@
 /*
  * The adapter's shared context: one struct presence_plugin per plugin instance, passed to
  * every callback as userdata. plugin.c creates it and wires the callbacks; events.c holds the
- * lifecycle, ACL, state-write and tick callbacks and the publishing helpers, control.c the
- * query API.
+ * ACL, state-write and tick callbacks and the publishing helpers, control.c the query API, and
+ * the lifecycle file of the broker generation (lifecycle_v20.c or lifecycle_v21.c, see
+ * broker.h) the callbacks that start and end sessions.
  */
 #ifndef PRESENCE_PLUGIN_H
 #define PRESENCE_PLUGIN_H
@@ -11,11 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <mosquitto.h>
-#include <mosquitto_broker.h>
-#include <mosquitto_plugin.h>
-#include <mqtt_protocol.h>
-
+#include "broker.h"
 #include "config.h"
 #include "metrics.h"
 #include "registry.h"
@@ -30,9 +27,15 @@
 #define PRESENCE_CONTROL_TOPIC "$CONTROL/presence/v1"
 #define PRESENCE_CONTROL_RESPONSE_TOPIC "$CONTROL/presence/v1/response"
 
+/* The most callbacks one instance registers (shared and lifecycle ones). */
+#define PRESENCE_MAX_CALLBACKS 12
+
 struct presence_plugin {
 	/* The broker's id for this plugin instance (for callback registration). */
 	mosquitto_plugin_id_t *id;
+	/* The callbacks registered, in order, so that cleanup unregisters exactly those. */
+	struct presence_callback registered[PRESENCE_MAX_CALLBACKS];
+	size_t registered_count;
 	/* The effective options. */
 	struct presence_config cfg;
 	/* State write limits, from cfg. */
@@ -57,15 +60,21 @@ struct presence_plugin {
 	bool save_failed;
 };
 
-/* The callbacks (events.c). Each takes the struct presence_plugin as userdata. */
-int presence_basic_auth_cb(int event, void *event_data, void *userdata);
+/* The shared callbacks (events.c). Each takes the struct presence_plugin as userdata. */
 int presence_acl_check_cb(int event, void *event_data, void *userdata);
 int presence_message_cb(int event, void *event_data, void *userdata);
-int presence_disconnect_cb(int event, void *event_data, void *userdata);
 int presence_tick_cb(int event, void *event_data, void *userdata);
-int presence_reload_cb(int event, void *event_data, void *userdata);
 /* control.c */
 int presence_control_cb(int event, void *event_data, void *userdata);
+
+/* Returns the name of the user client's session counts towards (its username, or its client
+ * id with identity clientid), or NULL when the session is not tracked (see
+ * presence_policy_tracked_name). The pointer is the broker's; copy it to keep it. */
+const char *presence_client_user_name(const struct presence_plugin *p,
+                                      const struct mosquitto *client);
+
+/* Logs a line for a session the plugin could not track for lack of memory. */
+void presence_log_untracked(const struct mosquitto *client, const char *user_name);
 
 /* Publishes the len bytes of text on topic with mosquitto_broker_publish: to every subscriber
  * when client_id is NULL, otherwise to that client only (Mosquitto 2.0 then checks no

@@ -697,6 +697,44 @@ static int harness_run(char *const argv[], const char *out_path, int timeout_ms)
 	return -1;
 }
 
+int harness_broker_version(void)
+{
+	static int version = -1;
+	const char *bin = harness_env("MOSQUITTO_BIN", "/usr/sbin/mosquitto");
+	const char *dir = harness_env("PRESENCE_WORK_DIR", "/tmp");
+	struct strbuf out = {0};
+	char *argv[3];
+	char *text;
+	const char *line;
+	int major;
+	int minor;
+	int revision;
+
+	if (version >= 0)
+		return version;
+	if (harness_mkdir_p(dir) != 0)
+		fail_msg("cannot create %s: %s", dir, strerror(errno));
+	sb_printf(&out, "%s/mosquitto-version.%ld.out", dir, (long)getpid());
+	(void)unlink(out.s);
+	argv[0] = harness_xstrdup(bin);
+	argv[1] = harness_xstrdup("-h");
+	argv[2] = NULL;
+	/* `mosquitto -h` exits with a non-zero status after printing its usage. */
+	(void)harness_run(argv, out.s, HARNESS_COMMAND_TIMEOUT_MS);
+	free(argv[0]);
+	free(argv[1]);
+	text = harness_read_file(out.s, NULL);
+	(void)unlink(out.s);
+	free(out.s);
+	line = text ? strstr(text, "mosquitto version ") : NULL;
+	if (!line || sscanf(line, "mosquitto version %d.%d.%d", &major, &minor, &revision) != 3)
+		fail_msg("cannot read the version of %s from `%s -h`: %s", bin, bin,
+		         text ? text : "(no output)");
+	free(text);
+	version = HARNESS_MOSQUITTO_VERSION(major, minor, revision);
+	return version;
+}
+
 bool harness_have_valgrind(void)
 {
 	char *vg = harness_which(harness_env("VALGRIND_BIN", "valgrind"));

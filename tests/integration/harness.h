@@ -92,7 +92,11 @@
 
 #include <cjson/cJSON.h>
 #include <mosquitto.h>
+/* Mosquitto 2.1's mosquitto.h includes the protocol header itself (its old name is a shim
+ * that warns); 2.0's does not. */
+#ifndef MQTT_PROTOCOL_V5
 #include <mqtt_protocol.h>
+#endif
 
 /* ---------------------------------------------------------------------------------------- */
 /* Broker                                                                                      */
@@ -215,6 +219,14 @@ int broker_run_expect_failure(const char *conf, char **log);
 /* Writes content to dir/name (created or truncated) and returns the path; the caller frees
  * it. Fails the test on error. */
 char *harness_write_file(const char *dir, const char *name, const char *content);
+
+/* The version of the broker the tests run against ($MOSQUITTO_BIN), as
+ * HARNESS_MOSQUITTO_VERSION(major, minor, revision), read once from the first line of
+ * `mosquitto -h` ("mosquitto version 2.0.11"). Fails the test when it cannot be read. Tests
+ * branch on it only where brokers legitimately differ (tests/compat/run.sh runs the suite
+ * against 2.0.11, 2.0.21 and 2.1.2), and then state each version's expectation. */
+int harness_broker_version(void);
+#define HARNESS_MOSQUITTO_VERSION(major, minor, revision) ((major)*10000 + (minor)*100 + (revision))
 
 /* Whether a valgrind binary is available (tests may skip() their valgrind variant). */
 bool harness_have_valgrind(void);

@@ -21,8 +21,14 @@
 #include <string.h>
 
 #include <mosquitto.h>
+#if PRESENCE_MOSQUITTO_GENERATION < 21
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+/* 2.0 has no "ignore": DEFER is the only way to leave a login to the others. */
+#define HELPER_PASS MOSQ_ERR_PLUGIN_DEFER
+#else
+#define HELPER_PASS MOSQ_ERR_PLUGIN_IGNORE
+#endif
 
 #define HELPER_EXPORT __attribute__((visibility("default")))
 
@@ -57,7 +63,7 @@ static int helper_basic_auth_cb(int event, void *event_data, void *userdata)
 		                     ed->username);
 		return MOSQ_ERR_AUTH;
 	}
-	return MOSQ_ERR_PLUGIN_DEFER;
+	return HELPER_PASS;
 }
 
 /* Runs "kick-client <id>" or "kick-user <name>"; logs and ignores anything else. */

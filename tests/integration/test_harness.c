@@ -203,8 +203,13 @@ static void second_connection_with_same_id_takes_over(void **state)
 
 	(void)state;
 	assert_true(client_wait_closed(first, 5000));
-	/* Mosquitto 2.0.11 closes the old connection without a DISCONNECT (no 0x8E). */
-	assert_int_equal(client_disconnect_reason(first), MOSQ_ERR_CONN_LOST);
+	/* Mosquitto 2.0.11 closes the old connection without a DISCONNECT; 2.0.15 and later send
+	 * an MQTT 5 client DISCONNECT with reason 0x8E, session taken over
+	 * (eclipse/mosquitto#2607). */
+	if (harness_broker_version() >= HARNESS_MOSQUITTO_VERSION(2, 0, 15))
+		assert_int_equal(client_disconnect_reason(first), MQTT_RC_SESSION_TAKEN_OVER);
+	else
+		assert_int_equal(client_disconnect_reason(first), MOSQ_ERR_CONN_LOST);
 	assert_int_equal(client_disconnect_reason(second), -1);
 	assert_null(client_wait_msg(first, 0));
 	client_disconnect(first);

@@ -39,7 +39,11 @@
 # Every wait is bounded; nothing sleeps in the hope that something has happened. Environment:
 # PRESENCE_SOURCE_DIR (default: the repository around this script), PRESENCE_WORK_DIR (where to
 # keep the logs; default: a temporary directory), PRESENCE_TIMEOUT_SCALE (integer factor for
-# every deadline), MOSQUITTO_BIN (default: mosquitto from PATH, else /usr/sbin/mosquitto). Ends with "N passed, M failed" and exits non-zero on any failure.
+# every deadline), MOSQUITTO_BIN (default: mosquitto from PATH, else /usr/sbin/mosquitto; also
+# the demo broker's). Under ctest (PRESENCE_WORK_DIR set) the demo builds its plugin in
+# $PRESENCE_WORK_DIR/demo-build instead of build/, so that test builds for other brokers (e.g.
+# the Debian sid chroot of tests/compat/run.sh) never share a build folder. Ends with "N passed,
+# M failed" and exits non-zero on any failure.
 set -euo pipefail
 
 src=${PRESENCE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -58,6 +62,7 @@ fg_sub_w=$((10 * scale))   # -W for foreground subscribers
 
 if [ -n "${PRESENCE_WORK_DIR:-}" ]; then
 	mkdir -p "$PRESENCE_WORK_DIR"
+	export PRESENCE_DEMO_BUILD_DIR="$PRESENCE_WORK_DIR/demo-build"
 	work=$(mktemp -d "$PRESENCE_WORK_DIR/readme-examples.XXXXXX")
 else
 	work=$(mktemp -d "${TMPDIR:-/tmp}/readme-examples.XXXXXX")
@@ -265,7 +270,8 @@ start_broker() {
 		# that cleanup can stop run-broker.sh, the build and mosquitto together.
 		# WS_PORT=0: no websockets listener (Mosquitto 2.0.11 would bind it on every interface;
 		# the browser test covers it, in a private network namespace).
-		(cd "$src" && export PORT="$port" WS_PORT=0 && exec timeout -k 5 "$broker_s" examples/run-broker.sh) \
+		(cd "$src" && export PORT="$port" WS_PORT=0 MOSQUITTO_BIN="$mosquitto_bin" &&
+			exec timeout -k 5 "$broker_s" examples/run-broker.sh) \
 			< /dev/null > "$broker_log" 2>&1 &
 		broker_pid=$!
 		wait_for "$start_s" broker_ready || true

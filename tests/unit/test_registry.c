@@ -1195,6 +1195,91 @@ static void user_starting_at_the_seq_margin_is_known_only_after_its_first_docume
 	assert_int_equal(presence_registry_known_count(reg), 1);
 }
 
+/* Mosquitto 2.1: CONNECT reports an accepted connection, so the session is ACTIVE at once. */
+static void connect_event_starts_an_active_session(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *user;
+
+	assert_int_equal(presence_registry_session_connect(reg, A, "alice"), PRESENCE_OK);
+	assert_true(presence_registry_session_find(reg, A, &user));
+	assert_non_null(user);
+	assert_string_equal(presence_user_name(user), "alice");
+	assert_null(presence_registry_pending_next(reg));
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_doc(&doc, true, 1, 1, 1000);
+}
+
+/* Mosquitto 2.1 may deliver CONNECT more than once (upstream issue 3534): it counts once. */
+static void connect_event_seen_twice_counts_once(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	assert_int_equal(presence_registry_session_connect(reg, A, "alice"), PRESENCE_OK);
+	assert_int_equal(presence_registry_session_connect(reg, A, "alice"), PRESENCE_OK);
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_doc(&doc, true, 1, 1, 1000);
+	presence_registry_session_gone(reg, A);
+	assert_true(flush_one(reg, &doc, 2000));
+	assert_doc(&doc, false, 0, 2, 2000);
+}
+
+/* Mosquitto 2.1: a persistent session goes offline through CLIENT_OFFLINE and gets its
+ * DISCONNECT later (when it expires or is resumed): the second one is ignored. A resume is a
+ * CONNECT of a new client pointer; the old pointer's DISCONNECT comes after it. */
+static void offline_then_disconnect_of_a_persistent_session_counts_once(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	assert_int_equal(presence_registry_session_connect(reg, A, "alice"), PRESENCE_OK);
+	assert_int_equal(presence_registry_session_connect(reg, B, "alice"), PRESENCE_OK);
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_doc(&doc, true, 2, 1, 1000);
+	presence_registry_session_gone(reg, A); /* CLIENT_OFFLINE */
+	assert_true(flush_one(reg, &doc, 2000));
+	assert_doc(&doc, true, 1, 2, 1000);
+	assert_int_equal(presence_registry_session_connect(reg, C, "alice"), PRESENCE_OK);
+	presence_registry_session_gone(reg, A); /* the resumed session's DISCONNECT */
+	assert_true(flush_one(reg, &doc, 3000));
+	assert_doc(&doc, true, 2, 3, 1000);
+	assert_int_equal(presence_registry_active_session_count(reg), 2);
+}
+
+static void untracked_connect_records_nothing(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+
+	assert_int_equal(presence_registry_session_connect(reg, A, NULL), PRESENCE_OK);
+	assert_false(presence_registry_session_find(reg, A, NULL));
+	assert_null(presence_registry_dirty_next(reg));
+}
+
+static void connect_survives_every_allocation_failure(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	enum presence_err err;
+	long n;
+
+	for (n = 0;; n++) {
+		failalloc_fail_after(n);
+		err = presence_registry_session_connect(reg, A, "alice");
+		failalloc_reset();
+		if (err == PRESENCE_OK) {
+			break;
+		}
+		assert_int_equal(err, PRESENCE_ERR_NOMEM);
+		assert_false(presence_registry_session_find(reg, A, NULL));
+		assert_int_equal(presence_registry_active_session_count(reg), 0);
+	}
+	assert_true(n > 0);
+	assert_true(flush_all(reg, &doc, 1000) == 1);
+	assert_doc(&doc, true, 1, 1, 1000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1243,6 +1328,11 @@ int main(void)
 	    T(a_flush_with_nothing_due_keeps_one_copy_of_the_state),
 	    D(offline_delay_without_memory_publishes_unavailability_at_once),
 	    T(holding_without_memory_fails_the_document_and_retries_it),
+	    T(connect_event_starts_an_active_session),
+	    T(connect_event_seen_twice_counts_once),
+	    T(offline_then_disconnect_of_a_persistent_session_counts_once),
+	    T(untracked_connect_records_nothing),
+	    T(connect_survives_every_allocation_failure),
 #undef D
 #undef T
 	};

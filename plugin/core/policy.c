@@ -1,0 +1,96 @@
+/*
+ * The plugin's broker-independent rules; see policy.h.
+ */
+#include <string.h>
+
+#include "policy.h"
+#include "utf8.h"
+
+/* Largest MQTT topic, in bytes. */
+#define MQTT_TOPIC_MAX 65535
+
+const char *presence_policy_tracked_name(const struct presence_config *cfg, const char *name)
+{
+	size_t len;
+
+	if (name == NULL || name[0] == '\0') {
+		return NULL;
+	}
+	len = strlen(name);
+	if (!presence_utf8_valid(name, len) || cfg->topic_prefix_len + 1 +
+	                                               presence_topic_encoded_len(name) +
+	                                               PRESENCE_POLICY_LONGEST_SUFFIX_LEN >
+	                                           MQTT_TOPIC_MAX) {
+		return NULL;
+	}
+	if (presence_config_ignores(cfg, name)) {
+		return NULL;
+	}
+	return name;
+}
+
+bool presence_policy_owns_level(const struct presence_registry *reg,
+                                const struct presence_config *cfg, const void *client,
+                                const char *identity, const char *level, size_t len)
+{
+	struct presence_user *user;
+	const char *name;
+
+	if (!presence_registry_session_find(reg, client, &user)) {
+		return false;
+	}
+	if (user != NULL) {
+		return presence_user_level_len(user) == len &&
+		       memcmp(presence_user_level(user), level, len) == 0;
+	}
+	name = presence_policy_tracked_name(cfg, identity);
+	return name != NULL && presence_topic_level_is_user(level, len, name);
+}
+
+enum presence_verdict presence_policy_access(const struct presence_config *cfg,
+                                             const struct presence_topic *topic,
+                                             enum presence_access access, bool owns,
+                                             const char **why)
+{
+	enum presence_verdict pass =
+	    cfg->acl == PRESENCE_MODE_ALLOW ? PRESENCE_VERDICT_ALLOW : PRESENCE_VERDICT_PASS;
+	bool state = topic->kind == PRESENCE_TOPIC_STATE || topic->kind == PRESENCE_TOPIC_STATE_KEY;
+
+	if (topic->kind == PRESENCE_TOPIC_OUTSIDE) {
+		return pass;
+	}
+	switch (access) {
+	case PRESENCE_ACCESS_WRITE:
+		if (state && owns) {
+			return PRESENCE_VERDICT_ALLOW;
+		}
+		if (why != NULL) {
+			*why = state ? "only the user's own sessions write its state"
+			             : "only the plugin writes there";
+		}
+		return PRESENCE_VERDICT_DENY;
+	case PRESENCE_ACCESS_READ:
+		if (state) {
+			return PRESENCE_VERDICT_DENY;
+		}
+		if (topic->kind == PRESENCE_TOPIC_ERROR) {
+			return owns ? PRESENCE_VERDICT_ALLOW : PRESENCE_VERDICT_DENY;
+		}
+		return pass;
+	case PRESENCE_ACCESS_OTHER:
+		break;
+	}
+	return pass;
+}
+
+bool presence_policy_save_due(int64_t now_ms, int64_t last_started_ms, bool held, bool unsaved,
+                              bool last_failed)
+{
+	if (!held && !unsaved) {
+		return false;
+	}
+	if (now_ms - last_started_ms < PRESENCE_POLICY_SAVE_INTERVAL_MS && (!held || last_failed)) {
+		return false;
+	}
+	return true;
+}

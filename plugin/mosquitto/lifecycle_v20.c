@@ -1,0 +1,204 @@
+/*
+ * Sessions on Mosquitto 2.0 (2.0.11 to 2.0.22), which has no "connection accepted" event:
+ *
+ * - BASIC_AUTH is a login attempt, not a connect: the client pointer is recorded PENDING.
+ * - A refused login is disconnected within the same loop iteration, so at TICK (the last thing
+ *   in each iteration) every PENDING client still known was accepted and is promoted; its user
+ *   is read then, because a later plugin may have changed the username.
+ * - DISCONNECT is acted on only for known client pointers: the broker also reports sockets
+ *   that never logged in, refused logins and a second DISCONNECT for a resumed session.
+ * - RELOAD (SIGHUP) re-runs BASIC_AUTH for every session, even offline persistent ones; those
+ *   must not become sessions, so BASIC_AUTH is ignored until the next TICK. RELOAD returns
+ *   DEFER: an error would silently disable password_file and acl_file after a SIGHUP.
+ * - Registering BASIC_AUTH and ACL_CHECK makes the plugin an authority: DEFER with nothing
+ *   behind it refuses. 2.0 has no "ignore" answer, so auth allow / acl allow exist for brokers
+ *   with nothing else deciding.
+ *
+ * What the plugin may import: brokers built the upstream way (Debian 13's and backports'
+ * 2.0.21, the official images, source builds) export only the functions of Mosquitto's
+ * src/linker.syms, which has no property reader. The Correlation Data and Response Topic of a
+ * query are therefore read from the property list itself, whose layout (lib/property_mosq.h,
+ * struct mqtt5__property) is the same in every 2.0 release.
+ */
+#include <dlfcn.h>
+#include <string.h>
+
+#include "plugin.h"
+
+const char presence_lifecycle_generation[] = "2.0";
+
+/*
+ * The layout of Mosquitto 2.0's property list element (lib/property_mosq.h, unchanged from
+ * 2.0.0 to 2.0.22). Only read, never written or freed.
+ */
+struct mosquitto20_string {
+	char *v;
+	uint16_t len;
+};
+
+struct mosquitto20_property {
+	struct mosquitto20_property *next;
+	union {
+		uint8_t i8;
+		uint16_t i16;
+		uint32_t i32;
+		uint32_t varint;
+		struct mosquitto20_string bin;
+		struct mosquitto20_string s;
+	} value;
+	struct mosquitto20_string name;
+	int32_t identifier;
+	bool client_generated;
+};
+
+/* Returns true when the plugin instance identified by id was loaded for one listener
+ * (per_listener_settings true). Mosquitto 2.0's plugin id is opaque but, in every 2.0.x
+ * release, is a struct whose only member is the listener pointer, set exactly when
+ * per_listener_settings is on (src/mosquitto_broker_internal.h, src/plugin.c:plugin__load_v5).
+ * There is no public accessor, so this reads that member. */
+static bool per_listener(const mosquitto_plugin_id_t *id)
+{
+	const void *const *listener = (const void *const *)(const void *)id;
+
+	return id != NULL && *listener != NULL;
+}
+
+int presence_lifecycle_check_broker(mosquitto_plugin_id_t *id)
+{
+	/* mosquitto_client_port exists from 2.1 on. Looked up, not imported: a 2.0 broker
+	 * would refuse to load a plugin importing it. */
+	if (dlsym(RTLD_DEFAULT, "mosquitto_client_port") != NULL) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX
+		                     "this build is for Mosquitto 2.0, but the broker is 2.1 or "
+		                     "later: build the plugin against the broker's own headers "
+		                     "(mosquitto-dev of the same version)");
+		return MOSQ_ERR_NOT_SUPPORTED;
+	}
+	if (per_listener(id)) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX
+		                     "per_listener_settings true is not "
+		                     "supported: Mosquitto 2.0 then loads one "
+		                     "plugin instance per listener (each seeing only "
+		                     "part of the sessions) and, before 2.0.15, never "
+		                     "sends the TICK event presence depends on. Set "
+		                     "per_listener_settings false.");
+		return MOSQ_ERR_NOT_SUPPORTED;
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+int presence_lifecycle_pass(void)
+{
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static int basic_auth_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	struct presence_plugin *p = userdata;
+
+	(void)event;
+	if (!p->reloading && presence_registry_session_pending(p->reg, ed->client) != PRESENCE_OK) {
+		presence_log_untracked(ed->client, NULL);
+	}
+	/* In defer mode the plugin never decides a login. In allow mode it accepts every
+	 * login, for brokers with no authentication at all: on 2.0, a deferring BASIC_AUTH with
+	 * nothing behind it refuses every client that sends a username. */
+	return p->cfg.auth == PRESENCE_MODE_ALLOW ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static int disconnect_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_disconnect *ed = event_data;
+	struct presence_plugin *p = userdata;
+
+	(void)event;
+	presence_registry_session_gone(p->reg, ed->client);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int reload_cb(int event, void *event_data, void *userdata)
+{
+	struct presence_plugin *p = userdata;
+
+	(void)event;
+	(void)event_data;
+	p->reloading = true;
+	/* DEFER lets the other plugins reload too; an error here would silently disable
+	 * password_file and acl_file after a SIGHUP on 2.0. */
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static const struct presence_callback callbacks[] = {
+    {MOSQ_EVT_BASIC_AUTH, basic_auth_cb, NULL},
+    {MOSQ_EVT_DISCONNECT, disconnect_cb, NULL},
+    {MOSQ_EVT_RELOAD, reload_cb, NULL},
+};
+
+const struct presence_callback *presence_lifecycle_callbacks(const struct presence_plugin *p,
+                                                             size_t *count)
+{
+	(void)p;
+	*count = sizeof(callbacks) / sizeof(callbacks[0]);
+	return callbacks;
+}
+
+void presence_lifecycle_tick(struct presence_plugin *p, void *event_data)
+{
+	const void *client;
+
+	(void)event_data;
+	p->reloading = false;
+	/* Every PENDING session still known was accepted: a refused login would have been
+	 * disconnected before the end of the iteration. */
+	while ((client = presence_registry_pending_next(p->reg)) != NULL) {
+		const char *name = presence_client_user_name(p, client);
+
+		if (presence_registry_session_start(p->reg, client, name) != PRESENCE_OK) {
+			presence_log_untracked(client, name);
+		}
+	}
+}
+
+/* Returns a copy of the len bytes at data, NUL-terminated, from mosquitto_malloc, or NULL. */
+static void *copy_value(const char *data, uint16_t len)
+{
+	char *copy = mosquitto_malloc((size_t)len + 1);
+
+	if (copy != NULL) {
+		if (len > 0) {
+			memcpy(copy, data, len);
+		}
+		copy[len] = '\0';
+	}
+	return copy;
+}
+
+int presence_lifecycle_request_props(const mosquitto_property *props,
+                                     struct presence_request_props *out)
+{
+	const struct mosquitto20_property *prop = (const struct mosquitto20_property *)props;
+
+	memset(out, 0, sizeof(*out));
+	/* The broker has validated the list: each of the two appears at most once. */
+	for (; prop != NULL; prop = prop->next) {
+		if (prop->identifier == MQTT_PROP_CORRELATION_DATA && out->correlation == NULL) {
+			out->correlation = copy_value(prop->value.bin.v, prop->value.bin.len);
+			if (out->correlation == NULL) {
+				goto out_nomem;
+			}
+			out->correlation_len = prop->value.bin.len;
+		} else if (prop->identifier == MQTT_PROP_RESPONSE_TOPIC &&
+		           out->response_topic == NULL) {
+			out->response_topic = copy_value(prop->value.s.v, prop->value.s.len);
+			if (out->response_topic == NULL) {
+				goto out_nomem;
+			}
+		}
+	}
+	return MOSQ_ERR_SUCCESS;
+
+out_nomem:
+	presence_request_props_free(out);
+	return MOSQ_ERR_NOMEM;
+}

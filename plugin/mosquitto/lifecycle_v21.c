@@ -1,0 +1,150 @@
+/*
+ * Sessions on Mosquitto 2.1, which reports what 2.0 left the plugin to infer:
+ *
+ * - CONNECT is raised after the CONNACK of an accepted connection: the session is ACTIVE from
+ *   there, nothing is pending. It can be delivered more than once for one connection
+ *   (upstream issue 3534); the registry counts a known client pointer once.
+ * - A connection that ends raises DISCONNECT when its session ends with it (session expiry
+ *   0), CLIENT_OFFLINE when the session persists; such a session gets its DISCONNECT later,
+ *   when it expires or is resumed by a new connection, by which time the plugin has forgotten
+ *   the pointer and ignores it. No event is raised for contexts without a client id.
+ * - RELOAD must return success: any other answer ends the broker (src/signals.c). 2.1 raises no
+ *   BASIC_AUTH for existing sessions at a reload that the plugin would need to ignore.
+ * - MOSQ_ERR_PLUGIN_IGNORE leaves a question to the broker's other mechanisms and its defaults,
+ *   so the plugin registers BASIC_AUTH only with auth allow, and answers ACL questions outside
+ *   its rules with IGNORE (acl defer).
+ * - The loop sleeps until the next event it knows of, up to a day on a build without
+ *   websockets, so TICK asks for the plugin's next wake-up (next_ms): the offline delay,
+ *   metrics, state-file saves and held documents run on about the same 100 ms clock as on 2.0.
+ *
+ * What the plugin may import: 2.1's src/linker.syms exports the property readers, so they are
+ * called directly; their copies come from the broker's allocator and are freed with
+ * mosquitto_free.
+ */
+#include <dlfcn.h>
+#include <string.h>
+
+#include "plugin.h"
+
+const char presence_lifecycle_generation[] = "2.1";
+
+/* How long the broker may sleep between two TICKs, in milliseconds: the resolution of the
+ * plugin's timers (2.0's loop wakes up every 100 ms by itself). */
+#define TICK_INTERVAL_MS 100
+
+int presence_lifecycle_check_broker(mosquitto_plugin_id_t *id)
+{
+	/* mosquitto_client_port exists from 2.1 on. Looked up, not imported: on a 2.0 broker
+	 * the import would make the load fail with an unexplained undefined symbol. */
+	if (dlsym(RTLD_DEFAULT, "mosquitto_client_port") == NULL) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX
+		                     "this build is for Mosquitto 2.1, but the broker is older: "
+		                     "build the plugin against the broker's own headers "
+		                     "(mosquitto-dev of the same version)");
+		return MOSQ_ERR_NOT_SUPPORTED;
+	}
+	mosquitto_plugin_set_info(id, "mosquitto-presence", PRESENCE_VERSION);
+	return MOSQ_ERR_SUCCESS;
+}
+
+int presence_lifecycle_pass(void)
+{
+	return MOSQ_ERR_PLUGIN_IGNORE;
+}
+
+static int connect_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_connect *ed = event_data;
+	struct presence_plugin *p = userdata;
+	const char *name = presence_client_user_name(p, ed->client);
+
+	(void)event;
+	if (presence_registry_session_connect(p->reg, ed->client, name) != PRESENCE_OK) {
+		presence_log_untracked(ed->client, name);
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* DISCONNECT and CLIENT_OFFLINE: the connection is gone, whatever becomes of its session. */
+static int connection_gone_cb(int event, void *event_data, void *userdata)
+{
+	struct presence_plugin *p = userdata;
+	struct mosquitto *client;
+
+	if (event == MOSQ_EVT_CLIENT_OFFLINE) {
+		client = ((struct mosquitto_evt_client_offline *)event_data)->client;
+	} else {
+		client = ((struct mosquitto_evt_disconnect *)event_data)->client;
+	}
+	presence_registry_session_gone(p->reg, client);
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* With auth allow only: the plugin accepts every login, for brokers with no authentication. */
+static int basic_auth_cb(int event, void *event_data, void *userdata)
+{
+	(void)event;
+	(void)event_data;
+	(void)userdata;
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int reload_cb(int event, void *event_data, void *userdata)
+{
+	(void)event;
+	(void)event_data;
+	(void)userdata;
+	return MOSQ_ERR_SUCCESS;
+}
+
+static const struct presence_callback callbacks[] = {
+    {MOSQ_EVT_CONNECT, connect_cb, NULL},
+    {MOSQ_EVT_DISCONNECT, connection_gone_cb, NULL},
+    {MOSQ_EVT_CLIENT_OFFLINE, connection_gone_cb, NULL},
+    {MOSQ_EVT_RELOAD, reload_cb, NULL},
+    /* Last, so that it can be left out. */
+    {MOSQ_EVT_BASIC_AUTH, basic_auth_cb, NULL},
+};
+
+const struct presence_callback *presence_lifecycle_callbacks(const struct presence_plugin *p,
+                                                             size_t *count)
+{
+	*count = sizeof(callbacks) / sizeof(callbacks[0]);
+	if (p->cfg.auth != PRESENCE_MODE_ALLOW) {
+		(*count)--;
+	}
+	return callbacks;
+}
+
+void presence_lifecycle_tick(struct presence_plugin *p, void *event_data)
+{
+	struct mosquitto_evt_tick *ed = event_data;
+
+	(void)p;
+	if (ed->next_ms <= 0 || ed->next_ms > TICK_INTERVAL_MS) {
+		ed->next_ms = TICK_INTERVAL_MS;
+	}
+}
+
+int presence_lifecycle_request_props(const mosquitto_property *props,
+                                     struct presence_request_props *out)
+{
+	void *correlation = NULL;
+	uint16_t correlation_len = 0;
+	char *topic = NULL;
+
+	memset(out, 0, sizeof(*out));
+	if (props == NULL) {
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &correlation,
+	                                   &correlation_len, false) != NULL) {
+		out->correlation = correlation;
+		out->correlation_len = correlation_len;
+	}
+	if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &topic, false) !=
+	    NULL) {
+		out->response_topic = topic;
+	}
+	return MOSQ_ERR_SUCCESS;
+}
