@@ -89,7 +89,9 @@ run_alerts() { # LABEL PYTHONPATH
 	wait "$alice" || true
 	expect_line "$out" '^alice went offline at [0-9:]+ \(online since [0-9:]+\)$' "$label alerts: alice went offline"
 	kill -INT "$pid"
-	wait "$pid" || true
+	local status=0
+	wait "$pid" || status=$?
+	if [ "$status" -eq 0 ]; then pass "$label alerts: Ctrl-C disconnects and exits 0"; else fail "$label alerts: exit status $status after Ctrl-C"; fi
 	if [ "$(wc -l <"$out")" -eq 3 ]; then
 		pass "$label alerts: nothing else reported (retained documents are not events)"
 	else

@@ -17,6 +17,7 @@ Replace report() with what your service does (send a notification, close a ticke
 """
 import argparse
 import json
+import signal
 import time
 
 import paho.mqtt.client as mqtt
@@ -73,12 +74,11 @@ def main():
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a service manager's stop
+        signal.signal(sig, lambda signum, frame: client.disconnect())
     client.connect(args.host, args.port)
-    client.loop_forever()  # reconnects by itself; Ctrl-C stops
+    client.loop_forever()  # reconnects by itself; returns after disconnect()
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        pass
+    main()
