@@ -13,6 +13,7 @@ stdin sets your own status (state key "status"; an empty line removes it); Ctrl-
 """
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -96,7 +97,7 @@ def main():
     parser.add_argument("-P", "--password")
     parser.add_argument("buddies", nargs="*", help="users to ask about if not seen")
     args = parser.parse_args()
-
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C quits at once, without a traceback
     buddies = BuddyList(args.username, args.buddies)
     try:  # paho 2.x: the callback signatures used here are its VERSION2 ones
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
