@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # The project's test command (see README): `tests/run.sh [ctest arguments]`.
 #
 # 1. Checks that the Debian 12 packages the build and the tests need are installed

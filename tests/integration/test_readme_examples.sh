@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # Runs the examples in README.md against the demo broker and checks that they print what the
 # README says they print, so the README cannot rot.
 #
