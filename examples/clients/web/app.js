@@ -40,6 +40,7 @@ function render() {
     const item = document.createElement('li');
     item.dataset.user = name;
     item.dataset.available = String(doc.available);
+    // Names and states come from other users: shown as text, never parsed as HTML.
     const cell = (cls, text) => {
       const span = document.createElement('span');
       span.className = cls;
