@@ -11,7 +11,8 @@
 # libcjson1 and their dependencies) are DOWNLOADED into its apt cache, not installed, so that
 # each test run installs offline and still proves the package's Depends. The tree is built under
 # a temporary name and renamed when complete: an interrupted build is never mistaken for a
-# cached one. Needs root and debootstrap (installed with apt-get when missing).
+# cached one; bookworm.lock next to it serialises builders. Needs root and debootstrap
+# (installed with apt-get when missing).
 set -euo pipefail
 
 cache=${PRESENCE_CACHE:-/var/cache/mosquitto-presence}
@@ -25,6 +26,17 @@ fi
 if [ "$(id -u)" -ne 0 ]; then
 	echo "bookworm-chroot.sh: building the chroot needs root" >&2
 	exit 1
+fi
+# One builder at a time (two test runs on one machine); the others wait, then find it ready.
+mkdir -p "$cache"
+exec 9>"$cache/bookworm.lock"
+if ! flock -w 1800 9; then
+	echo "bookworm-chroot.sh: $cache/bookworm.lock is held by another build for 30 minutes" >&2
+	exit 1
+fi
+if [ -f "$stamp" ]; then
+	echo "$root"
+	exit 0
 fi
 if ! command -v debootstrap >/dev/null; then
 	apt-get install -y -q --no-install-recommends debootstrap >&2
