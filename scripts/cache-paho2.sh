@@ -23,6 +23,17 @@ if [ -f "$site/paho/mqtt/client.py" ]; then
 	echo "$site"
 	exit 0
 fi
+# One fetcher at a time (two test runs on one machine); the others wait, then find it ready.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+if ! flock -w 600 9; then
+	echo "cache-paho2.sh: $cache/.lock is held by another fetch for 10 minutes" >&2
+	exit 1
+fi
+if [ -f "$site/paho/mqtt/client.py" ]; then
+	echo "$site"
+	exit 0
+fi
 
 # The Debian mirror this machine uses (deb822 sources first, then the one-line format).
 mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)\/*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
@@ -49,7 +60,6 @@ echo "cache-paho2.sh: fetching python3-paho-mqtt from Debian $suite ($mirror)" >
 apt-get "${apt_opts[@]}" -q update >&2
 (cd "$tmp" && apt-get "${apt_opts[@]}" -q download python3-paho-mqtt >&2)
 deb=$(ls "$tmp"/python3-paho-mqtt_*_all.deb)
-mkdir -p "$cache"
 rm -rf "$cache/root.new"
 dpkg -x "$deb" "$cache/root.new"
 cp "$deb" "$cache/"
