@@ -7,8 +7,8 @@
 // private network namespace; every wait is for something on the page or a process, bounded.
 //
 // alice comes and goes with the Python example, carol with the C example (PRESENCE_DEVICE).
-// Chromium runs with Playwright's own flags (--headless, a fresh temporary --user-data-dir,
-// --no-sandbox here) plus the ones below.
+// Chromium runs with Playwright's own flags (--headless, --no-sandbox here, --user-data-dir of
+// a fresh profile folder) plus the ones below.
 //
 // Environment: PAGE_URL (http://127.0.0.1:9001/), MQTT_PORT (1883), SCREENSHOT and
 // SCREENSHOT_OFFLINE (.png paths), PRESENCE_DEVICE (the C example), CHROMIUM (/usr/bin/chromium).
@@ -16,6 +16,9 @@
 
 const { chromium } = require('playwright-core');
 const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 
 const pageUrl = process.env.PAGE_URL || 'http://127.0.0.1:9001/';
 const mqttPort = process.env.MQTT_PORT || '1883';
@@ -43,17 +46,20 @@ async function waitForRow(page, name, available, pattern, what) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
+  // A fresh profile for every run, removed at the end (--user-data-dir).
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'presence-chromium-'));
+  const browser = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     chromiumSandbox: false, // adds --no-sandbox: root in a container has no usable sandbox
     args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
     timeout,
+    viewport: { width: 720, height: 300 },
   });
   let alice = null;
   try {
-    const page = await browser.newPage({ viewport: { width: 720, height: 300 } });
+    const page = await browser.newPage();
     page.on('console', (msg) => console.log(`page console: ${msg.text()}`));
     page.on('pageerror', (err) => check(false, `no script error on the page: ${err.message}`));
     await page.goto(pageUrl, { timeout });
@@ -101,6 +107,7 @@ async function main() {
   } finally {
     if (alice) alice.kill('SIGKILL');
     await browser.close();
+    fs.rmSync(profile, { recursive: true, force: true });
   }
 }
 
