@@ -81,7 +81,10 @@ run_once() { # LABEL PYTHONPATH
 # coming online and going offline, and nothing about what was retained before it started.
 run_alerts() { # LABEL PYTHONPATH
 	local label=$1 out="$work/$1-alerts.out" pid alice
-	PYTHONPATH=$2 timeout -k 5 120 "$python" "$src/examples/clients/python/offline_alerts.py" \
+	# --foreground: our SIGINT reaches the example once; without it timeout also signals its
+	# whole process group, and a second SIGINT landing after Python restored the default
+	# handler at exit would kill it (status 130).
+	PYTHONPATH=$2 timeout --foreground -k 5 120 "$python" "$src/examples/clients/python/offline_alerts.py" \
 		-H 127.0.0.1 -p 1883 -u carol -P carol-pw >"$out" 2>&1 &
 	pid=$!
 	expect_line "$out" '^watching presence/\+$' "$label alerts: subscribed"
