@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # The project's test command (see README): `tests/run.sh [ctest arguments]`.
 #
 # 1. Checks that the Debian 12 packages the build and the tests need are installed
@@ -7,7 +8,8 @@
 #    command and exits 1. A system broker on 1883 would not interfere anyway: every test broker
 #    listens on a free port of 127.0.0.1.
 # 2. Configures build-test/ with the sanitizers and -Werror, builds it with all cores.
-# 3. Configures build-fuzz/ (<build dir>-fuzz with PRESENCE_BUILD_DIR) with clang and -DPRESENCE_FUZZ=ON: the core and its libFuzzer
+# 3. Configures build-fuzz/ (<build dir>-fuzz with PRESENCE_BUILD_DIR) with clang and
+#    -DPRESENCE_FUZZ=ON: the core and its libFuzzer
 #    harnesses (tests/fuzz/), built with all cores.
 # 4. Runs ctest with two jobs in build-test/, then in build-fuzz/ (each harness over its seed
 #    corpus, then a few seconds of fuzzing); extra arguments are passed on to both, e.g.
@@ -21,8 +23,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The shared installer (also used by examples/run-broker.sh); valgrind is for the tests only.
-bash scripts/ensure-deps.sh valgrind clang
+# The shared installer (also used by examples/run-broker.sh); valgrind, chromium (the browser
+# test), debootstrap (the package test's chroot) and clang (the fuzz harnesses) are for the tests
+# only.
+bash scripts/ensure-deps.sh valgrind chromium debootstrap clang
 # libFuzzer comes with the clang of the same major version (Debian 12: libfuzzer-14-dev).
 bash scripts/ensure-deps.sh "libfuzzer-$(clang -dumpversion | cut -d. -f1)-dev"
 

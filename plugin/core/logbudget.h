@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * A log budget: how many lines of one kind (rejected state writes, denied publishes) may be
  * logged, so that a client sending thousands of bad messages cannot flood the broker's log.

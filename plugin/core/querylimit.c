@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /* The per-client budget of query response bytes (see querylimit.h). */
 #include <stdlib.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * How much query response each client may be sent: a token bucket of response bytes per
  * client, so that a client that asks and never reads cannot make the broker hold, or lose,

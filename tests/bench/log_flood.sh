@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # The log flood of issue 11, measured against one plugin build.
 #
 #   tests/bench/log_flood.sh PLUGIN.so [COUNT]

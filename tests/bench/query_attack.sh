@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # The query amplification attack of issue 11, measured against one plugin build.
 #
 #   tests/bench/query_attack.sh PLUGIN.so QUERYATTACK [REQUESTS]

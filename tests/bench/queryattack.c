@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * queryattack: the query amplification attack of issue 11, for tests/bench/query_attack.sh.
  *

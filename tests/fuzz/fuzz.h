@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * What every libFuzzer harness of tests/fuzz/ shares: the entry point's prototype and an
  * invariant check that aborts with a message (libFuzzer then saves the input as a crash).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * libFuzzer harness: presence_config_parse of arbitrary options.
  * The input is split into lines; each line is "key=value" (a line without '=' is a key with an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /* libFuzzer harness: presence_state_merge (see state_write.h for the input and invariants). */
 #include "state_write.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * libFuzzer harness: presence_query_parse + presence_query_respond against a fixed registry
  * (alice online with a state, bob offline, carol never published).

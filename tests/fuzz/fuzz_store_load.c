@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * libFuzzer harness: presence_store_load of an arbitrary file.
  * Invariants: loading never crashes and either refuses the file with a reason or restores it;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * libFuzzer harness: save -> load -> save of registries built from the input.
  * The input is a list of operations, each: one op byte, then a name (one length byte and that

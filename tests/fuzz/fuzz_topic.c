@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * libFuzzer harness: user-name encoding and topic parsing.
  * The input is used twice: as a user name (when it has no NUL byte) and as a topic.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * libFuzzer harness: presence_utf8_valid against a reference decoder written from RFC 3629's
  * table (shortest form only, no surrogates, nothing above U+10FFFF) and the core's extra rule

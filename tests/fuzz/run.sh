@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # The libFuzzer harnesses of tests/fuzz/ (see CMakeLists.txt there).
 #
 # Long runs:  tests/fuzz/run.sh [-t SECONDS] [NAME...]

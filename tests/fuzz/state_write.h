@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The state-write check shared by fuzz_set_key and fuzz_merge. The input is one write, applied
  * to a fixed starting state under small limits (so that every limit is reachable):

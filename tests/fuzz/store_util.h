@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * What the state-file harnesses share: a scratch directory of their own, registries configured
  * as the plugin configures them with a state file, and save / load / read helpers that check

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The churn soak: many short sessions of a few hundred users against a real broker with the
  * plugin, checked against a ground truth the soak keeps itself.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for logbudget.c: a token bucket of log lines on an injected monotonic clock, and
  * the count of suppressed lines carried by the next line or a flush.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for querylimit.c: each client's bucket of response bytes on an injected clock,
  * debt, refill up to the burst, forgetting a client, and allocation failures.
