@@ -524,11 +524,17 @@ static void on_retained(struct mosquitto *m, void *obj, const struct mosquitto_m
 	}
 }
 
+/* The subscriber takes the documents at QoS 0, as the benchmarks' does: Mosquitto 2.0.11 loses
+ * track of a QoS 1 subscriber's inflight quota under sustained load (eclipse/mosquitto#2306,
+ * fixed in 2.0.13), after which it delivers queued and new messages out of order. A long run
+ * saw seq 336 of a user arrive right after 334, about 100 000 documents in. At QoS 0 an online
+ * subscriber's messages are never queued, so they arrive in order or not at all (the broker
+ * drops them only with max_queued_messages packets waiting, 100 000 here). */
 static void on_sub_connect(struct mosquitto *m, void *obj, int rc)
 {
 	(void)obj;
 	assert_int_equal(rc, 0);
-	mosquitto_subscribe(m, NULL, "presence/+", 1);
+	mosquitto_subscribe(m, NULL, "presence/+", 0);
 }
 
 static void on_check_connect(struct mosquitto *m, void *obj, int rc)
@@ -536,7 +542,7 @@ static void on_check_connect(struct mosquitto *m, void *obj, int rc)
 	(void)obj;
 	assert_int_equal(rc, 0);
 	mosquitto_subscribe(m, NULL, "$SYS/#", 0);
-	mosquitto_subscribe(m, NULL, "presence/+", 1);
+	mosquitto_subscribe(m, NULL, "presence/+", 0);
 }
 
 /* SUBACK: the subscriber is ready. */
