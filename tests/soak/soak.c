@@ -43,8 +43,9 @@
 
 #define KEYS 6
 #define MAX_CONNS 4096
-/* Most values a key may hold at once: each writer that dies with a write in flight adds one
- * until a write is acknowledged. */
+/* Most values of a key tracked one by one: each writer that dies with a write in flight adds
+ * one until a write is acknowledged. Beyond, the key may hold any value written to it so far
+ * (may_hold_count -1) until the next acknowledged write. */
 #define MAY_HOLD 64
 
 /* What the soak knows of a user. */
@@ -189,15 +190,19 @@ static void key_maybe(struct user *u, int k, unsigned value)
 		/* Nothing written yet: the key may still be absent. */
 		u->may_hold[k][u->may_hold_count[k]++] = 0;
 	}
-	if (u->may_hold_count[k] < MAY_HOLD) {
+	if (u->may_hold_count[k] >= 0 && u->may_hold_count[k] < MAY_HOLD) {
 		u->may_hold[k][u->may_hold_count[k]++] = value;
 	} else {
-		fail_soak("key k%d of %s may hold more than %d values", k, u->name, MAY_HOLD);
+		u->may_hold_count[k] = -1;
 	}
 }
 
 static bool key_may_hold(const struct user *u, int k, unsigned value)
 {
+	if (u->may_hold_count[k] < 0) {
+		/* Absent, or any value written to the key. */
+		return value <= u->issued[k];
+	}
 	for (int i = 0; i < u->may_hold_count[k]; i++) {
 		if (u->may_hold[k][i] == value) {
 			return true;
@@ -695,7 +700,7 @@ static bool converged(char *why, size_t size)
 			if (v != NULL) {
 				sscanf(v->valuestring, "v%u", &value);
 			}
-			if (u->may_hold_count[k] > 0 ? !key_may_hold(u, k, value) : value != 0) {
+			if (u->may_hold_count[k] != 0 ? !key_may_hold(u, k, value) : value != 0) {
 				snprintf(why, size,
 				         "%s: %s is v%u, which is not what the soak wrote last",
 				         u->name, key, value);
