@@ -176,7 +176,9 @@ enum presence_err presence_cluster_write_add(struct presence_cluster_writes *w,
 
 	*changed = false;
 	presence_state_init(&st);
-	err = presence_state_adopt(&st, base);
+	/* base is a state the registry adopted, so it parsed before: failing now is cJSON
+	 * running out of memory, which it reports as a syntax error. */
+	err = presence_state_adopt(&st, base) == PRESENCE_OK ? PRESENCE_OK : PRESENCE_ERR_NOMEM;
 	if (err == PRESENCE_OK) {
 		err = write_apply(&st, limits, kind, key, key_len, payload, payload_len, changed,
 		                  reason);
@@ -273,8 +275,9 @@ enum presence_err presence_cluster_write_fold(struct presence_cluster_writes *w,
 		return PRESENCE_OK;
 	}
 	presence_state_init(&st);
-	err = presence_state_adopt(&st, base);
-	if (err != PRESENCE_OK) {
+	/* As in presence_cluster_write_add: base parsed before. */
+	if (presence_state_adopt(&st, base) != PRESENCE_OK) {
+		err = PRESENCE_ERR_NOMEM;
 		goto out_release;
 	}
 	link = &uw->head;
@@ -285,7 +288,11 @@ enum presence_err presence_cluster_write_fold(struct presence_cluster_writes *w,
 		reason[0] = '\0';
 		err = write_apply(&st, limits, pw->kind, pw->key, pw->key_len, pw->payload,
 		                  pw->payload_len, &changed, reason);
-		if (err == PRESENCE_ERR_NOMEM) {
+		/* The write was checked when it arrived, and whether its payload and key are
+		 * valid does not depend on the state: INVAL now means that cJSON ran out of memory
+		 * parsing it (state.h). Only a limit can refuse it now. */
+		if (err == PRESENCE_ERR_NOMEM || err == PRESENCE_ERR_INVAL) {
+			err = PRESENCE_ERR_NOMEM;
 			goto out_release;
 		}
 		if (err != PRESENCE_OK) {
