@@ -176,14 +176,22 @@ enum presence_err presence_cluster_write_add(struct presence_cluster_writes *w,
 
 	*changed = false;
 	presence_state_init(&st);
-	/* base is a state the registry adopted, so it parsed before: failing now is cJSON
-	 * running out of memory, which it reports as a syntax error. */
-	err = presence_state_adopt(&st, base) == PRESENCE_OK ? PRESENCE_OK : PRESENCE_ERR_NOMEM;
+	/* With writes queued before it, the write is checked on its own (its syntax and keys,
+	 * on an empty state: cheap) and its limits when it is folded, where the state it applies
+	 * to is known; otherwise it is checked on base, as a single broker checks it. base is a
+	 * state the registry adopted, so it parsed before: failing now is cJSON running out of
+	 * memory, which it reports as a syntax error. */
+	err = presence_state_adopt(&st, uw != NULL ? "{}" : base) == PRESENCE_OK
+	          ? PRESENCE_OK
+	          : PRESENCE_ERR_NOMEM;
 	if (err == PRESENCE_OK) {
 		err = write_apply(&st, limits, kind, key, key_len, payload, payload_len, changed,
 		                  reason);
 	}
 	presence_state_release(&st);
+	if (err == PRESENCE_ERR_TOO_LARGE && uw != NULL) {
+		err = PRESENCE_OK;
+	}
 	if (err != PRESENCE_OK) {
 		*changed = false;
 		return err;

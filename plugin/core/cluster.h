@@ -75,12 +75,14 @@ struct presence_cluster_writes *presence_cluster_writes_new(void);
 /* Frees the table and every pending write (without calling anyone); NULL is allowed. */
 void presence_cluster_writes_free(struct presence_cluster_writes *w);
 
-/* Checks one state write against the user's current state (base, compact JSON) and limits and,
- * when it is valid, queues a copy of it (payload, key and topic are copied) behind the user's
- * other pending writes. Returns PRESENCE_OK with *changed telling whether the write changes
- * base (a write that changes nothing is not queued); PRESENCE_ERR_INVAL or
- * PRESENCE_ERR_TOO_LARGE with reason filled (PRESENCE_STATE_REASON_SIZE bytes), as the single
- * broker's write would be refused; PRESENCE_ERR_NOMEM. Nothing is queued on error. */
+/* Checks one state write and, when it is valid, queues a copy of it (payload, key and topic
+ * are copied) behind the user's other pending writes. With no write pending it is checked
+ * against the user's current state (base, compact JSON) and limits, exactly as a single broker
+ * checks a write; behind other writes only its syntax and keys are checked here, and its limits
+ * when it is folded (the state it applies to is known then). Returns PRESENCE_OK with *changed
+ * telling whether the write was queued (a write that changes nothing, with none pending, is
+ * not); PRESENCE_ERR_INVAL or PRESENCE_ERR_TOO_LARGE with reason filled
+ * (PRESENCE_STATE_REASON_SIZE bytes); PRESENCE_ERR_NOMEM. Nothing is queued on error. */
 enum presence_err presence_cluster_write_add(struct presence_cluster_writes *w,
                                              struct presence_user *user, const char *base,
                                              const struct presence_state_limits *limits,

@@ -56,6 +56,26 @@ local function broker_live(epochkey, livekey, b, e)
   return redis.call('HGET', epochkey, b) == e and redis.call('ZSCORE', livekey, b) ~= false
 end
 
+--[[
+Notes that the cluster's timers ran now (KEYS seenkey, holdkey) and returns whether sweeps and
+delay expiry may run. When no broker got a timer call through for longer than gap_ms (Redis
+was paused, slept or restarted from its data, or every broker was stalled), leases and delay
+deadlines went stale without anyone being at fault: a hold of 2 x gap_ms then gives every live
+broker time to heartbeat again before anybody is swept. This catches what a broker's own
+reconnection hold cannot: commands that waited in sockets while Redis slept run as soon as it
+wakes, possibly a sweep before any heartbeat.
+]]
+local function timers_may_run(seenkey, holdkey, now, gap_ms)
+  local seen = tonumber(redis.call('GET', seenkey) or '0')
+  redis.call('SET', seenkey, fmt(now))
+  local hold = tonumber(redis.call('GET', holdkey) or '0')
+  if seen > 0 and now - seen > gap_ms and hold < now + 2 * gap_ms then
+    hold = now + 2 * gap_ms
+    redis.call('SET', holdkey, fmt(hold))
+  end
+  return hold <= now
+end
+
 local function reply(status, seq, avail, sess, since, state)
   return {status, fmt(seq), avail, fmt(sess), since, state}
 end
@@ -187,11 +207,11 @@ local function expire(keys, args)
   return reply('OK', seq, '0', 0, left, nstate)
 end
 
--- pv1_grace_due: KEYS grace zset, hold. ARGV limit. The users whose delay ended (none during
--- a hold).
+-- pv1_grace_due: KEYS grace zset, hold, seen. ARGV limit, lease_ms. The users whose delay
+-- ended (none during a hold).
 local function grace_due(keys, args)
   local now = now_ms()
-  if tonumber(redis.call('GET', keys[2]) or '0') > now then
+  if not timers_may_run(keys[3], keys[2], now, tonumber(args[2])) then
     return {}
   end
   return redis.call('ZRANGEBYSCORE', keys[1], '-inf', fmt(now), 'LIMIT', 0, tonumber(args[1]))
@@ -219,25 +239,27 @@ local function register(keys, args)
   return {fmt(e), redis.call('GET', genkey)}
 end
 
--- pv1_heartbeat: KEYS epoch hash, live zset, generation. ARGV B, E, lease_ms. Returns {"STALE"}
--- when the epoch was swept or replaced, else {"OK", generation, live brokers}.
+-- pv1_heartbeat: KEYS epoch hash, live zset, generation, seen, hold. ARGV B, E, lease_ms.
+-- Returns {"STALE"} when the epoch was swept or replaced, else {"OK", generation, live
+-- brokers}.
 local function heartbeat(keys, args)
   local epochkey, livekey, genkey = keys[1], keys[2], keys[3]
   local b, es, lease = args[1], args[2], tonumber(args[3])
+  local now = now_ms()
+  timers_may_run(keys[4], keys[5], now, lease)
   if not broker_live(epochkey, livekey, b, es) then
     return {'STALE'}
   end
-  local now = now_ms()
   redis.call('ZADD', livekey, 'XX', fmt(now + lease), b)
   return {'OK', redis.call('GET', genkey) or '', redis.call('ZCOUNT', livekey, fmt(now), '+inf')}
 end
 
--- pv1_sweep_claim: KEYS live zset, dead list, epoch hash, hold. ARGV limit. Moves brokers whose
--- lease expired to the dead list (none during a hold). Returns how many.
+-- pv1_sweep_claim: KEYS live zset, dead list, epoch hash, hold, seen. ARGV limit, lease_ms.
+-- Moves brokers whose lease expired to the dead list (none during a hold). Returns how many.
 local function sweep_claim(keys, args)
   local livekey, deadkey, epochkey, holdkey = keys[1], keys[2], keys[3], keys[4]
   local now = now_ms()
-  if tonumber(redis.call('GET', holdkey) or '0') > now then
+  if not timers_may_run(keys[5], holdkey, now, tonumber(args[2])) then
     return 0
   end
   local due = redis.call('ZRANGEBYSCORE', livekey, '-inf', fmt(now), 'LIMIT', 0,

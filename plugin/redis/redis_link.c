@@ -14,6 +14,7 @@
  *   {presence}:grace           zset: user -> end of its offline delay (ms)
  *   {presence}:log             stream: one record per document
  *   {presence}:gen             string: a random id set once; another id = Redis lost its data
+ *   {presence}:seen            string: when the cluster's timers last ran (ms; see the hold)
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,6 +40,7 @@
 #define KEY_GRACE KEY_PREFIX "grace"
 #define KEY_LOG KEY_PREFIX "log"
 #define KEY_GEN KEY_PREFIX "gen"
+#define KEY_SEEN KEY_PREFIX "seen"
 
 /* Most requests sent in one pipelined batch, users swept or expired per call. */
 #define BATCH_MAX 256
@@ -395,6 +397,8 @@ static void contrib_cmd(struct cmd *c, struct presence_redis *r, const char *bro
 
 static void drop_connection(struct presence_redis *r, const char *why)
 {
+	/* First, so that the broker thread refuses state writes from now on. */
+	atomic_store(&r->ready, false);
 	if (r->wc != NULL) {
 		log_line(r, 1, "lost the connection to Redis (%s); reconnecting",
 		         r->wc->err != 0 ? r->wc->errstr : why);
@@ -477,10 +481,12 @@ static bool do_heartbeat(struct presence_redis *r)
 	}
 	cmd_add(&c, "FCALL");
 	cmd_add(&c, "pv1_heartbeat");
-	cmd_add(&c, "3");
+	cmd_add(&c, "5");
 	cmd_add(&c, KEY_EPOCH);
 	cmd_add(&c, KEY_LIVE);
 	cmd_add(&c, KEY_GEN);
+	cmd_add(&c, KEY_SEEN);
+	cmd_add(&c, KEY_HOLD);
 	cmd_add(&c, r->broker_id);
 	cmd_add(&c, r->epoch);
 	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
@@ -596,12 +602,14 @@ static bool do_sweep(struct presence_redis *r)
 
 	cmd_add(&c, "FCALL");
 	cmd_add(&c, "pv1_sweep_claim");
-	cmd_add(&c, "4");
+	cmd_add(&c, "5");
 	cmd_add(&c, KEY_LIVE);
 	cmd_add(&c, KEY_DEAD);
 	cmd_add(&c, KEY_EPOCH);
 	cmd_add(&c, KEY_HOLD);
+	cmd_add(&c, KEY_SEEN);
 	cmd_add(&c, "8");
+	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
 	reply = cmd_run(r->wc, &c);
 	if (reply == NULL) {
 		return false;
@@ -705,10 +713,12 @@ static bool do_grace(struct presence_redis *r)
 
 	cmd_add(&c, "FCALL");
 	cmd_add(&c, "pv1_grace_due");
-	cmd_add(&c, "2");
+	cmd_add(&c, "3");
 	cmd_add(&c, KEY_GRACE);
 	cmd_add(&c, KEY_HOLD);
+	cmd_add(&c, KEY_SEEN);
 	cmd_add(&c, GRACE_BATCH);
+	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
 	due = cmd_run(r->wc, &c);
 	if (due == NULL) {
 		return false;
@@ -861,6 +871,36 @@ static void requeue(struct presence_redis *r, struct presence_redis_request *req
 	}
 	r->req_len += kept;
 	pthread_mutex_unlock(&r->lock);
+}
+
+/* While disconnected: fails the state writes waiting in the queue at once (the broker thread
+ * refuses new ones itself); the rest waits for the connection. */
+static void fail_queued_writes(struct presence_redis *r)
+{
+	struct presence_redis_request *failed = NULL, **link, *req;
+
+	pthread_mutex_lock(&r->lock);
+	link = &r->req_head;
+	r->req_tail = NULL;
+	while ((req = *link) != NULL) {
+		if (req->kind == PRESENCE_REDIS_CAS) {
+			*link = req->next;
+			req->next = failed;
+			failed = req;
+			r->req_len--;
+			continue;
+		}
+		r->req_tail = req;
+		link = &req->next;
+	}
+	pthread_mutex_unlock(&r->lock);
+	while ((req = failed) != NULL) {
+		failed = req->next;
+		push_cas_failed(
+		    r, req->name,
+		    "the cluster store (Redis) is unavailable; the write was not applied");
+		presence_redis_request_free(req);
+	}
 }
 
 /* Takes up to BATCH_MAX requests off the queue (in order). */
@@ -1021,6 +1061,7 @@ static void *writer_main(void *arg)
 		size_t n;
 
 		if (r->wc == NULL) {
+			fail_queued_writes(r);
 			if (attempt > 0) {
 				wait_ms(r,
 				        presence_cluster_backoff_ms(attempt, BACKOFF_CAP_MS,

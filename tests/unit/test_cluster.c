@@ -271,6 +271,34 @@ static void a_write_breaking_a_limit_is_refused_at_once(void **state)
 	presence_registry_free(reg);
 }
 
+static void behind_other_writes_limits_are_checked_when_folding(void **state)
+{
+	struct presence_registry *reg = presence_registry_new("presence");
+	struct presence_cluster_writes *w = presence_cluster_writes_new();
+	struct presence_user *u = a_user(reg, "u");
+	char reason[PRESENCE_STATE_REASON_SIZE] = "";
+	struct rejections r = {0};
+	bool changed = false;
+	char *folded;
+
+	(void)state;
+	add(w, u, "{}", "{\"a\":1,\"b\":1,\"c\":1}", true);
+	/* Two more keys break max_keys (4) only once the first write is applied. */
+	add(w, u, "{}", "{\"d\":1,\"e\":1}", true);
+	/* A syntax error is still refused at once. */
+	assert_int_equal(presence_cluster_write_add(w, u, "{}", &limits,
+	                                            PRESENCE_CLUSTER_WRITE_MERGE, NULL, 0, "{", 1,
+	                                            "presence/u/state", &changed, reason),
+	                 PRESENCE_ERR_INVAL);
+	assert_int_equal(presence_cluster_write_fold(w, u, "{}", &limits, reject, &r, &folded),
+	                 PRESENCE_OK);
+	assert_string_equal(folded, "{\"a\":1,\"b\":1,\"c\":1}");
+	assert_int_equal(r.count, 1);
+	free(folded);
+	presence_cluster_writes_free(w);
+	presence_registry_free(reg);
+}
+
 static void a_conflict_folds_the_writes_again_onto_the_newer_state(void **state)
 {
 	struct presence_registry *reg = presence_registry_new("presence");
@@ -495,6 +523,7 @@ int main(void)
 	    cmocka_unit_test(writes_fold_in_order_onto_the_cluster_state),
 	    cmocka_unit_test(a_write_that_changes_nothing_is_not_queued),
 	    cmocka_unit_test(a_write_breaking_a_limit_is_refused_at_once),
+	    cmocka_unit_test(behind_other_writes_limits_are_checked_when_folding),
 	    cmocka_unit_test(a_conflict_folds_the_writes_again_onto_the_newer_state),
 	    cmocka_unit_test(a_write_the_newer_state_makes_too_large_is_rejected_with_a_notice),
 	    cmocka_unit_test(a_failed_commit_rejects_its_writes_but_keeps_the_later_ones),
