@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # Usage: check_imports.sh PLUGIN LIST BROKER...
 #
 # Fails unless every mosquitto_* function the plugin imports (its undefined dynamic symbols)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Sessions on Mosquitto 2.1, which reports what 2.0 left the plugin to infer:
  *
@@ -31,6 +32,13 @@
 #include "plugin.h"
 
 const char presence_lifecycle_generation[] = "2.1";
+
+/* Functions a 2.0 broker may lack, imported weakly: loaded into 2.0 by mistake, the plugin
+ * then refuses to start with a line that says why (presence_lifecycle_check_broker) instead of
+ * failing to load on an undefined symbol. */
+#pragma weak mosquitto_plugin_set_info
+#pragma weak mosquitto_property_read_binary
+#pragma weak mosquitto_property_read_string
 
 /* How long the broker may sleep, in milliseconds: the resolution of the plugin's timers
  * (2.0's loop wakes up every 100 ms by itself). */
