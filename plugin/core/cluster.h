@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Cluster mode: the broker-independent rules of presence shared by several brokers through one
  * Redis 7 (or Valkey). The design note is in the README ("Several brokers"); in short:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Cluster mode in the broker thread (see core/cluster.h and the README's "Several brokers"):
  * the only file that connects the broker's events to the Redis link (plugin/redis/). Nothing
@@ -346,7 +347,7 @@ void presence_cluster_link_state_write(struct presence_plugin *p, struct presenc
 int presence_cluster_link_start(struct presence_plugin *p)
 {
 	struct presence_redis_config rc = {0};
-	char reason[128];
+	char reason[256];
 	struct presence_user *user;
 
 	if (presence_cluster_endpoint_parse(p->cfg.cluster_url, &rc.endpoint, reason,
@@ -378,12 +379,12 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	rc.stall_tolerance_ms = STALL_TOLERANCE_MS;
 	rc.command_timeout_ms = COMMAND_TIMEOUT_MS;
 	rc.stream_maxlen = STREAM_MAXLEN;
-	p->cluster->redis = presence_redis_start(&rc);
+	p->cluster->redis = presence_redis_start(&rc, reason, sizeof(reason));
 	if (p->cluster->redis == NULL) {
-		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX
-		                     "cannot start the cluster's Redis threads");
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PRESENCE_LOG_PREFIX "cluster mode cannot start: %s", reason);
 		presence_cluster_link_stop(p);
-		return MOSQ_ERR_NOMEM;
+		return MOSQ_ERR_UNKNOWN;
 	}
 	mosquitto_log_printf(MOSQ_LOG_INFO,
 	                     PRESENCE_LOG_PREFIX "cluster mode: broker %s, Redis at %s, heartbeat "

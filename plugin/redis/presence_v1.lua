@@ -1,4 +1,5 @@
 #!lua name=presence_v1
+-- SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 --[[
 The Redis 7 function library of mosquitto-presence's cluster mode (see plugin/core/cluster.h
 for the design). Loaded by every broker with FUNCTION LOAD REPLACE; a later, incompatible

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The cluster's Redis client (see redis_link.h): hiredis' synchronous API on two threads of
  * our own, so that a slow, paused or dead Redis only ever stalls these threads. Each command
@@ -27,9 +28,86 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include <dlfcn.h>
 #include <hiredis.h>
 
 #include "redis_link.h"
+
+/*
+ * hiredis is not linked: it is loaded with dlopen when cluster mode starts, so that a broker
+ * without plugin_opt_cluster_url never loads it (and the plugin's package does not depend on
+ * it). PRESENCE_HIREDIS_SONAME is the library the headers belong to (the build reads it from
+ * the library next to them): hiredis changes its structures between versions, so it must be
+ * that one. The calls below go through these pointers.
+ */
+static struct hiredis_api {
+	void *handle;
+	redisContext *(*connect_unix)(const char *path, const struct timeval tv);
+	redisContext *(*connect_tcp)(const char *ip, int port, const struct timeval tv);
+	int (*set_timeout)(redisContext *c, const struct timeval tv);
+	int (*keep_alive)(redisContext *c);
+	void (*free_context)(redisContext *c);
+	int (*append_argv)(redisContext *c, int argc, const char **argv, const size_t *argvlen);
+	int (*get_reply)(redisContext *c, void **reply);
+	void (*free_reply)(void *reply);
+} hi;
+
+#define redisConnectUnixWithTimeout (*hi.connect_unix)
+#define redisConnectWithTimeout (*hi.connect_tcp)
+#define redisSetTimeout (*hi.set_timeout)
+#define redisEnableKeepAlive (*hi.keep_alive)
+#define redisFree (*hi.free_context)
+#define redisAppendCommandArgv (*hi.append_argv)
+#define redisGetReply (*hi.get_reply)
+#define freeReplyObject (*hi.free_reply)
+
+/* Looks up name in the library into *fn (a function pointer's storage). */
+static bool load_symbol(void *fn, size_t size, const char *name)
+{
+	void *sym = dlsym(hi.handle, name);
+
+	if (sym == NULL || size != sizeof(sym)) {
+		return false;
+	}
+	memcpy(fn, &sym, size);
+	return true;
+}
+
+/* Loads hiredis once. Returns false with a reason in err when it cannot. */
+static bool load_hiredis(char *err, size_t err_size)
+{
+	const char *missing = NULL;
+
+	if (hi.handle != NULL) {
+		return true;
+	}
+	hi.handle = dlopen(PRESENCE_HIREDIS_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (hi.handle == NULL) {
+		snprintf(err, err_size, "cannot load %s (%s): install Debian's libhiredis0.14",
+		         PRESENCE_HIREDIS_SONAME, dlerror());
+		return false;
+	}
+#define LOAD(field, name)                                                                          \
+	if (missing == NULL && !load_symbol(&hi.field, sizeof(hi.field), name)) {                  \
+		missing = name;                                                                    \
+	}
+	LOAD(connect_unix, "redisConnectUnixWithTimeout")
+	LOAD(connect_tcp, "redisConnectWithTimeout")
+	LOAD(set_timeout, "redisSetTimeout")
+	LOAD(keep_alive, "redisEnableKeepAlive")
+	LOAD(free_context, "redisFree")
+	LOAD(append_argv, "redisAppendCommandArgv")
+	LOAD(get_reply, "redisGetReply")
+	LOAD(free_reply, "freeReplyObject")
+#undef LOAD
+	if (missing != NULL) {
+		snprintf(err, err_size, "%s has no %s", PRESENCE_HIREDIS_SONAME, missing);
+		dlclose(hi.handle);
+		memset(&hi, 0, sizeof(hi));
+		return false;
+	}
+	return true;
+}
 
 #define KEY_PREFIX "{presence}:"
 #define USER_PREFIX KEY_PREFIX "u:"
@@ -1358,18 +1436,25 @@ static void *reader_main(void *arg)
 
 /* ---- the broker thread's side ------------------------------------------------------------ */
 
-struct presence_redis *presence_redis_start(const struct presence_redis_config *cfg)
+struct presence_redis *presence_redis_start(const struct presence_redis_config *cfg, char *err,
+                                            size_t err_size)
 {
-	struct presence_redis *r = calloc(1, sizeof(*r));
+	struct presence_redis *r;
 	struct timespec ts;
 
+	if (!load_hiredis(err, err_size)) {
+		return NULL;
+	}
+	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
+		snprintf(err, err_size, "out of memory");
 		return NULL;
 	}
 	r->cfg = *cfg;
 	r->broker_id = copy_string(cfg->broker_id);
 	if (r->broker_id == NULL) {
 		free(r);
+		snprintf(err, err_size, "out of memory");
 		return NULL;
 	}
 	r->cfg.broker_id = r->broker_id;
@@ -1382,11 +1467,13 @@ struct presence_redis *presence_redis_start(const struct presence_redis_config *
 	pthread_cond_init(&r->wake, NULL);
 	if (pthread_create(&r->writer, NULL, writer_main, r) != 0) {
 		presence_redis_stop(r);
+		snprintf(err, err_size, "cannot start a thread");
 		return NULL;
 	}
 	r->writer_started = true;
 	if (pthread_create(&r->reader, NULL, reader_main, r) != 0) {
 		presence_redis_stop(r);
+		snprintf(err, err_size, "cannot start a thread");
 		return NULL;
 	}
 	r->reader_started = true;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The cluster's Redis client: two threads of its own, each with its own hiredis connection, and
  * two queues between them and the broker thread. The broker thread never waits on Redis: it
@@ -108,9 +109,12 @@ struct presence_redis_result {
 
 struct presence_redis;
 
-/* Starts the threads (they connect in the background). Returns NULL when memory or a thread
- * cannot be had. Stop and free with presence_redis_stop. */
-struct presence_redis *presence_redis_start(const struct presence_redis_config *cfg);
+/* Loads hiredis (the first time; it is not linked, see redis_link.c) and starts the threads
+ * (they connect in the background). Returns NULL with a reason in err (err_size bytes) when
+ * hiredis cannot be loaded or memory or a thread cannot be had. Stop and free with
+ * presence_redis_stop. */
+struct presence_redis *presence_redis_start(const struct presence_redis_config *cfg, char *err,
+                                            size_t err_size);
 
 /* Stops the threads: the writer deregisters the broker first (its sessions then leave at once
  * instead of after the lease) when it is connected. Waits for both threads (at most about

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Cluster mode end to end (ctest label "cluster"): a real redis-server (Debian's, on a unix
  * socket in the test's directory, started per test) and three real Mosquitto brokers with the
@@ -644,44 +645,222 @@ static void redis_killed_and_restarted_from_its_aof_resumes(void **state)
 	redis_outage(true);
 }
 
-static void a_sleeping_redis_does_not_stall_the_brokers(void **state)
+/* How Redis stops answering for a while. */
+enum redis_stall {
+	/* DEBUG SLEEP 4: the whole server sleeps. */
+	STALL_DEBUG_SLEEP,
+	/* CLIENT PAUSE 4000 ALL: commands wait, connections are accepted. */
+	STALL_CLIENT_PAUSE,
+	/* SIGSTOP: a half-open server, its sockets open and silent, until SIGCONT. */
+	STALL_SIGSTOP,
+};
+
+/* Writes a command on c without waiting for its reply. */
+static void send_only(redisContext *c, const char *command)
+{
+	int done = 0;
+
+	assert_int_equal(redisAppendCommand(c, command), REDIS_OK);
+	while (!done) {
+		assert_int_equal(redisBufferWrite(c, &done), REDIS_OK);
+	}
+}
+
+/* While Redis does not answer, every broker accepts a login and answers round trips, and
+ * notices (its command deadline) that Redis does not answer; when Redis answers again the
+ * login is counted everywhere, and nobody else was shown offline meanwhile. */
+static void redis_stall(enum redis_stall how)
 {
 	struct cluster cl;
-	redisContext *c;
-	struct client *erin;
+	redisContext *c = NULL;
+	struct client *erin, *gina;
 	struct pollfd pfd;
 	redisReply *reply = NULL;
 
-	(void)state;
 	reset_seen();
 	cluster_start(&cl, false, NULL);
-	/* DEBUG SLEEP 4 on a connection of our own, without waiting for its reply. */
-	c = redisConnectUnix(cl.redis->sock);
-	assert_true(c != NULL && c->err == 0);
-	assert_int_equal(redisAppendCommand(c, "DEBUG SLEEP 4"), REDIS_OK);
-	{
-		int done = 0;
-
-		while (!done) {
-			assert_int_equal(redisBufferWrite(c, &done), REDIS_OK);
+	gina = client_connect_as(cl.b[1], "gina1", "gina", 4);
+	await_everywhere(&cl, "gina", true, 1, "{}");
+	always_available = "gina";
+	if (how == STALL_SIGSTOP) {
+		assert_int_equal(kill(cl.redis->pid, SIGSTOP), 0);
+	} else {
+		c = redisConnectUnix(cl.redis->sock);
+		assert_true(c != NULL && c->err == 0);
+		if (how == STALL_DEBUG_SLEEP) {
+			send_only(c, "DEBUG SLEEP 4");
+		} else {
+			reply = redisCommand(c, "CLIENT PAUSE 4000 ALL");
+			assert_true(reply != NULL && reply->type == REDIS_REPLY_STATUS);
+			freeReplyObject(reply);
+			/* Answered only when the pause ends. */
+			send_only(c, "PING");
 		}
 	}
-	/* While Redis sleeps, every broker accepts a login and answers a round trip. */
 	erin = client_connect_as(cl.b[0], "erin1", "erin", 4);
 	for (int i = 0; i < BROKERS; i++) {
 		assert_true(client_sync(cl.w[i], 2000));
 	}
-	pfd.fd = c->fd;
-	pfd.events = POLLIN;
-	/* ... and Redis is still asleep: it has not answered DEBUG SLEEP yet. */
-	assert_int_equal(poll(&pfd, 1, 0), 0);
-	assert_int_equal(redisGetReply(c, (void **)&reply), REDIS_OK);
-	freeReplyObject(reply);
-	redisFree(c);
-	/* Once it wakes up, erin is counted everywhere. */
+	if (how == STALL_SIGSTOP) {
+		for (int i = 0; i < BROKERS; i++) {
+			if (!broker_log_wait(cl.b[i], "lost the connection to Redis", 10000)) {
+				fail_msg("b%d did not give up on the stopped Redis", i + 1);
+			}
+			assert_true(client_sync(cl.w[i], 2000));
+		}
+		assert_int_equal(kill(cl.redis->pid, SIGCONT), 0);
+	} else {
+		/* Redis has not answered our own command yet: it still does not answer. */
+		pfd.fd = c->fd;
+		pfd.events = POLLIN;
+		assert_int_equal(poll(&pfd, 1, 0), 0);
+		assert_int_equal(redisGetReply(c, (void **)&reply), REDIS_OK);
+		freeReplyObject(reply);
+		redisFree(c);
+	}
+	/* Once it answers again, erin is counted everywhere. */
 	await_everywhere(&cl, "erin", true, 1, "{}");
 	client_disconnect(erin);
 	await_everywhere(&cl, "erin", false, 0, "{}");
+	always_available = NULL;
+	client_disconnect(gina);
+	await_everywhere(&cl, "gina", false, 0, "{}");
+	cluster_stop(&cl);
+}
+
+static void a_sleeping_redis_does_not_stall_the_brokers(void **state)
+{
+	(void)state;
+	redis_stall(STALL_DEBUG_SLEEP);
+}
+
+static void a_paused_redis_does_not_stall_the_brokers(void **state)
+{
+	(void)state;
+	redis_stall(STALL_CLIENT_PAUSE);
+}
+
+static void a_stopped_redis_does_not_stall_the_brokers(void **state)
+{
+	(void)state;
+	redis_stall(STALL_SIGSTOP);
+}
+
+/* Waits (bounded: about 10 s in steps of 10 ms) until Redis has user waiting out the offline
+ * delay. */
+static void await_in_grace(struct cluster *cl, const char *user)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		redisReply *reply = redis_cmd(cl->redis, "ZSCORE {presence}:grace %s", user);
+		bool waiting = reply->type == REDIS_REPLY_STRING;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+
+		freeReplyObject(reply);
+		if (waiting) {
+			return;
+		}
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("%s never started its offline delay in Redis", user);
+}
+
+static void offline_delay_and_keep_state_work_across_brokers(void **state)
+{
+	struct cluster cl;
+	struct client *h1, *h2;
+	long seq_on, seq_off;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, "plugin_opt_offline_delay 1\nplugin_opt_keep_state true\n");
+	h1 = client_connect_as(cl.b[0], "hal1", "hal", 4);
+	publish_text_ok(h1, "presence/hal/state", "{\"status\":\"busy\"}", 1);
+	seq_on = await_everywhere(&cl, "hal", true, 1, "{\"status\":\"busy\"}");
+	/* Leaving b1 and coming back on b3 within the delay: nobody sees hal offline. */
+	always_available = "hal";
+	client_disconnect(h1);
+	/* b1's count (0) reached Redis, which started the delay: only then the new session,
+	 * so that no document shows two sessions in between. */
+	await_in_grace(&cl, "hal");
+	h2 = client_connect_as(cl.b[2], "hal2", "hal", 4);
+	for (int i = 0; i < BROKERS; i++) {
+		expect_nothing(cl.w[i]);
+	}
+	always_available = NULL;
+	/* Leaving for good: one unavailable document after the delay, the state kept. */
+	client_disconnect(h2);
+	seq_off = await_everywhere(&cl, "hal", false, 0, "{\"status\":\"busy\"}");
+	assert_true(seq_off > seq_on);
+	for (int i = 0; i < BROKERS; i++) {
+		expect_nothing(cl.w[i]);
+	}
+	cluster_stop(&cl);
+}
+
+static void a_broker_starts_and_serves_while_redis_is_unreachable(void **state)
+{
+	char lines[512];
+	struct broker *b;
+	struct client *w, *ivy;
+	struct msg *m;
+	char *conf;
+
+	(void)state;
+	snprintf(lines, sizeof(lines),
+	         "plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	         "plugin_opt_cluster_url unix:%s/no-such-redis.sock\n"
+	         "plugin_opt_broker_id lonely\n",
+	         getenv("PRESENCE_WORK_DIR"));
+	conf = broker_conf(lines);
+	b = broker_start(conf);
+	w = client_watch(b, "watcher", "presence/+");
+	ivy = client_connect_as(b, "ivy1", "ivy", 4);
+	assert_int_equal(client_subscribe(ivy, "presence/ivy/error", 1), 1);
+	publish_text_ok(ivy, "presence/ivy/state", "{\"a\":1}", 1);
+	m = client_next_msg(ivy, 5000);
+	assert_non_null(m);
+	assert_string_equal(m->topic, "presence/ivy/error");
+	assert_non_null(strstr(m->payload, "unavailable"));
+	msg_free(m);
+	/* No document is numbered without Redis. */
+	expect_nothing(w);
+	client_disconnect(ivy);
+	client_disconnect(w);
+	broker_stop(b);
+	free(conf);
+}
+
+/* Whether the process pid has a file whose path contains needle mapped. */
+static bool maps_contain(pid_t pid, const char *needle)
+{
+	char path[64], line[1024];
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		found = strstr(line, needle) != NULL;
+	}
+	fclose(f);
+	return found;
+}
+
+static void hiredis_is_loaded_only_in_cluster_mode(void **state)
+{
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n");
+	struct broker *single = broker_start(conf);
+	struct cluster cl;
+
+	(void)state;
+	assert_false(maps_contain(broker_pid(single), "libhiredis"));
+	assert_true(maps_contain(broker_pid(single), "mosquitto_presence"));
+	broker_stop(single);
+	free(conf);
+	reset_seen();
+	cluster_start(&cl, false, NULL);
+	assert_true(maps_contain(broker_pid(cl.b[0]), "libhiredis"));
 	cluster_stop(&cl);
 }
 
@@ -729,6 +908,13 @@ int main(void)
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(a_sleeping_redis_does_not_stall_the_brokers,
 	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_paused_redis_does_not_stall_the_brokers, harness_teardown),
+	    cmocka_unit_test_teardown(a_stopped_redis_does_not_stall_the_brokers, harness_teardown),
+	    cmocka_unit_test_teardown(offline_delay_and_keep_state_work_across_brokers,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_broker_starts_and_serves_while_redis_is_unreachable,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(hiredis_is_loaded_only_in_cluster_mode, harness_teardown),
 	    cmocka_unit_test_teardown(a_clean_stop_hands_its_sessions_over_at_once,
 	                              harness_teardown),
 	};

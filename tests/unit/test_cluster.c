@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for cluster mode's broker-independent rules (cluster.h): the seq rule for documents
  * that come from Redis, the pending state writes of a broker (checks, folding, conflicts,
