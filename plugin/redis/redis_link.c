@@ -158,8 +158,9 @@ struct presence_redis {
 	bool registered;
 	int64_t next_heartbeat, next_sweep, next_grace;
 	long long brokers;
-	bool status_connected;
+	/* Random seeds of the writer and of the reader, each used by its thread only. */
 	unsigned int rnd;
+	unsigned int reader_rnd;
 };
 
 static int64_t monotonic_ms(void)
@@ -1384,7 +1385,7 @@ static void *reader_main(void *arg)
 {
 	struct presence_redis *r = arg;
 	unsigned int attempt = 0;
-	unsigned int rnd = r->rnd ^ 0x5bd1e995u;
+	unsigned int rnd = r->reader_rnd;
 	bool first = true;
 
 	while (!stopping(r)) {
@@ -1460,6 +1461,7 @@ struct presence_redis *presence_redis_start(const struct presence_redis_config *
 	r->cfg.broker_id = r->broker_id;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	r->rnd = (unsigned int)ts.tv_nsec ^ (unsigned int)ts.tv_sec ^ (unsigned int)(uintptr_t)r;
+	r->reader_rnd = r->rnd ^ 0x5bd1e995u;
 	atomic_init(&r->ready, false);
 	atomic_init(&r->last_tick_ms, monotonic_ms());
 	r->brokers = -1;

@@ -346,6 +346,27 @@ static void sessions_of_one_user_on_two_brokers_make_one_document_everywhere(voi
 	assert_non_null(last_alice);
 	last_alice[strlen(last_alice) - 1] = '\0';
 
+	/* The cluster metrics: connected, three brokers alive. */
+	{
+		struct client *sys = client_connect_as(cl.b[1], "sys", NULL, 4);
+
+		assert_int_equal(client_subscribe(sys, "$SYS/broker/presence/cluster/#", 0), 0);
+		bool connected = false, three = false;
+
+		/* (The brokers' count may have been 2 for a heartbeat while b3 registered.) */
+		while (!connected || !three) {
+			m = client_next_msg(sys, 5000);
+			assert_non_null(m);
+			if (strcmp(m->topic, "$SYS/broker/presence/cluster/connected") == 0) {
+				assert_string_equal(m->payload, "1");
+				connected = true;
+			} else if (strcmp(m->topic, "$SYS/broker/presence/cluster/brokers") == 0) {
+				three = strcmp(m->payload, "3") == 0;
+			}
+			msg_free(m);
+		}
+		client_disconnect(sys);
+	}
 	/* A query on the third broker answers with the cluster's document. */
 	q = client_connect_as(cl.b[2], "querier", NULL, 5);
 	assert_int_equal(client_subscribe(q, "$CONTROL/presence/v1/response", 1), 1);
@@ -889,6 +910,62 @@ static void a_clean_stop_hands_its_sessions_over_at_once(void **state)
 	cluster_stop(&cl);
 }
 
+static void a_cluster_broker_is_clean_under_valgrind(void **state)
+{
+	struct broker_opts opts = {.valgrind = true};
+	struct redis *redis;
+	struct broker *vb, *b2;
+	struct client *w, *alice, *bob;
+	struct msg *m;
+	char *conf1, *conf2;
+
+	(void)state;
+	if (!harness_have_valgrind()) {
+		skip();
+	}
+	reset_seen();
+	redis = redis_start(false);
+	conf1 = cluster_conf(redis, 0, "plugin_opt_keep_state true\n");
+	conf2 = cluster_conf(redis, 1, "plugin_opt_keep_state true\n");
+	vb = broker_start_opts(conf1, &opts);
+	if (!broker_log_wait(vb, "registered in the cluster as broker", 20000)) {
+		fail_msg("the broker under valgrind did not register");
+	}
+	b2 = broker_start(conf2);
+	w = client_watch(b2, "watch2", "presence/+");
+	/* Sessions, state writes (one refused), a Redis restart, a disconnect: every path of the
+	 * link and of the cluster adapter under memcheck. */
+	alice = client_connect_as(vb, "alice1", "alice", 5);
+	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
+	assert_int_equal(client_subscribe(alice, "presence/alice/error", 1), 1);
+	publish_text_ok(alice, "presence/alice/state", "{\"status\":\"away\"}", 1);
+	expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}");
+	publish_text_ok(alice, "presence/alice/state", "not json", 1);
+	m = client_next_msg(alice, 5000);
+	assert_non_null(m);
+	msg_free(m);
+	bob = client_connect_as(b2, "bob1", "bob", 4);
+	expect_doc(w, "presence/bob", "bob", true, 1, "{}");
+	redis_kill(redis);
+	if (!broker_log_wait(vb, "lost the connection to Redis", 20000)) {
+		fail_msg("the broker under valgrind did not notice that Redis is gone");
+	}
+	redis_launch(redis);
+	if (!broker_log_wait(vb, "connected to Redis again", 20000)) {
+		fail_msg("the broker under valgrind did not reconnect");
+	}
+	client_disconnect(alice);
+	expect_doc(w, "presence/alice", "alice", false, 0, "{\"status\":\"away\"}");
+	/* bob stays: the broker under valgrind knows him from the cluster at its stop. */
+	broker_stop(vb);
+	client_disconnect(bob);
+	client_disconnect(w);
+	broker_stop(b2);
+	redis_stop(redis);
+	free(conf1);
+	free(conf2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -915,6 +992,7 @@ int main(void)
 	    cmocka_unit_test_teardown(a_broker_starts_and_serves_while_redis_is_unreachable,
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(hiredis_is_loaded_only_in_cluster_mode, harness_teardown),
+	    cmocka_unit_test_teardown(a_cluster_broker_is_clean_under_valgrind, harness_teardown),
 	    cmocka_unit_test_teardown(a_clean_stop_hands_its_sessions_over_at_once,
 	                              harness_teardown),
 	};
