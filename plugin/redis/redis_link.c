@@ -141,6 +141,8 @@ struct presence_redis {
 	char *broker_id;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
+	/* Signalled when a result is queued (for presence_redis_take_wait). */
+	pthread_cond_t results;
 	/* Requests for the writer; results for the broker thread (both under lock). */
 	struct presence_redis_request *req_head, *req_tail;
 	size_t req_len;
@@ -203,6 +205,7 @@ static void push_result(struct presence_redis *r, struct presence_redis_result *
 		r->res_head = res;
 	}
 	r->res_tail = res;
+	pthread_cond_signal(&r->results);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -1425,6 +1428,7 @@ static void *reader_main(void *arg)
 			         reply->element[0]->element[0]->str);
 		}
 		if (reply != NULL && snapshot(r, ctx, first)) {
+			push_simple(r, PRESENCE_REDIS_SNAPSHOT_DONE);
 			first = false;
 			attempt = 0;
 			follow(r, ctx, last_id, sizeof(last_id));
@@ -1467,6 +1471,7 @@ struct presence_redis *presence_redis_start(const struct presence_redis_config *
 	r->brokers = -1;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->wake, NULL);
+	pthread_cond_init(&r->results, NULL);
 	if (pthread_create(&r->writer, NULL, writer_main, r) != 0) {
 		presence_redis_stop(r);
 		snprintf(err, err_size, "cannot start a thread");
@@ -1509,6 +1514,7 @@ void presence_redis_stop(struct presence_redis *r)
 		presence_redis_result_free(res);
 	}
 	pthread_cond_destroy(&r->wake);
+	pthread_cond_destroy(&r->results);
 	pthread_mutex_destroy(&r->lock);
 	free(r->broker_id);
 	free(r);
@@ -1580,6 +1586,29 @@ struct presence_redis_result *presence_redis_take(struct presence_redis *r)
 		res->next = NULL;
 	}
 	pthread_mutex_unlock(&r->lock);
+	return res;
+}
+
+struct presence_redis_result *presence_redis_take_wait(struct presence_redis *r, int64_t timeout_ms)
+{
+	struct presence_redis_result *res;
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += (time_t)(timeout_ms / 1000);
+	deadline.tv_nsec += (long)((timeout_ms % 1000) * 1000000);
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->lock);
+	while (r->res_head == NULL) {
+		if (pthread_cond_timedwait(&r->results, &r->lock, &deadline) == ETIMEDOUT) {
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	res = presence_redis_take(r);
 	return res;
 }
 

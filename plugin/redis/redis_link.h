@@ -86,6 +86,8 @@ enum presence_redis_result_kind {
 	PRESENCE_REDIS_STATUS,
 	/* A line to log (level: 0 info, 1 warning, 2 error). */
 	PRESENCE_REDIS_LOG,
+	/* The reader finished a snapshot (its records came before this). */
+	PRESENCE_REDIS_SNAPSHOT_DONE,
 };
 
 enum presence_redis_cas_outcome {
@@ -134,6 +136,11 @@ size_t presence_redis_backlog(struct presence_redis *r);
 
 /* Takes the oldest result, or NULL when there is none. */
 struct presence_redis_result *presence_redis_take(struct presence_redis *r);
+
+/* Takes the oldest result, waiting for one at most timeout_ms; NULL when none came. For the
+ * plugin's init only (the broker is not serving yet): never call it from an event. */
+struct presence_redis_result *presence_redis_take_wait(struct presence_redis *r,
+                                                       int64_t timeout_ms);
 void presence_redis_result_free(struct presence_redis_result *res);
 
 /* Whether the writer is connected and registered (state writes can be committed). */
