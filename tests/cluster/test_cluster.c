@@ -640,6 +640,24 @@ static void redis_outage(bool aof)
 	assert_non_null(strstr(m->payload, "unavailable"));
 	msg_free(m);
 	dave = client_connect_as(cl.b[1], "dave1", "dave", 4);
+	/* Queries still answer, with the last document the cluster numbered. */
+	{
+		struct client *q = client_connect_as(cl.b[2], "querier", NULL, 5);
+		char want[64];
+
+		assert_int_equal(client_subscribe(q, "$CONTROL/presence/v1/response", 1), 1);
+		publish_text_ok(q, "$CONTROL/presence/v1",
+		                "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":"
+		                "[\"alice\"]}]}",
+		                1);
+		m = client_next_msg(q, 5000);
+		assert_non_null(m);
+		snprintf(want, sizeof(want), "\"seq\":%ld,", seq_before);
+		assert_non_null(strstr(m->payload, "\"available\":true"));
+		assert_non_null(strstr(m->payload, want));
+		msg_free(m);
+		client_disconnect(q);
+	}
 
 	redis_launch(cl.redis);
 	for (int i = 0; i < BROKERS; i++) {
