@@ -17,6 +17,8 @@
  *   link is not connected they are refused at once.
  */
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +54,59 @@ struct presence_cluster_link {
 	long long brokers;
 	/* The cluster metrics last published (-1: never). */
 	long long pub_connected, pub_brokers;
+	/* The wake-up signal (see wake_broker), or 0 when none is used; the broker's thread and
+	 * the signal's previous disposition, restored at stop. */
+	int wake_signal;
+	pthread_t broker_thread;
+	struct sigaction old_action;
 };
+
+/*
+ * Waking the broker up. An idle Mosquitto 2.0 sleeps up to 100 ms in epoll_wait (2.1: what the
+ * plugin asks for, 100 ms too), so a result of the Redis link (a document to publish, the
+ * outcome of a state write) would wait that long. The link calls wake_broker instead (at most
+ * once per drain of its results): it sends a real-time signal, whose handler does nothing, to
+ * the broker's thread; epoll_wait returns EINTR, which Mosquitto treats as a wake-up, and TICK
+ * takes the results. SA_RESTART makes every other interrupted call go on as if nothing
+ * happened. The signal is SIGRTMIN + WAKE_SIGNAL_OFFSET, taken only when nobody else handles
+ * it; otherwise results simply wait for the next tick.
+ */
+#define WAKE_SIGNAL_OFFSET 7
+
+static void wake_handler(int sig)
+{
+	(void)sig;
+}
+
+static void wake_broker(void *arg)
+{
+	struct presence_cluster_link *cl = arg;
+
+	pthread_kill(cl->broker_thread, cl->wake_signal);
+}
+
+/* Installs the wake-up signal's handler; returns whether the link may use it. */
+static bool install_wake_signal(struct presence_cluster_link *cl)
+{
+	struct sigaction action;
+	int sig = SIGRTMIN + WAKE_SIGNAL_OFFSET;
+
+	if (sig > SIGRTMAX || sigaction(sig, NULL, &cl->old_action) != 0 ||
+	    (cl->old_action.sa_handler != SIG_DFL && cl->old_action.sa_handler != SIG_IGN) ||
+	    (cl->old_action.sa_flags & SA_SIGINFO) != 0) {
+		return false;
+	}
+	memset(&action, 0, sizeof(action));
+	action.sa_handler = wake_handler;
+	action.sa_flags = SA_RESTART;
+	sigemptyset(&action.sa_mask);
+	if (sigaction(sig, &action, NULL) != 0) {
+		return false;
+	}
+	cl->wake_signal = sig;
+	cl->broker_thread = pthread_self();
+	return true;
+}
 
 /* Reports a state write that was not applied on the user's error topic. */
 static void reject_cb(void *arg, struct presence_user *user, const char *topic, const char *reason)
@@ -422,6 +476,17 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	rc.stall_tolerance_ms = STALL_TOLERANCE_MS;
 	rc.command_timeout_ms = COMMAND_TIMEOUT_MS;
 	rc.stream_maxlen = STREAM_MAXLEN;
+	/* init runs on the broker's thread. */
+	if (install_wake_signal(p->cluster)) {
+		rc.wake = wake_broker;
+		rc.wake_arg = p->cluster;
+	} else {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "cluster: signal SIGRTMIN+%d is taken; "
+		                                         "results from Redis wait for the broker's "
+		                                         "next loop iteration (up to 100 ms)",
+		                     WAKE_SIGNAL_OFFSET);
+	}
 	p->cluster->redis = presence_redis_start(&rc, reason, sizeof(reason));
 	if (p->cluster->redis == NULL) {
 		mosquitto_log_printf(MOSQ_LOG_ERR,
@@ -443,7 +508,11 @@ void presence_cluster_link_stop(struct presence_plugin *p)
 	if (p->cluster == NULL) {
 		return;
 	}
+	/* The threads first: nobody sends the signal once they are gone. */
 	presence_redis_stop(p->cluster->redis);
+	if (p->cluster->wake_signal != 0) {
+		sigaction(p->cluster->wake_signal, &p->cluster->old_action, NULL);
+	}
 	presence_cluster_writes_free(p->cluster->writes);
 	free(p->cluster);
 	p->cluster = NULL;

@@ -147,6 +147,8 @@ struct presence_redis {
 	struct presence_redis_request *req_head, *req_tail;
 	size_t req_len;
 	struct presence_redis_result *res_head, *res_tail;
+	/* Whether cfg.wake was called since the broker thread last found no result. */
+	bool wake_pending;
 	bool stopping;
 	pthread_t writer, reader;
 	bool writer_started, reader_started;
@@ -197,6 +199,8 @@ static char *copy_string(const char *s)
 
 static void push_result(struct presence_redis *r, struct presence_redis_result *res)
 {
+	bool wake;
+
 	pthread_mutex_lock(&r->lock);
 	res->next = NULL;
 	if (r->res_tail != NULL) {
@@ -206,7 +210,13 @@ static void push_result(struct presence_redis *r, struct presence_redis_result *
 	}
 	r->res_tail = res;
 	pthread_cond_signal(&r->results);
+	wake = !r->wake_pending;
+	r->wake_pending = true;
 	pthread_mutex_unlock(&r->lock);
+	/* Once per drain of the queue, not per result. */
+	if (wake && r->cfg.wake != NULL) {
+		r->cfg.wake(r->cfg.wake_arg);
+	}
 }
 
 void presence_redis_result_free(struct presence_redis_result *res)
@@ -1584,6 +1594,8 @@ struct presence_redis_result *presence_redis_take(struct presence_redis *r)
 			r->res_tail = NULL;
 		}
 		res->next = NULL;
+	} else {
+		r->wake_pending = false;
 	}
 	pthread_mutex_unlock(&r->lock);
 	return res;

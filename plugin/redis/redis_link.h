@@ -47,6 +47,10 @@ struct presence_redis_config {
 	int64_t command_timeout_ms;
 	/* The stream keeps about this many records (XADD MAXLEN ~). */
 	unsigned long stream_maxlen;
+	/* Called (from a link thread, with wake_arg) when a result is queued and none was
+	 * waiting, so that the broker thread can be woken up to take it; NULL: nobody is. */
+	void (*wake)(void *arg);
+	void *wake_arg;
 };
 
 enum presence_redis_request_kind {
