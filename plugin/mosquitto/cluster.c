@@ -52,8 +52,10 @@ struct presence_cluster_link {
 	/* The link's last status. */
 	bool connected;
 	long long brokers;
-	/* The cluster metrics last published (-1: never). */
-	long long pub_connected, pub_brokers;
+	/* The cluster metrics last published (-1: never), and when last_sync is due next
+	 * (monotonic ms; it changes at every heartbeat, so it goes out once per interval). */
+	long long pub_connected, pub_brokers, pub_last_sync;
+	int64_t next_sync_publish;
 	/* The wake-up signal (see wake_broker), or 0 when none is used; the broker's thread and
 	 * the signal's previous disposition, restored at stop. */
 	int wake_signal;
@@ -366,6 +368,14 @@ void presence_cluster_link_tick(struct presence_plugin *p)
 		               &cl->pub_connected);
 		publish_metric("$SYS/broker/presence/cluster/brokers",
 		               cl->connected ? cl->brokers : 0, &cl->pub_brokers);
+		if (presence_monotonic_ms() >= cl->next_sync_publish &&
+		    presence_redis_last_sync_ms(cl->redis) > 0) {
+			cl->next_sync_publish =
+			    presence_monotonic_ms() + (int64_t)p->cfg.metrics_interval * 1000;
+			publish_metric("$SYS/broker/presence/cluster/last_sync",
+			               presence_redis_last_sync_ms(cl->redis) / 1000,
+			               &cl->pub_last_sync);
+		}
 	}
 }
 
@@ -459,6 +469,7 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	}
 	p->cluster->pub_connected = -1;
 	p->cluster->pub_brokers = -1;
+	p->cluster->pub_last_sync = -1;
 	p->cluster->writes = presence_cluster_writes_new();
 	if (p->cluster->writes == NULL) {
 		presence_cluster_link_stop(p);

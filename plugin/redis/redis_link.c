@@ -154,12 +154,16 @@ struct presence_redis {
 	bool writer_started, reader_started;
 	atomic_bool ready;
 	atomic_int_fast64_t last_tick_ms;
+	/* Wall-clock time (ms) of the last heartbeat Redis answered (0: none yet). */
+	atomic_int_fast64_t last_sync_ms;
 
 	/* Writer thread only. */
 	redisContext *wc;
 	char epoch[24];
 	char gen[40];
 	bool registered;
+	/* Monotonic time of the last registration. */
+	int64_t registered_at;
 	int64_t next_heartbeat, next_sweep, next_grace;
 	long long brokers;
 	/* Random seeds of the writer and of the reader, each used by its thread only. */
@@ -172,6 +176,14 @@ static int64_t monotonic_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -554,6 +566,7 @@ static bool do_register(struct presence_redis *r)
 	snprintf(r->gen, sizeof(r->gen), "%s", gen);
 	freeReplyObject(reply);
 	r->registered = true;
+	r->registered_at = monotonic_ms();
 	log_line(r, 0, "registered in the cluster as broker %s, epoch %s", r->broker_id, r->epoch);
 	push_simple(r, PRESENCE_REDIS_RESYNC);
 	push_status(r, true);
@@ -601,6 +614,7 @@ static bool do_heartbeat(struct presence_redis *r)
 			return do_register(r);
 		}
 		freeReplyObject(reply);
+		atomic_store(&r->last_sync_ms, wall_ms());
 		if (brokers != r->brokers) {
 			r->brokers = brokers;
 			push_status(r, true);
@@ -609,6 +623,13 @@ static bool do_heartbeat(struct presence_redis *r)
 	}
 	if (status != NULL && strcmp(status, "STALE") == 0) {
 		freeReplyObject(reply);
+		if (monotonic_ms() - r->registered_at < r->cfg.lease_ms) {
+			/* Nobody could have declared it dead that fast. */
+			log_line(r, 2,
+			         "epoch %s was replaced less than a lease after it was registered: "
+			         "does another broker use broker_id %s?",
+			         r->epoch, r->broker_id);
+		}
 		log_line(r, 1,
 		         "the cluster declared this broker (epoch %s) dead: registering again",
 		         r->epoch);
@@ -1478,6 +1499,7 @@ struct presence_redis *presence_redis_start(const struct presence_redis_config *
 	r->reader_rnd = r->rnd ^ 0x5bd1e995u;
 	atomic_init(&r->ready, false);
 	atomic_init(&r->last_tick_ms, monotonic_ms());
+	atomic_init(&r->last_sync_ms, 0);
 	r->brokers = -1;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->wake, NULL);
@@ -1627,6 +1649,11 @@ struct presence_redis_result *presence_redis_take_wait(struct presence_redis *r,
 bool presence_redis_ready(struct presence_redis *r)
 {
 	return atomic_load(&r->ready);
+}
+
+int64_t presence_redis_last_sync_ms(struct presence_redis *r)
+{
+	return atomic_load(&r->last_sync_ms);
 }
 
 void presence_redis_alive(struct presence_redis *r, int64_t now_ms)

@@ -150,6 +150,10 @@ void presence_redis_result_free(struct presence_redis_result *res);
 /* Whether the writer is connected and registered (state writes can be committed). */
 bool presence_redis_ready(struct presence_redis *r);
 
+/* Wall-clock time (ms since the epoch) of the last heartbeat Redis answered; 0 before the
+ * first. */
+int64_t presence_redis_last_sync_ms(struct presence_redis *r);
+
 /* Tells the link that the broker loop ticked at monotonic time now_ms (see the heartbeat). */
 void presence_redis_alive(struct presence_redis *r, int64_t now_ms);
 

@@ -351,10 +351,10 @@ static void sessions_of_one_user_on_two_brokers_make_one_document_everywhere(voi
 		struct client *sys = client_connect_as(cl.b[1], "sys", NULL, 4);
 
 		assert_int_equal(client_subscribe(sys, "$SYS/broker/presence/cluster/#", 0), 0);
-		bool connected = false, three = false;
+		bool connected = false, three = false, synced = false;
 
 		/* (The brokers' count may have been 2 for a heartbeat while b3 registered.) */
-		while (!connected || !three) {
+		while (!connected || !three || !synced) {
 			m = client_next_msg(sys, 5000);
 			assert_non_null(m);
 			if (strcmp(m->topic, "$SYS/broker/presence/cluster/connected") == 0) {
@@ -362,6 +362,9 @@ static void sessions_of_one_user_on_two_brokers_make_one_document_everywhere(voi
 				connected = true;
 			} else if (strcmp(m->topic, "$SYS/broker/presence/cluster/brokers") == 0) {
 				three = strcmp(m->payload, "3") == 0;
+			} else if (strcmp(m->topic, "$SYS/broker/presence/cluster/last_sync") == 0) {
+				/* Unix seconds of this century. */
+				synced = strlen(m->payload) == 10;
 			}
 			msg_free(m);
 		}
