@@ -362,7 +362,8 @@ static void sessions_of_one_user_on_two_brokers_make_one_document_everywhere(voi
 				connected = true;
 			} else if (strcmp(m->topic, "$SYS/broker/presence/cluster/brokers") == 0) {
 				three = strcmp(m->payload, "3") == 0;
-			} else if (strcmp(m->topic, "$SYS/broker/presence/cluster/last_sync") == 0) {
+			} else if (strcmp(m->topic, "$SYS/broker/presence/cluster/last_sync") ==
+			           0) {
 				/* Unix seconds of this century. */
 				synced = strlen(m->payload) == 10;
 			}
@@ -1009,6 +1010,140 @@ static void a_cluster_broker_is_clean_under_valgrind(void **state)
 	free(conf2);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* The Redis functions on their own                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Runs FCALL with argv (a NULL-terminated list after the function name and numkeys) and
+ * returns the reply's first element as a string (or the integer, printed), in buf. */
+static const char *fcall(struct redis *r, char *buf, size_t size, const char *const *argv)
+{
+	const char *args[32];
+	size_t n = 0;
+	redisContext *c = redisConnectUnix(r->sock);
+	redisReply *reply;
+
+	args[n++] = "FCALL";
+	while (argv[n - 1] != NULL) {
+		args[n] = argv[n - 1];
+		n++;
+	}
+	assert_true(c != NULL && c->err == 0);
+	reply = redisCommandArgv(c, (int)n, args, NULL);
+	assert_non_null(reply);
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING) {
+		snprintf(buf, size, "%s", reply->element[0]->str);
+		/* With a document: status and seq. */
+		if (reply->elements == 6) {
+			snprintf(buf, size, "%s %s", reply->element[0]->str,
+			         reply->element[1]->str);
+		}
+	} else if (reply->type == REDIS_REPLY_INTEGER) {
+		snprintf(buf, size, "%lld", reply->integer);
+	} else if (reply->type == REDIS_REPLY_ERROR) {
+		fail_msg("FCALL %s: %s", argv[0], reply->str);
+	} else {
+		snprintf(buf, size, "?");
+	}
+	freeReplyObject(reply);
+	redisFree(c);
+	return buf;
+}
+
+#define K "{presence}:"
+
+static const char *contrib(struct redis *r, char *buf, const char *epoch, const char *n,
+                           const char *floor)
+{
+	char set[64];
+
+	snprintf(set, sizeof(set), K "bu:b1:%s", epoch);
+	return fcall(r, buf, 64,
+	             (const char *const[]){"pv1_contrib", "6", K "u:alice", set, K "grace", K "log",
+	                                   K "epoch", K "live", "b1", epoch, n, "0", floor, "alice",
+	                                   "0", "1000", NULL});
+}
+
+static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **state)
+{
+	struct redis *r = redis_start(false);
+	char path[512], e1[32], e2[32], buf[64], *lua;
+	redisReply *reply;
+	size_t len;
+	FILE *f;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/plugin/redis/presence_v1.lua",
+	         getenv("PRESENCE_SOURCE_DIR"));
+	f = fopen(path, "r");
+	assert_non_null(f);
+	lua = calloc(1, 65536);
+	assert_non_null(lua);
+	len = fread(lua, 1, 65535, f);
+	fclose(f);
+	assert_true(len > 0);
+	reply = redis_cmd(r, "FUNCTION LOAD REPLACE %s", lua);
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	freeReplyObject(reply);
+	free(lua);
+
+	/* Epoch 1; one session of alice. */
+	fcall(r, e1, sizeof(e1),
+	      (const char *const[]){"pv1_register", "4", K "epoch", K "live", K "dead", K "gen",
+	                            "b1", "60000", "g1", NULL});
+	assert_string_equal(contrib(r, buf, e1, "1", "0"), "OK 1");
+	/* The broker restarts: epoch 2 > epoch 1, and epoch 1 waits to be swept. */
+	fcall(r, e2, sizeof(e2),
+	      (const char *const[]){"pv1_register", "4", K "epoch", K "live", K "dead", K "gen",
+	                            "b1", "60000", "g2", NULL});
+	assert_true(strtoll(e2, NULL, 10) > strtoll(e1, NULL, 10));
+	reply = redis_cmd(r, "LRANGE " K "dead 0 -1");
+	assert_int_equal(reply->elements, 1);
+	assert_true(strstr(reply->element[0]->str, e1) != NULL);
+	freeReplyObject(reply);
+	/* The generation is kept: only a Redis that lost its data gets a new one. */
+	reply = redis_cmd(r, "GET " K "gen");
+	assert_string_equal(reply->str, "g1");
+	freeReplyObject(reply);
+	/* A late write of the old epoch is refused, whatever it says. */
+	assert_string_equal(contrib(r, buf, e1, "5", "0"), "STALE");
+	/* The new epoch counts; the floor keeps seq above what a broker published. */
+	assert_string_equal(contrib(r, buf, e2, "2", "1000"), "OK 1001");
+	/* The sweeper's tombstone for epoch 1 comes too late to touch epoch 2's count. */
+	assert_string_equal(contrib(r, buf, e1, "-1", "0"), "STALE");
+	reply = redis_cmd(r, "HGET " K "u:alice sess");
+	assert_string_equal(reply->str, "2");
+	freeReplyObject(reply);
+	/* A compare-and-set on an old seq is a conflict carrying the current document. */
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv1_cas", "4", K "u:alice", K "log", K "epoch", K "live",
+	                                "b1", e2, "alice", "1", "{\"a\":1}", "0", "1000", NULL}),
+	    "CONFLICT 1001");
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv1_cas", "4", K "u:alice", K "log", K "epoch", K "live",
+	                                "b1", e2, "alice", "1001", "{\"a\":1}", "0", "1000", NULL}),
+	    "OK 1002");
+	/* The state is stored byte for byte (no cjson round trip). */
+	reply = redis_cmd(r, "HGET " K "u:alice state");
+	assert_string_equal(reply->str, "{\"a\":1}");
+	freeReplyObject(reply);
+	/* Timers that did not run for longer than the lease (Redis slept) hold the sweeps. */
+	reply = redis_cmd(r, "SET " K "seen 1");
+	freeReplyObject(reply);
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv1_sweep_claim", "5", K "live", K "dead", K "epoch",
+	                                K "hold", K "seen", "8", "500", NULL}),
+	    "0");
+	reply = redis_cmd(r, "GET " K "hold");
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	freeReplyObject(reply);
+	redis_stop(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1036,6 +1171,8 @@ int main(void)
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(hiredis_is_loaded_only_in_cluster_mode, harness_teardown),
 	    cmocka_unit_test_teardown(a_cluster_broker_is_clean_under_valgrind, harness_teardown),
+	    cmocka_unit_test_teardown(the_functions_fence_old_epochs_and_keep_seq_above_floors,
+	                              harness_teardown),
 	    cmocka_unit_test_teardown(a_clean_stop_hands_its_sessions_over_at_once,
 	                              harness_teardown),
 	};
