@@ -253,6 +253,14 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 		                     "available) from %s, written at a clean stop: "
 		                     "seq continues at the recorded seq + 1",
 		                     loaded->users, loaded->available, path);
+	} else if (p->cfg.cluster_url != NULL) {
+		/* No seq margin: Redis numbers the documents, above what the file records. */
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX "restored %zu users (%zu recorded as "
+		                                         "available) from %s, written before an "
+		                                         "unclean stop (a crash or a kill); the "
+		                                         "cluster numbers their documents",
+		                     loaded->users, loaded->available, path);
 	} else {
 		mosquitto_log_printf(MOSQ_LOG_INFO,
 		                     PRESENCE_LOG_PREFIX "restored %zu users (%zu recorded as "
