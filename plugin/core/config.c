@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "utf8.h"
 
@@ -344,6 +345,65 @@ static enum presence_err config_state_file(struct presence_config *cfg, const ch
 	return PRESENCE_OK;
 }
 
+/* A Redis URL (cluster.h says which). */
+static enum presence_err config_cluster_url(struct presence_config *cfg, const char *value,
+                                            char *reason, size_t reason_size)
+{
+	struct presence_cluster_endpoint endpoint;
+	char *copy;
+
+	if (presence_cluster_endpoint_parse(value, &endpoint, reason, reason_size) != PRESENCE_OK) {
+		return PRESENCE_ERR_INVAL;
+	}
+	copy = config_strndup(value, strlen(value));
+	if (copy == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	cfg->cluster_url = copy;
+	return PRESENCE_OK;
+}
+
+/* 1 to 64 characters of A-Z a-z 0-9 . _ - */
+static enum presence_err config_broker_id(struct presence_config *cfg, const char *value,
+                                          char *reason, size_t reason_size)
+{
+	char *copy;
+
+	if (!presence_cluster_broker_id_valid(value)) {
+		snprintf(reason, reason_size, "use 1 to 64 characters of A-Z a-z 0-9 . _ -");
+		return PRESENCE_ERR_INVAL;
+	}
+	copy = config_strndup(value, strlen(value));
+	if (copy == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	cfg->broker_id = copy;
+	return PRESENCE_OK;
+}
+
+/* Milliseconds from 100 to 60000. */
+static enum presence_err config_cluster_heartbeat_ms(struct presence_config *cfg, const char *value,
+                                                     char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, 100, 60000, &cfg->cluster_heartbeat_ms)) {
+		snprintf(reason, reason_size, "use a number of milliseconds from 100 to 60000");
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* Milliseconds up to 600000; 0 for the default (checked against the heartbeat later). */
+static enum presence_err config_cluster_lease_ms(struct presence_config *cfg, const char *value,
+                                                 char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, 0, 600000, &cfg->cluster_lease_ms)) {
+		snprintf(reason, reason_size,
+		         "use a number of milliseconds up to 600000 (0: 2 x heartbeat + 500)");
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
 /* Returns true for the blanks trimmed around each ignore_users name. */
 static bool config_is_blank(char c)
 {
@@ -455,6 +515,10 @@ static const struct option_spec option_table[] = {
     {"offline_delay", config_offline_delay, "0"},
     {"keep_state", config_keep_state, "false"},
     {"state_file", config_state_file, NULL},
+    {"cluster_url", config_cluster_url, NULL},
+    {"broker_id", config_broker_id, NULL},
+    {"cluster_heartbeat_ms", config_cluster_heartbeat_ms, "1000"},
+    {"cluster_lease_ms", config_cluster_lease_ms, "0"},
 };
 
 #define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
@@ -575,6 +639,27 @@ enum presence_err presence_config_parse(struct presence_config *cfg,
 		}
 	}
 
+	/* What the options mean together. */
+	if (parsed.cluster_url != NULL && parsed.broker_id == NULL) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX "cluster_url needs " OPTION_PREFIX "broker_id: give every "
+		                       "broker of the cluster its own stable id");
+		rc = PRESENCE_ERR_INVAL;
+		goto fail;
+	}
+	if (parsed.cluster_lease_ms == 0) {
+		parsed.cluster_lease_ms = 2 * parsed.cluster_heartbeat_ms + 500;
+	} else if (parsed.cluster_lease_ms < 2 * parsed.cluster_heartbeat_ms) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX
+		         "cluster_lease_ms is %zu; it must be at least twice " OPTION_PREFIX
+		         "cluster_heartbeat_ms (%zu), or a broker that "
+		         "misses one heartbeat would be declared dead",
+		         parsed.cluster_lease_ms, parsed.cluster_heartbeat_ms);
+		rc = PRESENCE_ERR_INVAL;
+		goto fail;
+	}
+
 	*cfg = parsed;
 	return PRESENCE_OK;
 
@@ -589,6 +674,8 @@ void presence_config_free(struct presence_config *cfg)
 	config_free_names(cfg->ignore_users, cfg->ignore_users_count);
 	free(cfg->topic_prefix);
 	free(cfg->state_file);
+	free(cfg->cluster_url);
+	free(cfg->broker_id);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -635,6 +722,13 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 	}
 	for (i = 0; i < cfg->ignore_users_count; i++) {
 		config_append(buf, size, &len, "%s%s", i > 0 ? "," : "", cfg->ignore_users[i]);
+	}
+	if (cfg->cluster_url != NULL) {
+		config_append(buf, size, &len,
+		              " cluster_url=%s broker_id=%s cluster_heartbeat_ms=%zu "
+		              "cluster_lease_ms=%zu",
+		              cfg->cluster_url, cfg->broker_id != NULL ? cfg->broker_id : "",
+		              cfg->cluster_heartbeat_ms, cfg->cluster_lease_ms);
 	}
 	return len > INT_MAX ? INT_MAX : (int)len;
 }

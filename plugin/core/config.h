@@ -78,6 +78,17 @@ struct presence_config {
 	/* Path of the state file, or NULL (the default) for none. Non-empty, not ending in '/';
 	 * whether its directory exists is checked when the plugin starts. */
 	char *state_file;
+	/* Cluster mode (cluster.h): the Redis URL (redis://host[:port], unix:/path or /path), or
+	 * NULL (the default) for a single broker. */
+	char *cluster_url;
+	/* This broker's id in the cluster: 1 to 64 characters of A-Z a-z 0-9 . _ -, unique and
+	 * stable; required with cluster_url. NULL otherwise. */
+	char *broker_id;
+	/* Milliseconds between two heartbeats; 100 to 60000, default 1000. */
+	size_t cluster_heartbeat_ms;
+	/* Milliseconds a broker's lease lasts after its last heartbeat; at least twice the
+	 * heartbeat, at most 600000. Default (0 given or not set): 2 x heartbeat + 500. */
+	size_t cluster_lease_ms;
 };
 
 /* Fills cfg from count options. On success returns PRESENCE_OK. On failure returns

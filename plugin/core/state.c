@@ -1091,6 +1091,40 @@ enum presence_err presence_state_restore(struct presence_state *st, const cJSON 
 	return state_commit(st, &unlimited, candidate, 0, &changed, reason);
 }
 
+enum presence_err presence_state_adopt(struct presence_state *st, const char *json)
+{
+	const cJSON *entry;
+	cJSON *object;
+	size_t len = strlen(json);
+	enum presence_err err = PRESENCE_ERR_INVAL;
+	char *copy;
+
+	if (strcmp(json, EMPTY_JSON) == 0) {
+		state_replace(st, NULL);
+		return PRESENCE_OK;
+	}
+	object = parse_json(json, len);
+	if (!cJSON_IsObject(object) || !json_numbers_finite(object)) {
+		goto out_delete;
+	}
+	for (entry = object->child; entry != NULL; entry = entry->next) {
+		if (!presence_state_key_valid(entry->string, strlen(entry->string))) {
+			goto out_delete;
+		}
+	}
+	err = PRESENCE_ERR_NOMEM;
+	copy = cJSON_malloc(len + 1);
+	if (copy == NULL) {
+		goto out_delete;
+	}
+	memcpy(copy, json, len + 1);
+	state_replace(st, copy);
+	err = PRESENCE_OK;
+out_delete:
+	cJSON_Delete(object);
+	return err;
+}
+
 bool presence_state_clear(struct presence_state *st)
 {
 	if (st->json == NULL) {

@@ -137,6 +137,15 @@ enum presence_err presence_state_merge(struct presence_state *st,
  * PRESENCE_ERR_NOMEM. On error the state is unchanged. */
 enum presence_err presence_state_restore(struct presence_state *st, const cJSON *object);
 
+/* Replaces the whole state with json (NUL-terminated), kept byte for byte: the compact rendering
+ * another broker of a cluster made (see cluster.h), so that every broker embeds the same bytes.
+ * json must be a JSON object whose top-level keys are valid and whose numbers are finite; the
+ * limits are not checked (the writing broker did). Like a write, this leaves the mark alone.
+ * Returns PRESENCE_OK; PRESENCE_ERR_INVAL when json is not such an object (or cJSON ran out of
+ * memory while parsing it, which it reports alike); PRESENCE_ERR_NOMEM. On error the state is
+ * unchanged. */
+enum presence_err presence_state_adopt(struct presence_state *st, const char *json);
+
 /* Empties the state. Returns true when it was not empty. Cannot fail. */
 bool presence_state_clear(struct presence_state *st);
 

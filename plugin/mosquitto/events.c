@@ -246,8 +246,8 @@ static int publish_json_owned(const char *topic, void *payload, size_t len, bool
 
 /* Publishes the rejection notice for a state write on "<user topic>/error" (not retained);
  * the ACL lets only the user's own sessions read it. */
-static void publish_rejection(struct presence_user *user, const char *write_topic,
-                              const char *reason)
+void presence_publish_rejection(struct presence_user *user, const char *write_topic,
+                                const char *reason)
 {
 	const char *doc_topic = presence_user_topic(user);
 	size_t topic_len = strlen(doc_topic);
@@ -386,6 +386,11 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		                     or_none(mosquitto_client_id(ed->client)), ed->topic);
 		return MOSQ_ERR_SUCCESS;
 	}
+	if (p->cluster != NULL) {
+		presence_cluster_link_state_write(p, user, ed->topic, &topic, ed->payload,
+		                                  ed->payloadlen);
+		return MOSQ_ERR_SUCCESS;
+	}
 	if (topic.kind == PRESENCE_TOPIC_STATE) {
 		err = presence_state_merge(presence_user_state(user), &p->limits, ed->payload,
 		                           ed->payloadlen, &changed, reason);
@@ -403,7 +408,7 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		                     "rejected state write by client %s (user %s) to %s: %s",
 		                     or_none(mosquitto_client_id(ed->client)),
 		                     presence_user_name(user), ed->topic, reason);
-		publish_rejection(user, ed->topic, reason);
+		presence_publish_rejection(user, ed->topic, reason);
 		return MOSQ_ERR_SUCCESS;
 	}
 	p->state_writes++;
@@ -426,6 +431,31 @@ static int64_t clock_ms(clockid_t clock)
 int64_t presence_monotonic_ms(void)
 {
 	return clock_ms(CLOCK_MONOTONIC);
+}
+
+int presence_publish_document(struct presence_plugin *p, struct presence_user *user)
+{
+	struct presence_document doc;
+	void *payload;
+	size_t len;
+	int rc = MOSQ_ERR_NOMEM;
+
+	if (!presence_user_published(user, &doc)) {
+		return MOSQ_ERR_SUCCESS;
+	}
+	payload = presence_document_render_with(&doc, &len, mosquitto_malloc);
+	if (payload != NULL) {
+		rc = publish_json_owned(presence_user_topic(user), payload, len, true);
+	}
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "could not publish the document of user "
+		                                         "%s (%s)",
+		                     presence_user_name(user), presence_mosq_strerror(rc));
+		return rc;
+	}
+	p->documents_published++;
+	return rc;
 }
 
 size_t presence_publish_due_documents(struct presence_plugin *p)
@@ -569,8 +599,12 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	presence_lifecycle_tick(p, event_data);
 	/* No login is in progress between two loop iterations. */
 	p->connecting = NULL;
-	presence_registry_offline_expire(p->reg);
-	presence_publish_due_documents(p);
+	if (p->cluster != NULL) {
+		presence_cluster_link_tick(p);
+	} else {
+		presence_registry_offline_expire(p->reg);
+		presence_publish_due_documents(p);
+	}
 	publish_due_metrics(p);
 	flush_log_budget(&p->rejected_log, MOSQ_LOG_WARNING, "rejected state writes");
 	flush_log_budget(&p->denied_log, MOSQ_LOG_NOTICE, "denied publishes");

@@ -21,6 +21,7 @@
 #include "registry.h"
 #include "state.h"
 #include "store.h"
+#include "topic.h"
 
 /* Prefix of every log line the plugin writes. */
 #define PRESENCE_LOG_PREFIX "mosquitto-presence: "
@@ -78,6 +79,8 @@ struct presence_plugin {
 	 * saves are paced to about one per second, and retried at that pace after a failure. */
 	int64_t save_started_ms;
 	bool save_failed;
+	/* Cluster mode (cluster.c), or NULL for a single broker (no plugin_opt_cluster_url). */
+	struct presence_cluster_link *cluster;
 };
 
 /* The shared callbacks (events.c). Each takes the struct presence_plugin as userdata. */
@@ -142,6 +145,27 @@ const char *presence_mosq_strerror(int rc);
  * (events.c). Returns the number published. Used by TICK and, for the corrections of a
  * restart, by mosquitto_plugin_init. */
 size_t presence_publish_due_documents(struct presence_plugin *p);
+
+/* Publishes user's last document (presence_user_published), retained, as every document
+ * (events.c). Returns a MOSQ_ERR_* value (the failure is logged). */
+int presence_publish_document(struct presence_plugin *p, struct presence_user *user);
+
+/* Publishes the rejection notice of a state write to write_topic on user's error topic
+ * (events.c). */
+void presence_publish_rejection(struct presence_user *user, const char *write_topic,
+                                const char *reason);
+
+/* Cluster mode (cluster.c; see core/cluster.h). start (from init, with cfg.cluster_url set)
+ * starts the Redis link, or logs why not and returns a MOSQ_ERR_* code; stop (cleanup) ends it
+ * and is a no-op without cluster mode. tick is TICK's work in cluster mode: documents come from
+ * the cluster and dirty users' session counts go to it. state_write applies a checked state
+ * write of user through the cluster (the answer comes later). */
+int presence_cluster_link_start(struct presence_plugin *p);
+void presence_cluster_link_stop(struct presence_plugin *p);
+void presence_cluster_link_tick(struct presence_plugin *p);
+void presence_cluster_link_state_write(struct presence_plugin *p, struct presence_user *user,
+                                       const char *write_topic, const struct presence_topic *topic,
+                                       const void *payload, size_t payload_len);
 
 /* Monotonic clock in milliseconds (events.c). */
 int64_t presence_monotonic_ms(void);

@@ -37,7 +37,7 @@ chroot_stamp="$chroot_dir/.presence-chroot-ready"
 # tests/run.sh, python3-paho-mqtt for manual checks, libc6-dev (only a Recommends of gcc: without
 # it, CMake's compiler check fails) and binutils (nm, for the import check).
 chroot_packages=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
-	libcmocka-dev uthash-dev cmake gcc make pkg-config python3-paho-mqtt valgrind libc6-dev
+	libcmocka-dev uthash-dev libhiredis-dev redis-server cmake gcc make pkg-config python3-paho-mqtt valgrind libc6-dev
 	binutils)
 
 mounted=()        # mount points made by this script, in mount order

@@ -88,7 +88,8 @@ static void an_unknown_option_stops_the_broker_and_lists_the_known_options(void 
 	               "unknown option plugin_opt_colour (known options: topic_prefix, identity, "
 	               "ignore_users, auth, acl, max_state_bytes, max_keys, max_state_depth, "
 	               "max_query_users, max_query_reply_bytes, metrics_interval, offline_delay, "
-	               "keep_state, state_file)");
+	               "keep_state, state_file, cluster_url, broker_id, cluster_heartbeat_ms, "
+	               "cluster_lease_ms)");
 }
 
 /* One invalid value and the message it must produce. */

@@ -635,7 +635,8 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	assert_string_equal(err, "unknown option plugin_opt_colour (known options: topic_prefix, "
 	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys, "
 	                         "max_state_depth, max_query_users, max_query_reply_bytes, "
-	                         "metrics_interval, offline_delay, keep_state, state_file)");
+	                         "metrics_interval, offline_delay, keep_state, state_file, "
+	                         "cluster_url, broker_id, cluster_heartbeat_ms, cluster_lease_ms)");
 	assert_config_empty(&cfg);
 
 	/* Names are exact: no case folding, no prefix matching. */
