@@ -531,45 +531,6 @@ void presence_cluster_link_stop(struct presence_plugin *p)
 
 #else /* !PRESENCE_CLUSTER */
 
-/*
- * At init, before the broker serves anyone: waits (at most STARTUP_SNAPSHOT_MS) for the first
- * snapshot of the cluster and publishes every document in it. Publishes from init are delivered
- * and retained before any client can connect, so a stale document the broker restored from its
- * persistence file is replaced before anyone reads it. Without Redis the broker starts after
- * the wait, and the documents are corrected when the snapshot comes.
- */
-static void correct_at_start(struct presence_plugin *p)
-{
-	int64_t deadline = presence_monotonic_ms() + STARTUP_SNAPSHOT_MS;
-	uint64_t before = p->documents_published;
-	int64_t left;
-
-	while ((left = deadline - presence_monotonic_ms()) > 0) {
-		struct presence_redis_result *res =
-		    presence_redis_take_wait(p->cluster->redis, left);
-		bool done;
-
-		if (res == NULL) {
-			break;
-		}
-		done = res->kind == PRESENCE_REDIS_SNAPSHOT_DONE;
-		handle_result(p, res);
-		presence_redis_result_free(res);
-		if (done) {
-			mosquitto_log_printf(MOSQ_LOG_INFO,
-			                     PRESENCE_LOG_PREFIX
-			                     "published the cluster's documents "
-			                     "of %" PRIu64 " users at startup",
-			                     p->documents_published - before);
-			return;
-		}
-	}
-	mosquitto_log_printf(MOSQ_LOG_WARNING,
-	                     PRESENCE_LOG_PREFIX "no snapshot from Redis within %d ms: starting "
-	                                         "anyway; documents are corrected when it answers",
-	                     STARTUP_SNAPSHOT_MS);
-}
-
 int presence_cluster_link_start(struct presence_plugin *p)
 {
 	(void)p;
