@@ -52,7 +52,7 @@ while [ $# -gt 0 ]; do
 	--loadgen) loadgen="$2"; shift 2 ;;
 	--mosquitto) mosquitto="$2"; shift 2 ;;
 	--keep) keep="$2"; shift 2 ;;
-	-h | --help) sed -n '2,31p' "${BASH_SOURCE[0]}"; exit 0 ;;
+	-h | --help) sed -n '2,29p' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
