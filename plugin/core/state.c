@@ -114,16 +114,36 @@ bool presence__json_has_nul_escape(const char *json, size_t len)
 	return nul_escape_reason(json, len) != NULL;
 }
 
+/* Makes every negative zero in item a zero. cJSON 1.7.15 prints -0 as "-0", 1.7.19 as "0"; the
+ * plugin's output must not depend on the cJSON release it runs with, and -0 == 0 in JSON. */
+static void json_zeros_unsigned(cJSON *item)
+{
+	cJSON *child;
+
+	if (cJSON_IsNumber(item)) {
+		if (item->valuedouble == 0.0) {
+			cJSON_SetNumberValue(item, 0.0);
+		}
+		return;
+	}
+	for (child = item->child; child != NULL; child = child->next) {
+		json_zeros_unsigned(child);
+	}
+}
+
 /*
  * Returns the reason to refuse value, parsed from the len bytes at payload, or NULL when it can
- * be stored as it is.
+ * be stored; it is then stored with every negative zero made a zero.
  */
-static const char *json_refusal(const char *payload, size_t len, const cJSON *value)
+static const char *json_refusal(const char *payload, size_t len, cJSON *value)
 {
 	const char *refusal = nul_escape_reason(payload, len);
 
 	if (refusal == NULL && !json_numbers_finite(value)) {
 		refusal = REASON_RANGE;
+	}
+	if (refusal == NULL) {
+		json_zeros_unsigned(value);
 	}
 	return refusal;
 }

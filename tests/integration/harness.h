@@ -92,10 +92,9 @@
 
 #include <cjson/cJSON.h>
 #include <mosquitto.h>
-/* Mosquitto 2.1 moved the headers to <mosquitto/...>; the old names are shims with a #warning. */
-#if __has_include(<mosquitto/mqtt_protocol.h>)
-#include <mosquitto/mqtt_protocol.h>
-#else
+/* Mosquitto 2.1's mosquitto.h includes the protocol header itself (its old name is a shim
+ * that warns); 2.0's does not. */
+#ifndef MQTT_PROTOCOL_V5
 #include <mqtt_protocol.h>
 #endif
 

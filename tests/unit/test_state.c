@@ -226,7 +226,8 @@ static const struct payload_case payload_cases[] = {
     {"\\u0000 in text that is not JSON", BYTES("C:\\u0000"), "{\"k\":\"C:\\\\u0000\"}"},
     {"an exponent", BYTES("1E+2"), "{\"k\":100}"},
     {"a fraction", BYTES("-0.5e-1"), "{\"k\":-0.05}"},
-    {"negative zero", BYTES("-0"), "{\"k\":-0}"},
+    {"negative zero, the same with every cJSON", BYTES("-0"), "{\"k\":0}"},
+    {"negative zero inside, the same with every cJSON", BYTES("[-0,-0.0,-0e3]"), "{\"k\":[0,0,0]}"},
     {"a number that underflows", BYTES("1e-400"), "{\"k\":0}"},
     {"an integer above 2^53 is a double, printed by cJSON with 15 digits",
      BYTES("9007199254740993"), "{\"k\":9.00719925474099e+15}"},
@@ -268,9 +269,9 @@ static void set_key_takes_json_when_the_whole_payload_is_json_and_text_otherwise
  * sscanf): the rendering must be exactly what cJSON prints, for every kind of number. */
 static void set_key_renders_numbers_exactly_as_cjson_prints_them(void **state)
 {
+	/* (Not -0: the plugin stores it as 0, see negative zero above.) */
 	static const char *const numbers[] = {
 	    "0",
-	    "-0",
 	    "1",
 	    "-1",
 	    "42",
