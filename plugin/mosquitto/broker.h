@@ -57,7 +57,7 @@ const struct presence_callback *presence_lifecycle_callbacks(const struct presen
 int presence_lifecycle_pass(void);
 
 /* Called first in every TICK with its event data: the generation's per-iteration work
- * (promoting pending logins on 2.0; asking for the next wake-up on 2.1). */
+ * (promoting pending logins on 2.0; nothing on 2.1). */
 void presence_lifecycle_tick(struct presence_plugin *p, void *event_data);
 
 /* What a query request asks about its answer, read from its MQTT 5 properties. Both buffers

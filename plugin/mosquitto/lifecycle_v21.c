@@ -13,9 +13,13 @@
  * - MOSQ_ERR_PLUGIN_IGNORE leaves a question to the broker's other mechanisms and its defaults,
  *   so the plugin registers BASIC_AUTH only with auth allow, and answers ACL questions outside
  *   its rules with IGNORE (acl defer).
- * - The loop sleeps until the next event it knows of, up to a day on a build without
- *   websockets, so TICK asks for the plugin's next wake-up (next_ms): the offline delay,
- *   metrics, state-file saves and held documents run on about the same 100 ms clock as on 2.0.
+ * - TICK runs at the start of an iteration, before network I/O, and a callback's next_ms both
+ *   asks for a wake-up and holds back that callback until then (src/plugin_tick.c). So the
+ *   shared TICK (events.c) asks for nothing and runs in every iteration, publishing documents
+ *   one iteration after the events that made them; a second TICK callback, which does nothing
+ *   else, asks for a wake-up every 100 ms. The loop would otherwise sleep until the next event
+ *   it knows of (up to a day on a build without websockets), and the offline delay, metrics,
+ *   state-file saves and held documents would wait for a client to wake it.
  *
  * What the plugin may import: 2.1's src/linker.syms exports the property readers, so they are
  * called directly; their copies come from the broker's allocator and are freed with
@@ -28,9 +32,16 @@
 
 const char presence_lifecycle_generation[] = "2.1";
 
-/* How long the broker may sleep between two TICKs, in milliseconds: the resolution of the
- * plugin's timers (2.0's loop wakes up every 100 ms by itself). */
-#define TICK_INTERVAL_MS 100
+/* Functions a 2.0 broker may lack, imported weakly: loaded into 2.0 by mistake, the plugin
+ * then refuses to start with a line that says why (presence_lifecycle_check_broker) instead of
+ * failing to load on an undefined symbol. */
+#pragma weak mosquitto_plugin_set_info
+#pragma weak mosquitto_property_read_binary
+#pragma weak mosquitto_property_read_string
+
+/* How long the broker may sleep, in milliseconds: the resolution of the plugin's timers
+ * (2.0's loop wakes up every 100 ms by itself). */
+#define WAKE_UP_INTERVAL_MS 100
 
 int presence_lifecycle_check_broker(mosquitto_plugin_id_t *id)
 {
@@ -97,7 +108,19 @@ static int reload_cb(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* Asks for the next wake-up; see the top of the file. */
+static int wake_up_cb(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_tick *ed = event_data;
+
+	(void)event;
+	(void)userdata;
+	ed->next_ms = WAKE_UP_INTERVAL_MS;
+	return MOSQ_ERR_SUCCESS;
+}
+
 static const struct presence_callback callbacks[] = {
+    {MOSQ_EVT_TICK, wake_up_cb, NULL},
     {MOSQ_EVT_CONNECT, connect_cb, NULL},
     {MOSQ_EVT_DISCONNECT, connection_gone_cb, NULL},
     {MOSQ_EVT_CLIENT_OFFLINE, connection_gone_cb, NULL},
@@ -118,12 +141,10 @@ const struct presence_callback *presence_lifecycle_callbacks(const struct presen
 
 void presence_lifecycle_tick(struct presence_plugin *p, void *event_data)
 {
-	struct mosquitto_evt_tick *ed = event_data;
-
+	/* Nothing per iteration: sessions start at CONNECT. next_ms stays 0, so that the shared
+	 * TICK is held back by nothing. */
 	(void)p;
-	if (ed->next_ms <= 0 || ed->next_ms > TICK_INTERVAL_MS) {
-		ed->next_ms = TICK_INTERVAL_MS;
-	}
+	(void)event_data;
 }
 
 int presence_lifecycle_request_props(const mosquitto_property *props,

@@ -94,7 +94,7 @@
 #include <mosquitto.h>
 /* Mosquitto 2.1's mosquitto.h includes the protocol header itself (its old name is a shim
  * that warns); 2.0's does not. */
-#ifndef MQTT_PROTOCOL_V5
+#if !__has_include(<mosquitto/mqtt_protocol.h>)
 #include <mqtt_protocol.h>
 #endif
 
