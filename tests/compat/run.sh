@@ -2,7 +2,10 @@
 # The test matrix: the project's whole unit and integration suite (what tests/run.sh runs,
 # README examples included) against each Mosquitto that users have.
 #
-#   tests/compat/run.sh [2.0.11|2.0.21|2.1.2|all] [ctest arguments]     (default: all)
+#   tests/compat/run.sh [VERSIONS] [ctest arguments]
+#
+# VERSIONS: all (the default), or one or more of 2.0.11, 2.0.21 and 2.1.2, comma-separated
+# (`tests/compat/run.sh 2.0.21,2.1.2 -L unit`).
 #
 # - 2.0.11: Debian 12's broker (the system package): tests/run.sh, built into build-compat/2.0.11.
 # - 2.0.21: Debian 12 bookworm-backports' broker (the 2.0.21 of Debian 13), downloaded with
@@ -93,9 +96,16 @@ main() {
 	ctest_args=("$@")
 	case "$selection" in
 	all) versions=("${all_versions[@]}") ;;
-	2.0.11 | 2.0.21 | 2.1.2) versions=("$selection") ;;
-	-h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
-	*) die "unknown version $selection (2.0.11, 2.0.21, 2.1.2 or all)" ;;
+	-h | --help) sed -n "2,$(($(grep -n '^set -euo' "${BASH_SOURCE[0]}" | cut -d: -f1) - 1))p" "${BASH_SOURCE[0]}"; exit 0 ;;
+	*)
+		IFS=, read -r -a versions <<<"$selection"
+		for v in "${versions[@]}"; do
+			case "$v" in
+			2.0.11 | 2.0.21 | 2.1.2) ;;
+			*) die "unknown version $v (2.0.11, 2.0.21, 2.1.2 or all)" ;;
+			esac
+		done
+		;;
 	esac
 	[ "$(id -u)" -eq 0 ] || die "needs root (apt-get, debootstrap, chroot, mount)"
 	mkdir -p "$cache"
