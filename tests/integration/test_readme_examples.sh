@@ -462,41 +462,38 @@ compare_output() {
 	fi
 }
 
-# Prints the number of the first line after line $2 of file $1 that is, masked, the line $3;
-# fails when there is none.
-line_after() {
-	mask < "$1" | mask_seq | awk -v from="$2" -v want="$3" '
-		NR > from && $0 == want { print NR; found = 1; exit }
-		END { exit !found }'
-}
-
-# compare_output on a broker that coalesces packets (see the head of this file): the lines
-# printed up to the first one that is the README's last line must be README lines, in the
-# README's order, with some left out; "since" and "seq" must be consistent.
-compare_coalesced() {
-	local name=$1 file=$2 from=$3 expected=$4 actual=$5 at=$6 last end
-	last=$(tail -n 1 "$expected" | mask | mask_seq)
-	if ! wait_for "$wait_s" line_after "$file" "$from" "$last" > /dev/null; then
-		consumed[$name]=$(line_count "$file")
-		fail "README.md:$at: output of $name never printed the README's last line" \
-			"$(mask < "$expected" | mask_seq)"$'\n'"--- printed (masked) ---"$'\n'"$(sed -n "$((from + 1)),\$p" "$file" | mask)"
-		return
-	fi
-	end=$(line_after "$file" "$from" "$last")
-	consumed[$name]=$end
-	sed -n "$((from + 1)),${end}p" "$file" > "$actual"
-	# Pairs each printed line with the next README line it equals: "README-line printed-line".
-	if ! awk 'FNR == NR { e[++n] = $0; next }
+# Pairs the lines of file $1 after line $2 with the lines of the README block in file $3
+# (masked, "seq" too): each printed line with the next README line it equals. Prints one
+# "README-line printed-line" pair per line and succeeds once the README's last line is paired;
+# fails when a printed line pairs with none, or the last one is not there (yet).
+coalesced_pairs() {
+	awk -v from="$2" 'FNR == NR { e[++n] = $0; next }
+		FNR <= from { next }
 		{
 			found = 0
 			while (j < n) { j++; if (e[j] == $0) { found = 1; break } }
 			if (!found) exit 1
 			print j, FNR
-		}' <(mask < "$expected" | mask_seq) <(mask < "$actual" | mask_seq) > "$work/pairs.$at"; then
+			if (j == n) { done = 1; exit }
+		}
+		END { exit !done }' <(mask < "$3" | mask_seq) <(mask < "$1" | mask_seq)
+}
+
+# compare_output on a broker that coalesces packets (see the head of this file): the lines
+# printed must be README lines, in the README's order, with some left out, up to the README's
+# last line; "since" and "seq" must be consistent.
+compare_coalesced() {
+	local name=$1 file=$2 from=$3 expected=$4 actual=$5 at=$6 end
+	if ! wait_for "$wait_s" coalesced_pairs "$file" "$from" "$expected" > /dev/null; then
+		consumed[$name]=$(line_count "$file")
 		fail "README.md:$at: output of $name is not the README's lines with some left out" \
-			"$(mask < "$expected" | mask_seq)"$'\n'"--- printed (masked) ---"$'\n'"$(mask < "$actual")"
+			"$(mask < "$expected" | mask_seq)"$'\n'"--- printed (masked) ---"$'\n'"$(sed -n "$((from + 1)),\$p" "$file" | mask)"
 		return
 	fi
+	coalesced_pairs "$file" "$from" "$expected" > "$work/pairs.$at"
+	end=$(tail -n 1 "$work/pairs.$at" | cut -d ' ' -f 2)
+	consumed[$name]=$end
+	sed -n "$((from + 1)),${end}p" "$file" > "$actual"
 	awk 'FNR == NR { keep[$1] = 1; next } FNR in keep' "$work/pairs.$at" "$expected" \
 		> "$expected.paired"
 	if ! since_consistent "$expected.paired" "$actual"; then
