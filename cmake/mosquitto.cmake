@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # Finds the Mosquitto broker headers and decides which broker generation the plugin is built
 # for, from the version the headers declare:
 #   PRESENCE_MOSQUITTO_VERSION      e.g. 2.0.11 (2.1's headers say 2.1.0 for every 2.1.x)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # presence_warnings: the warning set every target of this project compiles with.
 add_library(presence_warnings INTERFACE)
 target_compile_options(presence_warnings INTERFACE

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # Makes sure the Debian 12 packages the project needs are installed.
 #
 # Usage: scripts/ensure-deps.sh [extra packages...]

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # Usage: check_imports.sh PLUGIN LIST GENERATION BROKER...
 #
 # Fails unless the mosquitto_* functions the plugin imports (its undefined dynamic symbols)
@@ -7,10 +8,12 @@
 #     so that the list documents what the plugin calls, and
 #  2. are exported by each BROKER binary given, or by a shared library that the broker or the
 #     plugin loads (`ldd`): that is where the dynamic linker looks when the broker dlopen()s the
-#     plugin. Weak imports too: a broker the plugin is meant for must have them all (the 2.1
-#     build imports its 2.1-only functions weakly only to refuse a 2.0 broker with a message). A 2.0 broker built the upstream way exports only its src/linker.syms (34 functions
-#     in Debian's 2.0.21), Debian 12's 2.0.11 exports 89, Debian's 2.1.2 exports 150 (the MQTT 5
-#     property functions among them); a plugin importing anything else does not load there.
+#     plugin. A 2.0 broker built the upstream way exports only its src/linker.syms (34
+#     functions in Debian's 2.0.21), Debian 12's 2.0.11 exports 89, Debian's 2.1.2 exports 150
+#     (the MQTT 5 property functions among them); a plugin importing anything else does not
+#     load there. Weak imports too: a broker the plugin is meant for must have them all (the
+#     2.1 build imports its 2.1-only functions weakly only to refuse a 2.0 broker with a
+#     message).
 # tests/CMakeLists.txt passes the broker the suite runs against ($MOSQUITTO_BIN) and those of
 # PRESENCE_IMPORT_CHECK_BROKERS (tests/compat/run.sh lists the other brokers of the matrix).
 set -eu

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # The project's test command (see README): `tests/run.sh [ctest arguments]`.
 #
 # 1. Checks that the Debian 12 packages the build and the tests need are installed
@@ -18,8 +19,9 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The shared installer (also used by examples/run-broker.sh); valgrind is for the tests only.
-bash scripts/ensure-deps.sh valgrind
+# The shared installer (also used by examples/run-broker.sh); valgrind, chromium (the browser
+# test) and debootstrap (the package test's chroot) are for the tests only.
+bash scripts/ensure-deps.sh valgrind chromium debootstrap
 
 build="${PRESENCE_BUILD_DIR:-build-test}"
 read -r -a extra_cmake_args <<< "${PRESENCE_CMAKE_ARGS:-}"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The plugin's rules, independent of any broker: which sessions are tracked, who may publish
  * or read which topic of the namespace, and when a save of the state file is due. The adapter

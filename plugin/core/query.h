@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * One-time presence queries: the request and the response of the $CONTROL/presence/v1 API.
  *

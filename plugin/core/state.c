@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * A user's presence state: a cJSON object and its compact rendering (see state.h).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * A user's presence state: a JSON object shared by all of the user's sessions.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * UTF-8 validation for payloads the presence core accepts as text.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The one place the adapter includes the broker's headers, and the seam between the shared
  * adapter (plugin.c, events.c, control.c) and the lifecycle of one broker generation.

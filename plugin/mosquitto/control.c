@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The query API on $CONTROL/presence/v1: requests in, one response per request out. The
  * request and response formats are the core's (core/query.h); this file only connects them to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The callbacks every broker generation shares: each turns one Mosquitto event into core calls
  * and publishes what the core says is due. Sessions start and end in the generation's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Sessions on Mosquitto 2.0 (2.0.11 to 2.0.22), which has no "connection accepted" event:
  *

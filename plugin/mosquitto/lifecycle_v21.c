@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Sessions on Mosquitto 2.1, which reports what 2.0 left the plugin to infer:
  *

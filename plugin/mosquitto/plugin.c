@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Plugin entry points: version negotiation, init (options, checks, state file, callback
  * registration) and cleanup. The callbacks registered (the shared ones and those of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The adapter's shared context: one struct presence_plugin per plugin instance, passed to
  * every callback as userdata. plugin.c creates it and wires the callbacks; events.c holds the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * loadgen: the load generator of the benchmarks (tests/bench/run.sh drives it).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * memprobe: the plugin's own memory per session and per user, measured exactly.
  *

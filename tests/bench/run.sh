@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # The benchmarks: what the presence plugin costs the broker, against the same broker without it.
 #
 #   tests/bench/run.sh [--runs N] [--scenarios 1,2,3,4,5] [--smoke]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # ctest's smoke run of the benchmarks (label integration): every scenario of run.sh once, at a
 # tiny size, against a real broker with the unsanitized plugin. It asserts only that the load
 # generator and run.sh complete and count correctly (run.sh exits non-zero on any BROKEN run:

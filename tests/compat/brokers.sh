@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # shellcheck shell=bash
 # The brokers of the test matrix, for tests/compat/run.sh and tests/bench/run.sh (sourced:
 # `root=<checkout> . tests/compat/brokers.sh`). See tests/compat/run.sh for what each is and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 # The test matrix: the project's whole unit and integration suite (what tests/run.sh runs,
 # README examples included) against each Mosquitto that users have.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The integration-test harness (see harness.h for the contracts and for why the broker runs
  * the way it does).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The integration-test harness: a real mosquitto on 127.0.0.1, started from a generated config
  * on a free port, and libmosquitto clients that talk real MQTT to it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * A second Mosquitto v5 plugin, loaded next to mosquitto_presence by some integration tests.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * A raw-socket MQTT 3.1.1 client for the integration tests (see rawmqtt.h).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * A tiny raw-socket MQTT 3.1.1 client for what libmosquitto cannot do in a test: open a TCP
  * connection and never send CONNECT, send CONNECT and PUBLISH in one write (pipelined, before

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Integration tests for the access rules on a real Mosquitto 2.0: every spoof attempt on the
  * presence namespace is denied (other users' state topics, documents, notices, reserved

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * A self-test of the integration harness against a broker WITHOUT our plugin.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Integration tests for the session lifecycle on a real Mosquitto 2.0: every item of the
  * "Lifecycle" contract, asserted through the presence documents a `presence/+` subscriber

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Integration tests for the plugin options (plugin_opt_<name>) on a real Mosquitto 2.0.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Integration tests for the query API ($CONTROL/presence/v1) and the $SYS metrics, on a real
  * Mosquitto 2.0 with real MQTT 3.1.1 and 5 clients.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Integration tests for what survives time: restarts after a crash (SIGKILL) and after a clean
  * stop (SIGTERM) with the state file, corrupt state files, offline_delay and keep_state, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Integration tests for state writes on a real Mosquitto 2.0: setting and removing keys, merge
  * patches, writes that change nothing, every rejection path, the consumption of state-write

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The plugin under valgrind: one broker runs the unsanitized plugin under memcheck through a
  * scenario that reaches every callback and every branch that allocates or frees (sessions of

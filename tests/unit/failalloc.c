@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The wrapped allocator behind failalloc.h. --wrap=malloc makes every call to malloc from the
  * objects linked into a test executable call __wrap_malloc; __real_malloc is the C library's

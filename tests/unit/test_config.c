@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for config.c: defaults, every option's valid and invalid values, unknown and
  * repeated options, the wording of error messages, ignore_users, the one-line description,

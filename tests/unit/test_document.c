@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for document.c: the presence document and the rejection notice, compared byte for
  * byte, including the escaping of awkward user names, integers beyond what a double holds

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for metrics.c: the publication schedule on a monotonic clock, and the rule that a
  * value is published the first time and then only when it changed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for the plugin's broker-independent rules (policy.h): who is tracked, who may
  * write or read each kind of topic, and when a save is due. Client pointers are addresses of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for query.c: the request parser (every malformed request and command, the
  * per-request name budget) and the response builder (known, offline, never published and

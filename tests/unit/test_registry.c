@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for the session registry: every lifecycle sequence Mosquitto 2.0 produces (see
  * registry.h), played as the adapter plays them, asserting which documents become due.

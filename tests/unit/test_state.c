@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for state.c: how set_key and merge turn MQTT payloads into state, the key rules,
  * the limits, RFC 7396 merge patch, and the all-or-nothing guarantee under every allocation

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for the state file (store.c) with the registry it records: the file's exact text,
  * round trips, incremental saves, the seq rules of clean and unclean restarts and the seq

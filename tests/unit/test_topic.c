@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Unit tests for utf8.c and topic.c: strict UTF-8 validation, user-name encoding, and the
  * classification of topics below the presence prefix.

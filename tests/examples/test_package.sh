@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
+#
+# The Debian package: builds it the way the README says (a release build, then cpack), checks
+# what it contains, then installs it into a clean Debian 12 chroot and runs the broker there.
+#
+# 1. Contents: exactly the plugin in /usr/lib/<multiarch>/, the disabled snippet
+#    /etc/mosquitto/conf.d/00-presence.conf (a conffile) naming that path, README and LICENSE;
+#    Depends on mosquitto and libcjson1; nothing vendored (no other library, no header).
+# 2. `cmake --install --prefix /usr` of a build configured for /usr/local puts the plugin in
+#    /usr/lib/<multiarch>/ too.
+# 3. In a throwaway overlay on the cached chroot (scripts/bookworm-chroot.sh), in private mount
+#    and network namespaces (everything mounted vanishes with them; loopback only): apt-get
+#    installs the .deb offline, pulling in mosquitto and libcjson1 through its Depends. The
+#    broker with Debian's stock configuration and the snippet as installed runs without the
+#    plugin and accepts a login with a username as before; with the snippet enabled as the
+#    README says but no password_file it refuses such a login (as the snippet warns); with a
+#    password_file and an acl_file too it publishes alice's presence document.
+# shellcheck source=tests/examples/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+if [ "${PRESENCE_PRIVATE_NET:-}" != 1 ]; then
+	make_work_dir package
+	export work
+	# Build and inspect outside the namespaces; the chroot needs the network once, to be built.
+	build=$work/build
+	if cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_TESTS=OFF \
+		-DPRESENCE_EXAMPLES=OFF >"$work/build.log" 2>&1 &&
+		cmake --build "$build" -j2 >>"$work/build.log" 2>&1 &&
+		(cd "$build" && cpack) >>"$work/build.log" 2>&1; then
+		pass "cmake, cmake --build and cpack build the package"
+	else
+		fail "building the package" "$(tail -n 30 "$work/build.log")"
+		finish
+	fi
+	deb=$(ls "$build"/mosquitto-presence_*.deb)
+	multiarch=$(gcc -print-multiarch)
+	plugin_path=/usr/lib/$multiarch/mosquitto_presence.so
+
+	files=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $6}' | sort | tr '\n' ' ')
+	want=$(printf '%s\n' ./etc/mosquitto/conf.d/00-presence.conf ".$plugin_path" \
+		./usr/share/doc/mosquitto-presence/LICENSE ./usr/share/doc/mosquitto-presence/README.md \
+		./usr/share/doc/mosquitto-presence/examples/00-presence.conf | sort | tr '\n' ' ')
+	if [ "$files" = "$want" ]; then
+		pass "the package holds exactly: $files"
+	else
+		fail "the package's files" "got:  $files"$'\n'"want: $want"
+	fi
+	depends=$(dpkg-deb -f "$deb" Depends)
+	if [[ "$depends" =~ (^|, )mosquitto\ \(\>=\ 2 ]] && [[ "$depends" =~ (^|, )libcjson1( |,|$) ]]; then
+		pass "Depends: $depends"
+	else
+		fail "Depends should name mosquitto and libcjson1: $depends"
+	fi
+	mkdir -p "$work/deb"
+	dpkg-deb -x "$deb" "$work/deb"
+	dpkg-deb -e "$deb" "$work/deb/DEBIAN"
+	if [ "$(cat "$work/deb/DEBIAN/conffiles")" = /etc/mosquitto/conf.d/00-presence.conf ]; then
+		pass "the snippet is a conffile: dpkg keeps the operator's edits"
+	else
+		fail "conffiles" "$(cat "$work/deb/DEBIAN/conffiles" 2>&1)"
+	fi
+	snippet=$work/deb/etc/mosquitto/conf.d/00-presence.conf
+	if ! grep -Ev '^(#|[[:space:]]*$)' "$snippet" >/dev/null &&
+		grep -qx "#plugin $plugin_path" "$snippet"; then
+		pass "the snippet is disabled (comments only) and names $plugin_path"
+	else
+		fail "the snippet" "$(cat "$snippet")"
+	fi
+	libs=$(ldd "$work/deb$plugin_path" 2>&1 || true)
+	if sh "$src/tests/check_exports.sh" "$work/deb$plugin_path" >/dev/null &&
+		[[ "$libs" != *"not found"* ]] && [[ "$libs" == *libcjson.so.1* ]]; then
+		pass "the packaged plugin exports only its entry points and links Debian's libcjson.so.1"
+	else
+		fail "the packaged plugin" "$libs"
+	fi
+
+	# A build configured for /usr/local, installed with --prefix /usr.
+	if DESTDIR=$work/usr-install cmake --install "$build" --prefix /usr >"$work/install.log" 2>&1 &&
+		[ -f "$work/usr-install$plugin_path" ] &&
+		grep -qx "#plugin $plugin_path" "$work/usr-install/etc/mosquitto/conf.d/00-presence.conf"; then
+		pass "cmake --install --prefix /usr (build configured for /usr/local) installs $plugin_path"
+	else
+		fail "cmake --install --prefix /usr" "$(cat "$work/install.log")"
+	fi
+
+	if chroot_dir=$(bash "$src/scripts/bookworm-chroot.sh" 2>"$work/chroot.log"); then
+		pass "clean Debian 12 chroot: $chroot_dir"
+	else
+		fail "scripts/bookworm-chroot.sh" "$(tail -n 20 "$work/chroot.log")"
+		finish
+	fi
+	cp "$deb" "$work/mosquitto-presence.deb"
+	export chroot_dir passed failed
+	exec unshare --net --mount --propagation private -- env PRESENCE_PRIVATE_NET=1 bash "$0" "$@"
+fi
+
+# --- Inside private network and mount namespaces: the chroot part. -------------------------
+ip link set lo up
+lower=$chroot_dir
+top=$work/overlay
+root=$top/root
+mkdir -p "$top/upper" "$top/work" "$root"
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$top/upper,workdir=$top/work" "$root"
+mount -t proc proc "$root/proc"
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+	stop_demo_broker
+	umount "$root/proc" 2>/dev/null || true
+	# The overlay's upper layer holds the installed files: dropped once nothing is mounted.
+	if umount "$root" 2>/dev/null; then rm -rf "$top"; fi
+}
+trap cleanup EXIT
+# Keep maintainer scripts from starting services inside the chroot.
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+chmod +x "$root/usr/sbin/policy-rc.d"
+cp "$work/mosquitto-presence.deb" "$root/tmp/"
+if chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	--no-install-recommends /tmp/mosquitto-presence.deb >"$work/apt.log" 2>&1; then
+	pass "apt-get installs the .deb into the clean chroot, with its Depends, offline"
+else
+	fail "apt-get install in the chroot" "$(tail -n 30 "$work/apt.log")"
+	finish
+fi
+for pkg in mosquitto libcjson1 mosquitto-presence; do
+	# shellcheck disable=SC2016 # a dpkg-query format
+	if [[ "$(chroot "$root" dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null)" == ii* ]]; then
+		pass "installed in the chroot: $pkg"
+	else
+		fail "not installed in the chroot: $pkg"
+	fi
+done
+mkdir -p "$root/run/mosquitto"
+chroot "$root" chown mosquitto /run/mosquitto
+log=$root/var/log/mosquitto/mosquitto.log
+
+# Runs the chroot's broker with Debian's configuration until it logs that it runs.
+start_chroot_broker() {
+	: >"$log"
+	chroot "$root" chown mosquitto /var/log/mosquitto/mosquitto.log
+	chroot "$root" /usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf >"$work/broker-stderr.log" 2>&1 &
+	broker_pid=$!
+	if wait_for 30 chroot_broker_up_or_gone && grep -q ' running$' "$log"; then
+		pass "the chroot's broker runs ($1)"
+	else
+		fail "the chroot's broker did not start ($1)" "$(cat "$log" "$work/broker-stderr.log")"
+		finish
+	fi
+}
+# shellcheck disable=SC2317 # called through wait_for
+chroot_broker_up_or_gone() { grep -q ' running$' "$log" || ! kill -0 "$broker_pid" 2>/dev/null; }
+
+# 1. As installed: the snippet changes nothing.
+start_chroot_broker "stock configuration, snippet as installed"
+if mosquitto_pub -h 127.0.0.1 -p 1883 -u someone -t test -m x 2>"$work/pub.log" &&
+	! grep -q mosquitto-presence "$log"; then
+	pass "as installed, the plugin is not loaded and a login with a username works as before"
+else
+	fail "as installed, the broker should behave as before" "$(cat "$work/pub.log" "$log")"
+fi
+stop_demo_broker
+
+# 2. Enabled as the README says ("Install and package"), on a broker without password_file.
+conf=$root/etc/mosquitto/conf.d/00-presence.conf
+sed -i -e '/^# ENABLE$/,/^# END$/{/^# \(ENABLE\|END\)$/!s/^#//}' "$conf"
+start_chroot_broker "snippet enabled, no password_file"
+if grep -q 'mosquitto-presence: version .* started' "$log" &&
+	! mosquitto_pub -h 127.0.0.1 -p 1883 -u someone -t test -m x 2>"$work/pub.log" &&
+	grep -q 'not authorised' "$work/pub.log"; then
+	pass "enabled without a password_file: the plugin loads and a login with a username is refused, as the snippet warns"
+else
+	fail "enabled without a password_file" "$(cat "$work/pub.log" "$log")"
+fi
+stop_demo_broker
+
+# 3. With a password_file and an acl_file (a file that sorts after 00-presence.conf).
+cat >"$root/etc/mosquitto/conf.d/50-local.conf" <<'EOF'
+listener 1883 127.0.0.1
+password_file /etc/mosquitto/passwd
+acl_file /etc/mosquitto/acl
+EOF
+printf 'user alice\ntopic read presence/#\n' >"$root/etc/mosquitto/acl"
+chroot "$root" sh -c 'touch /etc/mosquitto/passwd && chmod 640 /etc/mosquitto/passwd &&
+	chown root:mosquitto /etc/mosquitto/passwd && mosquitto_passwd -b /etc/mosquitto/passwd alice alice-pw'
+start_chroot_broker "snippet enabled, password_file and acl_file"
+if out=$(mosquitto_sub -h 127.0.0.1 -p 1883 -u alice -P alice-pw -t presence/alice -C 1 -W 10 2>&1) &&
+	[[ "$out" =~ ^\{\"username\":\"alice\",\"available\":true,\"sessions\":1,\"since\":[0-9]+,\"seq\":1,\"state\":\{\}\}$ ]]; then
+	pass "the installed plugin publishes alice's presence document: $out"
+else
+	fail "no presence document from the installed plugin" "$out"$'\n'"$(cat "$log")"
+fi
+if [ -s "$root/var/lib/mosquitto/presence-state.json" ]; then
+	pass "the state file is written to /var/lib/mosquitto/presence-state.json"
+else
+	fail "no state file in /var/lib/mosquitto" "$(ls -la "$root/var/lib/mosquitto")"
+fi
+finish
