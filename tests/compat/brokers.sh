@@ -22,11 +22,13 @@ broker_2_0_21="$cache/mosquitto-2.0.21/usr/sbin/mosquitto"
 chroot_dir="$cache/sid"
 chroot_stamp="$chroot_dir/.presence-chroot-ready"
 # What the suite needs inside the chroot: the packages of scripts/ensure-deps.sh and
-# tests/run.sh, python3-paho-mqtt for manual checks, libc6-dev (only a Recommends of gcc: without
-# it, CMake's compiler check fails) and binutils (nm, for the import check).
+# tests/run.sh (valgrind, chromium), libc6-dev (only a Recommends of gcc: without it, CMake's
+# compiler check fails), binutils (nm, for the import check), python3-paho-mqtt (2.x in sid; the
+# Python example), nodejs and npm (the browser test; Node.js comes with the host's image, not
+# from Debian 12), iproute2 (`ip`, for the examples' private network namespace).
 chroot_packages=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
 	libcmocka-dev uthash-dev cmake gcc make pkg-config python3-paho-mqtt valgrind libc6-dev
-	binutils)
+	binutils chromium nodejs npm iproute2)
 
 mounted=() # mount points made here, in mount order
 
