@@ -12,6 +12,18 @@
 # to docs/buddy-list.png, the screenshot shown in the README.
 # shellcheck source=tests/examples/lib.sh
 . "$(dirname "$0")/lib.sh"
+# npm needs the registry, and the private network namespace has no route out: install the
+# locked packages (playwright-core for the test, MQTT.js for the page) before entering it.
+if [ "${PRESENCE_PRIVATE_NET:-}" != 1 ] && command -v npm >/dev/null; then
+	for dir in "$src/tests/browser" "$src/examples/clients/web"; do
+		if [ ! "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+			if ! (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund) >&2; then
+				echo "FAIL: npm ci in $dir"
+				exit 1
+			fi
+		fi
+	done
+fi
 enter_private_network "$@"
 make_work_dir browser
 
