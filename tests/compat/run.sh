@@ -112,17 +112,19 @@ main() {
 	mkdir -p "$cache"
 	# Brokers first (any failure here ends the script), then the suites (each runs, whatever
 	# the others did).
+	local prepared=$SECONDS
 	for v in "${versions[@]}"; do
 		case "$v" in
 		2.0.21) ensure_2_0_21 ;;
 		2.1.2) ensure_chroot ;;
 		esac
 	done
+	prepared=$((SECONDS - prepared))
 	for v in "${versions[@]}"; do
 		run_version "$v" || failed=1
 	done
 	echo
-	echo "compat: summary (logs in build-compat/<version>.log)"
+	echo "compat: summary (logs in build-compat/<version>.log; brokers ready in $prepared s)"
 	for v in "${versions[@]}"; do
 		printf '  mosquitto %-7s %s\n' "$v" "${result[$v]}"
 	done
