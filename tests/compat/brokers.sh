@@ -122,7 +122,7 @@ build_chroot() {
 	local mirror
 	mirror=$(debian_mirror)
 	chroot_unmounted || die "not rebuilding $chroot_dir"
-	log "building a Debian sid chroot in $chroot_dir from $mirror (a few minutes, about 1 GB)"
+	log "building a Debian sid chroot in $chroot_dir from $mirror (a few minutes, about 2.5 GB)"
 	rm -rf --one-file-system "$chroot_dir"
 	bash "$root/scripts/ensure-deps.sh" debootstrap
 	debootstrap --variant=minbase sid "$chroot_dir" "$mirror" >&2

@@ -23,7 +23,7 @@
 #
 # Cache ($PRESENCE_CACHE_DIR, default /var/cache/mosquitto-presence; built once per machine,
 # outside the clone): mosquitto-2.0.21/ (the unpacked package), apt-backports/ (apt's lists and
-# the .deb), sid/ (the chroot, about 1 GB; sid/.presence-chroot-ready marks a finished one, so a
+# the .deb), sid/ (the chroot, about 2.5 GB; sid/.presence-chroot-ready marks a finished one, so a
 # half-built one is rebuilt), sid.lock (held while the chroot is built or checked). The Debian
 # mirror is taken from this machine's apt sources at run time.
 set -euo pipefail
