@@ -8,8 +8,12 @@
 #    command and exits 1. A system broker on 1883 would not interfere anyway: every test broker
 #    listens on a free port of 127.0.0.1.
 # 2. Configures build-test/ with the sanitizers and -Werror, builds it with all cores.
-# 3. Runs ctest with two jobs; extra arguments are passed on, e.g. `tests/run.sh -L unit` or
-#    `tests/run.sh -R integration.test_harness`.
+# 3. Configures build-fuzz/ (<build dir>-fuzz with PRESENCE_BUILD_DIR) with clang and
+#    -DPRESENCE_FUZZ=ON: the core and its libFuzzer
+#    harnesses (tests/fuzz/), built with all cores.
+# 4. Runs ctest with two jobs in build-test/, then in build-fuzz/ (each harness over its seed
+#    corpus, then a few seconds of fuzzing); extra arguments are passed on to both, e.g.
+#    `tests/run.sh -L unit`, `tests/run.sh -L fuzz` or `tests/run.sh -R integration.test_harness`.
 # Exits non-zero when anything fails.
 #
 # Environment (used by tests/compat/run.sh, which runs this suite against other brokers):
@@ -20,12 +24,23 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The shared installer (also used by examples/run-broker.sh); valgrind, chromium (the browser
-# test) and debootstrap (the package test's chroot) are for the tests only.
-bash scripts/ensure-deps.sh valgrind chromium debootstrap
+# test), debootstrap (the package test's chroot) and clang (the fuzz harnesses) are for the tests
+# only.
+bash scripts/ensure-deps.sh valgrind chromium debootstrap clang
+# libFuzzer comes with the clang of the same major version (Debian 12: libfuzzer-14-dev).
+bash scripts/ensure-deps.sh "libfuzzer-$(clang -dumpversion | cut -d. -f1)-dev"
 
 build="${PRESENCE_BUILD_DIR:-build-test}"
 read -r -a extra_cmake_args <<< "${PRESENCE_CMAKE_ARGS:-}"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPRESENCE_SANITIZE=ON -DPRESENCE_WERROR=ON ${extra_cmake_args[@]+"${extra_cmake_args[@]}"}
 cmake --build "$build" -j"$(nproc)"
+
+fuzz_build="${PRESENCE_BUILD_DIR:+$PRESENCE_BUILD_DIR-fuzz}"
+fuzz_build="${fuzz_build:-build-fuzz}"
+cmake -S . -B "$fuzz_build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DPRESENCE_FUZZ=ON -DPRESENCE_WERROR=ON
+cmake --build "$fuzz_build" -j"$(nproc)"
+
 ctest --test-dir "$build" --output-on-failure -j2 "$@"
+ctest --test-dir "$fuzz_build" --output-on-failure -j2 "$@"

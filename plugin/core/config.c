@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "utf8.h"
 
@@ -33,6 +34,10 @@
 #define MAX_KEYS_MAX 65535u
 #define MAX_QUERY_USERS_MIN 1u
 #define MAX_QUERY_USERS_MAX 100000u
+#define MAX_STATE_DEPTH_MIN 1u
+#define MAX_STATE_DEPTH_MAX 128u
+#define MAX_QUERY_REPLY_BYTES_MIN 1024u
+#define MAX_QUERY_REPLY_BYTES_MAX 67108864u
 #define METRICS_INTERVAL_MIN 0u
 /* One day: anything longer is as good as disabled, and 0 already says that. */
 #define METRICS_INTERVAL_MAX 86400u
@@ -232,6 +237,36 @@ static enum presence_err config_max_keys(struct presence_config *cfg, const char
 	return PRESENCE_OK;
 }
 
+/* An integer from MAX_STATE_DEPTH_MIN to MAX_STATE_DEPTH_MAX: deep enough for any real state,
+ * shallow enough that a document (one level more), a query response (five more) and the state
+ * file (three more) stay far below the nesting limits of cJSON (1000) and of common JSON
+ * libraries. */
+static enum presence_err config_max_state_depth(struct presence_config *cfg, const char *value,
+                                                char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_STATE_DEPTH_MIN, MAX_STATE_DEPTH_MAX,
+	                       &cfg->max_state_depth)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_STATE_DEPTH_MIN,
+		         MAX_STATE_DEPTH_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* An integer from MAX_QUERY_REPLY_BYTES_MIN to MAX_QUERY_REPLY_BYTES_MAX. */
+static enum presence_err config_max_query_reply_bytes(struct presence_config *cfg,
+                                                      const char *value, char *reason,
+                                                      size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_QUERY_REPLY_BYTES_MIN, MAX_QUERY_REPLY_BYTES_MAX,
+	                       &cfg->max_query_reply_bytes)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u",
+		         MAX_QUERY_REPLY_BYTES_MIN, MAX_QUERY_REPLY_BYTES_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
 /* An integer from MAX_QUERY_USERS_MIN to MAX_QUERY_USERS_MAX. */
 static enum presence_err config_max_query_users(struct presence_config *cfg, const char *value,
                                                 char *reason, size_t reason_size)
@@ -307,6 +342,65 @@ static enum presence_err config_state_file(struct presence_config *cfg, const ch
 		return PRESENCE_ERR_NOMEM;
 	}
 	cfg->state_file = copy;
+	return PRESENCE_OK;
+}
+
+/* A Redis URL (cluster.h says which). */
+static enum presence_err config_cluster_url(struct presence_config *cfg, const char *value,
+                                            char *reason, size_t reason_size)
+{
+	struct presence_cluster_endpoint endpoint;
+	char *copy;
+
+	if (presence_cluster_endpoint_parse(value, &endpoint, reason, reason_size) != PRESENCE_OK) {
+		return PRESENCE_ERR_INVAL;
+	}
+	copy = config_strndup(value, strlen(value));
+	if (copy == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	cfg->cluster_url = copy;
+	return PRESENCE_OK;
+}
+
+/* 1 to 64 characters of A-Z a-z 0-9 . _ - */
+static enum presence_err config_broker_id(struct presence_config *cfg, const char *value,
+                                          char *reason, size_t reason_size)
+{
+	char *copy;
+
+	if (!presence_cluster_broker_id_valid(value)) {
+		snprintf(reason, reason_size, "use 1 to 64 characters of A-Z a-z 0-9 . _ -");
+		return PRESENCE_ERR_INVAL;
+	}
+	copy = config_strndup(value, strlen(value));
+	if (copy == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	cfg->broker_id = copy;
+	return PRESENCE_OK;
+}
+
+/* Milliseconds from 100 to 60000. */
+static enum presence_err config_cluster_heartbeat_ms(struct presence_config *cfg, const char *value,
+                                                     char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, 100, 60000, &cfg->cluster_heartbeat_ms)) {
+		snprintf(reason, reason_size, "use a number of milliseconds from 100 to 60000");
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* Milliseconds up to 600000; 0 for the default (checked against the heartbeat later). */
+static enum presence_err config_cluster_lease_ms(struct presence_config *cfg, const char *value,
+                                                 char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, 0, 600000, &cfg->cluster_lease_ms)) {
+		snprintf(reason, reason_size,
+		         "use a number of milliseconds up to 600000 (0: 2 x heartbeat + 500)");
+		return PRESENCE_ERR_INVAL;
+	}
 	return PRESENCE_OK;
 }
 
@@ -414,11 +508,17 @@ static const struct option_spec option_table[] = {
     {"acl", config_acl, "defer"},
     {"max_state_bytes", config_max_state_bytes, "8192"},
     {"max_keys", config_max_keys, "64"},
+    {"max_state_depth", config_max_state_depth, "32"},
     {"max_query_users", config_max_query_users, "1000"},
+    {"max_query_reply_bytes", config_max_query_reply_bytes, "65536"},
     {"metrics_interval", config_metrics_interval, "10"},
     {"offline_delay", config_offline_delay, "0"},
     {"keep_state", config_keep_state, "false"},
     {"state_file", config_state_file, NULL},
+    {"cluster_url", config_cluster_url, NULL},
+    {"broker_id", config_broker_id, NULL},
+    {"cluster_heartbeat_ms", config_cluster_heartbeat_ms, "1000"},
+    {"cluster_lease_ms", config_cluster_lease_ms, "0"},
 };
 
 #define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
@@ -539,6 +639,27 @@ enum presence_err presence_config_parse(struct presence_config *cfg,
 		}
 	}
 
+	/* What the options mean together. */
+	if (parsed.cluster_url != NULL && parsed.broker_id == NULL) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX "cluster_url needs " OPTION_PREFIX "broker_id: give every "
+		                       "broker of the cluster its own stable id");
+		rc = PRESENCE_ERR_INVAL;
+		goto fail;
+	}
+	if (parsed.cluster_lease_ms == 0) {
+		parsed.cluster_lease_ms = 2 * parsed.cluster_heartbeat_ms + 500;
+	} else if (parsed.cluster_lease_ms < 2 * parsed.cluster_heartbeat_ms) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX
+		         "cluster_lease_ms is %zu; it must be at least twice " OPTION_PREFIX
+		         "cluster_heartbeat_ms (%zu), or a broker that "
+		         "misses one heartbeat would be declared dead",
+		         parsed.cluster_lease_ms, parsed.cluster_heartbeat_ms);
+		rc = PRESENCE_ERR_INVAL;
+		goto fail;
+	}
+
 	*cfg = parsed;
 	return PRESENCE_OK;
 
@@ -553,6 +674,8 @@ void presence_config_free(struct presence_config *cfg)
 	config_free_names(cfg->ignore_users, cfg->ignore_users_count);
 	free(cfg->topic_prefix);
 	free(cfg->state_file);
+	free(cfg->cluster_url);
+	free(cfg->broker_id);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -583,20 +706,29 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 	}
 	config_append(buf, size, &len,
 	              "topic_prefix=%s identity=%s auth=%s acl=%s max_state_bytes=%zu max_keys=%zu "
-	              "max_query_users=%zu metrics_interval=%zu offline_delay=%u keep_state=%s "
-	              "state_file=%s ignore_users=",
+	              "max_state_depth=%zu max_query_users=%zu max_query_reply_bytes=%zu "
+	              "metrics_interval=%zu offline_delay=%u keep_state=%s state_file=%s "
+	              "ignore_users=",
 	              cfg->topic_prefix != NULL ? cfg->topic_prefix : "",
 	              cfg->identity == PRESENCE_IDENTITY_CLIENTID ? "clientid" : "username",
 	              cfg->auth == PRESENCE_MODE_ALLOW ? "allow" : "defer",
 	              cfg->acl == PRESENCE_MODE_ALLOW ? "allow" : "defer", cfg->max_state_bytes,
-	              cfg->max_keys, cfg->max_query_users, cfg->metrics_interval,
-	              cfg->offline_delay, cfg->keep_state ? "true" : "false",
+	              cfg->max_keys, cfg->max_state_depth, cfg->max_query_users,
+	              cfg->max_query_reply_bytes, cfg->metrics_interval, cfg->offline_delay,
+	              cfg->keep_state ? "true" : "false",
 	              cfg->state_file != NULL ? cfg->state_file : "(none)");
 	if (cfg->ignore_users_count == 0) {
 		config_append(buf, size, &len, "(none)");
 	}
 	for (i = 0; i < cfg->ignore_users_count; i++) {
 		config_append(buf, size, &len, "%s%s", i > 0 ? "," : "", cfg->ignore_users[i]);
+	}
+	if (cfg->cluster_url != NULL) {
+		config_append(buf, size, &len,
+		              " cluster_url=%s broker_id=%s cluster_heartbeat_ms=%zu "
+		              "cluster_lease_ms=%zu",
+		              cfg->cluster_url, cfg->broker_id != NULL ? cfg->broker_id : "",
+		              cfg->cluster_heartbeat_ms, cfg->cluster_lease_ms);
 	}
 	return len > INT_MAX ? INT_MAX : (int)len;
 }

@@ -59,9 +59,13 @@ struct presence_config {
 	size_t max_state_bytes;
 	/* Most top-level state keys per user. Default 64. */
 	size_t max_keys;
+	/* Deepest nesting of a state (the state object is level 1). Default 32; 1 to 128. */
+	size_t max_state_depth;
 	/* Most user names one query request may ask about, over all its commands. Default 1000;
 	 * 1 to 100000. */
 	size_t max_query_users;
+	/* Byte budget of one query response (see query.h). Default 65536; 1024 to 64 MiB. */
+	size_t max_query_reply_bytes;
 	/* Seconds between two publications of the $SYS metrics; 0 disables them. Default 10;
 	 * 0 to 86400. */
 	size_t metrics_interval;
@@ -74,6 +78,17 @@ struct presence_config {
 	/* Path of the state file, or NULL (the default) for none. Non-empty, not ending in '/';
 	 * whether its directory exists is checked when the plugin starts. */
 	char *state_file;
+	/* Cluster mode (cluster.h): the Redis URL (redis://host[:port], unix:/path or /path), or
+	 * NULL (the default) for a single broker. */
+	char *cluster_url;
+	/* This broker's id in the cluster: 1 to 64 characters of A-Z a-z 0-9 . _ -, unique and
+	 * stable; required with cluster_url. NULL otherwise. */
+	char *broker_id;
+	/* Milliseconds between two heartbeats; 100 to 60000, default 1000. */
+	size_t cluster_heartbeat_ms;
+	/* Milliseconds a broker's lease lasts after its last heartbeat; at least twice the
+	 * heartbeat, at most 600000. Default (0 given or not set): 2 x heartbeat + 500. */
+	size_t cluster_lease_ms;
 };
 
 /* Fills cfg from count options. On success returns PRESENCE_OK. On failure returns

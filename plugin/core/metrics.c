@@ -14,6 +14,7 @@ static const char *const metric_topics[PRESENCE_METRIC_COUNT] = {
     [PRESENCE_METRIC_DOCUMENTS_PUBLISHED] = "$SYS/broker/presence/documents/published",
     [PRESENCE_METRIC_STATE_WRITES] = "$SYS/broker/presence/state/writes",
     [PRESENCE_METRIC_STATE_REJECTED] = "$SYS/broker/presence/state/rejected",
+    [PRESENCE_METRIC_PUBLISHES_DENIED] = "$SYS/broker/presence/publishes/denied",
 };
 
 void presence_metrics_init(struct presence_metrics *m, size_t interval_s)

@@ -30,6 +30,8 @@ enum presence_metric {
 	PRESENCE_METRIC_SESSIONS,
 	/* Presence documents published since the broker started. */
 	PRESENCE_METRIC_DOCUMENTS_PUBLISHED,
+	/* Publishes into the plugin's namespace denied (Wills included). */
+	PRESENCE_METRIC_PUBLISHES_DENIED,
 	/* State-write messages accepted (whether or not they changed the state). */
 	PRESENCE_METRIC_STATE_WRITES,
 	/* State-write messages rejected. */

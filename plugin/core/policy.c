@@ -84,6 +84,27 @@ enum presence_verdict presence_policy_access(const struct presence_config *cfg,
 	return pass;
 }
 
+const char *presence_policy_response_topic_refusal(const struct presence_config *cfg,
+                                                   const char *topic)
+{
+	size_t len = cfg->topic_prefix_len;
+
+	if (topic[0] == '$') {
+		return "starts with '$'";
+	}
+	if (strncmp(topic, cfg->topic_prefix, len) == 0 && topic[len] == '/') {
+		return "is inside the plugin's namespace";
+	}
+	return NULL;
+}
+
+bool presence_policy_takeover_will(const void *client, const char *id, const void *connecting,
+                                   const char *connecting_id)
+{
+	return connecting != NULL && connecting != client && id != NULL && connecting_id != NULL &&
+	       strcmp(id, connecting_id) == 0;
+}
+
 bool presence_policy_save_due(int64_t now_ms, int64_t last_started_ms, bool held, bool unsaved,
                               bool last_failed)
 {

@@ -73,6 +73,28 @@ enum presence_verdict presence_policy_access(const struct presence_config *cfg,
                                              enum presence_access access, bool owns,
                                              const char **why);
 
+/* Returns why a query's Response Topic (a valid MQTT publish topic) is refused, as a static
+ * clause for the log ("starts with '$'"), or NULL when the answer may go there. Refused: a topic
+ * starting with '$' ($SYS, $CONTROL: an answer there would look like the broker's or a plugin's
+ * own message) and a topic inside the plugin's namespace P/ (where only the plugin publishes).
+ * Nothing legitimate needs either. */
+const char *presence_policy_response_topic_refusal(const struct presence_config *cfg,
+                                                   const char *topic);
+
+/*
+ * Returns true when a WRITE check for client (client id id) is the Will of a connection that a
+ * new connection is taking over, going by what the broker is doing at that moment: connecting
+ * is the client whose login the broker handled last in this loop iteration (NULL when none is
+ * in progress), with client id connecting_id. Mosquitto (2.0, and 2.1 up to 2.1.2) handles a
+ * CONNECT that takes over a client id in one go: the new client's login, then the old
+ * connection's Will (its WRITE check), then the old connection's DISCONNECT, so the old session
+ * still counts when its Will is checked. A WRITE check for another client with the login's
+ * client id can only be that Will: the broker is single-threaded and the take-over disconnects
+ * the old connection before anything else it sent is read.
+ */
+bool presence_policy_takeover_will(const void *client, const char *id, const void *connecting,
+                                   const char *connecting_id);
+
 /* Returns true when a save of the state file should begin at monotonic time now_ms, given when
  * the last one began, whether a document waits for a save (held), whether anything changed
  * since the last save began (unsaved) and whether the last save failed. A waiting document

@@ -5,13 +5,16 @@
  * Parsing turns the request into a list of commands, each either "answer these names" or "answer
  * this error", and checks everything that can be wrong before anything is looked up; the
  * strings the commands point to stay owned by the parsed request. Answering then only looks
- * names up in the registry and builds the response with cJSON, so the two halves are tested on
- * their own.
+ * names up in the registry and writes the response as text, within its byte budget, with the
+ * same escaping as cJSON's (presence__json_string), so the two halves are tested on their own.
+ * Writing text rather than building a cJSON tree and printing it keeps what an answer holds in
+ * memory to about its own size.
  *
  * The whole payload must be strict UTF-8 (no NUL byte) before it is parsed: cJSON passes raw
  * bytes through, and every string of the request that is echoed (names, command names,
  * correlation data) ends up in a message marked as UTF-8 JSON.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,102 +214,251 @@ void presence_query_free(struct presence_query *q)
 	memset(q, 0, sizeof(*q));
 }
 
-/* Returns the answer for one name: the user's last published document marked known, or the
- * unknown shape. NULL when allocation fails. */
-static cJSON *presence_of(const struct presence_registry *reg, const char *name)
-{
-	const struct presence_user *user = presence_registry_user_find(reg, name);
-	struct presence_document doc;
+/* The length of the "]}" that closes a response. */
+#define CLOSING_LEN 2
 
-	if (user != NULL && presence_user_published(user, &doc)) {
-		return presence_document_build(&doc, true);
-	}
-	return presence_document_build_unknown(name);
-}
+/* The response text as it is built: a buffer grown by doubling. */
+struct reply {
+	char *text;
+	size_t len;
+	size_t cap;
+};
 
-/* Adds item to array, deleting it when that fails. Returns false when item is NULL or could not
- * be added. */
-static bool add_to_array(cJSON *array, cJSON *item)
+/* Appends the n bytes at s. Returns false when memory runs out (the text is left as it was). */
+static bool reply_append(struct reply *r, const char *s, size_t n)
 {
-	if (item == NULL) {
-		return false;
+	if (n > r->cap - r->len) {
+		size_t cap = r->cap > 0 ? r->cap : 256;
+		char *text;
+
+		while (n > cap - r->len) {
+			if (cap > SIZE_MAX / 2) {
+				return false;
+			}
+			cap *= 2;
+		}
+		text = realloc(r->text, cap);
+		if (text == NULL) {
+			return false;
+		}
+		r->text = text;
+		r->cap = cap;
 	}
-	if (!cJSON_AddItemToArray(array, item)) {
-		cJSON_Delete(item);
-		return false;
-	}
+	memcpy(r->text + r->len, s, n);
+	r->len += n;
 	return true;
 }
 
-/* Builds the response entry for cmd, or returns NULL when allocation fails. */
-static cJSON *response_of(const struct presence_query_command *cmd,
-                          const struct presence_registry *reg)
+/* Appends s (NUL-terminated). */
+static bool reply_append_str(struct reply *r, const char *s)
 {
-	cJSON *entry = cJSON_CreateObject();
+	return reply_append(r, s, strlen(s));
+}
+
+/* Appends s as a JSON string, escaped exactly as cJSON escapes it. */
+static bool reply_append_json_string(struct reply *r, const char *s)
+{
+	char stack[PRESENCE__STRING_STACK_SIZE];
+	char *text = presence__json_string(s, stack);
+	bool ok;
+
+	if (text == NULL) {
+		return false;
+	}
+	ok = reply_append_str(r, text);
+	if (text != stack) {
+		free(text);
+	}
+	return ok;
+}
+
+/* Appends the answer for one name: the user's last published document marked known, or the
+ * unknown shape. */
+static bool reply_append_presence(struct reply *r, const struct presence_registry *reg,
+                                  const char *name)
+{
+	const struct presence_user *user = presence_registry_user_find(reg, name);
+	struct presence_document doc;
+	cJSON *item;
+	bool ok;
+
+	if (user != NULL && presence_user_published(user, &doc)) {
+		item = presence_document_build(&doc, true);
+		ok = item != NULL && reply_append_str(r, item->valuestring);
+		cJSON_Delete(item);
+		return ok;
+	}
+	return reply_append_str(r, "{\"username\":") && reply_append_json_string(r, name) &&
+	       reply_append_str(r, ",\"available\":false,\"known\":false}");
+}
+
+/* A requested name and where it stands in its command. */
+struct asked {
+	const char *name;
+	size_t index;
+};
+
+/* Orders names by their text, then by position, so that the first of equal names sorts first. */
+static int compare_asked(const void *a, const void *b)
+{
+	const struct asked *x = a;
+	const struct asked *y = b;
+	int c = strcmp(x->name, y->name);
+
+	if (c != 0) {
+		return c;
+	}
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/*
+ * Returns which names of cmd to answer: a new array of cmd->username_count flags (free it),
+ * true for the first time each distinct name is asked, or NULL when memory runs out. The names
+ * are sorted to find the repeats, so this is O(n log n) however the request repeats them.
+ */
+static bool *first_asked(const struct presence_query_command *cmd)
+{
+	size_t n = cmd->username_count;
+	struct asked *asked = calloc(n > 0 ? n : 1, sizeof(*asked));
+	bool *first = calloc(n > 0 ? n : 1, sizeof(*first));
 	const cJSON *user;
-	cJSON *presences;
+	size_t i = 0;
 
-	if (entry == NULL || cJSON_AddStringToObject(entry, "command", cmd->command) == NULL) {
-		goto out_delete_entry;
+	if (asked == NULL || first == NULL) {
+		free(first);
+		first = NULL;
+		goto out_free_asked;
 	}
-	if (cmd->kind == PRESENCE_QUERY_ERROR) {
-		if (cJSON_AddStringToObject(entry, "error", cmd->error) == NULL) {
-			goto out_delete_entry;
-		}
-	} else {
-		presences = cJSON_AddArrayToObject(entry, "presences");
-		if (presences == NULL) {
-			goto out_delete_entry;
-		}
-		cJSON_ArrayForEach(user, cmd->usernames)
-		{
-			if (!add_to_array(presences, presence_of(reg, user->valuestring))) {
-				goto out_delete_entry;
-			}
-		}
+	cJSON_ArrayForEach(user, cmd->usernames)
+	{
+		asked[i].name = user->valuestring;
+		asked[i].index = i;
+		i++;
 	}
+	qsort(asked, n, sizeof(*asked), compare_asked);
+	for (i = 0; i < n; i++) {
+		first[asked[i].index] = i == 0 || strcmp(asked[i - 1].name, asked[i].name) != 0;
+	}
+out_free_asked:
+	free(asked);
+	return first;
+}
+
+/* Appends {"command":<command>, then ,"error":<error> when error is not NULL. */
+static bool reply_append_entry_head(struct reply *r, const struct presence_query_command *cmd,
+                                    const char *error)
+{
+	if (!reply_append_str(r, "{\"command\":") || !reply_append_json_string(r, cmd->command)) {
+		return false;
+	}
+	return error == NULL ||
+	       (reply_append_str(r, ",\"error\":") && reply_append_json_string(r, error));
+}
+
+/* Appends ,"correlationData":<data> when cmd has some, and the closing brace. */
+static bool reply_append_entry_tail(struct reply *r, const struct presence_query_command *cmd)
+{
 	if (cmd->correlation_data != NULL &&
-	    cJSON_AddStringToObject(entry, "correlationData", cmd->correlation_data) == NULL) {
-		goto out_delete_entry;
+	    (!reply_append_str(r, ",\"correlationData\":") ||
+	     !reply_append_json_string(r, cmd->correlation_data))) {
+		return false;
 	}
-	return entry;
+	return reply_append_str(r, "}");
+}
 
-out_delete_entry:
-	cJSON_Delete(entry);
-	return NULL;
+/*
+ * Appends the presences answer of cmd when the whole reply then still fits in max_bytes (with
+ * room for the closing "]}"). Sets *fits to false, and leaves the text as it was, when it does
+ * not. Returns false when memory runs out.
+ */
+static bool reply_append_presences(struct reply *r, const struct presence_query_command *cmd,
+                                   const struct presence_registry *reg, size_t max_bytes,
+                                   bool *fits)
+{
+	size_t start = r->len;
+	const cJSON *user;
+	bool *first = first_asked(cmd);
+	bool any = false;
+	bool ok = false;
+	size_t i = 0;
+
+	*fits = true;
+	if (first == NULL || !reply_append_entry_head(r, cmd, NULL) ||
+	    !reply_append_str(r, ",\"presences\":[")) {
+		goto out;
+	}
+	cJSON_ArrayForEach(user, cmd->usernames)
+	{
+		if (first[i++]) {
+			if ((any && !reply_append_str(r, ",")) ||
+			    !reply_append_presence(r, reg, user->valuestring)) {
+				goto out;
+			}
+			any = true;
+		}
+		/* Stop as soon as the budget is gone, so that the text never grows far beyond. */
+		if (r->len + CLOSING_LEN > max_bytes) {
+			break;
+		}
+	}
+	if (!reply_append_str(r, "]") || !reply_append_entry_tail(r, cmd)) {
+		goto out;
+	}
+	ok = true;
+	*fits = r->len + CLOSING_LEN <= max_bytes;
+out:
+	if (!ok || !*fits) {
+		r->len = start;
+	}
+	free(first);
+	return ok;
 }
 
 char *presence_query_respond(const struct presence_query *q, const struct presence_registry *reg,
-                             size_t *len)
+                             size_t max_bytes, size_t *len)
 {
-	cJSON *root = cJSON_CreateObject();
-	cJSON *responses;
-	char *text = NULL;
+	struct reply r = {NULL, 0, 0};
+	char too_large[64];
 	size_t i;
 
 	*len = 0;
-	if (root == NULL) {
-		return NULL;
-	}
-	responses = cJSON_AddArrayToObject(root, "responses");
-	if (responses == NULL) {
-		goto out_delete_root;
+	snprintf(too_large, sizeof(too_large), "Reply too large: at most %zu bytes per reply",
+	         max_bytes);
+	if (!reply_append_str(&r, "{\"responses\":[")) {
+		goto out_nomem;
 	}
 	for (i = 0; i < q->count; i++) {
-		if (!add_to_array(responses, response_of(&q->commands[i], reg))) {
-			goto out_delete_root;
+		const struct presence_query_command *cmd = &q->commands[i];
+		const char *error = cmd->error;
+		bool fits = false;
+
+		if (i > 0 && !reply_append_str(&r, ",")) {
+			goto out_nomem;
+		}
+		if (cmd->kind == PRESENCE_QUERY_PRESENCES) {
+			if (!reply_append_presences(&r, cmd, reg, max_bytes, &fits)) {
+				goto out_nomem;
+			}
+			error = too_large;
+		}
+		if (!fits && (!reply_append_entry_head(&r, cmd, error) ||
+		              !reply_append_entry_tail(&r, cmd))) {
+			goto out_nomem;
 		}
 	}
-	text = cJSON_PrintUnformatted(root);
-	if (text != NULL) {
-		*len = strlen(text);
+	/* One byte more for the NUL. */
+	if (!reply_append(&r, "]}", sizeof("]}"))) {
+		goto out_nomem;
 	}
-out_delete_root:
-	cJSON_Delete(root);
-	return text;
+	*len = r.len - 1;
+	return r.text;
+
+out_nomem:
+	free(r.text);
+	return NULL;
 }
 
 void presence_query_response_free(char *text)
 {
-	cJSON_free(text);
+	free(text);
 }

@@ -7,11 +7,12 @@
  *   {"commands":[{"command":"getPresence","usernames":["alice","zed"],"correlationData":"7"}]}
  * and the response has one entry per command, in the same order:
  *   {"responses":[{"command":"getPresence","presences":[<alice>,<zed>],"correlationData":"7"}]}
- * "presences" has one entry per requested name, in request order (a name asked twice is answered
- * twice). A user with at least one published document ("known") is answered with its last
- * published document, exactly as its retained message holds it, with "known":true appended; any
- * other name with {"username":"zed","available":false,"known":false}. "correlationData" (a
- * string) is copied into the command's response when the command has one.
+ * "presences" has one entry per distinct requested name, in the order each was first asked (a
+ * name asked twice in a command is answered once). A user with at least one published document
+ * ("known") is answered with its last published document, exactly as its retained message holds it,
+ * with "known":true appended; any other name with
+ * {"username":"zed","available":false,"known":false}. "correlationData" (a string) is copied into
+ * the command's response when the command has one.
  *
  * A command that cannot be answered gets {"command":...,"error":"...","correlationData":...}
  * and the others are still answered. A request that is not UTF-8, not JSON or has no "commands"
@@ -32,11 +33,22 @@
  *                                    answering the command would take the request over n
  *                                    (max_query_users) names, counting the names of the
  *                                    commands answered before it
+ *   Reply too large: at most <n> bytes per reply
+ *                                    the command's presences would take the response over
+ *                                    the byte budget (max_query_reply_bytes); commands after it
+ *                                    are still answered when they fit
  * Command names are matched without regard to case, as dynamic-security does, and answered in
  * their canonical spelling ("getPresence").
  *
- * Cost: parsing is linear in the payload; answering is one hash lookup per requested name plus
- * the size of the documents, never a scan of all users.
+ * Budget: the response is at most max_bytes bytes, except for the error entries of commands that
+ * did not fit, which always go out: each echoes only its command's name and correlation data,
+ * so together they cost about what those commands cost in the request. The response is written
+ * straight as text (no cJSON tree), and a command's presences stop being rendered once the
+ * budget is gone, so answering never holds much more than the budget either.
+ *
+ * Cost: parsing is linear in the payload; answering is one hash lookup per distinct requested
+ * name (found by sorting the names, O(n log n)) plus the size of the documents, never a scan of
+ * all users.
  */
 #ifndef PRESENCE_QUERY_H
 #define PRESENCE_QUERY_H
@@ -107,12 +119,12 @@ enum presence_err presence_query_parse(struct presence_query *q, const void *pay
 /* Frees what q owns and zeroes it. */
 void presence_query_free(struct presence_query *q);
 
-/* Builds the response to q from the users in reg: compact JSON, NUL-terminated, with its length
- * (without the NUL) in *len. Returns the text, which the caller frees with
- * presence_query_response_free, or NULL (and *len 0) when an allocation fails. reg is only
- * read. */
+/* Builds the response to q from the users in reg within a budget of max_bytes (see above):
+ * compact JSON, NUL-terminated, with its length (without the NUL) in *len. Returns the text,
+ * which the caller frees with presence_query_response_free, or NULL (and *len 0) when an
+ * allocation fails. reg is only read. */
 char *presence_query_respond(const struct presence_query *q, const struct presence_registry *reg,
-                             size_t *len);
+                             size_t max_bytes, size_t *len);
 
 /* Frees a response from presence_query_respond; NULL is allowed. */
 void presence_query_response_free(char *text);

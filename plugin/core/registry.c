@@ -896,6 +896,28 @@ enum presence_err presence_registry_user_restore(struct presence_registry *reg, 
 	return PRESENCE_OK;
 }
 
+enum presence_err presence_registry_user_adopt(struct presence_registry *reg,
+                                               struct presence_user *user,
+                                               const struct presence_document *doc)
+{
+	enum presence_err err = presence_state_adopt(&user->state, doc->state_json);
+
+	if (err != PRESENCE_OK) {
+		return err;
+	}
+	presence_state_mark(&user->state);
+	user->seq = doc->seq;
+	user->pub_since = doc->since_ms;
+	user->pub_available = doc->available;
+	user->pub_sessions = doc->sessions;
+	if (!user->published) {
+		user->published = true;
+		reg->known++;
+	}
+	reg->unsaved = true;
+	return PRESENCE_OK;
+}
+
 uint64_t presence_registry_save_begin(struct presence_registry *reg)
 {
 	reg->unsaved = false;

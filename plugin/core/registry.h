@@ -251,6 +251,16 @@ enum presence_err presence_registry_user_restore(struct presence_registry *reg, 
                                                  uint64_t seq, int64_t since_ms, bool available,
                                                  const cJSON *state);
 
+/* Makes doc (its username is ignored; state_json must not be NULL) the user's last document as
+ * it was published elsewhere: by the cluster (cluster.h), whose documents every broker
+ * publishes as they come. The state is taken byte for byte (presence_state_adopt) and marked;
+ * the user's sessions (this broker's) are left alone. Returns PRESENCE_OK;
+ * PRESENCE_ERR_INVAL (the state is not a valid state object) or PRESENCE_ERR_NOMEM, with
+ * nothing changed. */
+enum presence_err presence_registry_user_adopt(struct presence_registry *reg,
+                                               struct presence_user *user,
+                                               const struct presence_document *doc);
+
 /* Save generations (see above). A save calls save_begin, then user_saved for every user it
  * writes, in any number of steps, then save_done when the file is safely in place, or
  * save_failed when it was abandoned. */

@@ -115,6 +115,56 @@ bool presence__json_has_nul_escape(const char *json, size_t len)
 	return nul_escape_reason(json, len) != NULL;
 }
 
+/* Orders member names (pointers to cJSON nodes) by their text. */
+static int compare_member_names(const void *a, const void *b)
+{
+	const cJSON *const *x = a;
+	const cJSON *const *y = b;
+
+	return strcmp((*x)->string, (*y)->string);
+}
+
+/*
+ * Looks for an object in item (item included) that names a member twice. Returns PRESENCE_OK
+ * with *repeated the repeated name (owned by item) or NULL when there is none, or
+ * PRESENCE_ERR_NOMEM. The names of each object are sorted to find a repeat, so a payload costs
+ * O(n log n) in its members however they are spelled.
+ */
+static enum presence_err repeated_name(const cJSON *item, const char **repeated)
+{
+	const cJSON *child;
+	const cJSON **names;
+	size_t n = 0, i;
+
+	*repeated = NULL;
+	for (child = item->child; child != NULL; child = child->next) {
+		enum presence_err err = repeated_name(child, repeated);
+
+		if (err != PRESENCE_OK || *repeated != NULL) {
+			return err;
+		}
+		n++;
+	}
+	if (!cJSON_IsObject(item) || n < 2) {
+		return PRESENCE_OK;
+	}
+	names = malloc(n * sizeof(*names));
+	if (names == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	for (child = item->child, i = 0; child != NULL; child = child->next) {
+		names[i++] = child;
+	}
+	qsort(names, n, sizeof(*names), compare_member_names);
+	for (i = 1; i < n && *repeated == NULL; i++) {
+		if (strcmp(names[i - 1]->string, names[i]->string) == 0) {
+			*repeated = names[i]->string;
+		}
+	}
+	free(names);
+	return PRESENCE_OK;
+}
+
 /* Makes every negative zero in item a zero. cJSON 1.7.15 prints -0 as "-0", 1.7.19 as "0"; the
  * plugin's output must not depend on the cJSON release it runs with, and -0 == 0 in JSON. */
 static void json_zeros_unsigned(cJSON *item)
@@ -133,20 +183,95 @@ static void json_zeros_unsigned(cJSON *item)
 }
 
 /*
- * Returns the reason to refuse value, parsed from the len bytes at payload, or NULL when it can
- * be stored; it is then stored with every negative zero made a zero.
+ * Checks value, parsed from the len bytes at payload, before it is stored. Returns PRESENCE_OK
+ * when it can be stored, which it then is with every negative zero made a zero;
+ * PRESENCE_ERR_INVAL with the reason filled in when it is refused; PRESENCE_ERR_NOMEM.
  */
-static const char *json_refusal(const char *payload, size_t len, cJSON *value)
+static enum presence_err json_refusal(const char *payload, size_t len, cJSON *value,
+                                      char *reason)
 {
 	const char *refusal = nul_escape_reason(payload, len);
+	const char *repeated = NULL;
+	enum presence_err err;
+	size_t shown;
 
 	if (refusal == NULL && !json_numbers_finite(value)) {
 		refusal = REASON_RANGE;
 	}
-	if (refusal == NULL) {
-		json_zeros_unsigned(value);
+	if (refusal != NULL) {
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", refusal);
+		return PRESENCE_ERR_INVAL;
 	}
-	return refusal;
+	err = repeated_name(value, &repeated);
+	if (err != PRESENCE_OK) {
+		return err;
+	}
+	if (repeated == NULL) {
+		json_zeros_unsigned(value);
+		return PRESENCE_OK;
+	}
+	/* A repeated name would make a write that is applied twice differ the second time
+	 * (RFC 8259 leaves its meaning open); I-JSON (RFC 7493) refuses it, and so do we. */
+	shown = strlen(repeated);
+	if (shown > KEY_QUOTE_MAX) {
+		shown = KEY_QUOTE_MAX;
+		while (shown > 0 && ((unsigned char)repeated[shown] & 0xC0u) == 0x80u) {
+			shown--;
+		}
+	}
+	snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+	         "payload repeats the member name \"%.*s%s\"; names must be unique", (int)shown,
+	         repeated, shown < strlen(repeated) ? "..." : "");
+	return PRESENCE_ERR_INVAL;
+}
+
+/*
+ * Returns how deeply text (a compact rendering from cJSON) nests objects and arrays: 0 for a
+ * scalar, 1 for {} or {"a":1}, 2 for {"a":[1]}. Brackets inside strings do not count.
+ */
+static size_t json_depth(const char *text)
+{
+	size_t depth = 0, deepest = 0;
+	bool in_string = false;
+	const char *p;
+
+	for (p = text; *p != '\0'; p++) {
+		if (in_string) {
+			if (*p == '\\' && p[1] != '\0') {
+				p++;
+			} else if (*p == '"') {
+				in_string = false;
+			}
+		} else if (*p == '"') {
+			in_string = true;
+		} else if (*p == '{' || *p == '[') {
+			if (++depth > deepest) {
+				deepest = depth;
+			}
+		} else if (*p == '}' || *p == ']') {
+			depth--;
+		}
+	}
+	return deepest;
+}
+
+/*
+ * Refuses new_text (the state a write would make) when it breaks the depth limit and nests
+ * deeper than old_text, the state before the write. Returns true with reason filled in when
+ * it is refused.
+ */
+static bool too_deep(const struct presence_state_limits *limits, const char *new_text,
+                     const char *old_text, char *reason)
+{
+	size_t depth = json_depth(new_text);
+
+	if (depth <= limits->max_depth || depth <= json_depth(old_text)) {
+		return false;
+	}
+	snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+	         "state would be nested %zu levels deep; max_state_depth is %zu", depth,
+	         limits->max_depth);
+	return true;
 }
 
 /*
@@ -259,7 +384,6 @@ static bool json_number_token(const char *s, size_t len)
 static enum presence_err payload_value(const char *payload, size_t len, cJSON **value, char *reason)
 {
 	enum presence_err err = PRESENCE_OK;
-	const char *refusal;
 	char *text;
 
 	*value = NULL;
@@ -284,12 +408,10 @@ static enum presence_err payload_value(const char *payload, size_t len, cJSON **
 		}
 		goto free_text;
 	}
-	refusal = json_refusal(payload, len, *value);
-	if (refusal != NULL) {
+	err = json_refusal(payload, len, *value, reason);
+	if (err != PRESENCE_OK) {
 		cJSON_Delete(*value);
 		*value = NULL;
-		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", refusal);
-		err = PRESENCE_ERR_INVAL;
 	}
 
 free_text:
@@ -508,6 +630,9 @@ static enum presence_err state_commit(struct presence_state *st,
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
 		         "state would be %zu bytes; max_state_bytes is %zu", len,
 		         limits->max_state_bytes);
+		goto free_text;
+	}
+	if (too_deep(limits, text, presence_state_json(st), reason)) {
 		goto free_text;
 	}
 	err = PRESENCE_OK;
@@ -847,6 +972,9 @@ enum presence_err presence_state_set_key(struct presence_state *st,
 		         limits->max_state_bytes);
 		goto out;
 	}
+	if (too_deep(limits, text != NULL ? text : EMPTY_JSON, old, reason)) {
+		goto out;
+	}
 	err = PRESENCE_OK;
 	if (text != NULL && strcmp(text, old) == 0) {
 		goto out;
@@ -871,7 +999,6 @@ enum presence_err presence_state_merge(struct presence_state *st,
                                        char *reason)
 {
 	const cJSON *entry;
-	const char *refusal;
 	cJSON *patch;
 	cJSON *candidate;
 	enum presence_err err;
@@ -903,12 +1030,15 @@ enum presence_err presence_state_merge(struct presence_state *st,
 		return PRESENCE_ERR_INVAL;
 	}
 	err = PRESENCE_ERR_INVAL;
-	refusal =
-	    cJSON_IsObject(patch) ? json_refusal(payload, payload_len, patch) : REASON_NOT_OBJECT;
-	if (refusal != NULL) {
-		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", refusal);
+	if (!cJSON_IsObject(patch)) {
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_NOT_OBJECT);
 		goto free_patch;
 	}
+	err = json_refusal(payload, payload_len, patch, reason);
+	if (err != PRESENCE_OK) {
+		goto free_patch;
+	}
+	err = PRESENCE_ERR_INVAL;
 	/* Removing a key that cannot exist is harmless; adding one is not. */
 	for (entry = patch->child; entry != NULL; entry = entry->next) {
 		size_t len = strlen(entry->string);
@@ -939,7 +1069,7 @@ free_patch:
 
 enum presence_err presence_state_restore(struct presence_state *st, const cJSON *object)
 {
-	const struct presence_state_limits unlimited = {SIZE_MAX, SIZE_MAX};
+	const struct presence_state_limits unlimited = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
 	char reason[PRESENCE_STATE_REASON_SIZE];
 	const cJSON *entry;
 	cJSON *candidate;
@@ -959,6 +1089,40 @@ enum presence_err presence_state_restore(struct presence_state *st, const cJSON 
 		return PRESENCE_ERR_NOMEM;
 	}
 	return state_commit(st, &unlimited, candidate, 0, &changed, reason);
+}
+
+enum presence_err presence_state_adopt(struct presence_state *st, const char *json)
+{
+	const cJSON *entry;
+	cJSON *object;
+	size_t len = strlen(json);
+	enum presence_err err = PRESENCE_ERR_INVAL;
+	char *copy;
+
+	if (strcmp(json, EMPTY_JSON) == 0) {
+		state_replace(st, NULL);
+		return PRESENCE_OK;
+	}
+	object = parse_json(json, len);
+	if (!cJSON_IsObject(object) || !json_numbers_finite(object)) {
+		goto out_delete;
+	}
+	for (entry = object->child; entry != NULL; entry = entry->next) {
+		if (!presence_state_key_valid(entry->string, strlen(entry->string))) {
+			goto out_delete;
+		}
+	}
+	err = PRESENCE_ERR_NOMEM;
+	copy = cJSON_malloc(len + 1);
+	if (copy == NULL) {
+		goto out_delete;
+	}
+	memcpy(copy, json, len + 1);
+	state_replace(st, copy);
+	err = PRESENCE_OK;
+out_delete:
+	cJSON_Delete(object);
+	return err;
 }
 
 bool presence_state_clear(struct presence_state *st)

@@ -28,8 +28,13 @@
  * such as \uZZZZ) or with a number beyond the range of a double is rejected (cJSON would truncate
  * the string or turn the number to null).
  * - Top-level keys are 1 to 128 bytes and contain no '/', '+' or '#'.
- * - Limits: the compact rendering is at most max_state_bytes bytes, and there are at most
- *   max_keys top-level keys. A state already over a limit (the limits were lowered) may still
+ * - A JSON value or patch in which an object names a member twice ({"a":null,"a":1}) is
+ *   rejected: what it means is left open by RFC 8259, and applying it twice would not give the
+ *   same state twice. So every accepted write is idempotent.
+ * - Limits: the compact rendering is at most max_state_bytes bytes, there are at most max_keys
+ *   top-level keys, and objects and arrays nest at most max_depth levels (the state object is
+ *   level 1), so that every document, response and state file stays readable by common JSON
+ *   libraries. A state already over a limit (the limits were lowered) may still
  *   shrink: a write is refused only when it breaks a limit and makes that measure larger.
  * - A payload longer than PRESENCE_STATE_PAYLOAD_FACTOR x max_state_bytes is refused before it
  *   is parsed. Nothing else bounds a payload (Mosquitto's message_size_limit is unlimited by
@@ -66,6 +71,8 @@ struct presence_state_limits {
 	size_t max_state_bytes;
 	/* Most top-level keys. */
 	size_t max_keys;
+	/* Deepest nesting of objects and arrays, the state object being level 1. */
+	size_t max_depth;
 };
 
 /* A state. The fields are private to state.c; the struct is public so that a state can be
@@ -129,6 +136,15 @@ enum presence_err presence_state_merge(struct presence_state *st,
  * Returns PRESENCE_OK; PRESENCE_ERR_INVAL when object is not such an object;
  * PRESENCE_ERR_NOMEM. On error the state is unchanged. */
 enum presence_err presence_state_restore(struct presence_state *st, const cJSON *object);
+
+/* Replaces the whole state with json (NUL-terminated), kept byte for byte: the compact rendering
+ * another broker of a cluster made (see cluster.h), so that every broker embeds the same bytes.
+ * json must be a JSON object whose top-level keys are valid and whose numbers are finite; the
+ * limits are not checked (the writing broker did). Like a write, this leaves the mark alone.
+ * Returns PRESENCE_OK; PRESENCE_ERR_INVAL when json is not such an object (or cJSON ran out of
+ * memory while parsing it, which it reports alike); PRESENCE_ERR_NOMEM. On error the state is
+ * unchanged. */
+enum presence_err presence_state_adopt(struct presence_state *st, const char *json);
 
 /* Empties the state. Returns true when it was not empty. Cannot fail. */
 bool presence_state_clear(struct presence_state *st);

@@ -6,9 +6,9 @@
  * The plugin is built for one Mosquitto generation, chosen by CMake from the headers it finds
  * (PRESENCE_MOSQUITTO_GENERATION 20 or 21):
  * - 2.0 (2.0.x): <mosquitto_broker.h> and friends; lifecycle_v20.c.
- * - 2.1 (2.1.x): <mosquitto/...> headers (the 2.0 names are shims there that warn); lifecycle_v21.c.
- * Everything that differs between the generations is declared here and defined in the
- * generation's lifecycle file; nothing else tests the generation.
+ * - 2.1 (2.1.x): <mosquitto/...> headers (the 2.0 names are shims there that warn);
+ * lifecycle_v21.c. Everything that differs between the generations is declared here and defined in
+ * the generation's lifecycle file; nothing else tests the generation.
  */
 #ifndef PRESENCE_BROKER_H
 #define PRESENCE_BROKER_H

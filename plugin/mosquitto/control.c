@@ -18,15 +18,24 @@
  *   so no other client can receive it whatever it subscribes to (the requester receives it
  *   even without a subscription). It goes to the request's MQTT 5 Response Topic when that is
  *   a valid publish topic, otherwise to $CONTROL/presence/v1/response; the request's
- *   Correlation Data is copied in either case. The QoS is the request's, capped at 1: a
- *   response is an answer to be re-asked, not a transaction, and QoS 2 would only add a
- *   handshake.
+ *   Correlation Data is copied in either case. A Response Topic inside the plugin's
+ *   namespace or under $ is refused like an invalid one (core/policy.h). The QoS is always 0: a
+ *   response is an answer to be re-asked, not a transaction, and QoS 0 is what bounds what a
+ *   client that asks and never reads can make the broker hold: Mosquitto 2.0 drops a QoS 0
+ *   message for a client that already has max_queued_messages (default 1000) packets waiting,
+ *   while at QoS 1 an MQTT 5 client could let up to 65535 (its Receive Maximum) wait in
+ *   flight.
  * - The targeted publish is resolved by client id when the broker delivers it, at the start of
  *   the next loop iteration: if the requester's id was taken over in between, the new
  *   connection gets the answer (as it would get the old session's queued messages), and an
  *   offline persistent session gets it queued.
  * - A QoS 1 or 2 request the client retransmits reaches this callback again and is answered
  *   again; queries change nothing, so that is harmless.
+ * - Each client has a budget of response bytes (core/querylimit.h): a query that comes while
+ *   the client's budget is spent is not answered (and logged, within the log budget). No
+ *   plugin API says what the broker still holds for a client, and Mosquitto 2.0 never frees a
+ *   targeted publish it drops for a full queue, so a client that asks and never reads must not
+ *   be answered at its own pace.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -52,10 +61,11 @@ void presence_request_props_free(struct presence_request_props *props)
  * valid one (the caller frees it with mosquitto_free), NULL otherwise. Returns
  * MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM (nothing allocated then).
  */
-static int response_properties(const mosquitto_property *request_props, const char *client_id,
-                               mosquitto_property **props, char **topic)
+static int response_properties(struct presence_plugin *p, const mosquitto_property *request_props,
+                               const char *client_id, mosquitto_property **props, char **topic)
 {
 	struct presence_request_props request;
+	const char *why = NULL;
 	int rc;
 
 	*props = NULL;
@@ -72,14 +82,17 @@ static int response_properties(const mosquitto_property *request_props, const ch
 			return rc;
 		}
 	}
-	if (request.response_topic != NULL &&
-	    mosquitto_pub_topic_check(request.response_topic) != MOSQ_ERR_SUCCESS) {
-		mosquitto_log_printf(MOSQ_LOG_NOTICE,
-		                     PRESENCE_LOG_PREFIX
-		                     "query by client %s names the response topic "
-		                     "\"%s\", which is not a valid publish topic; "
-		                     "answering on " PRESENCE_CONTROL_RESPONSE_TOPIC,
-		                     client_id, request.response_topic);
+	if (request.response_topic != NULL) {
+		why = mosquitto_pub_topic_check(request.response_topic) != MOSQ_ERR_SUCCESS
+		          ? "is not a valid publish topic"
+		          : presence_policy_response_topic_refusal(&p->cfg, request.response_topic);
+	}
+	if (why != NULL) {
+		presence_log_limited(
+		    &p->denied_log, MOSQ_LOG_NOTICE,
+		    "query by client %s names the response topic \"%s\", which %s; "
+		    "answering on " PRESENCE_CONTROL_RESPONSE_TOPIC,
+		    client_id, request.response_topic, why);
 	} else {
 		*topic = request.response_topic;
 		request.response_topic = NULL;
@@ -99,6 +112,7 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 	char *text = NULL;
 	size_t len = 0;
 	int rc = MOSQ_ERR_NOMEM;
+	bool allowed = false;
 
 	(void)event;
 	if (client_id == NULL) {
@@ -108,6 +122,18 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		                                         "client id");
 		return MOSQ_ERR_SUCCESS;
 	}
+	if (presence_query_limit_check(p->query_limit, ed->client, presence_monotonic_ms(),
+	                               &allowed) != PRESENCE_OK ||
+	    !allowed) {
+		presence_log_limited(&p->denied_log, MOSQ_LOG_NOTICE,
+		                     "query by client %s (user %s) not answered: it was sent more "
+		                     "than its share of answers (a burst of %d x "
+		                     "max_query_reply_bytes, then one every %d s)",
+		                     client_id, or_none(mosquitto_client_username(ed->client)),
+		                     PRESENCE_QUERY_LIMIT_BURST_REPLIES,
+		                     PRESENCE_QUERY_LIMIT_REFILL_S);
+		return MOSQ_ERR_SUCCESS;
+	}
 	if (presence_query_parse(&q, ed->payload, ed->payloadlen, p->cfg.max_query_users) ==
 	    PRESENCE_OK) {
 		mosquitto_log_printf(MOSQ_LOG_DEBUG,
@@ -115,19 +141,22 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		                                         "command(s), %zu name(s)",
 		                     client_id, or_none(mosquitto_client_username(ed->client)),
 		                     q.count, q.username_total);
-		text = presence_query_respond(&q, p->reg, &len);
+		text = presence_query_respond(&q, p->reg, p->cfg.max_query_reply_bytes, &len);
 		presence_query_free(&q);
 	}
 	if (text != NULL) {
-		rc = response_properties(ed->properties, client_id, &props, &response_topic);
+		rc = response_properties(p, ed->properties, client_id, &props, &response_topic);
 	}
 	if (rc == MOSQ_ERR_SUCCESS) {
 		rc = presence_publish_json(client_id,
 		                           response_topic != NULL ? response_topic
 		                                                  : PRESENCE_CONTROL_RESPONSE_TOPIC,
-		                           text, len, ed->qos > 1 ? 1 : ed->qos, false, props);
+		                           text, len, 0, false, props);
 	}
-	if (rc != MOSQ_ERR_SUCCESS) {
+	if (rc == MOSQ_ERR_SUCCESS) {
+		presence_query_limit_charge(p->query_limit, ed->client,
+		                            len + PRESENCE_QUERY_LIMIT_RESPONSE_COST);
+	} else {
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX
 		                     "could not answer the query of client %s: %s",

@@ -26,6 +26,7 @@
  */
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -77,6 +78,60 @@ const char *presence_mosq_strerror(int rc)
 static const char *or_none(const char *s)
 {
 	return s != NULL ? s : "(none)";
+}
+
+/* Longest log line the budgeted logging writes; longer ones are cut. */
+#define LOG_LINE_SIZE 1024
+
+void presence_log_limited(struct presence_log_budget *budget, int level, const char *fmt, ...)
+{
+	char line[LOG_LINE_SIZE];
+	uint64_t suppressed = 0;
+	va_list ap;
+
+	if (!presence_log_budget_take(budget, presence_monotonic_ms(), &suppressed)) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (suppressed > 0) {
+		mosquitto_log_printf(level,
+		                     PRESENCE_LOG_PREFIX "%s (%" PRIu64 " similar lines "
+		                                         "suppressed before this one)",
+		                     line, suppressed);
+	} else {
+		mosquitto_log_printf(level, PRESENCE_LOG_PREFIX "%s", line);
+	}
+}
+
+/* Logs, once a second at most, how many of a log budget's lines were suppressed and not yet
+ * reported. */
+static void flush_log_budget(struct presence_log_budget *budget, int level, const char *what)
+{
+	uint64_t suppressed;
+
+	if (presence_log_budget_flush(budget, presence_monotonic_ms(), &suppressed)) {
+		mosquitto_log_printf(
+		    level, PRESENCE_LOG_PREFIX "%" PRIu64 " more lines about %s suppressed",
+		    suppressed, what);
+	}
+}
+
+void presence_login_seen(struct presence_plugin *p, const struct mosquitto *client)
+{
+	if (!p->reloading) {
+		p->connecting = client;
+	}
+}
+
+void presence_connection_gone(struct presence_plugin *p, const struct mosquitto *client)
+{
+	if (client == p->connecting) {
+		p->connecting = NULL;
+	}
+	presence_query_limit_forget(p->query_limit, client);
+	presence_registry_session_gone(p->reg, client);
 }
 
 /* The client's identity as the broker reports it now: its username, or its client id with
@@ -191,8 +246,8 @@ static int publish_json_owned(const char *topic, void *payload, size_t len, bool
 
 /* Publishes the rejection notice for a state write on "<user topic>/error" (not retained);
  * the ACL lets only the user's own sessions read it. */
-static void publish_rejection(struct presence_user *user, const char *write_topic,
-                              const char *reason)
+void presence_publish_rejection(struct presence_user *user, const char *write_topic,
+                                const char *reason)
 {
 	const char *doc_topic = presence_user_topic(user);
 	size_t topic_len = strlen(doc_topic);
@@ -252,17 +307,32 @@ int presence_acl_check_cb(int event, void *event_data, void *userdata)
 	presence_topic_parse(p->cfg.topic_prefix, ed->topic, &topic);
 	/* Ownership matters for state writes and error notices only; documents are read on
 	 * every delivery and need no lookup. Wills are checked too: they are sent after the
-	 * session's end, when the client is no longer tracked, so they own nothing. */
+	 * session's end, when the client is no longer tracked, so they own nothing; except at a
+	 * take-over, where the old session still counts (presence_policy_takeover_will). */
 	if ((access == PRESENCE_ACCESS_WRITE &&
 	     (topic.kind == PRESENCE_TOPIC_STATE || topic.kind == PRESENCE_TOPIC_STATE_KEY)) ||
 	    (access == PRESENCE_ACCESS_READ && topic.kind == PRESENCE_TOPIC_ERROR)) {
 		owns = client_owns_level(p, ed->client, topic.user, topic.user_len);
 	}
+	if (owns && access == PRESENCE_ACCESS_WRITE &&
+	    presence_policy_takeover_will(
+	        ed->client, mosquitto_client_id(ed->client), p->connecting,
+	        p->connecting != NULL ? mosquitto_client_id(p->connecting) : NULL)) {
+		p->publishes_denied++;
+		presence_log_limited(
+		    &p->denied_log, MOSQ_LOG_NOTICE,
+		    "dropped the Will of client %s (user %s) on %s: the connection "
+		    "was taken over, and no Will is applied below the plugin's "
+		    "namespace",
+		    or_none(mosquitto_client_id(ed->client)),
+		    or_none(mosquitto_client_username(ed->client)), ed->topic);
+		return verdict_code(PRESENCE_VERDICT_DENY);
+	}
 	verdict = presence_policy_access(&p->cfg, &topic, access, owns, &why);
 	if (verdict == PRESENCE_VERDICT_DENY && why != NULL) {
-		mosquitto_log_printf(MOSQ_LOG_NOTICE,
-		                     PRESENCE_LOG_PREFIX "denied publish by client %s (user %s) "
-		                                         "to %s: %s",
+		p->publishes_denied++;
+		presence_log_limited(&p->denied_log, MOSQ_LOG_NOTICE,
+		                     "denied publish by client %s (user %s) to %s: %s",
 		                     or_none(mosquitto_client_id(ed->client)),
 		                     or_none(mosquitto_client_username(ed->client)), ed->topic,
 		                     why);
@@ -310,10 +380,15 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 	ed->retain = false;
 	user = state_writer(p, ed->client, &topic);
 	if (user == NULL) {
-		mosquitto_log_printf(MOSQ_LOG_WARNING,
-		                     PRESENCE_LOG_PREFIX "ignored state write by client %s to %s: "
-		                                         "the session is not tracked",
+		presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
+		                     "ignored state write by client %s to %s: the session is not "
+		                     "tracked",
 		                     or_none(mosquitto_client_id(ed->client)), ed->topic);
+		return MOSQ_ERR_SUCCESS;
+	}
+	if (p->cluster != NULL) {
+		presence_cluster_link_state_write(p, user, ed->topic, &topic, ed->payload,
+		                                  ed->payloadlen);
 		return MOSQ_ERR_SUCCESS;
 	}
 	if (topic.kind == PRESENCE_TOPIC_STATE) {
@@ -329,12 +404,11 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 	}
 	if (err != PRESENCE_OK) {
 		p->state_rejected++;
-		mosquitto_log_printf(MOSQ_LOG_WARNING,
-		                     PRESENCE_LOG_PREFIX "rejected state write by client %s (user "
-		                                         "%s) to %s: %s",
+		presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
+		                     "rejected state write by client %s (user %s) to %s: %s",
 		                     or_none(mosquitto_client_id(ed->client)),
 		                     presence_user_name(user), ed->topic, reason);
-		publish_rejection(user, ed->topic, reason);
+		presence_publish_rejection(user, ed->topic, reason);
 		return MOSQ_ERR_SUCCESS;
 	}
 	p->state_writes++;
@@ -357,6 +431,31 @@ static int64_t clock_ms(clockid_t clock)
 int64_t presence_monotonic_ms(void)
 {
 	return clock_ms(CLOCK_MONOTONIC);
+}
+
+int presence_publish_document(struct presence_plugin *p, struct presence_user *user)
+{
+	struct presence_document doc;
+	void *payload;
+	size_t len;
+	int rc = MOSQ_ERR_NOMEM;
+
+	if (!presence_user_published(user, &doc)) {
+		return MOSQ_ERR_SUCCESS;
+	}
+	payload = presence_document_render_with(&doc, &len, mosquitto_malloc);
+	if (payload != NULL) {
+		rc = publish_json_owned(presence_user_topic(user), payload, len, true);
+	}
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "could not publish the document of user "
+		                                         "%s (%s)",
+		                     presence_user_name(user), presence_mosq_strerror(rc));
+		return rc;
+	}
+	p->documents_published++;
+	return rc;
 }
 
 size_t presence_publish_due_documents(struct presence_plugin *p)
@@ -470,6 +569,7 @@ static void publish_due_metrics(struct presence_plugin *p)
 	values[PRESENCE_METRIC_DOCUMENTS_PUBLISHED] = p->documents_published;
 	values[PRESENCE_METRIC_STATE_WRITES] = p->state_writes;
 	values[PRESENCE_METRIC_STATE_REJECTED] = p->state_rejected;
+	values[PRESENCE_METRIC_PUBLISHES_DENIED] = p->publishes_denied;
 	for (which = 0; which < PRESENCE_METRIC_COUNT; which++) {
 		enum presence_metric metric = (enum presence_metric)which;
 		int len;
@@ -497,9 +597,17 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 
 	(void)event;
 	presence_lifecycle_tick(p, event_data);
-	presence_registry_offline_expire(p->reg);
-	presence_publish_due_documents(p);
+	/* No login is in progress between two loop iterations. */
+	p->connecting = NULL;
+	if (p->cluster != NULL) {
+		presence_cluster_link_tick(p);
+	} else {
+		presence_registry_offline_expire(p->reg);
+		presence_publish_due_documents(p);
+	}
 	publish_due_metrics(p);
+	flush_log_budget(&p->rejected_log, MOSQ_LOG_WARNING, "rejected state writes");
+	flush_log_budget(&p->denied_log, MOSQ_LOG_NOTICE, "denied publishes");
 	if (p->store != NULL) {
 		save_state(p);
 	}

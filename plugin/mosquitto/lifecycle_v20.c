@@ -99,6 +99,7 @@ static int basic_auth_cb(int event, void *event_data, void *userdata)
 	struct presence_plugin *p = userdata;
 
 	(void)event;
+	presence_login_seen(p, ed->client);
 	if (!p->reloading && presence_registry_session_pending(p->reg, ed->client) != PRESENCE_OK) {
 		presence_log_untracked(ed->client, NULL);
 	}
@@ -114,7 +115,7 @@ static int disconnect_cb(int event, void *event_data, void *userdata)
 	struct presence_plugin *p = userdata;
 
 	(void)event;
-	presence_registry_session_gone(p->reg, ed->client);
+	presence_connection_gone(p, ed->client);
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -12,8 +12,11 @@
  * - RELOAD must return success: any other answer ends the broker (src/signals.c). 2.1 raises no
  *   BASIC_AUTH for existing sessions at a reload that the plugin would need to ignore.
  * - MOSQ_ERR_PLUGIN_IGNORE leaves a question to the broker's other mechanisms and its defaults,
- *   so the plugin registers BASIC_AUTH only with auth allow, and answers ACL questions outside
- *   its rules with IGNORE (acl defer).
+ *   so BASIC_AUTH answers IGNORE unless auth allow, and ACL questions outside the plugin's
+ *   rules are answered with IGNORE (acl defer). BASIC_AUTH is registered all the same: as on
+ *   2.0, a CONNECT that takes over a client id sends the old connection's Will between the new
+ *   login and the old DISCONNECT, and only the login in progress tells that Will from a
+ *   publish (presence_policy_takeover_will).
  * - TICK runs at the start of an iteration, before network I/O, and a callback's next_ms both
  *   asks for a wake-up and holds back that callback until then (src/plugin_tick.c). So the
  *   shared TICK (events.c) asks for nothing and runs in every iteration, publishing documents
@@ -88,17 +91,20 @@ static int connection_gone_cb(int event, void *event_data, void *userdata)
 	} else {
 		client = ((struct mosquitto_evt_disconnect *)event_data)->client;
 	}
-	presence_registry_session_gone(p->reg, client);
+	presence_connection_gone(p, client);
 	return MOSQ_ERR_SUCCESS;
 }
 
-/* With auth allow only: the plugin accepts every login, for brokers with no authentication. */
+/* Remembers the login in progress; with auth allow the plugin accepts every login, for brokers
+ * with no authentication, otherwise it leaves the decision to the broker. */
 static int basic_auth_cb(int event, void *event_data, void *userdata)
 {
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	struct presence_plugin *p = userdata;
+
 	(void)event;
-	(void)event_data;
-	(void)userdata;
-	return MOSQ_ERR_SUCCESS;
+	presence_login_seen(p, ed->client);
+	return p->cfg.auth == PRESENCE_MODE_ALLOW ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_IGNORE;
 }
 
 static int reload_cb(int event, void *event_data, void *userdata)
@@ -126,17 +132,14 @@ static const struct presence_callback callbacks[] = {
     {MOSQ_EVT_DISCONNECT, connection_gone_cb, NULL},
     {MOSQ_EVT_CLIENT_OFFLINE, connection_gone_cb, NULL},
     {MOSQ_EVT_RELOAD, reload_cb, NULL},
-    /* Last, so that it can be left out. */
     {MOSQ_EVT_BASIC_AUTH, basic_auth_cb, NULL},
 };
 
 const struct presence_callback *presence_lifecycle_callbacks(const struct presence_plugin *p,
                                                              size_t *count)
 {
+	(void)p;
 	*count = sizeof(callbacks) / sizeof(callbacks[0]);
-	if (p->cfg.auth != PRESENCE_MODE_ALLOW) {
-		(*count)--;
-	}
 	return callbacks;
 }
 

@@ -109,7 +109,9 @@ static int register_callbacks(struct presence_plugin *p)
 
 static void plugin_free(struct presence_plugin *p)
 {
+	presence_cluster_link_stop(p);
 	presence_store_free(p->store);
+	presence_query_limit_free(p->query_limit);
 	presence_registry_free(p->reg);
 	presence_config_free(&p->cfg);
 	free(p);
@@ -146,7 +148,10 @@ static int configure(struct presence_plugin *p, const struct mosquitto_opt *opts
 	}
 	p->limits.max_state_bytes = p->cfg.max_state_bytes;
 	p->limits.max_keys = p->cfg.max_keys;
+	p->limits.max_depth = p->cfg.max_state_depth;
 	presence_metrics_init(&p->metrics, p->cfg.metrics_interval);
+	presence_log_budget_init(&p->rejected_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
+	presence_log_budget_init(&p->denied_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -158,6 +163,12 @@ static int make_registry(struct presence_plugin *p)
 	if (p->reg == NULL) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX "out of memory");
 		return MOSQ_ERR_NOMEM;
+	}
+	if (p->cfg.cluster_url != NULL) {
+		/* The cluster decides availability, delays and state (Redis functions): the
+		 * registry only counts this broker's sessions and keeps the documents. */
+		presence_registry_set_keep_state(p->reg, true);
+		return MOSQ_ERR_SUCCESS;
 	}
 	presence_registry_set_offline_delay(p->reg, (int64_t)p->cfg.offline_delay * 1000);
 	presence_registry_set_keep_state(p->reg, p->cfg.keep_state);
@@ -246,6 +257,14 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 		                     "available) from %s, written at a clean stop: "
 		                     "seq continues at the recorded seq + 1",
 		                     loaded->users, loaded->available, path);
+	} else if (p->cfg.cluster_url != NULL) {
+		/* No seq margin: Redis numbers the documents, above what the file records. */
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX "restored %zu users (%zu recorded as "
+		                                         "available) from %s, written before an "
+		                                         "unclean stop (a crash or a kill); the "
+		                                         "cluster numbers their documents",
+		                     loaded->users, loaded->available, path);
 	} else {
 		mosquitto_log_printf(MOSQ_LOG_INFO,
 		                     PRESENCE_LOG_PREFIX "restored %zu users (%zu recorded as "
@@ -305,6 +324,13 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	if (rc != MOSQ_ERR_SUCCESS) {
 		goto out_free_plugin;
 	}
+	p->query_limit = presence_query_limit_new(
+	    PRESENCE_QUERY_LIMIT_BURST_REPLIES * (uint64_t)p->cfg.max_query_reply_bytes,
+	    p->cfg.max_query_reply_bytes / PRESENCE_QUERY_LIMIT_REFILL_S);
+	if (p->query_limit == NULL) {
+		rc = MOSQ_ERR_NOMEM;
+		goto out_free_plugin;
+	}
 	presence_config_describe(&p->cfg, summary, sizeof(summary));
 	mosquitto_log_printf(MOSQ_LOG_INFO, PRESENCE_LOG_PREFIX "version %s started: %s",
 	                     PRESENCE_VERSION, summary);
@@ -317,6 +343,18 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	rc = register_callbacks(p);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		goto out_free_plugin;
+	}
+	if (p->cfg.cluster_url != NULL) {
+		/* In cluster mode the corrections are the cluster's documents (its first
+		 * snapshot), published as soon as they arrive; nothing is numbered here. */
+		rc = presence_cluster_link_start(p);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			unregister_callbacks(p);
+			goto out_free_plugin;
+		}
+		*userdata = p;
+		instances++;
+		return MOSQ_ERR_SUCCESS;
 	}
 	/* Publishes from init are delivered (and retained) in the first loop iteration, before
 	 * any client can read the documents the broker restored from its persistence file. */
@@ -369,6 +407,9 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
 	}
 	unregister_callbacks(p);
 	instances--;
+	/* Before the state file's last save: the link's last results are not taken any more,
+	 * and the other brokers take over this broker's sessions at once (deregistration). */
+	presence_cluster_link_stop(p);
 	if (p->store != NULL) {
 		save_clean_stop(p);
 	}

@@ -15,10 +15,13 @@
 
 #include "broker.h"
 #include "config.h"
+#include "logbudget.h"
 #include "metrics.h"
+#include "querylimit.h"
 #include "registry.h"
 #include "state.h"
 #include "store.h"
+#include "topic.h"
 
 /* Prefix of every log line the plugin writes. */
 #define PRESENCE_LOG_PREFIX "mosquitto-presence: "
@@ -27,6 +30,11 @@
  * to when the request names no usable MQTT 5 response topic (dynamic-security's convention). */
 #define PRESENCE_CONTROL_TOPIC "$CONTROL/presence/v1"
 #define PRESENCE_CONTROL_RESPONSE_TOPIC "$CONTROL/presence/v1/response"
+
+/* The log budget of each kind of line a client can cause by the thousand: a burst of this many
+ * lines, then this many a second. */
+#define PRESENCE_LOG_BURST 200
+#define PRESENCE_LOG_PER_SECOND 20
 
 /* The most callbacks one instance registers (shared and lifecycle ones). */
 #define PRESENCE_MAX_CALLBACKS 12
@@ -53,18 +61,44 @@ struct presence_plugin {
 	uint64_t documents_published;
 	uint64_t state_writes;
 	uint64_t state_rejected;
+	/* Publishes into the plugin's namespace denied, Wills included. */
+	uint64_t publishes_denied;
+	/* Log budgets (core/logbudget.h) of the lines that one client can cause by the thousand:
+	 * rejected or ignored state writes, and denied publishes, refused response topics and
+	 * unanswered queries. */
+	struct presence_log_budget rejected_log;
+	struct presence_log_budget denied_log;
+	/* The client whose login the broker handled last in this loop iteration, until it
+	 * disconnects or the iteration ends; NULL otherwise (presence_policy_takeover_will). */
+	const struct mosquitto *connecting;
+	/* Each client's budget of query response bytes (core/querylimit.h). */
+	struct presence_query_limit *query_limit;
 	/* The state file, or NULL without plugin_opt_state_file. */
 	struct presence_store *store;
 	/* Monotonic time (ms) at which the last save began, and whether the last save failed:
 	 * saves are paced to about one per second, and retried at that pace after a failure. */
 	int64_t save_started_ms;
 	bool save_failed;
+	/* Cluster mode (cluster.c), or NULL for a single broker (no plugin_opt_cluster_url). */
+	struct presence_cluster_link *cluster;
 };
 
 /* The shared callbacks (events.c). Each takes the struct presence_plugin as userdata. */
 int presence_acl_check_cb(int event, void *event_data, void *userdata);
 int presence_message_cb(int event, void *event_data, void *userdata);
 int presence_tick_cb(int event, void *event_data, void *userdata);
+/* Logs a line (printf-style, without the plugin's prefix) within budget: dropped when the
+ * budget is spent, and mentions how many lines were dropped before it (events.c). */
+void presence_log_limited(struct presence_log_budget *budget, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The lifecycle reports each login attempt (BASIC_AUTH) with presence_login_seen, which
+ * remembers it as the login in progress (ignored during a reload), and the end of each
+ * connection with presence_connection_gone, which forgets the client's session, its budget of
+ * query answers and, if it is that client, the login in progress (events.c). */
+void presence_login_seen(struct presence_plugin *p, const struct mosquitto *client);
+void presence_connection_gone(struct presence_plugin *p, const struct mosquitto *client);
+
 /* control.c */
 int presence_control_cb(int event, void *event_data, void *userdata);
 
@@ -111,6 +145,27 @@ const char *presence_mosq_strerror(int rc);
  * (events.c). Returns the number published. Used by TICK and, for the corrections of a
  * restart, by mosquitto_plugin_init. */
 size_t presence_publish_due_documents(struct presence_plugin *p);
+
+/* Publishes user's last document (presence_user_published), retained, as every document
+ * (events.c). Returns a MOSQ_ERR_* value (the failure is logged). */
+int presence_publish_document(struct presence_plugin *p, struct presence_user *user);
+
+/* Publishes the rejection notice of a state write to write_topic on user's error topic
+ * (events.c). */
+void presence_publish_rejection(struct presence_user *user, const char *write_topic,
+                                const char *reason);
+
+/* Cluster mode (cluster.c; see core/cluster.h). start (from init, with cfg.cluster_url set)
+ * starts the Redis link, or logs why not and returns a MOSQ_ERR_* code; stop (cleanup) ends it
+ * and is a no-op without cluster mode. tick is TICK's work in cluster mode: documents come from
+ * the cluster and dirty users' session counts go to it. state_write applies a checked state
+ * write of user through the cluster (the answer comes later). */
+int presence_cluster_link_start(struct presence_plugin *p);
+void presence_cluster_link_stop(struct presence_plugin *p);
+void presence_cluster_link_tick(struct presence_plugin *p);
+void presence_cluster_link_state_write(struct presence_plugin *p, struct presence_user *user,
+                                       const char *write_topic, const struct presence_topic *topic,
+                                       const void *payload, size_t payload_len);
 
 /* Monotonic clock in milliseconds (events.c). */
 int64_t presence_monotonic_ms(void);

@@ -162,6 +162,8 @@ struct options {
 	double timeout_s;
 	size_t state_bytes;
 	pid_t broker_pid;
+	/* Count the CPU time of the broker's main thread only. */
+	bool main_thread;
 	const char *prefix;
 };
 
@@ -241,6 +243,11 @@ static int64_t broker_tasks_sum(const struct bench *b, const char *file)
 		FILE *f;
 
 		if (de->d_name[0] == '.') {
+			continue;
+		}
+		/* --cpu main: the CPU time of the broker's own thread only (the one whose tid is
+		 * the pid), without a plugin's threads. */
+		if (b->o.main_thread && !running && atoi(de->d_name) != (int)b->o.broker_pid) {
 			continue;
 		}
 		snprintf(name, sizeof(name), "%s/%s/%s", path, de->d_name, file);
@@ -1644,6 +1651,8 @@ static void usage(void)
 	        "  --protocol 4|5      MQTT version of the clients (default 5)\n"
 	        "  --prefix P          presence topic prefix (default presence)\n"
 	        "  --broker-pid PID    broker process, for CPU time and memory\n"
+	        "  --cpu main|all      broker CPU time of its main thread only (not a plugin's\n"
+	        "                      threads), or of all its threads (default all)\n"
 	        "  --timeout S         the whole run's deadline (default 120)\n");
 	exit(1);
 }
@@ -1738,6 +1747,11 @@ static void parse_options(struct options *o, int argc, char **argv)
 			o->protocol = (int)opt_uint(name, v, 4, 5);
 		} else if (strcmp(name, "--prefix") == 0) {
 			o->prefix = v;
+		} else if (strcmp(name, "--cpu") == 0) {
+			if (strcmp(v, "main") != 0 && strcmp(v, "all") != 0) {
+				die("--cpu: use main or all");
+			}
+			o->main_thread = strcmp(v, "main") == 0;
 		} else if (strcmp(name, "--broker-pid") == 0) {
 			o->broker_pid = (pid_t)opt_uint(name, v, 1, INT32_MAX);
 		} else if (strcmp(name, "--timeout") == 0) {

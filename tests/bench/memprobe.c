@@ -186,7 +186,8 @@ int main(int argc, char **argv)
 	bool disconnect = flag(argc, argv, "--disconnect");
 	const char *save_file = text_arg(argc, argv, "--save-file");
 	size_t sessions = users * per_user;
-	struct presence_state_limits limits = {.max_state_bytes = 1 << 20, .max_keys = 64};
+	struct presence_state_limits limits = {
+	    .max_state_bytes = 1 << 20, .max_keys = 64, .max_depth = 32};
 	/* Stand-ins for the broker's client pointers: never dereferenced. */
 	char *clients = malloc(sessions > 0 ? sessions : 1);
 	char *payload = NULL;

@@ -25,10 +25,11 @@ chroot_stamp="$chroot_dir/.presence-chroot-ready"
 # tests/run.sh (valgrind, chromium), libc6-dev (only a Recommends of gcc: without it, CMake's
 # compiler check fails), binutils (nm, for the import check), python3-paho-mqtt (2.x in sid; the
 # Python example), nodejs and npm (the browser test; Node.js comes with the host's image, not
-# from Debian 12), iproute2 (`ip`, for the examples' private network namespace).
+# from Debian 12), iproute2 (`ip`, for the examples' private network namespace), libhiredis-dev
+# and redis-server (cluster mode and its tests).
 chroot_packages=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
-	libcmocka-dev uthash-dev cmake gcc make pkg-config python3-paho-mqtt valgrind libc6-dev
-	binutils chromium nodejs npm iproute2)
+	libcmocka-dev uthash-dev libhiredis-dev redis-server cmake gcc make pkg-config
+	python3-paho-mqtt valgrind libc6-dev binutils chromium nodejs npm iproute2)
 
 mounted=() # mount points made here, in mount order
 

@@ -309,6 +309,234 @@ static void will_on_the_senders_own_state_topic_is_denied(void **state)
 	free(conf);
 }
 
+/* Connects a client with a retained QoS 1 will, with protocol (4 or 5). */
+static struct client *connect_with_will_v(struct broker *b, const char *id, const char *username,
+                                          int protocol, const char *will_topic,
+                                          const char *will_payload)
+{
+	struct client_opts o = {.id = id,
+	                        .username = username,
+	                        .protocol = protocol,
+	                        .will_topic = will_topic,
+	                        .will_payload = will_payload,
+	                        .will_qos = 1,
+	                        .will_retain = true};
+
+	return client_connect(b, &o);
+}
+
+/* Waits for the log line of a Will dropped at a take-over. */
+static void expect_takeover_will_dropped(struct broker *b, const char *id, const char *topic)
+{
+	char needle[512];
+
+	snprintf(needle, sizeof(needle),
+	         "dropped the Will of client %s (user bob) on %s: the connection was taken over",
+	         id, topic);
+	if (!broker_log_wait(b, needle, 5000)) {
+		char *log = broker_log(b);
+
+		fail_msg("the log has no \"%s\":\n%s", needle, log);
+	}
+}
+
+/*
+ * Issue 11: at a take-over Mosquitto 2.0 sends the old connection's Will before its
+ * DISCONNECT, while its session is still tracked; the plugin used to let a Will on the user's
+ * own state topic through, and a retained one was stored on the state topic (and in
+ * mosquitto.db). It must be dropped like every other Will below the namespace: checked with the
+ * state, with the log, and with the retained messages of the same broker restarted without the
+ * plugin (which would deliver anything stored).
+ */
+static void will_at_a_takeover_is_dropped_and_never_retained(void **state)
+{
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	                         "persistence true\npersistence_location @DIR@/\n");
+	char *bare = broker_conf_without_plugin("persistence true\npersistence_location @DIR@/\n");
+	struct broker *b = broker_start(conf);
+	struct client *w = client_watch(b, "watcher", "presence/#");
+	struct client *old5, *old4, *new5, *new4, *check;
+	struct broker_opts opts = {.dir = NULL};
+	struct msg *m;
+	char *dir;
+	long seq;
+
+	(void)state;
+	old5 =
+	    connect_with_will_v(b, "dev5", "bob", 5, "presence/bob/state", "{\"status\":\"gone\"}");
+	seq = expect_doc(w, "presence/bob", "bob", true, 1, "{}");
+	old4 = connect_with_will_v(b, "dev4", "bob", 4, "presence/bob/state/status", "gone");
+	assert_int_equal(expect_doc(w, "presence/bob", "bob", true, 2, "{}"), ++seq);
+
+	/* Both take-overs keep bob's two sessions: no document, and no Will applied. */
+	new5 = client_connect_as(b, "dev5", "bob", 5);
+	assert_true(client_wait_closed(old5, 5000));
+	expect_takeover_will_dropped(b, "dev5", "presence/bob/state");
+	new4 = client_connect_as(b, "dev4", "bob", 4);
+	assert_true(client_wait_closed(old4, 5000));
+	expect_takeover_will_dropped(b, "dev4", "presence/bob/state/status");
+	expect_no_state_or_error_message(w);
+	publish_text_ok(new5, "presence/bob/state/mood", "ok", 1);
+	assert_int_equal(expect_doc(w, "presence/bob", "bob", true, 2, "{\"mood\":\"ok\"}"), ++seq);
+	expect_nothing(w);
+
+	client_disconnect(old5);
+	client_disconnect(old4);
+	client_disconnect(new5);
+	client_disconnect(new4);
+	client_disconnect(w);
+	dir = strdup(broker_dir(b));
+	assert_non_null(dir);
+	opts.dir = dir;
+	opts.port = broker_port(b);
+	broker_stop(b);
+
+	/* Without the plugin nothing filters reads: a retained Will would come back now. */
+	b = broker_start_opts(bare, &opts);
+	check = client_connect_as(b, "check", NULL, 5);
+	assert_int_equal(client_subscribe(check, "presence/bob", 1), 1);
+	m = client_wait_msg(check, 5000);
+	assert_non_null(m);
+	assert_string_equal(m->topic, "presence/bob");
+	assert_true(m->retain);
+	msg_free(m);
+	assert_int_equal(client_subscribe(check, "presence/bob/state/#", 1), 1);
+	expect_nothing(check);
+	client_disconnect(check);
+	broker_stop(b);
+	free(dir);
+	free(bare);
+	free(conf);
+}
+
+/*
+ * Counts, in log, the plugin's lines of one kind (their text contains line_mark) and the lines
+ * of that kind they say were suppressed: "(<n> similar lines suppressed before this one)" at the
+ * end of a line, and "<n> more lines about <what> suppressed". Returns logged + suppressed.
+ */
+static unsigned long lines_accounted(const char *log, const char *line_mark, const char *what,
+                                     unsigned long *logged)
+{
+	char more[128];
+	unsigned long total = 0;
+	const char *line = log;
+
+	snprintf(more, sizeof(more), " more lines about %s suppressed", what);
+	*logged = 0;
+	while (line != NULL && *line != '\0') {
+		const char *end = strchr(line, '\n');
+		size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+		char *text = strndup(line, len);
+		const char *at;
+
+		assert_non_null(text);
+		if (strstr(text, "mosquitto-presence: ") != NULL &&
+		    strstr(text, line_mark) != NULL) {
+			(*logged)++;
+			total++;
+			at = strstr(text, " similar lines suppressed before this one)");
+			if (at != NULL) {
+				while (at > text && at[-1] >= '0' && at[-1] <= '9') {
+					at--;
+				}
+				total += strtoul(at, NULL, 10);
+			}
+		} else if ((at = strstr(text, more)) != NULL) {
+			while (at > text && at[-1] >= '0' && at[-1] <= '9') {
+				at--;
+			}
+			total += strtoul(at, NULL, 10);
+		}
+		free(text);
+		line = end != NULL ? end + 1 : NULL;
+	}
+	return total;
+}
+
+/* Waits until the log accounts for expected lines of one kind (see lines_accounted): each
+ * report of suppressed lines is awaited in turn; the last comes about a second after the flood.
+ * Returns the number of lines actually logged. */
+static unsigned long wait_lines_accounted(struct broker *b, const char *line_mark, const char *what,
+                                          unsigned long expected)
+{
+	char more[128];
+	unsigned long logged = 0;
+
+	snprintf(more, sizeof(more), " more lines about %s suppressed", what);
+	for (;;) {
+		char *log = broker_log(b);
+		unsigned long total = lines_accounted(log, line_mark, what, &logged);
+
+		free(log);
+		if (total == expected) {
+			return logged;
+		}
+		if (total > expected) {
+			fail_msg("the log accounts for %lu lines about %s, expected %lu", total,
+			         what, expected);
+		}
+		if (!broker_log_wait(b, more, 5000)) {
+			fail_msg("the log accounts for only %lu of %lu lines about %s", total,
+			         expected, what);
+		}
+	}
+}
+
+/* Issue 11: 10 000 rejected writes and 10 000 denied publishes at QoS 0 made 20 002 log lines.
+ * The lines are now budgeted; every suppressed line is still accounted for, in the log and in
+ * the metrics. */
+static void floods_of_rejected_and_denied_publishes_are_logged_within_budget(void **state)
+{
+	enum { FLOOD = 1000 };
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	                         "plugin_opt_metrics_interval 1\n");
+	struct broker *b = broker_start(conf);
+	struct client *m = client_connect_as(b, "metrics", NULL, 5);
+	struct client *alice = client_connect_as(b, "alice1", "alice", 4);
+	struct client *anon = client_connect_as(b, "anon1", NULL, 4);
+	unsigned long logged;
+	struct msg *msg;
+	bool rejected_seen = false, denied_seen = false;
+
+	(void)state;
+	/* Subscribe the round-trip markers first: under load the broker takes a while to work
+	 * through the flood, and only the final round trip should wait for it. */
+	assert_true(client_sync(alice, 5000));
+	assert_true(client_sync(anon, 5000));
+	for (int i = 0; i < FLOOD; i++) {
+		assert_int_equal(client_publish(alice, "presence/alice/state", "[]", 2, 0, false),
+		                 0);
+		assert_int_equal(client_publish(anon, "presence/x", "{}", 2, 0, false), 0);
+	}
+	assert_true(client_sync(alice, 30000));
+	assert_true(client_sync(anon, 30000));
+
+	logged = wait_lines_accounted(b, "rejected state write by client alice1",
+	                              "rejected state writes", FLOOD);
+	assert_true(logged < FLOOD / 4);
+	logged = wait_lines_accounted(b, DENIED "anon1", "denied publishes", FLOOD);
+	assert_true(logged < FLOOD / 4);
+
+	/* The metrics count every one. */
+	assert_int_equal(client_subscribe(m, "$SYS/broker/presence/#", 0), 0);
+	while (!rejected_seen || !denied_seen) {
+		msg = client_wait_msg(m, 5000);
+		assert_non_null(msg);
+		if (strcmp(msg->topic, "$SYS/broker/presence/state/rejected") == 0) {
+			rejected_seen = atoi(msg->payload) == FLOOD;
+		} else if (strcmp(msg->topic, "$SYS/broker/presence/publishes/denied") == 0) {
+			denied_seen = atoi(msg->payload) == FLOOD;
+		}
+		msg_free(msg);
+	}
+
+	client_disconnect(anon);
+	client_disconnect(alice);
+	client_disconnect(m);
+	broker_stop(b);
+	free(conf);
+}
+
 static void untracked_sessions_cannot_write_any_state_topic(void **state)
 {
 	static const char *const topics[] = {"presence/anon1/state/x", "presence/anon1/state",
@@ -766,7 +994,9 @@ int main(void)
 	    T(will_on_a_document_topic_is_not_delivered),
 	    T(will_on_another_users_state_topic_is_not_applied),
 	    T(will_on_the_senders_own_state_topic_is_denied),
+	    T(will_at_a_takeover_is_dropped_and_never_retained),
 	    T(untracked_sessions_cannot_write_any_state_topic),
+	    T(floods_of_rejected_and_denied_publishes_are_logged_within_budget),
 	    T(percent_encoding_does_not_reach_another_user),
 	    T(error_notices_reach_only_the_users_own_sessions),
 	    T(defer_modes_follow_password_file_and_acl_file),

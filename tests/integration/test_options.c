@@ -28,9 +28,9 @@
 /* The startup line of a broker with every option at its default. */
 #define DEFAULT_STARTUP_LINE                                                                       \
 	LOG_PREFIX "version 0.1.0 started: topic_prefix=presence identity=username auth=defer "    \
-	           "acl=defer max_state_bytes=8192 max_keys=64 max_query_users=1000 "              \
-	           "metrics_interval=10 offline_delay=0 keep_state=false state_file=(none) "       \
-	           "ignore_users=(none)\n"
+	           "acl=defer max_state_bytes=8192 max_keys=64 max_state_depth=32 "                \
+	           "max_query_users=1000 max_query_reply_bytes=65536 metrics_interval=10 "         \
+	           "offline_delay=0 keep_state=false state_file=(none) ignore_users=(none)\n"
 
 /* Allow every login and every topic outside the plugin's namespace. */
 #define OPEN_OPTIONS "plugin_opt_auth allow\nplugin_opt_acl allow\n"
@@ -86,8 +86,10 @@ static void an_unknown_option_stops_the_broker_and_lists_the_known_options(void 
 	(void)state;
 	expect_refusal("plugin_opt_colour blue\n",
 	               "unknown option plugin_opt_colour (known options: topic_prefix, identity, "
-	               "ignore_users, auth, acl, max_state_bytes, max_keys, max_query_users, "
-	               "metrics_interval, offline_delay, keep_state, state_file)");
+	               "ignore_users, auth, acl, max_state_bytes, max_keys, max_state_depth, "
+	               "max_query_users, max_query_reply_bytes, metrics_interval, offline_delay, "
+	               "keep_state, state_file, cluster_url, broker_id, cluster_heartbeat_ms, "
+	               "cluster_lease_ms)");
 }
 
 /* One invalid value and the message it must produce. */
@@ -229,14 +231,17 @@ static void every_option_set_is_logged_with_its_effective_value(void **state)
 	                         "plugin_opt_acl allow\n"
 	                         "plugin_opt_max_state_bytes 100\n"
 	                         "plugin_opt_max_keys 3\n"
+	                         "plugin_opt_max_state_depth 4\n"
 	                         "plugin_opt_max_query_users 5\n"
+	                         "plugin_opt_max_query_reply_bytes 4096\n"
 	                         "plugin_opt_metrics_interval 0\n");
 	struct broker *b = broker_start(conf);
 	char *log = broker_log(b);
 	static const char line[] =
 	    LOG_PREFIX "version 0.1.0 started: topic_prefix=org/site/presence identity=clientid "
-	               "auth=allow acl=allow max_state_bytes=100 max_keys=3 max_query_users=5 "
-	               "metrics_interval=0 offline_delay=0 keep_state=false state_file=(none) "
+	               "auth=allow acl=allow max_state_bytes=100 max_keys=3 max_state_depth=4 "
+	               "max_query_users=5 max_query_reply_bytes=4096 metrics_interval=0 "
+	               "offline_delay=0 keep_state=false state_file=(none) "
 	               "ignore_users=svc,bridge-1,monitor\n";
 
 	(void)state;

@@ -274,18 +274,19 @@ static void known_offline_unknown_and_repeated_names_get_their_retained_document
 	bob_known = known(bob_doc);
 	snprintf(expected, sizeof(expected),
 	         "{\"responses\":[{\"command\":\"getPresence\",\"presences\":[%s,%s,"
-	         "{\"username\":\"zed\",\"available\":false,\"known\":false},%s],"
+	         "{\"username\":\"zed\",\"available\":false,\"known\":false}],"
 	         "\"correlationData\":\"c-1\"}]}",
-	         alice_known, bob_known, alice_known);
+	         alice_known, bob_known);
 
 	q = client_connect(b, &q_o);
 	assert_int_equal(client_subscribe(q, "replies/querier", 2), 2);
 	props = request_props("replies/querier", correlation, (int)sizeof(correlation));
-	/* The response has the request's QoS, capped at 1. */
+	/* The response is QoS 0 whatever the request's QoS (alice asked twice is answered
+	 * once). */
 	for (qos = 0; qos <= 2; qos++) {
 		assert_int_equal(send_request(q, request, qos, props), 0);
 		m = expect_response(q, "replies/querier", expected);
-		assert_int_equal(m->qos, qos > 1 ? 1 : qos);
+		assert_int_equal(m->qos, 0);
 		assert_int_equal(m->payload_format, 1);
 		assert_string_equal(m->content_type, "application/json");
 		assert_int_equal(m->correlation_len, (int)sizeof(correlation));
@@ -317,6 +318,16 @@ static void without_a_usable_response_topic_the_answer_goes_to_the_fallback_topi
 	struct client_opts q5_o = {.id = "q5", .protocol = 5};
 	const char *request =
 	    "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":[\"carol\"]}]}";
+	static const struct {
+		const char *topic;
+		const char *why;
+	} refused[] = {
+	    {"presence/carol", "is inside the plugin's namespace"},
+	    {"presence/carol/state", "is inside the plugin's namespace"},
+	    {"presence/", "is inside the plugin's namespace"},
+	    {"$SYS/broker/presence/users/known", "starts with '$'"},
+	    {"$CONTROL/presence/v1", "starts with '$'"},
+	};
 	struct client *carol, *q5;
 	mosquitto_property *props;
 	char *carol_doc, *carol_known;
@@ -333,7 +344,7 @@ static void without_a_usable_response_topic_the_answer_goes_to_the_fallback_topi
 	assert_int_equal(client_subscribe(carol, FALLBACK, 1), 1);
 	assert_int_equal(send_request(carol, request, 1, NULL), 0);
 	m = expect_response(carol, FALLBACK, expected);
-	assert_int_equal(m->qos, 1);
+	assert_int_equal(m->qos, 0);
 	msg_free(m);
 
 	/* MQTT 5 without a response topic, and with one that is not a valid publish topic: the
@@ -345,6 +356,22 @@ static void without_a_usable_response_topic_the_answer_goes_to_the_fallback_topi
 	assert_null(m->correlation);
 	assert_int_equal(m->payload_format, 1);
 	msg_free(m);
+	/* Inside the plugin's namespace or under $: refused like a wildcard below (issue 11). A
+	 * targeted answer needs no subscription, so q5 would receive it on any of these. */
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		char line[256];
+
+		props = request_props(refused[i].topic, "r", 1);
+		assert_int_equal(send_request(q5, request, 1, props), 0);
+		m = expect_response(q5, FALLBACK, expected);
+		assert_int_equal(m->correlation_len, 1);
+		msg_free(m);
+		mosquitto_property_free_all(&props);
+		snprintf(line, sizeof(line),
+		         "names the response topic \"%s\", which %s; answering on",
+		         refused[i].topic, refused[i].why);
+		assert_true(broker_log_wait(b, line, 5000));
+	}
 	/* A Response Topic with a wildcard. Mosquitto before 2.0.20 passes the request on, and the
 	 * answer goes to the fallback topic with the correlation data. 2.0.20 and later refuse it
 	 * as a protocol error ("Don't allow invalid response-topic values") and close the
@@ -373,7 +400,7 @@ static void without_a_usable_response_topic_the_answer_goes_to_the_fallback_topi
 		fd = send_raw_v5_request(broker_port(b), "q5raw", "replies/+", request);
 		assert_true(raw_wait_closed(fd, 5000));
 		raw_close(fd);
-		assert_false(broker_log_contains(b, "names the response topic"));
+		assert_false(broker_log_contains(b, "names the response topic \"replies/+\""));
 	}
 	expect_nothing(q5);
 	expect_nothing(carol);
@@ -436,6 +463,126 @@ static void no_other_client_receives_a_response_whatever_it_subscribes_to(void *
 	client_disconnect(q4);
 	client_disconnect(q5);
 	client_disconnect(eve);
+	broker_stop(b);
+	free(conf);
+}
+
+/*
+ * Issue 11: a 9 KB request naming alice 1000 times got an 8.2 MB reply. Each distinct name is
+ * now answered once, and a command whose answer would take the reply over
+ * max_query_reply_bytes gets an error while the others are answered.
+ */
+static void replies_answer_each_name_once_within_the_byte_budget(void **state)
+{
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	                         "plugin_opt_max_query_reply_bytes 4096\n");
+	struct broker *b = broker_start(conf);
+	struct client *w = client_watch(b, "watcher", "presence/+");
+	struct client_opts q_o = {.id = "querier", .protocol = 5};
+	struct client *alice, *bob, *q;
+	char big[3001];
+	char *request;
+	size_t size = 256 + 1000 * sizeof("\"alice\",");
+	size_t len = 0;
+	cJSON *reply, *responses, *first, *second;
+	struct msg *m;
+
+	(void)state;
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	alice = client_connect_as(b, "alice1", "alice", 5);
+	bob = client_connect_as(b, "bob1", "bob", 5);
+	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
+	expect_doc(w, "presence/bob", "bob", true, 1, "{}");
+	publish_text_ok(alice, "presence/alice/state/blob", big, 1);
+	expect_doc(w, "presence/alice", "alice", true, 1, NULL);
+	publish_text_ok(bob, "presence/bob/state/blob", big, 1);
+	expect_doc(w, "presence/bob", "bob", true, 1, NULL);
+
+	request = malloc(size);
+	assert_non_null(request);
+	len += (size_t)snprintf(request, size,
+	                        "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":[");
+	/* 999 times, so that with bob the request stays within max_query_users (1000). */
+	for (int i = 0; i < 999; i++) {
+		len += (size_t)snprintf(request + len, size - len, "%s\"alice\"", i > 0 ? "," : "");
+	}
+	snprintf(request + len, size - len,
+	         "]},{\"command\":\"getPresence\",\"usernames\":[\"bob\"],"
+	         "\"correlationData\":\"too-much\"}]}");
+	q = client_connect(b, &q_o);
+	assert_int_equal(client_subscribe(q, FALLBACK, 1), 1);
+	assert_int_equal(send_request(q, request, 1, NULL), 0);
+	m = client_wait_msg(q, 5000);
+	assert_non_null(m);
+	assert_string_equal(m->topic, FALLBACK);
+	assert_true(m->payloadlen <= 4096);
+	reply = msg_json(m);
+	responses = cJSON_GetObjectItemCaseSensitive(reply, "responses");
+	assert_int_equal(cJSON_GetArraySize(responses), 2);
+	first = cJSON_GetArrayItem(responses, 0);
+	second = cJSON_GetArrayItem(responses, 1);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(first, "presences")),
+	                 1);
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(second, "error")->valuestring,
+	                    "Reply too large: at most 4096 bytes per reply");
+	assert_string_equal(
+	    cJSON_GetObjectItemCaseSensitive(second, "correlationData")->valuestring, "too-much");
+	cJSON_Delete(reply);
+	msg_free(m);
+	expect_nothing(q);
+
+	free(request);
+	client_disconnect(q);
+	client_disconnect(alice);
+	client_disconnect(bob);
+	client_disconnect(w);
+	broker_stop(b);
+	free(conf);
+}
+
+/* A client that keeps asking is answered within a budget of response bytes of its own (a burst
+ * of 4 x max_query_reply_bytes, then one such response every 4 s); the others are not
+ * affected. */
+static void a_client_that_keeps_asking_is_answered_within_its_budget(void **state)
+{
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	                         "plugin_opt_max_query_reply_bytes 1024\n");
+	struct broker *b = broker_start(conf);
+	struct client_opts greedy_o = {.id = "greedy", .protocol = 5};
+	struct client_opts other_o = {.id = "other", .protocol = 5};
+	const char *request =
+	    "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":[\"zed\"]}]}";
+	const char *expected = "{\"responses\":[{\"command\":\"getPresence\",\"presences\":["
+	                       "{\"username\":\"zed\",\"available\":false,\"known\":false}]}]}";
+	struct client *greedy, *other;
+	struct msg *m;
+	int answered = 0;
+
+	(void)state;
+	greedy = client_connect(b, &greedy_o);
+	other = client_connect(b, &other_o);
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(send_request(greedy, request, 1, NULL), 0);
+	}
+	/* Every answer the broker sent is queued after a round trip. */
+	assert_true(client_sync(greedy, 5000));
+	while ((m = client_next_msg(greedy, 0)) != NULL) {
+		if (strcmp(m->topic, FALLBACK) == 0) {
+			answered++;
+		}
+		msg_free(m);
+	}
+	/* Each answer costs its bytes and 1024 more: four fit the burst of 4096. Refilling the
+	 * sixteen others would take a minute. */
+	assert_true(answered >= 1 && answered < 20);
+	assert_true(broker_log_wait(b, "query by client greedy (user (none)) not answered", 5000));
+	/* Another client has its own budget. */
+	assert_int_equal(send_request(other, request, 1, NULL), 0);
+	msg_free(expect_response(other, FALLBACK, expected));
+
+	client_disconnect(greedy);
+	client_disconnect(other);
 	broker_stop(b);
 	free(conf);
 }
@@ -690,6 +837,8 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	    "0",
 	    "documents/published",
 	    "0",
+	    "publishes/denied",
+	    "0",
 	    "state/writes",
 	    "0",
 	    "state/rejected",
@@ -705,6 +854,8 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	    "2",
 	    "documents/published",
 	    "5",
+	    "publishes/denied",
+	    "0",
 	    "state/writes",
 	    "2",
 	    "state/rejected",
@@ -742,10 +893,10 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 	wait_metrics(m, &seen, at_end);
 	client_disconnect(m);
 
-	/* A late subscriber gets exactly the six current values, retained. */
+	/* A late subscriber gets exactly the seven current values, retained. */
 	late = client_connect(b, &late_o);
 	assert_int_equal(client_subscribe(late, SYS "#", 0), 0);
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < 7; i++) {
 		struct msg *msg = client_wait_msg(late, 5000);
 
 		assert_non_null(msg);
@@ -753,7 +904,7 @@ static void metrics_count_users_sessions_documents_and_state_writes(void **state
 		record_metric(&retained, msg);
 		msg_free(msg);
 	}
-	assert_int_equal(retained.count, 6);
+	assert_int_equal(retained.count, 7);
 	wait_metrics(late, &retained, at_end);
 
 	/*
@@ -870,6 +1021,8 @@ int main(void)
 	    T(known_offline_unknown_and_repeated_names_get_their_retained_documents),
 	    T(without_a_usable_response_topic_the_answer_goes_to_the_fallback_topic),
 	    T(no_other_client_receives_a_response_whatever_it_subscribes_to),
+	    T(replies_answer_each_name_once_within_the_byte_budget),
+	    T(a_client_that_keeps_asking_is_answered_within_its_budget),
 	    T(malformed_and_oversized_requests_are_answered_with_errors),
 	    T(with_acl_defer_only_clients_the_acl_file_grants_may_query),
 	    T(metrics_count_users_sessions_documents_and_state_writes),

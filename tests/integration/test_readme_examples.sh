@@ -541,7 +541,7 @@ compare_log() {
 # Starts the broker on examples/mosquitto.conf plus the lines of the block, on a port nobody
 # uses, and expects it to exit non-zero within the deadline.
 run_config_error() {
-	local name=$1 body=$2 at=$3 conf status
+	local name=$1 body=$2 at=$3 conf status cwd
 	out_file[$name]="$work/$name.out"
 	consumed[$name]=0
 	conf="$work/$name.conf"
@@ -553,8 +553,14 @@ run_config_error() {
 		printf '\nuser root\n' >> "$conf"
 	fi
 	printf '%s' "$body" >> "$conf"
+	# The config's relative paths (build/plugin/..., examples/...) name the demo's files: run
+	# from a folder where they lead there, also when the demo builds outside build/.
+	cwd="$work/$name.cwd"
+	mkdir -p "$cwd"
+	ln -sfn "$src/examples" "$cwd/examples"
+	ln -sfn "${PRESENCE_DEMO_BUILD_DIR:-$src/build}" "$cwd/build"
 	status=0
-	(cd "$src" && timeout -k 5 "$wait_s" "$mosquitto_bin" -c "$conf") > "${out_file[$name]}" 2>&1 \
+	(cd "$cwd" && timeout -k 5 "$wait_s" "$mosquitto_bin" -c "$conf") > "${out_file[$name]}" 2>&1 \
 		|| status=$?
 	if [ "$status" -ne 0 ] && [ "$status" -ne 124 ] && [ "$status" -ne 137 ]; then
 		pass "README.md:$at: $name: the broker refuses to start (status $status)"

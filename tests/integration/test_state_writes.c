@@ -499,6 +499,49 @@ static void exceeding_max_state_bytes_is_rejected(void **state)
 	rejection_teardown(&f);
 }
 
+/* Issue 11: a 2 KB write nested 998 levels deep was accepted, and the state file it made did not
+ * load at the next start. Nesting beyond max_state_depth is now refused. */
+static void nesting_deeper_than_max_state_depth_is_rejected(void **state)
+{
+	char deep[2100];
+	struct rejection_fixture f = {0};
+
+	(void)state;
+	rejection_setup(&f, "plugin_opt_max_state_depth 3\n");
+	/* The state object is level 1, so a key's value may nest 2 levels. */
+	accepted_write(&f, "presence/alice/state/l", "[[1]]", "{\"status\":\"away\",\"l\":[[1]]}");
+	rejected_text(&f, "presence/alice/state/m", "[[[1]]]",
+	              "state would be nested 4 levels deep; max_state_depth is 3");
+	rejected_text(&f, "presence/alice/state", "{\"m\":{\"n\":{\"o\":{}}}}",
+	              "state would be nested 4 levels deep; max_state_depth is 3");
+	/* The attack of the issue, at the default limit: refused. */
+	memset(deep, '[', 998);
+	memset(deep + 998, ']', 998);
+	deep[1996] = '\0';
+	rejected_text(&f, "presence/alice/state/a", deep, "max_state_depth");
+	/* Brackets in strings are text. */
+	accepted_write(&f, "presence/alice/state", "{\"l\":null,\"t\":\"[[[[[\"}",
+	               "{\"status\":\"away\",\"t\":\"[[[[[\"}");
+	rejection_teardown(&f);
+}
+
+/* Issue 11: {"a":null,"a":1,"b":2} applied twice reordered the keys and published a second
+ * document; a QoS 1 resend did the same. A repeated member name is now refused. */
+static void repeated_member_names_are_rejected(void **state)
+{
+	struct rejection_fixture f = {0};
+
+	(void)state;
+	rejection_setup(&f, NULL);
+	rejected_text(&f, "presence/alice/state", "{\"a\":null,\"a\":1,\"b\":2}",
+	              "payload repeats the member name \"a\"; names must be unique");
+	rejected_text(&f, "presence/alice/state/k", "{\"x\":1,\"y\":{\"z\":1,\"z\":2}}",
+	              "payload repeats the member name \"z\"");
+	accepted_write(&f, "presence/alice/state", "{\"a\":1,\"b\":2}",
+	               "{\"status\":\"away\",\"a\":1,\"b\":2}");
+	rejection_teardown(&f);
+}
+
 static void payload_larger_than_four_times_max_state_bytes_is_rejected(void **state)
 {
 	char big[300];
@@ -1053,6 +1096,8 @@ int main(void)
 	    T(invalid_keys_are_rejected),
 	    T(exceeding_max_keys_is_rejected),
 	    T(exceeding_max_state_bytes_is_rejected),
+	    T(nesting_deeper_than_max_state_depth_is_rejected),
+	    T(repeated_member_names_are_rejected),
 	    T(payload_larger_than_four_times_max_state_bytes_is_rejected),
 	    T(payload_that_is_neither_json_nor_utf8_is_rejected),
 	    T(state_writes_are_never_delivered_even_to_hash_subscribers),

@@ -106,6 +106,8 @@ static void every_option_can_be_set_at_once(void **state)
 	    {"max_state_bytes", "1048576"},
 	    {"metrics_interval", "0"},
 	    {"max_query_users", "100000"},
+	    {"max_state_depth", "128"},
+	    {"max_query_reply_bytes", "67108864"},
 	    {"state_file", "/var/lib/mosquitto/presence.json"},
 	    {"offline_delay", "30"},
 	    {"keep_state", "true"},
@@ -129,6 +131,8 @@ static void every_option_can_be_set_at_once(void **state)
 	assert_int_equal(cfg.max_state_bytes, 1048576);
 	assert_int_equal(cfg.max_keys, 1);
 	assert_int_equal(cfg.max_query_users, 100000);
+	assert_int_equal(cfg.max_state_depth, 128);
+	assert_int_equal(cfg.max_query_reply_bytes, 67108864);
 	assert_int_equal(cfg.metrics_interval, 0);
 	presence_config_free(&cfg);
 }
@@ -383,6 +387,54 @@ static void max_query_users_refuses_out_of_range_and_malformed_integers(void **s
 	}
 }
 
+static void max_state_depth_accepts_1_to_128(void **state)
+{
+	static const struct {
+		const char *value;
+		size_t expected;
+	} valid[] = {{"1", 1}, {"32", 32}, {"128", 128}};
+	static const char *const invalid[] = {"", "0", "129", "-1", "1000", "deep"};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, "max_state_depth", valid[i].value, err),
+		                 PRESENCE_OK);
+		assert_int_equal(cfg.max_state_depth, valid[i].expected);
+		presence_config_free(&cfg);
+	}
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("max_state_depth", invalid[i]);
+	}
+}
+
+static void max_query_reply_bytes_accepts_1024_to_64_mib(void **state)
+{
+	static const struct {
+		const char *value;
+		size_t expected;
+	} valid[] = {{"1024", 1024}, {"65536", 65536}, {"67108864", 67108864}};
+	static const char *const invalid[] = {"", "0", "1023", "67108865", "-1", "1k"};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		struct presence_config cfg;
+		char err[ERR_SIZE];
+
+		assert_int_equal(parse_one(&cfg, "max_query_reply_bytes", valid[i].value, err),
+		                 PRESENCE_OK);
+		assert_int_equal(cfg.max_query_reply_bytes, valid[i].expected);
+		presence_config_free(&cfg);
+	}
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused("max_query_reply_bytes", invalid[i]);
+	}
+}
+
 static void metrics_interval_accepts_0_to_86400(void **state)
 {
 	static const struct {
@@ -582,8 +634,9 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	assert_int_equal(parse_one(&cfg, "colour", "blue", err), PRESENCE_ERR_INVAL);
 	assert_string_equal(err, "unknown option plugin_opt_colour (known options: topic_prefix, "
 	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys, "
-	                         "max_query_users, metrics_interval, offline_delay, keep_state, "
-	                         "state_file)");
+	                         "max_state_depth, max_query_users, max_query_reply_bytes, "
+	                         "metrics_interval, offline_delay, keep_state, state_file, "
+	                         "cluster_url, broker_id, cluster_heartbeat_ms, cluster_lease_ms)");
 	assert_config_empty(&cfg);
 
 	/* Names are exact: no case folding, no prefix matching. */
@@ -647,14 +700,15 @@ static void parse_tolerates_a_short_or_missing_message_buffer(void **state)
 static void describe_prints_the_defaults_on_one_line(void **state)
 {
 	struct presence_config cfg;
-	char buf[256];
+	char buf[512];
 	int n;
 
 	(void)state;
 	assert_int_equal(presence_config_parse(&cfg, NULL, 0, NULL, 0), PRESENCE_OK);
 	n = presence_config_describe(&cfg, buf, sizeof(buf));
 	assert_string_equal(buf, "topic_prefix=presence identity=username auth=defer acl=defer "
-	                         "max_state_bytes=8192 max_keys=64 max_query_users=1000 "
+	                         "max_state_bytes=8192 max_keys=64 max_state_depth=32 "
+	                         "max_query_users=1000 max_query_reply_bytes=65536 "
 	                         "metrics_interval=10 offline_delay=0 keep_state=false "
 	                         "state_file=(none) ignore_users=(none)");
 	assert_int_equal(n, strlen(buf));
@@ -671,23 +725,25 @@ static void describe_lists_every_setting(void **state)
 	    {"acl", "allow"},
 	    {"max_state_bytes", "100"},
 	    {"max_keys", "5"},
+	    {"max_state_depth", "3"},
 	    {"max_query_users", "7"},
+	    {"max_query_reply_bytes", "2048"},
 	    {"metrics_interval", "0"},
 	    {"offline_delay", "2"},
 	    {"keep_state", "true"},
 	    {"state_file", "state.json"},
 	};
 	struct presence_config cfg;
-	char buf[256];
+	char buf[512];
 
 	(void)state;
 	assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), NULL, 0), PRESENCE_OK);
 	presence_config_describe(&cfg, buf, sizeof(buf));
 	assert_string_equal(buf,
 	                    "topic_prefix=acme/presence identity=clientid auth=allow acl=allow "
-	                    "max_state_bytes=100 max_keys=5 max_query_users=7 metrics_interval=0 "
-	                    "offline_delay=2 keep_state=true state_file=state.json "
-	                    "ignore_users=monitor,bridge");
+	                    "max_state_bytes=100 max_keys=5 max_state_depth=3 max_query_users=7 "
+	                    "max_query_reply_bytes=2048 metrics_interval=0 offline_delay=2 "
+	                    "keep_state=true state_file=state.json ignore_users=monitor,bridge");
 	presence_config_free(&cfg);
 }
 
@@ -760,6 +816,8 @@ int main(void)
 	    cmocka_unit_test(max_keys_refuses_out_of_range_and_malformed_integers),
 	    cmocka_unit_test(max_query_users_accepts_1_to_100000),
 	    cmocka_unit_test(max_query_users_refuses_out_of_range_and_malformed_integers),
+	    cmocka_unit_test(max_state_depth_accepts_1_to_128),
+	    cmocka_unit_test(max_query_reply_bytes_accepts_1024_to_64_mib),
 	    cmocka_unit_test(metrics_interval_accepts_0_to_86400),
 	    cmocka_unit_test(metrics_interval_refuses_out_of_range_and_malformed_integers),
 	    cmocka_unit_test(integer_error_gives_the_allowed_range),

@@ -217,6 +217,37 @@ static void an_ignored_user_owns_nothing(void **ctx)
 	                 PRESENCE_VERDICT_DENY);
 }
 
+static void response_topics_under_dollar_or_the_namespace_are_refused(void **ctx)
+{
+	struct fixture *f = *ctx;
+
+	assert_string_equal(presence_policy_response_topic_refusal(&f->cfg, "$SYS/broker/x"),
+	                    "starts with '$'");
+	assert_string_equal(presence_policy_response_topic_refusal(&f->cfg, "$CONTROL/presence/v1"),
+	                    "starts with '$'");
+	assert_string_equal(presence_policy_response_topic_refusal(&f->cfg, "presence/alice"),
+	                    "is inside the plugin's namespace");
+	assert_string_equal(presence_policy_response_topic_refusal(&f->cfg, "presence/"),
+	                    "is inside the plugin's namespace");
+	assert_null(presence_policy_response_topic_refusal(&f->cfg, "presence"));
+	assert_null(presence_policy_response_topic_refusal(&f->cfg, "presences/alice"));
+	assert_null(presence_policy_response_topic_refusal(&f->cfg, "replies/presence/x"));
+}
+
+static void a_write_check_during_a_login_with_the_same_client_id_is_a_takeover_will(void **ctx)
+{
+	const void *old = (const void *)0x10, *new = (const void *)0x20;
+
+	(void)ctx;
+	assert_true(presence_policy_takeover_will(old, "dev", new, "dev"));
+	/* The new client's own publishes, another client id, no login in progress. */
+	assert_false(presence_policy_takeover_will(new, "dev", new, "dev"));
+	assert_false(presence_policy_takeover_will(old, "dev", new, "dev2"));
+	assert_false(presence_policy_takeover_will(old, "dev", NULL, NULL));
+	assert_false(presence_policy_takeover_will(old, NULL, new, "dev"));
+	assert_false(presence_policy_takeover_will(old, "dev", new, NULL));
+}
+
 static void saves_are_paced_unless_a_document_waits(void **ctx)
 {
 	(void)ctx;
@@ -250,6 +281,10 @@ int main(void)
 	                                    setup_acl_allow, teardown),
 	    cmocka_unit_test_setup_teardown(an_ignored_user_owns_nothing, setup_ignore_bob,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(
+	        response_topics_under_dollar_or_the_namespace_are_refused, setup, teardown),
+	    cmocka_unit_test(
+	        a_write_check_during_a_login_with_the_same_client_id_is_a_takeover_will),
 	    cmocka_unit_test(saves_are_paced_unless_a_document_waits),
 	};
 

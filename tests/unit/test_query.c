@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -26,7 +27,8 @@ static char clients[4];
 #define B ((const void *)&clients[1])
 #define C ((const void *)&clients[2])
 
-static const struct presence_state_limits limits = {.max_state_bytes = 8192, .max_keys = 64};
+static const struct presence_state_limits limits = {
+    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 32};
 
 /* alice: online with two sessions and a state. bob: was online, now offline. carol: a user
  * entry without any document (as when a state write comes before the first document). */
@@ -114,7 +116,7 @@ static void assert_answer(const struct presence_registry *reg, const char *reque
 
 	assert_int_equal(presence_query_parse(&q, request, strlen(request), max_users),
 	                 PRESENCE_OK);
-	text = presence_query_respond(&q, reg, &len);
+	text = presence_query_respond(&q, reg, 1u << 24, &len);
 	assert_non_null(text);
 	assert_string_equal(text, expected);
 	assert_int_equal(len, strlen(expected));
@@ -304,7 +306,7 @@ static void known_offline_never_published_and_unknown_names_in_one_request(void 
 	              "\"Alice\",\"a/b\"]}]}",
 	              100,
 	              "{\"responses\":[{\"command\":\"getPresence\",\"presences\":[" ALICE "," ZED
-	              "," BOB "," CAROL "," ALICE "," NAMELESS "," ALICE_CAPITALISED "," A_SLASH_B
+	              "," BOB "," CAROL "," NAMELESS "," ALICE_CAPITALISED "," A_SLASH_B
 	              "],\"correlationData\":\"q-1\"}]}");
 }
 
@@ -363,7 +365,7 @@ static void the_name_budget_counts_over_the_whole_request(void **ctx)
 
 	/* 3 names allowed: the first command takes 2, the second would make 4, the third fits. */
 	assert_answer(*ctx, request, 3,
-	              "{\"responses\":[{\"command\":\"getPresence\",\"presences\":[" BOB "," BOB
+	              "{\"responses\":[{\"command\":\"getPresence\",\"presences\":[" BOB
 	              "]},{\"command\":\"getPresence\",\"error\":\"Too many usernames: at most 3 "
 	              "per request\",\"correlationData\":\"over\"},{\"command\":\"getPresence\","
 	              "\"presences\":[" Z "]},{\"command\":\"getPresence\","
@@ -382,6 +384,93 @@ static void the_name_budget_counts_over_the_whole_request(void **ctx)
 	assert_int_equal(q.commands[1].kind, PRESENCE_QUERY_ERROR);
 	assert_int_equal(q.commands[2].kind, PRESENCE_QUERY_PRESENCES);
 	presence_query_free(&q);
+}
+
+static void a_name_asked_many_times_is_answered_once(void **ctx)
+{
+	/* Issue 11: alice asked 1000 times made a reply 910 times the size of the request. */
+	size_t size = 64 + 1000 * sizeof("\"alice\",");
+	char *request = malloc(size);
+	size_t len = 0;
+	size_t i;
+
+	assert_non_null(request);
+	len += (size_t)snprintf(request, size,
+	                        "{\"commands\":[{\"command\":\"getPresence\","
+	                        "\"usernames\":[");
+	for (i = 0; i < 1000; i++) {
+		len += (size_t)snprintf(request + len, size - len, "%s\"alice\"", i > 0 ? "," : "");
+	}
+	snprintf(request + len, size - len, "]}]}");
+	assert_answer(*ctx, request, 1000,
+	              "{\"responses\":[{\"command\":\"getPresence\",\"presences\":[" ALICE "]}]}");
+	free(request);
+	/* The first place each name was asked decides its order. */
+	assert_answer(*ctx,
+	              "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":"
+	              "[\"zed\",\"bob\",\"zed\",\"alice\",\"bob\"]}]}",
+	              10,
+	              "{\"responses\":[{\"command\":\"getPresence\",\"presences\":[" ZED "," BOB
+	              "," ALICE "]}]}");
+}
+
+/* Answers request (a C string) within max_bytes; returns the text (free it with
+ * presence_query_response_free) and its length in *len. */
+static char *respond_within(const struct presence_registry *reg, const char *request,
+                            size_t max_bytes, size_t *len)
+{
+	struct presence_query q;
+	char *text;
+
+	assert_int_equal(presence_query_parse(&q, request, strlen(request), 100), PRESENCE_OK);
+	text = presence_query_respond(&q, reg, max_bytes, len);
+	assert_non_null(text);
+	assert_int_equal(*len, strlen(text));
+	presence_query_free(&q);
+	return text;
+}
+
+static void a_command_that_would_pass_the_byte_budget_gets_an_error(void **ctx)
+{
+	const char *request = "{\"commands\":["
+	                      "{\"command\":\"getPresence\",\"usernames\":[\"alice\",\"bob\"],"
+	                      "\"correlationData\":\"big\"},"
+	                      "{\"command\":\"getPresence\",\"usernames\":[\"z\"]}]}";
+	const char *both = "{\"responses\":[{\"command\":\"getPresence\",\"presences\":[" ALICE
+	                   "," BOB "],\"correlationData\":\"big\"},{\"command\":\"getPresence\","
+	                   "\"presences\":[" Z "]}]}";
+	char expected[512];
+	size_t len;
+	char *text;
+
+	/* Exactly the size of the whole answer fits. */
+	text = respond_within(*ctx, request, strlen(both), &len);
+	assert_string_equal(text, both);
+	presence_query_response_free(text);
+	/* One byte less: commands are answered in order while the budget lasts. */
+	text = respond_within(*ctx, request, strlen(both) - 1, &len);
+	snprintf(expected, sizeof(expected),
+	         "{\"responses\":[{\"command\":\"getPresence\",\"presences\":[" ALICE "," BOB
+	         "],\"correlationData\":\"big\"},{\"command\":\"getPresence\",\"error\":\"Reply "
+	         "too large: at most %zu bytes per reply\"}]}",
+	         strlen(both) - 1);
+	assert_string_equal(text, expected);
+	presence_query_response_free(text);
+	/* A command too large is skipped, and a later one that fits is still answered. */
+	text = respond_within(*ctx, request, 250, &len);
+	assert_string_equal(text, "{\"responses\":[{\"command\":\"getPresence\",\"error\":"
+	                          "\"Reply too large: at most 250 bytes per reply\","
+	                          "\"correlationData\":\"big\"},{\"command\":\"getPresence\","
+	                          "\"presences\":[" Z "]}]}");
+	assert_true(len <= 250);
+	presence_query_response_free(text);
+	/* A budget too small for anything: every command gets the error, which always goes out. */
+	text = respond_within(*ctx, request, 20, &len);
+	assert_string_equal(text, "{\"responses\":[{\"command\":\"getPresence\",\"error\":"
+	                          "\"Reply too large: at most 20 bytes per reply\","
+	                          "\"correlationData\":\"big\"},{\"command\":\"getPresence\","
+	                          "\"error\":\"Reply too large: at most 20 bytes per reply\"}]}");
+	presence_query_response_free(text);
 }
 
 static void free_accepts_an_empty_query_and_a_null_response(void **ctx)
@@ -451,7 +540,7 @@ static void respond_survives_every_allocation_failure(void **ctx)
 	for (n = 0; n < 10000; n++) {
 		len = 12345;
 		failalloc_fail_after(n);
-		text = presence_query_respond(&q, *ctx, &len);
+		text = presence_query_respond(&q, *ctx, 1u << 24, &len);
 		failalloc_reset();
 		if (text != NULL) {
 			break;
@@ -480,6 +569,8 @@ int main(void)
 	    T(names_are_escaped_in_the_unknown_answer),
 	    T(the_answer_is_the_last_published_document_not_the_live_state),
 	    T(the_name_budget_counts_over_the_whole_request),
+	    T(a_name_asked_many_times_is_answered_once),
+	    T(a_command_that_would_pass_the_byte_budget_gets_an_error),
 	    T(free_accepts_an_empty_query_and_a_null_response),
 	    T(parse_survives_every_allocation_failure),
 	    T(respond_survives_every_allocation_failure),

@@ -22,7 +22,8 @@ static char clients[8];
 #define B ((const void *)&clients[1])
 #define C ((const void *)&clients[2])
 
-static const struct presence_state_limits limits = {.max_state_bytes = 8192, .max_keys = 64};
+static const struct presence_state_limits limits = {
+    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 32};
 
 /* A clock the tests set by hand. */
 static int64_t fake_monotonic;

@@ -28,12 +28,12 @@
 #define KEY_RULE "keys are 1 to 128 bytes without '/', '+' or '#'"
 
 /* The plugin's default limits. */
-static const struct presence_state_limits default_limits = {.max_state_bytes = 8192,
-                                                            .max_keys = 64};
+static const struct presence_state_limits default_limits = {
+    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 32};
 
 /* Limits no test reaches. */
-static const struct presence_state_limits huge_limits = {.max_state_bytes = 1u << 24,
-                                                         .max_keys = 1u << 20};
+static const struct presence_state_limits huge_limits = {
+    .max_state_bytes = 1u << 24, .max_keys = 1u << 20, .max_depth = SIZE_MAX};
 
 /* As the key of a write below: a merge of the payload instead of a set_key. */
 #define MERGE NULL
@@ -650,7 +650,8 @@ static void max_keys_allows_exactly_the_limit_and_refuses_one_more(void **state)
 static void max_state_bytes_allows_exactly_the_limit_and_refuses_one_byte_more(void **state)
 {
 	/* {"k":"<n x's>"} is 8 + n bytes. */
-	const struct presence_state_limits limits = {.max_state_bytes = 20, .max_keys = 64};
+	const struct presence_state_limits limits = {
+	    .max_state_bytes = 20, .max_keys = 64, .max_depth = 32};
 	struct presence_state *st = presence_state_new();
 
 	(void)state;
@@ -669,7 +670,8 @@ static void max_state_bytes_allows_exactly_the_limit_and_refuses_one_byte_more(v
 
 static void the_byte_limit_reason_reports_the_rendered_size(void **state)
 {
-	const struct presence_state_limits limits = {.max_state_bytes = 8192, .max_keys = 64};
+	const struct presence_state_limits limits = {
+	    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 32};
 	struct presence_state *st = presence_state_new();
 	char *payload = malloc(8993);
 
@@ -687,7 +689,8 @@ static void the_byte_limit_reason_reports_the_rendered_size(void **state)
 
 static void a_state_over_lowered_limits_may_shrink_but_not_grow(void **state)
 {
-	const struct presence_state_limits small = {.max_state_bytes = 10, .max_keys = 1};
+	const struct presence_state_limits small = {
+	    .max_state_bytes = 10, .max_keys = 1, .max_depth = 32};
 	struct presence_state *st = state_from("{\"a\":\"long value\",\"b\":2,\"c\":3}");
 
 	(void)state;
@@ -731,7 +734,8 @@ static void a_payload_of_4_x_max_state_bytes_is_parsed_and_one_byte_more_is_refu
 	const size_t cap = 4 * default_limits.max_state_bytes;
 	const char *refusal =
 	    "payload is 32769 bytes; at most 32768 (4 x max_state_bytes) are accepted";
-	const struct presence_state_limits no_cap = {.max_state_bytes = SIZE_MAX, .max_keys = 64};
+	const struct presence_state_limits no_cap = {
+	    .max_state_bytes = SIZE_MAX, .max_keys = 64, .max_depth = 32};
 	struct presence_state *st = state_from("{\"a\":1}");
 	char *payload = malloc(cap + 1);
 
@@ -770,7 +774,7 @@ static void the_same_write_twice_changes_the_state_once(void **state)
 	    "{\"a\":1}",
 	    "{\"a\":{\"b\":{\"c\":[1,2]}},\"d\":null}",
 	    "{\"x\":null}",
-	    "{\"list\":[{\"a\":1,\"a\":2}],\"o\":{\"p\":1,\"p\":2}}",
+	    "{\"list\":[{\"a\":1,\"b\":2}],\"o\":{\"p\":1,\"q\":2}}",
 	};
 	size_t i;
 
@@ -858,31 +862,124 @@ static void merge_applies_the_patch_to_the_state(void **state)
 	presence_state_free(st);
 }
 
-static void merge_takes_the_last_of_repeated_names(void **state)
+static void writes_with_a_repeated_member_name_are_refused(void **state)
+{
+	static const struct {
+		const char *key;
+		const char *payload;
+		const char *name;
+	} cases[] = {
+	    /* The patch of issue 11: applied twice, it used to reorder the keys. */
+	    {MERGE, "{\"a\":null,\"a\":1,\"b\":2}", "a"},
+	    {MERGE, "{\"a\":1,\"a\":2}", "a"},
+	    {MERGE, "{\"o\":{\"p\":1,\"p\":2}}", "p"},
+	    {MERGE, "{\"l\":[1,{\"q\":[{\"r\":1,\"s\":2,\"r\":null}]}]}", "r"},
+	    {"k", "{\"x\":1,\"x\":2,\"y\":3}", "x"},
+	    {"k", "[{\"x\":{\"y\":1,\"z\":2,\"y\":1}}]", "y"},
+	};
+	char expected[PRESENCE_STATE_REASON_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(cases); i++) {
+		struct presence_state *st = state_from("{\"a\":0,\"b\":2,\"c\":3}");
+
+		snprintf(expected, sizeof(expected),
+		         "payload repeats the member name \"%s\"; names must be unique",
+		         cases[i].name);
+		assert_refused(cases[i].payload, st, &default_limits, cases[i].key,
+		               cases[i].payload, strlen(cases[i].payload), PRESENCE_ERR_INVAL,
+		               expected);
+		presence_state_free(st);
+	}
+}
+
+static void the_same_name_in_different_objects_is_no_repeat(void **state)
 {
 	struct presence_state *st = presence_state_new();
 
 	(void)state;
 	assert_non_null(st);
-	assert_true(merge_ok(st, &default_limits, "{\"a\":1,\"a\":2,\"o\":{\"p\":1,\"p\":2}}"));
-	assert_state(st, "{\"a\":2,\"o\":{\"p\":2}}");
-	assert_true(merge_ok(st, &default_limits, "{\"a\":3,\"a\":null}"));
-	assert_state(st, "{\"o\":{\"p\":2}}");
+	assert_true(
+	    merge_ok(st, &default_limits, "{\"a\":{\"a\":{\"a\":1}},\"b\":[{\"a\":1},{\"a\":2}]}"));
+	assert_true(set_ok(st, &default_limits, "k", "{\"a\":{\"a\":1}}"));
+	assert_state(
+	    st, "{\"a\":{\"a\":{\"a\":1}},\"b\":[{\"a\":1},{\"a\":2}],\"k\":{\"a\":{\"a\":1}}}");
 	presence_state_free(st);
 }
 
 static void merge_null_removes_every_member_of_a_repeated_name(void **state)
 {
 	struct presence_state *st = presence_state_new();
+	/* A state file written before repeated names were refused may hold some. */
+	cJSON *restored = cJSON_Parse("{\"k\":{\"x\":1,\"x\":2,\"y\":3}}");
 
 	(void)state;
 	assert_non_null(st);
-	/* set_key stores a value as sent, repeated names included. */
-	assert_true(set_ok(st, &default_limits, "k", "{\"x\":1,\"x\":2,\"y\":3}"));
+	assert_non_null(restored);
+	assert_int_equal(presence_state_restore(st, restored), PRESENCE_OK);
+	cJSON_Delete(restored);
 	assert_state(st, "{\"k\":{\"x\":1,\"x\":2,\"y\":3}}");
 	assert_true(merge_ok(st, &default_limits, "{\"k\":{\"x\":null}}"));
 	assert_state(st, "{\"k\":{\"y\":3}}");
 	assert_false(merge_ok(st, &default_limits, "{\"k\":{\"x\":null}}"));
+	presence_state_free(st);
+}
+
+/* Returns a new string of depth '[' then depth ']' (free it). */
+static char *nested_arrays(size_t depth)
+{
+	char *text = malloc(2 * depth + 1);
+
+	assert_non_null(text);
+	memset(text, '[', depth);
+	memset(text + depth, ']', depth);
+	text[2 * depth] = '\0';
+	return text;
+}
+
+static void writes_deeper_than_max_depth_are_refused(void **state)
+{
+	const struct presence_state_limits limits = {
+	    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 4};
+	struct presence_state *st = presence_state_new();
+	char *deep = nested_arrays(4);
+	char *ok = nested_arrays(3);
+	char patch[64];
+
+	(void)state;
+	assert_non_null(st);
+	/* The state object is level 1: three levels of arrays inside make 4. */
+	assert_true(set_ok(st, &limits, "k", ok));
+	assert_refused("set_key 4 arrays", st, &limits, "j", deep, strlen(deep),
+	               PRESENCE_ERR_TOO_LARGE,
+	               "state would be nested 5 levels deep; max_state_depth is 4");
+	snprintf(patch, sizeof(patch), "{\"j\":%s}", deep);
+	assert_refused("merge 4 arrays", st, &limits, MERGE, patch, strlen(patch),
+	               PRESENCE_ERR_TOO_LARGE,
+	               "state would be nested 5 levels deep; max_state_depth is 4");
+	/* Brackets inside strings are text, not nesting. */
+	assert_true(set_ok(st, &limits, "s", "\"[[[[[[{{{{\""));
+	assert_true(merge_ok(st, &limits, "{\"t\":\"]]\\\"[[[[[\"}"));
+	free(ok);
+	free(deep);
+	presence_state_free(st);
+}
+
+static void a_state_deeper_than_the_limit_may_still_shrink(void **state)
+{
+	const struct presence_state_limits limits = {
+	    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 2};
+	struct presence_state *st = state_from("{\"a\":[[[1]]],\"b\":1}");
+
+	(void)state;
+	/* Over the lowered limit already: writes that do not deepen it are taken. */
+	assert_true(set_ok(st, &limits, "b", "2"));
+	assert_true(merge_ok(st, &limits, "{\"a\":[[2]]}"));
+	assert_refused("deeper again", st, &limits, "a", "[[[3]]]", 7, PRESENCE_ERR_TOO_LARGE,
+	               "state would be nested 4 levels deep; max_state_depth is 2");
+	assert_true(merge_ok(st, &limits, "{\"a\":null}"));
+	assert_state(st, "{\"b\":2}");
 	presence_state_free(st);
 }
 
@@ -1222,7 +1319,8 @@ static void clear_needs_no_memory(void **state)
 
 static void restore_replaces_the_state_without_checking_the_limits(void **state)
 {
-	static const struct presence_state_limits tiny = {.max_state_bytes = 4, .max_keys = 1};
+	static const struct presence_state_limits tiny = {
+	    .max_state_bytes = 4, .max_keys = 1, .max_depth = 32};
 	struct presence_state *st = state_from("{\"old\":1}");
 	cJSON *recorded = cJSON_Parse("{\"status\":\"away\",\"n\":{\"deep\":[1,2]}}");
 	cJSON *empty = cJSON_CreateObject();
@@ -1318,7 +1416,10 @@ int main(void)
 	    cmocka_unit_test(merge_may_remove_a_key_that_could_never_be_set),
 	    cmocka_unit_test(merge_with_an_empty_payload_clears_the_state),
 	    cmocka_unit_test(merge_applies_the_patch_to_the_state),
-	    cmocka_unit_test(merge_takes_the_last_of_repeated_names),
+	    cmocka_unit_test(writes_with_a_repeated_member_name_are_refused),
+	    cmocka_unit_test(the_same_name_in_different_objects_is_no_repeat),
+	    cmocka_unit_test(writes_deeper_than_max_depth_are_refused),
+	    cmocka_unit_test(a_state_deeper_than_the_limit_may_still_shrink),
 	    cmocka_unit_test(merge_null_removes_every_member_of_a_repeated_name),
 	    cmocka_unit_test(clear_empties_the_state_and_says_whether_it_had_keys),
 	    cmocka_unit_test(merge_patch_gives_every_result_in_rfc_7396_appendix_a),

@@ -28,7 +28,8 @@
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-static const struct presence_state_limits limits = {.max_state_bytes = 8192, .max_keys = 64};
+static const struct presence_state_limits limits = {
+    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 32};
 
 /* The fixture: a directory, the state file path in it, and a registry with the store's margin
  * on a fixed wall clock. */
@@ -403,6 +404,76 @@ static void a_clean_stop_round_trips_every_user_exactly(void **ctx)
 	user = presence_registry_user_first(back);
 	assert_string_equal(presence_user_name(user), "alice");
 	assert_string_equal(presence_user_name(presence_registry_user_next(user)), "zoë/+#%");
+	presence_registry_free(back);
+}
+
+static void the_deepest_state_a_write_can_make_saves_and_loads_back(void **ctx)
+{
+	/* max_state_depth allows at most 128 levels: a state that deep (a value of 127 levels in
+	 * the state object) must save, load back identically and render a document that parses;
+	 * issue 11 found a state nested 998 levels deep that the next start refused as corrupt. */
+	const struct presence_state_limits deepest = {
+	    .max_state_bytes = 8192, .max_keys = 64, .max_depth = 128};
+	struct fixture *f = *ctx;
+	struct presence_store_loaded loaded;
+	struct presence_registry *back;
+	struct presence_user *user;
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	char payload[2 * 128 + 1];
+	char *expected = malloc(2 * 128 + 16);
+	char *text;
+	cJSON *parsed;
+	bool changed;
+
+	assert_non_null(expected);
+	presence_registry_set_keep_state(f->reg, true);
+	online(f->reg, 1, "deep");
+	user = presence_registry_user_find(f->reg, "deep");
+	memset(payload, '[', 127);
+	memset(payload + 127, ']', 127);
+	payload[254] = '\0';
+	assert_int_equal(presence_state_set_key(presence_user_state(user), &deepest, "k", 1,
+	                                        payload, 254, &changed, reason),
+	                 PRESENCE_OK);
+	/* One level more is refused. */
+	memmove(payload + 1, payload, 255);
+	payload[0] = '[';
+	payload[255] = ']';
+	payload[256] = '\0';
+	assert_int_equal(presence_state_set_key(presence_user_state(user), &deepest, "k", 1,
+	                                        payload, 256, &changed, reason),
+	                 PRESENCE_ERR_TOO_LARGE);
+	snprintf(expected, 2 * 128 + 16, "{\"k\":%.*s}", 254, payload + 1);
+	assert_string_equal(presence_state_json(presence_user_state(user)), expected);
+	assert_true(change(f->reg, "deep", "n", "1"));
+	save_ok(f->store, f->reg, true);
+	text = read_file(f->path);
+	parsed = cJSON_Parse(text);
+	assert_non_null(parsed);
+	cJSON_Delete(parsed);
+	free(text);
+
+	back = load_ok(f->path, true, &loaded);
+	assert_int_equal(loaded.users, 1);
+	expected[strlen(expected) - 1] = '\0';
+	user = presence_registry_user_find(back, "deep");
+	assert_non_null(user);
+	text = strdup(presence_state_json(presence_user_state(user)));
+	assert_non_null(text);
+	assert_memory_equal(text, expected, strlen(expected));
+	assert_string_equal(text + strlen(expected), ",\"n\":1}");
+	free(text);
+	/* And what was loaded saves again to the same bytes. */
+	text = read_file(f->path);
+	save_ok(f->store, back, true);
+	{
+		char *again = read_file(f->path);
+
+		assert_string_equal(again, text);
+		free(again);
+	}
+	free(text);
+	free(expected);
 	presence_registry_free(back);
 }
 
@@ -977,6 +1048,7 @@ int main(void)
 	    T(the_file_is_one_json_document_with_one_user_per_line),
 	    T(a_record_is_byte_for_byte_what_cjson_prints),
 	    T(a_clean_stop_round_trips_every_user_exactly),
+	    T(the_deepest_state_a_write_can_make_saves_and_loads_back),
 	    T(a_clean_stop_continues_at_the_recorded_seq_plus_one),
 	    T(an_unclean_stop_continues_past_the_margin),
 	    T(the_seq_margin_holds_documents_until_a_save_completes),

@@ -1,0 +1,605 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
+/*
+ * Cluster mode in the broker thread (see core/cluster.h and the README's "Several brokers"):
+ * the only file that connects the broker's events to the Redis link (plugin/redis/). Nothing
+ * here waits on Redis: requests are queued for the link's threads, and their results are taken
+ * in TICK, at most RESULTS_PER_TICK per tick.
+ *
+ * - TICK: results first (documents to publish, commits of state writes, a resynchronisation
+ *   to start), then every dirty user's absolute session count is sent, then a bounded step of
+ *   a resynchronisation in progress (every user seeded and every count sent again, after each
+ *   registration of this broker), then the cluster metrics.
+ * - A document is published only as Redis numbered it (never a local one), when its seq is
+ *   above the one the broker has for the user; every broker renders the same values with the
+ *   same code, so subscribers on every broker get the same bytes.
+ * - State writes are checked at once against the user's current cluster state (a bad one gets
+ *   its notice at once, as on a single broker) and then committed by compare-and-set; when the
+ *   link is not connected they are refused at once.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "document.h"
+#include "plugin.h"
+
+#if PRESENCE_CLUSTER
+#include "redis_link.h"
+
+/* Results handled per TICK, users resynchronised per TICK, requests queued at most. */
+#define RESULTS_PER_TICK 2000
+#define RESYNC_PER_TICK 500
+#define BACKLOG_MAX 100000
+
+/* The broker loop may stall this long (autosave of a large persistence file) before its
+ * heartbeats stop, ms. */
+#define STALL_TOLERANCE_MS 10000
+#define COMMAND_TIMEOUT_MS 1000
+#define STREAM_MAXLEN 100000
+/* How long init waits for the cluster's first snapshot, ms. */
+#define STARTUP_SNAPSHOT_MS 2000
+
+struct presence_cluster_link {
+	struct presence_redis *redis;
+	struct presence_cluster_writes *writes;
+	/* A resynchronisation in progress: the next user to send (NULL: from the first). */
+	bool resyncing;
+	struct presence_user *resync_next;
+	/* The link's last status. */
+	bool connected;
+	long long brokers;
+	/* The cluster metrics last published (-1: never), and when last_sync is due next
+	 * (monotonic ms; it changes at every heartbeat, so it goes out once per interval). */
+	long long pub_connected, pub_brokers, pub_last_sync;
+	int64_t next_sync_publish;
+	/* The wake-up signal (see wake_broker), or 0 when none is used; the broker's thread and
+	 * the signal's previous disposition, restored at stop. */
+	int wake_signal;
+	pthread_t broker_thread;
+	struct sigaction old_action;
+};
+
+/*
+ * Waking the broker up. An idle Mosquitto 2.0 sleeps up to 100 ms in epoll_wait (2.1: what the
+ * plugin asks for, 100 ms too), so a result of the Redis link (a document to publish, the
+ * outcome of a state write) would wait that long. The link calls wake_broker instead (at most
+ * once per drain of its results): it sends a real-time signal, whose handler does nothing, to
+ * the broker's thread; epoll_wait returns EINTR, which Mosquitto treats as a wake-up, and TICK
+ * takes the results. SA_RESTART makes every other interrupted call go on as if nothing
+ * happened. The signal is SIGRTMIN + WAKE_SIGNAL_OFFSET, taken only when nobody else handles
+ * it; otherwise results simply wait for the next tick.
+ */
+#define WAKE_SIGNAL_OFFSET 7
+
+static void wake_handler(int sig)
+{
+	(void)sig;
+}
+
+static void wake_broker(void *arg)
+{
+	struct presence_cluster_link *cl = arg;
+
+	pthread_kill(cl->broker_thread, cl->wake_signal);
+}
+
+/* Installs the wake-up signal's handler; returns whether the link may use it. */
+static bool install_wake_signal(struct presence_cluster_link *cl)
+{
+	struct sigaction action;
+	int sig = SIGRTMIN + WAKE_SIGNAL_OFFSET;
+
+	if (sig > SIGRTMAX || sigaction(sig, NULL, &cl->old_action) != 0 ||
+	    (cl->old_action.sa_handler != SIG_DFL && cl->old_action.sa_handler != SIG_IGN) ||
+	    (cl->old_action.sa_flags & SA_SIGINFO) != 0) {
+		return false;
+	}
+	memset(&action, 0, sizeof(action));
+	action.sa_handler = wake_handler;
+	action.sa_flags = SA_RESTART;
+	sigemptyset(&action.sa_mask);
+	if (sigaction(sig, &action, NULL) != 0) {
+		return false;
+	}
+	cl->wake_signal = sig;
+	cl->broker_thread = pthread_self();
+	return true;
+}
+
+/* Reports a state write that was not applied on the user's error topic. */
+static void reject_cb(void *arg, struct presence_user *user, const char *topic, const char *reason)
+{
+	struct presence_plugin *p = arg;
+
+	p->state_rejected++;
+	presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
+	                     "rejected state write of user %s to %s: %s", presence_user_name(user),
+	                     topic, reason);
+	presence_publish_rejection(user, topic, reason);
+}
+
+/* The user's current cluster state and seq (what a commit applies to). */
+static const char *cluster_base(const struct presence_user *user, uint64_t *seq)
+{
+	struct presence_document doc;
+
+	if (!presence_user_published(user, &doc)) {
+		*seq = 0;
+		return "{}";
+	}
+	*seq = doc.seq;
+	return doc.state_json;
+}
+
+/* Starts the commit of user's waiting writes, when none is in flight. */
+static void start_commit(struct presence_plugin *p, struct presence_user *user)
+{
+	struct presence_cluster_link *cl = p->cluster;
+	struct presence_redis_request *req;
+	uint64_t seq;
+	const char *base = cluster_base(user, &seq);
+	char *state = NULL;
+
+	if (presence_cluster_write_in_flight(cl->writes, user) ||
+	    !presence_cluster_write_pending(cl->writes, user)) {
+		return;
+	}
+	if (!presence_redis_ready(cl->redis)) {
+		/* Mark them in flight to drop them all with their notices. */
+		if (presence_cluster_write_fold(cl->writes, user, base, &p->limits, reject_cb, p,
+		                                &state) == PRESENCE_OK) {
+			free(state);
+		}
+		presence_cluster_write_done(cl->writes, user, false,
+		                            "the cluster store (Redis) is unavailable; the write "
+		                            "was not applied",
+		                            reject_cb, p);
+		return;
+	}
+	if (presence_cluster_write_fold(cl->writes, user, base, &p->limits, reject_cb, p, &state) !=
+	    PRESENCE_OK) {
+		presence_cluster_write_done(cl->writes, user, false, "out of memory", reject_cb, p);
+		return;
+	}
+	if (state == NULL) {
+		return;
+	}
+	req = presence_redis_request_new(PRESENCE_REDIS_CAS, presence_user_name(user));
+	if (req == NULL) {
+		free(state);
+		presence_cluster_write_done(cl->writes, user, false, "out of memory", reject_cb, p);
+		return;
+	}
+	req->state = state;
+	req->expected = seq;
+	req->floor = seq;
+	presence_redis_submit(cl->redis, req);
+}
+
+/* Applies a document from Redis and publishes it when it is news. */
+static struct presence_user *apply_record(struct presence_plugin *p,
+                                          const struct presence_cluster_record *rec, bool force)
+{
+	struct presence_user *user = NULL;
+	enum presence_err err;
+	bool due = false;
+
+	err = presence_cluster_apply_record(p->reg, rec, force, &user, &due);
+	if (err != PRESENCE_OK) {
+		mosquitto_log_printf(
+		    MOSQ_LOG_WARNING,
+		    PRESENCE_LOG_PREFIX "could not apply the cluster's document of "
+		                        "user %s (seq %" PRIu64 "): %s",
+		    rec->name != NULL ? rec->name : "?", rec->seq, presence_strerror(err));
+		return user;
+	}
+	if (due) {
+		presence_publish_document(p, user);
+	}
+	return user;
+}
+
+static void handle_cas(struct presence_plugin *p, struct presence_redis_result *res)
+{
+	struct presence_cluster_link *cl = p->cluster;
+	struct presence_user *user = presence_registry_user_find(p->reg, res->rec.name);
+
+	if (user == NULL) {
+		return;
+	}
+	switch (res->outcome) {
+	case PRESENCE_REDIS_CAS_COMMITTED:
+		apply_record(p, &res->rec, false);
+		presence_cluster_write_done(cl->writes, user, true, NULL, NULL, NULL);
+		break;
+	case PRESENCE_REDIS_CAS_CONFLICT:
+		/* Another write came first: apply ours again to what it made. */
+		apply_record(p, &res->rec, false);
+		presence_cluster_write_retry(cl->writes, user);
+		break;
+	case PRESENCE_REDIS_CAS_FAILED:
+		presence_cluster_write_done(cl->writes, user, false,
+		                            res->text != NULL ? res->text : "failed", reject_cb, p);
+		break;
+	}
+	start_commit(p, user);
+}
+
+static void handle_result(struct presence_plugin *p, struct presence_redis_result *res)
+{
+	struct presence_cluster_link *cl = p->cluster;
+
+	switch (res->kind) {
+	case PRESENCE_REDIS_RECORD:
+		apply_record(p, &res->rec, res->force);
+		break;
+	case PRESENCE_REDIS_CAS_DONE:
+		handle_cas(p, res);
+		break;
+	case PRESENCE_REDIS_RESYNC:
+		cl->resyncing = true;
+		cl->resync_next = presence_registry_user_first(p->reg);
+		break;
+	case PRESENCE_REDIS_STATUS:
+		cl->connected = res->connected;
+		if (res->brokers >= 0) {
+			cl->brokers = res->brokers;
+		}
+		break;
+	case PRESENCE_REDIS_SNAPSHOT_DONE:
+		break;
+	case PRESENCE_REDIS_LOG:
+		mosquitto_log_printf(res->level == 0   ? MOSQ_LOG_INFO
+		                     : res->level == 1 ? MOSQ_LOG_WARNING
+		                                       : MOSQ_LOG_ERR,
+		                     PRESENCE_LOG_PREFIX "cluster: %s", res->text);
+		break;
+	}
+}
+
+/* Queues the absolute session count of user. Returns false when the backlog is full. */
+static bool send_count(struct presence_plugin *p, struct presence_user *user)
+{
+	struct presence_cluster_link *cl = p->cluster;
+	struct presence_redis_request *req;
+	uint64_t seq;
+
+	if (presence_redis_backlog(cl->redis) >= BACKLOG_MAX) {
+		return false;
+	}
+	req = presence_redis_request_new(PRESENCE_REDIS_CONTRIB, presence_user_name(user));
+	if (req == NULL) {
+		return false;
+	}
+	(void)cluster_base(user, &seq);
+	req->count = presence_user_sessions(user);
+	req->floor = seq;
+	presence_redis_submit(cl->redis, req);
+	return true;
+}
+
+/* Queues the seed of user (its last document), for a Redis that lost it. */
+static bool send_seed(struct presence_plugin *p, struct presence_user *user)
+{
+	struct presence_redis_request *req;
+	struct presence_document doc;
+
+	if (!presence_user_published(user, &doc)) {
+		return true;
+	}
+	req = presence_redis_request_new(PRESENCE_REDIS_SEED, presence_user_name(user));
+	if (req == NULL) {
+		return false;
+	}
+	req->state = strdup(doc.state_json);
+	if (req->state == NULL) {
+		presence_redis_request_free(req);
+		return false;
+	}
+	req->floor = doc.seq;
+	req->available = doc.available;
+	req->sessions = doc.sessions;
+	req->since_ms = doc.since_ms;
+	presence_redis_submit(p->cluster->redis, req);
+	return true;
+}
+
+/* One bounded step of a resynchronisation. */
+static void resync_step(struct presence_plugin *p)
+{
+	struct presence_cluster_link *cl = p->cluster;
+
+	for (int i = 0; i < RESYNC_PER_TICK && cl->resync_next != NULL; i++) {
+		struct presence_user *user = cl->resync_next;
+
+		if (presence_redis_backlog(cl->redis) >= BACKLOG_MAX || !send_seed(p, user) ||
+		    (presence_user_sessions(user) > 0 && !send_count(p, user))) {
+			return;
+		}
+		cl->resync_next = presence_registry_user_next(user);
+	}
+	if (cl->resync_next == NULL) {
+		cl->resyncing = false;
+	}
+}
+
+static void publish_metric(const char *topic, long long value, long long *published)
+{
+	char text[24];
+	int len;
+
+	if (value == *published) {
+		return;
+	}
+	len = snprintf(text, sizeof(text), "%lld", value);
+	if (presence_publish(NULL, topic, text, (size_t)len, 0, true, NULL) == MOSQ_ERR_SUCCESS) {
+		*published = value;
+	}
+}
+
+void presence_cluster_link_tick(struct presence_plugin *p)
+{
+	struct presence_cluster_link *cl = p->cluster;
+	struct presence_redis_result *res;
+	struct presence_user *user;
+
+	presence_redis_alive(cl->redis, presence_monotonic_ms());
+	for (int i = 0; i < RESULTS_PER_TICK && (res = presence_redis_take(cl->redis)) != NULL;
+	     i++) {
+		handle_result(p, res);
+		presence_redis_result_free(res);
+	}
+	while ((user = presence_registry_dirty_next(p->reg)) != NULL) {
+		if (!send_count(p, user)) {
+			/* Kept dirty: sent again at the next tick. */
+			presence_registry_document_failed(p->reg, user);
+		}
+	}
+	presence_registry_flush_done(p->reg);
+	if (cl->resyncing) {
+		resync_step(p);
+	}
+	if (p->cfg.metrics_interval > 0) {
+		publish_metric("$SYS/broker/presence/cluster/connected", cl->connected ? 1 : 0,
+		               &cl->pub_connected);
+		publish_metric("$SYS/broker/presence/cluster/brokers",
+		               cl->connected ? cl->brokers : 0, &cl->pub_brokers);
+		if (presence_monotonic_ms() >= cl->next_sync_publish &&
+		    presence_redis_last_sync_ms(cl->redis) > 0) {
+			cl->next_sync_publish =
+			    presence_monotonic_ms() + (int64_t)p->cfg.metrics_interval * 1000;
+			publish_metric("$SYS/broker/presence/cluster/last_sync",
+			               presence_redis_last_sync_ms(cl->redis) / 1000,
+			               &cl->pub_last_sync);
+		}
+	}
+}
+
+void presence_cluster_link_state_write(struct presence_plugin *p, struct presence_user *user,
+                                       const char *write_topic, const struct presence_topic *topic,
+                                       const void *payload, size_t payload_len)
+{
+	struct presence_cluster_link *cl = p->cluster;
+	char reason[PRESENCE_STATE_REASON_SIZE] = "";
+	enum presence_err err;
+	uint64_t seq;
+	bool changed = false;
+
+	if (!presence_redis_ready(cl->redis)) {
+		reject_cb(p, user, write_topic,
+		          "the cluster store (Redis) is unavailable; the write was not applied");
+		return;
+	}
+	err = presence_cluster_write_add(
+	    cl->writes, user, cluster_base(user, &seq), &p->limits,
+	    topic->kind == PRESENCE_TOPIC_STATE ? PRESENCE_CLUSTER_WRITE_MERGE
+	                                        : PRESENCE_CLUSTER_WRITE_SET_KEY,
+	    topic->key, topic->key_len, payload, payload_len, write_topic, &changed, reason);
+	if (err == PRESENCE_ERR_NOMEM) {
+		snprintf(reason, sizeof(reason), "out of memory");
+	}
+	if (err != PRESENCE_OK) {
+		reject_cb(p, user, write_topic, reason);
+		return;
+	}
+	p->state_writes++;
+	if (changed) {
+		start_commit(p, user);
+	}
+}
+
+/*
+ * At init, before the broker serves anyone: waits (at most STARTUP_SNAPSHOT_MS) for the first
+ * snapshot of the cluster and publishes every document in it. Publishes from init are delivered
+ * and retained before any client can connect, so a stale document the broker restored from its
+ * persistence file is replaced before anyone reads it. Without Redis the broker starts after
+ * the wait, and the documents are corrected when the snapshot comes.
+ */
+static void correct_at_start(struct presence_plugin *p)
+{
+	int64_t deadline = presence_monotonic_ms() + STARTUP_SNAPSHOT_MS;
+	uint64_t before = p->documents_published;
+	int64_t left;
+
+	while ((left = deadline - presence_monotonic_ms()) > 0) {
+		struct presence_redis_result *res =
+		    presence_redis_take_wait(p->cluster->redis, left);
+		bool done;
+
+		if (res == NULL) {
+			break;
+		}
+		done = res->kind == PRESENCE_REDIS_SNAPSHOT_DONE;
+		handle_result(p, res);
+		presence_redis_result_free(res);
+		if (done) {
+			mosquitto_log_printf(MOSQ_LOG_INFO,
+			                     PRESENCE_LOG_PREFIX
+			                     "published the cluster's documents "
+			                     "of %" PRIu64 " users at startup",
+			                     p->documents_published - before);
+			return;
+		}
+	}
+	mosquitto_log_printf(MOSQ_LOG_WARNING,
+	                     PRESENCE_LOG_PREFIX "no snapshot from Redis within %d ms: starting "
+	                                         "anyway; documents are corrected when it answers",
+	                     STARTUP_SNAPSHOT_MS);
+}
+
+int presence_cluster_link_start(struct presence_plugin *p)
+{
+	struct presence_redis_config rc = {0};
+	char reason[256];
+	struct presence_user *user;
+
+	if (presence_cluster_endpoint_parse(p->cfg.cluster_url, &rc.endpoint, reason,
+	                                    sizeof(reason)) != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX "plugin_opt_cluster_url: %s",
+		                     reason);
+		return MOSQ_ERR_INVAL;
+	}
+	p->cluster = calloc(1, sizeof(*p->cluster));
+	if (p->cluster == NULL) {
+		return MOSQ_ERR_NOMEM;
+	}
+	p->cluster->pub_connected = -1;
+	p->cluster->pub_brokers = -1;
+	p->cluster->pub_last_sync = -1;
+	p->cluster->writes = presence_cluster_writes_new();
+	if (p->cluster->writes == NULL) {
+		presence_cluster_link_stop(p);
+		return MOSQ_ERR_NOMEM;
+	}
+	/* What the state file restored is not news to publish: the cluster's documents are
+	 * (they come with the first snapshot). */
+	while ((user = presence_registry_dirty_next(p->reg)) != NULL) {
+	}
+	rc.broker_id = p->cfg.broker_id;
+	rc.heartbeat_ms = (int64_t)p->cfg.cluster_heartbeat_ms;
+	rc.lease_ms = (int64_t)p->cfg.cluster_lease_ms;
+	rc.grace_ms = (int64_t)p->cfg.offline_delay * 1000;
+	rc.keep_state = p->cfg.keep_state;
+	rc.stall_tolerance_ms = STALL_TOLERANCE_MS;
+	rc.command_timeout_ms = COMMAND_TIMEOUT_MS;
+	rc.stream_maxlen = STREAM_MAXLEN;
+	/* init runs on the broker's thread. */
+	if (install_wake_signal(p->cluster)) {
+		rc.wake = wake_broker;
+		rc.wake_arg = p->cluster;
+	} else {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "cluster: signal SIGRTMIN+%d is taken; "
+		                                         "results from Redis wait for the broker's "
+		                                         "next loop iteration (up to 100 ms)",
+		                     WAKE_SIGNAL_OFFSET);
+	}
+	p->cluster->redis = presence_redis_start(&rc, reason, sizeof(reason));
+	if (p->cluster->redis == NULL) {
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PRESENCE_LOG_PREFIX "cluster mode cannot start: %s", reason);
+		presence_cluster_link_stop(p);
+		return MOSQ_ERR_UNKNOWN;
+	}
+	correct_at_start(p);
+	mosquitto_log_printf(MOSQ_LOG_INFO,
+	                     PRESENCE_LOG_PREFIX "cluster mode: broker %s, Redis at %s, heartbeat "
+	                                         "%zu ms, lease %zu ms",
+	                     p->cfg.broker_id, p->cfg.cluster_url, p->cfg.cluster_heartbeat_ms,
+	                     p->cfg.cluster_lease_ms);
+	return MOSQ_ERR_SUCCESS;
+}
+
+void presence_cluster_link_stop(struct presence_plugin *p)
+{
+	if (p->cluster == NULL) {
+		return;
+	}
+	/* The threads first: nobody sends the signal once they are gone. */
+	presence_redis_stop(p->cluster->redis);
+	if (p->cluster->wake_signal != 0) {
+		sigaction(p->cluster->wake_signal, &p->cluster->old_action, NULL);
+	}
+	presence_cluster_writes_free(p->cluster->writes);
+	free(p->cluster);
+	p->cluster = NULL;
+}
+
+#else /* !PRESENCE_CLUSTER */
+
+/*
+ * At init, before the broker serves anyone: waits (at most STARTUP_SNAPSHOT_MS) for the first
+ * snapshot of the cluster and publishes every document in it. Publishes from init are delivered
+ * and retained before any client can connect, so a stale document the broker restored from its
+ * persistence file is replaced before anyone reads it. Without Redis the broker starts after
+ * the wait, and the documents are corrected when the snapshot comes.
+ */
+static void correct_at_start(struct presence_plugin *p)
+{
+	int64_t deadline = presence_monotonic_ms() + STARTUP_SNAPSHOT_MS;
+	uint64_t before = p->documents_published;
+	int64_t left;
+
+	while ((left = deadline - presence_monotonic_ms()) > 0) {
+		struct presence_redis_result *res =
+		    presence_redis_take_wait(p->cluster->redis, left);
+		bool done;
+
+		if (res == NULL) {
+			break;
+		}
+		done = res->kind == PRESENCE_REDIS_SNAPSHOT_DONE;
+		handle_result(p, res);
+		presence_redis_result_free(res);
+		if (done) {
+			mosquitto_log_printf(MOSQ_LOG_INFO,
+			                     PRESENCE_LOG_PREFIX
+			                     "published the cluster's documents "
+			                     "of %" PRIu64 " users at startup",
+			                     p->documents_published - before);
+			return;
+		}
+	}
+	mosquitto_log_printf(MOSQ_LOG_WARNING,
+	                     PRESENCE_LOG_PREFIX "no snapshot from Redis within %d ms: starting "
+	                                         "anyway; documents are corrected when it answers",
+	                     STARTUP_SNAPSHOT_MS);
+}
+
+int presence_cluster_link_start(struct presence_plugin *p)
+{
+	(void)p;
+	mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX
+	                     "plugin_opt_cluster_url is set, but this build has "
+	                     "no cluster mode (libhiredis-dev was not found "
+	                     "when it was built)");
+	return MOSQ_ERR_NOT_SUPPORTED;
+}
+
+void presence_cluster_link_stop(struct presence_plugin *p)
+{
+	(void)p;
+}
+
+void presence_cluster_link_tick(struct presence_plugin *p)
+{
+	(void)p;
+}
+
+void presence_cluster_link_state_write(struct presence_plugin *p, struct presence_user *user,
+                                       const char *write_topic, const struct presence_topic *topic,
+                                       const void *payload, size_t payload_len)
+{
+	(void)p;
+	(void)user;
+	(void)write_topic;
+	(void)topic;
+	(void)payload;
+	(void)payload_len;
+}
+
+#endif

@@ -1,0 +1,1662 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
+/*
+ * The cluster's Redis client (see redis_link.h): hiredis' synchronous API on two threads of
+ * our own, so that a slow, paused or dead Redis only ever stalls these threads. Each command
+ * has a deadline (redisSetTimeout); a context that timed out or failed is freed and the
+ * connection made again with backoff.
+ *
+ * Keys, all under the hash tag {presence} so that every function call touches one slot:
+ *   {presence}:u:<user>        hash: the user's document values and per-broker counts
+ *   {presence}:bu:<B>:<E>      set: users broker B had sessions of in epoch E (sweep index)
+ *   {presence}:epoch           hash: broker -> current epoch
+ *   {presence}:live            zset: broker -> lease deadline (Redis ms)
+ *   {presence}:dead            list: "B:E" epochs waiting to be swept
+ *   {presence}:hold            string: no sweep or delay expiry before this time (ms)
+ *   {presence}:grace           zset: user -> end of its offline delay (ms)
+ *   {presence}:log             stream: one record per document
+ *   {presence}:gen             string: a random id set once; another id = Redis lost its data
+ *   {presence}:seen            string: when the cluster's timers last ran (ms; see the hold)
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <dlfcn.h>
+#include <hiredis.h>
+
+#include "redis_link.h"
+
+/*
+ * hiredis is not linked: it is loaded with dlopen when cluster mode starts, so that a broker
+ * without plugin_opt_cluster_url never loads it (and the plugin's package does not depend on
+ * it). PRESENCE_HIREDIS_SONAME is the library the headers belong to (the build reads it from
+ * the library next to them): hiredis changes its structures between versions, so it must be
+ * that one. The calls below go through these pointers.
+ */
+static struct hiredis_api {
+	void *handle;
+	redisContext *(*connect_unix)(const char *path, const struct timeval tv);
+	redisContext *(*connect_tcp)(const char *ip, int port, const struct timeval tv);
+	int (*set_timeout)(redisContext *c, const struct timeval tv);
+	int (*keep_alive)(redisContext *c);
+	void (*free_context)(redisContext *c);
+	int (*append_argv)(redisContext *c, int argc, const char **argv, const size_t *argvlen);
+	int (*get_reply)(redisContext *c, void **reply);
+	void (*free_reply)(void *reply);
+} hi;
+
+#define redisConnectUnixWithTimeout (*hi.connect_unix)
+#define redisConnectWithTimeout (*hi.connect_tcp)
+#define redisSetTimeout (*hi.set_timeout)
+#define redisEnableKeepAlive (*hi.keep_alive)
+#define redisFree (*hi.free_context)
+#define redisAppendCommandArgv (*hi.append_argv)
+#define redisGetReply (*hi.get_reply)
+#define freeReplyObject (*hi.free_reply)
+
+/* Looks up name in the library into *fn (a function pointer's storage). */
+static bool load_symbol(void *fn, size_t size, const char *name)
+{
+	void *sym = dlsym(hi.handle, name);
+
+	if (sym == NULL || size != sizeof(sym)) {
+		return false;
+	}
+	memcpy(fn, &sym, size);
+	return true;
+}
+
+/* Loads hiredis once. Returns false with a reason in err when it cannot. */
+static bool load_hiredis(char *err, size_t err_size)
+{
+	const char *missing = NULL;
+
+	if (hi.handle != NULL) {
+		return true;
+	}
+	hi.handle = dlopen(PRESENCE_HIREDIS_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (hi.handle == NULL) {
+		snprintf(err, err_size, "cannot load %s (%s): install Debian's libhiredis0.14",
+		         PRESENCE_HIREDIS_SONAME, dlerror());
+		return false;
+	}
+#define LOAD(field, name)                                                                          \
+	if (missing == NULL && !load_symbol(&hi.field, sizeof(hi.field), name)) {                  \
+		missing = name;                                                                    \
+	}
+	LOAD(connect_unix, "redisConnectUnixWithTimeout")
+	LOAD(connect_tcp, "redisConnectWithTimeout")
+	LOAD(set_timeout, "redisSetTimeout")
+	LOAD(keep_alive, "redisEnableKeepAlive")
+	LOAD(free_context, "redisFree")
+	LOAD(append_argv, "redisAppendCommandArgv")
+	LOAD(get_reply, "redisGetReply")
+	LOAD(free_reply, "freeReplyObject")
+#undef LOAD
+	if (missing != NULL) {
+		snprintf(err, err_size, "%s has no %s", PRESENCE_HIREDIS_SONAME, missing);
+		dlclose(hi.handle);
+		memset(&hi, 0, sizeof(hi));
+		return false;
+	}
+	return true;
+}
+
+#define KEY_PREFIX "{presence}:"
+#define USER_PREFIX KEY_PREFIX "u:"
+#define KEY_EPOCH KEY_PREFIX "epoch"
+#define KEY_LIVE KEY_PREFIX "live"
+#define KEY_DEAD KEY_PREFIX "dead"
+#define KEY_HOLD KEY_PREFIX "hold"
+#define KEY_GRACE KEY_PREFIX "grace"
+#define KEY_LOG KEY_PREFIX "log"
+#define KEY_GEN KEY_PREFIX "gen"
+#define KEY_SEEN KEY_PREFIX "seen"
+
+/* Most requests sent in one pipelined batch, users swept or expired per call. */
+#define BATCH_MAX 256
+#define SWEEP_BATCH "200"
+#define GRACE_BATCH "200"
+/* How long one sweep round may go on, ms. */
+#define SWEEP_BUDGET_MS 100
+/* The reader's XREAD BLOCK, ms: also how long stopping may wait for it. */
+#define READ_BLOCK_MS 250
+/* Longest backoff between reconnection attempts, ms (at most the heartbeat, see below). */
+#define BACKOFF_CAP_MS 1000
+
+struct queue {
+	void *head, *tail;
+	size_t len;
+};
+
+struct presence_redis {
+	struct presence_redis_config cfg;
+	char *broker_id;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	/* Signalled when a result is queued (for presence_redis_take_wait). */
+	pthread_cond_t results;
+	/* Requests for the writer; results for the broker thread (both under lock). */
+	struct presence_redis_request *req_head, *req_tail;
+	size_t req_len;
+	struct presence_redis_result *res_head, *res_tail;
+	/* Whether cfg.wake was called since the broker thread last found no result. */
+	bool wake_pending;
+	bool stopping;
+	pthread_t writer, reader;
+	bool writer_started, reader_started;
+	atomic_bool ready;
+	atomic_int_fast64_t last_tick_ms;
+	/* Wall-clock time (ms) of the last heartbeat Redis answered (0: none yet). */
+	atomic_int_fast64_t last_sync_ms;
+
+	/* Writer thread only. */
+	redisContext *wc;
+	char epoch[24];
+	char gen[40];
+	bool registered;
+	/* Monotonic time of the last registration. */
+	int64_t registered_at;
+	int64_t next_heartbeat, next_sweep, next_grace;
+	long long brokers;
+	/* Random seeds of the writer and of the reader, each used by its thread only. */
+	unsigned int rnd;
+	unsigned int reader_rnd;
+};
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_timeval(int64_t ms)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
+	return tv;
+}
+
+static char *copy_string(const char *s)
+{
+	size_t len = strlen(s);
+	char *copy = malloc(len + 1);
+
+	if (copy != NULL) {
+		memcpy(copy, s, len + 1);
+	}
+	return copy;
+}
+
+/* ---- results ---------------------------------------------------------------------------- */
+
+static void push_result(struct presence_redis *r, struct presence_redis_result *res)
+{
+	bool wake;
+
+	pthread_mutex_lock(&r->lock);
+	res->next = NULL;
+	if (r->res_tail != NULL) {
+		r->res_tail->next = res;
+	} else {
+		r->res_head = res;
+	}
+	r->res_tail = res;
+	pthread_cond_signal(&r->results);
+	wake = !r->wake_pending;
+	r->wake_pending = true;
+	pthread_mutex_unlock(&r->lock);
+	/* Once per drain of the queue, not per result. */
+	if (wake && r->cfg.wake != NULL) {
+		r->cfg.wake(r->cfg.wake_arg);
+	}
+}
+
+void presence_redis_result_free(struct presence_redis_result *res)
+{
+	if (res == NULL) {
+		return;
+	}
+	free(res->rec.name);
+	free(res->rec.state);
+	free(res->text);
+	free(res);
+}
+
+static void log_line(struct presence_redis *r, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void log_line(struct presence_redis *r, int level, const char *fmt, ...)
+{
+	struct presence_redis_result *res = calloc(1, sizeof(*res));
+	char buf[512];
+	va_list ap;
+
+	if (res == NULL) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	res->kind = PRESENCE_REDIS_LOG;
+	res->level = level;
+	res->text = copy_string(buf);
+	if (res->text == NULL) {
+		free(res);
+		return;
+	}
+	push_result(r, res);
+}
+
+static void push_status(struct presence_redis *r, bool connected)
+{
+	struct presence_redis_result *res;
+
+	atomic_store(&r->ready, connected && r->registered);
+	res = calloc(1, sizeof(*res));
+	if (res == NULL) {
+		return;
+	}
+	res->kind = PRESENCE_REDIS_STATUS;
+	res->connected = connected && r->registered;
+	res->brokers = r->brokers;
+	push_result(r, res);
+}
+
+static void push_simple(struct presence_redis *r, enum presence_redis_result_kind kind)
+{
+	struct presence_redis_result *res = calloc(1, sizeof(*res));
+
+	if (res != NULL) {
+		res->kind = kind;
+		push_result(r, res);
+	}
+}
+
+/* Parses an unsigned decimal reply string; false when it is not one. */
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (s == NULL || *s == '\0') {
+		return false;
+	}
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10) {
+			return false;
+		}
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return true;
+}
+
+static const char *reply_str(const redisReply *reply)
+{
+	if (reply != NULL &&
+	    (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS)) {
+		return reply->str;
+	}
+	return NULL;
+}
+
+/* Fills rec from the five strings seq, avail, sess, since, state (name copied). Returns false
+ * when they are not a document. */
+static bool record_from(struct presence_cluster_record *rec, const char *name, const char *seq,
+                        const char *avail, const char *sess, const char *since, const char *state)
+{
+	uint64_t n, t;
+
+	memset(rec, 0, sizeof(*rec));
+	if (!parse_u64(seq, &rec->seq) || rec->seq == 0 || avail == NULL || !parse_u64(sess, &n) ||
+	    n > UINT32_MAX || !parse_u64(since, &t) || t > INT64_MAX || state == NULL) {
+		return false;
+	}
+	rec->available = strcmp(avail, "1") == 0;
+	rec->sessions = (unsigned int)n;
+	rec->since_ms = (int64_t)t;
+	rec->name = copy_string(name);
+	rec->state = copy_string(state);
+	if (rec->name == NULL || rec->state == NULL) {
+		free(rec->name);
+		free(rec->state);
+		memset(rec, 0, sizeof(*rec));
+		return false;
+	}
+	return true;
+}
+
+/* Makes a result of kind from the reply {status, seq, avail, sess, since, state} of a
+ * function, for name. Returns NULL when the reply is not that (or memory runs out). */
+static struct presence_redis_result *doc_result(enum presence_redis_result_kind kind,
+                                                const char *name, const redisReply *reply)
+{
+	struct presence_redis_result *res;
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) {
+		return NULL;
+	}
+	res = calloc(1, sizeof(*res));
+	if (res == NULL) {
+		return NULL;
+	}
+	res->kind = kind;
+	if (!record_from(&res->rec, name, reply_str(reply->element[1]),
+	                 reply_str(reply->element[2]), reply_str(reply->element[3]),
+	                 reply_str(reply->element[4]), reply_str(reply->element[5]))) {
+		free(res);
+		return NULL;
+	}
+	return res;
+}
+
+static void push_cas_failed(struct presence_redis *r, const char *name, const char *reason)
+{
+	struct presence_redis_result *res = calloc(1, sizeof(*res));
+
+	if (res == NULL) {
+		return;
+	}
+	res->kind = PRESENCE_REDIS_CAS_DONE;
+	res->outcome = PRESENCE_REDIS_CAS_FAILED;
+	res->rec.name = copy_string(name);
+	res->text = copy_string(reason);
+	if (res->rec.name == NULL || res->text == NULL) {
+		presence_redis_result_free(res);
+		return;
+	}
+	push_result(r, res);
+}
+
+/* ---- commands ---------------------------------------------------------------------------- */
+
+#define CMD_ARGS_MAX 20
+
+/* One command's arguments; owned ones are freed by cmd_free. */
+struct cmd {
+	int argc;
+	const char *argv[CMD_ARGS_MAX];
+	size_t len[CMD_ARGS_MAX];
+	char *owned[CMD_ARGS_MAX];
+	int nowned;
+	bool failed;
+};
+
+static void cmd_add(struct cmd *c, const char *s)
+{
+	if (c->argc == CMD_ARGS_MAX || s == NULL) {
+		c->failed = true;
+		return;
+	}
+	c->argv[c->argc] = s;
+	c->len[c->argc] = strlen(s);
+	c->argc++;
+}
+
+static void cmd_addf(struct cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void cmd_addf(struct cmd *c, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || c->nowned == CMD_ARGS_MAX) {
+		c->failed = true;
+		return;
+	}
+	s = malloc((size_t)n + 1);
+	if (s == NULL) {
+		c->failed = true;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	c->owned[c->nowned++] = s;
+	cmd_add(c, s);
+}
+
+static void cmd_free(struct cmd *c)
+{
+	for (int i = 0; i < c->nowned; i++) {
+		free(c->owned[i]);
+	}
+	memset(c, 0, sizeof(*c));
+}
+
+/* Appends c to the writer's output buffer. Returns false when it could not (memory). */
+static bool cmd_append(redisContext *ctx, struct cmd *c)
+{
+	return !c->failed && redisAppendCommandArgv(ctx, c->argc, c->argv, c->len) == REDIS_OK;
+}
+
+/* Runs one command and returns its reply (freed with freeReplyObject), or NULL when the
+ * connection failed (ctx->err is then set). */
+static redisReply *cmd_run(redisContext *ctx, struct cmd *c)
+{
+	redisReply *reply = NULL;
+
+	if (cmd_append(ctx, c)) {
+		if (redisGetReply(ctx, (void **)&reply) != REDIS_OK) {
+			reply = NULL;
+		}
+	}
+	cmd_free(c);
+	return reply;
+}
+
+static bool reply_is_error(const redisReply *reply, const char *prefix)
+{
+	return reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+	       (prefix == NULL || strstr(reply->str, prefix) != NULL);
+}
+
+/* The pv1_contrib call of a count for name (count -1: the tombstone of a swept epoch). */
+static void contrib_cmd(struct cmd *c, struct presence_redis *r, const char *broker,
+                        const char *epoch, const char *name, long long count, uint64_t floor)
+{
+	cmd_add(c, "FCALL");
+	cmd_add(c, "pv1_contrib");
+	cmd_add(c, "6");
+	cmd_addf(c, USER_PREFIX "%s", name);
+	cmd_addf(c, KEY_PREFIX "bu:%s:%s", broker, epoch);
+	cmd_add(c, KEY_GRACE);
+	cmd_add(c, KEY_LOG);
+	cmd_add(c, KEY_EPOCH);
+	cmd_add(c, KEY_LIVE);
+	cmd_add(c, broker);
+	cmd_add(c, epoch);
+	cmd_addf(c, "%lld", count);
+	cmd_addf(c, "%" PRId64, r->cfg.grace_ms);
+	cmd_addf(c, "%" PRIu64, floor);
+	cmd_add(c, name);
+	cmd_add(c, r->cfg.keep_state ? "1" : "0");
+	cmd_addf(c, "%lu", r->cfg.stream_maxlen);
+}
+
+/* ---- the writer -------------------------------------------------------------------------- */
+
+static void drop_connection(struct presence_redis *r, const char *why)
+{
+	/* First, so that the broker thread refuses state writes from now on. */
+	atomic_store(&r->ready, false);
+	if (r->wc != NULL) {
+		log_line(r, 1, "lost the connection to Redis (%s); reconnecting",
+		         r->wc->err != 0 ? r->wc->errstr : why);
+		redisFree(r->wc);
+		r->wc = NULL;
+	}
+	push_status(r, false);
+}
+
+static redisContext *connect_redis(const struct presence_redis *r, int64_t timeout_ms)
+{
+	const struct presence_cluster_endpoint *ep = &r->cfg.endpoint;
+	struct timeval tv = ms_timeval(timeout_ms);
+	redisContext *ctx = ep->path[0] != '\0' ? redisConnectUnixWithTimeout(ep->path, tv)
+	                                        : redisConnectWithTimeout(ep->host, ep->port, tv);
+
+	if (ctx == NULL) {
+		return NULL;
+	}
+	if (ctx->err != 0 || redisSetTimeout(ctx, tv) != REDIS_OK ||
+	    (ep->path[0] == '\0' && redisEnableKeepAlive(ctx) != REDIS_OK)) {
+		redisFree(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+/* Registers a new epoch of this broker. Returns false when the connection failed. */
+static bool do_register(struct presence_redis *r)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+	const char *epoch, *gen;
+
+	cmd_add(&c, "FCALL");
+	cmd_add(&c, "pv1_register");
+	cmd_add(&c, "4");
+	cmd_add(&c, KEY_EPOCH);
+	cmd_add(&c, KEY_LIVE);
+	cmd_add(&c, KEY_DEAD);
+	cmd_add(&c, KEY_GEN);
+	cmd_add(&c, r->broker_id);
+	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	cmd_addf(&c, "%08x%08x", (unsigned int)rand_r(&r->rnd), (unsigned int)rand_r(&r->rnd));
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	epoch = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+	            ? reply_str(reply->element[0])
+	            : NULL;
+	gen = epoch != NULL ? reply_str(reply->element[1]) : NULL;
+	if (epoch == NULL || gen == NULL || strlen(epoch) >= sizeof(r->epoch) ||
+	    strlen(gen) >= sizeof(r->gen)) {
+		log_line(r, 2, "registering with Redis failed: %s",
+		         reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+		freeReplyObject(reply);
+		return false;
+	}
+	snprintf(r->epoch, sizeof(r->epoch), "%s", epoch);
+	snprintf(r->gen, sizeof(r->gen), "%s", gen);
+	freeReplyObject(reply);
+	r->registered = true;
+	r->registered_at = monotonic_ms();
+	log_line(r, 0, "registered in the cluster as broker %s, epoch %s", r->broker_id, r->epoch);
+	push_simple(r, PRESENCE_REDIS_RESYNC);
+	push_status(r, true);
+	return true;
+}
+
+/* One heartbeat. Re-registers when Redis says the epoch is stale or lost its data. Returns
+ * false when the connection failed. */
+static bool do_heartbeat(struct presence_redis *r)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+	const char *status;
+
+	if (!r->registered) {
+		return do_register(r);
+	}
+	cmd_add(&c, "FCALL");
+	cmd_add(&c, "pv1_heartbeat");
+	cmd_add(&c, "5");
+	cmd_add(&c, KEY_EPOCH);
+	cmd_add(&c, KEY_LIVE);
+	cmd_add(&c, KEY_GEN);
+	cmd_add(&c, KEY_SEEN);
+	cmd_add(&c, KEY_HOLD);
+	cmd_add(&c, r->broker_id);
+	cmd_add(&c, r->epoch);
+	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	status = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+	             ? reply_str(reply->element[0])
+	             : NULL;
+	if (status != NULL && strcmp(status, "OK") == 0 && reply->elements == 3) {
+		const char *gen = reply_str(reply->element[1]);
+		long long brokers = reply->element[2]->integer;
+
+		if (gen == NULL || strcmp(gen, r->gen) != 0) {
+			freeReplyObject(reply);
+			log_line(r, 1,
+			         "Redis lost the cluster's data (its generation changed): "
+			         "registering again and re-seeding it");
+			return do_register(r);
+		}
+		freeReplyObject(reply);
+		atomic_store(&r->last_sync_ms, wall_ms());
+		if (brokers != r->brokers) {
+			r->brokers = brokers;
+			push_status(r, true);
+		}
+		return true;
+	}
+	if (status != NULL && strcmp(status, "STALE") == 0) {
+		freeReplyObject(reply);
+		if (monotonic_ms() - r->registered_at < r->cfg.lease_ms) {
+			/* Nobody could have declared it dead that fast. */
+			log_line(r, 2,
+			         "epoch %s was replaced less than a lease after it was registered: "
+			         "does another broker use broker_id %s?",
+			         r->epoch, r->broker_id);
+		}
+		log_line(r, 1,
+		         "the cluster declared this broker (epoch %s) dead: registering again",
+		         r->epoch);
+		return do_register(r);
+	}
+	log_line(r, 2, "heartbeat failed: %s",
+	         reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+	freeReplyObject(reply);
+	/* Most likely the library is gone: reconnecting loads it again. */
+	return false;
+}
+
+/* Loads the function library. Returns false when the connection failed or Redis refused. */
+static bool load_library(struct presence_redis *r)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+	bool ok;
+
+	cmd_add(&c, "FUNCTION");
+	cmd_add(&c, "LOAD");
+	cmd_add(&c, "REPLACE");
+	cmd_add(&c, presence_redis_library);
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	ok = reply->type != REDIS_REPLY_ERROR;
+	if (!ok) {
+		log_line(r, 2, "Redis refused the function library (Redis 7 or Valkey needed): %s",
+		         reply->str);
+	}
+	freeReplyObject(reply);
+	return ok;
+}
+
+/* Sets the sweep hold after an outage. */
+static bool set_hold(struct presence_redis *r)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+
+	cmd_add(&c, "FCALL");
+	cmd_add(&c, "pv1_hold");
+	cmd_add(&c, "1");
+	cmd_add(&c, KEY_HOLD);
+	cmd_addf(&c, "%" PRId64, 2 * r->cfg.lease_ms);
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	freeReplyObject(reply);
+	return true;
+}
+
+/* Pushes the document replies of a pipeline of n pv1_contrib or pv1_expire calls for names.
+ * Returns false when the connection failed. */
+static bool collect_docs(struct presence_redis *r, size_t n, char **names)
+{
+	for (size_t i = 0; i < n; i++) {
+		redisReply *reply = NULL;
+		struct presence_redis_result *res;
+
+		if (redisGetReply(r->wc, (void **)&reply) != REDIS_OK) {
+			return false;
+		}
+		res = doc_result(PRESENCE_REDIS_RECORD, names[i], reply);
+		if (res != NULL) {
+			push_result(r, res);
+		}
+		freeReplyObject(reply);
+	}
+	return true;
+}
+
+/* Claims brokers whose lease expired and sweeps dead epochs for at most SWEEP_BUDGET_MS.
+ * Returns false when the connection failed. */
+static bool do_sweep(struct presence_redis *r)
+{
+	int64_t deadline = monotonic_ms() + SWEEP_BUDGET_MS;
+	struct cmd c = {0};
+	redisReply *reply;
+
+	cmd_add(&c, "FCALL");
+	cmd_add(&c, "pv1_sweep_claim");
+	cmd_add(&c, "5");
+	cmd_add(&c, KEY_LIVE);
+	cmd_add(&c, KEY_DEAD);
+	cmd_add(&c, KEY_EPOCH);
+	cmd_add(&c, KEY_HOLD);
+	cmd_add(&c, KEY_SEEN);
+	cmd_add(&c, "8");
+	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+		log_line(r, 0, "declared %lld broker(s) dead (lease expired)", reply->integer);
+	}
+	freeReplyObject(reply);
+	while (monotonic_ms() < deadline) {
+		char head[128], broker[80];
+		const char *colon, *epoch;
+		redisReply *users;
+		char *names[200];
+		size_t n = 0;
+		bool ok;
+
+		cmd_add(&c, "LINDEX");
+		cmd_add(&c, KEY_DEAD);
+		cmd_add(&c, "0");
+		reply = cmd_run(r->wc, &c);
+		if (reply == NULL) {
+			return false;
+		}
+		if (reply_str(reply) == NULL || strlen(reply->str) >= sizeof(head)) {
+			freeReplyObject(reply);
+			return true;
+		}
+		snprintf(head, sizeof(head), "%s", reply->str);
+		freeReplyObject(reply);
+		colon = strrchr(head, ':');
+		if (colon == NULL || (size_t)(colon - head) >= sizeof(broker)) {
+			cmd_add(&c, "LREM");
+			cmd_add(&c, KEY_DEAD);
+			cmd_add(&c, "0");
+			cmd_add(&c, head);
+			reply = cmd_run(r->wc, &c);
+			freeReplyObject(reply);
+			if (reply == NULL) {
+				return false;
+			}
+			continue;
+		}
+		memcpy(broker, head, (size_t)(colon - head));
+		broker[colon - head] = '\0';
+		epoch = colon + 1;
+		cmd_add(&c, "SRANDMEMBER");
+		cmd_addf(&c, KEY_PREFIX "bu:%s:%s", broker, epoch);
+		cmd_add(&c, SWEEP_BATCH);
+		users = cmd_run(r->wc, &c);
+		if (users == NULL) {
+			return false;
+		}
+		if (users->type != REDIS_REPLY_ARRAY || users->elements == 0) {
+			freeReplyObject(users);
+			/* Every user of that epoch was swept. */
+			cmd_add(&c, "LREM");
+			cmd_add(&c, KEY_DEAD);
+			cmd_add(&c, "0");
+			cmd_add(&c, head);
+			reply = cmd_run(r->wc, &c);
+			freeReplyObject(reply);
+			if (reply == NULL) {
+				return false;
+			}
+			log_line(r, 0, "swept the sessions of broker %s (epoch %s)", broker, epoch);
+			continue;
+		}
+		ok = true;
+		for (size_t i = 0; i < users->elements && i < 200; i++) {
+			const char *name = reply_str(users->element[i]);
+
+			if (name == NULL) {
+				continue;
+			}
+			contrib_cmd(&c, r, broker, epoch, name, -1, 0);
+			if (!cmd_append(r->wc, &c)) {
+				cmd_free(&c);
+				ok = false;
+				break;
+			}
+			cmd_free(&c);
+			names[n++] = users->element[i]->str;
+		}
+		ok = collect_docs(r, n, names) && ok;
+		freeReplyObject(users);
+		if (!ok) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Ends the offline delays that are due. Returns false when the connection failed. */
+static bool do_grace(struct presence_redis *r)
+{
+	struct cmd c = {0};
+	redisReply *due;
+	char *names[200];
+	size_t n = 0;
+	bool ok = true;
+
+	cmd_add(&c, "FCALL");
+	cmd_add(&c, "pv1_grace_due");
+	cmd_add(&c, "3");
+	cmd_add(&c, KEY_GRACE);
+	cmd_add(&c, KEY_HOLD);
+	cmd_add(&c, KEY_SEEN);
+	cmd_add(&c, GRACE_BATCH);
+	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	due = cmd_run(r->wc, &c);
+	if (due == NULL) {
+		return false;
+	}
+	for (size_t i = 0; due->type == REDIS_REPLY_ARRAY && i < due->elements && i < 200; i++) {
+		const char *name = reply_str(due->element[i]);
+
+		if (name == NULL) {
+			continue;
+		}
+		cmd_add(&c, "FCALL");
+		cmd_add(&c, "pv1_expire");
+		cmd_add(&c, "4");
+		cmd_addf(&c, USER_PREFIX "%s", name);
+		cmd_add(&c, KEY_GRACE);
+		cmd_add(&c, KEY_LOG);
+		cmd_add(&c, KEY_HOLD);
+		cmd_add(&c, name);
+		cmd_add(&c, r->cfg.keep_state ? "1" : "0");
+		cmd_addf(&c, "%lu", r->cfg.stream_maxlen);
+		if (!cmd_append(r->wc, &c)) {
+			cmd_free(&c);
+			ok = false;
+			break;
+		}
+		cmd_free(&c);
+		names[n++] = due->element[i]->str;
+	}
+	ok = collect_docs(r, n, names) && ok;
+	freeReplyObject(due);
+	return ok;
+}
+
+/* Builds the command of one request. */
+static void request_cmd(struct presence_redis *r, const struct presence_redis_request *req,
+                        struct cmd *c)
+{
+	switch (req->kind) {
+	case PRESENCE_REDIS_CONTRIB:
+		contrib_cmd(c, r, r->broker_id, r->epoch, req->name, req->count, req->floor);
+		break;
+	case PRESENCE_REDIS_CAS:
+		cmd_add(c, "FCALL");
+		cmd_add(c, "pv1_cas");
+		cmd_add(c, "4");
+		cmd_addf(c, USER_PREFIX "%s", req->name);
+		cmd_add(c, KEY_LOG);
+		cmd_add(c, KEY_EPOCH);
+		cmd_add(c, KEY_LIVE);
+		cmd_add(c, r->broker_id);
+		cmd_add(c, r->epoch);
+		cmd_add(c, req->name);
+		cmd_addf(c, "%" PRIu64, req->expected);
+		cmd_add(c, req->state);
+		cmd_addf(c, "%" PRIu64, req->floor);
+		cmd_addf(c, "%lu", r->cfg.stream_maxlen);
+		break;
+	case PRESENCE_REDIS_SEED:
+		cmd_add(c, "FCALL");
+		cmd_add(c, "pv1_seed");
+		cmd_add(c, "2");
+		cmd_addf(c, USER_PREFIX "%s", req->name);
+		cmd_add(c, KEY_GRACE);
+		cmd_add(c, req->name);
+		cmd_addf(c, "%" PRIu64, req->floor);
+		cmd_add(c, req->available ? "1" : "0");
+		cmd_addf(c, "%u", req->sessions);
+		cmd_addf(c, "%" PRId64, req->since_ms);
+		cmd_add(c, req->state != NULL ? req->state : "{}");
+		cmd_addf(c, "%" PRId64, r->cfg.grace_ms);
+		break;
+	}
+}
+
+/* Handles the reply to one request (req is freed). Sets *stale when Redis said the epoch is
+ * stale. */
+static void request_done(struct presence_redis *r, struct presence_redis_request *req,
+                         redisReply *reply, bool *stale)
+{
+	const char *status =
+	    reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+	        ? reply_str(reply->element[0])
+	        : NULL;
+	struct presence_redis_result *res;
+
+	if (status != NULL && strcmp(status, "STALE") == 0) {
+		*stale = true;
+		if (req->kind == PRESENCE_REDIS_CAS) {
+			push_cas_failed(
+			    r, req->name,
+			    "the cluster had declared this broker dead; it is joining again, "
+			    "retry the write");
+		}
+	} else if (req->kind == PRESENCE_REDIS_CONTRIB && status != NULL) {
+		res = doc_result(PRESENCE_REDIS_RECORD, req->name, reply);
+		if (res != NULL) {
+			push_result(r, res);
+		}
+	} else if (req->kind == PRESENCE_REDIS_CAS) {
+		res = status != NULL ? doc_result(PRESENCE_REDIS_CAS_DONE, req->name, reply) : NULL;
+		if (res == NULL) {
+			push_cas_failed(r, req->name,
+			                "the cluster store could not commit the write");
+		} else {
+			res->outcome = strcmp(status, "CONFLICT") == 0
+			                   ? PRESENCE_REDIS_CAS_CONFLICT
+			                   : PRESENCE_REDIS_CAS_COMMITTED;
+			push_result(r, res);
+		}
+	} else if (reply_is_error(reply, NULL)) {
+		log_line(r, 2, "Redis refused a request for user %s: %s", req->name, reply->str);
+	}
+	presence_redis_request_free(req);
+}
+
+/* Puts the requests from req on (not answered) back at the head of the queue, except state
+ * writes, which fail. */
+static void requeue(struct presence_redis *r, struct presence_redis_request *req)
+{
+	struct presence_redis_request *keep_head = NULL, *keep_tail = NULL, *next;
+	size_t kept = 0;
+
+	for (; req != NULL; req = next) {
+		next = req->next;
+		req->next = NULL;
+		if (req->kind == PRESENCE_REDIS_CAS) {
+			push_cas_failed(
+			    r, req->name,
+			    "the connection to the cluster store was lost; the write may "
+			    "not have been applied");
+			presence_redis_request_free(req);
+			continue;
+		}
+		if (keep_tail != NULL) {
+			keep_tail->next = req;
+		} else {
+			keep_head = req;
+		}
+		keep_tail = req;
+		kept++;
+	}
+	if (keep_head == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	keep_tail->next = r->req_head;
+	r->req_head = keep_head;
+	if (r->req_tail == NULL) {
+		r->req_tail = keep_tail;
+	}
+	r->req_len += kept;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* While disconnected: fails the state writes waiting in the queue at once (the broker thread
+ * refuses new ones itself); the rest waits for the connection. */
+static void fail_queued_writes(struct presence_redis *r)
+{
+	struct presence_redis_request *failed = NULL, **link, *req;
+
+	pthread_mutex_lock(&r->lock);
+	link = &r->req_head;
+	r->req_tail = NULL;
+	while ((req = *link) != NULL) {
+		if (req->kind == PRESENCE_REDIS_CAS) {
+			*link = req->next;
+			req->next = failed;
+			failed = req;
+			r->req_len--;
+			continue;
+		}
+		r->req_tail = req;
+		link = &req->next;
+	}
+	pthread_mutex_unlock(&r->lock);
+	while ((req = failed) != NULL) {
+		failed = req->next;
+		push_cas_failed(
+		    r, req->name,
+		    "the cluster store (Redis) is unavailable; the write was not applied");
+		presence_redis_request_free(req);
+	}
+}
+
+/* Takes up to BATCH_MAX requests off the queue (in order). */
+static struct presence_redis_request *take_batch(struct presence_redis *r, size_t *count)
+{
+	struct presence_redis_request *head, *last;
+	size_t n = 0;
+
+	pthread_mutex_lock(&r->lock);
+	head = r->req_head;
+	last = NULL;
+	for (struct presence_redis_request *req = head; req != NULL && n < BATCH_MAX;
+	     req = req->next) {
+		last = req;
+		n++;
+	}
+	if (last != NULL) {
+		r->req_head = last->next;
+		if (r->req_head == NULL) {
+			r->req_tail = NULL;
+		}
+		last->next = NULL;
+		r->req_len -= n;
+	}
+	pthread_mutex_unlock(&r->lock);
+	*count = n;
+	return head;
+}
+
+/* Runs one batch of requests, pipelined. Returns false when the connection failed (what was
+ * not answered is requeued). */
+static bool run_batch(struct presence_redis *r, struct presence_redis_request *batch)
+{
+	struct presence_redis_request *req, *next;
+	bool stale = false;
+
+	for (req = batch; req != NULL; req = req->next) {
+		struct cmd c = {0};
+
+		request_cmd(r, req, &c);
+		if (!cmd_append(r->wc, &c)) {
+			cmd_free(&c);
+			/* Out of memory: nothing of this batch was sent; try again later. */
+			requeue(r, batch);
+			return false;
+		}
+		cmd_free(&c);
+	}
+	for (req = batch; req != NULL; req = next) {
+		redisReply *reply = NULL;
+
+		next = req->next;
+		if (redisGetReply(r->wc, (void **)&reply) != REDIS_OK) {
+			requeue(r, req);
+			return false;
+		}
+		if (reply_is_error(reply, "not found") || reply_is_error(reply, "NOSCRIPT")) {
+			/* The library is gone (FUNCTION FLUSH, or a Redis that lost its data
+			 * without a restart): send the rest again after reloading it. */
+			freeReplyObject(reply);
+			requeue(r, req);
+			return false;
+		}
+		request_done(r, req, reply, &stale);
+		freeReplyObject(reply);
+	}
+	if (stale) {
+		log_line(r, 1,
+		         "the cluster had declared this broker (epoch %s) dead: registering "
+		         "again",
+		         r->epoch);
+		return do_register(r);
+	}
+	return true;
+}
+
+/* Sets up a new connection: library, hold (after an outage), registration or heartbeat. */
+static bool setup_connection(struct presence_redis *r, bool after_outage)
+{
+	if (!load_library(r)) {
+		return false;
+	}
+	if (after_outage && !set_hold(r)) {
+		return false;
+	}
+	if (!do_heartbeat(r)) {
+		return false;
+	}
+	push_status(r, true);
+	return true;
+}
+
+static bool stopping(struct presence_redis *r)
+{
+	bool s;
+
+	pthread_mutex_lock(&r->lock);
+	s = r->stopping;
+	pthread_mutex_unlock(&r->lock);
+	return s;
+}
+
+/* Waits until ms have passed, a request arrives (when wake_on_request) or stopping. */
+static void wait_ms(struct presence_redis *r, int64_t ms, bool wake_on_request)
+{
+	struct timespec deadline;
+
+	if (ms <= 0) {
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += (time_t)(ms / 1000);
+	deadline.tv_nsec += (long)((ms % 1000) * 1000000);
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->lock);
+	while (!r->stopping && !(wake_on_request && r->req_head != NULL)) {
+		if (pthread_cond_timedwait(&r->wake, &r->lock, &deadline) == ETIMEDOUT) {
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void deregister(struct presence_redis *r)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+
+	cmd_add(&c, "FCALL");
+	cmd_add(&c, "pv1_deregister");
+	cmd_add(&c, "3");
+	cmd_add(&c, KEY_LIVE);
+	cmd_add(&c, KEY_DEAD);
+	cmd_add(&c, KEY_EPOCH);
+	cmd_add(&c, r->broker_id);
+	cmd_add(&c, r->epoch);
+	reply = cmd_run(r->wc, &c);
+	freeReplyObject(reply);
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+static void *writer_main(void *arg)
+{
+	struct presence_redis *r = arg;
+	bool had_connection = false;
+	unsigned int attempt = 0;
+
+	while (!stopping(r)) {
+		struct presence_redis_request *batch;
+		int64_t now, next;
+		size_t n;
+
+		if (r->wc == NULL) {
+			fail_queued_writes(r);
+			if (attempt > 0) {
+				wait_ms(r,
+				        presence_cluster_backoff_ms(attempt, BACKOFF_CAP_MS,
+				                                    (uint32_t)rand_r(&r->rnd)),
+				        false);
+				if (stopping(r)) {
+					break;
+				}
+			}
+			attempt++;
+			r->wc = connect_redis(r, r->cfg.command_timeout_ms);
+			if (r->wc == NULL) {
+				if (attempt == 1 || attempt % 50 == 0) {
+					log_line(r, 1, "cannot connect to Redis; retrying");
+				}
+				continue;
+			}
+			if (!setup_connection(r, had_connection)) {
+				drop_connection(r, "setup failed");
+				continue;
+			}
+			if (attempt > 1 || had_connection) {
+				log_line(r, 0, "connected to Redis again");
+			}
+			attempt = 0;
+			had_connection = true;
+			now = monotonic_ms();
+			r->next_heartbeat = now + r->cfg.heartbeat_ms;
+			r->next_sweep = now;
+			r->next_grace = now;
+		}
+		now = monotonic_ms();
+		if (now >= r->next_heartbeat) {
+			r->next_heartbeat = now + r->cfg.heartbeat_ms;
+			/* A broker loop that stopped ticking must be declared dead, not kept alive
+			 * by this thread. */
+			if (now - atomic_load(&r->last_tick_ms) < r->cfg.stall_tolerance_ms &&
+			    !do_heartbeat(r)) {
+				drop_connection(r, "heartbeat");
+				continue;
+			}
+		}
+		if (now >= r->next_sweep) {
+			r->next_sweep = now + r->cfg.heartbeat_ms / 2;
+			if (!do_sweep(r)) {
+				drop_connection(r, "sweep");
+				continue;
+			}
+		}
+		if (now >= r->next_grace) {
+			r->next_grace = now + min64(250, r->cfg.heartbeat_ms / 2);
+			if (!do_grace(r)) {
+				drop_connection(r, "offline delays");
+				continue;
+			}
+		}
+		batch = take_batch(r, &n);
+		if (batch != NULL) {
+			if (!run_batch(r, batch)) {
+				drop_connection(r, "request");
+			}
+			continue;
+		}
+		next = min64(min64(r->next_heartbeat, r->next_sweep), r->next_grace);
+		wait_ms(r, next - monotonic_ms(), true);
+	}
+	if (r->wc != NULL && r->registered) {
+		deregister(r);
+	}
+	if (r->wc != NULL) {
+		redisFree(r->wc);
+		r->wc = NULL;
+	}
+	return NULL;
+}
+
+/* ---- the reader -------------------------------------------------------------------------- */
+
+/* Pushes the snapshot of every user. Returns false when the connection failed. */
+static bool snapshot(struct presence_redis *r, redisContext *ctx, bool force)
+{
+	char cursor[32] = "0";
+	const size_t prefix_len = strlen(USER_PREFIX);
+
+	do {
+		struct cmd c = {0};
+		redisReply *scan, *keys;
+		size_t n = 0;
+
+		cmd_add(&c, "SCAN");
+		cmd_add(&c, cursor);
+		cmd_add(&c, "MATCH");
+		cmd_add(&c, USER_PREFIX "*");
+		cmd_add(&c, "COUNT");
+		cmd_add(&c, "500");
+		scan = cmd_run(ctx, &c);
+		if (scan == NULL) {
+			return false;
+		}
+		if (scan->type != REDIS_REPLY_ARRAY || scan->elements != 2 ||
+		    reply_str(scan->element[0]) == NULL ||
+		    strlen(scan->element[0]->str) >= sizeof(cursor) ||
+		    scan->element[1]->type != REDIS_REPLY_ARRAY) {
+			freeReplyObject(scan);
+			return false;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", scan->element[0]->str);
+		keys = scan->element[1];
+		for (size_t i = 0; i < keys->elements; i++) {
+			const char *key = reply_str(keys->element[i]);
+
+			if (key == NULL) {
+				continue;
+			}
+			cmd_add(&c, "HMGET");
+			cmd_add(&c, key);
+			cmd_add(&c, "seq");
+			cmd_add(&c, "avail");
+			cmd_add(&c, "sess");
+			cmd_add(&c, "since");
+			cmd_add(&c, "state");
+			if (!cmd_append(ctx, &c)) {
+				cmd_free(&c);
+				freeReplyObject(scan);
+				return false;
+			}
+			cmd_free(&c);
+			n++;
+		}
+		for (size_t i = 0, sent = 0; sent < n; i++) {
+			const char *key = reply_str(keys->element[i]);
+			redisReply *reply = NULL;
+			struct presence_redis_result *res;
+
+			if (key == NULL) {
+				continue;
+			}
+			sent++;
+			if (redisGetReply(ctx, (void **)&reply) != REDIS_OK) {
+				freeReplyObject(scan);
+				return false;
+			}
+			res = calloc(1, sizeof(*res));
+			if (res != NULL && reply->type == REDIS_REPLY_ARRAY &&
+			    reply->elements == 5 &&
+			    record_from(&res->rec, key + prefix_len, reply_str(reply->element[0]),
+			                reply_str(reply->element[1]), reply_str(reply->element[2]),
+			                reply_str(reply->element[3]),
+			                reply_str(reply->element[4]))) {
+				res->kind = PRESENCE_REDIS_RECORD;
+				res->force = force;
+				push_result(r, res);
+			} else {
+				free(res);
+			}
+			freeReplyObject(reply);
+		}
+		freeReplyObject(scan);
+	} while (strcmp(cursor, "0") != 0);
+	return true;
+}
+
+/* The value of field in the flat field/value array of a stream entry, or NULL. */
+static const char *entry_field(const redisReply *fields, const char *field)
+{
+	for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+		const char *f = reply_str(fields->element[i]);
+
+		if (f != NULL && strcmp(f, field) == 0) {
+			return reply_str(fields->element[i + 1]);
+		}
+	}
+	return NULL;
+}
+
+/* Reads the stream from last_id on until the connection fails or the link stops. */
+static void follow(struct presence_redis *r, redisContext *ctx, char *last_id, size_t id_size)
+{
+	while (!stopping(r)) {
+		struct cmd c = {0};
+		redisReply *reply, *entries;
+
+		cmd_add(&c, "XREAD");
+		cmd_add(&c, "COUNT");
+		cmd_add(&c, "500");
+		cmd_add(&c, "BLOCK");
+		cmd_addf(&c, "%d", READ_BLOCK_MS);
+		cmd_add(&c, "STREAMS");
+		cmd_add(&c, KEY_LOG);
+		cmd_add(&c, last_id);
+		reply = cmd_run(ctx, &c);
+		if (reply == NULL) {
+			return;
+		}
+		if (reply->type == REDIS_REPLY_NIL) {
+			freeReplyObject(reply);
+			continue;
+		}
+		if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 ||
+		    reply->element[0]->type != REDIS_REPLY_ARRAY ||
+		    reply->element[0]->elements != 2) {
+			freeReplyObject(reply);
+			return;
+		}
+		entries = reply->element[0]->element[1];
+		for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements;
+		     i++) {
+			const redisReply *entry = entries->element[i];
+			const redisReply *fields;
+			struct presence_redis_result *res;
+			const char *id;
+
+			if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
+			    (id = reply_str(entry->element[0])) == NULL || strlen(id) >= id_size) {
+				continue;
+			}
+			snprintf(last_id, id_size, "%s", id);
+			fields = entry->element[1];
+			if (fields->type != REDIS_REPLY_ARRAY) {
+				continue;
+			}
+			res = calloc(1, sizeof(*res));
+			if (res == NULL) {
+				continue;
+			}
+			if (entry_field(fields, "u") == NULL ||
+			    !record_from(&res->rec, entry_field(fields, "u"),
+			                 entry_field(fields, "q"), entry_field(fields, "a"),
+			                 entry_field(fields, "n"), entry_field(fields, "t"),
+			                 entry_field(fields, "s"))) {
+				free(res);
+				continue;
+			}
+			res->kind = PRESENCE_REDIS_RECORD;
+			push_result(r, res);
+		}
+		freeReplyObject(reply);
+	}
+}
+
+static void *reader_main(void *arg)
+{
+	struct presence_redis *r = arg;
+	unsigned int attempt = 0;
+	unsigned int rnd = r->reader_rnd;
+	bool first = true;
+
+	while (!stopping(r)) {
+		char last_id[64] = "0-0";
+		struct cmd c = {0};
+		redisContext *ctx;
+		redisReply *reply;
+
+		if (attempt > 0) {
+			wait_ms(r,
+			        presence_cluster_backoff_ms(attempt, BACKOFF_CAP_MS,
+			                                    (uint32_t)rand_r(&rnd)),
+			        false);
+			if (stopping(r)) {
+				break;
+			}
+		}
+		attempt++;
+		ctx = connect_redis(r, r->cfg.command_timeout_ms + READ_BLOCK_MS);
+		if (ctx == NULL) {
+			continue;
+		}
+		/* Note where the stream ends, then read every user, then follow from there: a
+		 * change made during the snapshot is read again, which the seq rule ignores. */
+		cmd_add(&c, "XREVRANGE");
+		cmd_add(&c, KEY_LOG);
+		cmd_add(&c, "+");
+		cmd_add(&c, "-");
+		cmd_add(&c, "COUNT");
+		cmd_add(&c, "1");
+		reply = cmd_run(ctx, &c);
+		if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+		    reply->element[0]->type == REDIS_REPLY_ARRAY &&
+		    reply->element[0]->elements == 2 && reply_str(reply->element[0]->element[0]) &&
+		    strlen(reply->element[0]->element[0]->str) < sizeof(last_id)) {
+			snprintf(last_id, sizeof(last_id), "%s",
+			         reply->element[0]->element[0]->str);
+		}
+		if (reply != NULL && snapshot(r, ctx, first)) {
+			push_simple(r, PRESENCE_REDIS_SNAPSHOT_DONE);
+			first = false;
+			attempt = 0;
+			follow(r, ctx, last_id, sizeof(last_id));
+		}
+		freeReplyObject(reply);
+		redisFree(ctx);
+	}
+	return NULL;
+}
+
+/* ---- the broker thread's side ------------------------------------------------------------ */
+
+struct presence_redis *presence_redis_start(const struct presence_redis_config *cfg, char *err,
+                                            size_t err_size)
+{
+	struct presence_redis *r;
+	struct timespec ts;
+
+	if (!load_hiredis(err, err_size)) {
+		return NULL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		snprintf(err, err_size, "out of memory");
+		return NULL;
+	}
+	r->cfg = *cfg;
+	r->broker_id = copy_string(cfg->broker_id);
+	if (r->broker_id == NULL) {
+		free(r);
+		snprintf(err, err_size, "out of memory");
+		return NULL;
+	}
+	r->cfg.broker_id = r->broker_id;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	r->rnd = (unsigned int)ts.tv_nsec ^ (unsigned int)ts.tv_sec ^ (unsigned int)(uintptr_t)r;
+	r->reader_rnd = r->rnd ^ 0x5bd1e995u;
+	atomic_init(&r->ready, false);
+	atomic_init(&r->last_tick_ms, monotonic_ms());
+	atomic_init(&r->last_sync_ms, 0);
+	r->brokers = -1;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->wake, NULL);
+	pthread_cond_init(&r->results, NULL);
+	if (pthread_create(&r->writer, NULL, writer_main, r) != 0) {
+		presence_redis_stop(r);
+		snprintf(err, err_size, "cannot start a thread");
+		return NULL;
+	}
+	r->writer_started = true;
+	if (pthread_create(&r->reader, NULL, reader_main, r) != 0) {
+		presence_redis_stop(r);
+		snprintf(err, err_size, "cannot start a thread");
+		return NULL;
+	}
+	r->reader_started = true;
+	return r;
+}
+
+void presence_redis_stop(struct presence_redis *r)
+{
+	struct presence_redis_request *req, *next_req;
+	struct presence_redis_result *res, *next_res;
+
+	if (r == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	r->stopping = true;
+	pthread_cond_broadcast(&r->wake);
+	pthread_mutex_unlock(&r->lock);
+	if (r->writer_started) {
+		pthread_join(r->writer, NULL);
+	}
+	if (r->reader_started) {
+		pthread_join(r->reader, NULL);
+	}
+	for (req = r->req_head; req != NULL; req = next_req) {
+		next_req = req->next;
+		presence_redis_request_free(req);
+	}
+	for (res = r->res_head; res != NULL; res = next_res) {
+		next_res = res->next;
+		presence_redis_result_free(res);
+	}
+	pthread_cond_destroy(&r->wake);
+	pthread_cond_destroy(&r->results);
+	pthread_mutex_destroy(&r->lock);
+	free(r->broker_id);
+	free(r);
+}
+
+struct presence_redis_request *presence_redis_request_new(enum presence_redis_request_kind kind,
+                                                          const char *name)
+{
+	struct presence_redis_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL) {
+		return NULL;
+	}
+	req->kind = kind;
+	req->name = copy_string(name);
+	if (req->name == NULL) {
+		free(req);
+		return NULL;
+	}
+	return req;
+}
+
+void presence_redis_request_free(struct presence_redis_request *req)
+{
+	if (req == NULL) {
+		return;
+	}
+	free(req->name);
+	free(req->state);
+	free(req);
+}
+
+void presence_redis_submit(struct presence_redis *r, struct presence_redis_request *req)
+{
+	req->next = NULL;
+	pthread_mutex_lock(&r->lock);
+	if (r->req_tail != NULL) {
+		r->req_tail->next = req;
+	} else {
+		r->req_head = req;
+	}
+	r->req_tail = req;
+	r->req_len++;
+	pthread_cond_signal(&r->wake);
+	pthread_mutex_unlock(&r->lock);
+}
+
+size_t presence_redis_backlog(struct presence_redis *r)
+{
+	size_t n;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->req_len;
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+struct presence_redis_result *presence_redis_take(struct presence_redis *r)
+{
+	struct presence_redis_result *res;
+
+	pthread_mutex_lock(&r->lock);
+	res = r->res_head;
+	if (res != NULL) {
+		r->res_head = res->next;
+		if (r->res_head == NULL) {
+			r->res_tail = NULL;
+		}
+		res->next = NULL;
+	} else {
+		r->wake_pending = false;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return res;
+}
+
+struct presence_redis_result *presence_redis_take_wait(struct presence_redis *r, int64_t timeout_ms)
+{
+	struct presence_redis_result *res;
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += (time_t)(timeout_ms / 1000);
+	deadline.tv_nsec += (long)((timeout_ms % 1000) * 1000000);
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->lock);
+	while (r->res_head == NULL) {
+		if (pthread_cond_timedwait(&r->results, &r->lock, &deadline) == ETIMEDOUT) {
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	res = presence_redis_take(r);
+	return res;
+}
+
+bool presence_redis_ready(struct presence_redis *r)
+{
+	return atomic_load(&r->ready);
+}
+
+int64_t presence_redis_last_sync_ms(struct presence_redis *r)
+{
+	return atomic_load(&r->last_sync_ms);
+}
+
+void presence_redis_alive(struct presence_redis *r, int64_t now_ms)
+{
+	atomic_store(&r->last_tick_ms, now_ms);
+}

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
+/*
+ * The cluster's Redis client: two threads of its own, each with its own hiredis connection, and
+ * two queues between them and the broker thread. The broker thread never waits on Redis: it
+ * submits requests (non-blocking; the queue's mutex is only held to link or unlink an item) and
+ * takes results when it ticks. Nothing here calls the broker or knows about it (it never
+ * includes a Mosquitto header); everything it allocates comes from libc.
+ *
+ * - The writer thread runs the requests in pipelined batches, and the cluster's timers:
+ *   heartbeat every heartbeat_ms (only while the broker loop ticks: a wedged broker must be
+ *   declared dead), sweep of dead brokers every heartbeat_ms / 2, expiry of offline delays
+ *   every 250 ms at most. It registers the broker at its first connection and again whenever
+ *   Redis says its epoch is stale or Redis lost its data (the generation changed); after each
+ *   registration it asks the broker thread to resynchronise (PRESENCE_REDIS_RESYNC). After a
+ *   lost connection it reconnects with backoff and first sets a sweep hold of 2 x lease,
+ *   so that nobody is swept because leases went stale during the outage.
+ * - The reader thread follows the stream of documents (XREAD BLOCK): at each (re)connection
+ *   it takes a snapshot of every user (SCAN + HMGET) after noting the stream's last entry, then
+ *   reads on from there.
+ *
+ * A lost connection (an error or a command deadline, command_timeout_ms) gives up the
+ * connection; contributions and seeds not answered are sent again after the reconnection
+ * (they are absolute and idempotent), state writes not answered fail (PRESENCE_REDIS_CAS with
+ * PRESENCE_REDIS_CAS_FAILED).
+ */
+#ifndef PRESENCE_REDIS_LINK_H
+#define PRESENCE_REDIS_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster.h"
+
+/* The settings, copied at start. */
+struct presence_redis_config {
+	struct presence_cluster_endpoint endpoint;
+	const char *broker_id;
+	int64_t heartbeat_ms;
+	int64_t lease_ms;
+	/* The offline delay (the grace before an unavailable document), ms. */
+	int64_t grace_ms;
+	bool keep_state;
+	/* How long the broker loop may go without a tick before heartbeats stop. */
+	int64_t stall_tolerance_ms;
+	/* Deadline of one command (and of a connection attempt). */
+	int64_t command_timeout_ms;
+	/* The stream keeps about this many records (XADD MAXLEN ~). */
+	unsigned long stream_maxlen;
+	/* Called (from a link thread, with wake_arg) when a result is queued and none was
+	 * waiting, so that the broker thread can be woken up to take it; NULL: nobody is. */
+	void (*wake)(void *arg);
+	void *wake_arg;
+};
+
+enum presence_redis_request_kind {
+	/* This broker has count sessions of name; floor = the highest seq it saw. */
+	PRESENCE_REDIS_CONTRIB = 0,
+	/* Commit state as name's state if name's seq is still expected; floor as above. */
+	PRESENCE_REDIS_CAS,
+	/* Put name back as recorded (seq = floor, available, sessions, since_ms, state) when
+	 * Redis has no record of it. */
+	PRESENCE_REDIS_SEED,
+};
+
+/* A request; every pointer is owned (malloc) and freed with presence_redis_request_free. */
+struct presence_redis_request {
+	struct presence_redis_request *next;
+	enum presence_redis_request_kind kind;
+	char *name;
+	long long count;
+	uint64_t floor;
+	uint64_t expected;
+	char *state;
+	bool available;
+	unsigned int sessions;
+	int64_t since_ms;
+};
+
+enum presence_redis_result_kind {
+	/* A document (rec): from the stream, a snapshot (force on the first snapshot), or the
+	 * reply to a contribution, sweep or expiry. */
+	PRESENCE_REDIS_RECORD = 0,
+	/* The outcome of a CAS request for rec.name (rec holds the document values when
+	 * COMMITTED or CONFLICT; text the reason when FAILED). */
+	PRESENCE_REDIS_CAS_DONE,
+	/* The broker (re)registered: send every count and seed every user again. */
+	PRESENCE_REDIS_RESYNC,
+	/* The link's state changed: connected, brokers alive. */
+	PRESENCE_REDIS_STATUS,
+	/* A line to log (level: 0 info, 1 warning, 2 error). */
+	PRESENCE_REDIS_LOG,
+	/* The reader finished a snapshot (its records came before this). */
+	PRESENCE_REDIS_SNAPSHOT_DONE,
+};
+
+enum presence_redis_cas_outcome {
+	PRESENCE_REDIS_CAS_COMMITTED = 0,
+	PRESENCE_REDIS_CAS_CONFLICT,
+	PRESENCE_REDIS_CAS_FAILED,
+};
+
+/* A result; free with presence_redis_result_free. */
+struct presence_redis_result {
+	struct presence_redis_result *next;
+	enum presence_redis_result_kind kind;
+	struct presence_cluster_record rec;
+	bool force;
+	enum presence_redis_cas_outcome outcome;
+	int level;
+	char *text;
+	bool connected;
+	long long brokers;
+};
+
+struct presence_redis;
+
+/* Loads hiredis (the first time; it is not linked, see redis_link.c) and starts the threads
+ * (they connect in the background). Returns NULL with a reason in err (err_size bytes) when
+ * hiredis cannot be loaded or memory or a thread cannot be had. Stop and free with
+ * presence_redis_stop. */
+struct presence_redis *presence_redis_start(const struct presence_redis_config *cfg, char *err,
+                                            size_t err_size);
+
+/* Stops the threads: the writer deregisters the broker first (its sessions then leave at once
+ * instead of after the lease) when it is connected. Waits for both threads (at most about
+ * one command deadline plus 250 ms), then frees everything still queued. NULL is allowed. */
+void presence_redis_stop(struct presence_redis *r);
+
+/* Returns a zeroed request of kind for name (copied), or NULL when memory runs out. */
+struct presence_redis_request *presence_redis_request_new(enum presence_redis_request_kind kind,
+                                                          const char *name);
+void presence_redis_request_free(struct presence_redis_request *req);
+
+/* Queues req (taken over) for the writer. Never blocks on Redis. */
+void presence_redis_submit(struct presence_redis *r, struct presence_redis_request *req);
+
+/* Requests queued and not yet answered. */
+size_t presence_redis_backlog(struct presence_redis *r);
+
+/* Takes the oldest result, or NULL when there is none. */
+struct presence_redis_result *presence_redis_take(struct presence_redis *r);
+
+/* Takes the oldest result, waiting for one at most timeout_ms; NULL when none came. For the
+ * plugin's init only (the broker is not serving yet): never call it from an event. */
+struct presence_redis_result *presence_redis_take_wait(struct presence_redis *r,
+                                                       int64_t timeout_ms);
+void presence_redis_result_free(struct presence_redis_result *res);
+
+/* Whether the writer is connected and registered (state writes can be committed). */
+bool presence_redis_ready(struct presence_redis *r);
+
+/* Wall-clock time (ms since the epoch) of the last heartbeat Redis answered; 0 before the
+ * first. */
+int64_t presence_redis_last_sync_ms(struct presence_redis *r);
+
+/* Tells the link that the broker loop ticked at monotonic time now_ms (see the heartbeat). */
+void presence_redis_alive(struct presence_redis *r, int64_t now_ms);
+
+/* The Redis function library (presence_v1.lua), embedded at build time. */
+extern const char presence_redis_library[];
+
+#endif

@@ -1,0 +1,1185 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
+/*
+ * Cluster mode end to end (ctest label "cluster"): a real redis-server (Debian's, on a unix
+ * socket in the test's directory, started per test) and three real Mosquitto brokers with the
+ * plugin, each with its own watcher subscribed to presence/+, and real MQTT clients.
+ *
+ * What every broker shows must be the same: a watcher may miss an intermediate document (a
+ * broker publishes a change as soon as it knows it, and then ignores the older ones the stream
+ * still brings), but what it receives has strictly increasing seq, and the documents of one
+ * seq are byte for byte the same on every broker. Every wait is for a message or a log line,
+ * bounded; nothing sleeps. Timers are short (heartbeat 200 ms, lease 500 ms); no assertion
+ * is about time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis.h>
+
+#include "harness.h"
+
+#define BROKERS 3
+
+/* ---------------------------------------------------------------------------------------- */
+/* Redis                                                                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+struct redis {
+	pid_t pid;
+	char dir[256];
+	char sock[300];
+	bool aof;
+};
+
+/* Starts redis-server on dir/r.sock (no TCP), with DEBUG allowed, and waits (bounded) until it
+ * answers PING. With aof, every write is in the AOF (fsync always) so a restart keeps it. */
+static void redis_launch(struct redis *r)
+{
+	char log[320];
+	int64_t tries;
+
+	snprintf(log, sizeof(log), "%s/redis.log", r->dir);
+	r->pid = fork();
+	assert_true(r->pid >= 0);
+	if (r->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", r->sock,
+		       "--unixsocketperm", "700", "--save", "", "--appendonly",
+		       r->aof ? "yes" : "no", "--appendfsync", "always", "--dir", r->dir,
+		       "--logfile", log, "--enable-debug-command", "local", (char *)NULL);
+		_exit(127);
+	}
+	/* Bounded: about 10 s in steps of 10 ms, until the socket answers. */
+	for (tries = 0; tries < 1000; tries++) {
+		redisContext *c = redisConnectUnix(r->sock);
+		redisReply *reply = c != NULL && c->err == 0 ? redisCommand(c, "PING") : NULL;
+		bool up = reply != NULL && reply->type == REDIS_REPLY_STATUS;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+
+		freeReplyObject(reply);
+		redisFree(c);
+		if (up) {
+			return;
+		}
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("redis-server did not start; see %s", log);
+}
+
+static struct redis *redis_start(bool aof)
+{
+	const char *work = getenv("PRESENCE_WORK_DIR");
+	struct redis *r = calloc(1, sizeof(*r));
+
+	assert_non_null(r);
+	assert_non_null(work);
+	mkdir(work, 0755);
+	snprintf(r->dir, sizeof(r->dir), "%s/redis-XXXXXX", work);
+	assert_non_null(mkdtemp(r->dir));
+	snprintf(r->sock, sizeof(r->sock), "%s/r.sock", r->dir);
+	r->aof = aof;
+	redis_launch(r);
+	return r;
+}
+
+/* Kills redis-server with SIGKILL and reaps it. */
+static void redis_kill(struct redis *r)
+{
+	kill(r->pid, SIGKILL);
+	waitpid(r->pid, NULL, 0);
+	r->pid = 0;
+}
+
+static void redis_stop(struct redis *r)
+{
+	if (r->pid > 0) {
+		redis_kill(r);
+	}
+	free(r);
+}
+
+/* Runs one command (printf-style, hiredis' format) and returns its reply. */
+static redisReply *redis_cmd(struct redis *r, const char *fmt, ...)
+{
+	redisContext *c = redisConnectUnix(r->sock);
+	redisReply *reply;
+	va_list ap;
+
+	assert_true(c != NULL && c->err == 0);
+	va_start(ap, fmt);
+	reply = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	redisFree(c);
+	assert_non_null(reply);
+	return reply;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Brokers                                                                                      */
+/* ---------------------------------------------------------------------------------------- */
+
+struct cluster {
+	struct redis *redis;
+	struct broker *b[BROKERS];
+	struct client *w[BROKERS];
+	char *conf[BROKERS];
+};
+
+static char *cluster_conf(const struct redis *r, int i, const char *extra)
+{
+	char lines[1024];
+
+	snprintf(lines, sizeof(lines),
+	         "plugin_opt_auth allow\n"
+	         "plugin_opt_acl allow\n"
+	         "plugin_opt_cluster_url unix:%s\n"
+	         "plugin_opt_broker_id b%d\n"
+	         "plugin_opt_cluster_heartbeat_ms 200\n"
+	         "plugin_opt_cluster_lease_ms 500\n"
+	         "%s",
+	         r->sock, i + 1, extra != NULL ? extra : "");
+	return broker_conf(lines);
+}
+
+/* Waits (bounded) until broker i logs that it registered in the cluster. */
+static void await_registered(struct cluster *cl, int i)
+{
+	if (!broker_log_wait(cl->b[i], "registered in the cluster as broker", 10000)) {
+		fail_msg("broker b%d did not register with Redis", i + 1);
+	}
+}
+
+static void cluster_start(struct cluster *cl, bool aof, const char *extra)
+{
+	memset(cl, 0, sizeof(*cl));
+	cl->redis = redis_start(aof);
+	for (int i = 0; i < BROKERS; i++) {
+		char id[16];
+
+		cl->conf[i] = cluster_conf(cl->redis, i, extra);
+		cl->b[i] = broker_start(cl->conf[i]);
+		await_registered(cl, i);
+		snprintf(id, sizeof(id), "watch%d", i + 1);
+		cl->w[i] = client_watch(cl->b[i], id, "presence/+");
+	}
+}
+
+static void cluster_stop(struct cluster *cl)
+{
+	for (int i = 0; i < BROKERS; i++) {
+		if (cl->w[i] != NULL) {
+			client_disconnect(cl->w[i]);
+		}
+		if (cl->b[i] != NULL) {
+			broker_stop(cl->b[i]);
+		}
+		free(cl->conf[i]);
+	}
+	redis_stop(cl->redis);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Documents                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A user that must not be shown unavailable (NULL: none): await_doc fails on such a document
+ * even when it only passes by. */
+static const char *always_available;
+
+/* What a watcher last received per user (two users are enough for these tests). */
+struct seen {
+	char user[32];
+	long seq;
+};
+
+static struct seen seen[BROKERS][4];
+
+static long *last_seq(int i, const char *user)
+{
+	for (int k = 0; k < 4; k++) {
+		if (strcmp(seen[i][k].user, user) == 0) {
+			return &seen[i][k].seq;
+		}
+		if (seen[i][k].user[0] == '\0') {
+			snprintf(seen[i][k].user, sizeof(seen[i][k].user), "%s", user);
+			seen[i][k].seq = 0;
+			return &seen[i][k].seq;
+		}
+	}
+	fail_msg("too many users");
+	return NULL;
+}
+
+/* Waits on watcher i for the document of user with these values (state_json compared with
+ * cJSON_Compare; NULL = not checked), skipping older intermediate ones. Asserts that every
+ * document of user it receives has a greater seq than the one before. Returns the matching
+ * payload (the caller frees it) and its seq in *seq_out. */
+static char *await_doc(struct cluster *cl, int i, const char *user, bool available, int sessions,
+                       const char *state_json, long *seq_out)
+{
+	char topic[64];
+	cJSON *want = state_json != NULL ? cJSON_Parse(state_json) : NULL;
+
+	snprintf(topic, sizeof(topic), "presence/%s", user);
+	for (int n = 0; n < 5000; n++) {
+		struct msg *m = client_next_msg(cl->w[i], 5000);
+		cJSON *doc, *seq, *avail, *sess, *st;
+		long *last;
+		bool match;
+
+		if (m == NULL) {
+			fail_msg(
+			    "broker b%d: no document of %s (available %d, sessions %d, state %s)",
+			    i + 1, user, available, sessions, state_json ? state_json : "-");
+		}
+		if (strcmp(m->topic, topic) != 0) {
+			msg_free(m);
+			continue;
+		}
+		doc = msg_json(m);
+		seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
+		avail = cJSON_GetObjectItemCaseSensitive(doc, "available");
+		sess = cJSON_GetObjectItemCaseSensitive(doc, "sessions");
+		st = cJSON_GetObjectItemCaseSensitive(doc, "state");
+		assert_true(cJSON_IsNumber(seq));
+		last = last_seq(i, user);
+		if ((long)seq->valuedouble <= *last) {
+			fail_msg("broker b%d: seq went from %ld to %ld: %s", i + 1, *last,
+			         (long)seq->valuedouble, m->payload);
+		}
+		*last = (long)seq->valuedouble;
+		if (always_available != NULL && strcmp(user, always_available) == 0 &&
+		    !cJSON_IsTrue(avail)) {
+			fail_msg("broker b%d showed %s unavailable: %s", i + 1, user, m->payload);
+		}
+		match = cJSON_IsBool(avail) && cJSON_IsTrue(avail) == available &&
+		        (sessions < 0 || (cJSON_IsNumber(sess) && sess->valueint == sessions)) &&
+		        (want == NULL || cJSON_Compare(st, want, true));
+		cJSON_Delete(doc);
+		if (match) {
+			char *payload = strdup(m->payload);
+
+			*seq_out = *last;
+			msg_free(m);
+			cJSON_Delete(want);
+			return payload;
+		}
+		msg_free(m);
+	}
+	fail_msg("broker b%d: too many documents of %s", i + 1, user);
+	return NULL;
+}
+
+/* The bytes of the document await_everywhere matched last. */
+static char last_payload[1024];
+
+/* await_doc on every live watcher; asserts that they all got the same bytes and returns seq. */
+static long await_everywhere(struct cluster *cl, const char *user, bool available, int sessions,
+                             const char *state_json)
+{
+	char *first = NULL;
+	long seq = 0;
+
+	for (int i = 0; i < BROKERS; i++) {
+		long s;
+		char *payload;
+
+		if (cl->w[i] == NULL) {
+			continue;
+		}
+		payload = await_doc(cl, i, user, available, sessions, state_json, &s);
+		if (first == NULL) {
+			first = payload;
+			seq = s;
+			continue;
+		}
+		if (s != seq || strcmp(payload, first) != 0) {
+			fail_msg("brokers differ:\n  %s\n  %s (b%d)", first, payload, i + 1);
+		}
+		free(payload);
+	}
+	if (first != NULL) {
+		snprintf(last_payload, sizeof(last_payload), "%s", first);
+	}
+	free(first);
+	return seq;
+}
+
+static void reset_seen(void)
+{
+	memset(seen, 0, sizeof(seen));
+	always_available = NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Scenarios                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+static void sessions_of_one_user_on_two_brokers_make_one_document_everywhere(void **state)
+{
+	struct cluster cl;
+	struct client *a1, *a2, *q;
+	char *last_alice;
+	struct msg *m;
+	long seq1, seq2, seq3, seq4;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, NULL);
+	a1 = client_connect_as(cl.b[0], "alice1", "alice", 5);
+	seq1 = await_everywhere(&cl, "alice", true, 1, "{}");
+	a2 = client_connect_as(cl.b[1], "alice2", "alice", 4);
+	seq2 = await_everywhere(&cl, "alice", true, 2, "{}");
+	assert_true(seq2 > seq1);
+	/* Without its closing brace, as a query embeds it. */
+	last_alice = strdup(last_payload);
+	assert_non_null(last_alice);
+	last_alice[strlen(last_alice) - 1] = '\0';
+
+	/* The cluster metrics: connected, three brokers alive. */
+	{
+		struct client *sys = client_connect_as(cl.b[1], "sys", NULL, 4);
+
+		assert_int_equal(client_subscribe(sys, "$SYS/broker/presence/cluster/#", 0), 0);
+		bool connected = false, three = false, synced = false;
+
+		/* (The brokers' count may have been 2 for a heartbeat while b3 registered.) */
+		while (!connected || !three || !synced) {
+			m = client_next_msg(sys, 5000);
+			assert_non_null(m);
+			if (strcmp(m->topic, "$SYS/broker/presence/cluster/connected") == 0) {
+				assert_string_equal(m->payload, "1");
+				connected = true;
+			} else if (strcmp(m->topic, "$SYS/broker/presence/cluster/brokers") == 0) {
+				three = strcmp(m->payload, "3") == 0;
+			} else if (strcmp(m->topic, "$SYS/broker/presence/cluster/last_sync") ==
+			           0) {
+				/* Unix seconds of this century. */
+				synced = strlen(m->payload) == 10;
+			}
+			msg_free(m);
+		}
+		client_disconnect(sys);
+	}
+	/* A query on the third broker answers with the cluster's document. */
+	q = client_connect_as(cl.b[2], "querier", NULL, 5);
+	assert_int_equal(client_subscribe(q, "$CONTROL/presence/v1/response", 1), 1);
+	publish_text_ok(q, "$CONTROL/presence/v1",
+	                "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":[\"alice\"]}]}",
+	                1);
+	m = client_next_msg(q, 5000);
+	assert_non_null(m);
+	/* The retained document with ,"known":true appended. */
+	assert_non_null(strstr(m->payload, last_alice));
+	assert_non_null(strstr(m->payload, ",\"known\":true}"));
+	msg_free(m);
+	free(last_alice);
+	client_disconnect(q);
+
+	client_disconnect(a1);
+	seq3 = await_everywhere(&cl, "alice", true, 1, "{}");
+	assert_true(seq3 > seq2);
+	client_disconnect(a2);
+	seq4 = await_everywhere(&cl, "alice", false, 0, "{}");
+	assert_true(seq4 > seq3);
+	cluster_stop(&cl);
+}
+
+static void state_writes_through_any_broker_reach_every_broker(void **state)
+{
+	struct cluster cl;
+	struct client *a1, *a3;
+	long seq;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, NULL);
+	a1 = client_connect_as(cl.b[0], "alice1", "alice", 4);
+	a3 = client_connect_as(cl.b[2], "alice3", "alice", 5);
+	await_everywhere(&cl, "alice", true, 2, "{}");
+	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"away\"}", 1);
+	seq = await_everywhere(&cl, "alice", true, 2, "{\"status\":\"away\"}");
+	publish_text_ok(a3, "presence/alice/state/mood", "fine", 1);
+	assert_true(await_everywhere(&cl, "alice", true, 2,
+	                             "{\"status\":\"away\",\"mood\":\"fine\"}") > seq);
+	/* A bad write gets its notice from the broker it arrived at, and changes nothing. */
+	assert_int_equal(client_subscribe(a3, "presence/alice/error", 1), 1);
+	publish_text_ok(a3, "presence/alice/state", "[1,2]", 1);
+	{
+		struct msg *m = client_next_msg(a3, 5000);
+
+		assert_non_null(m);
+		assert_string_equal(m->topic, "presence/alice/error");
+		msg_free(m);
+	}
+	client_disconnect(a1);
+	client_disconnect(a3);
+	await_everywhere(&cl, "alice", false, 0, "{}");
+	cluster_stop(&cl);
+}
+
+/* Publishes count merges {"<prefix><i>":i} from c at QoS 1. */
+static void merge_many(struct client *c, const char *prefix, int count)
+{
+	for (int i = 0; i < count; i++) {
+		char payload[64];
+
+		snprintf(payload, sizeof(payload), "{\"%s%d\":%d,\"shared\":\"%s%d\"}", prefix, i,
+		         i, prefix, i);
+		publish_text_ok(c, "presence/alice/state", payload, 0);
+	}
+}
+
+static void concurrent_merges_through_two_brokers_lose_no_key(void **state)
+{
+	struct cluster cl;
+	struct client *a1, *a3;
+	const int count = 60;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, "plugin_opt_max_keys 1000\nplugin_opt_max_state_bytes 65536\n");
+	a1 = client_connect_as(cl.b[0], "alice1", "alice", 4);
+	a3 = client_connect_as(cl.b[2], "alice3", "alice", 4);
+	assert_int_equal(client_subscribe(a1, "presence/alice/error", 1), 1);
+	assert_int_equal(client_subscribe(a3, "presence/alice/error", 1), 1);
+	await_everywhere(&cl, "alice", true, 2, "{}");
+	/* Interleaved, in bursts, so that commits of both brokers race. */
+	for (int round = 0; round < count / 30; round++) {
+		char p1[16], p3[16];
+
+		snprintf(p1, sizeof(p1), "a%d_", round);
+		snprintf(p3, sizeof(p3), "c%d_", round);
+		merge_many(a1, p1, 30);
+		merge_many(a3, p3, 30);
+	}
+	/* The state must end with every key of both (and "shared" from whichever came last). */
+	for (int i = 0; i < BROKERS; i++) {
+		int last_keys = 0;
+
+		/* Wait for a document with every key (shared is not compared). */
+		for (int n = 0;; n++) {
+			struct msg *m = client_next_msg(cl.w[i], 5000);
+			cJSON *doc, *st;
+			int keys;
+			long *last;
+			cJSON *seq;
+
+			if (m == NULL) {
+				redisReply *rst =
+				    redis_cmd(cl.redis, "HGET {presence}:u:alice state");
+				redisReply *sq = redis_cmd(cl.redis, "HGET {presence}:u:alice seq");
+				cJSON *in_redis =
+				    rst->type == REDIS_REPLY_STRING ? cJSON_Parse(rst->str) : NULL;
+
+				fail_msg(
+				    "broker b%d never showed all %d keys (last: %d keys, seq %ld; "
+				    "Redis: %d keys, seq %s)",
+				    i + 1, 2 * count + 1, last_keys, *last_seq(i, "alice"),
+				    cJSON_GetArraySize(in_redis),
+				    sq->type == REDIS_REPLY_STRING ? sq->str : "?");
+			}
+			doc = msg_json(m);
+			st = cJSON_GetObjectItemCaseSensitive(doc, "state");
+			seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
+			last = last_seq(i, "alice");
+			assert_true((long)seq->valuedouble > *last);
+			*last = (long)seq->valuedouble;
+			keys = cJSON_GetArraySize(st);
+			last_keys = keys;
+			cJSON_Delete(doc);
+			msg_free(m);
+			if (keys == 2 * count + 1) {
+				break;
+			}
+			assert_true(n < 10000);
+		}
+	}
+	/* No write was refused. */
+	expect_nothing(a1);
+	expect_nothing(a3);
+	client_disconnect(a1);
+	client_disconnect(a3);
+	cluster_stop(&cl);
+}
+
+static void a_killed_broker_s_sessions_leave_and_its_restart_shows_the_truth(void **state)
+{
+	struct broker_opts opts = {0};
+	struct cluster cl;
+	struct client *bob, *w2;
+	long seq_gone, seq;
+	char *dir;
+
+	(void)state;
+	reset_seen();
+	/* With Mosquitto's persistence and a state file, as in production. */
+	cluster_start(&cl, false,
+	              "persistence true\npersistence_location @DIR@/\n"
+	              "plugin_opt_state_file @DIR@/presence-state.json\n");
+	bob = client_connect_as(cl.b[1], "bob1", "bob", 4);
+	await_everywhere(&cl, "bob", true, 1, "{}");
+	/* b2's database holds the retained "bob available" document when it dies. */
+	broker_signal(cl.b[1], SIGUSR1);
+	if (!broker_log_wait(cl.b[1], "Saving in-memory database", 10000)) {
+		fail_msg("b2 did not save its database");
+	}
+	/* kill -9: the survivors sweep its sessions once its lease runs out. */
+	client_drop(cl.w[1]);
+	cl.w[1] = NULL;
+	broker_crash(cl.b[1]);
+	seq_gone = await_everywhere(&cl, "bob", false, 0, "{}");
+	client_drop(bob);
+
+	/* The restarted broker (same id, same directory) gets a new epoch and publishes the
+	 * cluster's document; its old epoch was swept and stays so. */
+	dir = strdup(broker_dir(cl.b[1]));
+	assert_non_null(dir);
+	opts.dir = dir;
+	opts.port = broker_port(cl.b[1]);
+	broker_stop(cl.b[1]);
+	cl.b[1] = broker_start_opts(cl.conf[1], &opts);
+	free(dir);
+	await_registered(&cl, 1);
+	w2 = client_watch(cl.b[1], "watch2b", "presence/+");
+	cl.w[1] = w2;
+	/* b2 restored the stale "available" document from its database, but replaced it with
+	 * the cluster's before it let anyone in: a new watcher's first message is the truth. */
+	memset(seen[1], 0, sizeof(seen[1]));
+	{
+		struct msg *m = client_next_msg(w2, 5000);
+		cJSON *doc;
+
+		assert_non_null(m);
+		assert_string_equal(m->topic, "presence/bob");
+		assert_true(m->retain);
+		doc = msg_json(m);
+		assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(doc, "available")));
+		seq = (long)cJSON_GetObjectItemCaseSensitive(doc, "seq")->valuedouble;
+		assert_int_equal(seq, seq_gone);
+		*last_seq(1, "bob") = seq;
+		cJSON_Delete(doc);
+		msg_free(m);
+	}
+	/* And it counts new sessions again. */
+	bob = client_connect_as(cl.b[1], "bob2", "bob", 4);
+	assert_true(await_everywhere(&cl, "bob", true, 1, "{}") > seq_gone);
+	client_disconnect(bob);
+	await_everywhere(&cl, "bob", false, 0, "{}");
+	cluster_stop(&cl);
+}
+
+static void a_stopped_broker_is_swept_and_joins_again_when_it_wakes_up(void **state)
+{
+	struct cluster cl;
+	struct client *carol;
+	long seq_gone;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, NULL);
+	carol = client_connect_as(cl.b[2], "carol1", "carol", 4);
+	await_everywhere(&cl, "carol", true, 1, "{}");
+	/* SIGSTOP past the lease: declared dead by the others. */
+	broker_signal(cl.b[2], SIGSTOP);
+	{
+		struct client *w3 = cl.w[2];
+
+		cl.w[2] = NULL;
+		seq_gone = await_everywhere(&cl, "carol", false, 0, "{}");
+		broker_signal(cl.b[2], SIGCONT);
+		cl.w[2] = w3;
+	}
+	/* It wakes up, learns it was swept, registers again, and carol (still connected to it)
+	 * is available again everywhere. */
+	if (!broker_log_wait(cl.b[2], "declared this broker", 10000)) {
+		fail_msg("b3 did not notice that it was declared dead");
+	}
+	assert_true(await_everywhere(&cl, "carol", true, 1, "{}") > seq_gone);
+	client_disconnect(carol);
+	await_everywhere(&cl, "carol", false, 0, "{}");
+	cluster_stop(&cl);
+}
+
+/* Kills Redis, checks that state writes are refused with a notice while it is gone, restarts
+ * it (empty, or from its AOF) and checks that everyone converges with seq above what was
+ * published, without anyone shown offline. */
+static void redis_outage(bool aof)
+{
+	struct cluster cl;
+	struct client *a1, *dave;
+	struct msg *m;
+	long seq_before, seq_after;
+
+	reset_seen();
+	cluster_start(&cl, aof, NULL);
+	a1 = client_connect_as(cl.b[0], "alice1", "alice", 4);
+	assert_int_equal(client_subscribe(a1, "presence/alice/error", 1), 1);
+	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"here\"}", 1);
+	seq_before = await_everywhere(&cl, "alice", true, 1, "{\"status\":\"here\"}");
+
+	/* From now until Redis is back and alice wrote again, nobody may show her offline. */
+	always_available = "alice";
+	redis_kill(cl.redis);
+	for (int i = 0; i < BROKERS; i++) {
+		if (!broker_log_wait(cl.b[i], "lost the connection to Redis", 10000)) {
+			fail_msg("b%d did not notice that Redis is gone", i + 1);
+		}
+	}
+	/* Brokers keep serving MQTT; state writes get a clear notice. */
+	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"lost\"}", 1);
+	m = client_next_msg(a1, 5000);
+	assert_non_null(m);
+	assert_string_equal(m->topic, "presence/alice/error");
+	assert_non_null(strstr(m->payload, "unavailable"));
+	msg_free(m);
+	dave = client_connect_as(cl.b[1], "dave1", "dave", 4);
+	/* Queries still answer, with the last document the cluster numbered. */
+	{
+		struct client *q = client_connect_as(cl.b[2], "querier", NULL, 5);
+		char want[64];
+
+		assert_int_equal(client_subscribe(q, "$CONTROL/presence/v1/response", 1), 1);
+		publish_text_ok(q, "$CONTROL/presence/v1",
+		                "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":"
+		                "[\"alice\"]}]}",
+		                1);
+		m = client_next_msg(q, 5000);
+		assert_non_null(m);
+		snprintf(want, sizeof(want), "\"seq\":%ld,", seq_before);
+		assert_non_null(strstr(m->payload, "\"available\":true"));
+		assert_non_null(strstr(m->payload, want));
+		msg_free(m);
+		client_disconnect(q);
+	}
+
+	redis_launch(cl.redis);
+	for (int i = 0; i < BROKERS; i++) {
+		if (!broker_log_wait(cl.b[i], "connected to Redis again", 10000)) {
+			fail_msg("b%d did not reconnect", i + 1);
+		}
+	}
+	/* dave, who connected during the outage, is counted once Redis is back. */
+	await_everywhere(&cl, "dave", true, 1, "{}");
+	/* Writes work again, numbered above everything published before; alice was never shown
+	 * offline (await_doc would have seen that document first and failed on its values only
+	 * if it came last; check it directly). */
+	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"back\"}", 1);
+	for (int i = 0; i < BROKERS; i++) {
+		for (;;) {
+			long s;
+			char *p = await_doc(&cl, i, "alice", true, 1, NULL, &s);
+			bool done = strstr(p, "\"back\"") != NULL;
+
+			free(p);
+			if (done) {
+				assert_true(s > seq_before);
+				seq_after = s;
+				break;
+			}
+		}
+	}
+	(void)seq_after;
+	expect_nothing(cl.w[0]);
+	always_available = NULL;
+	client_disconnect(dave);
+	client_disconnect(a1);
+	await_everywhere(&cl, "alice", false, 0, "{}");
+	cluster_stop(&cl);
+}
+
+static void redis_killed_and_restarted_empty_is_reseeded(void **state)
+{
+	(void)state;
+	redis_outage(false);
+}
+
+static void redis_killed_and_restarted_from_its_aof_resumes(void **state)
+{
+	(void)state;
+	redis_outage(true);
+}
+
+/* How Redis stops answering for a while. */
+enum redis_stall {
+	/* DEBUG SLEEP 4: the whole server sleeps. */
+	STALL_DEBUG_SLEEP,
+	/* CLIENT PAUSE 4000 ALL: commands wait, connections are accepted. */
+	STALL_CLIENT_PAUSE,
+	/* SIGSTOP: a half-open server, its sockets open and silent, until SIGCONT. */
+	STALL_SIGSTOP,
+};
+
+/* Writes a command on c without waiting for its reply. */
+static void send_only(redisContext *c, const char *command)
+{
+	int done = 0;
+
+	assert_int_equal(redisAppendCommand(c, command), REDIS_OK);
+	while (!done) {
+		assert_int_equal(redisBufferWrite(c, &done), REDIS_OK);
+	}
+}
+
+/* While Redis does not answer, every broker accepts a login and answers round trips, and
+ * notices (its command deadline) that Redis does not answer; when Redis answers again the
+ * login is counted everywhere, and nobody else was shown offline meanwhile. */
+static void redis_stall(enum redis_stall how)
+{
+	struct cluster cl;
+	redisContext *c = NULL;
+	struct client *erin, *gina;
+	struct pollfd pfd;
+	redisReply *reply = NULL;
+
+	reset_seen();
+	cluster_start(&cl, false, NULL);
+	gina = client_connect_as(cl.b[1], "gina1", "gina", 4);
+	await_everywhere(&cl, "gina", true, 1, "{}");
+	always_available = "gina";
+	if (how == STALL_SIGSTOP) {
+		assert_int_equal(kill(cl.redis->pid, SIGSTOP), 0);
+	} else {
+		c = redisConnectUnix(cl.redis->sock);
+		assert_true(c != NULL && c->err == 0);
+		if (how == STALL_DEBUG_SLEEP) {
+			send_only(c, "DEBUG SLEEP 4");
+		} else {
+			reply = redisCommand(c, "CLIENT PAUSE 4000 ALL");
+			assert_true(reply != NULL && reply->type == REDIS_REPLY_STATUS);
+			freeReplyObject(reply);
+			/* Answered only when the pause ends. */
+			send_only(c, "PING");
+		}
+	}
+	erin = client_connect_as(cl.b[0], "erin1", "erin", 4);
+	for (int i = 0; i < BROKERS; i++) {
+		assert_true(client_sync(cl.w[i], 2000));
+	}
+	if (how == STALL_SIGSTOP) {
+		for (int i = 0; i < BROKERS; i++) {
+			if (!broker_log_wait(cl.b[i], "lost the connection to Redis", 10000)) {
+				fail_msg("b%d did not give up on the stopped Redis", i + 1);
+			}
+			assert_true(client_sync(cl.w[i], 2000));
+		}
+		assert_int_equal(kill(cl.redis->pid, SIGCONT), 0);
+	} else {
+		/* Redis has not answered our own command yet: it still does not answer. */
+		pfd.fd = c->fd;
+		pfd.events = POLLIN;
+		assert_int_equal(poll(&pfd, 1, 0), 0);
+		assert_int_equal(redisGetReply(c, (void **)&reply), REDIS_OK);
+		freeReplyObject(reply);
+		redisFree(c);
+	}
+	/* Once it answers again, erin is counted everywhere. */
+	await_everywhere(&cl, "erin", true, 1, "{}");
+	client_disconnect(erin);
+	await_everywhere(&cl, "erin", false, 0, "{}");
+	always_available = NULL;
+	client_disconnect(gina);
+	await_everywhere(&cl, "gina", false, 0, "{}");
+	cluster_stop(&cl);
+}
+
+static void a_sleeping_redis_does_not_stall_the_brokers(void **state)
+{
+	(void)state;
+	redis_stall(STALL_DEBUG_SLEEP);
+}
+
+static void a_paused_redis_does_not_stall_the_brokers(void **state)
+{
+	(void)state;
+	redis_stall(STALL_CLIENT_PAUSE);
+}
+
+static void a_stopped_redis_does_not_stall_the_brokers(void **state)
+{
+	(void)state;
+	redis_stall(STALL_SIGSTOP);
+}
+
+/* Waits (bounded: about 10 s in steps of 10 ms) until Redis has user waiting out the offline
+ * delay. */
+static void await_in_grace(struct cluster *cl, const char *user)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		redisReply *reply = redis_cmd(cl->redis, "ZSCORE {presence}:grace %s", user);
+		bool waiting = reply->type == REDIS_REPLY_STRING;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+
+		freeReplyObject(reply);
+		if (waiting) {
+			return;
+		}
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("%s never started its offline delay in Redis", user);
+}
+
+static void offline_delay_and_keep_state_work_across_brokers(void **state)
+{
+	struct cluster cl;
+	struct client *h1, *h2;
+	long seq_on, seq_off;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, "plugin_opt_offline_delay 1\nplugin_opt_keep_state true\n");
+	h1 = client_connect_as(cl.b[0], "hal1", "hal", 4);
+	publish_text_ok(h1, "presence/hal/state", "{\"status\":\"busy\"}", 1);
+	seq_on = await_everywhere(&cl, "hal", true, 1, "{\"status\":\"busy\"}");
+	/* Leaving b1 and coming back on b3 within the delay: nobody sees hal offline. */
+	always_available = "hal";
+	client_disconnect(h1);
+	/* b1's count (0) reached Redis, which started the delay: only then the new session,
+	 * so that no document shows two sessions in between. */
+	await_in_grace(&cl, "hal");
+	h2 = client_connect_as(cl.b[2], "hal2", "hal", 4);
+	for (int i = 0; i < BROKERS; i++) {
+		expect_nothing(cl.w[i]);
+	}
+	always_available = NULL;
+	/* Leaving for good: one unavailable document after the delay, the state kept. */
+	client_disconnect(h2);
+	seq_off = await_everywhere(&cl, "hal", false, 0, "{\"status\":\"busy\"}");
+	assert_true(seq_off > seq_on);
+	for (int i = 0; i < BROKERS; i++) {
+		expect_nothing(cl.w[i]);
+	}
+	cluster_stop(&cl);
+}
+
+static void a_broker_starts_and_serves_while_redis_is_unreachable(void **state)
+{
+	char lines[512];
+	struct broker *b;
+	struct client *w, *ivy;
+	struct msg *m;
+	char *conf;
+
+	(void)state;
+	snprintf(lines, sizeof(lines),
+	         "plugin_opt_auth allow\nplugin_opt_acl allow\n"
+	         "plugin_opt_cluster_url unix:%s/no-such-redis.sock\n"
+	         "plugin_opt_broker_id lonely\n",
+	         getenv("PRESENCE_WORK_DIR"));
+	conf = broker_conf(lines);
+	b = broker_start(conf);
+	w = client_watch(b, "watcher", "presence/+");
+	ivy = client_connect_as(b, "ivy1", "ivy", 4);
+	assert_int_equal(client_subscribe(ivy, "presence/ivy/error", 1), 1);
+	publish_text_ok(ivy, "presence/ivy/state", "{\"a\":1}", 1);
+	m = client_next_msg(ivy, 5000);
+	assert_non_null(m);
+	assert_string_equal(m->topic, "presence/ivy/error");
+	assert_non_null(strstr(m->payload, "unavailable"));
+	msg_free(m);
+	/* No document is numbered without Redis. */
+	expect_nothing(w);
+	client_disconnect(ivy);
+	client_disconnect(w);
+	broker_stop(b);
+	free(conf);
+}
+
+/* Whether the process pid has a file whose path contains needle mapped. */
+static bool maps_contain(pid_t pid, const char *needle)
+{
+	char path[64], line[1024];
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		found = strstr(line, needle) != NULL;
+	}
+	fclose(f);
+	return found;
+}
+
+static void hiredis_is_loaded_only_in_cluster_mode(void **state)
+{
+	char *conf = broker_conf("plugin_opt_auth allow\nplugin_opt_acl allow\n");
+	struct broker *single = broker_start(conf);
+	struct cluster cl;
+
+	(void)state;
+	assert_false(maps_contain(broker_pid(single), "libhiredis"));
+	assert_true(maps_contain(broker_pid(single), "mosquitto_presence"));
+	broker_stop(single);
+	free(conf);
+	reset_seen();
+	cluster_start(&cl, false, NULL);
+	assert_true(maps_contain(broker_pid(cl.b[0]), "libhiredis"));
+	cluster_stop(&cl);
+}
+
+static void a_clean_stop_hands_its_sessions_over_at_once(void **state)
+{
+	struct cluster cl;
+	struct client *frank;
+	redisReply *reply;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, NULL);
+	frank = client_connect_as(cl.b[2], "frank1", "frank", 4);
+	await_everywhere(&cl, "frank", true, 1, "{}");
+	client_drop(cl.w[2]);
+	cl.w[2] = NULL;
+	client_drop(frank);
+	/* frank's disconnect may or may not be seen before the stop: either way he leaves. */
+	broker_stop(cl.b[2]);
+	cl.b[2] = NULL;
+	await_everywhere(&cl, "frank", false, 0, "{}");
+	/* b3 deregistered: it holds no lease. */
+	reply = redis_cmd(cl.redis, "ZSCORE {presence}:live b3");
+	assert_int_equal(reply->type, REDIS_REPLY_NIL);
+	freeReplyObject(reply);
+	cluster_stop(&cl);
+}
+
+static void a_cluster_broker_is_clean_under_valgrind(void **state)
+{
+	struct broker_opts opts = {.valgrind = true};
+	struct redis *redis;
+	struct broker *vb, *b2;
+	struct client *w, *alice, *bob;
+	struct msg *m;
+	char *conf1, *conf2;
+
+	(void)state;
+	if (!harness_have_valgrind()) {
+		skip();
+	}
+	reset_seen();
+	redis = redis_start(false);
+	conf1 = cluster_conf(redis, 0, "plugin_opt_keep_state true\n");
+	conf2 = cluster_conf(redis, 1, "plugin_opt_keep_state true\n");
+	vb = broker_start_opts(conf1, &opts);
+	if (!broker_log_wait(vb, "registered in the cluster as broker", 20000)) {
+		fail_msg("the broker under valgrind did not register");
+	}
+	b2 = broker_start(conf2);
+	w = client_watch(b2, "watch2", "presence/+");
+	/* Sessions, state writes (one refused), a Redis restart, a disconnect: every path of the
+	 * link and of the cluster adapter under memcheck. */
+	alice = client_connect_as(vb, "alice1", "alice", 5);
+	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
+	assert_int_equal(client_subscribe(alice, "presence/alice/error", 1), 1);
+	publish_text_ok(alice, "presence/alice/state", "{\"status\":\"away\"}", 1);
+	expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"away\"}");
+	publish_text_ok(alice, "presence/alice/state", "not json", 1);
+	m = client_next_msg(alice, 5000);
+	assert_non_null(m);
+	msg_free(m);
+	bob = client_connect_as(b2, "bob1", "bob", 4);
+	expect_doc(w, "presence/bob", "bob", true, 1, "{}");
+	redis_kill(redis);
+	if (!broker_log_wait(vb, "lost the connection to Redis", 20000)) {
+		fail_msg("the broker under valgrind did not notice that Redis is gone");
+	}
+	redis_launch(redis);
+	if (!broker_log_wait(vb, "connected to Redis again", 20000)) {
+		fail_msg("the broker under valgrind did not reconnect");
+	}
+	client_disconnect(alice);
+	expect_doc(w, "presence/alice", "alice", false, 0, "{\"status\":\"away\"}");
+	/* bob stays: the broker under valgrind knows him from the cluster at its stop. */
+	broker_stop(vb);
+	client_disconnect(bob);
+	client_disconnect(w);
+	broker_stop(b2);
+	redis_stop(redis);
+	free(conf1);
+	free(conf2);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The Redis functions on their own                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Runs FCALL with argv (a NULL-terminated list after the function name and numkeys) and
+ * returns the reply's first element as a string (or the integer, printed), in buf. */
+static const char *fcall(struct redis *r, char *buf, size_t size, const char *const *argv)
+{
+	const char *args[32];
+	size_t n = 0;
+	redisContext *c = redisConnectUnix(r->sock);
+	redisReply *reply;
+
+	args[n++] = "FCALL";
+	while (argv[n - 1] != NULL) {
+		args[n] = argv[n - 1];
+		n++;
+	}
+	assert_true(c != NULL && c->err == 0);
+	reply = redisCommandArgv(c, (int)n, args, NULL);
+	assert_non_null(reply);
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING) {
+		snprintf(buf, size, "%s", reply->element[0]->str);
+		/* With a document: status and seq. */
+		if (reply->elements == 6) {
+			snprintf(buf, size, "%s %s", reply->element[0]->str,
+			         reply->element[1]->str);
+		}
+	} else if (reply->type == REDIS_REPLY_INTEGER) {
+		snprintf(buf, size, "%lld", reply->integer);
+	} else if (reply->type == REDIS_REPLY_ERROR) {
+		fail_msg("FCALL %s: %s", argv[0], reply->str);
+	} else {
+		snprintf(buf, size, "?");
+	}
+	freeReplyObject(reply);
+	redisFree(c);
+	return buf;
+}
+
+#define K "{presence}:"
+
+static const char *contrib(struct redis *r, char *buf, const char *epoch, const char *n,
+                           const char *floor)
+{
+	char set[64];
+
+	snprintf(set, sizeof(set), K "bu:b1:%s", epoch);
+	return fcall(r, buf, 64,
+	             (const char *const[]){"pv1_contrib", "6", K "u:alice", set, K "grace", K "log",
+	                                   K "epoch", K "live", "b1", epoch, n, "0", floor, "alice",
+	                                   "0", "1000", NULL});
+}
+
+static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **state)
+{
+	struct redis *r = redis_start(false);
+	char path[512], e1[32], e2[32], buf[64], *lua;
+	redisReply *reply;
+	size_t len;
+	FILE *f;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/plugin/redis/presence_v1.lua",
+	         getenv("PRESENCE_SOURCE_DIR"));
+	f = fopen(path, "r");
+	assert_non_null(f);
+	lua = calloc(1, 65536);
+	assert_non_null(lua);
+	len = fread(lua, 1, 65535, f);
+	fclose(f);
+	assert_true(len > 0);
+	reply = redis_cmd(r, "FUNCTION LOAD REPLACE %s", lua);
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	freeReplyObject(reply);
+	free(lua);
+
+	/* Epoch 1; one session of alice. */
+	fcall(r, e1, sizeof(e1),
+	      (const char *const[]){"pv1_register", "4", K "epoch", K "live", K "dead", K "gen",
+	                            "b1", "60000", "g1", NULL});
+	assert_string_equal(contrib(r, buf, e1, "1", "0"), "OK 1");
+	/* The broker restarts: epoch 2 > epoch 1, and epoch 1 waits to be swept. */
+	fcall(r, e2, sizeof(e2),
+	      (const char *const[]){"pv1_register", "4", K "epoch", K "live", K "dead", K "gen",
+	                            "b1", "60000", "g2", NULL});
+	assert_true(strtoll(e2, NULL, 10) > strtoll(e1, NULL, 10));
+	reply = redis_cmd(r, "LRANGE " K "dead 0 -1");
+	assert_int_equal(reply->elements, 1);
+	assert_true(strstr(reply->element[0]->str, e1) != NULL);
+	freeReplyObject(reply);
+	/* The generation is kept: only a Redis that lost its data gets a new one. */
+	reply = redis_cmd(r, "GET " K "gen");
+	assert_string_equal(reply->str, "g1");
+	freeReplyObject(reply);
+	/* A late write of the old epoch is refused, whatever it says. */
+	assert_string_equal(contrib(r, buf, e1, "5", "0"), "STALE");
+	/* The new epoch counts; the floor keeps seq above what a broker published. */
+	assert_string_equal(contrib(r, buf, e2, "2", "1000"), "OK 1001");
+	/* The sweeper's tombstone for epoch 1 comes too late to touch epoch 2's count. */
+	assert_string_equal(contrib(r, buf, e1, "-1", "0"), "STALE");
+	reply = redis_cmd(r, "HGET " K "u:alice sess");
+	assert_string_equal(reply->str, "2");
+	freeReplyObject(reply);
+	/* A compare-and-set on an old seq is a conflict carrying the current document. */
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv1_cas", "4", K "u:alice", K "log", K "epoch", K "live",
+	                                "b1", e2, "alice", "1", "{\"a\":1}", "0", "1000", NULL}),
+	    "CONFLICT 1001");
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv1_cas", "4", K "u:alice", K "log", K "epoch", K "live",
+	                                "b1", e2, "alice", "1001", "{\"a\":1}", "0", "1000", NULL}),
+	    "OK 1002");
+	/* The state is stored byte for byte (no cjson round trip). */
+	reply = redis_cmd(r, "HGET " K "u:alice state");
+	assert_string_equal(reply->str, "{\"a\":1}");
+	freeReplyObject(reply);
+	/* Timers that did not run for longer than the lease (Redis slept) hold the sweeps. */
+	reply = redis_cmd(r, "SET " K "seen 1");
+	freeReplyObject(reply);
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv1_sweep_claim", "5", K "live", K "dead", K "epoch",
+	                                K "hold", K "seen", "8", "500", NULL}),
+	    "0");
+	reply = redis_cmd(r, "GET " K "hold");
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	freeReplyObject(reply);
+	redis_stop(r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(
+	        sessions_of_one_user_on_two_brokers_make_one_document_everywhere, harness_teardown),
+	    cmocka_unit_test_teardown(state_writes_through_any_broker_reach_every_broker,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(concurrent_merges_through_two_brokers_lose_no_key,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(
+	        a_killed_broker_s_sessions_leave_and_its_restart_shows_the_truth, harness_teardown),
+	    cmocka_unit_test_teardown(a_stopped_broker_is_swept_and_joins_again_when_it_wakes_up,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(redis_killed_and_restarted_empty_is_reseeded,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(redis_killed_and_restarted_from_its_aof_resumes,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_sleeping_redis_does_not_stall_the_brokers,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_paused_redis_does_not_stall_the_brokers, harness_teardown),
+	    cmocka_unit_test_teardown(a_stopped_redis_does_not_stall_the_brokers, harness_teardown),
+	    cmocka_unit_test_teardown(offline_delay_and_keep_state_work_across_brokers,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_broker_starts_and_serves_while_redis_is_unreachable,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(hiredis_is_loaded_only_in_cluster_mode, harness_teardown),
+	    cmocka_unit_test_teardown(a_cluster_broker_is_clean_under_valgrind, harness_teardown),
+	    cmocka_unit_test_teardown(the_functions_fence_old_epochs_and_keep_seq_above_floors,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_clean_stop_hands_its_sessions_over_at_once,
+	                              harness_teardown),
+	};
+
+	/* PRESENCE_TEST_FILTER (a cmocka pattern such as "*merges*") runs some scenarios only. */
+	if (getenv("PRESENCE_TEST_FILTER") != NULL) {
+		cmocka_set_test_filter(getenv("PRESENCE_TEST_FILTER"));
+	}
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
