@@ -1,25 +1,31 @@
 #!/bin/sh
 # SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
-# Usage: check_imports.sh PLUGIN LIST BROKER...
+# Usage: check_imports.sh PLUGIN LIST GENERATION BROKER...
 #
-# Fails unless every mosquitto_* function the plugin imports (its undefined dynamic symbols)
-#  1. is documented in LIST (tests/broker-imports.txt: what the plugin calls and why), and
-#  2. is exported by each BROKER binary given, or by a shared library that the broker or the
+# Fails unless the mosquitto_* functions the plugin imports (its undefined dynamic symbols)
+#  1. are exactly those LIST (tests/broker-imports.txt) names for GENERATION (20 or 21, the
+#     Mosquitto headers the plugin was built against: CMake's PRESENCE_MOSQUITTO_GENERATION),
+#     so that the list documents what the plugin calls, and
+#  2. are exported by each BROKER binary given, or by a shared library that the broker or the
 #     plugin loads (`ldd`): that is where the dynamic linker looks when the broker dlopen()s the
-#     plugin. A 2.0 broker built the upstream way exports only its src/linker.syms (34 functions
-#     in Debian's 2.0.21), Debian 12's 2.0.11 exports 89, Debian's 2.1.2 exports 150 (the MQTT 5
-#     property functions among them); a plugin importing anything else does not load there.
+#     plugin. A 2.0 broker built the upstream way exports only its src/linker.syms (34
+#     functions in Debian's 2.0.21), Debian 12's 2.0.11 exports 89, Debian's 2.1.2 exports 150
+#     (the MQTT 5 property functions among them); a plugin importing anything else does not
+#     load there. Weak imports too: a broker the plugin is meant for must have them all (the
+#     2.1 build imports its 2.1-only functions weakly only to refuse a 2.0 broker with a
+#     message).
 # tests/CMakeLists.txt passes the broker the suite runs against ($MOSQUITTO_BIN) and those of
-# PRESENCE_IMPORT_CHECK_BROKERS (tests/compat/run.sh lists every broker of the matrix there).
+# PRESENCE_IMPORT_CHECK_BROKERS (tests/compat/run.sh lists the other brokers of the matrix).
 set -eu
 
-if [ $# -lt 3 ]; then
-	echo "usage: $0 PLUGIN LIST BROKER..." >&2
+if [ $# -lt 4 ]; then
+	echo "usage: $0 PLUGIN LIST GENERATION BROKER..." >&2
 	exit 2
 fi
 plugin=$1
 list=$2
-shift 2
+generation=$3
+shift 3
 
 # The mosquitto_* names a binary or library defines for others.
 exports_of() {
@@ -44,10 +50,16 @@ count=$(wc -l <"$tmp/used")
 plugin_libs=$(libraries_of "$plugin")
 status=0
 
-grep -v '^#' "$list" | awk 'NF {print $1}' | sort -u >"$tmp/documented"
+awk -v g="$generation" '$1 !~ /^#/ { for (i = 2; i <= NF; i++) if ($i == g) print $1 }' "$list" |
+	sort -u >"$tmp/documented"
 undocumented=$(comm -23 "$tmp/used" "$tmp/documented" | tr "\n" " ")
+unused=$(comm -13 "$tmp/used" "$tmp/documented" | tr "\n" " ")
 if [ -n "$undocumented" ]; then
-	echo "the plugin calls broker functions not documented in $list:" "$undocumented"
+	echo "the plugin ($generation build) calls broker functions that $list does not list for $generation:" "$undocumented"
+	status=1
+fi
+if [ -n "$unused" ]; then
+	echo "$list lists for $generation functions that the plugin ($generation build) does not call:" "$unused"
 	status=1
 fi
 

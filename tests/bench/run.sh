@@ -4,6 +4,7 @@
 #
 #   tests/bench/run.sh [--runs N] [--scenarios 1,2,3,4,5] [--smoke]
 #                      [--plugin FILE --loadgen FILE] [--mosquitto FILE] [--keep DIR]
+#                      [--broker 2.0.11|2.0.21|2.1.2]
 #
 # Builds the Release plugin and the load generator in build-bench/ (unless --plugin and
 # --loadgen name prebuilt ones), then, for each scenario, starts the SAME mosquitto binary with
@@ -16,6 +17,13 @@
 # --smoke runs every scenario once at a tiny size (seconds): it only checks that everything runs
 # and counts correctly. That is what the test suite runs (smoke.sh); it never runs the real
 # benchmarks. --keep DIR keeps the configs, broker logs and raw results there.
+#
+# --broker picks a broker of the test matrix (tests/compat/run.sh, which says where each comes
+# from and caches it): 2.0.11 is Debian 12's /usr/sbin/mosquitto (the default); 2.0.21 is
+# bookworm-backports' package unpacked in the cache, measured with the plugin built here; 2.1.2
+# runs this script inside the Debian sid chroot, which builds the plugin and the tools there
+# (against 2.1's headers) into build-bench-2.1.2/ (--keep DIR must then be inside the checkout).
+# --mosquitto FILE (or $MOSQUITTO_BIN) names any other broker binary.
 #
 # Exits 1 when any run is BROKEN (lost or unexpected documents, a refused connect, a deadline),
 # 0 otherwise; a missed target is reported in the table, not as a failure. Every broker started
@@ -32,9 +40,12 @@ plugin=""
 loadgen=""
 mosquitto="${MOSQUITTO_BIN:-}"
 keep=""
+broker=""
+args=("$@")
 
 while [ $# -gt 0 ]; do
 	case "$1" in
+	--broker) broker="$2"; shift 2 ;;
 	--runs) runs="$2"; shift 2 ;;
 	--scenarios) scenarios="$2"; shift 2 ;;
 	--smoke) smoke=true; shift ;;
@@ -42,11 +53,44 @@ while [ $# -gt 0 ]; do
 	--loadgen) loadgen="$2"; shift 2 ;;
 	--mosquitto) mosquitto="$2"; shift 2 ;;
 	--keep) keep="$2"; shift 2 ;;
-	-h | --help) sed -n '2,23p' "${BASH_SOURCE[0]}"; exit 0 ;;
+	-h | --help) sed -n '2,29p' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
 case "$runs" in '' | *[!0-9]* | 0) echo "run.sh: --runs wants a positive number" >&2; exit 2 ;; esac
+
+# A broker of the test matrix.
+case "$broker" in
+'') ;;
+2.0.11) mosquitto=/usr/sbin/mosquitto ;;
+2.0.21 | 2.1.2)
+	# shellcheck source=tests/compat/brokers.sh
+	. "$root/tests/compat/brokers.sh"
+	if [ "$broker" = 2.0.21 ]; then
+		ensure_2_0_21
+		mosquitto="$broker_2_0_21"
+	else
+		# The same command inside the chroot, without --broker.
+		inner=()
+		for ((i = 0; i < ${#args[@]}; i++)); do
+			if [ "${args[$i]}" = --broker ]; then
+				i=$((i + 1))
+			else
+				inner+=("${args[$i]}")
+			fi
+		done
+		ensure_chroot
+		trap unmount_all EXIT
+		mount_for_run
+		status=0
+		chroot_run PRESENCE_BENCH_BUILD_DIR=build-bench-2.1.2 \
+			bash "$root/tests/bench/run.sh" ${inner[@]+"${inner[@]}"} || status=$?
+		unmount_all
+		exit "$status"
+	fi
+	;;
+*) echo "run.sh: --broker wants 2.0.11, 2.0.21 or 2.1.2" >&2; exit 2 ;;
+esac
 
 # Sizes. The issue's sizes by default; tiny ones for the smoke run.
 if $smoke; then
@@ -86,7 +130,7 @@ if [ -z "$plugin" ] || [ -z "$loadgen" ]; then
 	# An unsanitized Release build of its own, so that neither the test build (sanitizers)
 	# nor a debug build is what gets measured.
 	bash "$root/scripts/ensure-deps.sh"
-	build="$root/build-bench"
+	build="$root/${PRESENCE_BENCH_BUILD_DIR:-build-bench}"
 	cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPRESENCE_SANITIZE=OFF \
 		-DPRESENCE_WERROR=ON >/dev/null
 	cmake --build "$build" --target mosquitto_presence presence_loadgen presence_memprobe \
