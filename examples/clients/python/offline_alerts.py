@@ -18,6 +18,7 @@ Replace report() with what your service does (send a notification, close a ticke
 import argparse
 import json
 import signal
+import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -74,10 +75,15 @@ def main():
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
+    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a service manager's stop
-        signal.signal(sig, lambda signum, frame: client.disconnect())
+        signal.signal(sig, lambda signum, frame: stop.set())
     client.connect(args.host, args.port)
-    client.loop_forever()  # reconnects by itself; returns after disconnect()
+    client.loop_start()  # paho's own thread runs the network and reconnects by itself
+    while not stop.wait(1):
+        pass
+    client.disconnect()
+    client.loop_stop()
 
 
 if __name__ == "__main__":
