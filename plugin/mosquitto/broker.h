@@ -57,6 +57,14 @@ const struct presence_callback *presence_lifecycle_callbacks(const struct presen
  * mechanisms (PRESENCE_VERDICT_PASS). */
 int presence_lifecycle_pass(void);
 
+/* Called at the end of init (start) and by cleanup and failed inits (stop, also for an
+ * instance never started): what the generation needs for the plugin's lifetime. */
+void presence_lifecycle_start(struct presence_plugin *p);
+void presence_lifecycle_stop(struct presence_plugin *p);
+
+/* Called at the end of every TICK: whether it published documents. */
+void presence_lifecycle_published(struct presence_plugin *p, bool published);
+
 /* Called first in every TICK with its event data: the generation's per-iteration work
  * (promoting pending logins on 2.0; nothing on 2.1). */
 void presence_lifecycle_tick(struct presence_plugin *p, void *event_data);

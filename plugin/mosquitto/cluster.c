@@ -29,6 +29,7 @@
 
 #if PRESENCE_CLUSTER
 #include "redis_link.h"
+#include "wake.h"
 
 /* Results handled per TICK, users resynchronised per TICK, requests queued at most. */
 #define RESULTS_PER_TICK 2000
@@ -56,11 +57,8 @@ struct presence_cluster_link {
 	 * (monotonic ms; it changes at every heartbeat, so it goes out once per interval). */
 	long long pub_connected, pub_brokers, pub_last_sync;
 	int64_t next_sync_publish;
-	/* The wake-up signal (see wake_broker), or 0 when none is used; the broker's thread and
-	 * the signal's previous disposition, restored at stop. */
-	int wake_signal;
-	pthread_t broker_thread;
-	struct sigaction old_action;
+	/* The wake-up signal (see wake_broker); its signal is 0 when none is used. */
+	struct presence_wake wake;
 };
 
 /*
@@ -69,45 +67,16 @@ struct presence_cluster_link {
  * outcome of a state write) would wait that long. The link calls wake_broker instead (at most
  * once per drain of its results): it sends a real-time signal, whose handler does nothing, to
  * the broker's thread; epoll_wait returns EINTR, which Mosquitto treats as a wake-up, and TICK
- * takes the results. SA_RESTART makes every other interrupted call go on as if nothing
- * happened. The signal is SIGRTMIN + WAKE_SIGNAL_OFFSET, taken only when nobody else handles
- * it; otherwise results simply wait for the next tick.
+ * takes the results (wake.h). The signal is SIGRTMIN + WAKE_SIGNAL_OFFSET, taken only when
+ * nobody else handles it; otherwise results simply wait for the next tick.
  */
 #define WAKE_SIGNAL_OFFSET 7
 
-static void wake_handler(int sig)
-{
-	(void)sig;
-}
-
 static void wake_broker(void *arg)
 {
-	struct presence_cluster_link *cl = arg;
+	const struct presence_cluster_link *cl = arg;
 
-	pthread_kill(cl->broker_thread, cl->wake_signal);
-}
-
-/* Installs the wake-up signal's handler; returns whether the link may use it. */
-static bool install_wake_signal(struct presence_cluster_link *cl)
-{
-	struct sigaction action;
-	int sig = SIGRTMIN + WAKE_SIGNAL_OFFSET;
-
-	if (sig > SIGRTMAX || sigaction(sig, NULL, &cl->old_action) != 0 ||
-	    (cl->old_action.sa_handler != SIG_DFL && cl->old_action.sa_handler != SIG_IGN) ||
-	    (cl->old_action.sa_flags & SA_SIGINFO) != 0) {
-		return false;
-	}
-	memset(&action, 0, sizeof(action));
-	action.sa_handler = wake_handler;
-	action.sa_flags = SA_RESTART;
-	sigemptyset(&action.sa_mask);
-	if (sigaction(sig, &action, NULL) != 0) {
-		return false;
-	}
-	cl->wake_signal = sig;
-	cl->broker_thread = pthread_self();
-	return true;
+	presence_wake_now(&cl->wake);
 }
 
 /* Reports a state write that was not applied on the user's error topic. */
@@ -488,7 +457,7 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	rc.command_timeout_ms = COMMAND_TIMEOUT_MS;
 	rc.stream_maxlen = STREAM_MAXLEN;
 	/* init runs on the broker's thread. */
-	if (install_wake_signal(p->cluster)) {
+	if (presence_wake_install(&p->cluster->wake, WAKE_SIGNAL_OFFSET)) {
 		rc.wake = wake_broker;
 		rc.wake_arg = p->cluster;
 	} else {
@@ -521,9 +490,7 @@ void presence_cluster_link_stop(struct presence_plugin *p)
 	}
 	/* The threads first: nobody sends the signal once they are gone. */
 	presence_redis_stop(p->cluster->redis);
-	if (p->cluster->wake_signal != 0) {
-		sigaction(p->cluster->wake_signal, &p->cluster->old_action, NULL);
-	}
+	presence_wake_uninstall(&p->cluster->wake);
 	presence_cluster_writes_free(p->cluster->writes);
 	free(p->cluster);
 	p->cluster = NULL;

@@ -594,6 +594,7 @@ static void publish_due_metrics(struct presence_plugin *p)
 int presence_tick_cb(int event, void *event_data, void *userdata)
 {
 	struct presence_plugin *p = userdata;
+	uint64_t documents_before = p->documents_published;
 
 	(void)event;
 	presence_lifecycle_tick(p, event_data);
@@ -611,5 +612,6 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	if (p->store != NULL) {
 		save_state(p);
 	}
+	presence_lifecycle_published(p, p->documents_published != documents_before);
 	return MOSQ_ERR_SUCCESS;
 }

@@ -88,6 +88,24 @@ int presence_lifecycle_check_broker(mosquitto_plugin_id_t *id)
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* 2.0 runs TICK at the end of an iteration and delivers the plugin's publishes at the start
+ * of the next one, without waiting in between: nothing to do. */
+void presence_lifecycle_start(struct presence_plugin *p)
+{
+	(void)p;
+}
+
+void presence_lifecycle_stop(struct presence_plugin *p)
+{
+	(void)p;
+}
+
+void presence_lifecycle_published(struct presence_plugin *p, bool published)
+{
+	(void)p;
+	(void)published;
+}
+
 int presence_lifecycle_pass(void)
 {
 	return MOSQ_ERR_PLUGIN_DEFER;

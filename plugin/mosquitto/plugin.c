@@ -109,6 +109,7 @@ static int register_callbacks(struct presence_plugin *p)
 
 static void plugin_free(struct presence_plugin *p)
 {
+	presence_lifecycle_stop(p);
 	presence_cluster_link_stop(p);
 	presence_store_free(p->store);
 	presence_query_limit_free(p->query_limit);
@@ -344,6 +345,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	if (rc != MOSQ_ERR_SUCCESS) {
 		goto out_free_plugin;
 	}
+	presence_lifecycle_start(p);
 	if (p->cfg.cluster_url != NULL) {
 		/* In cluster mode the corrections are the cluster's documents (its first
 		 * snapshot), published as soon as they arrive; nothing is numbered here. */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "broker.h"
+#include "wake.h"
 #include "config.h"
 #include "logbudget.h"
 #include "metrics.h"
@@ -79,6 +80,9 @@ struct presence_plugin {
 	 * saves are paced to about one per second, and retried at that pace after a failure. */
 	int64_t save_started_ms;
 	bool save_failed;
+	/* Mosquitto 2.1: wakes the broker's loop while documents wait for delivery
+	 * (lifecycle_v21.c); unused on 2.0. */
+	struct presence_wake delivery_wake;
 	/* Cluster mode (cluster.c), or NULL for a single broker (no plugin_opt_cluster_url). */
 	struct presence_cluster_link *cluster;
 };
