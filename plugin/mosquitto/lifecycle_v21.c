@@ -67,7 +67,7 @@ int presence_lifecycle_check_broker(mosquitto_plugin_id_t *id)
  * TICK runs before the iteration's wait for network events: a document published there waits
  * for that wait to end. A build with websockets (Debian's) waits up to 100 ms whatever anybody
  * asks (src/mux_epoll.c), so on an idle broker every document was late by up to 100 ms. While
- * documents wait, a timer wakes the loop every millisecond (wake.h); the next TICK, which
+ * documents wait, a timer wakes the loop within a millisecond (wake.h); the next TICK, which
  * comes after their delivery, stops it.
  */
 #define DELIVERY_WAKE_SIGNAL_OFFSET 8

@@ -8,8 +8,10 @@
 
 #include "wake.h"
 
-/* The period of presence_wake_repeat. */
-#define REPEAT_NS 1000000L
+/* presence_wake_repeat: the first wake-up comes soon, normally while the broker already waits
+ * for network events; one that comes before the wait begins is lost, so it repeats. */
+#define FIRST_NS 30000L
+#define REPEAT_NS 500000L
 
 static void wake_handler(int sig)
 {
@@ -80,7 +82,7 @@ void presence_wake_repeat(struct presence_wake *w, bool on)
 	}
 	memset(&period, 0, sizeof(period));
 	if (on) {
-		period.it_value.tv_nsec = REPEAT_NS;
+		period.it_value.tv_nsec = FIRST_NS;
 		period.it_interval.tv_nsec = REPEAT_NS;
 	}
 	if (timer_settime(w->timer, 0, &period, NULL) == 0) {

@@ -42,8 +42,8 @@ void presence_wake_uninstall(struct presence_wake *w);
 /* Wakes the broker's loop once (no-op when w is not installed). Any thread. */
 void presence_wake_now(const struct presence_wake *w);
 
-/* on: wakes the broker's loop every millisecond until called with off (no-op when w is not
- * installed, or when the timer cannot be made). */
+/* on: wakes the broker's loop 0.03 ms from now and then every 0.5 ms until called with off
+ * (no-op when w is not installed, or when the timer cannot be made). */
 void presence_wake_repeat(struct presence_wake *w, bool on);
 
 #endif
