@@ -335,6 +335,24 @@ static bool array_reserve(void **items, size_t *cap, size_t len, size_t size)
 	return true;
 }
 
+/* Adds a session of client (PENDING: no user yet) to the table. Returns it, or NULL when memory
+ * runs out (nothing added). */
+static struct presence_session *session_add(struct presence_registry *reg, const void *client)
+{
+	struct presence_session *session = calloc(1, sizeof(*session));
+
+	if (session == NULL) {
+		return NULL;
+	}
+	session->client = client;
+	HASH_ADD_PTR(reg->sessions, client, session);
+	if (session->hh.tbl == NULL) {
+		free(session);
+		return NULL;
+	}
+	return session;
+}
+
 enum presence_err presence_registry_session_pending(struct presence_registry *reg,
                                                     const void *client)
 {
@@ -348,14 +366,8 @@ enum presence_err presence_registry_session_pending(struct presence_registry *re
 		return PRESENCE_ERR_NOMEM;
 	}
 	reg->pending = pending;
-	session = calloc(1, sizeof(*session));
+	session = session_add(reg, client);
 	if (session == NULL) {
-		return PRESENCE_ERR_NOMEM;
-	}
-	session->client = client;
-	HASH_ADD_PTR(reg->sessions, client, session);
-	if (session->hh.tbl == NULL) {
-		free(session);
 		return PRESENCE_ERR_NOMEM;
 	}
 	reg->pending[reg->pending_len++] = client;
@@ -537,14 +549,8 @@ enum presence_err presence_registry_session_connect(struct presence_registry *re
 	if (err != PRESENCE_OK) {
 		return err;
 	}
-	session = calloc(1, sizeof(*session));
+	session = session_add(reg, client);
 	if (session == NULL) {
-		return PRESENCE_ERR_NOMEM;
-	}
-	session->client = client;
-	HASH_ADD_PTR(reg->sessions, client, session);
-	if (session->hh.tbl == NULL) {
-		free(session);
 		return PRESENCE_ERR_NOMEM;
 	}
 	session_attach(reg, session, user);
