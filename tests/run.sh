@@ -24,9 +24,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The shared installer (also used by examples/run-broker.sh); valgrind, chromium (the browser
-# test), debootstrap (the package test's chroot) and clang (the fuzz harnesses) are for the tests
-# only.
-bash scripts/ensure-deps.sh valgrind chromium debootstrap clang
+# test), debootstrap (the package test's chroot), clang (the fuzz harnesses) and
+# python3-paho-mqtt (the Python examples, run by their test and by the browser test) are for the
+# tests only.
+bash scripts/ensure-deps.sh valgrind chromium debootstrap clang python3-paho-mqtt
 # libFuzzer comes with the clang of the same major version (Debian 12: libfuzzer-14-dev).
 bash scripts/ensure-deps.sh "libfuzzer-$(clang -dumpversion | cut -d. -f1)-dev"
 
