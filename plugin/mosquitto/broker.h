@@ -65,6 +65,11 @@ void presence_lifecycle_stop(struct presence_plugin *p);
 /* Called at the end of every TICK: whether it published documents. */
 void presence_lifecycle_published(struct presence_plugin *p, bool published);
 
+/* Called after an event that may have made documents due (a session started, a state write
+ * applied): on 2.1 publishes them at once, on 2.0 nothing (the TICK that ends the iteration
+ * does). */
+void presence_lifecycle_changed(struct presence_plugin *p);
+
 /* Called first in every TICK with its event data: the generation's per-iteration work
  * (promoting pending logins on 2.0; nothing on 2.1). */
 void presence_lifecycle_tick(struct presence_plugin *p, void *event_data);

@@ -5,8 +5,9 @@
  * lifecycle file (broker.h); the rules (who may write or read what, when to save) are the
  * core's (policy.h).
  *
- * - Documents are published only from TICK, once per dirty user, so a takeover (new login,
- *   old disconnect, all in one iteration) publishes nothing. TICK first lets the lifecycle do
+ * - Documents are published from TICK, once per dirty user, so a takeover (new login, old
+ *   disconnect, all in one iteration) publishes nothing; on 2.1 those of session starts and
+ *   state writes go out at the event itself (presence_lifecycle_changed). TICK first lets the lifecycle do
  *   its per-iteration work, then puts back on the dirty list the users whose offline delay has
  *   passed.
  * - With a state file, TICK then saves it: a save begins at most about once per second when
@@ -414,6 +415,7 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 	p->state_writes++;
 	if (changed) {
 		presence_registry_user_changed(p->reg, user);
+		presence_lifecycle_changed(p);
 	}
 	return MOSQ_ERR_SUCCESS;
 }

@@ -163,6 +163,14 @@ const struct presence_callback *presence_lifecycle_callbacks(const struct presen
 	return callbacks;
 }
 
+void presence_lifecycle_changed(struct presence_plugin *p)
+{
+	/* The TICK at the end of this iteration publishes: a document published now would go
+	 * out no sooner (2.0 delivers the plugin's publishes at the start of the next iteration)
+	 * and a takeover in progress would show. */
+	(void)p;
+}
+
 void presence_lifecycle_tick(struct presence_plugin *p, void *event_data)
 {
 	const void *client;

@@ -19,9 +19,9 @@
  *   publish (presence_policy_takeover_will).
  * - TICK runs at the start of an iteration, before network I/O, and a callback's next_ms both
  *   asks for a wake-up and holds back that callback until then (src/plugin_tick.c). So the
- *   shared TICK (events.c) asks for nothing and runs in every iteration, publishing documents
- *   one iteration after the events that made them; a second TICK callback, which does nothing
- *   else, asks for a wake-up every 100 ms. The loop would otherwise sleep until the next event
+ *   shared TICK (events.c) asks for nothing and runs in every iteration, publishing the
+ *   documents that the end of a session made due one iteration after it; a second TICK
+ *   callback, which does nothing else, asks for a wake-up every 100 ms. The loop would otherwise sleep until the next event
  *   it knows of (up to a day on a build without websockets), and the offline delay, metrics,
  *   state-file saves and held documents would wait for a client to wake it.
  *
@@ -99,6 +99,21 @@ int presence_lifecycle_pass(void)
 	return MOSQ_ERR_PLUGIN_IGNORE;
 }
 
+/*
+ * Documents of a session's start and of state writes are published in their event: 2.1
+ * delivers them at the start of the next iteration, which follows the handling of network
+ * events without another wait, whereas a document published by the next TICK waits for one
+ * more iteration and for the wake-up above. Ends of sessions stay with TICK: a takeover
+ * (old session out, new session in, both in the new connection's CONNECT) then publishes
+ * nothing, since the new session's CONNECT comes last and finds the document unchanged.
+ */
+void presence_lifecycle_changed(struct presence_plugin *p)
+{
+	if (p->cluster == NULL) {
+		presence_publish_due_documents(p);
+	}
+}
+
 static int connect_cb(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_connect *ed = event_data;
@@ -109,6 +124,7 @@ static int connect_cb(int event, void *event_data, void *userdata)
 	if (presence_registry_session_connect(p->reg, ed->client, name) != PRESENCE_OK) {
 		presence_log_untracked(ed->client, name);
 	}
+	presence_lifecycle_changed(p);
 	return MOSQ_ERR_SUCCESS;
 }
 
