@@ -32,17 +32,13 @@
 # value that the README repeats (anywhere) must be repeated in the real output too.
 #
 # The outputs are deterministic: Mosquitto 2.0 reads at most one packet per client per loop
-# iteration and the plugin publishes at the end of each iteration, so the CONNECT, PUBLISH and
-# DISCONNECT of a mosquitto_pub each produce their own document. Mosquitto 2.1 handles all of a
-# client's buffered packets in one iteration, so there a mosquitto_pub's state write and its
-# DISCONNECT (sent in one TCP segment) make one document, and every later "seq" is lower than
-# the README's. On 2.1 (the version comes from `$MOSQUITTO_BIN -h`) an output block therefore
-# passes when the lines printed are the README's lines with some left out (the coalesced
-# intermediate documents), ending with exactly the README's last line, "seq" values masked; the
-# "seq" values must then be as consistent as "since" values are (below): one README value of a
-# user is one real value. Everything else is compared exactly on every version. Steps are ordered by waiting
-# for the output the README shows before them (a background subscriber's SUBSCRIBE follows its
-# CONNACK at once, long before the later steps' clients have even connected).
+# iteration and the plugin publishes at the end of each iteration; 2.1 handles all of a
+# client's buffered packets in one iteration, and the plugin publishes a session's start and a
+# state write in their own event there. Either way the CONNECT, PUBLISH and DISCONNECT of a
+# mosquitto_pub each produce their own document, and every output block is compared exactly,
+# on every version. Steps are ordered by waiting for the output the README shows before them
+# (a background subscriber's SUBSCRIBE follows its CONNACK at once, long before the later
+# steps' clients have even connected).
 #
 # Every wait is bounded; nothing sleeps in the hope that something has happened. Environment:
 # PRESENCE_SOURCE_DIR (default: the repository around this script), PRESENCE_WORK_DIR (where to
@@ -58,12 +54,6 @@ src=${PRESENCE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 # Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
 mosquitto_bin=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 readme="$src/README.md"
-# Whether the broker coalesces a client's buffered packets into one document (see above).
-coalesces=false
-case "$("$mosquitto_bin" -h 2>&1 | sed -n 's/^mosquitto version //p' | head -n 1)" in
-2.0.*) ;;
-2.*) coalesces=true ;;
-esac
 scale=${PRESENCE_TIMEOUT_SCALE:-1}
 case "$scale" in '' | *[!0-9]* | 0) scale=1 ;; esac
 
@@ -391,24 +381,9 @@ mask() {
 		-e "s|${PRESENCE_DEMO_BUILD_DIR:-build}/plugin/|build/plugin/|g"
 }
 
-# On a broker that coalesces packets, also masks the "seq" values.
-mask_seq() {
-	if $coalesces; then
-		sed -E 's/"seq":[0-9]+/"seq":<n>/g'
-	else
-		cat
-	fi
-}
-
 # Prints the "since" values of each line of $1, one "line-number value" pair per value.
 since_values() {
 	grep -no '"since":[0-9]*' "$1" | sed -E 's/^([0-9]+):"since":/\1 /' || true
-}
-
-# Prints the "seq" values of each line of $1 as "line-number user:seq" pairs.
-seq_values() {
-	grep -no '"username":"[^"]*"[^}]*"seq":[0-9]*' "$1" |
-		sed -E 's/^([0-9]+):"username":"([^"]*)".*"seq":([0-9]+)$/\1 \2:\3/' || true
 }
 
 # Succeeds when the "since" values of the expected file $1 and the actual file $2 agree with
@@ -447,10 +422,6 @@ compare_output() {
 	expected="$work/expected.$at"
 	actual="$work/actual.$at"
 	printf '%s' "$body" > "$expected"
-	if $coalesces; then
-		compare_coalesced "$name" "$file" "$from" "$expected" "$actual" "$at"
-		return
-	fi
 	consumed[$name]=$((from + want))
 	wait_for "$wait_s" has_lines "$file" $((from + want)) || true
 	sed -n "$((from + 1)),$((from + want))p" "$file" > "$actual"
@@ -465,50 +436,6 @@ compare_output() {
 	fi
 }
 
-# Pairs the lines of file $1 after line $2 with the lines of the README block in file $3
-# (masked, "seq" too): each printed line with the next README line it equals. Prints one
-# "README-line printed-line" pair per line and succeeds once the README's last line is paired;
-# fails when a printed line pairs with none, or the last one is not there (yet).
-coalesced_pairs() {
-	awk -v from="$2" 'FNR == NR { e[++n] = $0; next }
-		FNR <= from { next }
-		{
-			found = 0
-			while (j < n) { j++; if (e[j] == $0) { found = 1; break } }
-			if (!found) exit 1
-			print j, FNR
-			if (j == n) { done = 1; exit }
-		}
-		END { exit !done }' <(mask < "$3" | mask_seq) <(mask < "$1" | mask_seq)
-}
-
-# compare_output on a broker that coalesces packets (see the head of this file): the lines
-# printed must be README lines, in the README's order, with some left out, up to the README's
-# last line; "since" and "seq" must be consistent.
-compare_coalesced() {
-	local name=$1 file=$2 from=$3 expected=$4 actual=$5 at=$6 end
-	if ! wait_for "$wait_s" coalesced_pairs "$file" "$from" "$expected" > /dev/null; then
-		consumed[$name]=$(line_count "$file")
-		fail "README.md:$at: output of $name is not the README's lines with some left out" \
-			"$(mask < "$expected" | mask_seq)"$'\n'"--- printed (masked) ---"$'\n'"$(sed -n "$((from + 1)),\$p" "$file" | mask)"
-		return
-	fi
-	coalesced_pairs "$file" "$from" "$expected" > "$work/pairs.$at"
-	end=$(tail -n 1 "$work/pairs.$at" | cut -d ' ' -f 2)
-	consumed[$name]=$end
-	sed -n "$((from + 1)),${end}p" "$file" > "$actual"
-	awk 'FNR == NR { keep[$1] = 1; next } FNR in keep' "$work/pairs.$at" "$expected" \
-		> "$expected.paired"
-	if ! since_consistent "$expected.paired" "$actual"; then
-		fail "README.md:$at: output of $name: \"since\" does not repeat where the README repeats it" \
-			"$(cat "$actual")"
-	elif ! values_consistent seq_values "$work/seq.map" "$expected.paired" "$actual"; then
-		fail "README.md:$at: output of $name: \"seq\" does not repeat where the README repeats it" \
-			"$(cat "$actual")"
-	else
-		pass "README.md:$at: output of $name matches (on $(wc -l < "$actual") of the README's $(wc -l < "$expected") lines)"
-	fi
-}
 
 # Succeeds when the lines of file $1 appear in file $2 in order (after masking).
 contains_in_order() {
