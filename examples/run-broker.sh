@@ -9,6 +9,8 @@
 #   PORT=1883           the MQTT listener (127.0.0.1)
 #   WS_PORT=9001        the websockets listener, which also serves the web page; 0: none.
 #                       Mosquitto 2.0.11 binds it on EVERY interface (README, "In the browser").
+#   HTTP_PORT=9002      Mosquitto 2.1 only, whose websockets listeners serve no files: the
+#                       http_api listener (127.0.0.1) that serves the web page instead
 #   USERS="dave erin:secret"  more demo users, NAME or NAME:PASSWORD (default NAME-pw), each
 #                       with the same rights as alice and bob
 #   KEEP_STATE=true, OFFLINE_DELAY=30   plugin_opt_keep_state / plugin_opt_offline_delay
@@ -24,6 +26,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 port=${PORT:-1883}
 ws_port=${WS_PORT:-9001}
+http_port=${HTTP_PORT:-9002}
 keep_state=${KEEP_STATE:-false}
 offline_delay=${OFFLINE_DELAY:-0}
 run=${RUN_DIR:-examples/.run}
@@ -39,6 +42,23 @@ check_port() { # NAME VALUE MIN
 }
 check_port PORT "$port" 1
 check_port WS_PORT "$ws_port" 0
+check_port HTTP_PORT "$http_port" 1
+# Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
+mosquitto_bin=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+# Mosquitto 2.1's own websockets serve no files (http_dir works only on an http_api listener
+# there): the page then comes from an http_api listener on HTTP_PORT and is told which
+# websockets port to use. (`mosquitto -h` exits non-zero after printing its usage.)
+serves_page_on_ws=true
+case "$("$mosquitto_bin" -h 2>&1 | sed -n 's/^mosquitto version //p' | head -n 1 || true)" in
+  2.0.*|'') ;;
+  *) serves_page_on_ws=false ;;
+esac
+page_port=$ws_port
+page_url="http://localhost:$ws_port/"
+if [ "$ws_port" -ne 0 ] && ! $serves_page_on_ws; then
+  page_port=$http_port
+  page_url="http://localhost:$http_port/?broker=ws://localhost:$ws_port/"
+fi
 case "$keep_state" in true|false) ;; *) echo "KEEP_STATE must be true or false" >&2; exit 1 ;; esac
 case "$offline_delay" in ''|*[!0-9]*) echo "OFFLINE_DELAY must be whole seconds" >&2; exit 1 ;; esac
 # Demo users: NAME or NAME:PASSWORD, separated by spaces or commas.
@@ -56,7 +76,7 @@ done
 scripts/ensure-deps.sh
 
 # Refuse early, with a clear message, when something already listens on a port.
-for p in "$port" "$ws_port"; do
+for p in "$port" "$ws_port" "$page_port"; do
   if [ "$p" -ne 0 ] && (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "Port $p on 127.0.0.1 is already in use (another broker?)." >&2
     echo "Stop it, or choose other ports: PORT=18830 WS_PORT=19001 examples/run-broker.sh" >&2
@@ -92,6 +112,7 @@ rm -f "$run/passwd"
 touch "$run/passwd"
 chmod 600 "$run/passwd"
 cp examples/acl "$run/acl"
+chmod 600 "$run/acl"
 for entry in "${users[@]}"; do
   name=${entry%%:*}
   mosquitto_passwd -b "$run/passwd" "$name" "${entry#*:}"
@@ -116,6 +137,19 @@ sed -e "s/^listener 1883 127.0.0.1$/listener $port 127.0.0.1/" -e "$ws_lines" \
   -e "s|^plugin_opt_state_file examples/.run/presence-state.json$|plugin_opt_state_file $run/presence-state-$port.json|" \
   -e "s|examples/.run/|$run/|" \
   examples/mosquitto.conf > "$run/mosquitto.conf"
+if [ "$page_port" -ne "$ws_port" ]; then
+  # Mosquitto 2.1: the page comes from an http_api listener, which asks the browser for a
+  # broker user's name and password (HTTP Basic) and checks the URL's path as a topic to read
+  # against the ACL. 2.1 can also check a websocket's Origin: only the page's own is let in
+  # (non-browser clients, which send no Origin, are not affected).
+  sed -i -e '/^http_dir /d' \
+    -e "s|^protocol websockets\$|&\nwebsockets_origin http://localhost:$page_port\nwebsockets_origin http://127.0.0.1:$page_port|" \
+    "$run/mosquitto.conf"
+  printf '\n# Added by run-broker.sh: Mosquitto 2.1 serves the web page on an http_api listener,\n# to broker users who may read its path as a topic.\nlistener %s 127.0.0.1\nprotocol http_api\nhttp_dir %s\n' \
+    "$page_port" "$root/$web" >> "$run/mosquitto.conf"
+  # Every demo user may read the web page (the http_api listener's files are topics under /).
+  sed -i 's|^user .*|&\ntopic read /#|' "$run/acl"
+fi
 if [ "$(id -u)" -eq 0 ]; then
   # Mosquitto started as root switches to the "mosquitto" user, which may not be able to
   # read this checkout; a demo broker on loopback keeps root instead.
@@ -145,9 +179,13 @@ mosquitto-presence demo broker on 127.0.0.1:$port (Ctrl-C stops it). Try, in oth
 EOT
 if [ "$ws_port" -ne 0 ]; then
   cat >&2 <<EOT
-  # 5: the browser buddy list: open http://localhost:$ws_port/ and log in as bob / bob-pw.
+  # 5: the browser buddy list: open $page_url and log in as bob / bob-pw.
   #    The Python and C clients in examples/clients/ show up there as they come and go.
 
+EOT
+fi
+if [ "$ws_port" -ne 0 ] && $serves_page_on_ws; then
+  cat >&2 <<EOT
 WARNING: Mosquitto 2.0.11 opens the websockets listener (port $ws_port) on EVERY network
 interface, whatever address the configuration gives, and the demo passwords are public.
 Anyone who can reach this machine on port $ws_port can log in as a demo user: use it on a
@@ -155,6 +193,4 @@ trusted network, block the port in your firewall, or start with WS_PORT=0 (no we
 
 EOT
 fi
-# Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
-mosquitto_bin=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 exec "$mosquitto_bin" -c "$run/mosquitto.conf"

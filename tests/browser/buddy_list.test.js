@@ -11,7 +11,9 @@
 // a fresh profile folder) plus the ones below.
 //
 // Environment: PAGE_URL (http://127.0.0.1:9001/), MQTT_PORT (1883), SCREENSHOT and
-// SCREENSHOT_OFFLINE (.png paths), PRESENCE_DEVICE (the C example), CHROMIUM (/usr/bin/chromium).
+// SCREENSHOT_OFFLINE (.png paths), PRESENCE_DEVICE (the C example), CHROMIUM (/usr/bin/chromium),
+// PAGE_USER and PAGE_PASSWORD (the HTTP Basic credentials the browser answers with when the
+// server asks for them, as Mosquitto 2.1's http_api listener does; none by default).
 'use strict';
 
 const { chromium } = require('playwright-core');
@@ -56,6 +58,9 @@ async function main() {
       '--disable-component-update', '--disable-sync'],
     timeout,
     viewport: { width: 720, height: 300 },
+    httpCredentials: process.env.PAGE_USER
+      ? { username: process.env.PAGE_USER, password: process.env.PAGE_PASSWORD || '' }
+      : undefined,
   });
   let alice = null;
   try {

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 #
 # The browser test: examples/run-broker.sh serves the web buddy list (examples/clients/web/) on
-# its websockets listener, and tests/browser/buddy_list.test.js drives Debian's headless
-# chromium through it (playwright-core, installed with `npm ci` from tests/browser's lock
-# file; it downloads no browser). alice comes and goes with the Python example, carol with the
+# its websockets listener (on Mosquitto 2.1: on an http_api listener), and
+# tests/browser/buddy_list.test.js drives Debian's headless chromium through it
+# (playwright-core, installed with `npm ci` from tests/browser's lock file; it downloads no
+# browser). alice comes and goes with the Python example, carol with the
 # C example. Everything runs in a private network namespace (see lib.sh).
 #
 # Artifacts in the work directory: buddy-list.png (the page while alice is online and bob has
@@ -50,14 +51,26 @@ if [ ! "$src/tests/browser/node_modules/.package-lock.json" -nt "$lock" ]; then
 	fi
 fi
 
-start_demo_broker PORT=1883 WS_PORT=9001
-if grep -q 'open http://localhost:9001/' "$work/broker.log"; then
-	pass "run-broker.sh says where to open the page"
+# Where the page is: on 2.0 the websockets listener serves it; Mosquitto 2.1's websockets
+# serve no files, so the demo serves it on an http_api listener (HTTP_PORT), the address names
+# the websockets port, and that listener asks the browser for a broker user's name and
+# password (HTTP Basic) before it serves anything. (`mosquitto -h` exits non-zero after
+# printing its usage.)
+page_user=
+case "$("${MOSQUITTO_BIN:-/usr/sbin/mosquitto}" -h 2>&1 | sed -n 's/^mosquitto version //p' | head -n 1 || true)" in
+2.0.*) page=http://localhost:9001/ ;;
+*) page='http://localhost:9002/?broker=ws://localhost:9001/' page_user=bob ;;
+esac
+start_demo_broker PORT=1883 WS_PORT=9001 HTTP_PORT=9002
+if grep -qF "open $page and log in" "$work/broker.log"; then
+	pass "run-broker.sh says where to open the page: $page"
 else
-	fail "run-broker.sh does not print the page's address" "$(head -n 40 "$work/broker.log")"
+	fail "run-broker.sh does not print the page's address ($page)" "$(head -n 40 "$work/broker.log")"
 fi
 
-if (cd "$src/tests/browser" && PAGE_URL=http://127.0.0.1:9001/ MQTT_PORT=1883 \
+# The same address on 127.0.0.1, where the listeners are.
+if (cd "$src/tests/browser" && PAGE_URL=${page//localhost/127.0.0.1} MQTT_PORT=1883 \
+	PAGE_USER=$page_user PAGE_PASSWORD=${page_user:+$page_user-pw} \
 	SCREENSHOT="$work/buddy-list.png" SCREENSHOT_OFFLINE="$work/buddy-list-offline.png" \
 	timeout -k 5 120 node buddy_list.test.js) >"$work/browser.log" 2>&1; then
 	pass "the page shows alice online, her state, bob's own status and alice offline"
@@ -65,6 +78,44 @@ else
 	fail "the browser checks" "$(cat "$work/browser.log")"
 fi
 grep -E '^(PASS|FAIL)' "$work/browser.log" | sed 's/^/    /' || true
+
+# The first line of the answer to a websocket upgrade on port 9001 with Origin $1 (none when
+# empty), or "closed"; bounded by read's timeout.
+ws_upgrade() {
+	local line=closed
+	exec 3<>/dev/tcp/127.0.0.1/9001
+	printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1:9001\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n%s\r\n' \
+		"${1:+Origin: $1$'\r\n'}" >&3
+	IFS= read -r -t 10 line <&3 || true
+	exec 3<&-
+	echo "${line%$'\r'}"
+}
+# Mosquitto 2.1 checks a websocket's Origin where websockets_origin is set, and the demo sets
+# the page's own; 2.0 has no such check (README, "In the browser").
+if [ -n "$page_user" ]; then
+	origin=${page%%/\?*}
+	for o in "$origin" "${origin//localhost/127.0.0.1}" ""; do
+		got=$(ws_upgrade "$o")
+		if [[ "$got" == "HTTP/1.1 101 "* ]]; then
+			pass "a websocket with Origin '${o:-none}' is let in"
+		else
+			fail "a websocket with Origin '${o:-none}' is refused: $got"
+		fi
+	done
+	got=$(ws_upgrade http://elsewhere.example)
+	if [[ "$got" == "HTTP/1.1 101 "* ]]; then
+		fail "a websocket from another page's Origin is let in: $got"
+	else
+		pass "a websocket from another page's Origin is refused (${got:-closed})"
+	fi
+else
+	got=$(ws_upgrade http://elsewhere.example)
+	if [[ "$got" == "HTTP/1.1 101 "* ]]; then
+		pass "Mosquitto 2.0 lets in a websocket from any Origin (the README says so)"
+	else
+		fail "a websocket from another Origin, expected to be let in on 2.0: $got"
+	fi
+fi
 if [ -s "$work/buddy-list.png" ]; then
 	pass "screenshot saved: $work/buddy-list.png"
 	if [ "${UPDATE_README_SCREENSHOT:-}" = 1 ]; then
