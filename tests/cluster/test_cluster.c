@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * Cluster mode end to end (ctest label "cluster"): a real redis-server (Debian's, on a unix
- * socket in the test's directory, started per test) and three real Mosquitto brokers with the
- * plugin, each with its own watcher subscribed to presence/+, and real MQTT clients.
+ * socket in the test's directory, started per test; $PRESENCE_REDIS_SERVER names another
+ * server program that takes redis-server's options, such as valkey-server) and three real
+ * Mosquitto brokers with the plugin, each with its own watcher subscribed to presence/+, and
+ * real MQTT clients.
  *
  * What every broker shows must be the same: a watcher may miss an intermediate document (a
  * broker publishes a change as soon as it knows it, and then ignores the older ones the stream
@@ -45,15 +47,19 @@ struct redis {
  * answers PING. With aof, every write is in the AOF (fsync always) so a restart keeps it. */
 static void redis_launch(struct redis *r)
 {
+	const char *server = getenv("PRESENCE_REDIS_SERVER");
 	char log[320];
 	int64_t tries;
 
+	if (server == NULL || server[0] == '\0') {
+		server = "redis-server";
+	}
 	snprintf(log, sizeof(log), "%s/redis.log", r->dir);
 	r->pid = fork();
 	assert_true(r->pid >= 0);
 	if (r->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", r->sock,
+		execlp(server, server, "--port", "0", "--unixsocket", r->sock,
 		       "--unixsocketperm", "700", "--save", "", "--appendonly",
 		       r->aof ? "yes" : "no", "--appendfsync", "always", "--dir", r->dir,
 		       "--logfile", log, "--enable-debug-command", "local", (char *)NULL);
@@ -73,7 +79,7 @@ static void redis_launch(struct redis *r)
 		}
 		nanosleep(&ts, NULL);
 	}
-	fail_msg("redis-server did not start; see %s", log);
+	fail_msg("%s did not start; see %s", server, log);
 }
 
 static struct redis *redis_start(bool aof)

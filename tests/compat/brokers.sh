@@ -26,10 +26,12 @@ chroot_stamp="$chroot_dir/.presence-chroot-ready"
 # compiler check fails), binutils (nm, for the import check), python3-paho-mqtt (2.x in sid; the
 # Python example), nodejs and npm (the browser test; Node.js comes with the host's image, not
 # from Debian 12), iproute2 (`ip`, for the examples' private network namespace), libhiredis-dev
-# and redis-server (cluster mode and its tests).
+# and redis-server (cluster mode and its tests), valkey-server (the cluster tests again, on
+# Valkey).
 chroot_packages=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
 	libcmocka-dev uthash-dev libhiredis-dev redis-server cmake gcc make pkg-config
-	python3-paho-mqtt valgrind libc6-dev binutils chromium nodejs npm iproute2)
+	python3-paho-mqtt valgrind libc6-dev binutils chromium nodejs npm iproute2
+	valkey-server)
 
 mounted=() # mount points made here, in mount order
 
