@@ -99,6 +99,8 @@ fi
 web=examples/clients/web
 if [ "$ws_port" -ne 0 ] && [ ! "$web/node_modules/.package-lock.json" -nt "$web/package-lock.json" ]; then
   # MQTT.js for the page, exactly as pinned in the lock file; served from the page's folder.
+  # Debian's npm where there is none (as root; otherwise ensure-deps.sh says what to run).
+  command -v npm >/dev/null || scripts/ensure-deps.sh npm || true
   if command -v npm >/dev/null; then
     echo "Installing MQTT.js in $web/node_modules (npm ci) ..." >&2
     (cd "$web" && npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
