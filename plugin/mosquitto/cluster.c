@@ -8,7 +8,7 @@
  * - TICK: results first (documents to publish, commits of state writes, a resynchronisation
  *   to start), then every dirty user's absolute session count is sent, then a bounded step of
  *   a resynchronisation in progress (every user seeded and every count sent again, after each
- *   registration of this broker), then the cluster metrics.
+ *   registration of this broker and each reconnection to Redis), then the cluster metrics.
  * - A document is published only as Redis numbered it (never a local one), when its seq is
  *   above the one the broker has for the user; every broker renders the same values with the
  *   same code, so subscribers on every broker get the same bytes.
@@ -251,7 +251,8 @@ static bool send_count(struct presence_plugin *p, struct presence_user *user)
 	return true;
 }
 
-/* Queues the seed of user (its last document), for a Redis that lost it. */
+/* Queues the seed of user (its last document), for a Redis that lost it or its latest
+ * documents. */
 static bool send_seed(struct presence_plugin *p, struct presence_user *user)
 {
 	struct presence_redis_request *req;

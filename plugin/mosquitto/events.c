@@ -7,9 +7,9 @@
  *
  * - Documents are published from TICK, once per dirty user, so a takeover (new login, old
  *   disconnect, all in one iteration) publishes nothing; on 2.1 those of session starts and
- *   state writes go out at the event itself (presence_lifecycle_changed). TICK first lets the lifecycle do
- *   its per-iteration work, then puts back on the dirty list the users whose offline delay has
- *   passed.
+ *   state writes go out at the event itself (presence_lifecycle_changed). TICK first lets
+ *   the lifecycle do its per-iteration work, then puts back on the dirty list the users whose
+ *   offline delay has passed.
  * - With a state file, TICK then saves it: a save begins at most about once per second when
  *   something it records changed (at once when a document waits for one, see the seq margin
  *   in store.h) and writes a bounded number of users per TICK until it is complete, so even a

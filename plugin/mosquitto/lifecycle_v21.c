@@ -21,9 +21,10 @@
  *   asks for a wake-up and holds back that callback until then (src/plugin_tick.c). So the
  *   shared TICK (events.c) asks for nothing and runs in every iteration, publishing the
  *   documents that the end of a session made due one iteration after it; a second TICK
- *   callback, which does nothing else, asks for a wake-up every 100 ms. The loop would otherwise sleep until the next event
- *   it knows of (up to a day on a build without websockets), and the offline delay, metrics,
- *   state-file saves and held documents would wait for a client to wake it.
+ *   callback, which does nothing else, asks for a wake-up every 100 ms. The loop would
+ *   otherwise sleep until the next event it knows of (up to a day on a build without
+ *   websockets), and the offline delay, metrics, state-file saves and held documents would
+ *   wait for a client to wake it.
  *
  * What the plugin may import: 2.1's src/linker.syms exports the property readers, so they are
  * called directly; their copies come from the broker's allocator and are freed with

@@ -297,19 +297,33 @@ end
 
 --[[
 pv1_seed: re-seeds a user into a Redis that lost it, from a broker's last document. KEYS: user,
-grace zset. ARGV: name, seq, avail, sess, since, state, grace_ms. Nothing happens when the user
-exists. An available user is queued to go offline after grace_ms (after the hold) unless some
-broker's contribution shows a session before.
+grace zset, log stream. ARGV: name, seq, avail, sess, since, state, grace_ms, maxlen.
+- A user that does not exist is created with the broker's document. An available user is
+  queued to go offline after grace_ms (after the hold) unless some broker's contribution shows
+  a session before.
+- A user whose seq is below the broker's lost documents that subscribers have seen (a failover
+  to a replica that was behind): the broker's document replaces its document and goes to the
+  stream, so that numbering continues above it and every broker has it; an available document
+  with no session counted is queued to go offline the same way.
+- Nothing happens otherwise (the user is at the broker's seq or beyond). Returns 1 when the
+  user was seeded, 0 otherwise.
 ]]
 local function seed(keys, args)
-  if redis.call('EXISTS', keys[1]) == 1 then
-    return 0
-  end
+  local ukey, gracekey, logkey = keys[1], keys[2], keys[3]
   local now = now_ms()
-  redis.call('HSET', keys[1], 'seq', args[2], 'avail', args[3], 'sess', args[4], 'since',
-             args[5], 'state', args[6], 'left', fmt(now))
-  if args[3] == '1' then
-    redis.call('ZADD', keys[2], fmt(now + tonumber(args[7])), args[1])
+  local floor = tonumber(args[2])
+  if redis.call('EXISTS', ukey) == 1 then
+    if doc_of(ukey) >= floor then
+      return 0
+    end
+    publish(ukey, logkey, args[8], args[1], floor, args[3], tonumber(args[4]), args[5], args[6])
+  else
+    redis.call('HSET', ukey, 'seq', args[2], 'avail', args[3], 'sess', args[4], 'since',
+               args[5], 'state', args[6])
+  end
+  if args[3] == '1' and sum_brokers(redis.call('HGETALL', ukey)) == 0 then
+    redis.call('HSET', ukey, 'left', fmt(now))
+    redis.call('ZADD', gracekey, fmt(now + tonumber(args[7])), args[1])
   end
   return 1
 end

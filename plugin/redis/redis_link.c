@@ -892,9 +892,10 @@ static void request_cmd(struct presence_redis *r, const struct presence_redis_re
 	case PRESENCE_REDIS_SEED:
 		cmd_add(c, "FCALL");
 		cmd_add(c, "pv1_seed");
-		cmd_add(c, "2");
+		cmd_add(c, "3");
 		cmd_addf(c, USER_PREFIX "%s", req->name);
 		cmd_add(c, KEY_GRACE);
+		cmd_add(c, KEY_LOG);
 		cmd_add(c, req->name);
 		cmd_addf(c, "%" PRIu64, req->floor);
 		cmd_add(c, req->available ? "1" : "0");
@@ -902,6 +903,7 @@ static void request_cmd(struct presence_redis *r, const struct presence_redis_re
 		cmd_addf(c, "%" PRId64, req->since_ms);
 		cmd_add(c, req->state != NULL ? req->state : "{}");
 		cmd_addf(c, "%" PRId64, r->cfg.grace_ms);
+		cmd_addf(c, "%lu", r->cfg.stream_maxlen);
 		break;
 	}
 }
@@ -1198,6 +1200,13 @@ static void *writer_main(void *arg)
 			}
 			if (attempt > 1 || had_connection) {
 				log_line(r, 0, "connected to Redis again");
+				/* Maybe to another server (a failover through a moved address) that
+				 * is behind what the brokers have published: the resync re-seeds
+				 * what it lost (pv1_seed) and counts this broker's sessions again.
+				 */
+				if (r->registered) {
+					push_simple(r, PRESENCE_REDIS_RESYNC);
+				}
 			}
 			attempt = 0;
 			had_connection = true;

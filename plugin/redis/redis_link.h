@@ -11,9 +11,11 @@
  *   declared dead), sweep of dead brokers every heartbeat_ms / 2, expiry of offline delays
  *   every 250 ms at most. It registers the broker at its first connection and again whenever
  *   Redis says its epoch is stale or Redis lost its data (the generation changed); after each
- *   registration it asks the broker thread to resynchronise (PRESENCE_REDIS_RESYNC). After a
- *   lost connection it reconnects with backoff and first sets a sweep hold of 2 x lease,
- *   so that nobody is swept because leases went stale during the outage.
+ *   registration, and after each reconnection (maybe to another server: a failover to a
+ *   replica that is behind), it asks the broker thread to resynchronise
+ *   (PRESENCE_REDIS_RESYNC). After a lost connection it reconnects with backoff and first sets
+ *   a sweep hold of 2 x lease, so that nobody is swept because leases went stale during the
+ *   outage.
  * - The reader thread follows the stream of documents (XREAD BLOCK): at each (re)connection
  *   it takes a snapshot of every user (SCAN + HMGET) after noting the stream's last entry, then
  *   reads on from there.
@@ -84,7 +86,8 @@ enum presence_redis_result_kind {
 	/* The outcome of a CAS request for rec.name (rec holds the document values when
 	 * COMMITTED or CONFLICT; text the reason when FAILED). */
 	PRESENCE_REDIS_CAS_DONE,
-	/* The broker (re)registered: send every count and seed every user again. */
+	/* The broker (re)registered or reconnected: send every count and seed every user again
+	 * (a seed puts back a user that Redis lacks or has at a lower seq, see pv1_seed). */
 	PRESENCE_REDIS_RESYNC,
 	/* The link's state changed: connected, brokers alive. */
 	PRESENCE_REDIS_STATUS,

@@ -26,6 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <hiredis.h>
 
 #include "harness.h"
@@ -59,10 +63,10 @@ static void redis_launch(struct redis *r)
 	assert_true(r->pid >= 0);
 	if (r->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execlp(server, server, "--port", "0", "--unixsocket", r->sock,
-		       "--unixsocketperm", "700", "--save", "", "--appendonly",
-		       r->aof ? "yes" : "no", "--appendfsync", "always", "--dir", r->dir,
-		       "--logfile", log, "--enable-debug-command", "local", (char *)NULL);
+		execlp(server, server, "--port", "0", "--unixsocket", r->sock, "--unixsocketperm",
+		       "700", "--save", "", "--appendonly", r->aof ? "yes" : "no", "--appendfsync",
+		       "always", "--dir", r->dir, "--logfile", log, "--enable-debug-command",
+		       "local", (char *)NULL);
 		_exit(127);
 	}
 	/* Bounded: about 10 s in steps of 10 ms, until the socket answers. */
@@ -1150,6 +1154,329 @@ static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **stat
 	redis_stop(r);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Failover with a replica and Sentinel                                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+static int free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int port;
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+/* Starts the server program (redis-server or $PRESENCE_REDIS_SERVER) with argv[1..]. */
+static pid_t server_spawn(const char *const *args)
+{
+	const char *server = getenv("PRESENCE_REDIS_SERVER");
+	pid_t pid;
+
+	if (server == NULL || server[0] == '\0') {
+		server = "redis-server";
+	}
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char *argv[32];
+		int n = 0;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* Copies, for execvp's argument type (the child execs or exits at once). */
+		argv[n++] = strdup(server);
+		for (; *args != NULL && n < 31; args++) {
+			argv[n++] = strdup(*args);
+		}
+		argv[n] = NULL;
+		execvp(server, argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Runs one command on the server at 127.0.0.1:port (printf-style) and returns its reply, or
+ * NULL when the server does not answer. */
+static redisReply *tcp_cmd(int port, const char *fmt, ...)
+{
+	struct timeval tv = {2, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+	redisReply *reply = NULL;
+	va_list ap;
+
+	if (c != NULL && c->err == 0) {
+		va_start(ap, fmt);
+		reply = redisvCommand(c, fmt, ap);
+		va_end(ap);
+	}
+	redisFree(c);
+	return reply;
+}
+
+/* Waits (bounded: about 20 s in steps of 20 ms) until the reply of a command on port contains
+ * needle; fails with what. */
+static void await_reply(int port, const char *command, const char *needle, const char *what)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		redisReply *reply = tcp_cmd(port, command);
+		bool found = false;
+		struct timespec ts = {0, 20 * 1000 * 1000};
+
+		if (reply != NULL &&
+		    (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS)) {
+			found = strstr(reply->str, needle) != NULL;
+		} else if (reply != NULL && reply->type == REDIS_REPLY_ARRAY) {
+			/* SENTINEL GET-MASTER-ADDR-BY-NAME: an array of strings; SENTINEL REPLICAS:
+			 * an array of flat maps. Look at every string in them. */
+			for (size_t i = 0; i < reply->elements && !found; i++) {
+				redisReply *e = reply->element[i];
+
+				if (e->type == REDIS_REPLY_STRING &&
+				    strstr(e->str, needle) != NULL) {
+					found = true;
+				}
+
+				for (size_t j = 0; e->type == REDIS_REPLY_ARRAY && j < e->elements;
+				     j++) {
+					if (e->element[j]->type == REDIS_REPLY_STRING &&
+					    strstr(e->element[j]->str, needle) != NULL) {
+						found = true;
+					}
+				}
+			}
+		}
+		freeReplyObject(reply);
+		if (found) {
+			return;
+		}
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("%s (no \"%s\" in the reply to %s)", what, needle, command);
+}
+
+/* Waits (bounded: about 20 s) until the symlink at path points to target. */
+static void await_link(const char *path, const char *target)
+{
+	char now[300];
+
+	for (int tries = 0; tries < 1000; tries++) {
+		ssize_t n = readlink(path, now, sizeof(now) - 1);
+		struct timespec ts = {0, 20 * 1000 * 1000};
+
+		if (n > 0) {
+			now[n] = '\0';
+			if (strcmp(now, target) == 0) {
+				return;
+			}
+		}
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("%s does not point to %s: Sentinel did not run its reconfiguration script", path,
+	         target);
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+/*
+ * The README's advice for availability, end to end: a primary, a replica and one Sentinel;
+ * the brokers reach Redis through a stable address (here a symlink to a unix socket, which
+ * Sentinel's client-reconfig-script moves, as a failover script moves a virtual IP or a DNS
+ * name). A forced failover (SENTINEL FAILOVER) promotes the replica, the script moves the
+ * address, Sentinel turns the old primary into a replica and disconnects its clients; the
+ * brokers reconnect to the new primary and the cluster carries on: nobody is shown offline,
+ * sessions and state are what they were, seq keeps growing, every broker agrees.
+ */
+static void a_sentinel_failover_moves_the_cluster_to_the_promoted_replica(void **state)
+{
+	const char *work = getenv("PRESENCE_WORK_DIR");
+	char dir[256], pdir[300], rdir[300], sdir[300], psock[320], rsock[320], link[300];
+	char tmp[320], plog[330], rlog[330], slog[330], sconf[330], script[330], pport_s[16];
+	char rport_s[16], sport_s[16], text[4096], primary_of[32];
+	struct redis addr = {0};
+	struct cluster cl;
+	struct client *a1, *b1, *c1;
+	pid_t primary, replica, sentinel;
+	int pport = free_port(), rport = free_port(), sport = free_port();
+	long seq_before, seq_during, seq_after;
+	redisReply *reply;
+
+	(void)state;
+	reset_seen();
+	assert_non_null(work);
+	mkdir(work, 0755);
+	snprintf(dir, sizeof(dir), "%s/failover-XXXXXX", work);
+	assert_non_null(mkdtemp(dir));
+	snprintf(pdir, sizeof(pdir), "%s/primary", dir);
+	snprintf(rdir, sizeof(rdir), "%s/replica", dir);
+	snprintf(sdir, sizeof(sdir), "%s/sentinel", dir);
+	assert_int_equal(mkdir(pdir, 0700), 0);
+	assert_int_equal(mkdir(rdir, 0700), 0);
+	assert_int_equal(mkdir(sdir, 0700), 0);
+	snprintf(psock, sizeof(psock), "%s/r.sock", pdir);
+	snprintf(rsock, sizeof(rsock), "%s/r.sock", rdir);
+	snprintf(link, sizeof(link), "%s/redis.sock", dir);
+	snprintf(plog, sizeof(plog), "%s/redis.log", pdir);
+	snprintf(rlog, sizeof(rlog), "%s/redis.log", rdir);
+	snprintf(slog, sizeof(slog), "%s/sentinel.log", sdir);
+	snprintf(pport_s, sizeof(pport_s), "%d", pport);
+	snprintf(rport_s, sizeof(rport_s), "%d", rport);
+	snprintf(sport_s, sizeof(sport_s), "%d", sport);
+
+	primary = server_spawn((const char *const[]){
+	    "--port", pport_s, "--bind", "127.0.0.1", "--unixsocket", psock, "--unixsocketperm",
+	    "700", "--save", "", "--appendonly", "no", "--dir", pdir, "--logfile", plog, NULL});
+	replica = server_spawn((const char *const[]){"--port",
+	                                             rport_s,
+	                                             "--bind",
+	                                             "127.0.0.1",
+	                                             "--unixsocket",
+	                                             rsock,
+	                                             "--unixsocketperm",
+	                                             "700",
+	                                             "--save",
+	                                             "",
+	                                             "--appendonly",
+	                                             "no",
+	                                             "--dir",
+	                                             rdir,
+	                                             "--logfile",
+	                                             rlog,
+	                                             "--replicaof",
+	                                             "127.0.0.1",
+	                                             pport_s,
+	                                             NULL});
+	await_reply(pport, "PING", "PONG", "the primary did not start");
+	await_reply(rport, "INFO replication", "master_link_status:up",
+	            "the replica did not sync with the primary");
+	assert_int_equal(symlink(psock, link), 0);
+
+	/* The script Sentinel runs at the end of a failover: <master> <role> <state> <from-ip>
+	 * <from-port> <to-ip> <to-port>. It points the address at the new primary's socket. */
+	snprintf(script, sizeof(script), "%s/reconfig.sh", sdir);
+	snprintf(tmp, sizeof(tmp), "%s/redis.sock.new", dir);
+	snprintf(text, sizeof(text),
+	         "#!/bin/sh\n"
+	         "case \"$7\" in\n"
+	         "%d) target=%s ;;\n"
+	         "%d) target=%s ;;\n"
+	         "*) exit 0 ;;\n"
+	         "esac\n"
+	         "ln -sfn \"$target\" %s && mv -Tf %s %s\n",
+	         pport, psock, rport, rsock, tmp, tmp, link);
+	write_file(script, text, 0700);
+	snprintf(sconf, sizeof(sconf), "%s/sentinel.conf", sdir);
+	snprintf(text, sizeof(text),
+	         "port %d\n"
+	         "bind 127.0.0.1\n"
+	         "dir %s\n"
+	         "logfile %s\n"
+	         "sentinel monitor m 127.0.0.1 %d 1\n"
+	         /* No failover of its own during the test: only the forced one. */
+	         "sentinel down-after-milliseconds m 60000\n"
+	         "sentinel failover-timeout m 20000\n"
+	         "sentinel client-reconfig-script m %s\n",
+	         sport, sdir, slog, pport, script);
+	write_file(sconf, text, 0600);
+	sentinel = server_spawn((const char *const[]){sconf, "--sentinel", NULL});
+	await_reply(sport, "SENTINEL REPLICAS m", rport_s, "Sentinel did not discover the replica");
+
+	snprintf(addr.sock, sizeof(addr.sock), "%s", link);
+	memset(&cl, 0, sizeof(cl));
+	for (int i = 0; i < BROKERS; i++) {
+		char id[16];
+
+		cl.conf[i] = cluster_conf(&addr, i, NULL);
+		cl.b[i] = broker_start(cl.conf[i]);
+		await_registered(&cl, i);
+		snprintf(id, sizeof(id), "watch%d", i + 1);
+		cl.w[i] = client_watch(cl.b[i], id, "presence/+");
+	}
+	a1 = client_connect_as(cl.b[0], "alice1", "alice", 4);
+	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"before\"}", 1);
+	await_everywhere(&cl, "alice", true, 1, "{\"status\":\"before\"}");
+	b1 = client_connect_as(cl.b[1], "bob1", "bob", 4);
+	seq_before = await_everywhere(&cl, "bob", true, 1, "{}");
+	/* Everything so far is on the replica before the failover starts. */
+	reply = tcp_cmd(pport, "WAIT 1 10000");
+	assert_non_null(reply);
+	assert_int_equal(reply->type, REDIS_REPLY_INTEGER);
+	assert_int_equal(reply->integer, 1);
+	freeReplyObject(reply);
+
+	always_available = "alice";
+	reply = tcp_cmd(sport, "SENTINEL FAILOVER m");
+	assert_non_null(reply);
+	if (reply->type != REDIS_REPLY_STATUS) {
+		fail_msg("SENTINEL FAILOVER: %s",
+		         reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
+	}
+	freeReplyObject(reply);
+	await_link(link, rsock);
+	snprintf(primary_of, sizeof(primary_of), "%d", rport);
+	await_reply(sport, "SENTINEL GET-MASTER-ADDR-BY-NAME m", primary_of,
+	            "Sentinel did not switch to the replica");
+	/* Until Sentinel gets round to the old primary (its next INFO, up to 10 s), the brokers
+	 * still talk to it, and what they write there is lost when it becomes a replica: a
+	 * session, a state write and their documents in that window. */
+	c1 = client_connect_as(cl.b[2], "carol1", "carol", 4);
+	await_everywhere(&cl, "carol", true, 1, "{}");
+	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"during\"}", 1);
+	seq_during = await_everywhere(&cl, "alice", true, 1, "{\"status\":\"during\"}");
+	/* The old primary becomes a replica of the new one; Sentinel disconnects its clients,
+	 * and the brokers reconnect through the moved address. */
+	await_reply(pport, "INFO replication", "role:slave",
+	            "Sentinel did not turn the old primary into a replica");
+	for (int i = 0; i < BROKERS; i++) {
+		if (!broker_log_wait(cl.b[i], "connected to Redis again", 20000)) {
+			fail_msg("b%d did not reconnect after the failover", i + 1);
+		}
+	}
+	/* The cluster carries on on the new primary: a write, numbered above everything before,
+	 * seen the same everywhere; alice was never shown offline. */
+	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"after\"}", 1);
+	seq_after = await_everywhere(&cl, "alice", true, 1, "{\"status\":\"after\"}");
+	assert_true(seq_after > seq_during && seq_during > seq_before);
+	/* carol's session, counted on the lost primary, is counted again: her leaving is seen. */
+	client_disconnect(c1);
+	await_everywhere(&cl, "carol", false, 0, "{}");
+	reply = redis_cmd(&addr, "ROLE");
+	assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+	assert_string_equal(reply->element[0]->str, "master");
+	freeReplyObject(reply);
+	always_available = NULL;
+	client_disconnect(b1);
+	await_everywhere(&cl, "bob", false, 0, "{}");
+	client_disconnect(a1);
+	await_everywhere(&cl, "alice", false, 0, "{}");
+
+	for (int i = 0; i < BROKERS; i++) {
+		client_disconnect(cl.w[i]);
+		broker_stop(cl.b[i]);
+		free(cl.conf[i]);
+	}
+	kill(sentinel, SIGKILL);
+	kill(replica, SIGKILL);
+	kill(primary, SIGKILL);
+	waitpid(sentinel, NULL, 0);
+	waitpid(replica, NULL, 0);
+	waitpid(primary, NULL, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1180,6 +1507,8 @@ int main(void)
 	    cmocka_unit_test_teardown(the_functions_fence_old_epochs_and_keep_seq_above_floors,
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(a_clean_stop_hands_its_sessions_over_at_once,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_sentinel_failover_moves_the_cluster_to_the_promoted_replica,
 	                              harness_teardown),
 	};
 
