@@ -26,10 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <hiredis.h>
 
 #include "harness.h"
@@ -47,28 +43,46 @@ struct redis {
 	bool aof;
 };
 
-/* Starts redis-server on dir/r.sock (no TCP), with DEBUG allowed, and waits (bounded) until it
- * answers PING. With aof, every write is in the AOF (fsync always) so a restart keeps it. */
-static void redis_launch(struct redis *r)
+/* Starts the server program (redis-server or $PRESENCE_REDIS_SERVER) with argv[1..]. */
+static pid_t server_spawn(const char *const *args)
 {
 	const char *server = getenv("PRESENCE_REDIS_SERVER");
-	char log[320];
-	int64_t tries;
+	pid_t pid;
 
 	if (server == NULL || server[0] == '\0') {
 		server = "redis-server";
 	}
-	snprintf(log, sizeof(log), "%s/redis.log", r->dir);
-	r->pid = fork();
-	assert_true(r->pid >= 0);
-	if (r->pid == 0) {
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char *argv[32];
+		int n = 0;
+
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execlp(server, server, "--port", "0", "--unixsocket", r->sock, "--unixsocketperm",
-		       "700", "--save", "", "--appendonly", r->aof ? "yes" : "no", "--appendfsync",
-		       "always", "--dir", r->dir, "--logfile", log, "--enable-debug-command",
-		       "local", (char *)NULL);
+		/* Copies, for execvp's argument type (the child execs or exits at once). */
+		argv[n++] = strdup(server);
+		for (; *args != NULL && n < 31; args++) {
+			argv[n++] = strdup(*args);
+		}
+		argv[n] = NULL;
+		execvp(server, argv);
 		_exit(127);
 	}
+	return pid;
+}
+
+/* Starts redis-server on dir/r.sock (no TCP), with DEBUG allowed, and waits (bounded) until it
+ * answers PING. With aof, every write is in the AOF (fsync always) so a restart keeps it. */
+static void redis_launch(struct redis *r)
+{
+	char log[320];
+	int64_t tries;
+
+	snprintf(log, sizeof(log), "%s/redis.log", r->dir);
+	r->pid = server_spawn((const char *const[]){
+	    "--port", "0", "--unixsocket", r->sock, "--unixsocketperm", "700", "--save", "",
+	    "--appendonly", r->aof ? "yes" : "no", "--appendfsync", "always", "--dir", r->dir,
+	    "--logfile", log, "--enable-debug-command", "local", NULL});
 	/* Bounded: about 10 s in steps of 10 ms, until the socket answers. */
 	for (tries = 0; tries < 1000; tries++) {
 		redisContext *c = redisConnectUnix(r->sock);
@@ -83,7 +97,7 @@ static void redis_launch(struct redis *r)
 		}
 		nanosleep(&ts, NULL);
 	}
-	fail_msg("%s did not start; see %s", server, log);
+	fail_msg("the Redis server did not start; see %s", log);
 }
 
 static struct redis *redis_start(bool aof)
@@ -1158,50 +1172,6 @@ static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **stat
 /* Failover with a replica and Sentinel                                                        */
 /* ---------------------------------------------------------------------------------------- */
 
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
-static int free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int port;
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
-/* Starts the server program (redis-server or $PRESENCE_REDIS_SERVER) with argv[1..]. */
-static pid_t server_spawn(const char *const *args)
-{
-	const char *server = getenv("PRESENCE_REDIS_SERVER");
-	pid_t pid;
-
-	if (server == NULL || server[0] == '\0') {
-		server = "redis-server";
-	}
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		char *argv[32];
-		int n = 0;
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		/* Copies, for execvp's argument type (the child execs or exits at once). */
-		argv[n++] = strdup(server);
-		for (; *args != NULL && n < 31; args++) {
-			argv[n++] = strdup(*args);
-		}
-		argv[n] = NULL;
-		execvp(server, argv);
-		_exit(127);
-	}
-	return pid;
-}
-
 /* Runs one command on the server at 127.0.0.1:port (printf-style) and returns its reply, or
  * NULL when the server does not answer. */
 static redisReply *tcp_cmd(int port, const char *fmt, ...)
@@ -1311,7 +1281,7 @@ static void a_sentinel_failover_moves_the_cluster_to_the_promoted_replica(void *
 	struct cluster cl;
 	struct client *a1, *b1, *c1;
 	pid_t primary, replica, sentinel;
-	int pport = free_port(), rport = free_port(), sport = free_port();
+	int pport = harness_free_port(), rport = harness_free_port(), sport = harness_free_port();
 	long seq_before, seq_during, seq_after;
 	redisReply *reply;
 
@@ -1447,9 +1417,11 @@ static void a_sentinel_failover_moves_the_cluster_to_the_promoted_replica(void *
 		}
 	}
 	/* The cluster carries on on the new primary: a write, numbered above everything before,
-	 * seen the same everywhere; alice was never shown offline. */
-	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"after\"}", 1);
-	seq_after = await_everywhere(&cl, "alice", true, 1, "{\"status\":\"after\"}");
+	 * seen the same everywhere, merged into the state written during the switch (which the
+	 * new primary lacked: the brokers put it back); alice was never shown offline. */
+	publish_text_ok(a1, "presence/alice/state", "{\"mood\":\"fine\"}", 1);
+	seq_after = await_everywhere(&cl, "alice", true, 1,
+	                             "{\"status\":\"during\",\"mood\":\"fine\"}");
 	assert_true(seq_after > seq_during && seq_during > seq_before);
 	/* carol's session, counted on the lost primary, is counted again: her leaving is seen. */
 	client_disconnect(c1);

@@ -749,8 +749,7 @@ bool harness_have_valgrind(void)
 /* Brokers                                                                                     */
 /* ---------------------------------------------------------------------------------------- */
 
-/* A port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back, close). */
-static int harness_free_port(void)
+int harness_free_port(void)
 {
 	struct sockaddr_in addr;
 	socklen_t len = sizeof(addr);

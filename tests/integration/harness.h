@@ -168,6 +168,10 @@ char *broker_conf(const char *extra);
 /* The standard config without the plugin line (for the harness self-test). */
 char *broker_conf_without_plugin(const char *extra);
 
+/* A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back, close),
+ * for a server a test starts itself. */
+int harness_free_port(void);
+
 /* The TCP port on 127.0.0.1, its @DIR@ (owned by b), its process id. */
 int broker_port(const struct broker *b);
 const char *broker_dir(const struct broker *b);
