@@ -101,12 +101,13 @@ int presence_lifecycle_pass(void)
 }
 
 /*
- * Documents of a session's start and of state writes are published in their event: 2.1
- * delivers them at the start of the next iteration, which follows the handling of network
- * events without another wait, whereas a document published by the next TICK waits for one
- * more iteration and for the wake-up above. Ends of sessions stay with TICK: a takeover
- * (old session out, new session in, both in the new connection's CONNECT) then publishes
- * nothing, since the new session's CONNECT comes last and finds the document unchanged.
+ * A session's start and a state write publish every document due at that moment, in their
+ * event: 2.1 delivers them at the start of the next iteration, which follows the handling of
+ * network events without another wait, whereas a document published by the next TICK waits
+ * for one more iteration and for the wake-up above. The end of a session publishes nothing by
+ * itself (the next TICK, or an earlier start or write, does): a takeover (old session out,
+ * new session in, both in the new connection's CONNECT) then publishes nothing, since the new
+ * session's CONNECT comes last and finds the document unchanged.
  */
 void presence_lifecycle_changed(struct presence_plugin *p)
 {

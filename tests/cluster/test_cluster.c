@@ -1420,8 +1420,8 @@ static void a_sentinel_failover_moves_the_cluster_to_the_promoted_replica(void *
 	 * seen the same everywhere, merged into the state written during the switch (which the
 	 * new primary lacked: the brokers put it back); alice was never shown offline. */
 	publish_text_ok(a1, "presence/alice/state", "{\"mood\":\"fine\"}", 1);
-	seq_after = await_everywhere(&cl, "alice", true, 1,
-	                             "{\"status\":\"during\",\"mood\":\"fine\"}");
+	seq_after =
+	    await_everywhere(&cl, "alice", true, 1, "{\"status\":\"during\",\"mood\":\"fine\"}");
 	assert_true(seq_after > seq_during && seq_during > seq_before);
 	/* carol's session, counted on the lost primary, is counted again: her leaving is seen. */
 	client_disconnect(c1);
