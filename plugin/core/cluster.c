@@ -388,6 +388,16 @@ void presence_cluster_write_fail_all(struct presence_cluster_writes *w, const ch
 	}
 }
 
+void presence_cluster_write_forget(struct presence_cluster_writes *w,
+                                   const struct presence_user *user)
+{
+	struct user_writes *uw = entry_find(w, user);
+
+	if (uw != NULL) {
+		entry_remove(w, uw);
+	}
+}
+
 size_t presence_cluster_write_users(const struct presence_cluster_writes *w)
 {
 	return HASH_COUNT(w->users);

@@ -127,6 +127,10 @@ void presence_cluster_write_retry(struct presence_cluster_writes *w, struct pres
 void presence_cluster_write_fail_all(struct presence_cluster_writes *w, const char *reason,
                                      presence_cluster_reject_fn reject, void *arg);
 
+/* Drops every write of user (without reporting them): it is leaving the registry. */
+void presence_cluster_write_forget(struct presence_cluster_writes *w,
+                                   const struct presence_user *user);
+
 /* Number of users with writes (in flight or pending). */
 size_t presence_cluster_write_users(const struct presence_cluster_writes *w);
 

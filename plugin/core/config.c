@@ -43,6 +43,14 @@
 #define METRICS_INTERVAL_MAX 86400u
 #define OFFLINE_DELAY_MAX 86400u
 
+/* Ten years: anything longer is as good as never, and 0 already says that. */
+#define FORGET_AFTER_MAX 315360000u
+#define MAX_USERS_MIN 1u
+#define MAX_USERS_MAX 100000000u
+#define MAX_WRITES_PER_SECOND_MAX 1000u
+#define MAX_WRITE_BURST_MIN 1u
+#define MAX_WRITE_BURST_MAX 100000u
+
 /* Space for the "what is allowed" part of an error message. */
 #define REASON_SIZE 128
 
@@ -295,6 +303,57 @@ static enum presence_err config_offline_delay(struct presence_config *cfg, const
 	return PRESENCE_OK;
 }
 
+/* A whole number of seconds from 0 (never) to FORGET_AFTER_MAX. */
+static enum presence_err config_forget_after(struct presence_config *cfg, const char *value,
+                                             char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, 0, FORGET_AFTER_MAX, &cfg->forget_after)) {
+		snprintf(reason, reason_size,
+		         "use a number of seconds from 0 to %u (0: never forget)",
+		         FORGET_AFTER_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* An integer from MAX_USERS_MIN to MAX_USERS_MAX. */
+static enum presence_err config_max_users(struct presence_config *cfg, const char *value,
+                                          char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_USERS_MIN, MAX_USERS_MAX, &cfg->max_users)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_USERS_MIN,
+		         MAX_USERS_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* An integer from 0 (no limit) to MAX_WRITES_PER_SECOND_MAX. */
+static enum presence_err config_max_writes_per_second(struct presence_config *cfg,
+                                                      const char *value, char *reason,
+                                                      size_t reason_size)
+{
+	if (!config_parse_size(value, 0, MAX_WRITES_PER_SECOND_MAX, &cfg->max_writes_per_second)) {
+		snprintf(reason, reason_size, "use an integer from 0 to %u (0: no limit)",
+		         MAX_WRITES_PER_SECOND_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+/* An integer from MAX_WRITE_BURST_MIN to MAX_WRITE_BURST_MAX. */
+static enum presence_err config_max_write_burst(struct presence_config *cfg, const char *value,
+                                                char *reason, size_t reason_size)
+{
+	if (!config_parse_size(value, MAX_WRITE_BURST_MIN, MAX_WRITE_BURST_MAX,
+	                       &cfg->max_write_burst)) {
+		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_WRITE_BURST_MIN,
+		         MAX_WRITE_BURST_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
 /* Accepts "true" or "false". */
 static enum presence_err config_keep_state(struct presence_config *cfg, const char *value,
                                            char *reason, size_t reason_size)
@@ -514,6 +573,10 @@ static const struct option_spec option_table[] = {
     {"metrics_interval", config_metrics_interval, "10"},
     {"offline_delay", config_offline_delay, "0"},
     {"keep_state", config_keep_state, "false"},
+    {"forget_after", config_forget_after, "2592000"},
+    {"max_users", config_max_users, "1000000"},
+    {"max_writes_per_second", config_max_writes_per_second, "10"},
+    {"max_write_burst", config_max_write_burst, "100"},
     {"state_file", config_state_file, NULL},
     {"cluster_url", config_cluster_url, NULL},
     {"broker_id", config_broker_id, NULL},
@@ -707,7 +770,8 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 	config_append(buf, size, &len,
 	              "topic_prefix=%s identity=%s auth=%s acl=%s max_state_bytes=%zu max_keys=%zu "
 	              "max_state_depth=%zu max_query_users=%zu max_query_reply_bytes=%zu "
-	              "metrics_interval=%zu offline_delay=%u keep_state=%s state_file=%s "
+	              "metrics_interval=%zu offline_delay=%u keep_state=%s forget_after=%zu "
+	              "max_users=%zu max_writes_per_second=%zu max_write_burst=%zu state_file=%s "
 	              "ignore_users=",
 	              cfg->topic_prefix != NULL ? cfg->topic_prefix : "",
 	              cfg->identity == PRESENCE_IDENTITY_CLIENTID ? "clientid" : "username",
@@ -715,7 +779,8 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 	              cfg->acl == PRESENCE_MODE_ALLOW ? "allow" : "defer", cfg->max_state_bytes,
 	              cfg->max_keys, cfg->max_state_depth, cfg->max_query_users,
 	              cfg->max_query_reply_bytes, cfg->metrics_interval, cfg->offline_delay,
-	              cfg->keep_state ? "true" : "false",
+	              cfg->keep_state ? "true" : "false", cfg->forget_after, cfg->max_users,
+	              cfg->max_writes_per_second, cfg->max_write_burst,
 	              cfg->state_file != NULL ? cfg->state_file : "(none)");
 	if (cfg->ignore_users_count == 0) {
 		config_append(buf, size, &len, "(none)");

@@ -75,6 +75,15 @@ struct presence_config {
 	/* Whether a user's state is kept while it is offline (and in the state file). Default
 	 * false. */
 	bool keep_state;
+	/* Seconds a user may have no session before it is forgotten; 0 = never. Default 2592000
+	 * (30 days); 0 to 315360000. */
+	size_t forget_after;
+	/* Most users known at once. Default 1000000; 1 to 100000000. */
+	size_t max_users;
+	/* State writes that change the state, per user and second (0 = no limit); and how many
+	 * may come at once. Defaults 10 and 100; 0 to 1000, 1 to 100000. */
+	size_t max_writes_per_second;
+	size_t max_write_burst;
 	/* Path of the state file, or NULL (the default) for none. Non-empty, not ending in '/';
 	 * whether its directory exists is checked when the plugin starts. */
 	char *state_file;

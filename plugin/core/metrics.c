@@ -15,6 +15,8 @@ static const char *const metric_topics[PRESENCE_METRIC_COUNT] = {
     [PRESENCE_METRIC_STATE_WRITES] = "$SYS/broker/presence/state/writes",
     [PRESENCE_METRIC_STATE_REJECTED] = "$SYS/broker/presence/state/rejected",
     [PRESENCE_METRIC_PUBLISHES_DENIED] = "$SYS/broker/presence/publishes/denied",
+    [PRESENCE_METRIC_USERS_FORGOTTEN] = "$SYS/broker/presence/users/forgotten",
+    [PRESENCE_METRIC_SESSIONS_UNTRACKED] = "$SYS/broker/presence/sessions/untracked",
 };
 
 void presence_metrics_init(struct presence_metrics *m, size_t interval_s)

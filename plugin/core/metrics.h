@@ -36,6 +36,10 @@ enum presence_metric {
 	PRESENCE_METRIC_STATE_WRITES,
 	/* State-write messages rejected. */
 	PRESENCE_METRIC_STATE_REJECTED,
+	/* Users forgotten (forget_after, max_users, or by the cluster). */
+	PRESENCE_METRIC_USERS_FORGOTTEN,
+	/* Sessions not tracked because max_users users were known and all online. */
+	PRESENCE_METRIC_SESSIONS_UNTRACKED,
 	PRESENCE_METRIC_COUNT,
 };
 

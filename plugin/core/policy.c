@@ -2,6 +2,7 @@
 /*
  * The plugin's broker-independent rules; see policy.h.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "policy.h"
@@ -115,4 +116,30 @@ bool presence_policy_save_due(int64_t now_ms, int64_t last_started_ms, bool held
 		return false;
 	}
 	return true;
+}
+
+enum presence_err presence_policy_write_changes(const struct presence_state *state,
+                                                const struct presence_state_limits *limits,
+                                                bool merge, const char *key, size_t key_len,
+                                                const void *payload, size_t payload_len,
+                                                bool *changed, char *reason)
+{
+	struct presence_state scratch;
+	enum presence_err err;
+
+	*changed = false;
+	presence_state_init(&scratch);
+	err = presence_state_adopt(&scratch, presence_state_json(state));
+	if (err == PRESENCE_OK) {
+		err = merge ? presence_state_merge(&scratch, limits, payload, payload_len, changed,
+		                                   reason)
+		            : presence_state_set_key(&scratch, limits, key, key_len, payload,
+		                                     payload_len, changed, reason);
+	} else {
+		/* The state is valid: only memory can be short (cJSON reports that as INVAL). */
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "out of memory");
+		err = PRESENCE_ERR_NOMEM;
+	}
+	presence_state_release(&scratch);
+	return err;
 }

@@ -95,6 +95,15 @@ const char *presence_policy_response_topic_refusal(const struct presence_config 
 bool presence_policy_takeover_will(const void *client, const char *id, const void *connecting,
                                    const char *connecting_id);
 
+/* Dry run of a state write: whether the write (a merge when merge is true, else set_key of the
+ * key_len bytes at key) would change state, without touching it. Returns PRESENCE_OK with
+ * *changed, or the write's error (reason filled as by the state module). */
+enum presence_err presence_policy_write_changes(const struct presence_state *state,
+                                                const struct presence_state_limits *limits,
+                                                bool merge, const char *key, size_t key_len,
+                                                const void *payload, size_t payload_len,
+                                                bool *changed, char *reason);
+
 /* Returns true when a save of the state file should begin at monotonic time now_ms, given when
  * the last one began, whether a document waits for a save (held), whether anything changed
  * since the last save began (unsaved) and whether the last save failed. A waiting document

@@ -19,6 +19,8 @@ const char *presence_strerror(enum presence_err err)
 		return "not found";
 	case PRESENCE_ERR_IO:
 		return "input/output error";
+	case PRESENCE_ERR_FULL:
+		return "capacity reached";
 	}
 	return "unknown error";
 }

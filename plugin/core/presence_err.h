@@ -22,6 +22,8 @@ enum presence_err {
 	PRESENCE_ERR_NOT_FOUND,
 	/* A file could not be read or written. */
 	PRESENCE_ERR_IO,
+	/* A configured capacity is reached (max_users, every user online). */
+	PRESENCE_ERR_FULL,
 };
 
 /* Returns a static, human-readable name for err; never NULL. */

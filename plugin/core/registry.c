@@ -3,44 +3,38 @@
  * Sessions and users (see registry.h for the lifecycle this models).
  *
  * Two uthash tables: sessions keyed by the broker's client pointer, users keyed by name (its
- * insertion order is the users' creation order, which the state file's cursor follows). A user
- * is known for as long as the plugin runs, so what it costs is what the plugin costs per known
- * user, and what it touches is what every event touches: each user is ONE allocation, holding
- * its hash handle, its counters, its state (embedded; only a non-empty state has text of its
- * own), the low halves of its save bookkeeping, its flags, and its document topic with the name
- * after it (or the name is the topic's last level when encoding changed nothing). The state is
- * not copied for the "last document": the state module keeps the text a document showed only
- * while a write has replaced it.
+ * insertion order is the users' creation order, which cursors follow). Each user is ONE
+ * allocation holding its hash handle, its queue links, its counters, its state (only a non-empty
+ * state has text of its own), its flags and its encoded name (the topic level), with the name
+ * itself after it when encoding changed it. The prefix of the document topic is the registry's,
+ * not repeated in every user.
  *
- * What only some users need lives outside the user, so that the others do not pay for it:
- * - PENDING sessions wait for the end of the loop iteration in an array of client pointers, so
- *   a session is just its key, its user and its hash handle. A client that goes away while
- *   pending leaves a stale pointer there, skipped when the array is read (the pointer no
- *   longer names a pending session).
- * - Users held by the seq margin wait in an array of user pointers. A held user that changes
- *   again goes to the dirty queue and leaves a stale pointer behind (skipped when a save
- *   completes: the user is no longer marked held); held again, it is simply added again.
- * - A user waiting out the offline delay has a struct offline_wait, found by the user's
- *   address in a third hash table and queued in deadline order; the user only has a flag.
- * Dirty users and users whose publish failed wait in two singly linked queues through the
- * users (one link per user; adding never allocates).
+ * What only some users need lives outside the user:
+ * - PENDING sessions wait in an array of client pointers (a client that leaves while pending
+ *   leaves a stale pointer, skipped when read).
+ * - Users held by the guard wait in an array of user pointers (a held user that changes again
+ *   leaves a stale pointer, skipped on release).
+ * - A user waiting out the offline delay has a struct offline_wait, found by the user's address
+ *   in a third hash table and queued in deadline order.
+ * Dirty, retry and forgotten users wait in singly linked queues through the users (list_next);
+ * idle users (offline, nothing pending) in a doubly linked queue through the users (idle_prev,
+ * idle_next), oldest first: every user joins it at its tail "now", except users restored from
+ * the state file, which join it in any order and are sorted once, before it is next read.
  *
  * Invariants:
- * - a session is PENDING iff its user is NULL, and every PENDING session's client is in
- *   reg->pending at or after reg->pending_head;
+ * - a session is PENDING iff its user is NULL;
  * - user->sessions is the number of ACTIVE sessions pointing at the user;
- * - a user is on at most one of (dirty queue, retry queue, held), recorded in user->list, and
- *   reg->held counts the held ones, each of which is in reg->held_users;
- * - user->waiting iff reg->waits has an entry for the user; user->offline_pending iff that
- *   entry is queued on reg->offline, which implies sessions == 0; the queue is sorted by
- *   deadline because every deadline is "queued at + the same delay";
- * - reg->available counts users with sessions > 0, reg->active counts ACTIVE sessions,
- *   reg->known counts users with user->published set;
- * - saves are numbered from 1 and run one at a time; reg->save_gen is the last one begun and
- *   reg->save_completed the last one that completed (0: none). A save that completes has
- *   written every user with seq > 0 that existed at its completion, so a user's saved_gen is
- *   either the completed save (then saved_seq is what the file records) or a later, unfinished
- *   or failed one (then recorded_seq is, when recorded_valid).
+ * - a user is on at most one of (dirty, retry, held, forgotten), recorded in user->list;
+ *   reg->held counts the held ones;
+ * - user->waiting iff reg->waits has an entry for it; user->offline_pending iff that entry is
+ *   queued on reg->offline, which implies sessions == 0;
+ * - user->idle iff it is on the idle queue iff published, not available in its last document,
+ *   no session, not waiting, and in the name table; the queue is sorted by idle_at unless
+ *   reg->idle_unsorted;
+ * - user->gone iff the user left the name table (forgotten, or dropped while on the dirty list,
+ *   which frees it when it pops it);
+ * - reg->available counts users with sessions > 0, reg->active ACTIVE sessions, reg->known users
+ *   in the name table with a document.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -56,12 +50,16 @@
 /* The longest MQTT topic, in bytes. */
 #define TOPIC_MAX 65535u
 
+/* How many idle users from the head forget_due looks at for one that is on no list. */
+#define EVICT_SCAN 8
+
 /* Which queue a user is on. */
 enum user_list {
 	USER_LIST_NONE = 0,
 	USER_LIST_DIRTY,
 	USER_LIST_RETRY,
 	USER_LIST_HELD,
+	USER_LIST_FORGOTTEN,
 };
 
 /* One MQTT connection. */
@@ -70,65 +68,59 @@ struct presence_session {
 	const void *client;
 	/* The user this ACTIVE session counts towards; NULL while PENDING. */
 	struct presence_user *user;
-	/* Handle for reg->sessions. */
 	UT_hash_handle hh;
 };
 
 struct presence_user {
-	/* Handle for reg->users; the key is the name inside topic[]. */
+	/* Handle for reg->users; the key is the name inside level[]. */
 	UT_hash_handle hh;
-	/* The next user on the same queue (dirty or retry). */
+	/* The next user on the same queue (dirty, retry or forgotten). */
 	struct presence_user *list_next;
-	/* The last document published: what subscribers hold now. seq 0 means none yet (after an
-	 * unclean restart a new user starts at the seq margin instead, see the store). Its state
-	 * is the state's mark (presence_state_mark). */
+	/* Links on the idle queue. */
+	struct presence_user *idle_prev, *idle_next;
+	/* The last document published: what subscribers hold now (its state is the state's mark,
+	 * presence_state_mark). Without a document, seq is the floor the user started from. */
 	uint64_t seq;
 	int64_t pub_since;
+	/* The write limit's theoretical arrival time (GCRA), microseconds on the monotonic
+	 * clock. */
+	int64_t write_tat;
 	/* The shared state. */
 	struct presence_state state;
 	unsigned int pub_sessions;
 	/* Number of ACTIVE sessions. */
 	unsigned int sessions;
-	/* State file bookkeeping: the save that last wrote the user and the low 32 bits of the seq
-	 * it wrote, and of the seq recorded in the last completed save before that one (see
-	 * registry.h: they read back exactly through seq_from_low). */
-	uint32_t saved_gen;
-	uint32_t saved_seq;
-	uint32_t recorded_seq;
-	/* Whether recorded_seq holds a seq (no completed save wrote the user before otherwise). */
-	unsigned int recorded_valid : 1;
+	/* When the user became idle: seconds on the monotonic clock since reg->mono_base,
+	 * rounded up (negative for a user restored as offline since before that). */
+	int32_t idle_at;
 	/* The last document's availability. */
 	unsigned int pub_available : 1;
-	/* Whether the user has a document: one was published, or the state file recorded one.
-	 * This is what makes a user "known" to queries and metrics. */
+	/* Whether the user has a document (published, restored or adopted). */
 	unsigned int published : 1;
 	/* Which queue the user is on (enum user_list). */
-	unsigned int list : 2;
-	/* Whether the user has a struct offline_wait, and whether it is queued (the user waits out
-	 * the delay). */
+	unsigned int list : 3;
+	/* Whether the user has a struct offline_wait, and whether it is queued. */
 	unsigned int waiting : 1;
 	unsigned int offline_pending : 1;
-	/* Whether the name is stored after the topic (encoding changed it) or is the topic's
-	 * last level. */
+	/* Whether the user is on the idle queue. */
+	unsigned int idle : 1;
+	/* Whether the user left the name table. */
+	unsigned int gone : 1;
+	/* Whether the name is stored after the level (encoding changed it) or is the level. */
 	unsigned int name_apart : 1;
-	/* "<prefix>/<encoded name>\0", then "<name>\0" when name_apart. The encoded name is
-	 * everything after the topic's last '/' (encoding turns a '/' in a name into %2F), so
-	 * neither its offset nor its length is stored. */
-	char topic[];
+	/* "<encoded name>\0", then "<name>\0" when name_apart. */
+	char level[];
 };
 
-/* What a user waiting out the offline delay needs (see registry.h); kept after the delay until
- * the unavailable document is published, for its since. */
+/* What a user waiting out the offline delay needs; kept after the delay until the unavailable
+ * document is published, for its since. */
 struct offline_wait {
-	/* The user: the hash key, and whose flags say that this exists. */
 	struct presence_user *user;
 	/* Monotonic time (ms) at which the delay ends. */
 	int64_t deadline_ms;
 	/* Wall-clock time (ms since the epoch) at which the last session left. */
 	int64_t left_ms;
-	/* Links on reg->offline while queued. */
 	struct offline_wait *prev, *next;
-	/* Handle for reg->waits. */
 	UT_hash_handle hh;
 };
 
@@ -141,47 +133,48 @@ struct presence_registry {
 	/* Document topic prefix, without trailing '/'. */
 	char *prefix;
 	size_t prefix_len;
-	/* Sessions by client pointer. */
 	struct presence_session *sessions;
-	/* Clients that logged in since the last promotion, oldest first, from pending_head on;
-	 * some may be stale (see the top of the file). */
+	/* Clients that logged in since the last promotion, oldest first, from pending_head on. */
 	const void **pending;
 	size_t pending_head, pending_len, pending_cap;
-	/* Users by name. */
 	struct presence_user *users;
-	/* Users to reconsider at the next flush, and those whose publish failed in this flush. */
 	struct user_queue dirty;
 	struct user_queue retry;
-	/* Users held by the seq margin until a save completes; some may be stale (see the top of
-	 * the file). */
+	struct user_queue forgotten;
+	/* Users held by the guard; some may be stale. */
 	struct presence_user **held_users;
 	size_t held_len, held_cap;
-	/* Offline waits by user, and the queued ones, earliest deadline first. */
+	/* Idle users, oldest first. */
+	struct presence_user *idle_head, *idle_tail;
+	bool idle_unsorted;
 	struct offline_wait *waits;
 	struct offline_wait *offline;
-	/* The since of the document being prepared (see presence_registry_document_sent). */
+	/* Open cursors. */
+	struct presence_cursor *cursors[PRESENCE_REGISTRY_CURSORS];
+	/* The since of the document being prepared. */
 	int64_t prep_since_ms;
-	/* Counters kept incrementally (no scans). */
+	/* Counters kept incrementally. */
 	size_t available;
 	size_t active;
 	size_t known;
 	size_t held;
+	uint64_t forgotten_total;
 
 	/* Settings (see registry.h). */
 	struct presence_clock clock;
+	/* The monotonic time idle_at counts from. */
+	int64_t mono_base;
 	int64_t offline_delay_ms;
 	bool keep_state;
-	uint64_t seq_margin;
-	uint64_t new_user_seq;
-
-	/* Save generations: the last begun, the last completed; and whether anything recorded
-	 * changed since the last save began. */
-	uint32_t save_gen;
-	uint32_t save_completed;
-	bool unsaved;
+	struct presence_seq_guard guard;
+	bool has_guard;
+	uint64_t seq_floor;
+	int64_t forget_after_s;
+	size_t max_users;
+	int64_t write_interval_us;
+	int64_t write_window_us;
 };
 
-/* The system clocks. */
 static int64_t clock_ms(clockid_t id)
 {
 	struct timespec ts;
@@ -204,37 +197,35 @@ static int64_t system_wall_ms(void *arg)
 
 static const struct presence_clock system_clock = {system_monotonic_ms, system_wall_ms, NULL};
 
-static char *copy_string(const char *s)
+static int64_t mono_now(const struct presence_registry *reg)
 {
-	size_t len = strlen(s);
-	char *copy = malloc(len + 1);
-
-	if (copy != NULL) {
-		memcpy(copy, s, len + 1);
-	}
-	return copy;
+	return reg->clock.monotonic_ms(reg->clock.arg);
 }
 
 struct presence_registry *presence_registry_new(const char *prefix)
 {
 	struct presence_registry *reg = calloc(1, sizeof(*reg));
+	size_t len = strlen(prefix);
 
 	if (reg == NULL) {
 		return NULL;
 	}
-	reg->prefix = copy_string(prefix);
+	reg->prefix = malloc(len + 1);
 	if (reg->prefix == NULL) {
 		free(reg);
 		return NULL;
 	}
-	reg->prefix_len = strlen(prefix);
+	memcpy(reg->prefix, prefix, len + 1);
+	reg->prefix_len = len;
 	reg->clock = system_clock;
+	reg->mono_base = mono_now(reg);
 	return reg;
 }
 
 void presence_registry_set_clock(struct presence_registry *reg, const struct presence_clock *clock)
 {
 	reg->clock = clock != NULL ? *clock : system_clock;
+	reg->mono_base = mono_now(reg);
 }
 
 void presence_registry_set_offline_delay(struct presence_registry *reg, int64_t delay_ms)
@@ -252,25 +243,58 @@ bool presence_registry_keep_state(const struct presence_registry *reg)
 	return reg->keep_state;
 }
 
-void presence_registry_set_seq_margin(struct presence_registry *reg, uint64_t margin)
+void presence_registry_set_guard(struct presence_registry *reg,
+                                 const struct presence_seq_guard *guard)
 {
-	reg->seq_margin = margin;
+	reg->has_guard = guard != NULL;
+	if (guard != NULL) {
+		reg->guard = *guard;
+	}
 }
 
-uint64_t presence_registry_seq_margin(const struct presence_registry *reg)
+void presence_registry_set_forget_after(struct presence_registry *reg, int64_t forget_after_ms)
 {
-	return reg->seq_margin;
+	/* Whole seconds, rounded up: idle_at counts seconds. */
+	reg->forget_after_s = forget_after_ms > 0 ? (forget_after_ms + 999) / 1000 : 0;
 }
 
-void presence_registry_set_new_user_seq(struct presence_registry *reg, uint64_t seq)
+void presence_registry_set_max_users(struct presence_registry *reg, size_t max_users)
 {
-	reg->new_user_seq = seq;
+	reg->max_users = max_users;
 }
 
-static void user_free(struct presence_user *user)
+void presence_registry_set_write_limit(struct presence_registry *reg,
+                                       unsigned int writes_per_second, unsigned int burst)
 {
-	presence_state_release(&user->state);
-	free(user);
+	if (writes_per_second == 0) {
+		reg->write_interval_us = 0;
+		return;
+	}
+	reg->write_interval_us = 1000000 / (int64_t)writes_per_second;
+	if (reg->write_interval_us == 0) {
+		reg->write_interval_us = 1;
+	}
+	reg->write_window_us = (int64_t)(burst > 0 ? burst - 1 : 0) * reg->write_interval_us;
+}
+
+void presence_registry_set_seq_floor(struct presence_registry *reg, uint64_t floor)
+{
+	if (floor > reg->seq_floor) {
+		reg->seq_floor = floor;
+	}
+}
+
+uint64_t presence_registry_seq_floor(const struct presence_registry *reg)
+{
+	return reg->seq_floor;
+}
+
+void presence_user_free(struct presence_user *user)
+{
+	if (user != NULL) {
+		presence_state_release(&user->state);
+		free(user);
+	}
 }
 
 void presence_registry_free(struct presence_registry *reg)
@@ -292,16 +316,177 @@ void presence_registry_free(struct presence_registry *reg)
 		HASH_DEL(reg->waits, wait);
 		free(wait);
 	}
+	/* Users out of the name table are on the dirty or forgotten queue. */
+	for (user = reg->dirty.head; user != NULL; user = utmp) {
+		utmp = user->list_next;
+		if (user->gone) {
+			presence_user_free(user);
+		}
+	}
+	for (user = reg->retry.head; user != NULL; user = utmp) {
+		utmp = user->list_next;
+		if (user->gone) {
+			presence_user_free(user);
+		}
+	}
+	for (user = reg->forgotten.head; user != NULL; user = utmp) {
+		utmp = user->list_next;
+		presence_user_free(user);
+	}
 	HASH_ITER(hh, reg->users, user, utmp)
 	{
 		HASH_DEL(reg->users, user);
-		user_free(user);
+		presence_user_free(user);
 	}
 	free(reg->held_users);
 	free(reg->pending);
 	free(reg->prefix);
 	free(reg);
 }
+
+/* ---- queues --------------------------------------------------------------------------- */
+
+static void queue_append(struct user_queue *q, struct presence_user *user)
+{
+	user->list_next = NULL;
+	if (q->tail != NULL) {
+		q->tail->list_next = user;
+	} else {
+		q->head = user;
+	}
+	q->tail = user;
+}
+
+static struct presence_user *queue_pop(struct user_queue *q)
+{
+	struct presence_user *user = q->head;
+
+	if (user != NULL) {
+		q->head = user->list_next;
+		if (q->head == NULL) {
+			q->tail = NULL;
+		}
+		user->list_next = NULL;
+	}
+	return user;
+}
+
+/* Seconds on the monotonic clock since mono_base, rounded up, for idle_at. */
+static int32_t idle_seconds(const struct presence_registry *reg, int64_t mono_ms)
+{
+	int64_t s = mono_ms - reg->mono_base;
+
+	s = s >= 0 ? (s + 999) / 1000 : -((-s) / 1000);
+	return s > INT32_MAX ? INT32_MAX : s < INT32_MIN ? INT32_MIN : (int32_t)s;
+}
+
+static void idle_unlink(struct presence_registry *reg, struct presence_user *user)
+{
+	if (user->idle_prev != NULL) {
+		user->idle_prev->idle_next = user->idle_next;
+	} else {
+		reg->idle_head = user->idle_next;
+	}
+	if (user->idle_next != NULL) {
+		user->idle_next->idle_prev = user->idle_prev;
+	} else {
+		reg->idle_tail = user->idle_prev;
+	}
+	user->idle_prev = user->idle_next = NULL;
+	user->idle = false;
+}
+
+static void idle_append(struct presence_registry *reg, struct presence_user *user)
+{
+	user->idle_next = NULL;
+	user->idle_prev = reg->idle_tail;
+	if (reg->idle_tail != NULL) {
+		reg->idle_tail->idle_next = user;
+	} else {
+		reg->idle_head = user;
+	}
+	reg->idle_tail = user;
+	user->idle = true;
+}
+
+/* Puts user on the idle queue (idle since now) or takes it off, as the invariant says. */
+static void idle_sync(struct presence_registry *reg, struct presence_user *user)
+{
+	bool should = user->published && !user->pub_available && user->sessions == 0 &&
+	              !user->waiting && !user->gone;
+
+	if (should && !user->idle) {
+		user->idle_at = idle_seconds(reg, mono_now(reg));
+		idle_append(reg, user);
+	} else if (!should && user->idle) {
+		idle_unlink(reg, user);
+	}
+}
+
+/* Sorts the idle queue by idle_at (stable), after users were restored. */
+static void idle_sort(struct presence_registry *reg)
+{
+	struct presence_user *head = reg->idle_head;
+	size_t width;
+
+	reg->idle_unsorted = false;
+	if (head == NULL) {
+		return;
+	}
+	/* Bottom-up merge sort of the list through idle_next; prev links are rebuilt after. */
+	for (width = 1;; width *= 2) {
+		struct presence_user *out_head = NULL, *out_tail = NULL, *p = head;
+		size_t merges = 0;
+
+		while (p != NULL) {
+			struct presence_user *q = p;
+			size_t psize = 0, qsize = width;
+
+			merges++;
+			while (psize < width && q != NULL) {
+				psize++;
+				q = q->idle_next;
+			}
+			while (psize > 0 || (qsize > 0 && q != NULL)) {
+				struct presence_user *e;
+
+				if (psize == 0) {
+					e = q;
+					q = q->idle_next;
+					qsize--;
+				} else if (qsize == 0 || q == NULL || p->idle_at <= q->idle_at) {
+					e = p;
+					p = p->idle_next;
+					psize--;
+				} else {
+					e = q;
+					q = q->idle_next;
+					qsize--;
+				}
+				if (out_tail != NULL) {
+					out_tail->idle_next = e;
+				} else {
+					out_head = e;
+				}
+				out_tail = e;
+			}
+			p = q;
+		}
+		out_tail->idle_next = NULL;
+		head = out_head;
+		if (merges <= 1) {
+			break;
+		}
+	}
+	reg->idle_head = head;
+	reg->idle_tail = NULL;
+	for (struct presence_user *u = head, *prev = NULL; u != NULL; prev = u, u = u->idle_next) {
+		u->idle_prev = prev;
+		reg->idle_tail = u;
+	}
+}
+
+/* ---- sessions ------------------------------------------------------------------------- */
 
 static struct presence_session *session_lookup(const struct presence_registry *reg,
                                                const void *client)
@@ -335,8 +520,7 @@ static bool array_reserve(void **items, size_t *cap, size_t len, size_t size)
 	return true;
 }
 
-/* Adds a session of client (PENDING: no user yet) to the table. Returns it, or NULL when memory
- * runs out (nothing added). */
+/* Adds a PENDING session of client to the table. Returns it, or NULL (nothing added). */
 static struct presence_session *session_add(struct presence_registry *reg, const void *client)
 {
 	struct presence_session *session = calloc(1, sizeof(*session));
@@ -374,7 +558,6 @@ enum presence_err presence_registry_session_pending(struct presence_registry *re
 	return PRESENCE_OK;
 }
 
-/* Whether client names a PENDING session. */
 static bool client_pending(const struct presence_registry *reg, const void *client)
 {
 	struct presence_session *session = session_lookup(reg, client);
@@ -396,36 +579,11 @@ const void *presence_registry_pending_next(struct presence_registry *reg)
 	return NULL;
 }
 
-static void queue_append(struct user_queue *q, struct presence_user *user)
-{
-	user->list_next = NULL;
-	if (q->tail != NULL) {
-		q->tail->list_next = user;
-	} else {
-		q->head = user;
-	}
-	q->tail = user;
-}
-
-static struct presence_user *queue_pop(struct user_queue *q)
-{
-	struct presence_user *user = q->head;
-
-	if (user != NULL) {
-		q->head = user->list_next;
-		if (q->head == NULL) {
-			q->tail = NULL;
-		}
-		user->list_next = NULL;
-	}
-	return user;
-}
-
 void presence_registry_user_changed(struct presence_registry *reg, struct presence_user *user)
 {
-	/* A user waiting for a retry goes back on the dirty queue at the end of this flush
-	 * anyway (presence_registry_flush_done). */
-	if (user->list == USER_LIST_DIRTY || user->list == USER_LIST_RETRY) {
+	/* A user waiting for a retry goes back on the dirty queue at the end of this flush. */
+	if (user->list == USER_LIST_DIRTY || user->list == USER_LIST_RETRY ||
+	    user->list == USER_LIST_FORGOTTEN) {
 		return;
 	}
 	if (user->list == USER_LIST_HELD) {
@@ -436,7 +594,6 @@ void presence_registry_user_changed(struct presence_registry *reg, struct presen
 	user->list = USER_LIST_DIRTY;
 }
 
-/* Returns user's offline wait (user->waiting must be set). */
 static struct offline_wait *wait_of(const struct presence_registry *reg,
                                     const struct presence_user *user)
 {
@@ -446,8 +603,7 @@ static struct offline_wait *wait_of(const struct presence_registry *reg,
 	return wait;
 }
 
-/* Forgets user's offline wait, if it has one: a session returned, or its unavailable document
- * was published. */
+/* Forgets user's offline wait, if it has one. */
 static void wait_end(struct presence_registry *reg, struct presence_user *user)
 {
 	struct offline_wait *wait;
@@ -466,7 +622,7 @@ static void wait_end(struct presence_registry *reg, struct presence_user *user)
 }
 
 /* Queues user (whose last session just left) to go offline when the delay has passed. When
- * memory runs out the user is not queued: it goes offline at once, as without a delay. */
+ * memory runs out the user goes offline at once, as without a delay. */
 static void wait_begin(struct presence_registry *reg, struct presence_user *user)
 {
 	struct offline_wait *wait = calloc(1, sizeof(*wait));
@@ -475,7 +631,7 @@ static void wait_begin(struct presence_registry *reg, struct presence_user *user
 		return;
 	}
 	wait->user = user;
-	wait->deadline_ms = reg->clock.monotonic_ms(reg->clock.arg) + reg->offline_delay_ms;
+	wait->deadline_ms = mono_now(reg) + reg->offline_delay_ms;
 	wait->left_ms = reg->clock.wall_ms(reg->clock.arg);
 	HASH_ADD_PTR(reg->waits, user, wait);
 	if (wait->hh.tbl == NULL) {
@@ -487,15 +643,12 @@ static void wait_begin(struct presence_registry *reg, struct presence_user *user
 	user->offline_pending = true;
 }
 
-/* Removes session from the table and frees it. A pending client's pointer stays in
- * reg->pending, where it is stale from now on. */
 static void session_remove(struct presence_registry *reg, struct presence_session *session)
 {
 	HASH_DEL(reg->sessions, session);
 	free(session);
 }
 
-/* Makes session an ACTIVE session of user and marks the user dirty. */
 static void session_attach(struct presence_registry *reg, struct presence_session *session,
                            struct presence_user *user)
 {
@@ -504,9 +657,66 @@ static void session_attach(struct presence_registry *reg, struct presence_sessio
 		reg->available++;
 		/* Back within the offline delay: nothing is published about the gap. */
 		wait_end(reg, user);
+		idle_sync(reg, user);
 	}
 	reg->active++;
 	presence_registry_user_changed(reg, user);
+}
+
+/* Whether user has nothing to keep: no session, no document, no delay running. */
+static bool user_unused(const struct presence_user *user)
+{
+	return user->sessions == 0 && !user->published && !user->waiting;
+}
+
+/* Takes user out of the name table (cursors move past it, the idle queue lets it go, a stale
+ * pointer to it in the held array is cleared: the user may be freed next). */
+static void user_unlink(struct presence_registry *reg, struct presence_user *user)
+{
+	for (size_t i = 0; i < PRESENCE_REGISTRY_CURSORS; i++) {
+		struct presence_cursor *c = reg->cursors[i];
+
+		if (c != NULL && c->next == user) {
+			c->next = user->hh.next;
+		}
+	}
+	/* The held array is short: it empties at every release. */
+	for (size_t i = 0; i < reg->held_len; i++) {
+		if (reg->held_users[i] == user) {
+			reg->held_users[i] = NULL;
+		}
+	}
+	if (user->list == USER_LIST_HELD) {
+		reg->held--;
+		user->list = USER_LIST_NONE;
+	}
+	if (user->idle) {
+		idle_unlink(reg, user);
+	}
+	if (user->published) {
+		reg->known--;
+	}
+	HASH_DEL(reg->users, user);
+	user->gone = true;
+}
+
+/* Takes user (no session) out of the registry and frees it: at once when it is on no queue,
+ * otherwise when the dirty queue pops it (a user on the retry queue goes there first). */
+static void user_remove(struct presence_registry *reg, struct presence_user *user)
+{
+	wait_end(reg, user);
+	user_unlink(reg, user);
+	if (user->list == USER_LIST_NONE) {
+		presence_user_free(user);
+	}
+}
+
+/* Frees user, which is on no list and has no session, if it has nothing to keep. */
+static void discard_if_unused(struct presence_registry *reg, struct presence_user *user)
+{
+	if (user_unused(user) && user->list == USER_LIST_NONE) {
+		user_remove(reg, user);
+	}
 }
 
 enum presence_err presence_registry_session_start(struct presence_registry *reg, const void *client,
@@ -551,6 +761,7 @@ enum presence_err presence_registry_session_connect(struct presence_registry *re
 	}
 	session = session_add(reg, client);
 	if (session == NULL) {
+		discard_if_unused(reg, user);
 		return PRESENCE_ERR_NOMEM;
 	}
 	session_attach(reg, session, user);
@@ -576,6 +787,7 @@ void presence_registry_session_gone(struct presence_registry *reg, const void *c
 		if (reg->offline_delay_ms > 0 && user->pub_available && !user->waiting) {
 			wait_begin(reg, user);
 		}
+		idle_sync(reg, user);
 	}
 	reg->active--;
 	presence_registry_user_changed(reg, user);
@@ -592,6 +804,8 @@ bool presence_registry_session_find(const struct presence_registry *reg, const v
 	return session != NULL;
 }
 
+/* ---- users ----------------------------------------------------------------------------- */
+
 struct presence_user *presence_registry_user_find(const struct presence_registry *reg,
                                                   const char *name)
 {
@@ -601,67 +815,107 @@ struct presence_user *presence_registry_user_find(const struct presence_registry
 	return user;
 }
 
-enum presence_err presence_registry_user_get(struct presence_registry *reg, const char *name,
-                                             struct presence_user **out)
+/* Moves user (in the name table, on no list) to the forgotten queue. */
+static void forget(struct presence_registry *reg, struct presence_user *user)
 {
-	struct presence_user *user = presence_registry_user_find(reg, name);
-	size_t name_len, level_len, topic_len, size;
-	const char *key;
+	if (user->seq > reg->seq_floor) {
+		reg->seq_floor = user->seq;
+	}
+	user_unlink(reg, user);
+	queue_append(&reg->forgotten, user);
+	user->list = USER_LIST_FORGOTTEN;
+	reg->forgotten_total++;
+}
 
-	if (user != NULL) {
-		*out = user;
-		return PRESENCE_OK;
+/* Returns the oldest idle user that is on no list among the first EVICT_SCAN, or NULL. */
+static struct presence_user *evictable(struct presence_registry *reg)
+{
+	struct presence_user *user;
+	size_t i;
+
+	if (reg->idle_unsorted) {
+		idle_sort(reg);
 	}
-	name_len = strlen(name);
-	level_len = presence_topic_encoded_len(name);
-	topic_len = reg->prefix_len + 1 + level_len;
+	for (i = 0, user = reg->idle_head; user != NULL && i < EVICT_SCAN;
+	     i++, user = user->idle_next) {
+		if (user->list == USER_LIST_NONE) {
+			return user;
+		}
+	}
+	return NULL;
+}
+
+/* Creates the user named name (not in the table), ignoring max_users. */
+static enum presence_err user_create(struct presence_registry *reg, const char *name,
+                                     struct presence_user **out)
+{
+	size_t name_len = strlen(name);
+	size_t level_len = presence_topic_encoded_len(name);
+	size_t size;
+	struct presence_user *user;
+
 	/* Encoding only ever lengthens a name, so equal lengths mean an unchanged name. */
-	size = offsetof(struct presence_user, topic) + topic_len + 1 +
-	       (level_len != name_len ? name_len + 1 : 0);
-	if (level_len < name_len || topic_len < level_len || size < topic_len) {
-		return PRESENCE_ERR_NOMEM;
+	if (level_len < name_len || reg->prefix_len + 1 + level_len > TOPIC_MAX) {
+		return PRESENCE_ERR_INVAL;
 	}
+	size = offsetof(struct presence_user, level) + level_len + 1 +
+	       (level_len != name_len ? name_len + 1 : 0);
 	user = calloc(1, size > sizeof(*user) ? size : sizeof(*user));
 	if (user == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
-	memcpy(user->topic, reg->prefix, reg->prefix_len);
-	user->topic[reg->prefix_len] = '/';
-	presence_topic_encode_user_into(name, user->topic + reg->prefix_len + 1);
+	presence_topic_encode_user_into(name, user->level);
 	user->name_apart = level_len != name_len;
 	if (user->name_apart) {
-		memcpy(user->topic + topic_len + 1, name, name_len + 1);
+		memcpy(user->level + level_len + 1, name, name_len + 1);
 	}
 	presence_state_init(&user->state);
-	user->seq = reg->new_user_seq;
-	key = presence_user_name(user);
-	HASH_ADD_KEYPTR(hh, reg->users, key, name_len, user);
+	user->seq = reg->seq_floor;
+	HASH_ADD_KEYPTR(hh, reg->users, presence_user_name(user), name_len, user);
 	if (user->hh.tbl == NULL) {
-		user_free(user);
+		presence_user_free(user);
 		return PRESENCE_ERR_NOMEM;
 	}
 	*out = user;
 	return PRESENCE_OK;
 }
 
-const char *presence_user_name(const struct presence_user *user)
+enum presence_err presence_registry_user_get(struct presence_registry *reg, const char *name,
+                                             struct presence_user **out)
 {
-	return user->name_apart ? user->topic + strlen(user->topic) + 1 : presence_user_level(user);
+	struct presence_user *user = presence_registry_user_find(reg, name);
+
+	if (user != NULL) {
+		*out = user;
+		return PRESENCE_OK;
+	}
+	if (reg->max_users > 0 && HASH_COUNT(reg->users) >= reg->max_users) {
+		struct presence_user *victim = evictable(reg);
+
+		if (victim == NULL) {
+			return PRESENCE_ERR_FULL;
+		}
+		if (reg->prefix_len + 1 + presence_topic_encoded_len(name) > TOPIC_MAX) {
+			return PRESENCE_ERR_INVAL;
+		}
+		forget(reg, victim);
+	}
+	return user_create(reg, name, out);
 }
 
-const char *presence_user_topic(const struct presence_user *user)
+const char *presence_user_name(const struct presence_user *user)
 {
-	return user->topic;
+	return user->name_apart ? user->level + strlen(user->level) + 1 : user->level;
 }
 
 const char *presence_user_level(const struct presence_user *user)
 {
-	return strrchr(user->topic, '/') + 1;
+	return user->level;
 }
 
 size_t presence_user_level_len(const struct presence_user *user)
 {
-	return strlen(presence_user_level(user));
+	return strlen(user->level);
 }
 
 unsigned int presence_user_sessions(const struct presence_user *user)
@@ -679,15 +933,75 @@ bool presence_user_offline_pending(const struct presence_user *user)
 	return user->offline_pending;
 }
 
-struct presence_user *presence_registry_user_first(const struct presence_registry *reg)
+uint64_t presence_user_seq(const struct presence_user *user)
 {
-	return reg->users;
+	return user->seq;
 }
 
-struct presence_user *presence_registry_user_next(const struct presence_user *user)
+size_t presence_registry_topic_len(const struct presence_registry *reg,
+                                   const struct presence_user *user)
 {
-	return user->hh.next;
+	return reg->prefix_len + 1 + strlen(user->level);
 }
+
+void presence_registry_topic_write(const struct presence_registry *reg,
+                                   const struct presence_user *user, char *out)
+{
+	size_t level_len = strlen(user->level);
+
+	memcpy(out, reg->prefix, reg->prefix_len);
+	out[reg->prefix_len] = '/';
+	memcpy(out + reg->prefix_len + 1, user->level, level_len + 1);
+}
+
+/* ---- cursors --------------------------------------------------------------------------- */
+
+bool presence_registry_cursor_start(struct presence_registry *reg, struct presence_cursor *c)
+{
+	presence_registry_cursor_stop(reg, c);
+	for (size_t i = 0; i < PRESENCE_REGISTRY_CURSORS; i++) {
+		if (reg->cursors[i] == NULL) {
+			reg->cursors[i] = c;
+			c->next = reg->users;
+			c->open = true;
+			return true;
+		}
+	}
+	return false;
+}
+
+struct presence_user *presence_registry_cursor_next(struct presence_registry *reg,
+                                                    struct presence_cursor *c)
+{
+	struct presence_user *user;
+
+	if (!c->open) {
+		return NULL;
+	}
+	user = c->next;
+	if (user == NULL) {
+		presence_registry_cursor_stop(reg, c);
+		return NULL;
+	}
+	c->next = user->hh.next;
+	return user;
+}
+
+void presence_registry_cursor_stop(struct presence_registry *reg, struct presence_cursor *c)
+{
+	if (!c->open) {
+		return;
+	}
+	for (size_t i = 0; i < PRESENCE_REGISTRY_CURSORS; i++) {
+		if (reg->cursors[i] == c) {
+			reg->cursors[i] = NULL;
+		}
+	}
+	c->open = false;
+	c->next = NULL;
+}
+
+/* ---- flushes --------------------------------------------------------------------------- */
 
 void presence_registry_offline_expire(struct presence_registry *reg)
 {
@@ -697,7 +1011,7 @@ void presence_registry_offline_expire(struct presence_registry *reg)
 	if (reg->offline == NULL) {
 		return;
 	}
-	now = reg->clock.monotonic_ms(reg->clock.arg);
+	now = mono_now(reg);
 	while ((wait = reg->offline) != NULL && wait->deadline_ms <= now) {
 		/* The wait stays (out of the queue) for the since of the unavailable document. */
 		DL_DELETE(reg->offline, wait);
@@ -706,9 +1020,48 @@ void presence_registry_offline_expire(struct presence_registry *reg)
 	}
 }
 
-struct presence_user *presence_registry_dirty_next(struct presence_registry *reg)
+size_t presence_registry_forget_due(struct presence_registry *reg, size_t limit)
 {
-	struct presence_user *user = queue_pop(&reg->dirty);
+	size_t done = 0;
+	int32_t now_s = 0;
+
+	if (reg->idle_head == NULL) {
+		return 0;
+	}
+	if (reg->forget_after_s > 0) {
+		int64_t s = (mono_now(reg) - reg->mono_base) / 1000;
+
+		now_s = s > INT32_MAX ? INT32_MAX : s < INT32_MIN ? INT32_MIN : (int32_t)s;
+	}
+	while (done < limit) {
+		bool over_cap = reg->max_users > 0 && HASH_COUNT(reg->users) > reg->max_users;
+		struct presence_user *user;
+
+		if (over_cap) {
+			user = evictable(reg);
+		} else {
+			if (reg->idle_unsorted) {
+				idle_sort(reg);
+			}
+			user = reg->idle_head;
+			if (user == NULL || reg->forget_after_s == 0 ||
+			    (int64_t)user->idle_at + reg->forget_after_s > now_s ||
+			    user->list != USER_LIST_NONE) {
+				break;
+			}
+		}
+		if (user == NULL) {
+			break;
+		}
+		forget(reg, user);
+		done++;
+	}
+	return done;
+}
+
+struct presence_user *presence_registry_forgotten_take(struct presence_registry *reg)
+{
+	struct presence_user *user = queue_pop(&reg->forgotten);
 
 	if (user != NULL) {
 		user->list = USER_LIST_NONE;
@@ -716,14 +1069,56 @@ struct presence_user *presence_registry_dirty_next(struct presence_registry *reg
 	return user;
 }
 
-/* Returns the seq whose low 32 bits are low, at most user->seq and less than 2^32 below it. */
-static uint64_t seq_from_low(const struct presence_user *user, uint32_t low)
+void presence_registry_user_forget(struct presence_registry *reg, struct presence_user *user)
 {
-	return user->seq - (uint32_t)((uint32_t)user->seq - low);
+	if (user->gone || user->sessions > 0) {
+		return;
+	}
+	if (user->seq > reg->seq_floor) {
+		reg->seq_floor = user->seq;
+	}
+	reg->forgotten_total++;
+	user_remove(reg, user);
 }
 
-/* Puts user on the held list. Returns PRESENCE_ERR_NOMEM (nothing changed) when the list
- * cannot grow. */
+bool presence_user_published(const struct presence_user *user, struct presence_document *doc)
+{
+	if (!user->published) {
+		return false;
+	}
+	doc->username = presence_user_name(user);
+	doc->available = user->pub_available;
+	doc->sessions = user->pub_sessions;
+	doc->since_ms = user->pub_since;
+	doc->seq = user->seq;
+	doc->state_json = presence_state_marked_json(&user->state);
+	return true;
+}
+
+struct presence_user *presence_registry_dirty_next(struct presence_registry *reg)
+{
+	struct presence_user *user;
+
+	while ((user = queue_pop(&reg->dirty)) != NULL) {
+		user->list = USER_LIST_NONE;
+		if (user->gone) {
+			presence_user_free(user);
+			continue;
+		}
+		if (user_unused(user)) {
+			/* A refused login's user (or one created for a write of a pending session
+			 * that was refused): nothing to publish, nothing to keep. */
+			user_unlink(reg, user);
+			presence_user_free(user);
+			continue;
+		}
+		return user;
+	}
+	return NULL;
+}
+
+/* Puts user on the held list. Returns PRESENCE_ERR_NOMEM (nothing changed) when it cannot
+ * grow. */
 static enum presence_err hold(struct presence_registry *reg, struct presence_user *user)
 {
 	void *held = reg->held_users;
@@ -750,31 +1145,27 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 	if (user->offline_pending) {
 		return PRESENCE_OK;
 	}
-	/* Presence state lives while the user is online (unless kept): it is dropped when the
-	 * user is unavailable at the end of the iteration (or of the offline delay), not at the
-	 * disconnect itself, so a takeover (old session gone, new one promoted in the same
-	 * iteration) or a reconnect within the delay keeps it. */
+	/* State lives while the user is online (unless kept): dropped when the user is unavailable
+	 * at the end of the iteration (or of the delay), not at the disconnect itself, so a
+	 * takeover or a reconnect within the delay keeps it. */
 	if (!available && !reg->keep_state) {
 		presence_state_clear(&user->state);
 	}
 	state_same = !presence_state_changed_since_mark(&user->state);
-	if (user->seq > 0 && available == user->pub_available &&
+	if (user->published && available == user->pub_available &&
 	    user->sessions == user->pub_sessions && state_same) {
-		/* A change undone: the live state is the published one again, so the text the
-		 * change replaced need not be kept any longer. */
+		/* A change undone: the text the change replaced need not be kept any longer. */
 		presence_state_mark(&user->state);
 		return PRESENCE_OK;
 	}
-	if (user->seq == 0 && !available && state_same) {
+	if (!user->published && !available && state_same) {
 		/* Never published and nothing to say: the user was never online. */
 		return PRESENCE_OK;
 	}
-	if (reg->seq_margin > 0 &&
-	    user->seq + 1 > presence_registry_user_recorded_seq(reg, user) + reg->seq_margin) {
-		/* The state file does not cover this seq yet: wait for a save to complete. */
+	if (reg->has_guard && !reg->guard.allows(reg->guard.arg, user, user->seq + 1)) {
 		return hold(reg, user);
 	}
-	if (user->seq == 0 || available != user->pub_available) {
+	if (!user->published || available != user->pub_available) {
 		/* Going offline after the delay: since is when the last session left. */
 		reg->prep_since_ms =
 		    !available && user->waiting ? wait_of(reg, user)->left_ms : now_ms;
@@ -793,9 +1184,7 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 
 void presence_registry_document_sent(struct presence_registry *reg, struct presence_user *user)
 {
-	/* Nothing about the user changed since presence_registry_document_prepare: the adapter
-	 * publishes right after preparing. */
-	reg->unsaved = true;
+	/* Nothing about the user changed since presence_registry_document_prepare. */
 	user->seq++;
 	if (!user->published) {
 		user->published = true;
@@ -809,6 +1198,7 @@ void presence_registry_document_sent(struct presence_registry *reg, struct prese
 		/* The unavailable document after the delay: its since is published. */
 		wait_end(reg, user);
 	}
+	idle_sync(reg, user);
 }
 
 void presence_registry_document_failed(struct presence_registry *reg, struct presence_user *user)
@@ -829,18 +1219,20 @@ void presence_registry_flush_done(struct presence_registry *reg)
 	}
 }
 
-bool presence_user_published(const struct presence_user *user, struct presence_document *doc)
+void presence_registry_release_held(struct presence_registry *reg)
 {
-	if (!user->published) {
-		return false;
+	for (size_t i = 0; i < reg->held_len; i++) {
+		struct presence_user *user = reg->held_users[i];
+
+		/* Stale entries: users that changed while held (and maybe were held again), and
+		 * NULL for users that left. */
+		if (user != NULL && user->list == USER_LIST_HELD) {
+			reg->held--;
+			queue_append(&reg->dirty, user);
+			user->list = USER_LIST_DIRTY;
+		}
 	}
-	doc->username = presence_user_name(user);
-	doc->available = user->pub_available;
-	doc->sessions = user->pub_sessions;
-	doc->since_ms = user->pub_since;
-	doc->seq = user->seq;
-	doc->state_json = presence_state_marked_json(&user->state);
-	return true;
+	reg->held_len = 0;
 }
 
 size_t presence_registry_held_count(const struct presence_registry *reg)
@@ -848,47 +1240,65 @@ size_t presence_registry_held_count(const struct presence_registry *reg)
 	return reg->held;
 }
 
+bool presence_registry_write_permitted(const struct presence_registry *reg,
+                                       const struct presence_user *user)
+{
+	if (reg->write_interval_us == 0) {
+		return true;
+	}
+	return user->write_tat - mono_now(reg) * 1000 <= reg->write_window_us;
+}
+
+void presence_registry_write_charge(struct presence_registry *reg, struct presence_user *user)
+{
+	int64_t now_us;
+
+	if (reg->write_interval_us == 0) {
+		return;
+	}
+	now_us = mono_now(reg) * 1000;
+	user->write_tat =
+	    (user->write_tat > now_us ? user->write_tat : now_us) + reg->write_interval_us;
+}
+
 void presence_registry_user_record(const struct presence_user *user,
                                    struct presence_user_record *rec)
 {
 	rec->username = presence_user_name(user);
-	rec->seq = user->seq;
+	rec->seq = user->published ? user->seq : 0;
 	rec->since_ms = user->pub_since;
 	rec->available = user->pub_available;
 	rec->state_json = presence_state_marked_json(&user->state);
-}
-
-/* Takes user, just created by presence_registry_user_get and not used since, out of the
- * registry and frees it. */
-static void user_discard(struct presence_registry *reg, struct presence_user *user)
-{
-	HASH_DEL(reg->users, user);
-	user_free(user);
 }
 
 enum presence_err presence_registry_user_restore(struct presence_registry *reg, const char *name,
                                                  uint64_t seq, int64_t since_ms, bool available,
                                                  const cJSON *state)
 {
-	struct presence_user *user;
+	struct presence_user *user = presence_registry_user_find(reg, name);
+	struct presence_state restored;
 	enum presence_err err;
 
-	if (presence_registry_user_find(reg, name) != NULL ||
-	    reg->prefix_len + 1 + presence_topic_encoded_len(name) > TOPIC_MAX) {
-		return PRESENCE_ERR_INVAL;
+	if (user != NULL && user->published && seq < user->seq) {
+		return PRESENCE_OK;
 	}
-	err = presence_registry_user_get(reg, name, &user);
-	if (err != PRESENCE_OK) {
-		return err;
-	}
+	presence_state_init(&restored);
 	if (state != NULL) {
-		err = presence_state_restore(&user->state, state);
+		err = presence_state_restore(&restored, state);
 		if (err != PRESENCE_OK) {
-			user_discard(reg, user);
+			return err;
+		}
+	}
+	if (user == NULL) {
+		err = user_create(reg, name, &user);
+		if (err != PRESENCE_OK) {
+			presence_state_release(&restored);
 			return err;
 		}
 	}
 	/* The recorded state is the last document's; it stays the live one only when kept. */
+	presence_state_release(&user->state);
+	user->state = restored;
 	presence_state_mark(&user->state);
 	if (!reg->keep_state) {
 		presence_state_clear(&user->state);
@@ -896,10 +1306,47 @@ enum presence_err presence_registry_user_restore(struct presence_registry *reg, 
 	user->seq = seq;
 	user->pub_since = since_ms;
 	user->pub_available = available;
-	user->published = true;
-	reg->known++;
+	if (!user->published) {
+		user->published = true;
+		reg->known++;
+	}
+	if (user->idle) {
+		idle_unlink(reg, user);
+	}
+	if (!available) {
+		/* Idle since its document's since, as far as the clocks tell (never in the
+		 * future): the queue is sorted before it is next read. */
+		int64_t wall = reg->clock.wall_ms(reg->clock.arg);
+		int64_t ago = wall > since_ms ? wall - since_ms : 0;
+
+		user->idle_at = idle_seconds(reg, mono_now(reg) - ago);
+		idle_append(reg, user);
+		reg->idle_unsorted = true;
+	}
 	presence_registry_user_changed(reg, user);
 	return PRESENCE_OK;
+}
+
+bool presence_registry_user_drop(struct presence_registry *reg, const char *name, uint64_t seq)
+{
+	struct presence_user *user = presence_registry_user_find(reg, name);
+
+	if (user == NULL || user->sessions > 0 || user->seq > seq) {
+		return false;
+	}
+	user_remove(reg, user);
+	return true;
+}
+
+void presence_registry_shift_seqs(struct presence_registry *reg, uint64_t offset)
+{
+	struct presence_user *user, *tmp;
+
+	HASH_ITER(hh, reg->users, user, tmp)
+	{
+		user->seq += offset;
+	}
+	reg->seq_floor += offset;
 }
 
 enum presence_err presence_registry_user_adopt(struct presence_registry *reg,
@@ -920,67 +1367,8 @@ enum presence_err presence_registry_user_adopt(struct presence_registry *reg,
 		user->published = true;
 		reg->known++;
 	}
-	reg->unsaved = true;
+	idle_sync(reg, user);
 	return PRESENCE_OK;
-}
-
-uint64_t presence_registry_save_begin(struct presence_registry *reg)
-{
-	reg->unsaved = false;
-	return ++reg->save_gen;
-}
-
-void presence_registry_user_saved(struct presence_registry *reg, struct presence_user *user)
-{
-	if (user->saved_gen == reg->save_gen) {
-		user->saved_seq = (uint32_t)user->seq;
-		return;
-	}
-	/* The save that wrote the user before: if it completed, its seq is now the recorded one
-	 * (until this save completes too). */
-	if (user->saved_gen != 0 && user->saved_gen <= reg->save_completed) {
-		user->recorded_seq = user->saved_seq;
-		user->recorded_valid = true;
-	}
-	user->saved_gen = reg->save_gen;
-	user->saved_seq = (uint32_t)user->seq;
-}
-
-void presence_registry_save_done(struct presence_registry *reg)
-{
-	size_t i;
-
-	reg->save_completed = reg->save_gen;
-	for (i = 0; i < reg->held_len; i++) {
-		struct presence_user *user = reg->held_users[i];
-
-		/* Stale entries: users that changed while held (and maybe were held again). */
-		if (user->list == USER_LIST_HELD) {
-			reg->held--;
-			queue_append(&reg->dirty, user);
-			user->list = USER_LIST_DIRTY;
-		}
-	}
-	reg->held_len = 0;
-}
-
-void presence_registry_save_failed(struct presence_registry *reg)
-{
-	reg->unsaved = true;
-}
-
-bool presence_registry_unsaved(const struct presence_registry *reg)
-{
-	return reg->unsaved;
-}
-
-uint64_t presence_registry_user_recorded_seq(const struct presence_registry *reg,
-                                             const struct presence_user *user)
-{
-	if (user->saved_gen != 0 && user->saved_gen <= reg->save_completed) {
-		return seq_from_low(user, user->saved_seq);
-	}
-	return user->recorded_valid ? seq_from_low(user, user->recorded_seq) : 0;
 }
 
 size_t presence_registry_user_count(const struct presence_registry *reg)
@@ -1001,4 +1389,9 @@ size_t presence_registry_active_session_count(const struct presence_registry *re
 size_t presence_registry_known_count(const struct presence_registry *reg)
 {
 	return reg->known;
+}
+
+uint64_t presence_registry_forgotten_total(const struct presence_registry *reg)
+{
+	return reg->forgotten_total;
 }

@@ -1,50 +1,47 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * The state file: what survives a broker restart.
+ * The state file: what survives a broker restart, written at a cost proportional to what
+ * changed.
  *
- * Mosquitto 2.0 raises no DISCONNECT at shutdown and loses what a plugin publishes from its
- * cleanup function, while with `persistence true` it restores retained messages at startup. So
- * the plugin records, for every user, the values of its last document (seq, since, available
- * and, with keep_state, the state) in a file of its own, and at the next start publishes an
- * "available":false document for every user the file shows as available.
+ * Mosquitto raises no DISCONNECT at shutdown and restores retained messages at startup, so the
+ * plugin records each user's last document (seq, since, available and, with keep_state, the
+ * state) and at the next start corrects every user recorded as available.
  *
- * The file is one JSON document, one user per line:
+ * Files (JSON Lines, one record per line; docs/DESIGN.md has the details):
+ *   <path>               the snapshot: a header {"format":"mosquitto-presence-state",
+ *                        "version":2,"generation":G,"seq_floor":F}, one user record per line,
+ *                        and a trailer {"end":true,"users":N};
+ *   <path>.journal       what changed since: a header {"format":"mosquitto-presence-journal",
+ *                        "version":2,"generation":G}, then user records, {"forget":name,"seq":s},
+ *                        {"seq_floor":F}, {"start":true,"seq_shift":n} and {"stop":true};
+ *   <path>.journal.next  during a compaction, the journal of generation G + 1.
+ * A user record is {"username":...,"seq":...,"since":...,"available":...[,"state":{...}]}.
  *
- *   {"format":"mosquitto-presence-state","version":1,"clean":false,"users":[
- *   {"username":"alice","seq":7,"since":1764265200123,"available":true,"state":{}},
- *   ...
- *   ]}
+ * Writing. Changes are appended to the journal about once a second (presence_store_flush_step):
+ * each user changed since the last flush once, with its current values, plus forgotten users and
+ * the seq floor; one write() and one fdatasync() per step. When the journal has grown to twice
+ * the snapshot (at least PRESENCE_STORE_COMPACT_MIN bytes) a compaction writes a new snapshot in
+ * bounded steps while changes go to the next journal; the snapshot is written to "<path>.tmp",
+ * fsynced and renamed, and only then is the old journal removed and the next one renamed over
+ * it. Every state of the files a crash can leave is readable: a reader replays, over the
+ * snapshot of generation G, the journals of generation G and above, in order, a record replacing
+ * a user only when its seq is at least the user's. Only the last line of a journal can be cut
+ * short by a crash; it is ignored (and cut off at the next start).
  *
- * "clean" is true only in a file written at a clean stop (mosquitto_plugin_cleanup); every other
- * save writes false. "state" is written only with keep_state, and read whenever present.
+ * Sequence numbers never go backwards. A clean stop appends {"stop":true}; a start appends
+ * {"start":true,...} before anything is published, so a crash is recognised by a journal that
+ * does not end in a stop. After one, every user continues at its recorded seq + margin and the
+ * floor (where new users start) rises by the margin too, recorded as "seq_shift". The store is
+ * the registry's guard (registry.h): no user publishes a document whose seq exceeds by more than
+ * the margin the seq durably recorded for it (a user not recorded: the durable floor); such a
+ * document waits for the next flush.
  *
- * Writing. A save writes "<path>.tmp", fsyncs it, renames it over <path> and fsyncs the
- * directory. rename() replaces the name atomically, so whenever the machine or the broker dies,
- * <path> is either the complete old file or the complete new one, never a mix or a torn
- * write: the fsync before the rename makes sure the new file's data is on disk before its name
- * is, and the fsync of the directory makes the rename itself durable. A save may run in steps
- * (presence_store_save_step, each writing a bounded number of users) so that a large registry
- * never blocks the broker loop for long; users are written in creation order through a cursor
- * that stays valid because users are never removed and new ones are added at the end.
+ * Reading refuses a file that is not one the writer produces (a reason is given; the adapter
+ * moves the files aside rather than overwrite them). Version 1 files (one JSON document) are read
+ * and rewritten as version 2 at the next start.
  *
- * Sequence numbers never go backwards across restarts. After a clean stop each user continues
- * at its recorded seq + 1. After a crash the last changes may not have been saved, so the
- * registry (with its seq margin set to the margin below) never lets a user publish more than
- * PRESENCE_STORE_SEQ_MARGIN documents beyond the seq recorded in the last completed save (a
- * user not in it counts as recorded with 0): a document that would is held until a save
- * completes. An unclean start then continues every recorded user at recorded seq + margin + 1,
- * and every user not in the file at margin + 1, which is more than anything published before
- * the crash. The file on disk must never claim a clean stop while the broker runs, so the
- * adapter rewrites it (clean:false) at startup before publishing anything.
- *
- * Reading. A missing file is a first start. A file that cannot be read (other than for lack of
- * memory or descriptors) or is not a complete, well-formed state file is reported with a
- * reason; the adapter moves it aside (presence_store_move_aside) rather than overwrite it.
- * cJSON reports an allocation failure inside its parser exactly like a syntax error, so a file
- * read while memory is exhausted is reported as not JSON; it is then moved aside, not lost.
- *
- * All file errors are reported as PRESENCE_ERR_IO with a message naming the path and the
- * system's reason; nothing here logs.
+ * All file errors are PRESENCE_ERR_IO with a message naming the path and the system's reason;
+ * nothing here logs.
  */
 #ifndef PRESENCE_STORE_H
 #define PRESENCE_STORE_H
@@ -56,15 +53,20 @@
 #include "presence_err.h"
 #include "registry.h"
 
-/* The value of "format" in every state file. */
+/* The value of "format" in every snapshot, and in every journal. */
 #define PRESENCE_STORE_FORMAT "mosquitto-presence-state"
-/* The file format version this code writes and reads. */
-#define PRESENCE_STORE_VERSION 1
-/* How many documents a user may publish beyond the seq recorded in the last completed save. */
+#define PRESENCE_STORE_JOURNAL_FORMAT "mosquitto-presence-journal"
+/* The version this code writes (it reads 1 and 2). */
+#define PRESENCE_STORE_VERSION 2
+/* How many documents a user may publish beyond the seq durably recorded for it. */
 #define PRESENCE_STORE_SEQ_MARGIN 1000
-/* What one step of a save writes at most (presence_store_save_step's usual bounds). */
+/* What one step of a flush or of a compaction writes at most (the usual bounds). */
 #define PRESENCE_STORE_STEP_USERS 2000
 #define PRESENCE_STORE_STEP_BYTES (1024 * 1024)
+/* A journal smaller than this is never compacted. */
+#define PRESENCE_STORE_COMPACT_MIN (4 * 1024 * 1024)
+/* The longest line a reader accepts. */
+#define PRESENCE_STORE_LINE_MAX (16 * 1024 * 1024)
 /* Size of the message buffers callers pass; every message fits (paths are truncated). */
 #define PRESENCE_STORE_ERR_SIZE 1024
 
@@ -72,84 +74,125 @@ struct presence_store;
 
 /* What presence_store_load found. */
 struct presence_store_loaded {
-	/* Whether the file existed. */
+	/* Whether any of the files existed. */
 	bool found;
-	/* Whether it was written at a clean stop. */
+	/* Whether the last run stopped cleanly. */
 	bool clean;
-	/* Number of users restored. */
+	/* The format version of the snapshot (0: none). */
+	int version;
+	/* Users restored, and how many of them are recorded as available. */
 	size_t users;
-	/* Number of them recorded as available. */
 	size_t available;
+	/* The seq offset applied after an unclean stop (0 after a clean one). */
+	uint64_t seq_shift;
 };
 
-/* Returns a store for the state file at path (copied), or NULL when allocation fails. Free with
- * presence_store_free. */
-struct presence_store *presence_store_new(const char *path);
+/* Returns a store for the state file at path (copied) whose guard allows margin documents
+ * beyond the recorded seq (0: no guard, as in cluster mode), or NULL when allocation fails.
+ * Free with presence_store_free. */
+struct presence_store *presence_store_new(const char *path, uint64_t margin);
 
-/* Abandons a save in progress (removing the temporary file) and frees st; NULL is allowed. The
- * registry is not told: call presence_store_save_abort first if it lives on. */
+/* Closes the files (abandoning a compaction in progress) and frees st; NULL is allowed. Free the
+ * store before its registry. */
 void presence_store_free(struct presence_store *st);
 
-/* The path of the state file and of the temporary file a save writes. */
-const char *presence_store_path(const struct presence_store *st);
-const char *presence_store_tmp_path(const struct presence_store *st);
+/* Compacts only journals of at least bytes (default PRESENCE_STORE_COMPACT_MIN; for tests and
+ * benchmarks). */
+void presence_store_set_compact_min(struct presence_store *st, uint64_t bytes);
 
-/* Checks that the directory the state file goes into exists. Returns PRESENCE_OK, or
- * PRESENCE_ERR_IO with a message in err (err_size bytes). */
+/* Makes the next presence_store_compact_step begin a compaction, whatever the sizes. */
+void presence_store_request_compaction(struct presence_store *st);
+
+/* The path of the snapshot and of the journal. */
+const char *presence_store_path(const struct presence_store *st);
+const char *presence_store_journal_path(const struct presence_store *st);
+
+/* Checks that the directory of the files exists. Returns PRESENCE_OK, or PRESENCE_ERR_IO with a
+ * message in err (err_size bytes). */
 enum presence_err presence_store_check_dir(const struct presence_store *st, char *err,
                                            size_t err_size);
 
-/* Reads the state file into reg, which must have no users yet and the seq margin it will run
- * with, and sets the seq each user continues from (see above): recorded seq after a clean
- * stop, recorded seq + margin otherwise, and presence_registry_set_new_user_seq(margin) after
- * an unclean stop. Restored users are on the dirty list (presence_registry_user_restore).
- * Returns PRESENCE_OK with *out filled (found false for a missing file: nothing changes);
- * PRESENCE_ERR_INVAL when the file is not a valid state file, PRESENCE_ERR_IO when it cannot
- * be read, each with the reason in err; PRESENCE_ERR_NOMEM (also when the system ran out of
- * descriptors), with a message in err. On error reg may hold some of the file's users:
- * discard it. */
+/* Reads the files into reg (no users yet; keep_state set as it will run) and sets its seq floor,
+ * applying the margin after an unclean stop (see above). Restored users are on the dirty list.
+ * Returns PRESENCE_OK with *out filled (found false when there is no file: nothing changes);
+ * PRESENCE_ERR_INVAL when a file is not a valid state file or journal, PRESENCE_ERR_IO when one
+ * cannot be read, each with the reason in err; PRESENCE_ERR_NOMEM (also when the system ran out
+ * of descriptors). On error reg may hold some users: discard it. */
 enum presence_err presence_store_load(struct presence_store *st, struct presence_registry *reg,
                                       struct presence_store_loaded *out, char *err,
                                       size_t err_size);
 
-/* Renames the state file to "<path>.corrupt-<UTC time>" (with "-2", "-3", ... appended when
- * that exists), now being the current Unix time in seconds. Returns PRESENCE_OK with the new
- * path in aside (aside_size bytes), or PRESENCE_ERR_IO with the reason in err (the file is
- * then where it was). */
+/* Renames every file of the state file that exists to "<file>.corrupt-<UTC time>" (with "-2",
+ * ... appended when that exists), now being the Unix time in seconds. Returns PRESENCE_OK with
+ * the snapshot's new path (or the first journal's, when there was no snapshot) in aside
+ * (aside_size bytes), or PRESENCE_ERR_IO with the reason in err. */
 enum presence_err presence_store_move_aside(struct presence_store *st, int64_t now, char *aside,
                                             size_t aside_size, char *err, size_t err_size);
 
-/* Whether a save is in progress. */
-bool presence_store_saving(const struct presence_store *st);
+/* After presence_store_load (or a move aside), before anything is published: makes the files say
+ * that the broker runs, durably. Appends the start record to the journal, or, when the files
+ * are not in the shape appending needs (no journal, version 1, a compaction left unfinished,
+ * many starts since the last compaction), writes a new snapshot and journal of everything in reg
+ * at once. Returns PRESENCE_OK, or PRESENCE_ERR_IO / PRESENCE_ERR_NOMEM with a message in err:
+ * the broker should then not run (seq could go backwards after the next restart). */
+enum presence_err presence_store_start(struct presence_store *st, struct presence_registry *reg,
+                                       char *err, size_t err_size);
 
-/* Starts a save of reg: abandons one in progress, creates the temporary file, writes the
- * header with "clean":clean and starts a save generation (presence_registry_save_begin).
- * Returns PRESENCE_OK, or PRESENCE_ERR_IO / PRESENCE_ERR_NOMEM with a message in err, in which
- * case nothing is in progress, no temporary file is left and the registry's unsaved flag is
- * set. */
-enum presence_err presence_store_save_begin(struct presence_store *st,
-                                            struct presence_registry *reg, bool clean, char *err,
+/* The guard (registry.h): whether user may publish a document numbered seq. arg is the store. */
+bool presence_store_guard_allows(void *arg, const struct presence_user *user, uint64_t seq);
+
+/* To be called right before user's last document changes (before its next document is
+ * published, or the cluster's is adopted): remembers what is recorded of it, so the next flush
+ * writes it. Returns PRESENCE_OK with *added telling whether user was not remembered yet, or
+ * PRESENCE_ERR_NOMEM (nothing changed: do not change the document). */
+enum presence_err presence_store_note_change(struct presence_store *st,
+                                             const struct presence_user *user, bool *added);
+
+/* Undoes a note_change that added user when the document did not change after all (its publish
+ * failed): the store holds no pointer to a user the registry might free. */
+void presence_store_note_cancel(struct presence_store *st, const struct presence_user *user);
+
+/* To be called when user leaves the registry for good (forgotten): the next flush records that
+ * (with its seq, which raises the floor). Cannot fail: without memory for the record, the next
+ * compaction leaves the user out instead. */
+void presence_store_note_forget(struct presence_store *st, const struct presence_user *user);
+
+/* Whether a flush has anything to write (changed or forgotten users, a higher floor). */
+bool presence_store_unsaved(const struct presence_store *st, const struct presence_registry *reg);
+
+/* Appends what changed to the journal: at most max_users users and about max_bytes bytes (at
+ * least one user), fdatasync()ed; sets *done when nothing is left. Whatever it wrote counts as
+ * recorded, and the registry's held users are released. Returns PRESENCE_OK, or PRESENCE_ERR_IO /
+ * PRESENCE_ERR_NOMEM with a message in err (nothing counts as written; retry later). */
+enum presence_err presence_store_flush_step(struct presence_store *st,
+                                            struct presence_registry *reg, size_t max_users,
+                                            size_t max_bytes, bool *done, char *err,
                                             size_t err_size);
 
-/* Continues the save in progress: writes the next users (those with seq > 0) until max_users
- * users were visited or max_bytes bytes written, whichever comes first (at least one user);
- * when every user is written, completes the file (fsync, rename, directory fsync), tells the
- * registry (presence_registry_save_done) and sets *done. Returns PRESENCE_OK, or
- * PRESENCE_ERR_IO / PRESENCE_ERR_NOMEM with a message in err, in which case the save is
- * abandoned as by presence_store_save_abort. With no save in progress, does nothing. */
-enum presence_err presence_store_save_step(struct presence_store *st, struct presence_registry *reg,
-                                           size_t max_users, size_t max_bytes, bool *done,
-                                           char *err, size_t err_size);
+/* Begins a compaction when one is due, and continues the one in progress by one step (at most
+ * max_users users or max_bytes bytes); the last step puts the new snapshot in place. Sets
+ * *finished when a compaction completed in this call. Returns PRESENCE_OK, or PRESENCE_ERR_IO /
+ * PRESENCE_ERR_NOMEM with a message in err (the compaction is abandoned and tried again later;
+ * the files stay valid). */
+enum presence_err presence_store_compact_step(struct presence_store *st,
+                                              struct presence_registry *reg, size_t max_users,
+                                              size_t max_bytes, bool *finished, char *err,
+                                              size_t err_size);
 
-/* Abandons the save in progress, if any: closes and removes the temporary file and tells the
- * registry (presence_registry_save_failed). The state file is untouched. */
-void presence_store_save_abort(struct presence_store *st, struct presence_registry *reg);
+/* Whether a compaction is in progress. */
+bool presence_store_compacting(const struct presence_store *st);
 
-/* A whole save in one call: save_begin and save_step without bounds. Same results. */
-enum presence_err presence_store_save_all(struct presence_store *st, struct presence_registry *reg,
-                                          bool clean, char *err, size_t err_size);
+/* A clean stop: abandons a compaction in progress, writes everything that changed and the stop
+ * record. Returns PRESENCE_OK, or PRESENCE_ERR_IO / PRESENCE_ERR_NOMEM with a message in err (the
+ * next start then treats this stop as a crash). */
+enum presence_err presence_store_stop(struct presence_store *st, struct presence_registry *reg,
+                                      char *err, size_t err_size);
 
-/* Number of users the last completed save wrote. */
-size_t presence_store_saved_users(const struct presence_store *st);
+/* Sizes, for logs and benchmarks: the snapshot's users and bytes, the journal bytes (both
+ * journals during a compaction), and every byte written to the files since st was made. */
+size_t presence_store_snapshot_users(const struct presence_store *st);
+uint64_t presence_store_snapshot_bytes(const struct presence_store *st);
+uint64_t presence_store_journal_bytes(const struct presence_store *st);
+uint64_t presence_store_bytes_written(const struct presence_store *st);
 
 #endif

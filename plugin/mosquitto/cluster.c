@@ -47,9 +47,9 @@
 struct presence_cluster_link {
 	struct presence_redis *redis;
 	struct presence_cluster_writes *writes;
-	/* A resynchronisation in progress: the next user to send (NULL: from the first). */
+	/* A resynchronisation in progress, and where it is. */
 	bool resyncing;
-	struct presence_user *resync_next;
+	struct presence_cursor resync;
 	/* The link's last status. */
 	bool connected;
 	long long brokers;
@@ -88,7 +88,7 @@ static void reject_cb(void *arg, struct presence_user *user, const char *topic, 
 	presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
 	                     "rejected state write of user %s to %s: %s", presence_user_name(user),
 	                     topic, reason);
-	presence_publish_rejection(user, topic, reason);
+	presence_publish_rejection(p, user, topic, reason);
 }
 
 /* The user's current cluster state and seq (what a commit applies to). */
@@ -167,6 +167,18 @@ static struct presence_user *apply_record(struct presence_plugin *p,
 		return user;
 	}
 	if (due) {
+		bool added;
+
+		/* The state file records it at its next flush (no seq margin in cluster mode:
+		 * nothing waits for that). */
+		if (p->store != NULL &&
+		    presence_store_note_change(p->store, user, &added) != PRESENCE_OK) {
+			mosquitto_log_printf(MOSQ_LOG_WARNING,
+			                     PRESENCE_LOG_PREFIX "out of memory: the state file "
+			                                         "misses the document of user %s "
+			                                         "until its next compaction",
+			                     presence_user_name(user));
+		}
 		presence_publish_document(p, user);
 	}
 	return user;
@@ -210,8 +222,7 @@ static void handle_result(struct presence_plugin *p, struct presence_redis_resul
 		handle_cas(p, res);
 		break;
 	case PRESENCE_REDIS_RESYNC:
-		cl->resyncing = true;
-		cl->resync_next = presence_registry_user_first(p->reg);
+		cl->resyncing = presence_registry_cursor_start(p->reg, &cl->resync);
 		break;
 	case PRESENCE_REDIS_STATUS:
 		cl->connected = res->connected;
@@ -283,17 +294,25 @@ static void resync_step(struct presence_plugin *p)
 {
 	struct presence_cluster_link *cl = p->cluster;
 
-	for (int i = 0; i < RESYNC_PER_TICK && cl->resync_next != NULL; i++) {
-		struct presence_user *user = cl->resync_next;
+	for (int i = 0; i < RESYNC_PER_TICK; i++) {
+		struct presence_user *user;
 
-		if (presence_redis_backlog(cl->redis) >= BACKLOG_MAX || !send_seed(p, user) ||
-		    (presence_user_sessions(user) > 0 && !send_count(p, user))) {
+		if (presence_redis_backlog(cl->redis) >= BACKLOG_MAX) {
 			return;
 		}
-		cl->resync_next = presence_registry_user_next(user);
-	}
-	if (cl->resync_next == NULL) {
-		cl->resyncing = false;
+		user = presence_registry_cursor_next(p->reg, &cl->resync);
+		if (user == NULL) {
+			cl->resyncing = false;
+			return;
+		}
+		if (!send_seed(p, user) ||
+		    (presence_user_sessions(user) > 0 && !send_count(p, user))) {
+			/* Out of memory: the rest of the walk starts again at the next
+			 * resynchronisation. */
+			presence_registry_cursor_stop(p->reg, &cl->resync);
+			cl->resyncing = false;
+			return;
+		}
 	}
 }
 
@@ -378,7 +397,15 @@ void presence_cluster_link_state_write(struct presence_plugin *p, struct presenc
 	}
 	p->state_writes++;
 	if (changed) {
+		presence_registry_write_charge(p->reg, user);
 		start_commit(p, user);
+	}
+}
+
+void presence_cluster_link_forget(struct presence_plugin *p, const struct presence_user *user)
+{
+	if (p->cluster != NULL) {
+		presence_cluster_write_forget(p->cluster->writes, user);
 	}
 }
 
@@ -489,6 +516,7 @@ void presence_cluster_link_stop(struct presence_plugin *p)
 	if (p->cluster == NULL) {
 		return;
 	}
+	presence_registry_cursor_stop(p->reg, &p->cluster->resync);
 	/* The threads first: nobody sends the signal once they are gone. */
 	presence_redis_stop(p->cluster->redis);
 	presence_wake_uninstall(&p->cluster->wake);
@@ -529,6 +557,12 @@ void presence_cluster_link_state_write(struct presence_plugin *p, struct presenc
 	(void)topic;
 	(void)payload;
 	(void)payload_len;
+}
+
+void presence_cluster_link_forget(struct presence_plugin *p, const struct presence_user *user)
+{
+	(void)p;
+	(void)user;
 }
 
 #endif

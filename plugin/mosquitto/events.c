@@ -10,11 +10,14 @@
  *   state writes go out at the event itself (presence_lifecycle_changed). TICK first lets
  *   the lifecycle do its per-iteration work, then puts back on the dirty list the users whose
  *   offline delay has passed.
- * - With a state file, TICK then saves it: a save begins at most about once per second when
- *   something it records changed (at once when a document waits for one, see the seq margin
- *   in store.h) and writes a bounded number of users per TICK until it is complete, so even a
- *   large registry never stalls the broker loop. A failed save is logged and retried a second
- *   later; changes made during a save are written by the next one.
+ * - Users the registry forgot (forget_after, max_users) are announced before any document: a
+ *   zero-length retained publish on their topic removes their retained document, and the state
+ *   file records that they are gone.
+ * - With a state file, TICK then appends what changed to its journal, at most about once per
+ *   second (at once when a document waits for it, see the seq margin in store.h), in bounded
+ *   steps, and continues a compaction in progress by one bounded step, so even a large
+ *   registry never stalls the broker loop. A failed write is logged and retried a second
+ *   later.
  *
  * State writes are ordinary publishes to P/U/state[/key]. They are consumed: MESSAGE applies
  * them and clears the retain flag, and the ACL denies READ of state topics to everybody, so
@@ -42,6 +45,7 @@ int presence_mosq_err(enum presence_err err)
 	case PRESENCE_OK:
 		return MOSQ_ERR_SUCCESS;
 	case PRESENCE_ERR_NOMEM:
+	case PRESENCE_ERR_FULL:
 		return MOSQ_ERR_NOMEM;
 	case PRESENCE_ERR_INVAL:
 	case PRESENCE_ERR_TOO_LARGE:
@@ -149,13 +153,45 @@ const char *presence_client_user_name(const struct presence_plugin *p,
 	return presence_policy_tracked_name(&p->cfg, client_identity(p, client));
 }
 
-void presence_log_untracked(const struct mosquitto *client, const char *user_name)
+void presence_log_untracked(struct presence_plugin *p, const struct mosquitto *client,
+                            const char *user_name, enum presence_err err)
 {
+	if (err == PRESENCE_ERR_FULL) {
+		p->sessions_untracked++;
+		presence_log_limited(&p->untracked_log, MOSQ_LOG_WARNING,
+		                     "max_users (%zu) users are known and every one of them is "
+		                     "online: the session of client %s (user %s) gets no presence "
+		                     "(its login is not refused)",
+		                     p->cfg.max_users, or_none(mosquitto_client_id(client)),
+		                     or_none(user_name));
+		return;
+	}
 	mosquitto_log_printf(MOSQ_LOG_WARNING,
-	                     PRESENCE_LOG_PREFIX
-	                     "out of memory: the session of client %s (user %s) "
-	                     "is not tracked",
+	                     PRESENCE_LOG_PREFIX "%s: the session of client %s (user %s) "
+	                                         "is not tracked",
+	                     err == PRESENCE_ERR_INVAL ? "user name too long for a topic"
+	                                               : "out of memory",
 	                     or_none(mosquitto_client_id(client)), or_none(user_name));
+}
+
+char *presence_user_topic(const struct presence_plugin *p, const struct presence_user *user,
+                          char *stack, size_t extra)
+{
+	size_t len = presence_registry_topic_len(p->reg, user);
+	char *topic =
+	    len + extra < PRESENCE_TOPIC_STACK_SIZE ? stack : mosquitto_malloc(len + extra + 1);
+
+	if (topic != NULL) {
+		presence_registry_topic_write(p->reg, user, topic);
+	}
+	return topic;
+}
+
+void presence_user_topic_free(char *topic, const char *stack)
+{
+	if (topic != stack) {
+		mosquitto_free(topic);
+	}
 }
 
 /* Returns true when the encoded user level (level, len) is client's own user. */
@@ -232,27 +268,38 @@ int presence_publish_json(const char *client_id, const char *topic, const char *
 	return presence_publish(client_id, topic, text, len, qos, retain, props);
 }
 
-/* presence_publish_json with a payload taken over as by presence_publish_owned. */
-static int publish_json_owned(const char *topic, void *payload, size_t len, bool retain)
+/* Publishes a document of user (payload taken over as by presence_publish_owned), retained,
+ * QoS 1, marked as JSON. */
+static int publish_json_owned(struct presence_plugin *p, const struct presence_user *user,
+                              void *payload, size_t len)
 {
+	char stack[PRESENCE_TOPIC_STACK_SIZE];
 	mosquitto_property *props = NULL;
+	char *topic;
 	int rc = add_json_properties(&props);
 
 	if (rc != MOSQ_ERR_SUCCESS) {
 		mosquitto_free(payload);
 		return rc;
 	}
-	return presence_publish_owned(NULL, topic, payload, len, 1, retain, props);
+	topic = presence_user_topic(p, user, stack, 0);
+	if (topic == NULL) {
+		mosquitto_free(payload);
+		mosquitto_property_free_all(&props);
+		return MOSQ_ERR_NOMEM;
+	}
+	rc = presence_publish_owned(NULL, topic, payload, len, 1, true, props);
+	presence_user_topic_free(topic, stack);
+	return rc;
 }
 
 /* Publishes the rejection notice for a state write on "<user topic>/error" (not retained);
  * the ACL lets only the user's own sessions read it. */
-void presence_publish_rejection(struct presence_user *user, const char *write_topic,
-                                const char *reason)
+void presence_publish_rejection(struct presence_plugin *p, struct presence_user *user,
+                                const char *write_topic, const char *reason)
 {
-	const char *doc_topic = presence_user_topic(user);
-	size_t topic_len = strlen(doc_topic);
-	char *topic = mosquitto_malloc(topic_len + sizeof("/error"));
+	char stack[PRESENCE_TOPIC_STACK_SIZE];
+	char *topic = presence_user_topic(p, user, stack, sizeof("/error"));
 	char *text;
 	size_t len;
 	int rc = MOSQ_ERR_NOMEM;
@@ -260,14 +307,13 @@ void presence_publish_rejection(struct presence_user *user, const char *write_to
 	if (topic == NULL) {
 		goto out_log;
 	}
-	memcpy(topic, doc_topic, topic_len);
-	memcpy(topic + topic_len, "/error", sizeof("/error"));
+	strcat(topic, "/error");
 	text = presence_document_render_error(write_topic, reason, &len);
 	if (text != NULL) {
 		rc = presence_publish_json(NULL, topic, text, len, 1, false, NULL);
 		presence_document_free(text);
 	}
-	mosquitto_free(topic);
+	presence_user_topic_free(topic, stack);
 out_log:
 	if (rc != MOSQ_ERR_SUCCESS) {
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
@@ -387,12 +433,30 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		                     or_none(mosquitto_client_id(ed->client)), ed->topic);
 		return MOSQ_ERR_SUCCESS;
 	}
-	if (p->cluster != NULL) {
+	if (!presence_registry_write_permitted(p->reg, user)) {
+		/* Over the write limit: refused if it would change the state (a write that
+		 * changes nothing, such as a QoS 1 resend of a write just applied, costs
+		 * nothing and is accepted). */
+		err = presence_policy_write_changes(
+		    presence_user_state(user), &p->limits, topic.kind == PRESENCE_TOPIC_STATE,
+		    topic.key, topic.key_len, ed->payload, ed->payloadlen, &changed, reason);
+		if (err == PRESENCE_OK && changed) {
+			snprintf(
+			    reason, sizeof(reason),
+			    "too many state writes: at most %zu a second (%zu at once) per user; "
+			    "the write was not applied",
+			    p->cfg.max_writes_per_second, p->cfg.max_write_burst);
+			err = PRESENCE_ERR_TOO_LARGE;
+		}
+		if (err == PRESENCE_OK) {
+			p->state_writes++;
+			return MOSQ_ERR_SUCCESS;
+		}
+	} else if (p->cluster != NULL) {
 		presence_cluster_link_state_write(p, user, ed->topic, &topic, ed->payload,
 		                                  ed->payloadlen);
 		return MOSQ_ERR_SUCCESS;
-	}
-	if (topic.kind == PRESENCE_TOPIC_STATE) {
+	} else if (topic.kind == PRESENCE_TOPIC_STATE) {
 		err = presence_state_merge(presence_user_state(user), &p->limits, ed->payload,
 		                           ed->payloadlen, &changed, reason);
 	} else {
@@ -409,11 +473,12 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		                     "rejected state write by client %s (user %s) to %s: %s",
 		                     or_none(mosquitto_client_id(ed->client)),
 		                     presence_user_name(user), ed->topic, reason);
-		presence_publish_rejection(user, ed->topic, reason);
+		presence_publish_rejection(p, user, ed->topic, reason);
 		return MOSQ_ERR_SUCCESS;
 	}
 	p->state_writes++;
 	if (changed) {
+		presence_registry_write_charge(p->reg, user);
 		presence_registry_user_changed(p->reg, user);
 		presence_lifecycle_changed(p);
 	}
@@ -447,7 +512,7 @@ int presence_publish_document(struct presence_plugin *p, struct presence_user *u
 	}
 	payload = presence_document_render_with(&doc, &len, mosquitto_malloc);
 	if (payload != NULL) {
-		rc = publish_json_owned(presence_user_topic(user), payload, len, true);
+		rc = publish_json_owned(p, user, payload, len);
 	}
 	if (rc != MOSQ_ERR_SUCCESS) {
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
@@ -458,6 +523,47 @@ int presence_publish_document(struct presence_plugin *p, struct presence_user *u
 	}
 	p->documents_published++;
 	return rc;
+}
+
+/* Announces a user the registry forgot, and frees it: a zero-length retained publish on its
+ * topic removes its retained document (subscribers get an empty message), and the state file
+ * and the cluster let it go. */
+static void announce_forgotten(struct presence_plugin *p, struct presence_user *user)
+{
+	char stack[PRESENCE_TOPIC_STACK_SIZE];
+	char *topic = presence_user_topic(p, user, stack, 0);
+	int rc = MOSQ_ERR_NOMEM;
+
+	if (topic != NULL) {
+		rc = presence_publish_owned(NULL, topic, NULL, 0, 1, true, NULL);
+		presence_user_topic_free(topic, stack);
+	}
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX
+		                     "could not remove the retained document of "
+		                     "forgotten user %s (%s)",
+		                     presence_user_name(user), presence_mosq_strerror(rc));
+	}
+	presence_forget_release(p, user);
+}
+
+void presence_forget_release(struct presence_plugin *p, struct presence_user *user)
+{
+	if (p->store != NULL) {
+		presence_store_note_forget(p->store, user);
+	}
+	presence_cluster_link_forget(p, user);
+	presence_user_free(user);
+}
+
+void presence_announce_forgotten(struct presence_plugin *p)
+{
+	struct presence_user *user;
+
+	while ((user = presence_registry_forgotten_take(p->reg)) != NULL) {
+		announce_forgotten(p, user);
+	}
 }
 
 size_t presence_publish_due_documents(struct presence_plugin *p)
@@ -471,7 +577,11 @@ size_t presence_publish_due_documents(struct presence_plugin *p)
 	bool due;
 	int rc;
 
+	/* Forgotten users first: a user of the same name created since publishes after. */
+	presence_announce_forgotten(p);
 	while ((user = presence_registry_dirty_next(p->reg)) != NULL) {
+		bool noted = false;
+
 		if (now_ms == 0) {
 			now_ms = clock_ms(CLOCK_REALTIME);
 		}
@@ -483,18 +593,23 @@ size_t presence_publish_due_documents(struct presence_plugin *p)
 		if (!due) {
 			continue;
 		}
-		/* Rendered straight into a buffer the broker takes over. */
-		payload = presence_document_render_with(&doc, &len, mosquitto_malloc);
-		if (payload == NULL) {
+		/* The state file learns of the change before the user's last document changes. */
+		if (p->store != NULL &&
+		    presence_store_note_change(p->store, user, &noted) != PRESENCE_OK) {
 			rc = MOSQ_ERR_NOMEM;
 			goto out_failed;
 		}
-		rc = publish_json_owned(presence_user_topic(user), payload, len, true);
+		/* Rendered straight into a buffer the broker takes over. */
+		payload = presence_document_render_with(&doc, &len, mosquitto_malloc);
+		rc = payload != NULL ? publish_json_owned(p, user, payload, len) : MOSQ_ERR_NOMEM;
 		if (rc == MOSQ_ERR_SUCCESS) {
 			presence_registry_document_sent(p->reg, user);
 			p->documents_published++;
 			published++;
 			continue;
+		}
+		if (noted) {
+			presence_store_note_cancel(p->store, user);
 		}
 	out_failed:
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
@@ -507,37 +622,43 @@ size_t presence_publish_due_documents(struct presence_plugin *p)
 	return published;
 }
 
-/* Begins a save of the state file when one is due, and continues the save in progress by one
- * bounded step (see the head of this file). */
+/* Appends what changed to the state file's journal when a flush is due (one bounded step per
+ * TICK), and continues a compaction by one bounded step (see the head of this file). */
 static void save_state(struct presence_plugin *p)
 {
 	char err[PRESENCE_STORE_ERR_SIZE];
+	bool finished = false;
 	bool done = false;
+	int64_t now = presence_monotonic_ms();
 
-	if (!presence_store_saving(p->store)) {
-		int64_t now = presence_monotonic_ms();
-
-		if (!presence_policy_save_due(now, p->save_started_ms,
-		                              presence_registry_held_count(p->reg) > 0,
-		                              presence_registry_unsaved(p->reg), p->save_failed)) {
-			return;
+	if (p->flushing || presence_policy_save_due(
+	                       now, p->save_started_ms, presence_registry_held_count(p->reg) > 0,
+	                       presence_store_unsaved(p->store, p->reg), p->save_failed)) {
+		if (!p->flushing) {
+			p->save_started_ms = now;
 		}
-		p->save_started_ms = now;
-		if (presence_store_save_begin(p->store, p->reg, false, err, sizeof(err)) !=
-		    PRESENCE_OK) {
+		if (presence_store_flush_step(p->store, p->reg, PRESENCE_STORE_STEP_USERS,
+		                              PRESENCE_STORE_STEP_BYTES, &done, err,
+		                              sizeof(err)) != PRESENCE_OK) {
+			p->flushing = false;
 			goto out_failed;
 		}
-	}
-	if (presence_store_save_step(p->store, p->reg, PRESENCE_STORE_STEP_USERS,
-	                             PRESENCE_STORE_STEP_BYTES, &done, err,
-	                             sizeof(err)) != PRESENCE_OK) {
-		goto out_failed;
-	}
-	if (done) {
+		p->flushing = !done;
 		p->save_failed = false;
+	}
+	if (presence_store_compact_step(p->store, p->reg, PRESENCE_STORE_STEP_USERS,
+	                                PRESENCE_STORE_STEP_BYTES, &finished, err,
+	                                sizeof(err)) != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "could not compact the state file: %s; "
+		                                         "trying again later",
+		                     err);
+		return;
+	}
+	if (finished) {
 		mosquitto_log_printf(
-		    MOSQ_LOG_DEBUG, PRESENCE_LOG_PREFIX "saved state of %zu users to %s",
-		    presence_store_saved_users(p->store), presence_store_path(p->store));
+		    MOSQ_LOG_DEBUG, PRESENCE_LOG_PREFIX "compacted the state file %s: %zu users",
+		    presence_store_path(p->store), presence_store_snapshot_users(p->store));
 	}
 	return;
 
@@ -572,6 +693,8 @@ static void publish_due_metrics(struct presence_plugin *p)
 	values[PRESENCE_METRIC_STATE_WRITES] = p->state_writes;
 	values[PRESENCE_METRIC_STATE_REJECTED] = p->state_rejected;
 	values[PRESENCE_METRIC_PUBLISHES_DENIED] = p->publishes_denied;
+	values[PRESENCE_METRIC_USERS_FORGOTTEN] = presence_registry_forgotten_total(p->reg);
+	values[PRESENCE_METRIC_SESSIONS_UNTRACKED] = p->sessions_untracked;
 	for (which = 0; which < PRESENCE_METRIC_COUNT; which++) {
 		enum presence_metric metric = (enum presence_metric)which;
 		int len;
@@ -607,10 +730,13 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	} else {
 		presence_registry_offline_expire(p->reg);
 		presence_publish_due_documents(p);
+		presence_registry_forget_due(p->reg, PRESENCE_FORGET_PER_TICK);
+		presence_announce_forgotten(p);
 	}
 	publish_due_metrics(p);
 	flush_log_budget(&p->rejected_log, MOSQ_LOG_WARNING, "rejected state writes");
 	flush_log_budget(&p->denied_log, MOSQ_LOG_NOTICE, "denied publishes");
+	flush_log_budget(&p->untracked_log, MOSQ_LOG_WARNING, "sessions over max_users");
 	if (p->store != NULL) {
 		save_state(p);
 	}

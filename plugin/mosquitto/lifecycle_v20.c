@@ -119,7 +119,7 @@ static int basic_auth_cb(int event, void *event_data, void *userdata)
 	(void)event;
 	presence_login_seen(p, ed->client);
 	if (!p->reloading && presence_registry_session_pending(p->reg, ed->client) != PRESENCE_OK) {
-		presence_log_untracked(ed->client, NULL);
+		presence_log_untracked(p, ed->client, NULL, PRESENCE_ERR_NOMEM);
 	}
 	/* In defer mode the plugin never decides a login. In allow mode it accepts every
 	 * login, for brokers with no authentication at all: on 2.0, a deferring BASIC_AUTH with
@@ -181,9 +181,10 @@ void presence_lifecycle_tick(struct presence_plugin *p, void *event_data)
 	 * disconnected before the end of the iteration. */
 	while ((client = presence_registry_pending_next(p->reg)) != NULL) {
 		const char *name = presence_client_user_name(p, client);
+		enum presence_err err = presence_registry_session_start(p->reg, client, name);
 
-		if (presence_registry_session_start(p->reg, client, name) != PRESENCE_OK) {
-			presence_log_untracked(client, name);
+		if (err != PRESENCE_OK) {
+			presence_log_untracked(p, client, name, err);
 		}
 	}
 }

@@ -121,10 +121,12 @@ static int connect_cb(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_connect *ed = event_data;
 	struct presence_plugin *p = userdata;
 	const char *name = presence_client_user_name(p, ed->client);
+	enum presence_err err;
 
 	(void)event;
-	if (presence_registry_session_connect(p->reg, ed->client, name) != PRESENCE_OK) {
-		presence_log_untracked(ed->client, name);
+	err = presence_registry_session_connect(p->reg, ed->client, name);
+	if (err != PRESENCE_OK) {
+		presence_log_untracked(p, ed->client, name, err);
 	}
 	presence_lifecycle_changed(p);
 	return MOSQ_ERR_SUCCESS;

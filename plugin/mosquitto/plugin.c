@@ -8,11 +8,12 @@
  * The state file (store.h) is read in init, which Mosquitto runs after it has restored its own
  * persistence database and before it opens any listener, and which is the only place besides a
  * callback from which a publish is delivered (cleanup's are lost). So init reads the file,
- * rewrites it at once marked as not cleanly stopped (from now on a crash must not look like a
- * clean stop, and the new seq bases must be recorded before they are used), and then publishes
- * the corrections: every user recorded as available is published as unavailable before any
- * client can connect and read the stale retained document. Cleanup writes the file once more,
- * marked clean; file I/O works there, publishing does not.
+ * records at once that the broker runs (from now on a crash must not look like a clean stop,
+ * and the new seq bases must be recorded before they are used), and then publishes the
+ * corrections: every user recorded as available is published as unavailable before any client
+ * can connect and read the stale retained document, and users past forget_after or beyond
+ * max_users are forgotten. Cleanup records a clean stop; file I/O works there, publishing does
+ * not.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,7 @@ static void plugin_free(struct presence_plugin *p)
 {
 	presence_lifecycle_stop(p);
 	presence_cluster_link_stop(p);
+	/* Before the registry: a compaction's cursor is open in it. */
 	presence_store_free(p->store);
 	presence_query_limit_free(p->query_limit);
 	presence_registry_free(p->reg);
@@ -153,10 +155,12 @@ static int configure(struct presence_plugin *p, const struct mosquitto_opt *opts
 	presence_metrics_init(&p->metrics, p->cfg.metrics_interval);
 	presence_log_budget_init(&p->rejected_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
 	presence_log_budget_init(&p->denied_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
+	presence_log_budget_init(&p->untracked_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
 	return MOSQ_ERR_SUCCESS;
 }
 
-/* (Re)creates the empty registry with the configured settings. */
+/* (Re)creates the empty registry with the configured settings, but max_users, which applies
+ * once the state file is read (apply_max_users). */
 static int make_registry(struct presence_plugin *p)
 {
 	presence_registry_free(p->reg);
@@ -165,18 +169,30 @@ static int make_registry(struct presence_plugin *p)
 		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX "out of memory");
 		return MOSQ_ERR_NOMEM;
 	}
+	presence_registry_set_write_limit(p->reg, (unsigned int)p->cfg.max_writes_per_second,
+	                                  (unsigned int)p->cfg.max_write_burst);
 	if (p->cfg.cluster_url != NULL) {
-		/* The cluster decides availability, delays and state (Redis functions): the
-		 * registry only counts this broker's sessions and keeps the documents. */
+		/* The cluster decides availability, delays, state and forgetting (Redis
+		 * functions): the registry only counts this broker's sessions and keeps the
+		 * documents. */
 		presence_registry_set_keep_state(p->reg, true);
 		return MOSQ_ERR_SUCCESS;
 	}
 	presence_registry_set_offline_delay(p->reg, (int64_t)p->cfg.offline_delay * 1000);
 	presence_registry_set_keep_state(p->reg, p->cfg.keep_state);
-	if (p->cfg.state_file != NULL) {
-		presence_registry_set_seq_margin(p->reg, PRESENCE_STORE_SEQ_MARGIN);
-	}
+	presence_registry_set_forget_after(p->reg, (int64_t)p->cfg.forget_after * 1000);
 	return MOSQ_ERR_SUCCESS;
+}
+
+/* Applies max_users, and the state file as the registry's guard. */
+static void registry_settle(struct presence_plugin *p)
+{
+	presence_registry_set_max_users(p->reg, p->cfg.max_users);
+	if (p->store != NULL) {
+		const struct presence_seq_guard guard = {presence_store_guard_allows, p->store};
+
+		presence_registry_set_guard(p->reg, &guard);
+	}
 }
 
 /* Moves an unusable state file aside (reason says why it is unusable) and starts with an
@@ -223,7 +239,9 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 	const char *path;
 	enum presence_err rc;
 
-	p->store = presence_store_new(p->cfg.state_file);
+	/* In cluster mode Redis numbers the documents, above what the file records. */
+	p->store = presence_store_new(p->cfg.state_file,
+	                              p->cfg.cluster_url != NULL ? 0 : PRESENCE_STORE_SEQ_MARGIN);
 	if (p->store == NULL) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX "out of memory");
 		return MOSQ_ERR_NOMEM;
@@ -276,7 +294,7 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 		                     loaded->users, loaded->available, path,
 		                     PRESENCE_STORE_SEQ_MARGIN + 1, PRESENCE_STORE_SEQ_MARGIN + 1);
 	}
-	if (presence_store_save_all(p->store, p->reg, false, err, sizeof(err)) != PRESENCE_OK) {
+	if (presence_store_start(p->store, p->reg, err, sizeof(err)) != PRESENCE_OK) {
 		mosquitto_log_printf(MOSQ_LOG_ERR,
 		                     PRESENCE_LOG_PREFIX
 		                     "cannot write the state file: %s; refusing "
@@ -286,8 +304,11 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 		return MOSQ_ERR_UNKNOWN;
 	}
 	p->save_started_ms = presence_monotonic_ms();
-	mosquitto_log_printf(MOSQ_LOG_DEBUG, PRESENCE_LOG_PREFIX "saved state of %zu users to %s",
-	                     presence_store_saved_users(p->store), path);
+	mosquitto_log_printf(MOSQ_LOG_DEBUG,
+	                     PRESENCE_LOG_PREFIX "state file %s: %zu users in its snapshot, %llu "
+	                                         "bytes of journal",
+	                     path, presence_store_snapshot_users(p->store),
+	                     (unsigned long long)presence_store_journal_bytes(p->store));
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -297,7 +318,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	struct presence_store_loaded loaded = {0};
 	struct presence_plugin *p;
 	char summary[1024];
-	size_t corrected;
+	size_t corrected, forgotten, n;
 	int rc;
 
 	rc = presence_lifecycle_check_broker(identifier);
@@ -341,6 +362,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 			goto out_free_plugin;
 		}
 	}
+	registry_settle(p);
 	rc = register_callbacks(p);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		goto out_free_plugin;
@@ -368,6 +390,20 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		                     "recorded as available are now unavailable",
 		                     corrected);
 	}
+	/* Users offline past forget_after while the broker was down, or beyond max_users: all
+	 * of them at once, before any client can read their documents. */
+	forgotten = 0;
+	while ((n = presence_registry_forget_due(p->reg, SIZE_MAX)) > 0) {
+		forgotten += n;
+		presence_announce_forgotten(p);
+	}
+	if (forgotten > 0) {
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX
+		                     "forgot %zu users (offline for longer than "
+		                     "forget_after, or beyond max_users)",
+		                     forgotten);
+	}
 	*userdata = p;
 	instances++;
 	return MOSQ_ERR_SUCCESS;
@@ -377,14 +413,20 @@ out_free_plugin:
 	return rc;
 }
 
-/* Writes the whole state file, marked clean, at shutdown. Users still shown as available
- * (Mosquitto raises no DISCONNECT at shutdown) are recorded so, and corrected at the next
- * start. */
+/* Records what changed and a clean stop at shutdown. Users still shown as available (Mosquitto
+ * raises no DISCONNECT at shutdown) are recorded so, and corrected at the next start. */
 static void save_clean_stop(struct presence_plugin *p)
 {
 	char err[PRESENCE_STORE_ERR_SIZE];
 
-	if (presence_store_save_all(p->store, p->reg, true, err, sizeof(err)) != PRESENCE_OK) {
+	struct presence_user *user;
+
+	/* Users forgotten but not announced yet (nothing is published from cleanup): recorded as
+	 * gone. */
+	while ((user = presence_registry_forgotten_take(p->reg)) != NULL) {
+		presence_forget_release(p, user);
+	}
+	if (presence_store_stop(p->store, p->reg, err, sizeof(err)) != PRESENCE_OK) {
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
 		                     PRESENCE_LOG_PREFIX
 		                     "could not save the state file at shutdown: "
@@ -395,7 +437,7 @@ static void save_clean_stop(struct presence_plugin *p)
 	}
 	mosquitto_log_printf(MOSQ_LOG_INFO,
 	                     PRESENCE_LOG_PREFIX "saved state of %zu users to %s (clean stop)",
-	                     presence_store_saved_users(p->store), presence_store_path(p->store));
+	                     presence_registry_known_count(p->reg), presence_store_path(p->store));
 }
 
 int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)

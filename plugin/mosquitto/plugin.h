@@ -40,6 +40,12 @@
 /* The most callbacks one instance registers (shared and lifecycle ones). */
 #define PRESENCE_MAX_CALLBACKS 12
 
+/* Document topics up to this long are built on the stack (presence_user_topic). */
+#define PRESENCE_TOPIC_STACK_SIZE 256
+
+/* Users forgotten per TICK at most (the rest in the next ones). */
+#define PRESENCE_FORGET_PER_TICK 1000
+
 struct presence_plugin {
 	/* The broker's id for this plugin instance (for callback registration). */
 	mosquitto_plugin_id_t *id;
@@ -64,11 +70,14 @@ struct presence_plugin {
 	uint64_t state_rejected;
 	/* Publishes into the plugin's namespace denied, Wills included. */
 	uint64_t publishes_denied;
+	/* Sessions given no presence because max_users users were known and online. */
+	uint64_t sessions_untracked;
 	/* Log budgets (core/logbudget.h) of the lines that one client can cause by the thousand:
 	 * rejected or ignored state writes, and denied publishes, refused response topics and
 	 * unanswered queries. */
 	struct presence_log_budget rejected_log;
 	struct presence_log_budget denied_log;
+	struct presence_log_budget untracked_log;
 	/* The client whose login the broker handled last in this loop iteration, until it
 	 * disconnects or the iteration ends; NULL otherwise (presence_policy_takeover_will). */
 	const struct mosquitto *connecting;
@@ -76,10 +85,12 @@ struct presence_plugin {
 	struct presence_query_limit *query_limit;
 	/* The state file, or NULL without plugin_opt_state_file. */
 	struct presence_store *store;
-	/* Monotonic time (ms) at which the last save began, and whether the last save failed:
-	 * saves are paced to about one per second, and retried at that pace after a failure. */
+	/* Monotonic time (ms) at which the last flush of the state file began, whether the last
+	 * one failed (flushes are paced to about one per second, and retried at that pace after a
+	 * failure), and whether one is in progress (it goes on at the next TICK). */
 	int64_t save_started_ms;
 	bool save_failed;
+	bool flushing;
 	/* Mosquitto 2.1: wakes the broker's loop while documents wait for delivery
 	 * (lifecycle_v21.c); unused on 2.0. */
 	struct presence_wake delivery_wake;
@@ -112,8 +123,25 @@ int presence_control_cb(int event, void *event_data, void *userdata);
 const char *presence_client_user_name(const struct presence_plugin *p,
                                       const struct mosquitto *client);
 
-/* Logs a line for a session the plugin could not track for lack of memory. */
-void presence_log_untracked(const struct mosquitto *client, const char *user_name);
+/* Logs a line for a session the plugin could not track (err: PRESENCE_ERR_FULL, counted and
+ * logged within a budget; PRESENCE_ERR_NOMEM; PRESENCE_ERR_INVAL, a name too long). */
+void presence_log_untracked(struct presence_plugin *p, const struct mosquitto *client,
+                            const char *user_name, enum presence_err err);
+
+/* Returns user's document topic, with room for extra more bytes (extra counts a NUL of its
+ * own): in stack (PRESENCE_TOPIC_STACK_SIZE bytes) when it fits, else from mosquitto_malloc;
+ * NULL when that fails. Free with presence_user_topic_free(topic, stack). */
+char *presence_user_topic(const struct presence_plugin *p, const struct presence_user *user,
+                          char *stack, size_t extra);
+void presence_user_topic_free(char *topic, const char *stack);
+
+/* Announces every user the registry forgot (presence_registry_forgotten_take): removes its
+ * retained document, then releases it (presence_forget_release). */
+void presence_announce_forgotten(struct presence_plugin *p);
+
+/* Tells the state file and the cluster link that user (out of the registry already) is gone,
+ * and frees it. */
+void presence_forget_release(struct presence_plugin *p, struct presence_user *user);
 
 /* Publishes the len bytes of text on topic with mosquitto_broker_publish: to every subscriber
  * when client_id is NULL, otherwise to that client only (Mosquitto 2.0 then checks no
@@ -156,8 +184,8 @@ int presence_publish_document(struct presence_plugin *p, struct presence_user *u
 
 /* Publishes the rejection notice of a state write to write_topic on user's error topic
  * (events.c). */
-void presence_publish_rejection(struct presence_user *user, const char *write_topic,
-                                const char *reason);
+void presence_publish_rejection(struct presence_plugin *p, struct presence_user *user,
+                                const char *write_topic, const char *reason);
 
 /* Cluster mode (cluster.c; see core/cluster.h). start (from init, with cfg.cluster_url set)
  * starts the Redis link, or logs why not and returns a MOSQ_ERR_* code; stop (cleanup) ends it
@@ -170,6 +198,9 @@ void presence_cluster_link_tick(struct presence_plugin *p);
 void presence_cluster_link_state_write(struct presence_plugin *p, struct presence_user *user,
                                        const char *write_topic, const struct presence_topic *topic,
                                        const void *payload, size_t payload_len);
+/* Drops what the cluster link holds of user (its pending writes, a resync position), which is
+ * leaving the registry; a no-op without cluster mode. */
+void presence_cluster_link_forget(struct presence_plugin *p, const struct presence_user *user);
 
 /* Monotonic clock in milliseconds (events.c). */
 int64_t presence_monotonic_ms(void);

@@ -24,10 +24,10 @@
  * - with --disconnect, offline_bytes_per_user: what the plugin holds per known user after every
  *   session left and the documents were published (with --offline-delay-ms, the registry runs
  *   with that delay, so every user is still waiting it out: its wait record is included);
- * - with --save-file, save_ms and save_ns_per_user: the median of 5 complete saves of the
- *   state file (store.h) to PATH, fsync included; the adapter saves every known user about
- *   once a second while anything changes, in steps of PRESENCE_STORE_STEP_USERS users per loop
- *   iteration.
+ * - with --save-file, save_ms and save_ns_per_user: the median of 5 complete compactions of
+ *   the state file (store.h) at PATH (a snapshot of every known user, fsync included); the
+ *   adapter compacts when the journal has grown to twice the snapshot, in steps of
+ *   PRESENCE_STORE_STEP_USERS users per loop iteration.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -122,11 +122,12 @@ static int compare_doubles(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Returns the median time of SAVES complete saves of reg to path, in ms. Exits on failure. */
+/* Returns the median time of SAVES complete compactions of the state file at path (a new
+ * snapshot of every user of reg, store.h), in ms. Exits on failure. */
 #define SAVES 5
 static double median_save_ms(struct presence_registry *reg, const char *path)
 {
-	struct presence_store *store = presence_store_new(path);
+	struct presence_store *store = presence_store_new(path, PRESENCE_STORE_SEQ_MARGIN);
 	char err[PRESENCE_STORE_ERR_SIZE];
 	double ms[SAVES];
 
@@ -134,12 +135,22 @@ static double median_save_ms(struct presence_registry *reg, const char *path)
 		fprintf(stderr, "memprobe: out of memory\n");
 		exit(1);
 	}
+	if (presence_store_start(store, reg, err, sizeof(err)) != PRESENCE_OK) {
+		fprintf(stderr, "memprobe: %s\n", err);
+		exit(1);
+	}
 	for (int i = 0; i < SAVES; i++) {
 		double start = now_ms();
+		bool finished = false;
 
-		if (presence_store_save_all(store, reg, false, err, sizeof(err)) != PRESENCE_OK) {
-			fprintf(stderr, "memprobe: %s\n", err);
-			exit(1);
+		presence_store_request_compaction(store);
+		while (!finished) {
+			if (presence_store_compact_step(store, reg, PRESENCE_STORE_STEP_USERS,
+			                                PRESENCE_STORE_STEP_BYTES, &finished, err,
+			                                sizeof(err)) != PRESENCE_OK) {
+				fprintf(stderr, "memprobe: %s\n", err);
+				exit(1);
+			}
 		}
 		ms[i] = now_ms() - start;
 	}

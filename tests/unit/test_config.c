@@ -89,6 +89,10 @@ static void defaults_apply_when_no_option_is_given(void **state)
 	assert_int_equal(cfg.metrics_interval, 10);
 	assert_int_equal(cfg.offline_delay, 0);
 	assert_false(cfg.keep_state);
+	assert_int_equal(cfg.forget_after, 2592000);
+	assert_int_equal(cfg.max_users, 1000000);
+	assert_int_equal(cfg.max_writes_per_second, 10);
+	assert_int_equal(cfg.max_write_burst, 100);
 	assert_null(cfg.state_file);
 	presence_config_free(&cfg);
 	assert_config_empty(&cfg);
@@ -111,6 +115,10 @@ static void every_option_can_be_set_at_once(void **state)
 	    {"state_file", "/var/lib/mosquitto/presence.json"},
 	    {"offline_delay", "30"},
 	    {"keep_state", "true"},
+	    {"forget_after", "0"},
+	    {"max_users", "100000000"},
+	    {"max_writes_per_second", "0"},
+	    {"max_write_burst", "100000"},
 	};
 	struct presence_config cfg;
 	char err[ERR_SIZE];
@@ -118,6 +126,10 @@ static void every_option_can_be_set_at_once(void **state)
 	(void)state;
 	assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err)),
 	                 PRESENCE_OK);
+	assert_int_equal(cfg.forget_after, 0);
+	assert_int_equal(cfg.max_users, 100000000);
+	assert_int_equal(cfg.max_writes_per_second, 0);
+	assert_int_equal(cfg.max_write_burst, 100000);
 	assert_int_equal(cfg.offline_delay, 30);
 	assert_true(cfg.keep_state);
 	assert_string_equal(cfg.state_file, "/var/lib/mosquitto/presence.json");
@@ -504,6 +516,61 @@ static void offline_delay_accepts_0_to_86400_seconds(void **state)
 	}
 }
 
+static void lifetime_options_take_their_ranges(void **state)
+{
+	static const struct {
+		const char *key, *value;
+		size_t want;
+	} valid[] = {
+	    {"forget_after", "0", 0},
+	    {"forget_after", "315360000", 315360000},
+	    {"max_users", "1", 1},
+	    {"max_users", "100000000", 100000000},
+	    {"max_writes_per_second", "0", 0},
+	    {"max_writes_per_second", "1000", 1000},
+	    {"max_write_burst", "1", 1},
+	    {"max_write_burst", "100000", 100000},
+	};
+	static const struct {
+		const char *key, *value, *reason;
+	} invalid[] = {
+	    {"forget_after", "315360001",
+	     "use a number of seconds from 0 to 315360000 (0: never "
+	     "forget)"},
+	    {"forget_after", "30d", "use a number of seconds"},
+	    {"max_users", "0", "use an integer from 1 to 100000000"},
+	    {"max_users", "100000001", "use an integer from 1 to 100000000"},
+	    {"max_writes_per_second", "1001", "use an integer from 0 to 1000 (0: no limit)"},
+	    {"max_writes_per_second", "-1", "use an integer from 0 to 1000"},
+	    {"max_write_burst", "0", "use an integer from 1 to 100000"},
+	    {"max_write_burst", "1.5", "use an integer from 1 to 100000"},
+	};
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < COUNT(valid); i++) {
+		size_t got;
+
+		assert_int_equal(parse_one(&cfg, valid[i].key, valid[i].value, err), PRESENCE_OK);
+		got = strcmp(valid[i].key, "forget_after") == 0      ? cfg.forget_after
+		      : strcmp(valid[i].key, "max_users") == 0       ? cfg.max_users
+		      : strcmp(valid[i].key, "max_write_burst") == 0 ? cfg.max_write_burst
+		                                                     : cfg.max_writes_per_second;
+		assert_int_equal(got, valid[i].want);
+		presence_config_free(&cfg);
+	}
+	for (i = 0; i < COUNT(invalid); i++) {
+		assert_value_refused(invalid[i].key, invalid[i].value);
+		assert_int_equal(parse_one(&cfg, invalid[i].key, invalid[i].value, err),
+		                 PRESENCE_ERR_INVAL);
+		if (strstr(err, invalid[i].reason) == NULL) {
+			fail_msg("%s %s: %s", invalid[i].key, invalid[i].value, err);
+		}
+	}
+}
+
 static void offline_delay_refuses_out_of_range_fractions_and_units(void **state)
 {
 	static const char *const invalid[] = {"",   "-1", "86401", "1.5",
@@ -635,7 +702,8 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	assert_string_equal(err, "unknown option plugin_opt_colour (known options: topic_prefix, "
 	                         "identity, ignore_users, auth, acl, max_state_bytes, max_keys, "
 	                         "max_state_depth, max_query_users, max_query_reply_bytes, "
-	                         "metrics_interval, offline_delay, keep_state, state_file, "
+	                         "metrics_interval, offline_delay, keep_state, forget_after, "
+	                         "max_users, max_writes_per_second, max_write_burst, state_file, "
 	                         "cluster_url, broker_id, cluster_heartbeat_ms, cluster_lease_ms)");
 	assert_config_empty(&cfg);
 
@@ -710,7 +778,8 @@ static void describe_prints_the_defaults_on_one_line(void **state)
 	                         "max_state_bytes=8192 max_keys=64 max_state_depth=32 "
 	                         "max_query_users=1000 max_query_reply_bytes=65536 "
 	                         "metrics_interval=10 offline_delay=0 keep_state=false "
-	                         "state_file=(none) ignore_users=(none)");
+	                         "forget_after=2592000 max_users=1000000 max_writes_per_second=10 "
+	                         "max_write_burst=100 state_file=(none) ignore_users=(none)");
 	assert_int_equal(n, strlen(buf));
 	presence_config_free(&cfg);
 }
@@ -743,14 +812,16 @@ static void describe_lists_every_setting(void **state)
 	                    "topic_prefix=acme/presence identity=clientid auth=allow acl=allow "
 	                    "max_state_bytes=100 max_keys=5 max_state_depth=3 max_query_users=7 "
 	                    "max_query_reply_bytes=2048 metrics_interval=0 offline_delay=2 "
-	                    "keep_state=true state_file=state.json ignore_users=monitor,bridge");
+	                    "keep_state=true forget_after=2592000 max_users=1000000 "
+	                    "max_writes_per_second=10 max_write_burst=100 state_file=state.json "
+	                    "ignore_users=monitor,bridge");
 	presence_config_free(&cfg);
 }
 
 static void describe_truncates_and_returns_the_full_length(void **state)
 {
 	struct presence_config cfg;
-	char full[256];
+	char full[1024];
 	char buf[10];
 	int n;
 
@@ -822,6 +893,7 @@ int main(void)
 	    cmocka_unit_test(metrics_interval_refuses_out_of_range_and_malformed_integers),
 	    cmocka_unit_test(integer_error_gives_the_allowed_range),
 	    cmocka_unit_test(offline_delay_accepts_0_to_86400_seconds),
+	    cmocka_unit_test(lifetime_options_take_their_ranges),
 	    cmocka_unit_test(offline_delay_refuses_out_of_range_fractions_and_units),
 	    cmocka_unit_test(keep_state_accepts_true_and_false_only),
 	    cmocka_unit_test(state_file_takes_a_file_path_as_given),

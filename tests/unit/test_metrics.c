@@ -89,10 +89,11 @@ static void a_value_is_published_the_first_time_then_only_when_it_changed(void *
 static void every_metric_has_its_topic_below_sys(void **state)
 {
 	static const char *const expected[PRESENCE_METRIC_COUNT] = {
-	    "$SYS/broker/presence/users/available",  "$SYS/broker/presence/users/known",
-	    "$SYS/broker/presence/sessions",         "$SYS/broker/presence/documents/published",
-	    "$SYS/broker/presence/publishes/denied", "$SYS/broker/presence/state/writes",
-	    "$SYS/broker/presence/state/rejected",
+	    "$SYS/broker/presence/users/available",    "$SYS/broker/presence/users/known",
+	    "$SYS/broker/presence/sessions",           "$SYS/broker/presence/documents/published",
+	    "$SYS/broker/presence/publishes/denied",   "$SYS/broker/presence/state/writes",
+	    "$SYS/broker/presence/state/rejected",     "$SYS/broker/presence/users/forgotten",
+	    "$SYS/broker/presence/sessions/untracked",
 	};
 	int which;
 

@@ -59,10 +59,37 @@ static int setup_delay(void **ctx)
 	return 0;
 }
 
+/* A guard the tests set by hand: documents up to guard_limit may be published. */
+static uint64_t guard_limit;
+
+static bool fake_guard_allows(void *arg, const struct presence_user *user, uint64_t seq)
+{
+	(void)arg;
+	(void)user;
+	return seq <= guard_limit;
+}
+
+static const struct presence_seq_guard fake_guard = {fake_guard_allows, NULL};
+
 static int setup(void **ctx)
 {
 	*ctx = presence_registry_new("presence");
 	return *ctx == NULL ? -1 : 0;
+}
+
+/* A registry on the fake clock (no delay). */
+static int setup_clock(void **ctx)
+{
+	struct presence_registry *reg = presence_registry_new("presence");
+
+	if (reg == NULL) {
+		return -1;
+	}
+	fake_monotonic = 100000;
+	fake_wall = 1764265200000;
+	presence_registry_set_clock(reg, &fake_clock);
+	*ctx = reg;
+	return 0;
 }
 
 static int teardown(void **ctx)
@@ -514,23 +541,33 @@ static void user_topic_encodes_the_name(void **ctx)
 	struct presence_registry *reg = *ctx;
 	struct presence_user *user;
 
+	char topic[64];
+
 	assert_int_equal(presence_registry_user_get(reg, "a/b+c#d%", &user), PRESENCE_OK);
-	assert_string_equal(presence_user_topic(user), "presence/a%2Fb%2Bc%23d%25");
+	assert_int_equal(presence_registry_topic_len(reg, user),
+	                 strlen("presence/a%2Fb%2Bc%23d%25"));
+	presence_registry_topic_write(reg, user, topic);
+	assert_string_equal(topic, "presence/a%2Fb%2Bc%23d%25");
 	assert_int_equal(presence_user_level_len(user), strlen("a%2Fb%2Bc%23d%25"));
 	assert_memory_equal(presence_user_level(user), "a%2Fb%2Bc%23d%25",
 	                    presence_user_level_len(user));
 	assert_string_equal(presence_user_name(user), "a/b+c#d%");
 }
 
-static void never_available_user_with_no_document_publishes_nothing(void **ctx)
+/* A user with no session, no document and nothing waiting (a refused login's, one made for a
+ * pending session's write) has nothing to say: the flush lets it go. */
+static void never_available_user_with_no_document_is_dropped_at_the_flush(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
-	struct presence_document doc;
 	struct presence_user *user;
 
 	assert_int_equal(presence_registry_user_get(reg, "ghost", &user), PRESENCE_OK);
+	set_key(user, "typing", "yes");
 	presence_registry_user_changed(reg, user);
-	assert_false(flush_one(reg, &doc, 1000));
+	assert_null(presence_registry_dirty_next(reg));
+	assert_null(presence_registry_user_find(reg, "ghost"));
+	assert_int_equal(presence_registry_user_count(reg), 0);
+	assert_int_equal(presence_registry_forgotten_total(reg), 0);
 }
 
 static void many_users_and_sessions_are_tracked_independently(void **ctx)
@@ -664,13 +701,14 @@ static void takeover_with_a_delay_publishes_nothing(void **ctx)
 static void user_never_published_as_available_does_not_wait(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
-	struct presence_document doc;
 
-	/* In and out within one iteration: nobody saw the user, nothing to wait for. */
+	/* In and out within one iteration: nobody saw the user, nothing to wait for, nothing to
+	 * keep. */
 	connect_user(reg, A, "alice");
 	presence_registry_session_gone(reg, A);
 	assert_false(presence_user_offline_pending(presence_registry_user_find(reg, "alice")));
-	assert_false(flush_one(reg, &doc, 1000));
+	assert_null(presence_registry_dirty_next(reg));
+	assert_null(presence_registry_user_find(reg, "alice"));
 }
 
 static void state_survives_a_reconnect_within_the_delay_and_is_cleared_after_it(void **ctx)
@@ -747,17 +785,12 @@ static void without_keep_state_a_disconnect_clears_the_state(void **ctx)
 	assert_doc_state(&doc, "{}");
 }
 
-/* Plays a complete save: every user with seq > 0 written, then done. */
-static void save_everything(struct presence_registry *reg)
+/* Plays the guard allowing more (a save completed): documents up to limit, held users
+ * released. */
+static void guard_allows_up_to(struct presence_registry *reg, uint64_t limit)
 {
-	struct presence_user *user;
-
-	presence_registry_save_begin(reg);
-	for (user = presence_registry_user_first(reg); user != NULL;
-	     user = presence_registry_user_next(user)) {
-		presence_registry_user_saved(reg, user);
-	}
-	presence_registry_save_done(reg);
+	guard_limit = limit;
+	presence_registry_release_held(reg);
 }
 
 static void a_flush_with_nothing_due_keeps_one_copy_of_the_state(void **ctx)
@@ -830,7 +863,8 @@ static void holding_without_memory_fails_the_document_and_retries_it(void **ctx)
 	bool due;
 	long n;
 
-	presence_registry_set_seq_margin(reg, 1);
+	guard_limit = 1;
+	presence_registry_set_guard(reg, &fake_guard);
 	connect_user(reg, A, "alice");
 	assert_int_equal(flush_all(reg, &doc, 1000), 1);
 	alice = presence_registry_user_find(reg, "alice");
@@ -851,7 +885,7 @@ static void holding_without_memory_fails_the_document_and_retries_it(void **ctx)
 	}
 	assert_true(n > 0);
 	assert_int_equal(presence_registry_held_count(reg), 1);
-	save_everything(reg);
+	guard_allows_up_to(reg, 2);
 	assert_int_equal(presence_registry_held_count(reg), 0);
 	assert_true(flush_one(reg, &doc, 3000));
 	assert_doc(&doc, false, 0, 2, 3000);
@@ -869,37 +903,32 @@ static bool alice_changes(struct presence_registry *reg, struct presence_documen
 	return flush_all(reg, doc, 1000 + n) == 1;
 }
 
-static void seq_margin_holds_documents_until_a_save_completes(void **ctx)
+static void guard_holds_documents_until_it_allows_them(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
-	struct presence_user *alice;
 	int n;
 
-	presence_registry_set_seq_margin(reg, 3);
-	assert_int_equal(presence_registry_seq_margin(reg), 3);
+	guard_limit = 3;
+	presence_registry_set_guard(reg, &fake_guard);
 	connect_user(reg, A, "alice");
-	alice = presence_registry_user_find(reg, "alice");
 	assert_int_equal(flush_all(reg, &doc, 1000), 1);
 	for (n = 2; n <= 3; n++) {
 		assert_true(alice_changes(reg, &doc, n));
 		assert_int_equal(doc.seq, n);
 	}
-	/* Recorded 0 (never saved) + margin 3: seq 4 must wait. */
+	/* Seq 4 is not allowed yet: held, and off the dirty list. */
 	assert_false(alice_changes(reg, &doc, 4));
 	assert_int_equal(presence_registry_held_count(reg), 1);
 	assert_null(presence_registry_dirty_next(reg));
 
-	/* A failed save releases nothing. */
-	presence_registry_save_begin(reg);
-	presence_registry_user_saved(reg, alice);
-	presence_registry_save_failed(reg);
+	/* A release that allows no more holds it again. */
+	guard_allows_up_to(reg, 3);
+	assert_int_equal(flush_all(reg, &doc, 4000), 0);
 	assert_int_equal(presence_registry_held_count(reg), 1);
-	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 0);
 
-	save_everything(reg);
+	guard_allows_up_to(reg, 6);
 	assert_int_equal(presence_registry_held_count(reg), 0);
-	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 3);
 	assert_int_equal(flush_all(reg, &doc, 5000), 1);
 	assert_int_equal(doc.seq, 4);
 	assert_doc_state(&doc, "{\"n\":4}");
@@ -913,61 +942,20 @@ static void seq_margin_holds_documents_until_a_save_completes(void **ctx)
 	assert_int_equal(presence_registry_held_count(reg), 0);
 	assert_int_equal(flush_all(reg, &doc, 6000), 0);
 	assert_int_equal(presence_registry_held_count(reg), 1);
-	save_everything(reg);
+	guard_allows_up_to(reg, 7);
 	assert_int_equal(flush_all(reg, &doc, 7000), 1);
 	assert_false(doc.available);
 	assert_int_equal(doc.seq, 7);
 }
 
-static void recorded_seq_is_the_one_of_the_last_completed_save(void **ctx)
-{
-	struct presence_registry *reg = *ctx;
-	struct presence_document doc;
-	struct presence_user *alice;
-	int n;
-
-	connect_user(reg, A, "alice");
-	alice = presence_registry_user_find(reg, "alice");
-	assert_int_equal(flush_all(reg, &doc, 1000), 1);
-	assert_true(presence_registry_unsaved(reg));
-	save_everything(reg); /* records 1 */
-	assert_false(presence_registry_unsaved(reg));
-	for (n = 2; n <= 4; n++) {
-		assert_true(alice_changes(reg, &doc, n));
-	}
-	assert_true(presence_registry_unsaved(reg));
-
-	/* Save 2 writes seq 4 but is still running: 1 is what the file on disk holds. */
-	presence_registry_save_begin(reg);
-	presence_registry_user_saved(reg, alice);
-	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 1);
-	presence_registry_save_failed(reg);
-	assert_true(presence_registry_unsaved(reg));
-	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 1);
-
-	/* Save 3 writes seq 5; a change during it sets the unsaved flag again. */
-	assert_true(alice_changes(reg, &doc, 5));
-	presence_registry_save_begin(reg);
-	presence_registry_user_saved(reg, alice);
-	assert_true(alice_changes(reg, &doc, 6));
-	assert_true(presence_registry_unsaved(reg));
-	presence_registry_save_done(reg);
-	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 5);
-
-	/* Save 4 writes seq 6; until it completes, 5 is recorded. */
-	presence_registry_save_begin(reg);
-	presence_registry_user_saved(reg, alice);
-	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 5);
-	presence_registry_save_done(reg);
-	assert_int_equal(presence_registry_user_recorded_seq(reg, alice), 6);
-}
-
-static void new_users_start_after_the_configured_seq(void **ctx)
+static void new_users_start_above_the_seq_floor(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 
-	presence_registry_set_new_user_seq(reg, 1000);
+	presence_registry_set_seq_floor(reg, 1000);
+	presence_registry_set_seq_floor(reg, 10);
+	assert_int_equal(presence_registry_seq_floor(reg), 1000);
 	connect_user(reg, A, "alice");
 	assert_true(flush_one(reg, &doc, 1000));
 	assert_int_equal(doc.seq, 1001);
@@ -977,22 +965,43 @@ static void new_users_start_after_the_configured_seq(void **ctx)
 	assert_int_equal(doc.seq, 1002);
 }
 
-static void users_are_listed_in_creation_order(void **ctx)
+static void cursors_visit_users_in_creation_order_whatever_leaves(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
-	static const char *const names[] = {"zoe", "alice", "mallory", "bob"};
+	static const char *const names[] = {"zoe", "alice", "mallory", "bob", "eve"};
+	struct presence_cursor c = {0}, d = {0}, extra[PRESENCE_REGISTRY_CURSORS] = {{0}};
 	struct presence_user *user;
 	size_t i;
 
-	assert_null(presence_registry_user_first(reg));
-	for (i = 0; i < 4; i++) {
+	assert_true(presence_registry_cursor_start(reg, &c));
+	assert_null(presence_registry_cursor_next(reg, &c));
+	assert_false(c.open);
+	for (i = 0; i < 5; i++) {
 		assert_int_equal(presence_registry_user_get(reg, names[i], &user), PRESENCE_OK);
 	}
-	for (i = 0, user = presence_registry_user_first(reg); user != NULL;
-	     user = presence_registry_user_next(user), i++) {
-		assert_string_equal(presence_user_name(user), names[i]);
+	assert_true(presence_registry_cursor_start(reg, &c));
+	assert_true(presence_registry_cursor_start(reg, &d));
+	assert_string_equal(presence_user_name(presence_registry_cursor_next(reg, &c)), "zoe");
+	/* The next user of both cursors leaves, and one after it: they move past them. */
+	presence_registry_user_forget(reg, presence_registry_user_find(reg, "zoe"));
+	presence_registry_user_forget(reg, presence_registry_user_find(reg, "alice"));
+	presence_registry_user_forget(reg, presence_registry_user_find(reg, "bob"));
+	assert_int_equal(presence_registry_user_get(reg, "new", &user), PRESENCE_OK);
+	assert_string_equal(presence_user_name(presence_registry_cursor_next(reg, &c)), "mallory");
+	assert_string_equal(presence_user_name(presence_registry_cursor_next(reg, &c)), "eve");
+	assert_string_equal(presence_user_name(presence_registry_cursor_next(reg, &c)), "new");
+	assert_null(presence_registry_cursor_next(reg, &c));
+	assert_string_equal(presence_user_name(presence_registry_cursor_next(reg, &d)), "mallory");
+	presence_registry_cursor_stop(reg, &d);
+	assert_null(presence_registry_cursor_next(reg, &d));
+	/* Only so many at once. */
+	for (i = 0; i < PRESENCE_REGISTRY_CURSORS; i++) {
+		assert_true(presence_registry_cursor_start(reg, &extra[i]));
 	}
-	assert_int_equal(i, 4);
+	assert_false(presence_registry_cursor_start(reg, &c));
+	for (i = 0; i < PRESENCE_REGISTRY_CURSORS; i++) {
+		presence_registry_cursor_stop(reg, &extra[i]);
+	}
 }
 
 static void restored_available_user_gets_a_correction(void **ctx)
@@ -1065,17 +1074,26 @@ static void restored_state_that_is_no_longer_kept_is_cleared(void **ctx)
 	cJSON_Delete(state);
 }
 
-static void restore_refuses_duplicates_bad_states_and_overlong_names(void **ctx)
+static void restore_keeps_the_newest_record_and_refuses_bad_states_and_names(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
 	cJSON *bad_key = cJSON_Parse("{\"a/b\":1}");
 	cJSON *not_object = cJSON_Parse("[1]");
 	static char long_name[70000];
 
+	struct presence_document doc;
+
+	/* A record with a seq at least the user's replaces it; an older one changes nothing. */
 	assert_int_equal(presence_registry_user_restore(reg, "alice", 1, 0, false, NULL),
 	                 PRESENCE_OK);
-	assert_int_equal(presence_registry_user_restore(reg, "alice", 2, 0, false, NULL),
-	                 PRESENCE_ERR_INVAL);
+	assert_int_equal(presence_registry_user_restore(reg, "alice", 5, 500, true, NULL),
+	                 PRESENCE_OK);
+	assert_int_equal(presence_registry_user_restore(reg, "alice", 2, 200, false, NULL),
+	                 PRESENCE_OK);
+	assert_true(presence_user_published(presence_registry_user_find(reg, "alice"), &doc));
+	assert_int_equal(doc.seq, 5);
+	assert_true(doc.available);
+	assert_int_equal(doc.since_ms, 500);
 	assert_int_equal(presence_registry_user_restore(reg, "bob", 1, 0, false, bad_key),
 	                 PRESENCE_ERR_INVAL);
 	assert_int_equal(presence_registry_user_restore(reg, "bob", 1, 0, false, not_object),
@@ -1176,15 +1194,15 @@ static void allocation_failures_leave_the_registry_consistent(void **ctx)
 	}
 }
 
-/* After an unclean restart new users start at the seq margin; that base is not a document, so
- * such a user is not known until its first document is published. */
-static void user_starting_at_the_seq_margin_is_known_only_after_its_first_document(void **ctx)
+/* New users start at the floor; that base is not a document, so such a user is not known until
+ * its first document is published. */
+static void user_starting_at_the_floor_is_known_only_after_its_first_document(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
 	struct presence_document doc;
 	struct presence_user *user;
 
-	presence_registry_set_new_user_seq(reg, 1000);
+	presence_registry_set_seq_floor(reg, 1000);
 	assert_int_equal(presence_registry_user_get(reg, "nina", &user), PRESENCE_OK);
 	assert_false(presence_user_published(user, &doc));
 	assert_int_equal(presence_registry_known_count(reg), 0);
@@ -1282,11 +1300,343 @@ static void connect_survives_every_allocation_failure(void **ctx)
 	assert_doc(&doc, true, 1, 1, 1000);
 }
 
+/* ---- forgetting, the cap, the floor, the write limit ---------------------------------------- */
+
+/* Connects client as user, publishes, disconnects and publishes the unavailable document. */
+static void come_and_go(struct presence_registry *reg, const void *client, const char *user)
+{
+	struct presence_document doc;
+
+	connect_user(reg, client, user);
+	assert_int_equal(flush_all(reg, &doc, fake_wall), 1);
+	presence_registry_session_gone(reg, client);
+	assert_int_equal(flush_all(reg, &doc, fake_wall), 1);
+}
+
+/* Takes and frees every forgotten user, checking their names in order (NULL-terminated). */
+static void expect_forgotten(struct presence_registry *reg, const char *const *names)
+{
+	struct presence_user *user;
+
+	for (; *names != NULL; names++) {
+		user = presence_registry_forgotten_take(reg);
+		assert_non_null(user);
+		assert_string_equal(presence_user_name(user), *names);
+		presence_user_free(user);
+	}
+	assert_null(presence_registry_forgotten_take(reg));
+}
+
+static void idle_user_is_forgotten_once_forget_after_has_passed(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	static const char *const none[] = {NULL};
+	struct presence_user *user;
+	struct presence_document doc;
+
+	presence_registry_set_forget_after(reg, 60000);
+	come_and_go(reg, A, "alice");
+	assert_int_equal(presence_registry_known_count(reg), 1);
+	fake_monotonic += 59000;
+	assert_int_equal(presence_registry_forget_due(reg, 100), 0);
+	fake_monotonic += 1000;
+	assert_int_equal(presence_registry_forget_due(reg, 100), 1);
+	/* Out of the name table at once; its values stay readable until it is freed. */
+	assert_null(presence_registry_user_find(reg, "alice"));
+	assert_int_equal(presence_registry_known_count(reg), 0);
+	assert_int_equal(presence_registry_user_count(reg), 0);
+	assert_int_equal(presence_registry_forgotten_total(reg), 1);
+	assert_int_equal(presence_registry_seq_floor(reg), 2);
+	user = presence_registry_forgotten_take(reg);
+	assert_true(presence_user_published(user, &doc));
+	assert_int_equal(doc.seq, 2);
+	assert_false(doc.available);
+	presence_user_free(user);
+	expect_forgotten(reg, none);
+}
+
+static void forgotten_user_who_returns_is_numbered_above_every_seq_it_had(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	int n;
+
+	presence_registry_set_forget_after(reg, 1000);
+	connect_user(reg, A, "alice");
+	assert_int_equal(flush_all(reg, &doc, 1000), 1);
+	for (n = 2; n <= 5; n++) {
+		assert_true(alice_changes(reg, &doc, n));
+	}
+	presence_registry_session_gone(reg, A);
+	assert_int_equal(flush_all(reg, &doc, 6000), 1);
+	assert_int_equal(doc.seq, 6);
+	come_and_go(reg, B, "bob");
+	fake_monotonic += 2000;
+	assert_int_equal(presence_registry_forget_due(reg, 100), 2);
+	{
+		static const char *const both[] = {"alice", "bob", NULL};
+
+		expect_forgotten(reg, both);
+	}
+	/* A user never seen before also starts above the floor once anyone was forgotten. */
+	connect_user(reg, A, "alice");
+	assert_int_equal(flush_all(reg, &doc, 9000), 1);
+	assert_int_equal(doc.seq, 7);
+	assert_int_equal(doc.since_ms, 9000);
+	assert_doc_state(&doc, "{}");
+	connect_user(reg, C, "carol");
+	assert_int_equal(flush_all(reg, &doc, 9000), 1);
+	assert_int_equal(doc.seq, 7);
+}
+
+static void user_online_again_is_not_forgotten_and_its_time_starts_again(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	presence_registry_set_forget_after(reg, 10000);
+	come_and_go(reg, A, "alice");
+	fake_monotonic += 9000;
+	connect_user(reg, B, "alice");
+	assert_int_equal(flush_all(reg, &doc, 1000), 1);
+	fake_monotonic += 9000;
+	assert_int_equal(presence_registry_forget_due(reg, 100), 0);
+	presence_registry_session_gone(reg, B);
+	assert_int_equal(flush_all(reg, &doc, 2000), 1);
+	fake_monotonic += 9000;
+	assert_int_equal(presence_registry_forget_due(reg, 100), 0);
+	fake_monotonic += 1000;
+	assert_int_equal(presence_registry_forget_due(reg, 100), 1);
+	presence_user_free(presence_registry_forgotten_take(reg));
+}
+
+static void forget_due_stops_at_its_limit_and_at_users_on_a_list(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_user *alice;
+
+	presence_registry_set_forget_after(reg, 1000);
+	come_and_go(reg, A, "alice");
+	come_and_go(reg, B, "bob");
+	come_and_go(reg, C, "carol");
+	fake_monotonic += 5000;
+	/* alice is on the dirty list (a restore, a refused write): left for the next call. */
+	alice = presence_registry_user_find(reg, "alice");
+	presence_registry_user_changed(reg, alice);
+	assert_int_equal(presence_registry_forget_due(reg, 100), 0);
+	assert_ptr_equal(presence_registry_dirty_next(reg), alice);
+	assert_int_equal(presence_registry_forget_due(reg, 2), 2);
+	assert_int_equal(presence_registry_forget_due(reg, 2), 1);
+	{
+		static const char *const all[] = {"alice", "bob", "carol", NULL};
+
+		expect_forgotten(reg, all);
+	}
+}
+
+static void a_new_user_at_the_cap_makes_the_longest_offline_user_forgotten(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	static const char *const bob[] = {"bob", NULL};
+	struct presence_user *user;
+
+	presence_registry_set_max_users(reg, 3);
+	come_and_go(reg, A, "bob");
+	fake_monotonic += 1000;
+	come_and_go(reg, A, "alice");
+	connect_user(reg, B, "carol");
+	assert_int_equal(presence_registry_user_count(reg), 3);
+	assert_int_equal(presence_registry_user_get(reg, "dave", &user), PRESENCE_OK);
+	assert_int_equal(presence_registry_user_count(reg), 3);
+	assert_null(presence_registry_user_find(reg, "bob"));
+	assert_non_null(presence_registry_user_find(reg, "alice"));
+	expect_forgotten(reg, bob);
+	assert_int_equal(presence_registry_seq_floor(reg), 2);
+}
+
+static void at_the_cap_with_every_user_online_a_new_name_gets_no_presence(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_user *user;
+
+	presence_registry_set_max_users(reg, 2);
+	connect_user(reg, A, "alice");
+	connect_user(reg, B, "bob");
+	assert_int_equal(presence_registry_user_get(reg, "carol", &user), PRESENCE_ERR_FULL);
+	assert_int_equal(presence_registry_session_pending(reg, C), PRESENCE_OK);
+	assert_int_equal(presence_registry_session_start(reg, C, "carol"), PRESENCE_ERR_FULL);
+	assert_false(presence_registry_session_find(reg, C, NULL));
+	assert_int_equal(presence_registry_session_connect(reg, C, "carol"), PRESENCE_ERR_FULL);
+	assert_false(presence_registry_session_find(reg, C, NULL));
+	/* A known user still gets a second session. */
+	assert_int_equal(presence_registry_session_connect(reg, C, "alice"), PRESENCE_OK);
+	assert_int_equal(presence_registry_user_count(reg), 2);
+	assert_null(presence_registry_forgotten_take(reg));
+}
+
+static void restored_offline_users_are_forgotten_oldest_first_by_their_since(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	static const char *const order[] = {"old", "older_name_but_newer", NULL};
+	static const char *const last[] = {"newest", NULL};
+	struct presence_document doc;
+
+	presence_registry_set_forget_after(reg, 3600000);
+	/* Offline for 59 min, 61 min and 2 h, and one recorded as available. */
+	assert_int_equal(
+	    presence_registry_user_restore(reg, "newest", 5, fake_wall - 3540000, false, NULL),
+	    PRESENCE_OK);
+	assert_int_equal(presence_registry_user_restore(reg, "older_name_but_newer", 5,
+	                                                fake_wall - 3660000, false, NULL),
+	                 PRESENCE_OK);
+	assert_int_equal(
+	    presence_registry_user_restore(reg, "old", 5, fake_wall - 7200000, false, NULL),
+	    PRESENCE_OK);
+	assert_int_equal(presence_registry_user_restore(reg, "online", 5, 0, true, NULL),
+	                 PRESENCE_OK);
+	/* The correction of "online". */
+	assert_int_equal(flush_all(reg, &doc, fake_wall), 1);
+	assert_int_equal(presence_registry_forget_due(reg, 100), 2);
+	expect_forgotten(reg, order);
+	fake_monotonic += 60000;
+	assert_int_equal(presence_registry_forget_due(reg, 100), 1);
+	expect_forgotten(reg, last);
+	/* The corrected user went offline at the flush: an hour from then. */
+	assert_non_null(presence_registry_user_find(reg, "online"));
+}
+
+static void a_lowered_cap_is_enforced_oldest_first(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	static const char *const two[] = {"u0", "u1", NULL};
+	char name[8];
+
+	for (int i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "u%d", i);
+		come_and_go(reg, A, name);
+		fake_monotonic += 1000;
+	}
+	presence_registry_set_max_users(reg, 3);
+	assert_int_equal(presence_registry_forget_due(reg, 100), 2);
+	expect_forgotten(reg, two);
+	assert_int_equal(presence_registry_user_count(reg), 3);
+}
+
+static void the_cluster_may_forget_a_user_on_any_list(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice, *bob;
+
+	come_and_go(reg, A, "alice");
+	come_and_go(reg, A, "bob");
+	alice = presence_registry_user_find(reg, "alice");
+	bob = presence_registry_user_find(reg, "bob");
+	/* Held by the guard, then changed (a stale pointer stays in the held array). */
+	guard_limit = 0;
+	presence_registry_set_guard(reg, &fake_guard);
+	set_key(alice, "k", "v");
+	presence_registry_set_keep_state(reg, true);
+	presence_registry_user_changed(reg, alice);
+	assert_int_equal(flush_all(reg, &doc, 1000), 0);
+	assert_int_equal(presence_registry_held_count(reg), 1);
+	presence_registry_user_changed(reg, alice);
+	presence_registry_user_forget(reg, alice);
+	/* On the dirty list: freed when the list gets to it. */
+	presence_registry_user_changed(reg, bob);
+	presence_registry_user_forget(reg, bob);
+	assert_null(presence_registry_user_find(reg, "alice"));
+	assert_null(presence_registry_user_find(reg, "bob"));
+	assert_null(presence_registry_dirty_next(reg));
+	presence_registry_release_held(reg);
+	assert_int_equal(presence_registry_held_count(reg), 0);
+	assert_int_equal(presence_registry_forgotten_total(reg), 2);
+	assert_int_equal(presence_registry_seq_floor(reg), 2);
+	assert_null(presence_registry_forgotten_take(reg));
+}
+
+static void a_user_with_a_session_is_never_forgotten_or_dropped(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_user *alice;
+
+	connect_user(reg, A, "alice");
+	alice = presence_registry_user_find(reg, "alice");
+	presence_registry_user_forget(reg, alice);
+	assert_false(presence_registry_user_drop(reg, "alice", 100));
+	assert_ptr_equal(presence_registry_user_find(reg, "alice"), alice);
+}
+
+static void drop_removes_a_user_only_up_to_the_given_seq(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+
+	assert_int_equal(presence_registry_user_restore(reg, "alice", 7, 0, false, NULL),
+	                 PRESENCE_OK);
+	assert_false(presence_registry_user_drop(reg, "alice", 6));
+	assert_true(presence_registry_user_drop(reg, "alice", 7));
+	assert_false(presence_registry_user_drop(reg, "alice", 7));
+	assert_null(presence_registry_user_find(reg, "alice"));
+	/* It was on the dirty list: the list lets it go. */
+	assert_null(presence_registry_dirty_next(reg));
+	assert_int_equal(presence_registry_forgotten_total(reg), 0);
+}
+
+static void shift_moves_every_user_and_the_floor(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+
+	assert_int_equal(presence_registry_user_restore(reg, "alice", 7, 0, false, NULL),
+	                 PRESENCE_OK);
+	presence_registry_set_seq_floor(reg, 3);
+	presence_registry_shift_seqs(reg, 1000);
+	assert_int_equal(presence_registry_seq_floor(reg), 1003);
+	assert_true(presence_user_published(presence_registry_user_find(reg, "alice"), &doc));
+	assert_int_equal(doc.seq, 1007);
+}
+
+static void write_limit_allows_a_burst_then_the_rate(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_user *alice, *bob;
+	int n;
+
+	presence_registry_set_write_limit(reg, 10, 5);
+	connect_user(reg, A, "alice");
+	connect_user(reg, B, "bob");
+	alice = presence_registry_user_find(reg, "alice");
+	bob = presence_registry_user_find(reg, "bob");
+	for (n = 0; presence_registry_write_permitted(reg, alice); n++) {
+		presence_registry_write_charge(reg, alice);
+	}
+	assert_int_equal(n, 5);
+	/* Per user. */
+	assert_true(presence_registry_write_permitted(reg, bob));
+	/* One more every 100 ms. */
+	fake_monotonic += 99;
+	assert_false(presence_registry_write_permitted(reg, alice));
+	fake_monotonic += 1;
+	assert_true(presence_registry_write_permitted(reg, alice));
+	presence_registry_write_charge(reg, alice);
+	assert_false(presence_registry_write_permitted(reg, alice));
+	/* Idle long enough: the whole burst again, no more. */
+	fake_monotonic += 60000;
+	for (n = 0; presence_registry_write_permitted(reg, alice); n++) {
+		presence_registry_write_charge(reg, alice);
+	}
+	assert_int_equal(n, 5);
+	/* No limit. */
+	presence_registry_set_write_limit(reg, 0, 5);
+	assert_true(presence_registry_write_permitted(reg, alice));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define D(name) cmocka_unit_test_setup_teardown(name, setup_delay, teardown)
+#define K(name) cmocka_unit_test_setup_teardown(name, setup_clock, teardown)
 	    T(two_sessions_of_one_user_count_as_one_available_user),
 	    T(refused_login_is_never_counted_and_publishes_nothing),
 	    T(disconnect_of_unknown_client_is_ignored),
@@ -1305,7 +1655,7 @@ int main(void)
 	    T(published_document_is_the_last_one_sent_not_the_live_values),
 	    T(known_counts_users_with_a_document_once),
 	    T(user_topic_encodes_the_name),
-	    T(never_available_user_with_no_document_publishes_nothing),
+	    T(never_available_user_with_no_document_is_dropped_at_the_flush),
 	    T(many_users_and_sessions_are_tracked_independently),
 	    T(allocation_failures_leave_the_registry_consistent),
 	    D(reconnect_within_the_offline_delay_publishes_nothing),
@@ -1317,16 +1667,15 @@ int main(void)
 	    D(state_survives_a_reconnect_within_the_delay_and_is_cleared_after_it),
 	    D(keep_state_keeps_the_state_while_offline),
 	    D(without_keep_state_a_disconnect_clears_the_state),
-	    T(seq_margin_holds_documents_until_a_save_completes),
-	    T(recorded_seq_is_the_one_of_the_last_completed_save),
-	    T(new_users_start_after_the_configured_seq),
-	    T(users_are_listed_in_creation_order),
+	    T(guard_holds_documents_until_it_allows_them),
+	    T(new_users_start_above_the_seq_floor),
+	    T(cursors_visit_users_in_creation_order_whatever_leaves),
 	    T(restored_available_user_gets_a_correction),
 	    T(restored_state_is_kept_with_keep_state),
 	    T(restored_state_that_is_no_longer_kept_is_cleared),
-	    T(restore_refuses_duplicates_bad_states_and_overlong_names),
+	    T(restore_keeps_the_newest_record_and_refuses_bad_states_and_names),
 	    T(restore_survives_every_allocation_failure),
-	    T(user_starting_at_the_seq_margin_is_known_only_after_its_first_document),
+	    T(user_starting_at_the_floor_is_known_only_after_its_first_document),
 	    T(a_flush_with_nothing_due_keeps_one_copy_of_the_state),
 	    D(offline_delay_without_memory_publishes_unavailability_at_once),
 	    T(holding_without_memory_fails_the_document_and_retries_it),
@@ -1335,6 +1684,20 @@ int main(void)
 	    T(offline_then_disconnect_of_a_persistent_session_counts_once),
 	    T(untracked_connect_records_nothing),
 	    T(connect_survives_every_allocation_failure),
+	    K(idle_user_is_forgotten_once_forget_after_has_passed),
+	    K(forgotten_user_who_returns_is_numbered_above_every_seq_it_had),
+	    K(user_online_again_is_not_forgotten_and_its_time_starts_again),
+	    K(forget_due_stops_at_its_limit_and_at_users_on_a_list),
+	    K(a_new_user_at_the_cap_makes_the_longest_offline_user_forgotten),
+	    K(at_the_cap_with_every_user_online_a_new_name_gets_no_presence),
+	    K(restored_offline_users_are_forgotten_oldest_first_by_their_since),
+	    K(a_lowered_cap_is_enforced_oldest_first),
+	    K(the_cluster_may_forget_a_user_on_any_list),
+	    K(a_user_with_a_session_is_never_forgotten_or_dropped),
+	    K(drop_removes_a_user_only_up_to_the_given_seq),
+	    K(shift_moves_every_user_and_the_floor),
+	    K(write_limit_allows_a_burst_then_the_rate),
+#undef K
 #undef D
 #undef T
 	};
