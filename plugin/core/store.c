@@ -117,6 +117,9 @@ struct presence_store {
 	size_t snap_users;
 	uint64_t snap_len;
 
+	/* Users written by the last flush step. */
+	size_t flushed_users;
+
 	/* The last snapshot. */
 	size_t snapshot_users;
 	uint64_t snapshot_bytes;
@@ -1885,6 +1888,7 @@ enum presence_err presence_store_flush_step(struct presence_store *st,
 		free(u);
 	}
 	st->forgets.len = 0;
+	st->flushed_users = count;
 	st->written_floor = st->durable_floor = floor;
 	*done = !presence_store_unsaved(st, reg);
 	presence_registry_release_held(reg);
@@ -2018,6 +2022,11 @@ enum presence_err presence_store_stop(struct presence_store *st, struct presence
 		}
 	}
 	return journal_append(st, stop, sizeof(stop) - 1, err, err_size);
+}
+
+size_t presence_store_flushed_users(const struct presence_store *st)
+{
+	return st->flushed_users;
 }
 
 size_t presence_store_snapshot_users(const struct presence_store *st)

@@ -64,7 +64,7 @@
 #define PRESENCE_STORE_STEP_USERS 2000
 #define PRESENCE_STORE_STEP_BYTES (1024 * 1024)
 /* A journal smaller than this is never compacted. */
-#define PRESENCE_STORE_COMPACT_MIN (4 * 1024 * 1024)
+#define PRESENCE_STORE_COMPACT_MIN (1024 * 1024)
 /* The longest line a reader accepts. */
 #define PRESENCE_STORE_LINE_MAX (16 * 1024 * 1024)
 /* Size of the message buffers callers pass; every message fits (paths are truncated). */
@@ -187,6 +187,9 @@ bool presence_store_compacting(const struct presence_store *st);
  * next start then treats this stop as a crash). */
 enum presence_err presence_store_stop(struct presence_store *st, struct presence_registry *reg,
                                       char *err, size_t err_size);
+
+/* Users the last successful flush step wrote. */
+size_t presence_store_flushed_users(const struct presence_store *st);
 
 /* Sizes, for logs and benchmarks: the snapshot's users and bytes, the journal bytes (both
  * journals during a compaction), and every byte written to the files since st was made. */

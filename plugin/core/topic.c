@@ -163,3 +163,28 @@ bool presence_topic_level_is_user(const char *level, size_t level_len, const cha
 	}
 	return i == level_len;
 }
+
+size_t presence_topic_decode_level_into(const char *level, size_t level_len, char *out)
+{
+	size_t i = 0, n = 0;
+
+	while (i < level_len) {
+		char c = level[i];
+
+		if (c == '%' && i + TOPIC_ESCAPE_LEN <= level_len) {
+			static const char plain[] = "%/+#";
+
+			for (const char *p = plain; *p != '\0'; p++) {
+				if (memcmp(level + i, topic_escape(*p), TOPIC_ESCAPE_LEN) == 0) {
+					c = *p;
+					i += TOPIC_ESCAPE_LEN - 1;
+					break;
+				}
+			}
+		}
+		out[n++] = c;
+		i++;
+	}
+	out[n] = '\0';
+	return n;
+}

@@ -67,6 +67,12 @@ void presence_topic_encode_user_into(const char *user, char *out);
 /* Returns the length presence_topic_encode_user(user) would have, without allocating. */
 size_t presence_topic_encoded_len(const char *user);
 
+/* Writes the user name an encoded level (level, level_len bytes) stands for, and a NUL, to out
+ * (at least level_len + 1 bytes); returns its length. A level that is not an encoding of any
+ * name decodes to something whose encoding differs from it (check with
+ * presence_topic_level_is_user). */
+size_t presence_topic_decode_level_into(const char *level, size_t level_len, char *out);
+
 /* Returns true when the encoded level (level, level_len bytes) is exactly the encoding of user
  * (NUL-terminated). Allocates nothing. */
 bool presence_topic_level_is_user(const char *level, size_t level_len, const char *user);

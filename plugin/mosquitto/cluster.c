@@ -40,7 +40,9 @@
  * heartbeats stop, ms. */
 #define STALL_TOLERANCE_MS 10000
 #define COMMAND_TIMEOUT_MS 1000
-#define STREAM_MAXLEN 100000
+/* The stream's records are trimmed beyond this many bytes (the largest record, a state of
+ * max_state_bytes' 1 MiB and a name, fits many times over). */
+#define STREAM_BUDGET (16UL * 1024 * 1024)
 /* How long init waits for the cluster's first snapshot, ms. */
 #define STARTUP_SNAPSHOT_MS 2000
 
@@ -210,6 +212,26 @@ static void handle_cas(struct presence_plugin *p, struct presence_redis_result *
 	start_commit(p, user);
 }
 
+/* The cluster forgot a user (at seq): so does this broker, unless it has a session of it or a
+ * newer document (the user came back meanwhile). */
+static void forget_record(struct presence_plugin *p, const struct presence_cluster_record *rec)
+{
+	struct presence_user *user = presence_registry_user_find(p->reg, rec->name);
+	struct presence_document doc;
+
+	presence_registry_set_seq_floor(p->reg, rec->seq);
+	if (user == NULL || presence_user_sessions(user) > 0 ||
+	    !presence_user_published(user, &doc) || doc.seq > rec->seq) {
+		return;
+	}
+	presence_announce_removal(p, user);
+	if (p->store != NULL) {
+		presence_store_note_forget(p->store, user);
+	}
+	presence_cluster_link_forget(p, user);
+	presence_registry_user_forget(p->reg, user);
+}
+
 static void handle_result(struct presence_plugin *p, struct presence_redis_result *res)
 {
 	struct presence_cluster_link *cl = p->cluster;
@@ -223,6 +245,28 @@ static void handle_result(struct presence_plugin *p, struct presence_redis_resul
 		break;
 	case PRESENCE_REDIS_RESYNC:
 		cl->resyncing = presence_registry_cursor_start(p->reg, &cl->resync);
+		/* A Redis that lost its data lost the floor too: this broker's goes first. */
+		if (cl->resyncing) {
+			struct presence_redis_request *req =
+			    presence_redis_request_new(PRESENCE_REDIS_FLOOR, "");
+
+			if (req != NULL) {
+				req->floor = presence_registry_seq_floor(p->reg);
+				presence_redis_submit(cl->redis, req);
+			}
+		}
+		break;
+	case PRESENCE_REDIS_FORGET:
+		forget_record(p, &res->rec);
+		break;
+	case PRESENCE_REDIS_FULL:
+		p->sessions_untracked++;
+		presence_log_limited(
+		    &p->untracked_log, MOSQ_LOG_WARNING,
+		    "max_users (%zu) users are known to the cluster and every one "
+		    "of them is online: user %s gets no presence (its sessions are "
+		    "not refused)",
+		    p->cfg.max_users, res->rec.name);
 		break;
 	case PRESENCE_REDIS_STATUS:
 		cl->connected = res->connected;
@@ -231,6 +275,8 @@ static void handle_result(struct presence_plugin *p, struct presence_redis_resul
 		}
 		break;
 	case PRESENCE_REDIS_SNAPSHOT_DONE:
+		/* From now on the broker knows every user of the cluster. */
+		p->documents_authoritative = true;
 		break;
 	case PRESENCE_REDIS_LOG:
 		mosquitto_log_printf(res->level == 0   ? MOSQ_LOG_INFO
@@ -483,7 +529,9 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	rc.keep_state = p->cfg.keep_state;
 	rc.stall_tolerance_ms = STALL_TOLERANCE_MS;
 	rc.command_timeout_ms = COMMAND_TIMEOUT_MS;
-	rc.stream_maxlen = STREAM_MAXLEN;
+	rc.stream_budget = STREAM_BUDGET;
+	rc.max_users = p->cfg.max_users;
+	rc.forget_after_ms = (int64_t)p->cfg.forget_after * 1000;
 	/* init runs on the broker's thread. */
 	if (presence_wake_install(&p->cluster->wake, WAKE_SIGNAL_OFFSET)) {
 		rc.wake = wake_broker;

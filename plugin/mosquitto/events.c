@@ -352,6 +352,15 @@ int presence_acl_check_cb(int event, void *event_data, void *userdata)
 
 	(void)event;
 	presence_topic_parse(p->cfg.topic_prefix, ed->topic, &topic);
+	/* A retained document of a user the plugin does not know is one the broker restored from
+	 * an older persistence database: a user forgotten since, or any user after a restart
+	 * without a state file. Nobody reads it, and it goes (the removal comes back through
+	 * here with an empty payload, which is let through). */
+	if (access == PRESENCE_ACCESS_READ && p->documents_authoritative &&
+	    presence_policy_stale_document(p->reg, &topic, ed->payloadlen)) {
+		(void)presence_publish_owned(NULL, ed->topic, NULL, 0, 1, true, NULL);
+		return verdict_code(PRESENCE_VERDICT_DENY);
+	}
 	/* Ownership matters for state writes and error notices only; documents are read on
 	 * every delivery and need no lookup. Wills are checked too: they are sent after the
 	 * session's end, when the client is no longer tracked, so they own nothing; except at a
@@ -525,10 +534,7 @@ int presence_publish_document(struct presence_plugin *p, struct presence_user *u
 	return rc;
 }
 
-/* Announces a user the registry forgot, and frees it: a zero-length retained publish on its
- * topic removes its retained document (subscribers get an empty message), and the state file
- * and the cluster let it go. */
-static void announce_forgotten(struct presence_plugin *p, struct presence_user *user)
+void presence_announce_removal(struct presence_plugin *p, const struct presence_user *user)
 {
 	char stack[PRESENCE_TOPIC_STACK_SIZE];
 	char *topic = presence_user_topic(p, user, stack, 0);
@@ -545,6 +551,12 @@ static void announce_forgotten(struct presence_plugin *p, struct presence_user *
 		                     "forgotten user %s (%s)",
 		                     presence_user_name(user), presence_mosq_strerror(rc));
 	}
+}
+
+/* Announces a user the registry forgot (presence_announce_removal), then lets it go. */
+static void announce_forgotten(struct presence_plugin *p, struct presence_user *user)
+{
+	presence_announce_removal(p, user);
 	presence_forget_release(p, user);
 }
 
@@ -636,6 +648,7 @@ static void save_state(struct presence_plugin *p)
 	                       presence_store_unsaved(p->store, p->reg), p->save_failed)) {
 		if (!p->flushing) {
 			p->save_started_ms = now;
+			p->flushed_users = 0;
 		}
 		if (presence_store_flush_step(p->store, p->reg, PRESENCE_STORE_STEP_USERS,
 		                              PRESENCE_STORE_STEP_BYTES, &done, err,
@@ -643,8 +656,14 @@ static void save_state(struct presence_plugin *p)
 			p->flushing = false;
 			goto out_failed;
 		}
+		p->flushed_users += presence_store_flushed_users(p->store);
 		p->flushing = !done;
 		p->save_failed = false;
+		if (done) {
+			mosquitto_log_printf(
+			    MOSQ_LOG_DEBUG, PRESENCE_LOG_PREFIX "saved state of %zu users to %s",
+			    p->flushed_users, presence_store_journal_path(p->store));
+		}
 	}
 	if (presence_store_compact_step(p->store, p->reg, PRESENCE_STORE_STEP_USERS,
 	                                PRESENCE_STORE_STEP_BYTES, &finished, err,

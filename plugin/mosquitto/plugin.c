@@ -184,10 +184,13 @@ static int make_registry(struct presence_plugin *p)
 	return MOSQ_ERR_SUCCESS;
 }
 
-/* Applies max_users, and the state file as the registry's guard. */
+/* Applies max_users (a single broker's; in cluster mode Redis holds the cap), and the state
+ * file as the registry's guard. */
 static void registry_settle(struct presence_plugin *p)
 {
-	presence_registry_set_max_users(p->reg, p->cfg.max_users);
+	if (p->cfg.cluster_url == NULL) {
+		presence_registry_set_max_users(p->reg, p->cfg.max_users);
+	}
 	if (p->store != NULL) {
 		const struct presence_seq_guard guard = {presence_store_guard_allows, p->store};
 
@@ -312,6 +315,34 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* Publishes the last document of every user recorded as offline (see init). */
+static void republish_offline_users(struct presence_plugin *p)
+{
+	struct presence_cursor cursor = {0};
+	struct presence_user *user;
+	size_t count = 0;
+
+	if (!presence_registry_cursor_start(p->reg, &cursor)) {
+		return;
+	}
+	while ((user = presence_registry_cursor_next(p->reg, &cursor)) != NULL) {
+		struct presence_document doc;
+
+		if (presence_user_published(user, &doc) && !doc.available &&
+		    presence_publish_document(p, user) == MOSQ_ERR_SUCCESS) {
+			count++;
+		}
+	}
+	if (count > 0) {
+		mosquitto_log_printf(MOSQ_LOG_INFO,
+		                     PRESENCE_LOG_PREFIX
+		                     "published the last documents of %zu users "
+		                     "recorded as offline again (the broker's "
+		                     "persistence file may be older)",
+		                     count);
+	}
+}
+
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *opts, int opt_count)
 {
@@ -380,8 +411,15 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		instances++;
 		return MOSQ_ERR_SUCCESS;
 	}
+	p->documents_authoritative = true;
 	/* Publishes from init are delivered (and retained) in the first loop iteration, before
-	 * any client can read the documents the broker restored from its persistence file. */
+	 * any client can read the documents the broker restored from its persistence file. After
+	 * a crash that file may be older than the state file (Mosquitto writes it every
+	 * autosave_interval): every user recorded as offline gets its last document again, so
+	 * that no older one stays retained; users recorded as available get their corrections. */
+	if (loaded.found && !loaded.clean) {
+		republish_offline_users(p);
+	}
 	corrected = presence_publish_due_documents(p);
 	if (corrected > 0) {
 		mosquitto_log_printf(MOSQ_LOG_INFO,

@@ -91,9 +91,15 @@ struct presence_plugin {
 	int64_t save_started_ms;
 	bool save_failed;
 	bool flushing;
+	/* Users written by the flush in progress so far. */
+	size_t flushed_users;
 	/* Mosquitto 2.1: wakes the broker's loop while documents wait for delivery
 	 * (lifecycle_v21.c); unused on 2.0. */
 	struct presence_wake delivery_wake;
+	/* Whether every current document is one of the registry's (a single broker always; a
+	 * cluster broker once it has the cluster's first snapshot): documents of other users are
+	 * stale then (presence_policy_stale_document). */
+	bool documents_authoritative;
 	/* Cluster mode (cluster.c), or NULL for a single broker (no plugin_opt_cluster_url). */
 	struct presence_cluster_link *cluster;
 };
@@ -134,6 +140,10 @@ void presence_log_untracked(struct presence_plugin *p, const struct mosquitto *c
 char *presence_user_topic(const struct presence_plugin *p, const struct presence_user *user,
                           char *stack, size_t extra);
 void presence_user_topic_free(char *topic, const char *stack);
+
+/* Announces that user is forgotten: a zero-length retained publish on its topic removes its
+ * retained document (its subscribers get an empty message). A failure is logged. */
+void presence_announce_removal(struct presence_plugin *p, const struct presence_user *user);
 
 /* Announces every user the registry forgot (presence_registry_forgotten_take): removes its
  * retained document, then releases it (presence_forget_release). */

@@ -13,9 +13,15 @@
  *   {presence}:dead            list: "B:E" epochs waiting to be swept
  *   {presence}:hold            string: no sweep or delay expiry before this time (ms)
  *   {presence}:grace           zset: user -> end of its offline delay (ms)
- *   {presence}:log             stream: one record per document
+ *   {presence}:log             stream: one record per document, or per user forgotten
+ *   {presence}:logbytes        string: the bytes the stream's records are counted for
+ *   {presence}:trimmed         string: the id of the last record trimmed from the stream
+ *   {presence}:idle            zset: offline user -> when its document became offline (ms)
+ *   {presence}:floor           string: the highest seq of a user forgotten
+ *   {presence}:count           string: the number of user hashes
  *   {presence}:gen             string: a random id set once; another id = Redis lost its data
  *   {presence}:seen            string: when the cluster's timers last ran (ms; see the hold)
+ * Every function takes the same keys in the same order (presence_v2.lua, cmd_keys).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -119,11 +125,19 @@ static bool load_hiredis(char *err, size_t err_size)
 #define KEY_LOG KEY_PREFIX "log"
 #define KEY_GEN KEY_PREFIX "gen"
 #define KEY_SEEN KEY_PREFIX "seen"
+#define KEY_LOGBYTES KEY_PREFIX "logbytes"
+#define KEY_TRIMMED KEY_PREFIX "trimmed"
+#define KEY_IDLE KEY_PREFIX "idle"
+#define KEY_FLOOR KEY_PREFIX "floor"
+#define KEY_COUNT KEY_PREFIX "count"
 
-/* Most requests sent in one pipelined batch, users swept or expired per call. */
+/* Most requests sent in one pipelined batch, users swept, expired or forgotten per call. */
 #define BATCH_MAX 256
 #define SWEEP_BATCH "200"
 #define GRACE_BATCH "200"
+#define FORGET_BATCH "200"
+/* How often users offline for forget_after are looked for, ms. */
+#define FORGET_EVERY_MS 1000
 /* How long one sweep round may go on, ms. */
 #define SWEEP_BUDGET_MS 100
 /* The reader's XREAD BLOCK, ms: also how long stopping may wait for it. */
@@ -164,7 +178,7 @@ struct presence_redis {
 	bool registered;
 	/* Monotonic time of the last registration. */
 	int64_t registered_at;
-	int64_t next_heartbeat, next_sweep, next_grace;
+	int64_t next_heartbeat, next_sweep, next_grace, next_forget;
 	long long brokers;
 	/* Random seeds of the writer and of the reader, each used by its thread only. */
 	unsigned int rnd;
@@ -387,9 +401,28 @@ static void push_cas_failed(struct presence_redis *r, const char *name, const ch
 	push_result(r, res);
 }
 
+/* Pushes a result of kind about name (and seq). */
+static void push_named(struct presence_redis *r, enum presence_redis_result_kind kind,
+                       const char *name, uint64_t seq)
+{
+	struct presence_redis_result *res = calloc(1, sizeof(*res));
+
+	if (res == NULL) {
+		return;
+	}
+	res->kind = kind;
+	res->rec.seq = seq;
+	res->rec.name = copy_string(name);
+	if (res->rec.name == NULL) {
+		free(res);
+		return;
+	}
+	push_result(r, res);
+}
+
 /* ---- commands ---------------------------------------------------------------------------- */
 
-#define CMD_ARGS_MAX 20
+#define CMD_ARGS_MAX 40
 
 /* One command's arguments; owned ones are freed by cmd_free. */
 struct cmd {
@@ -474,19 +507,54 @@ static bool reply_is_error(const redisReply *reply, const char *prefix)
 	       (prefix == NULL || strstr(reply->str, prefix) != NULL);
 }
 
-/* The pv1_contrib call of a count for name (count -1: the tombstone of a swept epoch). */
+/* Starts the FCALL of function with the keys every function takes (presence_v2.lua): the
+ * user's hash (name NULL: the prefix of user hashes), the cluster's keys, and extra (NULL: a
+ * dummy). */
+static void cmd_fcall(struct cmd *c, const char *function, const char *name, const char *extra)
+{
+	cmd_add(c, "FCALL");
+	cmd_add(c, function);
+	cmd_add(c, "15");
+	if (name != NULL) {
+		cmd_addf(c, USER_PREFIX "%s", name);
+	} else {
+		cmd_add(c, USER_PREFIX);
+	}
+	cmd_add(c, KEY_GRACE);
+	cmd_add(c, KEY_LOG);
+	cmd_add(c, KEY_LOGBYTES);
+	cmd_add(c, KEY_TRIMMED);
+	cmd_add(c, KEY_IDLE);
+	cmd_add(c, KEY_FLOOR);
+	cmd_add(c, KEY_COUNT);
+	cmd_add(c, KEY_EPOCH);
+	cmd_add(c, KEY_LIVE);
+	cmd_add(c, KEY_HOLD);
+	cmd_add(c, KEY_SEEN);
+	cmd_add(c, KEY_DEAD);
+	cmd_add(c, KEY_GEN);
+	/* (Copied: extra may be the caller's buffer.) */
+	cmd_addf(c, "%s", extra != NULL ? extra : KEY_PREFIX "none");
+}
+
+/* The arguments every function that may make or forget a user takes first: the prefix of user
+ * hashes, the stream's budget, max_users. */
+static void cmd_bounds(struct cmd *c, const struct presence_redis *r)
+{
+	cmd_add(c, USER_PREFIX);
+	cmd_addf(c, "%lu", r->cfg.stream_budget);
+	cmd_addf(c, "%lu", r->cfg.max_users);
+}
+
+/* The pv2_contrib call of a count for name (count -1: the tombstone of a swept epoch). */
 static void contrib_cmd(struct cmd *c, struct presence_redis *r, const char *broker,
                         const char *epoch, const char *name, long long count, uint64_t floor)
 {
-	cmd_add(c, "FCALL");
-	cmd_add(c, "pv1_contrib");
-	cmd_add(c, "6");
-	cmd_addf(c, USER_PREFIX "%s", name);
-	cmd_addf(c, KEY_PREFIX "bu:%s:%s", broker, epoch);
-	cmd_add(c, KEY_GRACE);
-	cmd_add(c, KEY_LOG);
-	cmd_add(c, KEY_EPOCH);
-	cmd_add(c, KEY_LIVE);
+	char set[200];
+
+	snprintf(set, sizeof(set), KEY_PREFIX "bu:%s:%s", broker, epoch);
+	cmd_fcall(c, "pv2_contrib", name, set);
+	cmd_bounds(c, r);
 	cmd_add(c, broker);
 	cmd_add(c, epoch);
 	cmd_addf(c, "%lld", count);
@@ -494,7 +562,6 @@ static void contrib_cmd(struct cmd *c, struct presence_redis *r, const char *bro
 	cmd_addf(c, "%" PRIu64, floor);
 	cmd_add(c, name);
 	cmd_add(c, r->cfg.keep_state ? "1" : "0");
-	cmd_addf(c, "%lu", r->cfg.stream_maxlen);
 }
 
 /* ---- the writer -------------------------------------------------------------------------- */
@@ -537,13 +604,7 @@ static bool do_register(struct presence_redis *r)
 	redisReply *reply;
 	const char *epoch, *gen;
 
-	cmd_add(&c, "FCALL");
-	cmd_add(&c, "pv1_register");
-	cmd_add(&c, "4");
-	cmd_add(&c, KEY_EPOCH);
-	cmd_add(&c, KEY_LIVE);
-	cmd_add(&c, KEY_DEAD);
-	cmd_add(&c, KEY_GEN);
+	cmd_fcall(&c, "pv2_register", NULL, NULL);
 	cmd_add(&c, r->broker_id);
 	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
 	cmd_addf(&c, "%08x%08x", (unsigned int)rand_r(&r->rnd), (unsigned int)rand_r(&r->rnd));
@@ -584,14 +645,7 @@ static bool do_heartbeat(struct presence_redis *r)
 	if (!r->registered) {
 		return do_register(r);
 	}
-	cmd_add(&c, "FCALL");
-	cmd_add(&c, "pv1_heartbeat");
-	cmd_add(&c, "5");
-	cmd_add(&c, KEY_EPOCH);
-	cmd_add(&c, KEY_LIVE);
-	cmd_add(&c, KEY_GEN);
-	cmd_add(&c, KEY_SEEN);
-	cmd_add(&c, KEY_HOLD);
+	cmd_fcall(&c, "pv2_heartbeat", NULL, NULL);
 	cmd_add(&c, r->broker_id);
 	cmd_add(&c, r->epoch);
 	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
@@ -672,10 +726,7 @@ static bool set_hold(struct presence_redis *r)
 	struct cmd c = {0};
 	redisReply *reply;
 
-	cmd_add(&c, "FCALL");
-	cmd_add(&c, "pv1_hold");
-	cmd_add(&c, "1");
-	cmd_add(&c, KEY_HOLD);
+	cmd_fcall(&c, "pv2_hold", NULL, NULL);
 	cmd_addf(&c, "%" PRId64, 2 * r->cfg.lease_ms);
 	reply = cmd_run(r->wc, &c);
 	if (reply == NULL) {
@@ -685,7 +736,7 @@ static bool set_hold(struct presence_redis *r)
 	return true;
 }
 
-/* Pushes the document replies of a pipeline of n pv1_contrib or pv1_expire calls for names.
+/* Pushes the document replies of a pipeline of n pv2_contrib or pv2_expire calls for names.
  * Returns false when the connection failed. */
 static bool collect_docs(struct presence_redis *r, size_t n, char **names)
 {
@@ -713,14 +764,7 @@ static bool do_sweep(struct presence_redis *r)
 	struct cmd c = {0};
 	redisReply *reply;
 
-	cmd_add(&c, "FCALL");
-	cmd_add(&c, "pv1_sweep_claim");
-	cmd_add(&c, "5");
-	cmd_add(&c, KEY_LIVE);
-	cmd_add(&c, KEY_DEAD);
-	cmd_add(&c, KEY_EPOCH);
-	cmd_add(&c, KEY_HOLD);
-	cmd_add(&c, KEY_SEEN);
+	cmd_fcall(&c, "pv2_sweep_claim", NULL, NULL);
 	cmd_add(&c, "8");
 	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
 	reply = cmd_run(r->wc, &c);
@@ -824,12 +868,7 @@ static bool do_grace(struct presence_redis *r)
 	size_t n = 0;
 	bool ok = true;
 
-	cmd_add(&c, "FCALL");
-	cmd_add(&c, "pv1_grace_due");
-	cmd_add(&c, "3");
-	cmd_add(&c, KEY_GRACE);
-	cmd_add(&c, KEY_HOLD);
-	cmd_add(&c, KEY_SEEN);
+	cmd_fcall(&c, "pv2_grace_due", NULL, NULL);
 	cmd_add(&c, GRACE_BATCH);
 	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
 	due = cmd_run(r->wc, &c);
@@ -842,16 +881,10 @@ static bool do_grace(struct presence_redis *r)
 		if (name == NULL) {
 			continue;
 		}
-		cmd_add(&c, "FCALL");
-		cmd_add(&c, "pv1_expire");
-		cmd_add(&c, "4");
-		cmd_addf(&c, USER_PREFIX "%s", name);
-		cmd_add(&c, KEY_GRACE);
-		cmd_add(&c, KEY_LOG);
-		cmd_add(&c, KEY_HOLD);
+		cmd_fcall(&c, "pv2_expire", name, NULL);
+		cmd_bounds(&c, r);
 		cmd_add(&c, name);
 		cmd_add(&c, r->cfg.keep_state ? "1" : "0");
-		cmd_addf(&c, "%lu", r->cfg.stream_maxlen);
 		if (!cmd_append(r->wc, &c)) {
 			cmd_free(&c);
 			ok = false;
@@ -865,6 +898,29 @@ static bool do_grace(struct presence_redis *r)
 	return ok;
 }
 
+/* Forgets users offline for forget_after (and beyond max_users). Returns false when the
+ * connection failed. */
+static bool do_forget(struct presence_redis *r)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+
+	cmd_fcall(&c, "pv2_forget_due", NULL, NULL);
+	cmd_bounds(&c, r);
+	cmd_add(&c, FORGET_BATCH);
+	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	cmd_addf(&c, "%" PRId64, r->cfg.forget_after_ms);
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	if (reply_is_error(reply, NULL)) {
+		log_line(r, 2, "forgetting users failed: %s", reply->str);
+	}
+	freeReplyObject(reply);
+	return true;
+}
+
 /* Builds the command of one request. */
 static void request_cmd(struct presence_redis *r, const struct presence_redis_request *req,
                         struct cmd *c)
@@ -874,28 +930,22 @@ static void request_cmd(struct presence_redis *r, const struct presence_redis_re
 		contrib_cmd(c, r, r->broker_id, r->epoch, req->name, req->count, req->floor);
 		break;
 	case PRESENCE_REDIS_CAS:
-		cmd_add(c, "FCALL");
-		cmd_add(c, "pv1_cas");
-		cmd_add(c, "4");
-		cmd_addf(c, USER_PREFIX "%s", req->name);
-		cmd_add(c, KEY_LOG);
-		cmd_add(c, KEY_EPOCH);
-		cmd_add(c, KEY_LIVE);
+		cmd_fcall(c, "pv2_cas", req->name, NULL);
+		cmd_bounds(c, r);
 		cmd_add(c, r->broker_id);
 		cmd_add(c, r->epoch);
 		cmd_add(c, req->name);
 		cmd_addf(c, "%" PRIu64, req->expected);
 		cmd_add(c, req->state);
 		cmd_addf(c, "%" PRIu64, req->floor);
-		cmd_addf(c, "%lu", r->cfg.stream_maxlen);
+		break;
+	case PRESENCE_REDIS_FLOOR:
+		cmd_fcall(c, "pv2_floor", NULL, NULL);
+		cmd_addf(c, "%" PRIu64, req->floor);
 		break;
 	case PRESENCE_REDIS_SEED:
-		cmd_add(c, "FCALL");
-		cmd_add(c, "pv1_seed");
-		cmd_add(c, "3");
-		cmd_addf(c, USER_PREFIX "%s", req->name);
-		cmd_add(c, KEY_GRACE);
-		cmd_add(c, KEY_LOG);
+		cmd_fcall(c, "pv2_seed", req->name, NULL);
+		cmd_bounds(c, r);
 		cmd_add(c, req->name);
 		cmd_addf(c, "%" PRIu64, req->floor);
 		cmd_add(c, req->available ? "1" : "0");
@@ -903,7 +953,6 @@ static void request_cmd(struct presence_redis *r, const struct presence_redis_re
 		cmd_addf(c, "%" PRId64, req->since_ms);
 		cmd_add(c, req->state != NULL ? req->state : "{}");
 		cmd_addf(c, "%" PRId64, r->cfg.grace_ms);
-		cmd_addf(c, "%lu", r->cfg.stream_maxlen);
 		break;
 	}
 }
@@ -927,14 +976,26 @@ static void request_done(struct presence_redis *r, struct presence_redis_request
 			    "the cluster had declared this broker dead; it is joining again, "
 			    "retry the write");
 		}
+	} else if (req->kind == PRESENCE_REDIS_CONTRIB && status != NULL &&
+	           strcmp(status, "FULL") == 0) {
+		push_named(r, PRESENCE_REDIS_FULL, req->name, 0);
 	} else if (req->kind == PRESENCE_REDIS_CONTRIB && status != NULL) {
 		res = doc_result(PRESENCE_REDIS_RECORD, req->name, reply);
 		if (res != NULL) {
 			push_result(r, res);
 		}
+	} else if (req->kind == PRESENCE_REDIS_SEED && reply_str(reply) != NULL &&
+	           strcmp(reply->str, "FORGOTTEN") == 0) {
+		/* The cluster forgot the user while this broker did not hear of it. */
+		push_named(r, PRESENCE_REDIS_FORGET, req->name, req->floor);
 	} else if (req->kind == PRESENCE_REDIS_CAS) {
 		res = status != NULL ? doc_result(PRESENCE_REDIS_CAS_DONE, req->name, reply) : NULL;
-		if (res == NULL) {
+		if (res == NULL && status != NULL && strcmp(status, "FULL") == 0) {
+			push_cas_failed(
+			    r, req->name,
+			    "max_users users are known and every one of them is online; "
+			    "the write was not applied");
+		} else if (res == NULL) {
 			push_cas_failed(r, req->name,
 			                "the cluster store could not commit the write");
 		} else {
@@ -1147,12 +1208,7 @@ static void deregister(struct presence_redis *r)
 	struct cmd c = {0};
 	redisReply *reply;
 
-	cmd_add(&c, "FCALL");
-	cmd_add(&c, "pv1_deregister");
-	cmd_add(&c, "3");
-	cmd_add(&c, KEY_LIVE);
-	cmd_add(&c, KEY_DEAD);
-	cmd_add(&c, KEY_EPOCH);
+	cmd_fcall(&c, "pv2_deregister", NULL, NULL);
 	cmd_add(&c, r->broker_id);
 	cmd_add(&c, r->epoch);
 	reply = cmd_run(r->wc, &c);
@@ -1202,7 +1258,7 @@ static void *writer_main(void *arg)
 				log_line(r, 0, "connected to Redis again");
 				/* Maybe to another server (a failover through a moved address) that
 				 * is behind what the brokers have published: the resync re-seeds
-				 * what it lost (pv1_seed) and counts this broker's sessions again.
+				 * what it lost (pv2_seed) and counts this broker's sessions again.
 				 */
 				if (r->registered) {
 					push_simple(r, PRESENCE_REDIS_RESYNC);
@@ -1214,6 +1270,7 @@ static void *writer_main(void *arg)
 			r->next_heartbeat = now + r->cfg.heartbeat_ms;
 			r->next_sweep = now;
 			r->next_grace = now;
+			r->next_forget = now + FORGET_EVERY_MS;
 		}
 		now = monotonic_ms();
 		if (now >= r->next_heartbeat) {
@@ -1240,6 +1297,13 @@ static void *writer_main(void *arg)
 				continue;
 			}
 		}
+		if (now >= r->next_forget) {
+			r->next_forget = now + FORGET_EVERY_MS;
+			if (!do_forget(r)) {
+				drop_connection(r, "forgetting users");
+				continue;
+			}
+		}
 		batch = take_batch(r, &n);
 		if (batch != NULL) {
 			if (!run_batch(r, batch)) {
@@ -1247,7 +1311,8 @@ static void *writer_main(void *arg)
 			}
 			continue;
 		}
-		next = min64(min64(r->next_heartbeat, r->next_sweep), r->next_grace);
+		next = min64(min64(r->next_heartbeat, r->next_sweep),
+		             min64(r->next_grace, r->next_forget));
 		wait_ms(r, next - monotonic_ms(), true);
 	}
 	if (r->wc != NULL && r->registered) {
@@ -1359,41 +1424,70 @@ static const char *entry_field(const redisReply *fields, const char *field)
 	return NULL;
 }
 
-/* Reads the stream from last_id on until the connection fails or the link stops. */
-static void follow(struct presence_redis *r, redisContext *ctx, char *last_id, size_t id_size)
+/* Pushes the result of one stream entry: a document, or a user forgotten. */
+static void push_entry(struct presence_redis *r, const redisReply *fields)
+{
+	struct presence_redis_result *res;
+	const char *name = entry_field(fields, "u");
+	uint64_t seq;
+
+	if (name == NULL) {
+		return;
+	}
+	if (entry_field(fields, "f") != NULL) {
+		if (parse_u64(entry_field(fields, "q"), &seq)) {
+			push_named(r, PRESENCE_REDIS_FORGET, name, seq);
+		}
+		return;
+	}
+	res = calloc(1, sizeof(*res));
+	if (res == NULL) {
+		return;
+	}
+	if (!record_from(&res->rec, name, entry_field(fields, "q"), entry_field(fields, "a"),
+	                 entry_field(fields, "n"), entry_field(fields, "t"),
+	                 entry_field(fields, "s"))) {
+		free(res);
+		return;
+	}
+	res->kind = PRESENCE_REDIS_RECORD;
+	push_result(r, res);
+}
+
+/* Reads the stream from last_id on until the connection fails, the link stops (false) or the
+ * stream was trimmed past last_id (true: records were missed, take a snapshot). Waits for new
+ * records with XREAD BLOCK and reads them with pv2_read, which checks for a gap in the same
+ * step. */
+static bool follow(struct presence_redis *r, redisContext *ctx, char *last_id, size_t id_size)
 {
 	while (!stopping(r)) {
 		struct cmd c = {0};
 		redisReply *reply, *entries;
+		const char *status;
 
-		cmd_add(&c, "XREAD");
-		cmd_add(&c, "COUNT");
-		cmd_add(&c, "500");
-		cmd_add(&c, "BLOCK");
-		cmd_addf(&c, "%d", READ_BLOCK_MS);
-		cmd_add(&c, "STREAMS");
-		cmd_add(&c, KEY_LOG);
+		cmd_fcall(&c, "pv2_read", NULL, NULL);
 		cmd_add(&c, last_id);
+		cmd_add(&c, "500");
 		reply = cmd_run(ctx, &c);
-		if (reply == NULL) {
-			return;
-		}
-		if (reply->type == REDIS_REPLY_NIL) {
+		if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+		    (status = reply_str(reply->element[0])) == NULL) {
 			freeReplyObject(reply);
-			continue;
+			return false;
 		}
-		if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 ||
-		    reply->element[0]->type != REDIS_REPLY_ARRAY ||
-		    reply->element[0]->elements != 2) {
+		if (strcmp(status, "GAP") == 0) {
 			freeReplyObject(reply);
-			return;
+			log_line(r, 1,
+			         "the stream of documents was trimmed past the last record read; "
+			         "taking a snapshot");
+			return true;
 		}
-		entries = reply->element[0]->element[1];
-		for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements;
-		     i++) {
+		entries = reply->elements == 2 ? reply->element[1] : NULL;
+		if (entries == NULL || entries->type != REDIS_REPLY_ARRAY) {
+			freeReplyObject(reply);
+			return false;
+		}
+		for (size_t i = 0; i < entries->elements; i++) {
 			const redisReply *entry = entries->element[i];
-			const redisReply *fields;
-			struct presence_redis_result *res;
 			const char *id;
 
 			if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
@@ -1401,27 +1495,74 @@ static void follow(struct presence_redis *r, redisContext *ctx, char *last_id, s
 				continue;
 			}
 			snprintf(last_id, id_size, "%s", id);
-			fields = entry->element[1];
-			if (fields->type != REDIS_REPLY_ARRAY) {
-				continue;
+			if (entry->element[1]->type == REDIS_REPLY_ARRAY) {
+				push_entry(r, entry->element[1]);
 			}
-			res = calloc(1, sizeof(*res));
-			if (res == NULL) {
-				continue;
-			}
-			if (entry_field(fields, "u") == NULL ||
-			    !record_from(&res->rec, entry_field(fields, "u"),
-			                 entry_field(fields, "q"), entry_field(fields, "a"),
-			                 entry_field(fields, "n"), entry_field(fields, "t"),
-			                 entry_field(fields, "s"))) {
-				free(res);
-				continue;
-			}
-			res->kind = PRESENCE_REDIS_RECORD;
-			push_result(r, res);
+		}
+		if (entries->elements > 0) {
+			freeReplyObject(reply);
+			continue;
+		}
+		freeReplyObject(reply);
+		/* Nothing new: wait for a record (or READ_BLOCK_MS). */
+		cmd_add(&c, "XREAD");
+		cmd_add(&c, "COUNT");
+		cmd_add(&c, "1");
+		cmd_add(&c, "BLOCK");
+		cmd_addf(&c, "%d", READ_BLOCK_MS);
+		cmd_add(&c, "STREAMS");
+		cmd_add(&c, KEY_LOG);
+		cmd_add(&c, last_id);
+		reply = cmd_run(ctx, &c);
+		if (reply == NULL) {
+			return false;
 		}
 		freeReplyObject(reply);
 	}
+	return false;
+}
+
+/* Sets last_id to where the stream ends now: its last record, or the last one trimmed when
+ * that is later (an empty stream). Returns false when the connection failed. */
+static bool stream_end(redisContext *ctx, char *last_id, size_t id_size)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+
+	cmd_add(&c, "XREVRANGE");
+	cmd_add(&c, KEY_LOG);
+	cmd_add(&c, "+");
+	cmd_add(&c, "-");
+	cmd_add(&c, "COUNT");
+	cmd_add(&c, "1");
+	reply = cmd_run(ctx, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+	    reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2 &&
+	    reply_str(reply->element[0]->element[0]) &&
+	    strlen(reply->element[0]->element[0]->str) < id_size) {
+		snprintf(last_id, id_size, "%s", reply->element[0]->element[0]->str);
+	}
+	freeReplyObject(reply);
+	cmd_add(&c, "GET");
+	cmd_add(&c, KEY_TRIMMED);
+	reply = cmd_run(ctx, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	if (reply_str(reply) != NULL && strlen(reply->str) < id_size) {
+		unsigned long long am = 0, as = 0, bm = 0, bs = 0;
+
+		if (sscanf(last_id, "%llu-%llu", &am, &as) == 2 &&
+		    sscanf(reply->str, "%llu-%llu", &bm, &bs) == 2 &&
+		    (bm > am || (bm == am && bs > as))) {
+			snprintf(last_id, id_size, "%s", reply->str);
+		}
+	}
+	freeReplyObject(reply);
+	return true;
 }
 
 static void *reader_main(void *arg)
@@ -1432,10 +1573,8 @@ static void *reader_main(void *arg)
 	bool first = true;
 
 	while (!stopping(r)) {
-		char last_id[64] = "0-0";
-		struct cmd c = {0};
 		redisContext *ctx;
-		redisReply *reply;
+		bool gap = true;
 
 		if (attempt > 0) {
 			wait_ms(r,
@@ -1452,28 +1591,21 @@ static void *reader_main(void *arg)
 			continue;
 		}
 		/* Note where the stream ends, then read every user, then follow from there: a
-		 * change made during the snapshot is read again, which the seq rule ignores. */
-		cmd_add(&c, "XREVRANGE");
-		cmd_add(&c, KEY_LOG);
-		cmd_add(&c, "+");
-		cmd_add(&c, "-");
-		cmd_add(&c, "COUNT");
-		cmd_add(&c, "1");
-		reply = cmd_run(ctx, &c);
-		if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
-		    reply->element[0]->type == REDIS_REPLY_ARRAY &&
-		    reply->element[0]->elements == 2 && reply_str(reply->element[0]->element[0]) &&
-		    strlen(reply->element[0]->element[0]->str) < sizeof(last_id)) {
-			snprintf(last_id, sizeof(last_id), "%s",
-			         reply->element[0]->element[0]->str);
-		}
-		if (reply != NULL && snapshot(r, ctx, first)) {
+		 * change made during the snapshot is read again, which the seq rule ignores. A
+		 * gap (records trimmed before they were read) takes another snapshot. */
+		while (gap && !stopping(r)) {
+			char last_id[64] = "0-0";
+
+			gap = false;
+			if (!stream_end(ctx, last_id, sizeof(last_id)) ||
+			    !snapshot(r, ctx, first)) {
+				break;
+			}
 			push_simple(r, PRESENCE_REDIS_SNAPSHOT_DONE);
 			first = false;
 			attempt = 0;
-			follow(r, ctx, last_id, sizeof(last_id));
+			gap = follow(r, ctx, last_id, sizeof(last_id));
 		}
-		freeReplyObject(reply);
 		redisFree(ctx);
 	}
 	return NULL;

@@ -9,15 +9,16 @@
  * - The writer thread runs the requests in pipelined batches, and the cluster's timers:
  *   heartbeat every heartbeat_ms (only while the broker loop ticks: a wedged broker must be
  *   declared dead), sweep of dead brokers every heartbeat_ms / 2, expiry of offline delays
- *   every 250 ms at most. It registers the broker at its first connection and again whenever
- *   Redis says its epoch is stale or Redis lost its data (the generation changed); after each
- *   registration, and after each reconnection (maybe to another server: a failover to a
- *   replica that is behind), it asks the broker thread to resynchronise
- *   (PRESENCE_REDIS_RESYNC). After a lost connection it reconnects with backoff and first sets
- *   a sweep hold of 2 x lease, so that nobody is swept because leases went stale during the
- *   outage.
- * - The reader thread follows the stream of documents (XREAD BLOCK): at each (re)connection
- *   it takes a snapshot of every user (SCAN + HMGET) after noting the stream's last entry, then
+ *   every 250 ms at most, forgetting of users offline for forget_after every second. It registers
+ * the broker at its first connection and again whenever Redis says its epoch is stale or Redis lost
+ * its data (the generation changed); after each registration, and after each reconnection (maybe to
+ * another server: a failover to a replica that is behind), it asks the broker thread to
+ * resynchronise (PRESENCE_REDIS_RESYNC). After a lost connection it reconnects with backoff and
+ * first sets a sweep hold of 2 x lease, so that nobody is swept because leases went stale during
+ * the outage.
+ * - The reader thread follows the stream of documents (pv2_read, waiting with XREAD BLOCK): at
+ *   each (re)connection, and whenever the stream was trimmed past the last record it read, it
+ *   takes a snapshot of every user (SCAN + HMGET) after noting where the stream ends, then
  *   reads on from there.
  *
  * A lost connection (an error or a command deadline, command_timeout_ms) gives up the
@@ -47,8 +48,12 @@ struct presence_redis_config {
 	int64_t stall_tolerance_ms;
 	/* Deadline of one command (and of a connection attempt). */
 	int64_t command_timeout_ms;
-	/* The stream keeps about this many records (XADD MAXLEN ~). */
-	unsigned long stream_maxlen;
+	/* The stream's records are trimmed, oldest first, beyond this many bytes. */
+	unsigned long stream_budget;
+	/* Users Redis holds at most (0: no cap), and how long a user may be offline before it is
+	 * forgotten (0: never), ms. */
+	unsigned long max_users;
+	int64_t forget_after_ms;
 	/* Called (from a link thread, with wake_arg) when a result is queued and none was
 	 * waiting, so that the broker thread can be woken up to take it; NULL: nobody is. */
 	void (*wake)(void *arg);
@@ -63,6 +68,8 @@ enum presence_redis_request_kind {
 	/* Put name back as recorded (seq = floor, available, sessions, since_ms, state) when
 	 * Redis has no record of it. */
 	PRESENCE_REDIS_SEED,
+	/* Raise the cluster's seq floor to floor (name unused). */
+	PRESENCE_REDIS_FLOOR,
 };
 
 /* A request; every pointer is owned (malloc) and freed with presence_redis_request_free. */
@@ -95,6 +102,12 @@ enum presence_redis_result_kind {
 	PRESENCE_REDIS_LOG,
 	/* The reader finished a snapshot (its records came before this). */
 	PRESENCE_REDIS_SNAPSHOT_DONE,
+	/* The cluster forgot rec.name at seq rec.seq (a record of the stream, or the answer to a
+	 * seed of a user it had forgotten): forget it too if its seq is not above. */
+	PRESENCE_REDIS_FORGET,
+	/* The cluster refused to count a session of rec.name: max_users users are known and
+	 * every one of them is online. */
+	PRESENCE_REDIS_FULL,
 };
 
 enum presence_redis_cas_outcome {

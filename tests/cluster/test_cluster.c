@@ -1035,6 +1035,292 @@ static void a_cluster_broker_is_clean_under_valgrind(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Bounds: forgetting, max_users, the stream's budget                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Waits on every live watcher for the announcement that user was forgotten (an empty message
+ * on presence/<user>), skipping older documents of the user. */
+static void await_forgotten_everywhere(struct cluster *cl, const char *user)
+{
+	char topic[64];
+
+	snprintf(topic, sizeof(topic), "presence/%s", user);
+	for (int i = 0; i < BROKERS; i++) {
+		int n;
+
+		if (cl->w[i] == NULL) {
+			continue;
+		}
+		for (n = 0; n < 5000; n++) {
+			struct msg *m = client_next_msg(cl->w[i], 10000);
+			bool empty;
+
+			if (m == NULL) {
+				fail_msg("broker b%d: %s was not forgotten", i + 1, user);
+			}
+			empty = strcmp(m->topic, topic) == 0 && m->payloadlen == 0;
+			msg_free(m);
+			if (empty) {
+				break;
+			}
+		}
+		/* A user coming back starts a new sequence for await_doc. */
+		*last_seq(i, user) = 0;
+	}
+}
+
+/* The integer value of a Redis reply (a string or an integer), or -1 for nil. */
+static long long reply_number(redisReply *reply)
+{
+	long long v = reply->type == REDIS_REPLY_INTEGER  ? reply->integer
+	              : reply->type == REDIS_REPLY_STRING ? strtoll(reply->str, NULL, 10)
+	                                                  : -1;
+
+	freeReplyObject(reply);
+	return v;
+}
+
+static void the_cluster_forgets_idle_users_and_their_seq_goes_on(void **state)
+{
+	struct cluster cl;
+	struct client *alice, *carol;
+	long gone, back;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, "plugin_opt_forget_after 1\n");
+	alice = client_connect_as(cl.b[0], "alice1", "alice", 4);
+	await_everywhere(&cl, "alice", true, 1, "{}");
+	publish_text_ok(alice, "presence/alice/state/status", "away", 1);
+	await_everywhere(&cl, "alice", true, 1, "{\"status\":\"away\"}");
+	client_disconnect(alice);
+	gone = await_everywhere(&cl, "alice", false, 0, "{}");
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "ZCARD {presence}:idle")), 1);
+
+	/* A second later every broker removes her document, and Redis holds nothing of her but
+	 * the floor. */
+	await_forgotten_everywhere(&cl, "alice");
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "EXISTS {presence}:u:alice")), 0);
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "ZCARD {presence}:idle")), 0);
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "ZCARD {presence}:grace")), 0);
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "GET {presence}:count")), 0);
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "GET {presence}:floor")), gone);
+
+	/* She comes back through another broker: numbered above every seq she had. */
+	alice = client_connect_as(cl.b[1], "alice2", "alice", 4);
+	back = await_everywhere(&cl, "alice", true, 1, "{}");
+	assert_true(back > gone);
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "GET {presence}:count")), 1);
+
+	/* Redis loses everything, the floor included: the brokers give theirs back, so a new user
+	 * still starts above it. */
+	redis_kill(cl.redis);
+	for (int i = 0; i < BROKERS; i++) {
+		if (!broker_log_wait(cl.b[i], "lost the connection to Redis", 10000)) {
+			fail_msg("b%d did not notice that Redis is gone", i + 1);
+		}
+	}
+	redis_launch(cl.redis);
+	for (int i = 0; i < BROKERS; i++) {
+		if (!broker_log_wait(cl.b[i], "registered in the cluster as broker", 10000)) {
+			fail_msg("b%d did not register again", i + 1);
+		}
+	}
+	carol = client_connect_as(cl.b[2], "carol1", "carol", 4);
+	assert_true(await_everywhere(&cl, "carol", true, 1, "{}") > gone);
+	client_disconnect(carol);
+	await_everywhere(&cl, "carol", false, 0, "{}");
+	client_disconnect(alice);
+	await_everywhere(&cl, "alice", false, 0, "{}");
+	cluster_stop(&cl);
+}
+
+static void max_users_holds_cluster_wide(void **state)
+{
+	struct cluster cl;
+	struct client *u1, *u2, *u3, *sys;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, "plugin_opt_max_users 2\nplugin_opt_metrics_interval 1\n");
+	sys = client_connect_as(cl.b[2], "sys", NULL, 4);
+	assert_int_equal(client_subscribe(sys, "$SYS/broker/presence/sessions/untracked", 0), 0);
+	u1 = client_connect_as(cl.b[0], "c1", "u1", 4);
+	await_everywhere(&cl, "u1", true, 1, "{}");
+	client_disconnect(u1);
+	await_everywhere(&cl, "u1", false, 0, "{}");
+	u2 = client_connect_as(cl.b[1], "c2", "u2", 4);
+	await_everywhere(&cl, "u2", true, 1, "{}");
+	/* A third user, on a third broker: u1, offline the longest, makes room everywhere (the
+	 * two documents may come in either order: b3 publishes u3's from Redis' answer, before it
+	 * reads the stream). */
+	u3 = client_connect_as(cl.b[2], "c3", "u3", 4);
+	for (int i = 0; i < BROKERS; i++) {
+		bool forgotten = false, arrived = false;
+
+		while (!forgotten || !arrived) {
+			struct msg *m = client_next_msg(cl.w[i], 10000);
+
+			if (m == NULL) {
+				fail_msg("b%d: u1 forgotten %d, u3 arrived %d", i + 1, forgotten,
+				         arrived);
+			}
+			forgotten = forgotten ||
+			            (strcmp(m->topic, "presence/u1") == 0 && m->payloadlen == 0);
+			arrived = arrived || (strcmp(m->topic, "presence/u3") == 0 &&
+			                      strstr(m->payload, "\"available\":true") != NULL);
+			msg_free(m);
+		}
+		*last_seq(i, "u1") = 0;
+	}
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "GET {presence}:count")), 2);
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "EXISTS {presence}:u:u1")), 0);
+	/* Everyone known is online: a new user gets no presence, its login stands. */
+	u1 = client_connect_as(cl.b[2], "c1", "u1", 4);
+	{
+		struct msg *m;
+
+		for (;;) {
+			m = client_next_msg(sys, 10000);
+			assert_non_null(m);
+			if (m->payloadlen == 1 && m->payload[0] == '1') {
+				break;
+			}
+			msg_free(m);
+		}
+		msg_free(m);
+	}
+	assert_true(broker_log_contains(cl.b[2], "max_users (2) users are known to the cluster"));
+	assert_int_equal(reply_number(redis_cmd(cl.redis, "EXISTS {presence}:u:u1")), 0);
+	for (int i = 0; i < BROKERS; i++) {
+		expect_nothing(cl.w[i]);
+	}
+	client_disconnect(u1);
+	client_disconnect(u3);
+	client_disconnect(u2);
+	client_disconnect(sys);
+	cluster_stop(&cl);
+}
+
+/* Milliseconds on the monotonic clock. */
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The stream is trimmed at 16 MiB of records (plugin/mosquitto/cluster.c, STREAM_BUDGET). */
+#define STREAM_BUDGET_BYTES (16LL * 1024 * 1024)
+
+/* One user with four sessions on one broker writes 8 KB states at QoS 1 for 15 s, as fast as
+ * they are acknowledged (no write limit). Redis grows by the stream's budget at most (plus what
+ * its allocator rounds up), whatever the rate; a broker stopped meanwhile falls behind the
+ * trimmed records and catches up with a snapshot. */
+static void a_write_flood_keeps_redis_within_its_budget(void **state)
+{
+	struct cluster cl;
+	struct client *s[4];
+	char *value = malloc(8192);
+	long long before, after, peak = 0, deadline;
+	bool stopped, gap = false;
+	long writes = 0;
+
+	(void)state;
+	assert_non_null(value);
+	reset_seen();
+	cluster_start(&cl, false,
+	              "plugin_opt_max_writes_per_second 0\nplugin_opt_max_state_bytes 9000\n");
+	for (int i = 0; i < 4; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "flood%d", i);
+		s[i] = client_connect_as(cl.b[0], id, "flood", 4);
+	}
+	await_everywhere(&cl, "flood", true, 4, "{}");
+	{
+		redisReply *info = redis_cmd(cl.redis, "INFO memory");
+		const char *used = strstr(info->str, "used_memory:");
+
+		before = used != NULL ? strtoll(used + strlen("used_memory:"), NULL, 10) : 0;
+		freeReplyObject(info);
+	}
+	/* b3 stops until records it had not read were trimmed: it missed them. */
+	broker_signal(cl.b[2], SIGSTOP);
+	stopped = true;
+	deadline = mono_ms() + 15000;
+	while (mono_ms() < deadline) {
+		int n = snprintf(value, 8192, "{\"blob\":\"%ld-", writes);
+
+		memset(value + n, 'x', 8000 - (size_t)n);
+		memcpy(value + 8000, "\"}", 3);
+		publish_text_ok(s[writes % 4], "presence/flood/state", value, 1);
+		writes++;
+		if (writes % 200 == 0) {
+			redisReply *info = redis_cmd(cl.redis, "INFO memory");
+			const char *used = strstr(info->str, "used_memory:");
+			long long now = used != NULL ? strtoll(used + 13, NULL, 10) : 0;
+
+			freeReplyObject(info);
+			peak = now > peak ? now : peak;
+		}
+		if (stopped && writes % 50 == 0) {
+			redisReply *trimmed = redis_cmd(cl.redis, "GET {presence}:trimmed");
+
+			if (trimmed->type == REDIS_REPLY_STRING) {
+				broker_signal(cl.b[2], SIGCONT);
+				stopped = false;
+				gap = true;
+			}
+			freeReplyObject(trimmed);
+		}
+	}
+	if (stopped) {
+		broker_signal(cl.b[2], SIGCONT);
+	}
+	after = peak;
+	fprintf(stderr,
+	        "flood: %ld writes of 8 KB in 15 s; Redis used_memory %lld -> peak %lld "
+	        "(%+lld); stream bytes counted %lld\n",
+	        writes, before, after, after - before,
+	        reply_number(redis_cmd(cl.redis, "GET {presence}:logbytes")));
+	assert_true(reply_number(redis_cmd(cl.redis, "GET {presence}:logbytes")) <=
+	            STREAM_BUDGET_BYTES);
+	/* Stream records cost Redis about what they are counted for, in listpacks; allow half
+	 * as much again for its allocator and the stream's index. */
+	assert_true(after - before <= STREAM_BUDGET_BYTES + STREAM_BUDGET_BYTES / 2);
+	/* The last write reaches every broker, b3 included (after a snapshot if it fell behind
+	 * the trimmed records). */
+	{
+		char last[64];
+
+		snprintf(last, sizeof(last), "\"%ld-", writes - 1);
+		for (int i = 0; i < BROKERS; i++) {
+			for (;;) {
+				long seq;
+				char *p = await_doc(&cl, i, "flood", true, 4, NULL, &seq);
+				bool done = strstr(p, last) != NULL;
+
+				free(p);
+				if (done) {
+					break;
+				}
+			}
+		}
+	}
+	if (gap) {
+		assert_true(broker_log_contains(cl.b[2], "trimmed past the last record read"));
+	}
+	for (int i = 0; i < 4; i++) {
+		client_disconnect(s[i]);
+	}
+	await_everywhere(&cl, "flood", false, 0, "{}");
+	free(value);
+	cluster_stop(&cl);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* The Redis functions on their own                                                            */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -1042,7 +1328,7 @@ static void a_cluster_broker_is_clean_under_valgrind(void **state)
  * returns the reply's first element as a string (or the integer, printed), in buf. */
 static const char *fcall(struct redis *r, char *buf, size_t size, const char *const *argv)
 {
-	const char *args[32];
+	const char *args[40];
 	size_t n = 0;
 	redisContext *c = redisConnectUnix(r->sock);
 	redisReply *reply;
@@ -1077,6 +1363,13 @@ static const char *fcall(struct redis *r, char *buf, size_t size, const char *co
 
 #define K "{presence}:"
 
+/* The keys every function takes (presence_v2.lua), with user's hash first and extra last. */
+#define KEYS(user, extra)                                                                          \
+	"15", user, K "grace", K "log", K "logbytes", K "trimmed", K "idle", K "floor", K "count", \
+	    K "epoch", K "live", K "hold", K "seen", K "dead", K "gen", extra
+/* The bounds a function that may make a user takes first: no cap, a 16 MiB stream. */
+#define BOUNDS K "u:", "16777216", "0"
+
 static const char *contrib(struct redis *r, char *buf, const char *epoch, const char *n,
                            const char *floor)
 {
@@ -1084,9 +1377,8 @@ static const char *contrib(struct redis *r, char *buf, const char *epoch, const 
 
 	snprintf(set, sizeof(set), K "bu:b1:%s", epoch);
 	return fcall(r, buf, 64,
-	             (const char *const[]){"pv1_contrib", "6", K "u:alice", set, K "grace", K "log",
-	                                   K "epoch", K "live", "b1", epoch, n, "0", floor, "alice",
-	                                   "0", "1000", NULL});
+	             (const char *const[]){"pv2_contrib", KEYS(K "u:alice", set), BOUNDS, "b1",
+	                                   epoch, n, "0", floor, "alice", "0", NULL});
 }
 
 static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **state)
@@ -1098,7 +1390,7 @@ static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **stat
 	FILE *f;
 
 	(void)state;
-	snprintf(path, sizeof(path), "%s/plugin/redis/presence_v1.lua",
+	snprintf(path, sizeof(path), "%s/plugin/redis/presence_v2.lua",
 	         getenv("PRESENCE_SOURCE_DIR"));
 	f = fopen(path, "r");
 	assert_non_null(f);
@@ -1114,13 +1406,13 @@ static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **stat
 
 	/* Epoch 1; one session of alice. */
 	fcall(r, e1, sizeof(e1),
-	      (const char *const[]){"pv1_register", "4", K "epoch", K "live", K "dead", K "gen",
-	                            "b1", "60000", "g1", NULL});
+	      (const char *const[]){"pv2_register", KEYS(K "u:", K "none"), "b1", "60000", "g1",
+	                            NULL});
 	assert_string_equal(contrib(r, buf, e1, "1", "0"), "OK 1");
 	/* The broker restarts: epoch 2 > epoch 1, and epoch 1 waits to be swept. */
 	fcall(r, e2, sizeof(e2),
-	      (const char *const[]){"pv1_register", "4", K "epoch", K "live", K "dead", K "gen",
-	                            "b1", "60000", "g2", NULL});
+	      (const char *const[]){"pv2_register", KEYS(K "u:", K "none"), "b1", "60000", "g2",
+	                            NULL});
 	assert_true(strtoll(e2, NULL, 10) > strtoll(e1, NULL, 10));
 	reply = redis_cmd(r, "LRANGE " K "dead 0 -1");
 	assert_int_equal(reply->elements, 1);
@@ -1142,13 +1434,13 @@ static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **stat
 	/* A compare-and-set on an old seq is a conflict carrying the current document. */
 	assert_string_equal(
 	    fcall(r, buf, sizeof(buf),
-	          (const char *const[]){"pv1_cas", "4", K "u:alice", K "log", K "epoch", K "live",
-	                                "b1", e2, "alice", "1", "{\"a\":1}", "0", "1000", NULL}),
+	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
+	                                "alice", "1", "{\"a\":1}", "0", NULL}),
 	    "CONFLICT 1001");
 	assert_string_equal(
 	    fcall(r, buf, sizeof(buf),
-	          (const char *const[]){"pv1_cas", "4", K "u:alice", K "log", K "epoch", K "live",
-	                                "b1", e2, "alice", "1001", "{\"a\":1}", "0", "1000", NULL}),
+	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
+	                                "alice", "1001", "{\"a\":1}", "0", NULL}),
 	    "OK 1002");
 	/* The state is stored byte for byte (no cjson round trip). */
 	reply = redis_cmd(r, "HGET " K "u:alice state");
@@ -1157,11 +1449,10 @@ static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **stat
 	/* Timers that did not run for longer than the lease (Redis slept) hold the sweeps. */
 	reply = redis_cmd(r, "SET " K "seen 1");
 	freeReplyObject(reply);
-	assert_string_equal(
-	    fcall(r, buf, sizeof(buf),
-	          (const char *const[]){"pv1_sweep_claim", "5", K "live", K "dead", K "epoch",
-	                                K "hold", K "seen", "8", "500", NULL}),
-	    "0");
+	assert_string_equal(fcall(r, buf, sizeof(buf),
+	                          (const char *const[]){"pv2_sweep_claim", KEYS(K "u:", K "none"),
+	                                                "8", "500", NULL}),
+	                    "0");
 	reply = redis_cmd(r, "GET " K "hold");
 	assert_int_equal(reply->type, REDIS_REPLY_STRING);
 	freeReplyObject(reply);
@@ -1476,6 +1767,11 @@ int main(void)
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(hiredis_is_loaded_only_in_cluster_mode, harness_teardown),
 	    cmocka_unit_test_teardown(a_cluster_broker_is_clean_under_valgrind, harness_teardown),
+	    cmocka_unit_test_teardown(the_cluster_forgets_idle_users_and_their_seq_goes_on,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(max_users_holds_cluster_wide, harness_teardown),
+	    cmocka_unit_test_teardown(a_write_flood_keeps_redis_within_its_budget,
+	                              harness_teardown),
 	    cmocka_unit_test_teardown(the_functions_fence_old_epochs_and_keep_seq_above_floors,
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(a_clean_stop_hands_its_sessions_over_at_once,

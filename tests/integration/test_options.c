@@ -30,7 +30,9 @@
 	LOG_PREFIX "version 0.1.0 started: topic_prefix=presence identity=username auth=defer "    \
 	           "acl=defer max_state_bytes=8192 max_keys=64 max_state_depth=32 "                \
 	           "max_query_users=1000 max_query_reply_bytes=65536 metrics_interval=10 "         \
-	           "offline_delay=0 keep_state=false state_file=(none) ignore_users=(none)\n"
+	           "offline_delay=0 keep_state=false forget_after=2592000 max_users=1000000 "      \
+	           "max_writes_per_second=10 max_write_burst=100 state_file=(none) "               \
+	           "ignore_users=(none)\n"
 
 /* Allow every login and every topic outside the plugin's namespace. */
 #define OPEN_OPTIONS "plugin_opt_auth allow\nplugin_opt_acl allow\n"
@@ -88,8 +90,9 @@ static void an_unknown_option_stops_the_broker_and_lists_the_known_options(void 
 	               "unknown option plugin_opt_colour (known options: topic_prefix, identity, "
 	               "ignore_users, auth, acl, max_state_bytes, max_keys, max_state_depth, "
 	               "max_query_users, max_query_reply_bytes, metrics_interval, offline_delay, "
-	               "keep_state, state_file, cluster_url, broker_id, cluster_heartbeat_ms, "
-	               "cluster_lease_ms)");
+	               "keep_state, forget_after, max_users, max_writes_per_second, "
+	               "max_write_burst, state_file, cluster_url, broker_id, "
+	               "cluster_heartbeat_ms, cluster_lease_ms)");
 }
 
 /* One invalid value and the message it must produce. */
@@ -241,8 +244,9 @@ static void every_option_set_is_logged_with_its_effective_value(void **state)
 	    LOG_PREFIX "version 0.1.0 started: topic_prefix=org/site/presence identity=clientid "
 	               "auth=allow acl=allow max_state_bytes=100 max_keys=3 max_state_depth=4 "
 	               "max_query_users=5 max_query_reply_bytes=4096 metrics_interval=0 "
-	               "offline_delay=0 keep_state=false state_file=(none) "
-	               "ignore_users=svc,bridge-1,monitor\n";
+	               "offline_delay=0 keep_state=false forget_after=2592000 "
+	               "max_users=1000000 max_writes_per_second=10 max_write_burst=100 "
+	               "state_file=(none) ignore_users=svc,bridge-1,monitor\n";
 
 	(void)state;
 	if (count_occurrences(log, line) != 1) {

@@ -1,0 +1,542 @@
+#!lua name=presence_v2
+-- SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
+--[[
+The Redis 7 function library of mosquitto-presence's cluster mode (see plugin/core/cluster.h
+for the design). Loaded by every broker with FUNCTION LOAD REPLACE; an incompatible version gets
+another library name (presence_v1 was the first), so that brokers of two versions never call
+each other's functions.
+
+Every key carries the same hash tag, so every call touches one slot. Every function takes the
+same keys, in this order (unused ones are still named):
+  1 the user's hash (or the prefix of user hashes, "{presence}:u:", when no user is concerned)
+  2 grace zset    3 log stream    4 log bytes    5 trimmed id    6 idle zset    7 floor
+  8 user count    9 epoch hash   10 live zset   11 hold         12 seen        13 dead list
+ 14 generation   15 the user set of a broker epoch (pv2_contrib only; else a dummy)
+JSON is never parsed here (Lua's cjson changes numbers, "[]" and "/"): the state is an opaque
+string rendered by the brokers. Numbers are formatted with %d: seq and times stay exact below
+2^53. All times are Redis TIME in milliseconds.
+
+A user hash holds: seq, avail ("0"/"1"), sess, since, left, state, and one field per broker
+"b:<broker>" = "<epoch>:<count>" (count -1: the epoch was swept, a tombstone). A user exists only
+with a document: a count of 0 for a user Redis does not hold creates nothing.
+
+What Redis holds is bounded:
+- users: at most max_users (the user count, key 8); a new user beyond it makes the user offline
+  the longest (the idle zset, key 6: user -> when its document became offline) forgotten, and
+  when every user is online it is refused ("FULL"). Users offline for forget_after are forgotten
+  by pv2_forget_due. A forgotten user's hash, idle and grace entries are deleted, the floor (key
+  7) rises to its seq (users created later start above it), and a record {u, q, f=1} on the
+  stream tells every broker.
+- the stream: records are trimmed, oldest first, once their bytes (counted in key 4, the lengths
+  of their fields and values) pass the budget; key 5 holds the last trimmed id, so that a reader
+  behind it knows it missed records (pv2_read says "GAP") and takes a snapshot instead.
+]]
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The sum of the live counts of every broker in the flat HGETALL reply h.
+local function sum_brokers(h)
+  local total = 0
+  for i = 1, #h, 2 do
+    if string.sub(h[i], 1, 2) == 'b:' then
+      local c = tonumber(string.match(h[i + 1], ':(%-?%d+)$'))
+      if c and c > 0 then
+        total = total + c
+      end
+    end
+  end
+  return total
+end
+
+-- The user's document values: seq (number), avail, sess (number), since, state.
+local function doc_of(ukey)
+  local r = redis.call('HMGET', ukey, 'seq', 'avail', 'sess', 'since', 'state')
+  return tonumber(r[1] or '0'), r[2] or '0', tonumber(r[3] or '0'), r[4] or '0', r[5] or '{}'
+end
+
+-- A stream id "ms-seq" as two numbers.
+local function id_parts(id)
+  local ms, sq = string.match(id, '^(%d+)%-(%d+)$')
+  return tonumber(ms or '0'), tonumber(sq or '0')
+end
+
+local function id_less(a, b)
+  local am, as = id_parts(a)
+  local bm, bs = id_parts(b)
+  return am < bm or (am == bm and as < bs)
+end
+
+-- The bytes a stream entry is counted for: its fields and values, and 16 for the entry.
+local function entry_bytes(fields)
+  local n = 16
+  for i = 1, #fields do
+    n = n + #fields[i]
+  end
+  return n
+end
+
+--[[
+Appends a record (a flat field/value list) to the stream and trims the oldest records while the
+stream's bytes pass budget. The last trimmed id is kept (key 5) for pv2_read's gap check.
+]]
+local function append(keys, budget, fields)
+  local logkey, byteskey, trimmedkey = keys[3], keys[4], keys[5]
+  redis.call('XADD', logkey, '*', unpack(fields))
+  local bytes = redis.call('INCRBY', byteskey, entry_bytes(fields))
+  while bytes > budget do
+    local oldest = redis.call('XRANGE', logkey, '-', '+', 'COUNT', 32)
+    if #oldest == 0 then
+      redis.call('SET', byteskey, '0')
+      return
+    end
+    local last
+    for _, e in ipairs(oldest) do
+      if bytes <= budget then
+        break
+      end
+      bytes = bytes - entry_bytes(e[2])
+      last = e[1]
+      redis.call('XDEL', logkey, e[1])
+    end
+    redis.call('SET', byteskey, fmt(math.max(bytes, 0)))
+    redis.call('SET', trimmedkey, last)
+  end
+end
+
+-- Stores a new document, keeps the idle index, and appends its record to the stream.
+local function publish(keys, budget, name, seq, avail, sess, since, state)
+  local ukey, idlekey = keys[1], keys[6]
+  redis.call('HSET', ukey, 'seq', fmt(seq), 'avail', avail, 'sess', fmt(sess), 'since', since,
+             'state', state)
+  if avail == '1' then
+    redis.call('ZREM', idlekey, name)
+  else
+    redis.call('ZADD', idlekey, 'NX', fmt(now_ms()), name)
+  end
+  append(keys, budget, {'u', name, 'q', fmt(seq), 'a', avail, 'n', fmt(sess), 't', since,
+                        's', state})
+end
+
+-- Forgets the user named name (its hash at prefix .. name): deletes it, raises the floor and
+-- tells every broker. Returns its seq.
+local function forget(keys, prefix, budget, name)
+  local ukey = prefix .. name
+  local seq = tonumber(redis.call('HGET', ukey, 'seq') or '0')
+  redis.call('DEL', ukey)
+  redis.call('ZREM', keys[6], name)
+  redis.call('ZREM', keys[2], name)
+  if tonumber(redis.call('GET', keys[7]) or '0') < seq then
+    redis.call('SET', keys[7], fmt(seq))
+  end
+  if tonumber(redis.call('DECR', keys[8])) < 0 then
+    redis.call('SET', keys[8], '0')
+  end
+  append(keys, budget, {'u', name, 'q', fmt(seq), 'f', '1'})
+  return seq
+end
+
+--[[
+Makes room for a new user (key 1 does not exist yet): below max_users (0: no cap) it is counted;
+at the cap the user offline the longest is forgotten first. Returns false when every user is
+online (nothing changes then).
+]]
+local function admit(keys, prefix, budget, max_users)
+  local count = tonumber(redis.call('GET', keys[8]) or '0')
+  if max_users > 0 and count >= max_users then
+    local oldest = redis.call('ZRANGE', keys[6], 0, 0)
+    if #oldest == 0 then
+      return false
+    end
+    forget(keys, prefix, budget, oldest[1])
+  end
+  redis.call('INCR', keys[8])
+  return true
+end
+
+-- The first seq of a new user: above the broker's floor and the cluster's.
+local function new_seq(keys, floor)
+  return math.max(floor, tonumber(redis.call('GET', keys[7]) or '0')) + 1
+end
+
+-- Whether broker b is registered with epoch e (a string) and holds a lease.
+local function broker_live(keys, b, e)
+  return redis.call('HGET', keys[9], b) == e and redis.call('ZSCORE', keys[10], b) ~= false
+end
+
+--[[
+Notes that the cluster's timers ran now and returns whether sweeps, delay expiry and forgetting
+may run. When no broker got a timer call through for longer than gap_ms (Redis was paused,
+slept or restarted from its data, or every broker was stalled), leases and deadlines went stale
+without anyone being at fault: a hold of 2 x gap_ms then gives every live broker time to
+heartbeat again before anybody is swept.
+]]
+local function timers_may_run(keys, now, gap_ms)
+  local seenkey, holdkey = keys[12], keys[11]
+  local seen = tonumber(redis.call('GET', seenkey) or '0')
+  redis.call('SET', seenkey, fmt(now))
+  local hold = tonumber(redis.call('GET', holdkey) or '0')
+  if seen > 0 and now - seen > gap_ms and hold < now + 2 * gap_ms then
+    hold = now + 2 * gap_ms
+    redis.call('SET', holdkey, fmt(hold))
+  end
+  return hold <= now
+end
+
+local function reply(status, seq, avail, sess, since, state)
+  return {status, fmt(seq), avail, fmt(sess), since, state}
+end
+
+--[[
+pv2_contrib: broker B (epoch E) now has n sessions of the user (n = -1: a sweeper writes the
+tombstone of a dead epoch). ARGV: prefix, budget, max_users, B, E, n, grace_ms, floor, name,
+keep_state (0/1). Returns {"STALE"} when the write comes from an epoch that is not the broker's
+live one, {"FULL"} when the user is new and every known user is online, {"NONE"} for a count of
+0 or less for a user Redis does not hold, else {"OK"|"SAME", seq, avail, sess, since, state}.
+]]
+local function contrib(keys, args)
+  local ukey, setkey, gracekey = keys[1], keys[15], keys[2]
+  local prefix, budget, max_users = args[1], tonumber(args[2]), tonumber(args[3])
+  local b, es, n = args[4], args[5], tonumber(args[6])
+  local e = tonumber(es)
+  local grace_ms, floor, name, keep = tonumber(args[7]), tonumber(args[8]), args[9], args[10]
+  local field = 'b:' .. b
+  if n >= 0 and not broker_live(keys, b, es) then
+    return {'STALE'}
+  end
+  local exists = redis.call('EXISTS', ukey) == 1
+  if not exists then
+    if n <= 0 then
+      if n < 0 then
+        redis.call('SREM', setkey, name)
+      end
+      return {'NONE'}
+    end
+    if not admit(keys, prefix, budget, max_users) then
+      return {'FULL'}
+    end
+  end
+  local old = redis.call('HGET', ukey, field)
+  if old then
+    local oe, oc = string.match(old, '^(%d+):(%-?%d+)$')
+    oe, oc = tonumber(oe), tonumber(oc)
+    if oe > e or (oe == e and oc < 0) then
+      if n < 0 then
+        redis.call('SREM', setkey, name)
+      end
+      return {'STALE'}
+    end
+  end
+  if n < 0 then
+    redis.call('HSET', ukey, field, es .. ':-1')
+  else
+    redis.call('HSET', ukey, field, es .. ':' .. fmt(n))
+  end
+  if n > 0 then
+    redis.call('SADD', setkey, name)
+  else
+    redis.call('SREM', setkey, name)
+  end
+  local now = now_ms()
+  local total = sum_brokers(redis.call('HGETALL', ukey))
+  local seq, avail, sess, since, state = doc_of(ukey)
+  local navail, nsess, nsince, nstate = avail, sess, since, state
+  if not exists then
+    seq = new_seq(keys, floor) - 1
+    avail = ''
+  end
+  if total > 0 then
+    redis.call('ZREM', gracekey, name)
+    if avail ~= '1' then
+      navail, nsince = '1', fmt(now)
+    end
+    nsess = total
+  elseif avail == '1' then
+    if grace_ms > 0 then
+      -- Waiting out the offline delay: subscribers keep the document they have.
+      if redis.call('ZSCORE', gracekey, name) == false then
+        redis.call('ZADD', gracekey, now + grace_ms, name)
+        redis.call('HSET', ukey, 'left', fmt(now))
+      end
+    else
+      navail, nsess, nsince = '0', 0, fmt(now)
+      if keep ~= '1' then
+        nstate = '{}'
+      end
+    end
+  end
+  if navail ~= avail or nsess ~= sess or nstate ~= state then
+    seq = math.max(seq, floor) + 1
+    publish(keys, budget, name, seq, navail, nsess, nsince, nstate)
+    return reply('OK', seq, navail, nsess, nsince, nstate)
+  end
+  return reply('SAME', seq, avail, sess, since, state)
+end
+
+--[[
+pv2_cas: a state write through broker B (epoch E): the new state replaces the user's state if
+the user's seq is still expected_seq. ARGV: prefix, budget, max_users, B, E, name, expected_seq,
+state, floor. Returns {"STALE"}, {"FULL"}, or {"OK"|"SAME"|"CONFLICT", the document values}:
+CONFLICT carries the current values, to apply the write to again.
+]]
+local function cas(keys, args)
+  local ukey = keys[1]
+  local prefix, budget, max_users = args[1], tonumber(args[2]), tonumber(args[3])
+  local b, es, name, expected, nstate, floor =
+      args[4], args[5], args[6], args[7], args[8], tonumber(args[9])
+  if not broker_live(keys, b, es) then
+    return {'STALE'}
+  end
+  local exists = redis.call('EXISTS', ukey) == 1
+  local seq, avail, sess, since, state = doc_of(ukey)
+  if fmt(seq) ~= expected then
+    return reply('CONFLICT', seq, avail, sess, since, state)
+  end
+  if nstate == state and exists then
+    return reply('SAME', seq, avail, sess, since, state)
+  end
+  if not exists then
+    -- The broker's session is not counted yet: the document it writes says so.
+    if not admit(keys, prefix, budget, max_users) then
+      return {'FULL'}
+    end
+    seq = new_seq(keys, floor) - 1
+  end
+  seq = math.max(seq, floor) + 1
+  publish(keys, budget, name, seq, avail, sess, since, nstate)
+  return reply('OK', seq, avail, sess, since, nstate)
+end
+
+--[[
+pv2_expire: ends the offline delay of a user whose grace deadline has passed. ARGV: prefix,
+budget, max_users, name, keep_state. Returns {"HOLD"}, {"NOTDUE"}, or {"OK"|"SAME", values}.
+]]
+local function expire(keys, args)
+  local ukey, gracekey, holdkey = keys[1], keys[2], keys[11]
+  local budget, name, keep = tonumber(args[2]), args[4], args[5]
+  local now = now_ms()
+  if tonumber(redis.call('GET', holdkey) or '0') > now then
+    return {'HOLD'}
+  end
+  local score = redis.call('ZSCORE', gracekey, name)
+  if score == false or tonumber(score) > now then
+    return {'NOTDUE'}
+  end
+  redis.call('ZREM', gracekey, name)
+  if redis.call('EXISTS', ukey) == 0 then
+    return {'NOTDUE'}
+  end
+  local seq, avail, sess, since, state = doc_of(ukey)
+  if avail ~= '1' or sum_brokers(redis.call('HGETALL', ukey)) > 0 then
+    return reply('SAME', seq, avail, sess, since, state)
+  end
+  local left = redis.call('HGET', ukey, 'left') or fmt(now)
+  local nstate = state
+  if keep ~= '1' then
+    nstate = '{}'
+  end
+  seq = seq + 1
+  publish(keys, budget, name, seq, '0', 0, left, nstate)
+  return reply('OK', seq, '0', 0, left, nstate)
+end
+
+-- pv2_grace_due: ARGV limit, lease_ms. The users whose delay ended (none during a hold).
+local function grace_due(keys, args)
+  local now = now_ms()
+  if not timers_may_run(keys, now, tonumber(args[2])) then
+    return {}
+  end
+  return redis.call('ZRANGEBYSCORE', keys[2], '-inf', fmt(now), 'LIMIT', 0, tonumber(args[1]))
+end
+
+--[[
+pv2_forget_due: ARGV prefix, budget, max_users, limit, lease_ms, forget_after_ms (0: never).
+Forgets at most limit users offline for forget_after, oldest first (none during a hold), and
+users beyond max_users (a lowered cap). Returns how many.
+]]
+local function forget_due(keys, args)
+  local prefix, budget, max_users = args[1], tonumber(args[2]), tonumber(args[3])
+  local limit, forget_after = tonumber(args[4]), tonumber(args[6])
+  local now = now_ms()
+  local done = 0
+  if not timers_may_run(keys, now, tonumber(args[5])) then
+    return 0
+  end
+  while done < limit do
+    local oldest = redis.call('ZRANGE', keys[6], 0, 0, 'WITHSCORES')
+    if #oldest == 0 then
+      break
+    end
+    local count = tonumber(redis.call('GET', keys[8]) or '0')
+    local due = forget_after > 0 and tonumber(oldest[2]) + forget_after <= now
+    if not due and not (max_users > 0 and count > max_users) then
+      break
+    end
+    forget(keys, prefix, budget, oldest[1])
+    done = done + 1
+  end
+  return done
+end
+
+--[[
+pv2_register: starts a new epoch of broker B: max(old + 1, now), so epochs grow even across a
+Redis that lost its data. The old epoch (if any) is queued for sweeping at once. ARGV: B,
+lease_ms, a new generation id (kept only when the Redis has none). Returns {epoch, generation}.
+]]
+local function register(keys, args)
+  local epochkey, livekey, deadkey, genkey = keys[9], keys[10], keys[13], keys[14]
+  local b, lease = args[1], tonumber(args[2])
+  local now = now_ms()
+  local old = redis.call('HGET', epochkey, b)
+  local e = now
+  if old then
+    e = math.max(tonumber(old) + 1, now)
+    redis.call('RPUSH', deadkey, b .. ':' .. old)
+  end
+  redis.call('HSET', epochkey, b, fmt(e))
+  redis.call('ZADD', livekey, fmt(now + lease), b)
+  redis.call('SET', genkey, args[3], 'NX')
+  return {fmt(e), redis.call('GET', genkey)}
+end
+
+-- pv2_heartbeat: ARGV B, E, lease_ms. Returns {"STALE"} when the epoch was swept or replaced,
+-- else {"OK", generation, live brokers}.
+local function heartbeat(keys, args)
+  local livekey, genkey = keys[10], keys[14]
+  local b, es, lease = args[1], args[2], tonumber(args[3])
+  local now = now_ms()
+  timers_may_run(keys, now, lease)
+  if not broker_live(keys, b, es) then
+    return {'STALE'}
+  end
+  redis.call('ZADD', livekey, 'XX', fmt(now + lease), b)
+  return {'OK', redis.call('GET', genkey) or '', redis.call('ZCOUNT', livekey, fmt(now), '+inf')}
+end
+
+-- pv2_sweep_claim: ARGV limit, lease_ms. Moves brokers whose lease expired to the dead list
+-- (none during a hold). Returns how many.
+local function sweep_claim(keys, args)
+  local livekey, deadkey, epochkey = keys[10], keys[13], keys[9]
+  local now = now_ms()
+  if not timers_may_run(keys, now, tonumber(args[2])) then
+    return 0
+  end
+  local due = redis.call('ZRANGEBYSCORE', livekey, '-inf', fmt(now), 'LIMIT', 0,
+                         tonumber(args[1]))
+  for _, b in ipairs(due) do
+    redis.call('ZREM', livekey, b)
+    local e = redis.call('HGET', epochkey, b)
+    if e then
+      redis.call('RPUSH', deadkey, b .. ':' .. e)
+    end
+  end
+  return #due
+end
+
+-- pv2_deregister: a clean stop. ARGV B, E.
+local function deregister(keys, args)
+  if redis.call('HGET', keys[9], args[1]) ~= args[2] then
+    return 0
+  end
+  redis.call('ZREM', keys[10], args[1])
+  redis.call('RPUSH', keys[13], args[1] .. ':' .. args[2])
+  return 1
+end
+
+-- pv2_hold: ARGV ms. Suspends sweeps, delay expiry and forgetting until now + ms (never
+-- shortens a hold).
+local function hold(keys, args)
+  local until_ms = now_ms() + tonumber(args[1])
+  if tonumber(redis.call('GET', keys[11]) or '0') < until_ms then
+    redis.call('SET', keys[11], fmt(until_ms))
+  end
+  return fmt(until_ms)
+end
+
+--[[
+pv2_seed: re-seeds a user into a Redis that lost it, from a broker's last document. ARGV: prefix,
+budget, max_users, name, seq, avail, sess, since, state, grace_ms.
+- A user Redis does not hold, offline in the broker's document and at or below the cluster's
+  floor, was forgotten (not lost): nothing is created and "FORGOTTEN" tells the broker to forget
+  it too.
+- Another user Redis does not hold is created with the broker's document (if the cap lets it:
+  "FULL" otherwise). An available user is queued to go offline after grace_ms (after the hold)
+  unless some broker's contribution shows a session before.
+- A user whose seq is below the broker's lost documents that subscribers have seen (a failover
+  to a replica that was behind): the broker's document replaces its document and goes to the
+  stream, so that numbering continues above it and every broker has it.
+- Nothing happens otherwise. Returns "SEEDED", "SAME", "FORGOTTEN" or "FULL".
+]]
+local function seed(keys, args)
+  local ukey, gracekey = keys[1], keys[2]
+  local prefix, budget, max_users = args[1], tonumber(args[2]), tonumber(args[3])
+  local name, seqs, avail, sess, since, state, grace =
+      args[4], args[5], args[6], tonumber(args[7]), args[8], args[9], tonumber(args[10])
+  local floor = tonumber(seqs)
+  local now = now_ms()
+  if redis.call('EXISTS', ukey) == 1 then
+    if doc_of(ukey) >= floor then
+      return 'SAME'
+    end
+    publish(keys, budget, name, floor, avail, sess, since, state)
+  else
+    -- (A user the broker shows online was not forgotten: Redis lost it.)
+    if avail ~= '1' and floor <= tonumber(redis.call('GET', keys[7]) or '0') then
+      return 'FORGOTTEN'
+    end
+    if not admit(keys, prefix, budget, max_users) then
+      return 'FULL'
+    end
+    redis.call('HSET', ukey, 'seq', seqs, 'avail', avail, 'sess', fmt(sess), 'since', since,
+               'state', state)
+    if avail ~= '1' then
+      redis.call('ZADD', keys[6], 'NX', fmt(now), name)
+    end
+  end
+  if avail == '1' and sum_brokers(redis.call('HGETALL', ukey)) == 0 then
+    redis.call('HSET', ukey, 'left', fmt(now))
+    redis.call('ZADD', gracekey, fmt(now + grace), name)
+  end
+  return 'SEEDED'
+end
+
+-- pv2_floor: ARGV floor. Raises the cluster's floor to a broker's (after Redis lost its data).
+local function floor_raise(keys, args)
+  if tonumber(redis.call('GET', keys[7]) or '0') < tonumber(args[1]) then
+    redis.call('SET', keys[7], args[1])
+  end
+  return redis.call('GET', keys[7]) or '0'
+end
+
+--[[
+pv2_read: ARGV last_id, count. The stream's entries after last_id (at most count), or {"GAP"}
+when records after last_id were trimmed: the reader missed some and takes a snapshot.
+]]
+local function read(keys, args)
+  local trimmed = redis.call('GET', keys[5])
+  if trimmed and id_less(args[1], trimmed) then
+    return {'GAP'}
+  end
+  return {'ENTRIES', redis.call('XRANGE', keys[3], '(' .. args[1], '+', 'COUNT',
+                                tonumber(args[2]))}
+end
+
+redis.register_function('pv2_contrib', contrib)
+redis.register_function('pv2_cas', cas)
+redis.register_function('pv2_expire', expire)
+redis.register_function('pv2_grace_due', grace_due)
+redis.register_function('pv2_forget_due', forget_due)
+redis.register_function('pv2_register', register)
+redis.register_function('pv2_heartbeat', heartbeat)
+redis.register_function('pv2_sweep_claim', sweep_claim)
+redis.register_function('pv2_deregister', deregister)
+redis.register_function('pv2_hold', hold)
+redis.register_function('pv2_seed', seed)
+redis.register_function('pv2_floor', floor_raise)
+redis.register_function('pv2_read', read)
