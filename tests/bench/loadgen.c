@@ -32,6 +32,10 @@
  *            and while N sessions are connected, optionally each writing a state of
  *            --state-bytes bytes.
  *   ping     one connect and disconnect, retried until the broker answers (readiness check).
+ *   fill     N retained documents on presence/u<base>.., byte for byte (and with the MQTT 5
+ *            properties) what the plugin publishes for an offline user restored from a state
+ *            file after a crash (seq --seq): the bare broker's side of a comparison with a
+ *            broker whose plugin knows N users. Prints the broker's RSS after them.
  *
  * Broker CPU time (--broker-pid) is the sum of the first field of
  * /proc/<pid>/task/<tid>/schedstat (nanoseconds on a CPU), read at the start and end of each
@@ -165,6 +169,8 @@ struct options {
 	/* Count the CPU time of the broker's main thread only. */
 	bool main_thread;
 	const char *prefix;
+	/* fill: the seq of the documents. */
+	unsigned seq;
 };
 
 /* Per-user bookkeeping of the subscriber's expectations. */
@@ -1599,6 +1605,58 @@ out:
 	return failed(b) ? 2 : 0;
 }
 
+static int mode_fill(struct bench *b)
+{
+	struct conn *c = &b->mon;
+	long rss0 = -1, rss1 = -1;
+	int64_t t0 = now_ns();
+
+	if (!connect_and_subscribe(b, c, "$SYS/broker/uptime")) {
+		goto out;
+	}
+	rss0 = b->o.broker_pid > 0 ? broker_rss_kib(b) : -1;
+	for (uint32_t i = 0; i < b->o.users && !failed(b); i++) {
+		char topic[96], payload[256];
+		struct pkt p = pkt_begin(b);
+		int n;
+
+		snprintf(topic, sizeof(topic), "%s/u%0*u", b->o.prefix, USER_DIGITS,
+		         b->o.user_base + i);
+		n = snprintf(payload, sizeof(payload),
+		             "{\"username\":\"u%0*u\",\"available\":false,\"sessions\":0,"
+		             "\"since\":1764265200000,\"seq\":%u,\"state\":{}}",
+		             USER_DIGITS, b->o.user_base + i, b->o.seq);
+		pkt_str(&p, topic, strlen(topic));
+		/* Properties: payload format indicator 1, content type application/json. */
+		pkt_u8(&p, 2 + 3 + 16);
+		pkt_u8(&p, 0x01);
+		pkt_u8(&p, 1);
+		pkt_u8(&p, 0x03);
+		pkt_str(&p, "application/json", 16);
+		pkt_bytes(&p, payload, (size_t)n);
+		send_packet(b, c, &p, (MQTT_PUBLISH << 4) | 1u);
+		b->publishes++;
+		if (i % 1000 == 999) {
+			/* A round trip now and then, so that the socket never holds it all. */
+			send_publish(b, c, "loadgen/fill", "x", 1, 1, false);
+			while (!failed(b) && c->acks_due > 0) {
+				pump(b);
+			}
+		}
+	}
+	send_publish(b, c, "loadgen/fill", "x", 1, 1, false);
+	while (!failed(b) && c->acks_due > 0) {
+		pump(b);
+	}
+	rss1 = b->o.broker_pid > 0 ? broker_rss_kib(b) : -1;
+out:
+	print_common(b);
+	printf(" documents=%u seconds=%.2f rss_before_kib=%ld rss_after_kib=%ld", b->o.users,
+	       (double)(now_ns() - t0) / 1e9, rss0, rss1);
+	print_status(b);
+	return failed(b) ? 2 : 0;
+}
+
 /* Connects one anonymous client until the broker accepts it (it may still be starting). */
 static int mode_ping(struct bench *b)
 {
@@ -1634,7 +1692,7 @@ static int mode_ping(struct bench *b)
 static void usage(void)
 {
 	fprintf(stderr,
-	        "usage: loadgen --mode storm|state|latency|memory|ping --port PORT [options]\n"
+	        "usage: loadgen --mode storm|state|latency|memory|ping|fill --port PORT [options]\n"
 	        "  --pattern P         plain | presence | lastwill | retained (default plain)\n"
 	        "  --users N           users (default 100); sessions are u<base>..\n"
 	        "  --user-base B       index of the first user (default 0)\n"
@@ -1650,6 +1708,7 @@ static void usage(void)
 	        "  --state-bytes B     memory: size of each user's state (default 0)\n"
 	        "  --protocol 4|5      MQTT version of the clients (default 5)\n"
 	        "  --prefix P          presence topic prefix (default presence)\n"
+	        "  --seq Q             fill: the seq of the documents (default 1)\n"
 	        "  --broker-pid PID    broker process, for CPU time and memory\n"
 	        "  --cpu main|all      broker CPU time of its main thread only (not a plugin's\n"
 	        "                      threads), or of all its threads (default all)\n"
@@ -1692,6 +1751,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 	                      .hosts = 1,
 	                      .count = 1000,
 	                      .window = 1,
+	                      .seq = 1,
 	                      .duration_s = 3,
 	                      .timeout_s = 120,
 	                      .prefix = "presence"};
@@ -1745,6 +1805,8 @@ static void parse_options(struct options *o, int argc, char **argv)
 			o->state_bytes = opt_uint(name, v, 0, PKT_MAX - 1024);
 		} else if (strcmp(name, "--protocol") == 0) {
 			o->protocol = (int)opt_uint(name, v, 4, 5);
+		} else if (strcmp(name, "--seq") == 0) {
+			o->seq = opt_uint(name, v, 1, 1000000000);
 		} else if (strcmp(name, "--prefix") == 0) {
 			o->prefix = v;
 		} else if (strcmp(name, "--cpu") == 0) {
@@ -1816,6 +1878,8 @@ int main(int argc, char **argv)
 		rc = mode_latency(b);
 	} else if (strcmp(b->o.mode, "memory") == 0) {
 		rc = mode_memory(b);
+	} else if (strcmp(b->o.mode, "fill") == 0) {
+		rc = mode_fill(b);
 	} else {
 		usage();
 	}
