@@ -220,138 +220,102 @@ static enum presence_err config_acl(struct presence_config *cfg, const char *val
 	return config_mode(&cfg->acl, value, reason, reason_size);
 }
 
-/* An integer from MAX_STATE_BYTES_MIN to MAX_STATE_BYTES_MAX. */
+/* An integer from min to max into *out; otherwise the reason names the range, with unit (" number
+ * of seconds" or "") after "an integer" and note (" (0: no limit)" or "") at the end. */
+static enum presence_err config_integer(const char *value, size_t min, size_t max, size_t *out,
+                                        const char *unit, const char *note, char *reason,
+                                        size_t reason_size)
+{
+	if (!config_parse_size(value, min, max, out)) {
+		snprintf(reason, reason_size, "use an integer%s from %zu to %zu%s", unit, min, max,
+		         note);
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
 static enum presence_err config_max_state_bytes(struct presence_config *cfg, const char *value,
                                                 char *reason, size_t reason_size)
 {
-	if (!config_parse_size(value, MAX_STATE_BYTES_MIN, MAX_STATE_BYTES_MAX,
-	                       &cfg->max_state_bytes)) {
-		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_STATE_BYTES_MIN,
-		         MAX_STATE_BYTES_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, MAX_STATE_BYTES_MIN, MAX_STATE_BYTES_MAX,
+	                      &cfg->max_state_bytes, "", "", reason, reason_size);
 }
 
-/* An integer from MAX_KEYS_MIN to MAX_KEYS_MAX. */
 static enum presence_err config_max_keys(struct presence_config *cfg, const char *value,
                                          char *reason, size_t reason_size)
 {
-	if (!config_parse_size(value, MAX_KEYS_MIN, MAX_KEYS_MAX, &cfg->max_keys)) {
-		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_KEYS_MIN,
-		         MAX_KEYS_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, MAX_KEYS_MIN, MAX_KEYS_MAX, &cfg->max_keys, "", "", reason,
+	                      reason_size);
 }
 
-/* An integer from MAX_STATE_DEPTH_MIN to MAX_STATE_DEPTH_MAX: deep enough for any real state,
- * shallow enough that a document (one level more), a query response (five more) and the state
- * file (three more) stay far below the nesting limits of cJSON (1000) and of common JSON
+/* From MAX_STATE_DEPTH_MIN to MAX_STATE_DEPTH_MAX: deep enough for any real state, shallow
+ * enough that a document (one level more), a query response (five more) and the state file
+ * (three more) stay far below the nesting limits of cJSON (1000) and of common JSON
  * libraries. */
 static enum presence_err config_max_state_depth(struct presence_config *cfg, const char *value,
                                                 char *reason, size_t reason_size)
 {
-	if (!config_parse_size(value, MAX_STATE_DEPTH_MIN, MAX_STATE_DEPTH_MAX,
-	                       &cfg->max_state_depth)) {
-		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_STATE_DEPTH_MIN,
-		         MAX_STATE_DEPTH_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, MAX_STATE_DEPTH_MIN, MAX_STATE_DEPTH_MAX,
+	                      &cfg->max_state_depth, "", "", reason, reason_size);
 }
 
-/* An integer from MAX_QUERY_REPLY_BYTES_MIN to MAX_QUERY_REPLY_BYTES_MAX. */
 static enum presence_err config_max_query_reply_bytes(struct presence_config *cfg,
                                                       const char *value, char *reason,
                                                       size_t reason_size)
 {
-	if (!config_parse_size(value, MAX_QUERY_REPLY_BYTES_MIN, MAX_QUERY_REPLY_BYTES_MAX,
-	                       &cfg->max_query_reply_bytes)) {
-		snprintf(reason, reason_size, "use an integer from %u to %u",
-		         MAX_QUERY_REPLY_BYTES_MIN, MAX_QUERY_REPLY_BYTES_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, MAX_QUERY_REPLY_BYTES_MIN, MAX_QUERY_REPLY_BYTES_MAX,
+	                      &cfg->max_query_reply_bytes, "", "", reason, reason_size);
 }
 
-/* An integer from MAX_QUERY_USERS_MIN to MAX_QUERY_USERS_MAX. */
 static enum presence_err config_max_query_users(struct presence_config *cfg, const char *value,
                                                 char *reason, size_t reason_size)
 {
-	if (!config_parse_size(value, MAX_QUERY_USERS_MIN, MAX_QUERY_USERS_MAX,
-	                       &cfg->max_query_users)) {
-		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_QUERY_USERS_MIN,
-		         MAX_QUERY_USERS_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, MAX_QUERY_USERS_MIN, MAX_QUERY_USERS_MAX,
+	                      &cfg->max_query_users, "", "", reason, reason_size);
 }
 
-/* An integer number of seconds from 0 to OFFLINE_DELAY_MAX (one day). */
+/* Seconds, up to OFFLINE_DELAY_MAX (one day). */
 static enum presence_err config_offline_delay(struct presence_config *cfg, const char *value,
                                               char *reason, size_t reason_size)
 {
 	size_t seconds;
+	enum presence_err err = config_integer(value, 0, OFFLINE_DELAY_MAX, &seconds,
+	                                       " number of seconds", "", reason, reason_size);
 
-	if (!config_parse_size(value, 0, OFFLINE_DELAY_MAX, &seconds)) {
-		snprintf(reason, reason_size, "use an integer number of seconds from 0 to %u",
-		         OFFLINE_DELAY_MAX);
-		return PRESENCE_ERR_INVAL;
+	if (err == PRESENCE_OK) {
+		cfg->offline_delay = (unsigned int)seconds;
 	}
-	cfg->offline_delay = (unsigned int)seconds;
-	return PRESENCE_OK;
+	return err;
 }
 
-/* A whole number of seconds from 0 (never) to FORGET_AFTER_MAX. */
+/* Seconds, from 0 (never) to FORGET_AFTER_MAX. */
 static enum presence_err config_forget_after(struct presence_config *cfg, const char *value,
                                              char *reason, size_t reason_size)
 {
-	if (!config_parse_size(value, 0, FORGET_AFTER_MAX, &cfg->forget_after)) {
-		snprintf(reason, reason_size,
-		         "use a number of seconds from 0 to %u (0: never forget)",
-		         FORGET_AFTER_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, 0, FORGET_AFTER_MAX, &cfg->forget_after, " number of seconds",
+	                      " (0: never forget)", reason, reason_size);
 }
 
-/* An integer from MAX_USERS_MIN to MAX_USERS_MAX. */
 static enum presence_err config_max_users(struct presence_config *cfg, const char *value,
                                           char *reason, size_t reason_size)
 {
-	if (!config_parse_size(value, MAX_USERS_MIN, MAX_USERS_MAX, &cfg->max_users)) {
-		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_USERS_MIN,
-		         MAX_USERS_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, MAX_USERS_MIN, MAX_USERS_MAX, &cfg->max_users, "", "", reason,
+	                      reason_size);
 }
 
-/* An integer from 0 (no limit) to MAX_WRITES_PER_SECOND_MAX. */
 static enum presence_err config_max_writes_per_second(struct presence_config *cfg,
                                                       const char *value, char *reason,
                                                       size_t reason_size)
 {
-	if (!config_parse_size(value, 0, MAX_WRITES_PER_SECOND_MAX, &cfg->max_writes_per_second)) {
-		snprintf(reason, reason_size, "use an integer from 0 to %u (0: no limit)",
-		         MAX_WRITES_PER_SECOND_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, 0, MAX_WRITES_PER_SECOND_MAX, &cfg->max_writes_per_second, "",
+	                      " (0: no limit)", reason, reason_size);
 }
 
-/* An integer from MAX_WRITE_BURST_MIN to MAX_WRITE_BURST_MAX. */
 static enum presence_err config_max_write_burst(struct presence_config *cfg, const char *value,
                                                 char *reason, size_t reason_size)
 {
-	if (!config_parse_size(value, MAX_WRITE_BURST_MIN, MAX_WRITE_BURST_MAX,
-	                       &cfg->max_write_burst)) {
-		snprintf(reason, reason_size, "use an integer from %u to %u", MAX_WRITE_BURST_MIN,
-		         MAX_WRITE_BURST_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, MAX_WRITE_BURST_MIN, MAX_WRITE_BURST_MAX,
+	                      &cfg->max_write_burst, "", "", reason, reason_size);
 }
 
 /* Accepts "true" or "false". */
@@ -373,14 +337,9 @@ static enum presence_err config_keep_state(struct presence_config *cfg, const ch
 static enum presence_err config_metrics_interval(struct presence_config *cfg, const char *value,
                                                  char *reason, size_t reason_size)
 {
-	if (!config_parse_size(value, METRICS_INTERVAL_MIN, METRICS_INTERVAL_MAX,
-	                       &cfg->metrics_interval)) {
-		snprintf(reason, reason_size,
-		         "use a number of seconds from %u to %u (0 disables the metrics)",
-		         METRICS_INTERVAL_MIN, METRICS_INTERVAL_MAX);
-		return PRESENCE_ERR_INVAL;
-	}
-	return PRESENCE_OK;
+	return config_integer(value, METRICS_INTERVAL_MIN, METRICS_INTERVAL_MAX,
+	                      &cfg->metrics_interval, " number of seconds",
+	                      " (0 disables the metrics)", reason, reason_size);
 }
 
 /* A path naming a file: non-empty, not ending in '/'. The directory is checked at startup,

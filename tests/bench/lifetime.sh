@@ -61,21 +61,9 @@ loadgen="$build/tests/bench/loadgen"
 mosquitto="${MOSQUITTO_BIN:-/usr/sbin/mosquitto}"
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/presence-lifetime.XXXXXX")"
-pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		kill -KILL "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	if [ -n "$keep" ]; then
-		mkdir -p "$keep" && cp -r "$work"/. "$keep"/ && echo "lifetime.sh: kept $work in $keep" >&2
-	fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=tests/bench/common.sh
+. "$here/common.sh"
+bench_begin lifetime.sh
 
 rows=()
 row() { rows+=("$(printf '| %-28s | %-10s | %14s | %s |' "$1" "$2" "$3" "$4")"); }
@@ -89,7 +77,7 @@ field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 # start NAME KIND [extra lines]: starts a broker (bare or plugin) in $work/NAME; sets $port,
 # $pid and $start_ms (how long until it accepted a connection).
 start() {
-	local name="$1" kind="$2" extra="${3:-}" dir="$work/$1" t0
+	local kind="$2" extra="${3:-}" dir="$work/$1" t0
 	mkdir -p "$dir"
 	port=$((20000 + RANDOM % 12000))
 	{
@@ -117,7 +105,7 @@ start() {
 	t0=$(now_ms)
 	"$mosquitto" -c "$dir/mosquitto.conf" >>"$dir/broker.log" 2>&1 &
 	pid=$!
-	pids+=("$pid")
+	bench_pids+=("$pid")
 	"$loadgen" --mode ping --port "$port" --timeout 600 >/dev/null
 	start_ms=$(($(now_ms) - t0))
 }
@@ -168,7 +156,7 @@ plugin_opt_forget_after 0"
 	row "RSS ($n retained)" bare "$brss KiB" ""
 	row "memory per known user ($n)" plugin "$(( (prss - brss) * 1024 / n )) B" "RSS plugin - RSS bare, / users"
 	pc=() pd=() bc=() bd=()
-	for r in $(seq 1 "$runs"); do
+	for _ in $(seq 1 "$runs"); do
 		line=$(storm_cpu "$pport" "$ppid"); pc+=("$(field cpu_us_per_connect <<<"$line")"); pd+=("$(field cpu_us_per_disconnect <<<"$line")")
 		line=$(storm_cpu "$bport" "$bpid"); bc+=("$(field cpu_us_per_connect <<<"$line")"); bd+=("$(field cpu_us_per_disconnect <<<"$line")")
 	done
@@ -204,7 +192,7 @@ done
 sock="$work/redis.sock"
 redis-server --port 0 --unixsocket "$sock" --save "" --appendonly no --dir "$work" \
 	--logfile "$work/redis.log" >/dev/null &
-pids+=("$!")
+bench_pids+=("$!")
 for _ in $(seq 100); do redis-cli -s "$sock" ping >/dev/null 2>&1 && break; sleep 0.1; done
 used() { redis-cli -s "$sock" info memory | awk -F: '/^used_memory:/ { print $2 + 0 }'; }
 start cluster cluster "plugin_opt_cluster_url unix:$sock

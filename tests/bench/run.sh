@@ -152,25 +152,12 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
 	exit 2
 fi
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/presence-bench.XXXXXX")"
+# shellcheck source=tests/bench/common.sh
+. "$here/common.sh"
+bench_begin run.sh
 results="$work/results.txt"
 : >"$results"
-broker_pids=()
 broken=0
-
-cleanup() {
-	local pid
-	for pid in "${broker_pids[@]}"; do
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	if [ -n "$keep" ]; then
-		mkdir -p "$keep" && cp -r "$work"/. "$keep"/ && echo "run.sh: kept $work in $keep" >&2
-	fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------------------------------------
 # Brokers
@@ -210,7 +197,7 @@ start_broker() {
 		: >"$log"
 		"$mosquitto" -c "$conf" >>"$log" 2>&1 &
 		pid=$!
-		broker_pids+=("$pid")
+		bench_pids+=("$pid")
 		if "$loadgen" --mode ping --port "$port" --timeout 10 >/dev/null 2>>"$log" &&
 			kill -0 "$pid" 2>/dev/null; then
 			return 0

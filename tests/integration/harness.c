@@ -1409,6 +1409,20 @@ void broker_crash(struct broker *b)
 	broker_log_refresh(b);
 }
 
+void broker_restart(struct broker **b, const char *conf, bool crash)
+{
+	char *dir = strdup(broker_dir(*b));
+	struct broker_opts opts = {.dir = dir, .port = broker_port(*b)};
+
+	if (dir == NULL)
+		fail_msg("broker_restart: out of memory");
+	if (crash)
+		broker_crash(*b);
+	broker_stop(*b);
+	*b = broker_start_opts(conf, &opts);
+	free(dir);
+}
+
 struct log_wait {
 	struct broker *b;
 	const char *needle;

@@ -64,8 +64,8 @@
  * Restarting (tests of what survives a restart): stop the broker with broker_stop (a clean
  * stop) or broker_crash + broker_stop (SIGKILL: no cleanup, no leak check), then start a new
  * one with broker_opts.dir = the old broker_dir (copied first: broker_stop frees it) and
- * broker_opts.port = the old broker_port. The earlier runs' logs are kept as broker.log.1,
- * broker.log.2, ... in that directory.
+ * broker_opts.port = the old broker_port (broker_restart does all that). The earlier runs'
+ * logs are kept as broker.log.1, broker.log.2, ... in that directory.
  *
  * Valgrind verdict (broker_opts.valgrind): the broker runs as
  *   valgrind --leak-check=full --show-leak-kinds=definite,indirect
@@ -185,6 +185,10 @@ void broker_signal(struct broker *b, int sig);
  * broker_stop then judges the sanitizer reports written so far (a kill by the harness is not a
  * finding) and frees it. */
 void broker_crash(struct broker *b);
+
+/* Stops *b (crash: broker_crash first; otherwise a clean stop) and starts conf in its place on
+ * the same directory and port, with the sanitized plugin. */
+void broker_restart(struct broker **b, const char *conf, bool crash);
 
 /* Waits at most timeout_ms (scaled) for needle to appear in the log after the end of the
  * previous broker_log_wait match (from the start of the log for the first call). On success

@@ -46,21 +46,6 @@ static char *lifetime_conf(const char *extra)
 	return conf;
 }
 
-/* Stops *b (crash: SIGKILL; otherwise cleanly) and starts conf again on its directory and port. */
-static void restart(struct broker **b, const char *conf, bool crash)
-{
-	char *dir = strdup(broker_dir(*b));
-	struct broker_opts opts = {.dir = dir, .port = broker_port(*b)};
-
-	assert_non_null(dir);
-	if (crash) {
-		broker_crash(*b);
-	}
-	broker_stop(*b);
-	*b = broker_start_opts(conf, &opts);
-	free(dir);
-}
-
 /* Waits (10 s, scaled) for the announcement that user was forgotten on c: an empty message on
  * presence/<user>, not retained for a live subscriber. */
 static void expect_forgotten(struct client *c, const char *user)
@@ -222,7 +207,7 @@ static void a_user_offline_for_forget_after_is_forgotten_everywhere(void **state
 	wait_state_mentions(b, "{\"forget\":\"alice\",");
 
 	/* Across a restart she stays forgotten, and comes back above every seq she had. */
-	restart(&b, conf, false);
+	broker_restart(&b, conf, false);
 	client_drop(w);
 	client_drop(q);
 	client_drop(sys);
@@ -303,7 +288,7 @@ static void seq_never_goes_backwards_across_forgetting_returning_and_restarts(vo
 		client_drop(c);
 		check_seq(w, max);
 		client_drop(w);
-		restart(&b, conf, round % 2 == 0);
+		broker_restart(&b, conf, round % 2 == 0);
 		w = client_watch(b, "watcher", "presence/+");
 		/* The retained corrections count too. */
 		check_seq(w, max);
@@ -526,7 +511,7 @@ static void client_ids_that_come_once_stay_within_max_users(void **state)
 	assert_true(retained_documents(b) <= 50);
 	/* After a clean stop the state file holds at most 50 users, and the next start knows no
 	 * more. */
-	restart(&b, conf, false);
+	broker_restart(&b, conf, false);
 	client_drop(sys);
 	sys = client_connect_as(b, "sys", NULL, 4);
 	assert_int_equal(client_subscribe(sys, SYS "users/known", 0), 0);

@@ -305,22 +305,6 @@ static void persist_now(struct broker *b, struct client *c)
 	free(db);
 }
 
-/* Stops *b (crash: SIGKILL; otherwise a clean SIGTERM stop) and starts conf again on the same
- * directory and port. */
-static void restart(struct broker **b, const char *conf, bool crash)
-{
-	char *dir = strdup(broker_dir(*b));
-	struct broker_opts opts = {.dir = dir, .port = broker_port(*b)};
-
-	assert_non_null(dir);
-	if (crash) {
-		broker_crash(*b);
-	}
-	broker_stop(*b);
-	*b = broker_start_opts(conf, &opts);
-	free(dir);
-}
-
 /* One document as received, parsed. */
 struct doc {
 	char topic[64];
@@ -404,7 +388,7 @@ static void restart_case(bool crash)
 	alice_rec = recorded_seq(b, "alice");
 	bob_rec = recorded_seq(b, "bob");
 
-	restart(&b, conf, crash);
+	broker_restart(&b, conf, crash);
 	assert_true(broker_log_contains(b, crash ? "before an unclean stop" : "at a clean stop"));
 	assert_true(broker_log_contains(b, "published 2 corrected documents"));
 	client_drop(a1);
@@ -691,7 +675,7 @@ static void without_keep_state_the_state_ends_with_the_session(void **state)
 	publish_text_ok(alice, "presence/alice/state/status", "busy", 1);
 	seq = expect_doc(w, "presence/alice", "alice", true, 1, "{\"status\":\"busy\"}");
 
-	restart(&b, conf, false);
+	broker_restart(&b, conf, false);
 	client_drop(alice);
 	client_drop(w);
 	w = client_watch(b, "watcher2", "presence/+");
@@ -744,7 +728,7 @@ static void keep_state_keeps_the_state_across_disconnects_and_restarts(void **st
 	persist_now(b, w);
 
 	/* Across a crash: alice (online) is corrected with her state, bob's is kept. */
-	restart(&b, conf, true);
+	broker_restart(&b, conf, true);
 	client_drop(alice);
 	client_drop(w);
 	w = client_watch(b, "watcher2", "presence/+");
@@ -762,7 +746,7 @@ static void keep_state_keeps_the_state_across_disconnects_and_restarts(void **st
 	bob_seq += UNCLEAN_JUMP;
 
 	/* Across a clean stop: bob (online) is corrected, alice comes back with her state. */
-	restart(&b, conf, false);
+	broker_restart(&b, conf, false);
 	client_drop(bob);
 	client_drop(w);
 	w = client_watch(b, "watcher3", "presence/+");
@@ -800,7 +784,7 @@ static void a_user_offline_since_the_broker_saved_its_database_stays_offline(voi
 	seq = expect_doc(w, "presence/alice", "alice", false, 0, "{}");
 	wait_saved(b, "alice", seq, false);
 
-	restart(&b, conf, true);
+	broker_restart(&b, conf, true);
 	assert_true(broker_log_contains(b, "published the last documents of 1 users recorded as "
 	                                   "offline again"));
 	client_drop(w);
@@ -828,7 +812,7 @@ static void without_a_state_file_documents_from_before_a_restart_are_not_deliver
 
 	(void)state;
 	expect_doc(w, "presence/alice", "alice", true, 1, "{}");
-	restart(&b, conf, false);
+	broker_restart(&b, conf, false);
 	client_drop(alice);
 	client_drop(w);
 	w = client_watch(b, "fresh-watcher", "presence/+");
@@ -1008,7 +992,7 @@ static void the_state_file_is_always_complete_when_the_broker_is_killed(void **s
 		free(path);
 		client_drop(c);
 		client_drop(w);
-		restart(&b, conf, false);
+		broker_restart(&b, conf, false);
 	}
 	/* The last restart's correction, then the broker's last words. */
 	{

@@ -496,8 +496,8 @@ static void integer_error_gives_the_allowed_range(void **state)
 	assert_string_equal(err, "plugin_opt_max_query_users: \"0\" is not valid; use an integer "
 	                         "from 1 to 100000");
 	assert_int_equal(parse_one(&cfg, "metrics_interval", "1s", err), PRESENCE_ERR_INVAL);
-	assert_string_equal(err, "plugin_opt_metrics_interval: \"1s\" is not valid; use a number "
-	                         "of seconds from 0 to 86400 (0 disables the metrics)");
+	assert_string_equal(err, "plugin_opt_metrics_interval: \"1s\" is not valid; use an integer "
+	                         "number of seconds from 0 to 86400 (0 disables the metrics)");
 }
 
 static void offline_delay_accepts_0_to_86400_seconds(void **state)
@@ -535,9 +535,8 @@ static void lifetime_options_take_their_ranges(void **state)
 		const char *key, *value, *reason;
 	} invalid[] = {
 	    {"forget_after", "315360001",
-	     "use a number of seconds from 0 to 315360000 (0: never "
-	     "forget)"},
-	    {"forget_after", "30d", "use a number of seconds"},
+	     "use an integer number of seconds from 0 to 315360000 (0: never forget)"},
+	    {"forget_after", "30d", "use an integer number of seconds"},
 	    {"max_users", "0", "use an integer from 1 to 100000000"},
 	    {"max_users", "100000001", "use an integer from 1 to 100000000"},
 	    {"max_writes_per_second", "1001", "use an integer from 0 to 1000 (0: no limit)"},

@@ -43,22 +43,6 @@ static int64_t fake_wall_ms(void *arg)
 
 static const struct presence_clock fake_clock = {fake_monotonic_ms, fake_wall_ms, NULL};
 
-/* A registry on the fake clock with a 2 s offline delay. */
-static int setup_delay(void **ctx)
-{
-	struct presence_registry *reg = presence_registry_new("presence");
-
-	if (reg == NULL) {
-		return -1;
-	}
-	fake_monotonic = 100000;
-	fake_wall = 1764265200000;
-	presence_registry_set_clock(reg, &fake_clock);
-	presence_registry_set_offline_delay(reg, 2000);
-	*ctx = reg;
-	return 0;
-}
-
 /* A guard the tests set by hand: documents up to guard_limit may be published. */
 static uint64_t guard_limit;
 
@@ -89,6 +73,16 @@ static int setup_clock(void **ctx)
 	fake_wall = 1764265200000;
 	presence_registry_set_clock(reg, &fake_clock);
 	*ctx = reg;
+	return 0;
+}
+
+/* A registry on the fake clock with a 2 s offline delay. */
+static int setup_delay(void **ctx)
+{
+	if (setup_clock(ctx) != 0) {
+		return -1;
+	}
+	presence_registry_set_offline_delay(*ctx, 2000);
 	return 0;
 }
 

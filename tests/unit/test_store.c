@@ -818,20 +818,34 @@ static char *describe(struct presence_registry *reg)
 	return strdup(out);
 }
 
-/* Makes six users, flushed; then a compaction in steps of two during which users written and
- * not yet written change, a user arrives and one leaves; then more changes after it. */
-static void compaction_scenario(struct fixture *f, bool finish)
+/* Opens f again (as a broker starting) and asserts its users are those want describes. */
+static void reopens_as(struct fixture *f, const char *want)
 {
-	char err[PRESENCE_STORE_ERR_SIZE];
-	bool finished = false;
-	int i;
+	char *got;
 
-	for (i = 0; i < 6; i++) {
+	open_fixture(f, true);
+	got = describe(f->reg);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+/* Brings u0 to u5 online, sessions 1 to 6. */
+static void six_online(struct fixture *f)
+{
+	for (int i = 0; i < 6; i++) {
 		char name[8];
 
 		snprintf(name, sizeof(name), "u%d", i);
 		online(f, (uintptr_t)i + 1, name);
 	}
+}
+
+/* The compaction of compaction_scenario, from its flush on. */
+static void compaction_during_changes(struct fixture *f, bool finish)
+{
+	char err[PRESENCE_STORE_ERR_SIZE];
+	bool finished = false;
+
 	flush(f);
 	presence_store_request_compaction(f->store);
 	assert_int_equal(
@@ -854,6 +868,14 @@ static void compaction_scenario(struct fixture *f, bool finish)
 		assert_true(change(f, "u3", "k", "after"));
 		flush(f);
 	}
+}
+
+/* Makes six users, flushed; then a compaction in steps of two during which users written and
+ * not yet written change, a user arrives and one leaves; then more changes after it. */
+static void compaction_scenario(struct fixture *f, bool finish)
+{
+	six_online(f);
+	compaction_during_changes(f, finish);
 }
 
 static void a_crash_during_a_compaction_loses_nothing(void **ctx)
@@ -881,7 +903,7 @@ static void every_state_the_end_of_a_compaction_can_leave_reads_the_same(void **
 {
 	struct fixture *f = *ctx;
 	char s_old[200], j_old[200], s_new[200], j_new[200];
-	char *want, *got;
+	char *want;
 
 	snprintf(s_old, sizeof(s_old), "%s/s-old", f->dir);
 	snprintf(j_old, sizeof(j_old), "%s/j-old", f->dir);
@@ -889,49 +911,17 @@ static void every_state_the_end_of_a_compaction_can_leave_reads_the_same(void **
 	snprintf(j_new, sizeof(j_new), "%s/j-new", f->dir);
 	open_fixture(f, true);
 	/* The files before the compaction begins. */
-	for (int i = 0; i < 6; i++) {
-		char name[8];
-
-		snprintf(name, sizeof(name), "u%d", i);
-		online(f, (uintptr_t)i + 1, name);
-	}
+	six_online(f);
+	flush(f);
+	close_fixture(f, true);
+	open_fixture(f, true);
+	/* That restart appended to the journal: take the copies now, then the compaction (its
+	 * users are the same; their sessions start again). */
+	six_online(f);
 	flush(f);
 	copy_file(f->path, s_old);
 	copy_file(f->journal, j_old);
-	close_fixture(f, true);
-	open_fixture(f, true);
-	for (int i = 0; i < 6; i++) {
-		char name[8];
-
-		snprintf(name, sizeof(name), "u%d", i);
-		online(f, (uintptr_t)i + 1, name);
-	}
-	/* That restart appended to the journal: take the copy again, then the scenario (its
-	 * users are the same; their sessions start again). */
-	copy_file(f->journal, j_old);
-	copy_file(f->path, s_old);
-	{
-		char err[PRESENCE_STORE_ERR_SIZE];
-		bool finished = false;
-
-		flush(f);
-		copy_file(f->journal, j_old);
-		presence_store_request_compaction(f->store);
-		assert_int_equal(presence_store_compact_step(f->store, f->reg, 2, SIZE_MAX,
-		                                             &finished, err, sizeof(err)),
-		                 PRESENCE_OK);
-		assert_true(change(f, "u0", "k", "written"));
-		assert_true(change(f, "u5", "k", "not yet"));
-		online(f, 10, "late");
-		offline(f, 2, 4000);
-		flush(f);
-		while (!finished) {
-			assert_int_equal(presence_store_compact_step(f->store, f->reg, 2, SIZE_MAX,
-			                                             &finished, err, sizeof(err)),
-			                 PRESENCE_OK);
-		}
-		assert_true(change(f, "u3", "k", "after"));
-	}
+	compaction_during_changes(f, true);
 	want = describe(f->reg);
 	close_fixture(f, true);
 	copy_file(f->path, s_new);
@@ -942,40 +932,28 @@ static void every_state_the_end_of_a_compaction_can_leave_reads_the_same(void **
 	copy_file(s_old, f->path);
 	copy_file(j_old, f->journal);
 	copy_file(j_new, f->next);
-	open_fixture(f, true);
-	got = describe(f->reg);
-	assert_string_equal(got, want);
-	free(got);
+	reopens_as(f, want);
 	close_fixture(f, true);
 
 	/* The snapshot renamed, the old journal still there (skipped: an older generation). */
 	copy_file(s_new, f->path);
 	copy_file(j_old, f->journal);
 	copy_file(j_new, f->next);
-	open_fixture(f, true);
-	got = describe(f->reg);
-	assert_string_equal(got, want);
-	free(got);
+	reopens_as(f, want);
 	close_fixture(f, true);
 
 	/* The old journal removed, the next one not renamed yet. */
 	copy_file(s_new, f->path);
 	assert_int_equal(unlink(f->journal), 0);
 	copy_file(j_new, f->next);
-	open_fixture(f, true);
-	got = describe(f->reg);
-	assert_string_equal(got, want);
-	free(got);
+	reopens_as(f, want);
 	close_fixture(f, true);
 
 	/* Done. */
 	copy_file(s_new, f->path);
 	copy_file(j_new, f->journal);
 	(void)unlink(f->next);
-	open_fixture(f, true);
-	got = describe(f->reg);
-	assert_string_equal(got, want);
-	free(got);
+	reopens_as(f, want);
 	free(want);
 }
 
