@@ -205,7 +205,10 @@ m0=$(used)
 	--hosts 8 --cycles 1 --timeout 1200 >/dev/null
 sleep 3
 m1=$(used)
-row "Redis B/user ($redis_users)" cluster "$(( (m1 - m0) / redis_users ))" "used_memory, users came and went"
+row "Redis B/user ($redis_users)" cluster "$(( (m1 - m0) / redis_users ))" "used_memory, users came and went (their stream records included)"
+streammem=$(redis-cli -s "$sock" memory usage '{presence}:log' samples 0)
+logbytes=$(redis-cli -s "$sock" get '{presence}:logbytes')
+row "stream after the users" cluster "$(( streammem / 1024 )) KiB" "MEMORY USAGE; counted $logbytes B (budget 16777216)"
 # The flood: 4 sessions of one user, 8 KB states, QoS 1, as fast as acknowledged.
 m0=$(used) peak=$m0
 blob=$(head -c 8000 /dev/zero | tr '\0' x)
@@ -228,7 +231,9 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 wait "${flooders[@]}"
 logbytes=$(redis-cli -s "$sock" get '{presence}:logbytes')
-row "Redis growth under flood" cluster "$(( (peak - m0) / 1024 )) KiB" "${flood_s} s, 4 sessions, 8 KB states; stream counted $logbytes B (budget 16777216)"
+streammem=$(redis-cli -s "$sock" memory usage '{presence}:log' samples 0)
+row "Redis growth under flood" cluster "$(( (peak - m0) / 1024 )) KiB" "${flood_s} s, 4 sessions, 8 KB states, from a stream of $redis_users users' records"
+row "stream at the end" cluster "$(( streammem / 1024 )) KiB" "MEMORY USAGE; counted $logbytes B (budget 16777216)"
 stop "$cpid"
 
 printf '| %-28s | %-10s | %14s | %s |\n' measure config value note
