@@ -35,6 +35,9 @@ struct user_writes {
 	struct pending_write *head, *tail;
 	/* How many writes at the head are in the commit in flight (0: none in flight). */
 	size_t in_flight;
+	/* The newest document values Redis answered a commit with (0 / NULL: none). */
+	uint64_t base_seq;
+	char *base_state;
 	UT_hash_handle hh;
 };
 
@@ -108,6 +111,7 @@ static void entry_remove(struct presence_cluster_writes *w, struct user_writes *
 		write_free(pw);
 	}
 	HASH_DEL(w->users, uw);
+	free(uw->base_state);
 	free(uw);
 }
 
@@ -396,6 +400,38 @@ void presence_cluster_write_forget(struct presence_cluster_writes *w,
 	if (uw != NULL) {
 		entry_remove(w, uw);
 	}
+}
+
+enum presence_err presence_cluster_write_rebase(struct presence_cluster_writes *w,
+                                                const struct presence_user *user, uint64_t seq,
+                                                const char *state)
+{
+	struct user_writes *uw = entry_find(w, user);
+	char *copy;
+
+	if (uw == NULL || seq <= uw->base_seq) {
+		return PRESENCE_OK;
+	}
+	copy = copy_bytes(state, strlen(state));
+	if (copy == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	free(uw->base_state);
+	uw->base_state = copy;
+	uw->base_seq = seq;
+	return PRESENCE_OK;
+}
+
+const char *presence_cluster_write_base(const struct presence_cluster_writes *w,
+                                        const struct presence_user *user, uint64_t *seq)
+{
+	const struct user_writes *uw = entry_find(w, user);
+
+	if (uw == NULL || uw->base_state == NULL || uw->base_seq <= *seq) {
+		return NULL;
+	}
+	*seq = uw->base_seq;
+	return uw->base_state;
 }
 
 size_t presence_cluster_write_users(const struct presence_cluster_writes *w)

@@ -10,12 +10,18 @@
  *   the highest seq it saw per user (the registry's last document) and sends it as a floor, so
  *   numbering resumes above it after Redis lost its data.
  * - A broker contributes ABSOLUTE session counts ("broker B, epoch E, has n sessions of U"),
- *   so a resend is harmless and recovery means sending the counts again.
+ *   numbered in the order it decided them, so a resend is harmless, a late one is ignored, and
+ *   recovery means sending the counts again. A user whose last counted session left goes
+ *   offline only once every live broker confirmed that it has no count of it still on the way
+ *   (a barrier; plugin/redis/presence_v2.lua).
  * - A state write is applied by the broker it arrives at, with the single-broker rules and
  *   limits (state.h), to the user's current cluster state, and committed with a
  *   compare-and-set on the user's seq; on a conflict the pending writes are applied again to
  *   the state Redis returned. At most one commit per user is in flight from one broker; writes
  *   that arrive meanwhile wait and are folded into the next commit, in order.
+ * - Every broker publishes a user's documents only from the stream, in the order Redis numbered
+ *   them, so that its subscribers see seq grow by one; a reply to a commit only tells the
+ *   broker what its next commit applies to.
  *
  * This module holds what can be decided without Redis or a broker: applying a document record
  * to the registry (the seq rule), the pending state writes and their folding, the Redis
@@ -130,6 +136,20 @@ void presence_cluster_write_fail_all(struct presence_cluster_writes *w, const ch
 /* Drops every write of user (without reporting them): it is leaving the registry. */
 void presence_cluster_write_forget(struct presence_cluster_writes *w,
                                    const struct presence_user *user);
+
+/* Records (seq, state: compact JSON, copied) as user's newest document when Redis answered a
+ * commit of user's writes with it (committed, or a conflict's current values) and user still
+ * has writes: the next fold applies to it while the registry's last document is older (the
+ * document itself reaches the registry through the stream, maybe later). Returns PRESENCE_OK
+ * (also when user has no writes or seq is not newer), or PRESENCE_ERR_NOMEM (nothing changed). */
+enum presence_err presence_cluster_write_rebase(struct presence_cluster_writes *w,
+                                                const struct presence_user *user, uint64_t seq,
+                                                const char *state);
+
+/* The state recorded by presence_cluster_write_rebase for user when its seq is above *seq
+ * (then *seq is set to it), else NULL. Valid until the next call on w. */
+const char *presence_cluster_write_base(const struct presence_cluster_writes *w,
+                                        const struct presence_user *user, uint64_t *seq);
 
 /* Number of users with writes (in flight or pending). */
 size_t presence_cluster_write_users(const struct presence_cluster_writes *w);

@@ -49,9 +49,10 @@
 struct presence_cluster_link {
 	struct presence_redis *redis;
 	struct presence_cluster_writes *writes;
-	/* A resynchronisation in progress, and where it is. */
+	/* A resynchronisation in progress, where it is, and which one (the link's generation). */
 	bool resyncing;
 	struct presence_cursor resync;
+	uint64_t resync_generation;
 	/* The link's last status. */
 	bool connected;
 	long long brokers;
@@ -113,7 +114,13 @@ static void start_commit(struct presence_plugin *p, struct presence_user *user)
 	struct presence_redis_request *req;
 	uint64_t seq;
 	const char *base = cluster_base(user, &seq);
+	const char *newer = presence_cluster_write_base(cl->writes, user, &seq);
 	char *state = NULL;
+
+	/* A commit or conflict answered with a document the stream has not brought yet. */
+	if (newer != NULL) {
+		base = newer;
+	}
 
 	if (presence_cluster_write_in_flight(cl->writes, user) ||
 	    !presence_cluster_write_pending(cl->writes, user)) {
@@ -186,6 +193,21 @@ static struct presence_user *apply_record(struct presence_plugin *p,
 	return user;
 }
 
+/* Records the document a commit was answered with as the base of user's next commit. */
+static void rebase(struct presence_plugin *p, struct presence_user *user,
+                   const struct presence_cluster_record *rec)
+{
+	if (rec->state != NULL && presence_cluster_write_rebase(p->cluster->writes, user, rec->seq,
+	                                                        rec->state) != PRESENCE_OK) {
+		/* The next commit applies to an older state and conflicts: its answer is
+		 * recorded again. */
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "out of memory recording the cluster's "
+		                                         "document of user %s",
+		                     presence_user_name(user));
+	}
+}
+
 static void handle_cas(struct presence_plugin *p, struct presence_redis_result *res)
 {
 	struct presence_cluster_link *cl = p->cluster;
@@ -194,15 +216,17 @@ static void handle_cas(struct presence_plugin *p, struct presence_redis_result *
 	if (user == NULL) {
 		return;
 	}
+	/* The document itself comes through the stream (every broker publishes every document
+	 * in seq order); the reply is what the next commit applies to. */
 	switch (res->outcome) {
 	case PRESENCE_REDIS_CAS_COMMITTED:
-		apply_record(p, &res->rec, false);
 		presence_cluster_write_done(cl->writes, user, true, NULL, NULL, NULL);
+		rebase(p, user, &res->rec);
 		break;
 	case PRESENCE_REDIS_CAS_CONFLICT:
 		/* Another write came first: apply ours again to what it made. */
-		apply_record(p, &res->rec, false);
 		presence_cluster_write_retry(cl->writes, user);
+		rebase(p, user, &res->rec);
 		break;
 	case PRESENCE_REDIS_CAS_FAILED:
 		presence_cluster_write_done(cl->writes, user, false,
@@ -244,7 +268,13 @@ static void handle_result(struct presence_plugin *p, struct presence_redis_resul
 		handle_cas(p, res);
 		break;
 	case PRESENCE_REDIS_RESYNC:
+		presence_registry_cursor_stop(p->reg, &cl->resync);
+		cl->resync_generation = res->generation;
 		cl->resyncing = presence_registry_cursor_start(p->reg, &cl->resync);
+		if (!cl->resyncing) {
+			/* No cursor to be had (out of memory): the counts sent so far stand. */
+			presence_redis_resync_done(cl->redis, res->generation);
+		}
 		/* A Redis that lost its data lost the floor too: this broker's goes first. */
 		if (cl->resyncing) {
 			struct presence_redis_request *req =
@@ -349,6 +379,7 @@ static void resync_step(struct presence_plugin *p)
 		user = presence_registry_cursor_next(p->reg, &cl->resync);
 		if (user == NULL) {
 			cl->resyncing = false;
+			presence_redis_resync_done(cl->redis, cl->resync_generation);
 			return;
 		}
 		if (!send_seed(p, user) ||
@@ -357,6 +388,7 @@ static void resync_step(struct presence_plugin *p)
 			 * resynchronisation. */
 			presence_registry_cursor_stop(p->reg, &cl->resync);
 			cl->resyncing = false;
+			presence_redis_resync_done(cl->redis, cl->resync_generation);
 			return;
 		}
 	}
@@ -381,6 +413,7 @@ void presence_cluster_link_tick(struct presence_plugin *p)
 	struct presence_cluster_link *cl = p->cluster;
 	struct presence_redis_result *res;
 	struct presence_user *user;
+	bool complete = true;
 
 	presence_redis_alive(cl->redis, presence_monotonic_ms());
 	for (int i = 0; i < RESULTS_PER_TICK && (res = presence_redis_take(cl->redis)) != NULL;
@@ -392,12 +425,15 @@ void presence_cluster_link_tick(struct presence_plugin *p)
 		if (!send_count(p, user)) {
 			/* Kept dirty: sent again at the next tick. */
 			presence_registry_document_failed(p->reg, user);
+			complete = false;
 		}
 	}
 	presence_registry_flush_done(p->reg);
 	if (cl->resyncing) {
 		resync_step(p);
 	}
+	/* Every count decided so far is on its way (or not: then no barrier is confirmed). */
+	presence_redis_ticked(cl->redis, presence_monotonic_ms(), complete);
 	if (p->cfg.metrics_interval > 0) {
 		publish_metric("$SYS/broker/presence/cluster/connected", cl->connected ? 1 : 0,
 		               &cl->pub_connected);

@@ -12,13 +12,30 @@ same keys, in this order (unused ones are still named):
   2 grace zset    3 log stream    4 log bytes    5 trimmed id    6 idle zset    7 floor
   8 user count    9 epoch hash   10 live zset   11 hold         12 seen        13 dead list
  14 generation   15 the user set of a broker epoch (pv2_contrib only; else a dummy)
+ 16 barrier      17 confirmations hash           18 owner hash
 JSON is never parsed here (Lua's cjson changes numbers, "[]" and "/"): the state is an opaque
 string rendered by the brokers. Numbers are formatted with %d: seq and times stay exact below
 2^53. All times are Redis TIME in milliseconds.
 
-A user hash holds: seq, avail ("0"/"1"), sess, since, left, state, and one field per broker
-"b:<broker>" = "<epoch>:<count>" (count -1: the epoch was swept, a tombstone). A user exists only
-with a document: a count of 0 for a user Redis does not hold creates nothing.
+A user hash holds: seq, avail ("0"/"1"), sess, since, state, and one field per broker
+"b:<broker>" = "<epoch>:<count>:<cseq>" (count -1: the epoch was swept, a tombstone; cseq: the
+broker's own number of the count, so that a count that arrives late, on a connection the broker
+gave up, never undoes a newer one). While its last session has left and it waits to go offline,
+also: left (when), bar (its barrier). A user exists only with a document: a count of 0 for a user
+Redis does not hold creates nothing.
+
+Going offline is the one change that a count from another broker could wrongly cause: broker b2
+counts a new session of alice while b3 counts the end of her other one, and b3's count arrives
+first. So a user whose last counted session left is not made offline at once: it waits in the
+grace zset (for offline_delay) and for a barrier, a number taken from key 16 and announced on the
+stream ({y = barrier}). Every broker confirms a barrier (pv2_sync, key 17: broker -> the highest
+barrier confirmed) only once every count it had decided when it learned the barrier has been
+answered; the user goes offline (pv2_expire) only when every live broker has confirmed its
+barrier, so a session counted anywhere before then keeps it available.
+
+Brokers are live while they hold a lease (key 10) under their current epoch (key 9); key 18 holds
+which running instance (a random id per process) a broker id belongs to, so that a second broker
+started with the same id waits instead of taking the first one's place.
 
 What Redis holds is bounded:
 - users: at most max_users (the user count, key 8); a new user beyond it makes the user offline
@@ -30,6 +47,7 @@ What Redis holds is bounded:
 - the stream: records are trimmed, oldest first, once their bytes (counted in key 4, the lengths
   of their fields and values) pass the budget; key 5 holds the last trimmed id, so that a reader
   behind it knows it missed records (pv2_read says "GAP") and takes a snapshot instead.
+- brokers: one field per broker id in keys 9, 17 and 18.
 ]]
 
 local function fmt(n)
@@ -46,7 +64,8 @@ local function sum_brokers(h)
   local total = 0
   for i = 1, #h, 2 do
     if string.sub(h[i], 1, 2) == 'b:' then
-      local c = tonumber(string.match(h[i + 1], ':(%-?%d+)$'))
+      local _, c = string.match(h[i + 1], '^(%d+):(%-?%d+)')
+      c = tonumber(c)
       if c and c > 0 then
         total = total + c
       end
@@ -172,18 +191,20 @@ end
 
 --[[
 Notes that the cluster's timers ran now and returns whether sweeps, delay expiry and forgetting
-may run. When no broker got a timer call through for longer than gap_ms (Redis was paused,
-slept or restarted from its data, or every broker was stalled), leases and deadlines went stale
-without anyone being at fault: a hold of 2 x gap_ms then gives every live broker time to
-heartbeat again before anybody is swept.
+may run. Every live broker calls a timer function several times per heartbeat, so a gap longer
+than gap_ms between two calls means that Redis itself did not serve anyone (it was paused, slept,
+forked or was restarted from its data) or that every broker stalled: leases and deadlines went
+stale without anyone being at fault, and a hold of hold_ms then gives every live broker time to
+reconnect and heartbeat before anybody is swept. The brokers pass a gap_ms below what a lease
+leaves after a heartbeat, so that no stall a live broker's lease could not outlast goes unnoticed.
 ]]
-local function timers_may_run(keys, now, gap_ms)
+local function timers_may_run(keys, now, gap_ms, hold_ms)
   local seenkey, holdkey = keys[12], keys[11]
   local seen = tonumber(redis.call('GET', seenkey) or '0')
   redis.call('SET', seenkey, fmt(now))
   local hold = tonumber(redis.call('GET', holdkey) or '0')
-  if seen > 0 and now - seen > gap_ms and hold < now + 2 * gap_ms then
-    hold = now + 2 * gap_ms
+  if seen > 0 and now - seen > gap_ms and hold < now + hold_ms then
+    hold = now + hold_ms
     redis.call('SET', holdkey, fmt(hold))
   end
   return hold <= now
@@ -193,25 +214,81 @@ local function reply(status, seq, avail, sess, since, state)
   return {status, fmt(seq), avail, fmt(sess), since, state}
 end
 
+-- A broker's field of a user: epoch, count, cseq (numbers), or nil.
+local function contribution(v)
+  if not v then
+    return nil
+  end
+  local e, c, q = string.match(v, '^(%d+):(%-?%d+):?(%d*)$')
+  return tonumber(e), tonumber(c), tonumber(q ~= '' and q or '0')
+end
+
+--[[
+The last counted session of an available user left: it goes offline after grace_ms and once
+every live broker confirmed a new barrier (see the head of this file). Nothing is published
+now: subscribers keep the document they have. A user already waiting keeps its barrier.
+]]
+local function pend(keys, budget, name, now, grace_ms)
+  local ukey, gracekey = keys[1], keys[2]
+  if redis.call('ZSCORE', gracekey, name) ~= false then
+    return
+  end
+  local bar = redis.call('INCR', keys[16])
+  redis.call('ZADD', gracekey, fmt(now + grace_ms), name)
+  redis.call('HSET', ukey, 'left', fmt(now), 'bar', fmt(bar))
+  append(keys, budget, {'y', fmt(bar)})
+end
+
+-- A session is counted again: the user no longer waits to go offline.
+local function unpend(keys, name)
+  if redis.call('ZREM', keys[2], name) == 1 then
+    redis.call('HDEL', keys[1], 'left', 'bar')
+  end
+end
+
+-- Whether every live broker confirmed barrier bar.
+local function confirmed(keys, bar)
+  for _, b in ipairs(redis.call('ZRANGE', keys[10], 0, -1)) do
+    if tonumber(redis.call('HGET', keys[17], b) or '0') < bar then
+      return false
+    end
+  end
+  return true
+end
+
 --[[
 pv2_contrib: broker B (epoch E) now has n sessions of the user (n = -1: a sweeper writes the
 tombstone of a dead epoch). ARGV: prefix, budget, max_users, B, E, n, grace_ms, floor, name,
-keep_state (0/1). Returns {"STALE"} when the write comes from an epoch that is not the broker's
-live one, {"FULL"} when the user is new and every known user is online, {"NONE"} for a count of
-0 or less for a user Redis does not hold, else {"OK"|"SAME", seq, avail, sess, since, state}.
+keep_state (0/1), cseq (the broker's number of this count; 0 for a tombstone). Returns {"STALE"}
+when the write comes from an epoch that is not the broker's live one, {"FULL"} when the user is
+new and every known user is online, {"NONE"} for a count of 0 or less for a user Redis does not
+hold, {"OLD"} for a count older than the one Redis has from that epoch, else {"OK"|"SAME", seq,
+avail, sess, since, state}.
 ]]
 local function contrib(keys, args)
-  local ukey, setkey, gracekey = keys[1], keys[15], keys[2]
+  local ukey, setkey = keys[1], keys[15]
   local prefix, budget, max_users = args[1], tonumber(args[2]), tonumber(args[3])
   local b, es, n = args[4], args[5], tonumber(args[6])
   local e = tonumber(es)
   local grace_ms, floor, name, keep = tonumber(args[7]), tonumber(args[8]), args[9], args[10]
+  local cseq = tonumber(args[11])
   local field = 'b:' .. b
   if n >= 0 and not broker_live(keys, b, es) then
     return {'STALE'}
   end
   local exists = redis.call('EXISTS', ukey) == 1
-  if not exists then
+  if exists then
+    local oe, oc, oq = contribution(redis.call('HGET', ukey, field))
+    if oe and (oe > e or (oe == e and oc < 0)) then
+      if n < 0 then
+        redis.call('SREM', setkey, name)
+      end
+      return {'STALE'}
+    end
+    if oe == e and n >= 0 and cseq <= oq then
+      return {'OLD'}
+    end
+  else
     if n <= 0 then
       if n < 0 then
         redis.call('SREM', setkey, name)
@@ -222,21 +299,10 @@ local function contrib(keys, args)
       return {'FULL'}
     end
   end
-  local old = redis.call('HGET', ukey, field)
-  if old then
-    local oe, oc = string.match(old, '^(%d+):(%-?%d+)$')
-    oe, oc = tonumber(oe), tonumber(oc)
-    if oe > e or (oe == e and oc < 0) then
-      if n < 0 then
-        redis.call('SREM', setkey, name)
-      end
-      return {'STALE'}
-    end
-  end
   if n < 0 then
-    redis.call('HSET', ukey, field, es .. ':-1')
+    redis.call('HSET', ukey, field, es .. ':-1:0')
   else
-    redis.call('HSET', ukey, field, es .. ':' .. fmt(n))
+    redis.call('HSET', ukey, field, es .. ':' .. fmt(n) .. ':' .. fmt(cseq))
   end
   if n > 0 then
     redis.call('SADD', setkey, name)
@@ -246,35 +312,24 @@ local function contrib(keys, args)
   local now = now_ms()
   local total = sum_brokers(redis.call('HGETALL', ukey))
   local seq, avail, sess, since, state = doc_of(ukey)
-  local navail, nsess, nsince, nstate = avail, sess, since, state
+  local navail, nsess, nsince = avail, sess, since
   if not exists then
     seq = new_seq(keys, floor) - 1
     avail = ''
   end
   if total > 0 then
-    redis.call('ZREM', gracekey, name)
+    unpend(keys, name)
     if avail ~= '1' then
       navail, nsince = '1', fmt(now)
     end
     nsess = total
   elseif avail == '1' then
-    if grace_ms > 0 then
-      -- Waiting out the offline delay: subscribers keep the document they have.
-      if redis.call('ZSCORE', gracekey, name) == false then
-        redis.call('ZADD', gracekey, now + grace_ms, name)
-        redis.call('HSET', ukey, 'left', fmt(now))
-      end
-    else
-      navail, nsess, nsince = '0', 0, fmt(now)
-      if keep ~= '1' then
-        nstate = '{}'
-      end
-    end
+    pend(keys, budget, name, now, grace_ms)
   end
-  if navail ~= avail or nsess ~= sess or nstate ~= state then
+  if navail ~= avail or nsess ~= sess then
     seq = math.max(seq, floor) + 1
-    publish(keys, budget, name, seq, navail, nsess, nsince, nstate)
-    return reply('OK', seq, navail, nsess, nsince, nstate)
+    publish(keys, budget, name, seq, navail, nsess, nsince, state)
+    return reply('OK', seq, navail, nsess, nsince, state)
   end
   return reply('SAME', seq, avail, sess, since, state)
 end
@@ -314,8 +369,10 @@ local function cas(keys, args)
 end
 
 --[[
-pv2_expire: ends the offline delay of a user whose grace deadline has passed. ARGV: prefix,
-budget, max_users, name, keep_state. Returns {"HOLD"}, {"NOTDUE"}, or {"OK"|"SAME", values}.
+pv2_expire: ends the wait of a user whose last session left, once its offline delay is over and
+every live broker confirmed its barrier. ARGV: prefix, budget, max_users, name, keep_state.
+Returns {"HOLD"}, {"NOTDUE"}, {"WAIT"} (a broker has not confirmed yet), or {"OK"|"SAME",
+values}.
 ]]
 local function expire(keys, args)
   local ukey, gracekey, holdkey = keys[1], keys[2], keys[11]
@@ -328,15 +385,20 @@ local function expire(keys, args)
   if score == false or tonumber(score) > now then
     return {'NOTDUE'}
   end
-  redis.call('ZREM', gracekey, name)
   if redis.call('EXISTS', ukey) == 0 then
+    redis.call('ZREM', gracekey, name)
     return {'NOTDUE'}
   end
   local seq, avail, sess, since, state = doc_of(ukey)
   if avail ~= '1' or sum_brokers(redis.call('HGETALL', ukey)) > 0 then
+    unpend(keys, name)
     return reply('SAME', seq, avail, sess, since, state)
   end
+  if not confirmed(keys, tonumber(redis.call('HGET', ukey, 'bar') or '0')) then
+    return {'WAIT'}
+  end
   local left = redis.call('HGET', ukey, 'left') or fmt(now)
+  unpend(keys, name)
   local nstate = state
   if keep ~= '1' then
     nstate = '{}'
@@ -346,26 +408,26 @@ local function expire(keys, args)
   return reply('OK', seq, '0', 0, left, nstate)
 end
 
--- pv2_grace_due: ARGV limit, lease_ms. The users whose delay ended (none during a hold).
+-- pv2_grace_due: ARGV limit, gap_ms, hold_ms. The users whose delay ended (none during a hold).
 local function grace_due(keys, args)
   local now = now_ms()
-  if not timers_may_run(keys, now, tonumber(args[2])) then
+  if not timers_may_run(keys, now, tonumber(args[2]), tonumber(args[3])) then
     return {}
   end
   return redis.call('ZRANGEBYSCORE', keys[2], '-inf', fmt(now), 'LIMIT', 0, tonumber(args[1]))
 end
 
 --[[
-pv2_forget_due: ARGV prefix, budget, max_users, limit, lease_ms, forget_after_ms (0: never).
-Forgets at most limit users offline for forget_after, oldest first (none during a hold), and
-users beyond max_users (a lowered cap). Returns how many.
+pv2_forget_due: ARGV prefix, budget, max_users, limit, gap_ms, hold_ms, forget_after_ms (0:
+never). Forgets at most limit users offline for forget_after, oldest first (none during a hold),
+and users beyond max_users (a lowered cap). Returns how many.
 ]]
 local function forget_due(keys, args)
   local prefix, budget, max_users = args[1], tonumber(args[2]), tonumber(args[3])
-  local limit, forget_after = tonumber(args[4]), tonumber(args[6])
+  local limit, forget_after = tonumber(args[4]), tonumber(args[7])
   local now = now_ms()
   local done = 0
-  if not timers_may_run(keys, now, tonumber(args[5])) then
+  if not timers_may_run(keys, now, tonumber(args[5]), tonumber(args[6])) then
     return 0
   end
   while done < limit do
@@ -385,14 +447,23 @@ local function forget_due(keys, args)
 end
 
 --[[
-pv2_register: starts a new epoch of broker B: max(old + 1, now), so epochs grow even across a
-Redis that lost its data. The old epoch (if any) is queued for sweeping at once. ARGV: B,
-lease_ms, a new generation id (kept only when the Redis has none). Returns {epoch, generation}.
+pv2_register: starts a new epoch of broker B for the running instance I (a random id of the
+broker's process): max(old + 1, now), so epochs grow even across a Redis that lost its data. The
+old epoch (if any) is queued for sweeping at once. When another instance holds B's lease, nothing
+changes and {"CLASH", that instance, ms its lease still runs} is returned: two brokers were given
+the same broker_id, and the second must not fence the first (or a restarted broker waits out the
+lease of its crashed predecessor). ARGV: B, lease_ms, a new generation id (kept only when the
+Redis has none), I. Returns {epoch, generation} or the clash.
 ]]
 local function register(keys, args)
   local epochkey, livekey, deadkey, genkey = keys[9], keys[10], keys[13], keys[14]
-  local b, lease = args[1], tonumber(args[2])
+  local b, lease, inst = args[1], tonumber(args[2]), args[4]
   local now = now_ms()
+  local owner = redis.call('HGET', keys[18], b)
+  local until_ms = tonumber(redis.call('ZSCORE', livekey, b) or '0')
+  if owner and owner ~= inst and until_ms > now then
+    return {'CLASH', owner, fmt(until_ms - now)}
+  end
   local old = redis.call('HGET', epochkey, b)
   local e = now
   if old then
@@ -400,43 +471,65 @@ local function register(keys, args)
     redis.call('RPUSH', deadkey, b .. ':' .. old)
   end
   redis.call('HSET', epochkey, b, fmt(e))
+  redis.call('HSET', keys[18], b, inst)
+  -- Barriers are confirmed again by the new epoch, after it counted its sessions again.
+  redis.call('HSET', keys[17], b, '0')
   redis.call('ZADD', livekey, fmt(now + lease), b)
   redis.call('SET', genkey, args[3], 'NX')
   return {fmt(e), redis.call('GET', genkey)}
 end
 
--- pv2_heartbeat: ARGV B, E, lease_ms. Returns {"STALE"} when the epoch was swept or replaced,
--- else {"OK", generation, live brokers}.
+-- pv2_heartbeat: ARGV B, E, lease_ms, gap_ms, hold_ms. Returns {"STALE"} when the epoch was
+-- swept or replaced, else {"OK", generation, live brokers, the latest barrier}.
 local function heartbeat(keys, args)
   local livekey, genkey = keys[10], keys[14]
   local b, es, lease = args[1], args[2], tonumber(args[3])
   local now = now_ms()
-  timers_may_run(keys, now, lease)
+  timers_may_run(keys, now, tonumber(args[4]), tonumber(args[5]))
   if not broker_live(keys, b, es) then
     return {'STALE'}
   end
   redis.call('ZADD', livekey, 'XX', fmt(now + lease), b)
-  return {'OK', redis.call('GET', genkey) or '', redis.call('ZCOUNT', livekey, fmt(now), '+inf')}
+  return {'OK', redis.call('GET', genkey) or '', redis.call('ZCOUNT', livekey, fmt(now), '+inf'),
+          redis.call('GET', keys[16]) or '0'}
 end
 
--- pv2_sweep_claim: ARGV limit, lease_ms. Moves brokers whose lease expired to the dead list
--- (none during a hold). Returns how many.
+-- pv2_sync: ARGV B, E, barrier. Broker B confirms that every count it had decided when it
+-- learned the barrier was answered. Returns "OK" or "STALE".
+local function sync(keys, args)
+  local b, es, bar = args[1], args[2], tonumber(args[3])
+  if not broker_live(keys, b, es) then
+    return 'STALE'
+  end
+  if tonumber(redis.call('HGET', keys[17], b) or '0') < bar then
+    redis.call('HSET', keys[17], b, fmt(bar))
+  end
+  return 'OK'
+end
+
+-- pv2_sweep_claim: ARGV limit, gap_ms, hold_ms, B (the caller, never claimed: it is running).
+-- Moves brokers whose lease expired to the dead list (none during a hold). Returns their ids.
 local function sweep_claim(keys, args)
   local livekey, deadkey, epochkey = keys[10], keys[13], keys[9]
   local now = now_ms()
-  if not timers_may_run(keys, now, tonumber(args[2])) then
-    return 0
+  local claimed = {}
+  if not timers_may_run(keys, now, tonumber(args[2]), tonumber(args[3])) then
+    return claimed
   end
   local due = redis.call('ZRANGEBYSCORE', livekey, '-inf', fmt(now), 'LIMIT', 0,
-                         tonumber(args[1]))
+                         tonumber(args[1]) + 1)
   for _, b in ipairs(due) do
-    redis.call('ZREM', livekey, b)
-    local e = redis.call('HGET', epochkey, b)
-    if e then
-      redis.call('RPUSH', deadkey, b .. ':' .. e)
+    if b ~= args[4] and #claimed < tonumber(args[1]) then
+      redis.call('ZREM', livekey, b)
+      redis.call('HDEL', keys[17], b)
+      local e = redis.call('HGET', epochkey, b)
+      if e then
+        redis.call('RPUSH', deadkey, b .. ':' .. e)
+      end
+      claimed[#claimed + 1] = b
     end
   end
-  return #due
+  return claimed
 end
 
 -- pv2_deregister: a clean stop. ARGV B, E.
@@ -445,6 +538,7 @@ local function deregister(keys, args)
     return 0
   end
   redis.call('ZREM', keys[10], args[1])
+  redis.call('HDEL', keys[17], args[1])
   redis.call('RPUSH', keys[13], args[1] .. ':' .. args[2])
   return 1
 end
@@ -466,15 +560,15 @@ budget, max_users, name, seq, avail, sess, since, state, grace_ms.
   floor, was forgotten (not lost): nothing is created and "FORGOTTEN" tells the broker to forget
   it too.
 - Another user Redis does not hold is created with the broker's document (if the cap lets it:
-  "FULL" otherwise). An available user is queued to go offline after grace_ms (after the hold)
-  unless some broker's contribution shows a session before.
+  "FULL" otherwise). An available user waits to go offline (grace_ms, the hold and a barrier)
+  unless some broker's count shows a session before.
 - A user whose seq is below the broker's lost documents that subscribers have seen (a failover
   to a replica that was behind): the broker's document replaces its document and goes to the
   stream, so that numbering continues above it and every broker has it.
 - Nothing happens otherwise. Returns "SEEDED", "SAME", "FORGOTTEN" or "FULL".
 ]]
 local function seed(keys, args)
-  local ukey, gracekey = keys[1], keys[2]
+  local ukey = keys[1]
   local prefix, budget, max_users = args[1], tonumber(args[2]), tonumber(args[3])
   local name, seqs, avail, sess, since, state, grace =
       args[4], args[5], args[6], tonumber(args[7]), args[8], args[9], tonumber(args[10])
@@ -500,8 +594,7 @@ local function seed(keys, args)
     end
   end
   if avail == '1' and sum_brokers(redis.call('HGETALL', ukey)) == 0 then
-    redis.call('HSET', ukey, 'left', fmt(now))
-    redis.call('ZADD', gracekey, fmt(now + grace), name)
+    pend(keys, budget, name, now, grace)
   end
   return 'SEEDED'
 end
@@ -534,6 +627,7 @@ redis.register_function('pv2_grace_due', grace_due)
 redis.register_function('pv2_forget_due', forget_due)
 redis.register_function('pv2_register', register)
 redis.register_function('pv2_heartbeat', heartbeat)
+redis.register_function('pv2_sync', sync)
 redis.register_function('pv2_sweep_claim', sweep_claim)
 redis.register_function('pv2_deregister', deregister)
 redis.register_function('pv2_hold', hold)

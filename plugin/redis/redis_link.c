@@ -21,7 +21,10 @@
  *   {presence}:count           string: the number of user hashes
  *   {presence}:gen             string: a random id set once; another id = Redis lost its data
  *   {presence}:seen            string: when the cluster's timers last ran (ms; see the hold)
- * Every function takes the same keys in the same order (presence_v2.lua, cmd_keys).
+ *   {presence}:barrier         string: the last barrier (a user waiting to go offline)
+ *   {presence}:synced          hash: broker -> the highest barrier it confirmed
+ *   {presence}:owner           hash: broker -> the running instance that registered it
+ * Every function takes the same keys in the same order (presence_v2.lua, cmd_fcall).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,8 +34,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <dlfcn.h>
 #include <hiredis.h>
@@ -130,6 +135,9 @@ static bool load_hiredis(char *err, size_t err_size)
 #define KEY_IDLE KEY_PREFIX "idle"
 #define KEY_FLOOR KEY_PREFIX "floor"
 #define KEY_COUNT KEY_PREFIX "count"
+#define KEY_BARRIER KEY_PREFIX "barrier"
+#define KEY_SYNCED KEY_PREFIX "synced"
+#define KEY_OWNER KEY_PREFIX "owner"
 
 /* Most requests sent in one pipelined batch, users swept, expired or forgotten per call. */
 #define BATCH_MAX 256
@@ -164,6 +172,24 @@ struct presence_redis {
 	/* Whether cfg.wake was called since the broker thread last found no result. */
 	bool wake_pending;
 	bool stopping;
+	/* The id of the last request submitted (under lock). */
+	uint64_t submitted;
+	/*
+	 * Barriers (under lock): the highest one learned (from the stream or a heartbeat) and
+	 * when (monotonic ms); the last complete tick of the broker thread (when, and the last
+	 * request id submitted then); the last resynchronisation asked for and the last one done.
+	 * A barrier may be confirmed once a complete tick came after it was learned, every request
+	 * up to that tick's id has been answered, and no resynchronisation is unfinished.
+	 */
+	uint64_t bar_learned;
+	int64_t bar_learned_at;
+	/* The highest barrier Redis accepted from this broker's epoch. */
+	uint64_t bar_confirmed;
+	int64_t tick_at;
+	uint64_t tick_ticket;
+	uint64_t resync_asked, resync_done;
+	/* Set when one of them changed, so that a waiting writer looks again. */
+	bool sync_check;
 	pthread_t writer, reader;
 	bool writer_started, reader_started;
 	atomic_bool ready;
@@ -175,7 +201,14 @@ struct presence_redis {
 	redisContext *wc;
 	char epoch[24];
 	char gen[40];
+	/* This process's random id (pv2_register), so that a second broker started with the same
+	 * broker_id is told apart from this one. */
+	char instance[24];
 	bool registered;
+	/* When a clash over broker_id was first seen (monotonic ms; 0: none), and whether it was
+	 * reported as an error. */
+	int64_t clash_since;
+	bool clash_reported;
 	/* Monotonic time of the last registration. */
 	int64_t registered_at;
 	int64_t next_heartbeat, next_sweep, next_grace, next_forget;
@@ -304,6 +337,59 @@ static void push_simple(struct presence_redis *r, enum presence_redis_result_kin
 		res->kind = kind;
 		push_result(r, res);
 	}
+}
+
+/* Asks the broker thread to resynchronise; barriers wait until it has. */
+static void push_resync(struct presence_redis *r)
+{
+	struct presence_redis_result *res = calloc(1, sizeof(*res));
+
+	if (res == NULL) {
+		log_line(r, 2, "out of memory: this broker's counts are not sent again");
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	res->generation = ++r->resync_asked;
+	pthread_mutex_unlock(&r->lock);
+	res->kind = PRESENCE_REDIS_RESYNC;
+	push_result(r, res);
+}
+
+/* Notes barrier bar (from the stream or a heartbeat) and wakes the writer and the broker
+ * thread, whose next complete tick lets the writer confirm it. */
+static void learn_barrier(struct presence_redis *r, uint64_t bar)
+{
+	bool news;
+
+	pthread_mutex_lock(&r->lock);
+	news = bar > r->bar_learned;
+	if (news) {
+		r->bar_learned = bar;
+		r->bar_learned_at = monotonic_ms();
+		r->sync_check = true;
+		pthread_cond_signal(&r->wake);
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (news && r->cfg.wake != NULL) {
+		r->cfg.wake(r->cfg.wake_arg);
+	}
+}
+
+/* The barrier this epoch may confirm now, or 0 (see struct presence_redis). Writer only,
+ * between two batches. */
+static uint64_t barrier_to_confirm(struct presence_redis *r)
+{
+	uint64_t bar = 0;
+
+	pthread_mutex_lock(&r->lock);
+	r->sync_check = false;
+	if (r->bar_learned > r->bar_confirmed && r->resync_done == r->resync_asked &&
+	    r->tick_at > r->bar_learned_at &&
+	    (r->req_head == NULL || r->req_head->id > r->tick_ticket)) {
+		bar = r->bar_learned;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return bar;
 }
 
 /* Parses an unsigned decimal reply string; false when it is not one. */
@@ -514,7 +600,7 @@ static void cmd_fcall(struct cmd *c, const char *function, const char *name, con
 {
 	cmd_add(c, "FCALL");
 	cmd_add(c, function);
-	cmd_add(c, "15");
+	cmd_add(c, "18");
 	if (name != NULL) {
 		cmd_addf(c, USER_PREFIX "%s", name);
 	} else {
@@ -535,6 +621,23 @@ static void cmd_fcall(struct cmd *c, const char *function, const char *name, con
 	cmd_add(c, KEY_GEN);
 	/* (Copied: extra may be the caller's buffer.) */
 	cmd_addf(c, "%s", extra != NULL ? extra : KEY_PREFIX "none");
+	cmd_add(c, KEY_BARRIER);
+	cmd_add(c, KEY_SYNCED);
+	cmd_add(c, KEY_OWNER);
+}
+
+/* The arguments of every timer function (presence_v2.lua, timers_may_run): how long a gap
+ * between two timer calls of the cluster means that Redis (or every broker) stalled, and how
+ * long sweeps, expiry and forgetting then hold. A live broker's heartbeat is at most one
+ * heartbeat old when a stall begins, so a stall longer than lease - heartbeat could outlast its
+ * lease: half of that is noticed. Every broker calls a timer function every heartbeat / 4 at
+ * least, so no stall-free gap comes near it. */
+static void cmd_timers(struct cmd *c, const struct presence_redis *r)
+{
+	int64_t gap = (r->cfg.lease_ms - r->cfg.heartbeat_ms) / 2;
+
+	cmd_addf(c, "%" PRId64, gap > 0 ? gap : 1);
+	cmd_addf(c, "%" PRId64, 2 * r->cfg.lease_ms);
 }
 
 /* The arguments every function that may make or forget a user takes first: the prefix of user
@@ -546,9 +649,11 @@ static void cmd_bounds(struct cmd *c, const struct presence_redis *r)
 	cmd_addf(c, "%lu", r->cfg.max_users);
 }
 
-/* The pv2_contrib call of a count for name (count -1: the tombstone of a swept epoch). */
+/* The pv2_contrib call of a count for name (count -1: the tombstone of a swept epoch, cseq 0),
+ * cseq the count's number. */
 static void contrib_cmd(struct cmd *c, struct presence_redis *r, const char *broker,
-                        const char *epoch, const char *name, long long count, uint64_t floor)
+                        const char *epoch, const char *name, long long count, uint64_t floor,
+                        uint64_t cseq)
 {
 	char set[200];
 
@@ -562,6 +667,7 @@ static void contrib_cmd(struct cmd *c, struct presence_redis *r, const char *bro
 	cmd_addf(c, "%" PRIu64, floor);
 	cmd_add(c, name);
 	cmd_add(c, r->cfg.keep_state ? "1" : "0");
+	cmd_addf(c, "%" PRIu64, cseq);
 }
 
 /* ---- the writer -------------------------------------------------------------------------- */
@@ -597,7 +703,35 @@ static redisContext *connect_redis(const struct presence_redis *r, int64_t timeo
 	return ctx;
 }
 
-/* Registers a new epoch of this broker. Returns false when the connection failed. */
+/* Says that another running broker holds this broker_id (instance other, its lease runs ms
+ * more): at first as what it may be (the lease of this broker's own crashed predecessor), and
+ * once as an error when it outlasts a lease (a second broker with the same id). */
+static void report_clash(struct presence_redis *r, const char *other, const char *ms)
+{
+	int64_t now = monotonic_ms();
+
+	if (r->clash_since == 0) {
+		r->clash_since = now;
+		log_line(r, 1,
+		         "broker_id %s is registered by another running broker (instance %s, "
+		         "lease valid for %s ms more): waiting for it to end before joining the "
+		         "cluster",
+		         r->broker_id, other, ms);
+	} else if (!r->clash_reported && now - r->clash_since > r->cfg.lease_ms) {
+		r->clash_reported = true;
+		log_line(
+		    r, 2,
+		    "broker_id %s is in use by another running broker (instance %s; this one is "
+		    "%s): give every broker of the cluster its own broker_id. This broker serves "
+		    "MQTT and publishes the cluster's documents, but its own sessions are not "
+		    "counted and state writes through it are refused until the other one stops",
+		    r->broker_id, other, r->instance);
+	}
+}
+
+/* Registers a new epoch of this broker. Returns false when the connection failed (a clash
+ * with another broker of the same id is not a failure: the broker stays unregistered and tries
+ * again at its next heartbeat). */
 static bool do_register(struct presence_redis *r)
 {
 	struct cmd c = {0};
@@ -608,9 +742,25 @@ static bool do_register(struct presence_redis *r)
 	cmd_add(&c, r->broker_id);
 	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
 	cmd_addf(&c, "%08x%08x", (unsigned int)rand_r(&r->rnd), (unsigned int)rand_r(&r->rnd));
+	cmd_add(&c, r->instance);
 	reply = cmd_run(r->wc, &c);
 	if (reply == NULL) {
 		return false;
+	}
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+	    reply_str(reply->element[0]) != NULL && strcmp(reply->element[0]->str, "CLASH") == 0) {
+		const char *other = reply_str(reply->element[1]);
+		const char *ms = reply_str(reply->element[2]);
+
+		bool was_registered = r->registered;
+
+		report_clash(r, other != NULL ? other : "?", ms != NULL ? ms : "?");
+		freeReplyObject(reply);
+		r->registered = false;
+		if (was_registered) {
+			push_status(r, true);
+		}
+		return true;
 	}
 	epoch = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
 	            ? reply_str(reply->element[0])
@@ -628,8 +778,16 @@ static bool do_register(struct presence_redis *r)
 	freeReplyObject(reply);
 	r->registered = true;
 	r->registered_at = monotonic_ms();
+	pthread_mutex_lock(&r->lock);
+	r->bar_confirmed = 0;
+	pthread_mutex_unlock(&r->lock);
+	if (r->clash_since != 0) {
+		log_line(r, 0, "broker_id %s is free again", r->broker_id);
+	}
+	r->clash_since = 0;
+	r->clash_reported = false;
 	log_line(r, 0, "registered in the cluster as broker %s, epoch %s", r->broker_id, r->epoch);
-	push_simple(r, PRESENCE_REDIS_RESYNC);
+	push_resync(r);
 	push_status(r, true);
 	return true;
 }
@@ -649,6 +807,7 @@ static bool do_heartbeat(struct presence_redis *r)
 	cmd_add(&c, r->broker_id);
 	cmd_add(&c, r->epoch);
 	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	cmd_timers(&c, r);
 	reply = cmd_run(r->wc, &c);
 	if (reply == NULL) {
 		return false;
@@ -656,16 +815,21 @@ static bool do_heartbeat(struct presence_redis *r)
 	status = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
 	             ? reply_str(reply->element[0])
 	             : NULL;
-	if (status != NULL && strcmp(status, "OK") == 0 && reply->elements == 3) {
+	if (status != NULL && strcmp(status, "OK") == 0 && reply->elements == 4) {
 		const char *gen = reply_str(reply->element[1]);
 		long long brokers = reply->element[2]->integer;
+		uint64_t bar = 0;
 
 		if (gen == NULL || strcmp(gen, r->gen) != 0) {
 			freeReplyObject(reply);
 			log_line(r, 1,
 			         "Redis lost the cluster's data (its generation changed): "
 			         "registering again and re-seeding it");
+			r->registered = false;
 			return do_register(r);
+		}
+		if (parse_u64(reply_str(reply->element[3]), &bar)) {
+			learn_barrier(r, bar);
 		}
 		freeReplyObject(reply);
 		atomic_store(&r->last_sync_ms, wall_ms());
@@ -677,16 +841,11 @@ static bool do_heartbeat(struct presence_redis *r)
 	}
 	if (status != NULL && strcmp(status, "STALE") == 0) {
 		freeReplyObject(reply);
-		if (monotonic_ms() - r->registered_at < r->cfg.lease_ms) {
-			/* Nobody could have declared it dead that fast. */
-			log_line(r, 2,
-			         "epoch %s was replaced less than a lease after it was registered: "
-			         "does another broker use broker_id %s?",
-			         r->epoch, r->broker_id);
-		}
 		log_line(r, 1,
 		         "the cluster declared this broker (epoch %s) dead: registering again",
 		         r->epoch);
+		r->registered = false;
+		atomic_store(&r->ready, false);
 		return do_register(r);
 	}
 	log_line(r, 2, "heartbeat failed: %s",
@@ -736,20 +895,19 @@ static bool set_hold(struct presence_redis *r)
 	return true;
 }
 
-/* Pushes the document replies of a pipeline of n pv2_contrib or pv2_expire calls for names.
- * Returns false when the connection failed. */
-static bool collect_docs(struct presence_redis *r, size_t n, char **names)
+/* Takes the replies of a pipeline of n pv2_contrib or pv2_expire calls for names (their
+ * documents reach every broker through the stream). Returns false when the connection failed. */
+static bool collect_replies(struct presence_redis *r, size_t n, char **names)
 {
 	for (size_t i = 0; i < n; i++) {
 		redisReply *reply = NULL;
-		struct presence_redis_result *res;
 
 		if (redisGetReply(r->wc, (void **)&reply) != REDIS_OK) {
 			return false;
 		}
-		res = doc_result(PRESENCE_REDIS_RECORD, names[i], reply);
-		if (res != NULL) {
-			push_result(r, res);
+		if (reply_is_error(reply, NULL)) {
+			log_line(r, 2, "Redis refused a change of user %s: %s", names[i],
+			         reply->str);
 		}
 		freeReplyObject(reply);
 	}
@@ -766,13 +924,17 @@ static bool do_sweep(struct presence_redis *r)
 
 	cmd_fcall(&c, "pv2_sweep_claim", NULL, NULL);
 	cmd_add(&c, "8");
-	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	cmd_timers(&c, r);
+	cmd_add(&c, r->broker_id);
 	reply = cmd_run(r->wc, &c);
 	if (reply == NULL) {
 		return false;
 	}
-	if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
-		log_line(r, 0, "declared %lld broker(s) dead (lease expired)", reply->integer);
+	for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
+		if (reply_str(reply->element[i]) != NULL) {
+			log_line(r, 0, "declared broker %s dead (its lease expired)",
+			         reply->element[i]->str);
+		}
 	}
 	freeReplyObject(reply);
 	while (monotonic_ms() < deadline) {
@@ -841,7 +1003,7 @@ static bool do_sweep(struct presence_redis *r)
 			if (name == NULL) {
 				continue;
 			}
-			contrib_cmd(&c, r, broker, epoch, name, -1, 0);
+			contrib_cmd(&c, r, broker, epoch, name, -1, 0, 0);
 			if (!cmd_append(r->wc, &c)) {
 				cmd_free(&c);
 				ok = false;
@@ -850,7 +1012,7 @@ static bool do_sweep(struct presence_redis *r)
 			cmd_free(&c);
 			names[n++] = users->element[i]->str;
 		}
-		ok = collect_docs(r, n, names) && ok;
+		ok = collect_replies(r, n, names) && ok;
 		freeReplyObject(users);
 		if (!ok) {
 			return false;
@@ -870,7 +1032,7 @@ static bool do_grace(struct presence_redis *r)
 
 	cmd_fcall(&c, "pv2_grace_due", NULL, NULL);
 	cmd_add(&c, GRACE_BATCH);
-	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	cmd_timers(&c, r);
 	due = cmd_run(r->wc, &c);
 	if (due == NULL) {
 		return false;
@@ -893,7 +1055,7 @@ static bool do_grace(struct presence_redis *r)
 		cmd_free(&c);
 		names[n++] = due->element[i]->str;
 	}
-	ok = collect_docs(r, n, names) && ok;
+	ok = collect_replies(r, n, names) && ok;
 	freeReplyObject(due);
 	return ok;
 }
@@ -908,7 +1070,7 @@ static bool do_forget(struct presence_redis *r)
 	cmd_fcall(&c, "pv2_forget_due", NULL, NULL);
 	cmd_bounds(&c, r);
 	cmd_add(&c, FORGET_BATCH);
-	cmd_addf(&c, "%" PRId64, r->cfg.lease_ms);
+	cmd_timers(&c, r);
 	cmd_addf(&c, "%" PRId64, r->cfg.forget_after_ms);
 	reply = cmd_run(r->wc, &c);
 	if (reply == NULL) {
@@ -927,7 +1089,8 @@ static void request_cmd(struct presence_redis *r, const struct presence_redis_re
 {
 	switch (req->kind) {
 	case PRESENCE_REDIS_CONTRIB:
-		contrib_cmd(c, r, r->broker_id, r->epoch, req->name, req->count, req->floor);
+		contrib_cmd(c, r, r->broker_id, r->epoch, req->name, req->count, req->floor,
+		            req->id);
 		break;
 	case PRESENCE_REDIS_CAS:
 		cmd_fcall(c, "pv2_cas", req->name, NULL);
@@ -979,11 +1142,6 @@ static void request_done(struct presence_redis *r, struct presence_redis_request
 	} else if (req->kind == PRESENCE_REDIS_CONTRIB && status != NULL &&
 	           strcmp(status, "FULL") == 0) {
 		push_named(r, PRESENCE_REDIS_FULL, req->name, 0);
-	} else if (req->kind == PRESENCE_REDIS_CONTRIB && status != NULL) {
-		res = doc_result(PRESENCE_REDIS_RECORD, req->name, reply);
-		if (res != NULL) {
-			push_result(r, res);
-		}
 	} else if (req->kind == PRESENCE_REDIS_SEED && reply_str(reply) != NULL &&
 	           strcmp(reply->str, "FORGOTTEN") == 0) {
 		/* The cluster forgot the user while this broker did not hear of it. */
@@ -1153,6 +1311,46 @@ static bool run_batch(struct presence_redis *r, struct presence_redis_request *b
 	return true;
 }
 
+/* Confirms barrier bar (pv2_sync) and, when Redis took it, looks for users it lets go offline
+ * at once. Returns false when the connection failed. */
+static bool do_sync(struct presence_redis *r, uint64_t bar)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+
+	cmd_fcall(&c, "pv2_sync", NULL, NULL);
+	cmd_add(&c, r->broker_id);
+	cmd_add(&c, r->epoch);
+	cmd_addf(&c, "%" PRIu64, bar);
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	if (reply_str(reply) != NULL && strcmp(reply->str, "OK") == 0) {
+		freeReplyObject(reply);
+		pthread_mutex_lock(&r->lock);
+		if (bar > r->bar_confirmed) {
+			r->bar_confirmed = bar;
+		}
+		pthread_mutex_unlock(&r->lock);
+		r->next_grace = monotonic_ms();
+		return true;
+	}
+	if (reply_str(reply) != NULL && strcmp(reply->str, "STALE") == 0) {
+		freeReplyObject(reply);
+		log_line(r, 1,
+		         "the cluster declared this broker (epoch %s) dead: registering again",
+		         r->epoch);
+		r->registered = false;
+		atomic_store(&r->ready, false);
+		return do_register(r);
+	}
+	log_line(r, 2, "confirming barrier %" PRIu64 " failed: %s", bar,
+	         reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+	freeReplyObject(reply);
+	return true;
+}
+
 /* Sets up a new connection: library, hold (after an outage), registration or heartbeat. */
 static bool setup_connection(struct presence_redis *r, bool after_outage)
 {
@@ -1195,7 +1393,7 @@ static void wait_ms(struct presence_redis *r, int64_t ms, bool wake_on_request)
 		deadline.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&r->lock);
-	while (!r->stopping && !(wake_on_request && r->req_head != NULL)) {
+	while (!r->stopping && !(wake_on_request && (r->req_head != NULL || r->sync_check))) {
 		if (pthread_cond_timedwait(&r->wake, &r->lock, &deadline) == ETIMEDOUT) {
 			break;
 		}
@@ -1220,6 +1418,14 @@ static int64_t min64(int64_t a, int64_t b)
 	return a < b ? a : b;
 }
 
+/* The longest wait between two connection attempts: a broker that lost its connection during
+ * a stall of Redis is back within the hold that follows the stall (2 x lease, at least 4
+ * heartbeats). */
+static int64_t backoff_cap(const struct presence_redis *r)
+{
+	return min64(BACKOFF_CAP_MS, r->cfg.heartbeat_ms);
+}
+
 static void *writer_main(void *arg)
 {
 	struct presence_redis *r = arg;
@@ -1235,7 +1441,7 @@ static void *writer_main(void *arg)
 			fail_queued_writes(r);
 			if (attempt > 0) {
 				wait_ms(r,
-				        presence_cluster_backoff_ms(attempt, BACKOFF_CAP_MS,
+				        presence_cluster_backoff_ms(attempt, backoff_cap(r),
 				                                    (uint32_t)rand_r(&r->rnd)),
 				        false);
 				if (stopping(r)) {
@@ -1261,7 +1467,7 @@ static void *writer_main(void *arg)
 				 * what it lost (pv2_seed) and counts this broker's sessions again.
 				 */
 				if (r->registered) {
-					push_simple(r, PRESENCE_REDIS_RESYNC);
+					push_resync(r);
 				}
 			}
 			attempt = 0;
@@ -1291,7 +1497,7 @@ static void *writer_main(void *arg)
 			}
 		}
 		if (now >= r->next_grace) {
-			r->next_grace = now + min64(250, r->cfg.heartbeat_ms / 2);
+			r->next_grace = now + min64(250, r->cfg.heartbeat_ms / 4);
 			if (!do_grace(r)) {
 				drop_connection(r, "offline delays");
 				continue;
@@ -1304,16 +1510,28 @@ static void *writer_main(void *arg)
 				continue;
 			}
 		}
-		batch = take_batch(r, &n);
-		if (batch != NULL) {
-			if (!run_batch(r, batch)) {
-				drop_connection(r, "request");
+		if (!r->registered) {
+			/* Waiting for another broker's lease (a clash over broker_id): counts wait,
+			 * state writes fail. */
+			fail_queued_writes(r);
+		} else {
+			uint64_t bar = barrier_to_confirm(r);
+
+			if (bar != 0 && !do_sync(r, bar)) {
+				drop_connection(r, "barrier");
+				continue;
 			}
-			continue;
+			batch = take_batch(r, &n);
+			if (batch != NULL) {
+				if (!run_batch(r, batch)) {
+					drop_connection(r, "request");
+				}
+				continue;
+			}
 		}
 		next = min64(min64(r->next_heartbeat, r->next_sweep),
 		             min64(r->next_grace, r->next_forget));
-		wait_ms(r, next - monotonic_ms(), true);
+		wait_ms(r, next - monotonic_ms(), r->registered);
 	}
 	if (r->wc != NULL && r->registered) {
 		deregister(r);
@@ -1432,6 +1650,10 @@ static void push_entry(struct presence_redis *r, const redisReply *fields)
 	uint64_t seq;
 
 	if (name == NULL) {
+		if (parse_u64(entry_field(fields, "y"), &seq)) {
+			/* A user waits to go offline: this broker is to confirm the barrier. */
+			learn_barrier(r, seq);
+		}
 		return;
 	}
 	if (entry_field(fields, "f") != NULL) {
@@ -1565,20 +1787,40 @@ static bool stream_end(redisContext *ctx, char *last_id, size_t id_size)
 	return true;
 }
 
+/* Whether the stream still holds the record last_id, so that reading can go on after it.
+ * Returns false (a snapshot is needed) when it does not or the connection failed. */
+static bool stream_has(redisContext *ctx, const char *last_id)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+	bool found;
+
+	cmd_add(&c, "XRANGE");
+	cmd_add(&c, KEY_LOG);
+	cmd_add(&c, last_id);
+	cmd_add(&c, last_id);
+	reply = cmd_run(ctx, &c);
+	found = reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1;
+	freeReplyObject(reply);
+	return found;
+}
+
 static void *reader_main(void *arg)
 {
 	struct presence_redis *r = arg;
 	unsigned int attempt = 0;
 	unsigned int rnd = r->reader_rnd;
 	bool first = true;
+	/* The last record read ("" before the first snapshot). */
+	char last_id[64] = "";
 
 	while (!stopping(r)) {
 		redisContext *ctx;
-		bool gap = true;
+		bool snap;
 
 		if (attempt > 0) {
 			wait_ms(r,
-			        presence_cluster_backoff_ms(attempt, BACKOFF_CAP_MS,
+			        presence_cluster_backoff_ms(attempt, backoff_cap(r),
 			                                    (uint32_t)rand_r(&rnd)),
 			        false);
 			if (stopping(r)) {
@@ -1590,21 +1832,32 @@ static void *reader_main(void *arg)
 		if (ctx == NULL) {
 			continue;
 		}
-		/* Note where the stream ends, then read every user, then follow from there: a
-		 * change made during the snapshot is read again, which the seq rule ignores. A
-		 * gap (records trimmed before they were read) takes another snapshot. */
-		while (gap && !stopping(r)) {
-			char last_id[64] = "0-0";
-
-			gap = false;
-			if (!stream_end(ctx, last_id, sizeof(last_id)) ||
-			    !snapshot(r, ctx, first)) {
+		/* Back on the stream it read (the same Redis, or one restarted from its data): go
+		 * on after the last record, so that every document is published. Otherwise note
+		 * where the stream ends, then read every user, then follow from there: a change
+		 * made during the snapshot is read again, which the seq rule ignores. A gap
+		 * (records trimmed before they were read) takes another snapshot. */
+		snap = last_id[0] == '\0' || !stream_has(ctx, last_id);
+		if (!snap) {
+			attempt = 0;
+		}
+		while (!stopping(r)) {
+			if (snap) {
+				snprintf(last_id, sizeof(last_id), "0-0");
+				if (!stream_end(ctx, last_id, sizeof(last_id)) ||
+				    !snapshot(r, ctx, first)) {
+					/* Not knowing what the snapshot missed, take it again. */
+					last_id[0] = '\0';
+					break;
+				}
+				push_simple(r, PRESENCE_REDIS_SNAPSHOT_DONE);
+				first = false;
+				attempt = 0;
+			}
+			snap = follow(r, ctx, last_id, sizeof(last_id));
+			if (!snap) {
 				break;
 			}
-			push_simple(r, PRESENCE_REDIS_SNAPSHOT_DONE);
-			first = false;
-			attempt = 0;
-			gap = follow(r, ctx, last_id, sizeof(last_id));
 		}
 		redisFree(ctx);
 	}
@@ -1637,6 +1890,15 @@ struct presence_redis *presence_redis_start(const struct presence_redis_config *
 	r->cfg.broker_id = r->broker_id;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	r->rnd = (unsigned int)ts.tv_nsec ^ (unsigned int)ts.tv_sec ^ (unsigned int)(uintptr_t)r;
+	{
+		uint64_t id;
+
+		if (getrandom(&id, sizeof(id), GRND_NONBLOCK) != (ssize_t)sizeof(id)) {
+			id = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^
+			     ((uint64_t)getpid() << 16) ^ (uint64_t)(uintptr_t)r;
+		}
+		snprintf(r->instance, sizeof(r->instance), "%016" PRIx64, id);
+	}
 	r->reader_rnd = r->rnd ^ 0x5bd1e995u;
 	atomic_init(&r->ready, false);
 	atomic_init(&r->last_tick_ms, monotonic_ms());
@@ -1724,6 +1986,7 @@ void presence_redis_submit(struct presence_redis *r, struct presence_redis_reque
 {
 	req->next = NULL;
 	pthread_mutex_lock(&r->lock);
+	req->id = ++r->submitted;
 	if (r->req_tail != NULL) {
 		r->req_tail->next = req;
 	} else {
@@ -1800,4 +2063,30 @@ int64_t presence_redis_last_sync_ms(struct presence_redis *r)
 void presence_redis_alive(struct presence_redis *r, int64_t now_ms)
 {
 	atomic_store(&r->last_tick_ms, now_ms);
+}
+
+void presence_redis_ticked(struct presence_redis *r, int64_t now_ms, bool complete)
+{
+	if (!complete) {
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	r->tick_at = now_ms;
+	r->tick_ticket = r->submitted;
+	if (r->bar_learned > r->bar_confirmed) {
+		r->sync_check = true;
+		pthread_cond_signal(&r->wake);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+void presence_redis_resync_done(struct presence_redis *r, uint64_t generation)
+{
+	pthread_mutex_lock(&r->lock);
+	if (generation > r->resync_done) {
+		r->resync_done = generation;
+		r->sync_check = true;
+		pthread_cond_signal(&r->wake);
+	}
+	pthread_mutex_unlock(&r->lock);
 }

@@ -9,17 +9,22 @@
  * - The writer thread runs the requests in pipelined batches, and the cluster's timers:
  *   heartbeat every heartbeat_ms (only while the broker loop ticks: a wedged broker must be
  *   declared dead), sweep of dead brokers every heartbeat_ms / 2, expiry of offline delays
- *   every 250 ms at most, forgetting of users offline for forget_after every second. It registers
- * the broker at its first connection and again whenever Redis says its epoch is stale or Redis lost
- * its data (the generation changed); after each registration, and after each reconnection (maybe to
- * another server: a failover to a replica that is behind), it asks the broker thread to
- * resynchronise (PRESENCE_REDIS_RESYNC). After a lost connection it reconnects with backoff and
- * first sets a sweep hold of 2 x lease, so that nobody is swept because leases went stale during
- * the outage.
- * - The reader thread follows the stream of documents (pv2_read, waiting with XREAD BLOCK): at
- *   each (re)connection, and whenever the stream was trimmed past the last record it read, it
- *   takes a snapshot of every user (SCAN + HMGET) after noting where the stream ends, then
- *   reads on from there.
+ *   every heartbeat_ms / 4 (250 ms at most), forgetting of users offline for forget_after
+ *   every second, and the confirmation of barriers (pv2_sync: every count this broker decided
+ *   before it learned of a user waiting to go offline has been answered). It registers the
+ *   broker at its first connection and again whenever Redis says its epoch is stale or Redis
+ *   lost its data (the generation changed); while another running broker holds the same
+ *   broker_id it waits (and says so) instead. After each registration, and after each
+ *   reconnection (maybe to another server: a failover to a replica that is behind), it asks
+ *   the broker thread to resynchronise (PRESENCE_REDIS_RESYNC). After a lost connection it
+ *   reconnects with backoff and first sets a sweep hold of 2 x lease, so that nobody is swept
+ *   because leases went stale during the outage.
+ * - The reader thread follows the stream of documents (pv2_read, waiting with XREAD BLOCK), the
+ *   only source of documents the broker publishes, so that every broker publishes every
+ *   document of a user in seq order. It takes a snapshot of every user (SCAN + HMGET, after
+ *   noting where the stream ends) at its first connection, and whenever it cannot go on from
+ *   the last record it read (the stream was trimmed past it, or it is not the stream it read:
+ *   Redis lost its data, or a failover); after a reconnection to the same stream it goes on.
  *
  * A lost connection (an error or a command deadline, command_timeout_ms) gives up the
  * connection; contributions and seeds not answered are sent again after the reconnection
@@ -75,6 +80,9 @@ enum presence_redis_request_kind {
 /* A request; every pointer is owned (malloc) and freed with presence_redis_request_free. */
 struct presence_redis_request {
 	struct presence_redis_request *next;
+	/* Set by presence_redis_submit: 1, 2, ... in the order of submission (a count's number,
+	 * so that Redis never applies an older count of this broker after a newer one). */
+	uint64_t id;
 	enum presence_redis_request_kind kind;
 	char *name;
 	long long count;
@@ -87,14 +95,15 @@ struct presence_redis_request {
 };
 
 enum presence_redis_result_kind {
-	/* A document (rec): from the stream, a snapshot (force on the first snapshot), or the
-	 * reply to a contribution, sweep or expiry. */
+	/* A document (rec): from the stream or a snapshot (force on the first snapshot). */
 	PRESENCE_REDIS_RECORD = 0,
 	/* The outcome of a CAS request for rec.name (rec holds the document values when
-	 * COMMITTED or CONFLICT; text the reason when FAILED). */
+	 * COMMITTED or CONFLICT, the base of the user's next commit; its document itself comes
+	 * from the stream; text the reason when FAILED). */
 	PRESENCE_REDIS_CAS_DONE,
 	/* The broker (re)registered or reconnected: send every count and seed every user again
-	 * (a seed puts back a user that Redis lacks or has at a lower seq, see pv1_seed). */
+	 * (a seed puts back a user that Redis lacks or has at a lower seq, see pv2_seed), then
+	 * call presence_redis_resync_done with the result's generation. */
 	PRESENCE_REDIS_RESYNC,
 	/* The link's state changed: connected, brokers alive. */
 	PRESENCE_REDIS_STATUS,
@@ -127,6 +136,8 @@ struct presence_redis_result {
 	char *text;
 	bool connected;
 	long long brokers;
+	/* RESYNC: which resynchronisation this is. */
+	uint64_t generation;
 };
 
 struct presence_redis;
@@ -173,7 +184,16 @@ int64_t presence_redis_last_sync_ms(struct presence_redis *r);
 /* Tells the link that the broker loop ticked at monotonic time now_ms (see the heartbeat). */
 void presence_redis_alive(struct presence_redis *r, int64_t now_ms);
 
-/* The Redis function library (presence_v1.lua), embedded at build time. */
+/* Tells the link, at the end of a tick, whether every count the broker decided until now has
+ * been submitted (no user left dirty, no resynchronisation walking). Only then may the link
+ * confirm a barrier it learned before now (a user waiting to go offline; see presence_v2.lua). */
+void presence_redis_ticked(struct presence_redis *r, int64_t now_ms, bool complete);
+
+/* Tells the link that the resynchronisation of generation (a RESYNC result's) has submitted
+ * every count and seed. */
+void presence_redis_resync_done(struct presence_redis *r, uint64_t generation);
+
+/* The Redis function library (presence_v2.lua), embedded at build time. */
 extern const char presence_redis_library[];
 
 #endif

@@ -1,17 +1,8 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * Cluster mode end to end (ctest label "cluster"): a real redis-server (Debian's, on a unix
- * socket in the test's directory, started per test; $PRESENCE_REDIS_SERVER names another
- * server program that takes redis-server's options, such as valkey-server) and three real
- * Mosquitto brokers with the plugin, each with its own watcher subscribed to presence/+, and
- * real MQTT clients.
- *
- * What every broker shows must be the same: a watcher may miss an intermediate document (a
- * broker publishes a change as soon as it knows it, and then ignores the older ones the stream
- * still brings), but what it receives has strictly increasing seq, and the documents of one
- * seq are byte for byte the same on every broker. Every wait is for a message or a log line,
- * bounded; nothing sleeps. Timers are short (heartbeat 200 ms, lease 500 ms); no assertion
- * is about time.
+ * Cluster mode end to end (ctest label "cluster", see cluster.h): sessions, state writes,
+ * crashes and stalls of brokers and of Redis, the bounds, a Sentinel failover, and the Redis
+ * functions on their own.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,324 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <hiredis.h>
-
-#include "harness.h"
-
-#define BROKERS 3
-
-/* ---------------------------------------------------------------------------------------- */
-/* Redis                                                                                        */
-/* ---------------------------------------------------------------------------------------- */
-
-struct redis {
-	pid_t pid;
-	char dir[256];
-	char sock[300];
-	bool aof;
-};
-
-/* Starts the server program (redis-server or $PRESENCE_REDIS_SERVER) with argv[1..]. */
-static pid_t server_spawn(const char *const *args)
-{
-	const char *server = getenv("PRESENCE_REDIS_SERVER");
-	pid_t pid;
-
-	if (server == NULL || server[0] == '\0') {
-		server = "redis-server";
-	}
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		char *argv[32];
-		int n = 0;
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		/* Copies, for execvp's argument type (the child execs or exits at once). */
-		argv[n++] = strdup(server);
-		for (; *args != NULL && n < 31; args++) {
-			argv[n++] = strdup(*args);
-		}
-		argv[n] = NULL;
-		execvp(server, argv);
-		_exit(127);
-	}
-	return pid;
-}
-
-/* Starts redis-server on dir/r.sock (no TCP), with DEBUG allowed, and waits (bounded) until it
- * answers PING. With aof, every write is in the AOF (fsync always) so a restart keeps it. */
-static void redis_launch(struct redis *r)
-{
-	char log[320];
-	int64_t tries;
-
-	snprintf(log, sizeof(log), "%s/redis.log", r->dir);
-	r->pid = server_spawn((const char *const[]){
-	    "--port", "0", "--unixsocket", r->sock, "--unixsocketperm", "700", "--save", "",
-	    "--appendonly", r->aof ? "yes" : "no", "--appendfsync", "always", "--dir", r->dir,
-	    "--logfile", log, "--enable-debug-command", "local", NULL});
-	/* Bounded: about 10 s in steps of 10 ms, until the socket answers. */
-	for (tries = 0; tries < 1000; tries++) {
-		redisContext *c = redisConnectUnix(r->sock);
-		redisReply *reply = c != NULL && c->err == 0 ? redisCommand(c, "PING") : NULL;
-		bool up = reply != NULL && reply->type == REDIS_REPLY_STATUS;
-		struct timespec ts = {0, 10 * 1000 * 1000};
-
-		freeReplyObject(reply);
-		redisFree(c);
-		if (up) {
-			return;
-		}
-		nanosleep(&ts, NULL);
-	}
-	fail_msg("the Redis server did not start; see %s", log);
-}
-
-static struct redis *redis_start(bool aof)
-{
-	const char *work = getenv("PRESENCE_WORK_DIR");
-	struct redis *r = calloc(1, sizeof(*r));
-
-	assert_non_null(r);
-	assert_non_null(work);
-	mkdir(work, 0755);
-	snprintf(r->dir, sizeof(r->dir), "%s/redis-XXXXXX", work);
-	assert_non_null(mkdtemp(r->dir));
-	snprintf(r->sock, sizeof(r->sock), "%s/r.sock", r->dir);
-	r->aof = aof;
-	redis_launch(r);
-	return r;
-}
-
-/* Kills redis-server with SIGKILL and reaps it. */
-static void redis_kill(struct redis *r)
-{
-	kill(r->pid, SIGKILL);
-	waitpid(r->pid, NULL, 0);
-	r->pid = 0;
-}
-
-static void redis_stop(struct redis *r)
-{
-	if (r->pid > 0) {
-		redis_kill(r);
-	}
-	free(r);
-}
-
-/* Runs one command (printf-style, hiredis' format) and returns its reply. */
-static redisReply *redis_cmd(struct redis *r, const char *fmt, ...)
-{
-	redisContext *c = redisConnectUnix(r->sock);
-	redisReply *reply;
-	va_list ap;
-
-	assert_true(c != NULL && c->err == 0);
-	va_start(ap, fmt);
-	reply = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	redisFree(c);
-	assert_non_null(reply);
-	return reply;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Brokers                                                                                      */
-/* ---------------------------------------------------------------------------------------- */
-
-struct cluster {
-	struct redis *redis;
-	struct broker *b[BROKERS];
-	struct client *w[BROKERS];
-	char *conf[BROKERS];
-};
-
-static char *cluster_conf(const struct redis *r, int i, const char *extra)
-{
-	char lines[1024];
-
-	snprintf(lines, sizeof(lines),
-	         "plugin_opt_auth allow\n"
-	         "plugin_opt_acl allow\n"
-	         "plugin_opt_cluster_url unix:%s\n"
-	         "plugin_opt_broker_id b%d\n"
-	         "plugin_opt_cluster_heartbeat_ms 200\n"
-	         "plugin_opt_cluster_lease_ms 500\n"
-	         "%s",
-	         r->sock, i + 1, extra != NULL ? extra : "");
-	return broker_conf(lines);
-}
-
-/* Waits (bounded) until broker i logs that it registered in the cluster. */
-static void await_registered(struct cluster *cl, int i)
-{
-	if (!broker_log_wait(cl->b[i], "registered in the cluster as broker", 10000)) {
-		fail_msg("broker b%d did not register with Redis", i + 1);
-	}
-}
-
-static void cluster_start(struct cluster *cl, bool aof, const char *extra)
-{
-	memset(cl, 0, sizeof(*cl));
-	cl->redis = redis_start(aof);
-	for (int i = 0; i < BROKERS; i++) {
-		char id[16];
-
-		cl->conf[i] = cluster_conf(cl->redis, i, extra);
-		cl->b[i] = broker_start(cl->conf[i]);
-		await_registered(cl, i);
-		snprintf(id, sizeof(id), "watch%d", i + 1);
-		cl->w[i] = client_watch(cl->b[i], id, "presence/+");
-	}
-}
-
-static void cluster_stop(struct cluster *cl)
-{
-	for (int i = 0; i < BROKERS; i++) {
-		if (cl->w[i] != NULL) {
-			client_disconnect(cl->w[i]);
-		}
-		if (cl->b[i] != NULL) {
-			broker_stop(cl->b[i]);
-		}
-		free(cl->conf[i]);
-	}
-	redis_stop(cl->redis);
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Documents                                                                                   */
-/* ---------------------------------------------------------------------------------------- */
-
-/* A user that must not be shown unavailable (NULL: none): await_doc fails on such a document
- * even when it only passes by. */
-static const char *always_available;
-
-/* What a watcher last received per user (two users are enough for these tests). */
-struct seen {
-	char user[32];
-	long seq;
-};
-
-static struct seen seen[BROKERS][4];
-
-static long *last_seq(int i, const char *user)
-{
-	for (int k = 0; k < 4; k++) {
-		if (strcmp(seen[i][k].user, user) == 0) {
-			return &seen[i][k].seq;
-		}
-		if (seen[i][k].user[0] == '\0') {
-			snprintf(seen[i][k].user, sizeof(seen[i][k].user), "%s", user);
-			seen[i][k].seq = 0;
-			return &seen[i][k].seq;
-		}
-	}
-	fail_msg("too many users");
-	return NULL;
-}
-
-/* Waits on watcher i for the document of user with these values (state_json compared with
- * cJSON_Compare; NULL = not checked), skipping older intermediate ones. Asserts that every
- * document of user it receives has a greater seq than the one before. Returns the matching
- * payload (the caller frees it) and its seq in *seq_out. */
-static char *await_doc(struct cluster *cl, int i, const char *user, bool available, int sessions,
-                       const char *state_json, long *seq_out)
-{
-	char topic[64];
-	cJSON *want = state_json != NULL ? cJSON_Parse(state_json) : NULL;
-
-	snprintf(topic, sizeof(topic), "presence/%s", user);
-	for (int n = 0; n < 5000; n++) {
-		struct msg *m = client_next_msg(cl->w[i], 5000);
-		cJSON *doc, *seq, *avail, *sess, *st;
-		long *last;
-		bool match;
-
-		if (m == NULL) {
-			fail_msg(
-			    "broker b%d: no document of %s (available %d, sessions %d, state %s)",
-			    i + 1, user, available, sessions, state_json ? state_json : "-");
-		}
-		if (strcmp(m->topic, topic) != 0) {
-			msg_free(m);
-			continue;
-		}
-		doc = msg_json(m);
-		seq = cJSON_GetObjectItemCaseSensitive(doc, "seq");
-		avail = cJSON_GetObjectItemCaseSensitive(doc, "available");
-		sess = cJSON_GetObjectItemCaseSensitive(doc, "sessions");
-		st = cJSON_GetObjectItemCaseSensitive(doc, "state");
-		assert_true(cJSON_IsNumber(seq));
-		last = last_seq(i, user);
-		if ((long)seq->valuedouble <= *last) {
-			fail_msg("broker b%d: seq went from %ld to %ld: %s", i + 1, *last,
-			         (long)seq->valuedouble, m->payload);
-		}
-		*last = (long)seq->valuedouble;
-		if (always_available != NULL && strcmp(user, always_available) == 0 &&
-		    !cJSON_IsTrue(avail)) {
-			fail_msg("broker b%d showed %s unavailable: %s", i + 1, user, m->payload);
-		}
-		match = cJSON_IsBool(avail) && cJSON_IsTrue(avail) == available &&
-		        (sessions < 0 || (cJSON_IsNumber(sess) && sess->valueint == sessions)) &&
-		        (want == NULL || cJSON_Compare(st, want, true));
-		cJSON_Delete(doc);
-		if (match) {
-			char *payload = strdup(m->payload);
-
-			*seq_out = *last;
-			msg_free(m);
-			cJSON_Delete(want);
-			return payload;
-		}
-		msg_free(m);
-	}
-	fail_msg("broker b%d: too many documents of %s", i + 1, user);
-	return NULL;
-}
-
-/* The bytes of the document await_everywhere matched last. */
-static char last_payload[1024];
-
-/* await_doc on every live watcher; asserts that they all got the same bytes and returns seq. */
-static long await_everywhere(struct cluster *cl, const char *user, bool available, int sessions,
-                             const char *state_json)
-{
-	char *first = NULL;
-	long seq = 0;
-
-	for (int i = 0; i < BROKERS; i++) {
-		long s;
-		char *payload;
-
-		if (cl->w[i] == NULL) {
-			continue;
-		}
-		payload = await_doc(cl, i, user, available, sessions, state_json, &s);
-		if (first == NULL) {
-			first = payload;
-			seq = s;
-			continue;
-		}
-		if (s != seq || strcmp(payload, first) != 0) {
-			fail_msg("brokers differ:\n  %s\n  %s (b%d)", first, payload, i + 1);
-		}
-		free(payload);
-	}
-	if (first != NULL) {
-		snprintf(last_payload, sizeof(last_payload), "%s", first);
-	}
-	free(first);
-	return seq;
-}
-
-static void reset_seen(void)
-{
-	memset(seen, 0, sizeof(seen));
-	always_available = NULL;
-}
+#include "cluster.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* Scenarios                                                                                   */
@@ -579,7 +253,7 @@ static void a_killed_broker_s_sessions_leave_and_its_restart_shows_the_truth(voi
 	cl.w[1] = w2;
 	/* b2 restored the stale "available" document from its database, but replaced it with
 	 * the cluster's before it let anyone in: a new watcher's first message is the truth. */
-	memset(seen[1], 0, sizeof(seen[1]));
+	reset_seen_of(1);
 	{
 		struct msg *m = client_next_msg(w2, 5000);
 		cJSON *doc;
@@ -744,17 +418,6 @@ enum redis_stall {
 	STALL_SIGSTOP,
 };
 
-/* Writes a command on c without waiting for its reply. */
-static void send_only(redisContext *c, const char *command)
-{
-	int done = 0;
-
-	assert_int_equal(redisAppendCommand(c, command), REDIS_OK);
-	while (!done) {
-		assert_int_equal(redisBufferWrite(c, &done), REDIS_OK);
-	}
-}
-
 /* While Redis does not answer, every broker accepts a login and answers round trips, and
  * notices (its command deadline) that Redis does not answer; when Redis answers again the
  * login is counted everywhere, and nobody else was shown offline meanwhile. */
@@ -777,13 +440,13 @@ static void redis_stall(enum redis_stall how)
 		c = redisConnectUnix(cl.redis->sock);
 		assert_true(c != NULL && c->err == 0);
 		if (how == STALL_DEBUG_SLEEP) {
-			send_only(c, "DEBUG SLEEP 4");
+			redis_send_only(c, "DEBUG SLEEP 4");
 		} else {
 			reply = redisCommand(c, "CLIENT PAUSE 4000 ALL");
 			assert_true(reply != NULL && reply->type == REDIS_REPLY_STATUS);
 			freeReplyObject(reply);
 			/* Answered only when the pause ends. */
-			send_only(c, "PING");
+			redis_send_only(c, "PING");
 		}
 	}
 	erin = client_connect_as(cl.b[0], "erin1", "erin", 4);
@@ -1038,48 +701,6 @@ static void a_cluster_broker_is_clean_under_valgrind(void **state)
 /* Bounds: forgetting, max_users, the stream's budget                                          */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Waits on every live watcher for the announcement that user was forgotten (an empty message
- * on presence/<user>), skipping older documents of the user. */
-static void await_forgotten_everywhere(struct cluster *cl, const char *user)
-{
-	char topic[64];
-
-	snprintf(topic, sizeof(topic), "presence/%s", user);
-	for (int i = 0; i < BROKERS; i++) {
-		int n;
-
-		if (cl->w[i] == NULL) {
-			continue;
-		}
-		for (n = 0; n < 5000; n++) {
-			struct msg *m = client_next_msg(cl->w[i], 10000);
-			bool empty;
-
-			if (m == NULL) {
-				fail_msg("broker b%d: %s was not forgotten", i + 1, user);
-			}
-			empty = strcmp(m->topic, topic) == 0 && m->payloadlen == 0;
-			msg_free(m);
-			if (empty) {
-				break;
-			}
-		}
-		/* A user coming back starts a new sequence for await_doc. */
-		*last_seq(i, user) = 0;
-	}
-}
-
-/* The integer value of a Redis reply (a string or an integer), or -1 for nil. */
-static long long reply_number(redisReply *reply)
-{
-	long long v = reply->type == REDIS_REPLY_INTEGER  ? reply->integer
-	              : reply->type == REDIS_REPLY_STRING ? strtoll(reply->str, NULL, 10)
-	                                                  : -1;
-
-	freeReplyObject(reply);
-	return v;
-}
-
 static void the_cluster_forgets_idle_users_and_their_seq_goes_on(void **state)
 {
 	struct cluster cl;
@@ -1202,15 +823,6 @@ static void max_users_holds_cluster_wide(void **state)
 	cluster_stop(&cl);
 }
 
-/* Milliseconds on the monotonic clock. */
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The stream is trimmed at 16 MiB of records (plugin/mosquitto/cluster.c, STREAM_BUDGET). */
 #define STREAM_BUDGET_BYTES (16LL * 1024 * 1024)
 
@@ -1230,6 +842,8 @@ static void a_write_flood_keeps_redis_within_its_budget(void **state)
 	(void)state;
 	assert_non_null(value);
 	reset_seen();
+	/* b3 falls behind the trimmed records and catches up with a snapshot: it skips. */
+	cluster_seq_gaps_allowed = true;
 	cluster_start(&cl, false,
 	              "plugin_opt_max_writes_per_second 0\nplugin_opt_max_state_bytes 9000\n");
 	for (int i = 0; i < 4; i++) {
@@ -1318,145 +932,6 @@ static void a_write_flood_keeps_redis_within_its_budget(void **state)
 	await_everywhere(&cl, "flood", false, 0, "{}");
 	free(value);
 	cluster_stop(&cl);
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* The Redis functions on their own                                                            */
-/* ---------------------------------------------------------------------------------------- */
-
-/* Runs FCALL with argv (a NULL-terminated list after the function name and numkeys) and
- * returns the reply's first element as a string (or the integer, printed), in buf. */
-static const char *fcall(struct redis *r, char *buf, size_t size, const char *const *argv)
-{
-	const char *args[40];
-	size_t n = 0;
-	redisContext *c = redisConnectUnix(r->sock);
-	redisReply *reply;
-
-	args[n++] = "FCALL";
-	while (argv[n - 1] != NULL) {
-		args[n] = argv[n - 1];
-		n++;
-	}
-	assert_true(c != NULL && c->err == 0);
-	reply = redisCommandArgv(c, (int)n, args, NULL);
-	assert_non_null(reply);
-	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
-	    reply->element[0]->type == REDIS_REPLY_STRING) {
-		snprintf(buf, size, "%s", reply->element[0]->str);
-		/* With a document: status and seq. */
-		if (reply->elements == 6) {
-			snprintf(buf, size, "%s %s", reply->element[0]->str,
-			         reply->element[1]->str);
-		}
-	} else if (reply->type == REDIS_REPLY_INTEGER) {
-		snprintf(buf, size, "%lld", reply->integer);
-	} else if (reply->type == REDIS_REPLY_ERROR) {
-		fail_msg("FCALL %s: %s", argv[0], reply->str);
-	} else {
-		snprintf(buf, size, "?");
-	}
-	freeReplyObject(reply);
-	redisFree(c);
-	return buf;
-}
-
-#define K "{presence}:"
-
-/* The keys every function takes (presence_v2.lua), with user's hash first and extra last. */
-#define KEYS(user, extra)                                                                          \
-	"15", user, K "grace", K "log", K "logbytes", K "trimmed", K "idle", K "floor", K "count", \
-	    K "epoch", K "live", K "hold", K "seen", K "dead", K "gen", extra
-/* The bounds a function that may make a user takes first: no cap, a 16 MiB stream. */
-#define BOUNDS K "u:", "16777216", "0"
-
-static const char *contrib(struct redis *r, char *buf, const char *epoch, const char *n,
-                           const char *floor)
-{
-	char set[64];
-
-	snprintf(set, sizeof(set), K "bu:b1:%s", epoch);
-	return fcall(r, buf, 64,
-	             (const char *const[]){"pv2_contrib", KEYS(K "u:alice", set), BOUNDS, "b1",
-	                                   epoch, n, "0", floor, "alice", "0", NULL});
-}
-
-static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **state)
-{
-	struct redis *r = redis_start(false);
-	char path[512], e1[32], e2[32], buf[64], *lua;
-	redisReply *reply;
-	size_t len;
-	FILE *f;
-
-	(void)state;
-	snprintf(path, sizeof(path), "%s/plugin/redis/presence_v2.lua",
-	         getenv("PRESENCE_SOURCE_DIR"));
-	f = fopen(path, "r");
-	assert_non_null(f);
-	lua = calloc(1, 65536);
-	assert_non_null(lua);
-	len = fread(lua, 1, 65535, f);
-	fclose(f);
-	assert_true(len > 0);
-	reply = redis_cmd(r, "FUNCTION LOAD REPLACE %s", lua);
-	assert_int_equal(reply->type, REDIS_REPLY_STRING);
-	freeReplyObject(reply);
-	free(lua);
-
-	/* Epoch 1; one session of alice. */
-	fcall(r, e1, sizeof(e1),
-	      (const char *const[]){"pv2_register", KEYS(K "u:", K "none"), "b1", "60000", "g1",
-	                            NULL});
-	assert_string_equal(contrib(r, buf, e1, "1", "0"), "OK 1");
-	/* The broker restarts: epoch 2 > epoch 1, and epoch 1 waits to be swept. */
-	fcall(r, e2, sizeof(e2),
-	      (const char *const[]){"pv2_register", KEYS(K "u:", K "none"), "b1", "60000", "g2",
-	                            NULL});
-	assert_true(strtoll(e2, NULL, 10) > strtoll(e1, NULL, 10));
-	reply = redis_cmd(r, "LRANGE " K "dead 0 -1");
-	assert_int_equal(reply->elements, 1);
-	assert_true(strstr(reply->element[0]->str, e1) != NULL);
-	freeReplyObject(reply);
-	/* The generation is kept: only a Redis that lost its data gets a new one. */
-	reply = redis_cmd(r, "GET " K "gen");
-	assert_string_equal(reply->str, "g1");
-	freeReplyObject(reply);
-	/* A late write of the old epoch is refused, whatever it says. */
-	assert_string_equal(contrib(r, buf, e1, "5", "0"), "STALE");
-	/* The new epoch counts; the floor keeps seq above what a broker published. */
-	assert_string_equal(contrib(r, buf, e2, "2", "1000"), "OK 1001");
-	/* The sweeper's tombstone for epoch 1 comes too late to touch epoch 2's count. */
-	assert_string_equal(contrib(r, buf, e1, "-1", "0"), "STALE");
-	reply = redis_cmd(r, "HGET " K "u:alice sess");
-	assert_string_equal(reply->str, "2");
-	freeReplyObject(reply);
-	/* A compare-and-set on an old seq is a conflict carrying the current document. */
-	assert_string_equal(
-	    fcall(r, buf, sizeof(buf),
-	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
-	                                "alice", "1", "{\"a\":1}", "0", NULL}),
-	    "CONFLICT 1001");
-	assert_string_equal(
-	    fcall(r, buf, sizeof(buf),
-	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
-	                                "alice", "1001", "{\"a\":1}", "0", NULL}),
-	    "OK 1002");
-	/* The state is stored byte for byte (no cjson round trip). */
-	reply = redis_cmd(r, "HGET " K "u:alice state");
-	assert_string_equal(reply->str, "{\"a\":1}");
-	freeReplyObject(reply);
-	/* Timers that did not run for longer than the lease (Redis slept) hold the sweeps. */
-	reply = redis_cmd(r, "SET " K "seen 1");
-	freeReplyObject(reply);
-	assert_string_equal(fcall(r, buf, sizeof(buf),
-	                          (const char *const[]){"pv2_sweep_claim", KEYS(K "u:", K "none"),
-	                                                "8", "500", NULL}),
-	                    "0");
-	reply = redis_cmd(r, "GET " K "hold");
-	assert_int_equal(reply->type, REDIS_REPLY_STRING);
-	freeReplyObject(reply);
-	redis_stop(r);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1771,8 +1246,6 @@ int main(void)
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(max_users_holds_cluster_wide, harness_teardown),
 	    cmocka_unit_test_teardown(a_write_flood_keeps_redis_within_its_budget,
-	                              harness_teardown),
-	    cmocka_unit_test_teardown(the_functions_fence_old_epochs_and_keep_seq_above_floors,
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(a_clean_stop_hands_its_sessions_over_at_once,
 	                              harness_teardown),

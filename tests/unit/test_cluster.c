@@ -328,6 +328,53 @@ static void a_conflict_folds_the_writes_again_onto_the_newer_state(void **state)
 	presence_registry_free(reg);
 }
 
+/* A commit is answered before the stream brings its document: the writes that came meanwhile
+ * fold onto the answer, not onto the older document the registry still has. */
+static void a_commit_s_answer_is_the_base_of_the_next_commit(void **state)
+{
+	struct presence_registry *reg = presence_registry_new("presence");
+	struct presence_cluster_writes *w = presence_cluster_writes_new();
+	struct presence_user *u = a_user(reg, "u");
+	const char *base;
+	uint64_t seq = 4;
+	char *folded;
+
+	(void)state;
+	/* Nothing recorded for a user without writes. */
+	assert_int_equal(presence_cluster_write_rebase(w, u, 9, "{\"x\":1}"), PRESENCE_OK);
+	assert_null(presence_cluster_write_base(w, u, &seq));
+	add(w, u, "{}", "{\"first\":1}", true);
+	assert_int_equal(presence_cluster_write_fold(w, u, "{}", &limits, reject, NULL, &folded),
+	                 PRESENCE_OK);
+	free(folded);
+	add(w, u, "{}", "{\"second\":1}", true);
+	presence_cluster_write_done(w, u, true, NULL, NULL, NULL);
+	assert_int_equal(presence_cluster_write_rebase(w, u, 5, "{\"first\":1}"), PRESENCE_OK);
+	/* An older answer does not replace it. */
+	assert_int_equal(presence_cluster_write_rebase(w, u, 3, "{\"old\":1}"), PRESENCE_OK);
+	base = presence_cluster_write_base(w, u, &seq);
+	assert_string_equal(base, "{\"first\":1}");
+	assert_int_equal(seq, 5);
+	assert_int_equal(presence_cluster_write_fold(w, u, base, &limits, reject, NULL, &folded),
+	                 PRESENCE_OK);
+	assert_string_equal(folded, "{\"first\":1,\"second\":1}");
+	free(folded);
+	/* Once the registry has that document (or a newer one), it is the base again. */
+	seq = 5;
+	assert_null(presence_cluster_write_base(w, u, &seq));
+	presence_cluster_write_done(w, u, true, NULL, NULL, NULL);
+	assert_int_equal(presence_cluster_write_users(w), 0);
+	/* Out of memory: nothing recorded, nothing lost. */
+	add(w, u, "{}", "{\"third\":1}", true);
+	failalloc_fail_after(0);
+	assert_int_equal(presence_cluster_write_rebase(w, u, 7, "{\"y\":1}"), PRESENCE_ERR_NOMEM);
+	failalloc_reset();
+	seq = 0;
+	assert_null(presence_cluster_write_base(w, u, &seq));
+	presence_cluster_writes_free(w);
+	presence_registry_free(reg);
+}
+
 static void a_write_the_newer_state_makes_too_large_is_rejected_with_a_notice(void **state)
 {
 	struct presence_registry *reg = presence_registry_new("presence");
@@ -526,6 +573,7 @@ int main(void)
 	    cmocka_unit_test(a_write_breaking_a_limit_is_refused_at_once),
 	    cmocka_unit_test(behind_other_writes_limits_are_checked_when_folding),
 	    cmocka_unit_test(a_conflict_folds_the_writes_again_onto_the_newer_state),
+	    cmocka_unit_test(a_commit_s_answer_is_the_base_of_the_next_commit),
 	    cmocka_unit_test(a_write_the_newer_state_makes_too_large_is_rejected_with_a_notice),
 	    cmocka_unit_test(a_failed_commit_rejects_its_writes_but_keeps_the_later_ones),
 	    cmocka_unit_test(writes_survive_every_allocation_failure),

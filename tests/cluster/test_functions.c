@@ -1,0 +1,278 @@
+/* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
+/*
+ * The Redis functions of cluster mode (plugin/redis/presence_v2.lua) called directly on a real
+ * server, as a broker calls them, in the orders a network can deliver: epochs that fence old
+ * incarnations, seq floors, compare-and-set, counts of one broker that arrive late, the barrier
+ * a user waits for before it goes offline, two brokers with one id, and the timers' hold after
+ * a stall.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+
+/* A count of n sessions of alice from broker b (epoch e), the broker's count number cseq. */
+static const char *count(struct redis *r, char *buf, const char *b, const char *e, const char *n,
+                         const char *floor, const char *cseq)
+{
+	char set[64];
+
+	snprintf(set, sizeof(set), K "bu:%s:%s", b, e);
+	return fcall(r, buf, 64,
+	             (const char *const[]){"pv2_contrib", KEYS(K "u:alice", set), BOUNDS, b, e, n,
+	                                   "0", floor, "alice", "0", cseq, NULL});
+}
+
+/* Registers broker b as running instance inst (lease 60 s) into epoch (or the clash). */
+static const char *enroll(struct redis *r, char *epoch, size_t size, const char *b,
+                          const char *inst)
+{
+	return fcall(r, epoch, size,
+	             (const char *const[]){"pv2_register", KEYS(K "u:", K "none"), b, "60000", "g1",
+	                                   inst, NULL});
+}
+
+/* The end of alice's offline wait: "OK seq", "WAIT", "NOTDUE", "HOLD" or "SAME seq". */
+static const char *expire_alice(struct redis *r, char *buf)
+{
+	return fcall(r, buf, 64,
+	             (const char *const[]){"pv2_expire", KEYS(K "u:alice", K "none"), BOUNDS,
+	                                   "alice", "0", NULL});
+}
+
+/* Broker b (epoch e) confirms barrier bar. */
+static const char *confirm(struct redis *r, char *buf, const char *b, const char *e,
+                           const char *bar)
+{
+	return fcall(r, buf, 64,
+	             (const char *const[]){"pv2_sync", KEYS(K "u:", K "none"), b, e, bar, NULL});
+}
+
+static const char *field(struct redis *r, char *buf, size_t size, const char *key, const char *name)
+{
+	redisReply *reply = redis_cmd(r, "HGET %s %s", key, name);
+
+	snprintf(buf, size, "%s", reply->type == REDIS_REPLY_STRING ? reply->str : "(nil)");
+	freeReplyObject(reply);
+	return buf;
+}
+
+static struct redis *functions_start(void)
+{
+	struct redis *r = redis_start(false);
+
+	redis_load_library(r);
+	return r;
+}
+
+static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **state)
+{
+	struct redis *r = functions_start();
+	char e1[32], e2[32], buf[64];
+	redisReply *reply;
+
+	(void)state;
+	/* Epoch 1; one session of alice. */
+	enroll(r, e1, sizeof(e1), "b1", "i1");
+	assert_string_equal(count(r, buf, "b1", e1, "1", "0", "1"), "OK 1");
+	/* The broker restarts (a new instance, once the old one's lease is gone): epoch 2 >
+	 * epoch 1, and epoch 1 waits to be swept. */
+	reply = redis_cmd(r, "ZADD " K "live 1 b1");
+	freeReplyObject(reply);
+	enroll(r, e2, sizeof(e2), "b1", "i2");
+	assert_true(strtoll(e2, NULL, 10) > strtoll(e1, NULL, 10));
+	reply = redis_cmd(r, "LRANGE " K "dead 0 -1");
+	assert_int_equal(reply->elements, 1);
+	assert_true(strstr(reply->element[0]->str, e1) != NULL);
+	freeReplyObject(reply);
+	/* The generation is kept: only a Redis that lost its data gets a new one. */
+	reply = redis_cmd(r, "GET " K "gen");
+	assert_string_equal(reply->str, "g1");
+	freeReplyObject(reply);
+	/* A late write of the old epoch is refused, whatever it says. */
+	assert_string_equal(count(r, buf, "b1", e1, "5", "0", "9"), "STALE");
+	/* The new epoch counts (its count numbers start again); the floor keeps seq above what
+	 * a broker published. */
+	assert_string_equal(count(r, buf, "b1", e2, "2", "1000", "1"), "OK 1001");
+	/* The sweeper's tombstone for epoch 1 comes too late to touch epoch 2's count. */
+	assert_string_equal(count(r, buf, "b1", e1, "-1", "0", "0"), "STALE");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "sess"), "2");
+	/* A compare-and-set on an old seq is a conflict carrying the current document. */
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
+	                                "alice", "1", "{\"a\":1}", "0", NULL}),
+	    "CONFLICT 1001");
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
+	                                "alice", "1001", "{\"a\":1}", "0", NULL}),
+	    "OK 1002");
+	/* The state is stored byte for byte (no cjson round trip). */
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "state"), "{\"a\":1}");
+	redis_stop(r);
+}
+
+/* A broker gave up a connection with a count on it (a command deadline) and sent the count
+ * again, and newer ones, on a new connection; the old connection's copy is executed last. */
+static void a_late_count_of_a_broker_never_undoes_a_newer_one(void **state)
+{
+	struct redis *r = functions_start();
+	char e[32], buf[64];
+
+	(void)state;
+	enroll(r, e, sizeof(e), "b1", "i1");
+	assert_string_equal(count(r, buf, "b1", e, "1", "0", "7"), "OK 1");
+	assert_string_equal(count(r, buf, "b1", e, "2", "0", "8"), "OK 2");
+	/* Count 7 again (the copy on the old connection), and an even older one. */
+	assert_string_equal(count(r, buf, "b1", e, "1", "0", "7"), "OLD");
+	assert_string_equal(count(r, buf, "b1", e, "0", "0", "3"), "OLD");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "sess"), "2");
+	{
+		char want[64];
+
+		snprintf(want, sizeof(want), "%s:2:8", e);
+		assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "b:b1"), want);
+	}
+	redis_stop(r);
+}
+
+/*
+ * b2 counts a new session of alice while b1 counts the end of her other one, and b1's count
+ * arrives first: alice must not go offline. She waits for a barrier that b2 confirms only after
+ * its own count was answered, so the count comes first and she stays.
+ */
+static void a_user_goes_offline_only_once_every_live_broker_confirmed_its_barrier(void **state)
+{
+	struct redis *r = functions_start();
+	char e1[32], e2[32], buf[64], bar[32];
+	redisReply *reply;
+
+	(void)state;
+	enroll(r, e1, sizeof(e1), "b1", "i1");
+	enroll(r, e2, sizeof(e2), "b2", "i2");
+	assert_string_equal(count(r, buf, "b1", e1, "1", "0", "1"), "OK 1");
+	/* b1: no session left. Nothing is published; alice waits for barrier 1. */
+	assert_string_equal(count(r, buf, "b1", e1, "0", "0", "2"), "SAME 1");
+	assert_string_equal(field(r, bar, sizeof(bar), K "u:alice", "bar"), "1");
+	reply = redis_cmd(r, "XREVRANGE " K "log + - COUNT 1");
+	assert_int_equal(reply->elements, 1);
+	assert_string_equal(reply->element[0]->element[1]->element[0]->str, "y");
+	assert_string_equal(reply->element[0]->element[1]->element[1]->str, "1");
+	freeReplyObject(reply);
+	/* Neither broker confirmed: she waits. b1 alone is not enough. */
+	assert_string_equal(expire_alice(r, buf), "WAIT");
+	assert_string_equal(confirm(r, buf, "b1", e1, bar), "OK");
+	assert_string_equal(expire_alice(r, buf), "WAIT");
+	/* b2's count of her new session arrives before b2's confirmation: she stays, with one
+	 * session, and waits no more. */
+	assert_string_equal(count(r, buf, "b2", e2, "1", "0", "1"), "SAME 1");
+	assert_string_equal(confirm(r, buf, "b2", e2, bar), "OK");
+	assert_string_equal(expire_alice(r, buf), "NOTDUE");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "avail"), "1");
+	/* Now b2's session ends too: a new barrier, and once both confirmed it she leaves. */
+	assert_string_equal(count(r, buf, "b2", e2, "0", "0", "2"), "SAME 1");
+	assert_string_equal(field(r, bar, sizeof(bar), K "u:alice", "bar"), "2");
+	assert_string_equal(confirm(r, buf, "b2", e2, bar), "OK");
+	assert_string_equal(expire_alice(r, buf), "WAIT");
+	assert_string_equal(confirm(r, buf, "b1", e1, bar), "OK");
+	assert_string_equal(expire_alice(r, buf), "OK 2");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "avail"), "0");
+	/* A broker that is not live (declared dead, stopped) is not waited for. */
+	assert_string_equal(count(r, buf, "b1", e1, "1", "0", "3"), "OK 3");
+	assert_string_equal(count(r, buf, "b1", e1, "0", "0", "4"), "SAME 3");
+	field(r, bar, sizeof(bar), K "u:alice", "bar");
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_deregister", KEYS(K "u:", K "none"), "b2", e2, NULL}),
+	    "1");
+	assert_string_equal(confirm(r, buf, "b1", e1, bar), "OK");
+	assert_string_equal(expire_alice(r, buf), "OK 4");
+	/* A broker that is not live confirms nothing. */
+	assert_string_equal(confirm(r, buf, "b2", e2, "99"), "STALE");
+	redis_stop(r);
+}
+
+/* A second running broker registering an id another one holds is refused and fences nothing;
+ * once the first one stopped, it registers. */
+static void a_second_broker_with_the_same_id_is_refused(void **state)
+{
+	struct redis *r = functions_start();
+	char e1[32], clash[32], e2[32], buf[64];
+
+	(void)state;
+	enroll(r, e1, sizeof(e1), "b1", "instance-a");
+	assert_string_equal(count(r, buf, "b1", e1, "1", "0", "1"), "OK 1");
+	assert_string_equal(enroll(r, clash, sizeof(clash), "b1", "instance-b"), "CLASH");
+	/* The first one's epoch is untouched and still counts. */
+	assert_string_equal(field(r, buf, sizeof(buf), K "epoch", "b1"), e1);
+	assert_string_equal(count(r, buf, "b1", e1, "2", "0", "2"), "OK 2");
+	/* The same instance registering again (after it was declared dead) is not a clash. */
+	assert_string_equal(field(r, buf, sizeof(buf), K "owner", "b1"), "instance-a");
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_deregister", KEYS(K "u:", K "none"), "b1", e1, NULL}),
+	    "1");
+	enroll(r, e2, sizeof(e2), "b1", "instance-b");
+	assert_true(strtoll(e2, NULL, 10) > strtoll(e1, NULL, 10));
+	assert_string_equal(field(r, buf, sizeof(buf), K "owner", "b1"), "instance-b");
+	redis_stop(r);
+}
+
+/* The timers notice a stall shorter than a lease (any gap longer than they are told) and hold
+ * the sweeps; and a sweeper never declares itself dead. */
+static void a_stall_holds_the_sweeps_and_no_sweeper_claims_itself(void **state)
+{
+	struct redis *r = functions_start();
+	char e1[32], e2[32], buf[64];
+	redisReply *reply;
+
+	(void)state;
+	enroll(r, e1, sizeof(e1), "b1", "i1");
+	enroll(r, e2, sizeof(e2), "b2", "i2");
+	/* Both leases ran out (as when Redis was paused): b1 sweeps, and claims only b2. */
+	reply = redis_cmd(r, "ZADD " K "live 1 b1 1 b2");
+	freeReplyObject(reply);
+	assert_string_equal(fcall(r, buf, sizeof(buf),
+	                          (const char *const[]){"pv2_sweep_claim", KEYS(K "u:", K "none"),
+	                                                "8", "100000", "1000", "b1", NULL}),
+	                    "b2");
+	reply = redis_cmd(r, "ZSCORE " K "live b1");
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	freeReplyObject(reply);
+	/* The last timer call was 2 s ago, longer than the 150 ms gap a broker allows: hold. */
+	reply = redis_cmd(r, "EVAL %s 0",
+	                  "local t = redis.call('TIME') "
+	                  "return redis.call('SET', '{presence}:seen', "
+	                  "tostring(t[1] * 1000 - 2000))");
+	freeReplyObject(reply);
+	assert_string_equal(fcall(r, buf, sizeof(buf),
+	                          (const char *const[]){"pv2_sweep_claim", KEYS(K "u:", K "none"),
+	                                                "8", "150", "1000", "b2", NULL}),
+	                    "");
+	reply = redis_cmd(r, "GET " K "hold");
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	freeReplyObject(reply);
+	assert_string_equal(expire_alice(r, buf), "HOLD");
+	redis_stop(r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(the_functions_fence_old_epochs_and_keep_seq_above_floors,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_late_count_of_a_broker_never_undoes_a_newer_one,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(
+	        a_user_goes_offline_only_once_every_live_broker_confirmed_its_barrier,
+	        harness_teardown),
+	    cmocka_unit_test_teardown(a_second_broker_with_the_same_id_is_refused,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_stall_holds_the_sweeps_and_no_sweeper_claims_itself,
+	                              harness_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
