@@ -8,7 +8,7 @@
 set -euo pipefail
 
 packages=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
-  libcmocka-dev uthash-dev libhiredis-dev redis-server cmake pkg-config gcc make "$@")
+  libcmocka-dev uthash-dev libhiredis-dev libssl-dev redis-server cmake pkg-config gcc make "$@")
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -24,15 +24,25 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The shared installer (also used by examples/run-broker.sh); valgrind, chromium (the browser
-# test), debootstrap (the package test's chroot), clang (the fuzz harnesses) and
-# python3-paho-mqtt (the Python examples, run by their test and by the browser test) are for the
-# tests only.
-bash scripts/ensure-deps.sh valgrind chromium debootstrap clang python3-paho-mqtt
+# test), debootstrap (the package test's chroot), clang (the fuzz harnesses),
+# python3-paho-mqtt (the Python examples, run by their test and by the browser test), openssl
+# (the certificates of the cluster's TLS tests) and stunnel4 (TLS to Redis where hiredis has
+# none) are for the tests only.
+bash scripts/ensure-deps.sh valgrind chromium debootstrap clang python3-paho-mqtt openssl stunnel4
 # libFuzzer comes with the clang of the same major version (Debian 12: libfuzzer-14-dev).
 bash scripts/ensure-deps.sh "libfuzzer-$(clang -dumpversion | cut -d. -f1)-dev"
 
 build="${PRESENCE_BUILD_DIR:-build-test}"
 read -r -a extra_cmake_args <<< "${PRESENCE_CMAKE_ARGS:-}"
+# The cluster tests run on Redis and on Valkey. Debian 12 has Valkey only in bookworm-backports:
+# where the system has no valkey-server, that one is fetched once per machine and used from the
+# cache (tests/compat/brokers.sh).
+if ! command -v valkey-server >/dev/null; then
+  # shellcheck source=tests/compat/brokers.sh
+  root=$PWD . tests/compat/brokers.sh
+  ensure_valkey_backports
+  extra_cmake_args+=("-DVALKEY_SERVER_BIN=$valkey_backports_bin")
+fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPRESENCE_SANITIZE=ON -DPRESENCE_WERROR=ON ${extra_cmake_args[@]+"${extra_cmake_args[@]}"}
 cmake --build "$build" -j"$(nproc)"

@@ -450,13 +450,55 @@ static bool copy_into(char *out, size_t size, const char *s, size_t len)
 	return true;
 }
 
+/* Percent-decodes len bytes of s into out (size bytes, NUL-terminated). False when an escape
+ * is malformed, a byte is a control character (NUL included) or the result does not fit. */
+static bool url_decode(char *out, size_t size, const char *s, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '%') {
+			unsigned int v = 0;
+
+			if (i + 2 >= len) {
+				return false;
+			}
+			for (int k = 1; k <= 2; k++) {
+				char h = s[i + (size_t)k];
+
+				v <<= 4;
+				if (h >= '0' && h <= '9') {
+					v |= (unsigned int)(h - '0');
+				} else if (h >= 'a' && h <= 'f') {
+					v |= (unsigned int)(h - 'a' + 10);
+				} else if (h >= 'A' && h <= 'F') {
+					v |= (unsigned int)(h - 'A' + 10);
+				} else {
+					return false;
+				}
+			}
+			c = (unsigned char)v;
+			i += 2;
+		}
+		if (c < 0x20 || c == 0x7f || n + 1 >= size) {
+			return false;
+		}
+		out[n++] = (char)c;
+	}
+	out[n] = '\0';
+	return true;
+}
+
 enum presence_err presence_cluster_endpoint_parse(const char *url,
                                                   struct presence_cluster_endpoint *out,
                                                   char *reason, size_t reason_size)
 {
 	static const char redis_scheme[] = "redis://";
+	static const char rediss_scheme[] = "rediss://";
 	static const char unix_scheme[] = "unix:";
-	const char *host, *end, *colon;
+	const char *host, *end, *colon, *at;
 	size_t host_len;
 
 	memset(out, 0, sizeof(*out));
@@ -472,13 +514,43 @@ enum presence_err presence_cluster_endpoint_parse(const char *url,
 		}
 		return PRESENCE_OK;
 	}
-	if (strncmp(url, redis_scheme, sizeof(redis_scheme) - 1) != 0) {
+	if (strncmp(url, redis_scheme, sizeof(redis_scheme) - 1) == 0) {
+		host = url + sizeof(redis_scheme) - 1;
+	} else if (strncmp(url, rediss_scheme, sizeof(rediss_scheme) - 1) == 0) {
+		host = url + sizeof(rediss_scheme) - 1;
+		out->tls = true;
+	} else {
 		goto out_syntax;
 	}
-	host = url + sizeof(redis_scheme) - 1;
 	end = host + strlen(host);
 	if (end > host && end[-1] == '/') {
 		end--;
+	}
+	/* user[:password]@ (the last '@': a password may hold one unencoded) */
+	at = NULL;
+	for (const char *p = host; p < end && *p != '/'; p++) {
+		if (*p == '@') {
+			at = p;
+		}
+	}
+	if (at != NULL) {
+		const char *sep = memchr(host, ':', (size_t)(at - host));
+		const char *user_end = sep != NULL ? sep : at;
+
+		if (!url_decode(out->user, sizeof(out->user), host, (size_t)(user_end - host)) ||
+		    (sep != NULL &&
+		     (sep + 1 == at || !url_decode(out->password, sizeof(out->password), sep + 1,
+		                                   (size_t)(at - sep - 1))))) {
+			snprintf(reason, reason_size,
+			         "the user name or password in the URL is too long, empty or not "
+			         "percent-encoded (use %%40 for @, %%3A for :, %%25 for %%)");
+			memset(out, 0, sizeof(*out));
+			return PRESENCE_ERR_INVAL;
+		}
+		if (sep == NULL && out->user[0] == '\0') {
+			goto out_syntax;
+		}
+		host = at + 1;
 	}
 	if (*host == '[') {
 		const char *close = memchr(host, ']', (size_t)(end - host));
@@ -522,10 +594,24 @@ enum presence_err presence_cluster_endpoint_parse(const char *url,
 	return PRESENCE_OK;
 
 out_syntax:
-	snprintf(reason, reason_size,
-	         "use redis://host[:port], unix:/path/to/socket or /path/to/socket");
+	snprintf(
+	    reason, reason_size,
+	    "use redis://[user[:password]@]host[:port], rediss://... (TLS), unix:/path/to/socket "
+	    "or /path/to/socket");
 	memset(out, 0, sizeof(*out));
 	return PRESENCE_ERR_INVAL;
+}
+
+void presence_cluster_endpoint_describe(const struct presence_cluster_endpoint *ep, char *out,
+                                        size_t size)
+{
+	if (ep->path[0] != '\0') {
+		snprintf(out, size, "unix:%s", ep->path);
+		return;
+	}
+	snprintf(out, size, "%s://%s%s%s%s%s:%d", ep->tls ? "rediss" : "redis", ep->user,
+	         ep->user[0] != '\0' ? "@" : "", strchr(ep->host, ':') != NULL ? "[" : "", ep->host,
+	         strchr(ep->host, ':') != NULL ? "]" : "", ep->port);
 }
 
 bool presence_cluster_broker_id_valid(const char *id)

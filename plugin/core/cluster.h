@@ -154,21 +154,33 @@ const char *presence_cluster_write_base(const struct presence_cluster_writes *w,
 /* Number of users with writes (in flight or pending). */
 size_t presence_cluster_write_users(const struct presence_cluster_writes *w);
 
-/* Where Redis listens. */
+/* Where Redis listens, and how to log in. */
 struct presence_cluster_endpoint {
 	/* A unix socket path (NUL-terminated), or "" for TCP. */
 	char path[108];
 	/* TCP host (NUL-terminated) and port, when path is "". */
 	char host[256];
 	int port;
+	/* rediss://: TLS. */
+	bool tls;
+	/* The URL's user information, percent-decoded ("": none). */
+	char user[128];
+	char password[512];
 };
 
-/* Parses a Redis URL: "redis://host[:port]" (port 6379 by default; host a name, an IPv4
- * address or [IPv6]), "unix:/path" or an absolute path "/path" of a unix socket. Returns
- * PRESENCE_OK, or PRESENCE_ERR_INVAL with a reason in reason (reason_size bytes). */
+/* Parses a Redis URL: "redis://[user[:password]@]host[:port]" (port 6379 by default; host a
+ * name, an IPv4 address or [IPv6]; user and password percent-encoded where they hold ':', '@',
+ * '/' or '%'), the same with "rediss://" (TLS), "unix:/path" or an absolute path "/path" of a
+ * unix socket. Returns PRESENCE_OK, or PRESENCE_ERR_INVAL with a reason in reason (reason_size
+ * bytes; it never quotes the password). */
 enum presence_err presence_cluster_endpoint_parse(const char *url,
                                                   struct presence_cluster_endpoint *out,
                                                   char *reason, size_t reason_size);
+
+/* The endpoint as a URL without its password (for logs): "rediss://user@host:port",
+ * "redis://[::1]:6379", "unix:/path". */
+void presence_cluster_endpoint_describe(const struct presence_cluster_endpoint *ep, char *out,
+                                        size_t size);
 
 /* Whether id is a usable broker id: 1 to 64 characters of A-Z a-z 0-9 . _ - */
 bool presence_cluster_broker_id_valid(const char *id);

@@ -344,22 +344,85 @@ static enum presence_err config_metrics_interval(struct presence_config *cfg, co
 
 /* A path naming a file: non-empty, not ending in '/'. The directory is checked at startup,
  * where the file is used (the configuration is pure text). */
-static enum presence_err config_state_file(struct presence_config *cfg, const char *value,
-                                           char *reason, size_t reason_size)
+/* Copies value into *field when it names a file (non-empty, not ending in '/'); example goes
+ * into the reason otherwise. */
+static enum presence_err config_file(char **field, const char *value, const char *example,
+                                     char *reason, size_t reason_size)
 {
 	size_t len = strlen(value);
 	char *copy;
 
 	if (len == 0 || value[len - 1] == '/') {
-		snprintf(reason, reason_size,
-		         "give the path of a file, such as /var/lib/mosquitto/presence-state.json");
+		snprintf(reason, reason_size, "give the path of a file, such as %s", example);
 		return PRESENCE_ERR_INVAL;
 	}
 	copy = config_strndup(value, len);
 	if (copy == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
-	cfg->state_file = copy;
+	*field = copy;
+	return PRESENCE_OK;
+}
+
+static enum presence_err config_state_file(struct presence_config *cfg, const char *value,
+                                           char *reason, size_t reason_size)
+{
+	return config_file(&cfg->state_file, value, "/var/lib/mosquitto/presence-state.json",
+	                   reason, reason_size);
+}
+
+static enum presence_err config_cluster_password_file(struct presence_config *cfg,
+                                                      const char *value, char *reason,
+                                                      size_t reason_size)
+{
+	return config_file(&cfg->cluster_password_file, value,
+	                   "/etc/mosquitto/presence-redis.password", reason, reason_size);
+}
+
+static enum presence_err config_cluster_tls_cafile(struct presence_config *cfg, const char *value,
+                                                   char *reason, size_t reason_size)
+{
+	return config_file(&cfg->cluster_tls_cafile, value, "/etc/mosquitto/redis-ca.crt", reason,
+	                   reason_size);
+}
+
+static enum presence_err config_cluster_tls_certfile(struct presence_config *cfg, const char *value,
+                                                     char *reason, size_t reason_size)
+{
+	return config_file(&cfg->cluster_tls_certfile, value, "/etc/mosquitto/redis-client.crt",
+	                   reason, reason_size);
+}
+
+static enum presence_err config_cluster_tls_keyfile(struct presence_config *cfg, const char *value,
+                                                    char *reason, size_t reason_size)
+{
+	return config_file(&cfg->cluster_tls_keyfile, value, "/etc/mosquitto/redis-client.key",
+	                   reason, reason_size);
+}
+
+/* A Redis ACL user name: 1 to 127 bytes, no control character, no space. */
+static enum presence_err config_cluster_username(struct presence_config *cfg, const char *value,
+                                                 char *reason, size_t reason_size)
+{
+	size_t len = strlen(value);
+	char *copy;
+
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)value[i] <= 0x20 || value[i] == 0x7f) {
+			len = 0;
+		}
+	}
+	if (len == 0 || len > 127) {
+		snprintf(reason, reason_size,
+		         "give a Redis user name of 1 to 127 bytes without spaces or control "
+		         "characters");
+		return PRESENCE_ERR_INVAL;
+	}
+	copy = config_strndup(value, len);
+	if (copy == NULL) {
+		return PRESENCE_ERR_NOMEM;
+	}
+	cfg->cluster_username = copy;
 	return PRESENCE_OK;
 }
 
@@ -541,6 +604,11 @@ static const struct option_spec option_table[] = {
     {"broker_id", config_broker_id, NULL},
     {"cluster_heartbeat_ms", config_cluster_heartbeat_ms, "1000"},
     {"cluster_lease_ms", config_cluster_lease_ms, "0"},
+    {"cluster_username", config_cluster_username, NULL},
+    {"cluster_password_file", config_cluster_password_file, NULL},
+    {"cluster_tls_cafile", config_cluster_tls_cafile, NULL},
+    {"cluster_tls_certfile", config_cluster_tls_certfile, NULL},
+    {"cluster_tls_keyfile", config_cluster_tls_keyfile, NULL},
 };
 
 #define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
@@ -610,6 +678,64 @@ static enum presence_err config_apply(struct presence_config *cfg, const struct 
 	return rc;
 }
 
+/* The cluster's login and TLS options, together with the URL. False with a message in err
+ * when they do not fit. */
+static bool config_cluster_consistent(const struct presence_config *cfg, char *err, size_t err_size)
+{
+	struct presence_cluster_endpoint ep = {0};
+	const char *tls_option = cfg->cluster_tls_cafile != NULL     ? "cluster_tls_cafile"
+	                         : cfg->cluster_tls_certfile != NULL ? "cluster_tls_certfile"
+	                         : cfg->cluster_tls_keyfile != NULL  ? "cluster_tls_keyfile"
+	                                                             : NULL;
+	char reason[8];
+	bool with_password;
+
+	if (cfg->cluster_url == NULL) {
+		const char *option = cfg->cluster_username != NULL        ? "cluster_username"
+		                     : cfg->cluster_password_file != NULL ? "cluster_password_file"
+		                                                          : tls_option;
+
+		if (option != NULL) {
+			snprintf(err, err_size,
+			         OPTION_PREFIX "%s needs " OPTION_PREFIX
+			                       "cluster_url (cluster mode)",
+			         option);
+			return false;
+		}
+		return true;
+	}
+	/* (Parsed when it was given.) */
+	(void)presence_cluster_endpoint_parse(cfg->cluster_url, &ep, reason, sizeof(reason));
+	with_password = ep.password[0] != '\0' || cfg->cluster_password_file != NULL;
+	if (ep.user[0] != '\0' && cfg->cluster_username != NULL) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX "cluster_username and the user name in " OPTION_PREFIX
+		                       "cluster_url: give the user name once");
+	} else if (ep.password[0] != '\0' && cfg->cluster_password_file != NULL) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX "cluster_password_file and the password in " OPTION_PREFIX
+		                       "cluster_url: give the password once (better in the file, "
+		                       "which only the broker may read)");
+	} else if ((ep.user[0] != '\0' || cfg->cluster_username != NULL) && !with_password) {
+		snprintf(err, err_size,
+		         "a Redis user name needs a password: set " OPTION_PREFIX
+		         "cluster_password_file");
+	} else if (tls_option != NULL && !ep.tls) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX "%s needs a rediss:// " OPTION_PREFIX "cluster_url (TLS)",
+		         tls_option);
+	} else if ((cfg->cluster_tls_certfile != NULL) != (cfg->cluster_tls_keyfile != NULL)) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX "cluster_tls_certfile and " OPTION_PREFIX
+		                       "cluster_tls_keyfile go together: give both or neither");
+	} else {
+		memset(&ep, 0, sizeof(ep));
+		return true;
+	}
+	memset(&ep, 0, sizeof(ep));
+	return false;
+}
+
 enum presence_err presence_config_parse(struct presence_config *cfg,
                                         const struct presence_option *opts, size_t count, char *err,
                                         size_t err_size)
@@ -669,6 +795,10 @@ enum presence_err presence_config_parse(struct presence_config *cfg,
 		rc = PRESENCE_ERR_INVAL;
 		goto fail;
 	}
+	if (!config_cluster_consistent(&parsed, err, err_size)) {
+		rc = PRESENCE_ERR_INVAL;
+		goto fail;
+	}
 	if (parsed.cluster_lease_ms == 0) {
 		parsed.cluster_lease_ms = 2 * parsed.cluster_heartbeat_ms + 500;
 	} else if (parsed.cluster_lease_ms < 2 * parsed.cluster_heartbeat_ms) {
@@ -698,6 +828,11 @@ void presence_config_free(struct presence_config *cfg)
 	free(cfg->state_file);
 	free(cfg->cluster_url);
 	free(cfg->broker_id);
+	free(cfg->cluster_username);
+	free(cfg->cluster_password_file);
+	free(cfg->cluster_tls_cafile);
+	free(cfg->cluster_tls_certfile);
+	free(cfg->cluster_tls_keyfile);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -748,11 +883,26 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 		config_append(buf, size, &len, "%s%s", i > 0 ? "," : "", cfg->ignore_users[i]);
 	}
 	if (cfg->cluster_url != NULL) {
-		config_append(buf, size, &len,
-		              " cluster_url=%s broker_id=%s cluster_heartbeat_ms=%zu "
-		              "cluster_lease_ms=%zu",
-		              cfg->cluster_url, cfg->broker_id != NULL ? cfg->broker_id : "",
-		              cfg->cluster_heartbeat_ms, cfg->cluster_lease_ms);
+		struct presence_cluster_endpoint ep;
+		char url[512], reason[8];
+
+		/* Never the password. */
+		(void)presence_cluster_endpoint_parse(cfg->cluster_url, &ep, reason,
+		                                      sizeof(reason));
+		presence_cluster_endpoint_describe(&ep, url, sizeof(url));
+		memset(&ep, 0, sizeof(ep));
+		config_append(
+		    buf, size, &len,
+		    " cluster_url=%s broker_id=%s cluster_heartbeat_ms=%zu "
+		    "cluster_lease_ms=%zu cluster_username=%s cluster_password_file=%s "
+		    "cluster_tls_cafile=%s cluster_tls_certfile=%s cluster_tls_keyfile=%s",
+		    url, cfg->broker_id != NULL ? cfg->broker_id : "", cfg->cluster_heartbeat_ms,
+		    cfg->cluster_lease_ms,
+		    cfg->cluster_username != NULL ? cfg->cluster_username : "(none)",
+		    cfg->cluster_password_file != NULL ? cfg->cluster_password_file : "(none)",
+		    cfg->cluster_tls_cafile != NULL ? cfg->cluster_tls_cafile : "(none)",
+		    cfg->cluster_tls_certfile != NULL ? cfg->cluster_tls_certfile : "(none)",
+		    cfg->cluster_tls_keyfile != NULL ? cfg->cluster_tls_keyfile : "(none)");
 	}
 	return len > INT_MAX ? INT_MAX : (int)len;
 }

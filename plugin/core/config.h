@@ -87,8 +87,9 @@ struct presence_config {
 	/* Path of the state file, or NULL (the default) for none. Non-empty, not ending in '/';
 	 * whether its directory exists is checked when the plugin starts. */
 	char *state_file;
-	/* Cluster mode (cluster.h): the Redis URL (redis://host[:port], unix:/path or /path), or
-	 * NULL (the default) for a single broker. */
+	/* Cluster mode (cluster.h): the Redis URL (redis://[user[:password]@]host[:port],
+	 * rediss://..., unix:/path or /path), or NULL (the default) for a single broker. It may
+	 * hold a password: log presence_config_describe's text, never this. */
 	char *cluster_url;
 	/* This broker's id in the cluster: 1 to 64 characters of A-Z a-z 0-9 . _ -, unique and
 	 * stable; required with cluster_url. NULL otherwise. */
@@ -98,6 +99,15 @@ struct presence_config {
 	/* Milliseconds a broker's lease lasts after its last heartbeat; at least twice the
 	 * heartbeat, at most 600000. Default (0 given or not set): 2 x heartbeat + 500. */
 	size_t cluster_lease_ms;
+	/* Logging in to Redis: an ACL user name (or the URL's), and a file whose first line is the
+	 * password (or the URL's; not both). NULL when not given. */
+	char *cluster_username;
+	char *cluster_password_file;
+	/* With a rediss:// URL: the CA certificates that Redis' certificate must chain to (NULL:
+	 * the system's), and a client certificate and its key (both or neither). */
+	char *cluster_tls_cafile;
+	char *cluster_tls_certfile;
+	char *cluster_tls_keyfile;
 };
 
 /* Fills cfg from count options. On success returns PRESENCE_OK. On failure returns

@@ -187,8 +187,7 @@ static void json_zeros_unsigned(cJSON *item)
  * when it can be stored, which it then is with every negative zero made a zero;
  * PRESENCE_ERR_INVAL with the reason filled in when it is refused; PRESENCE_ERR_NOMEM.
  */
-static enum presence_err json_refusal(const char *payload, size_t len, cJSON *value,
-                                      char *reason)
+static enum presence_err json_refusal(const char *payload, size_t len, cJSON *value, char *reason)
 {
 	const char *refusal = nul_escape_reason(payload, len);
 	const char *repeated = NULL;

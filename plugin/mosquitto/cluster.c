@@ -16,6 +16,7 @@
  *   its notice at once, as on a single broker) and then committed by compare-and-set; when the
  *   link is not connected they are refused at once.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -530,10 +531,41 @@ static void correct_at_start(struct presence_plugin *p)
 	                     STARTUP_SNAPSHOT_MS);
 }
 
+/* Reads the password from the first line of path into out (size bytes). False with a reason
+ * (which never quotes the file's content). */
+static bool read_password_file(const char *path, char *out, size_t size, char *reason,
+                               size_t reason_size)
+{
+	FILE *f = fopen(path, "r");
+	size_t len;
+
+	if (f == NULL) {
+		snprintf(reason, reason_size, "cannot read %s: %s", path, strerror(errno));
+		return false;
+	}
+	if (fgets(out, (int)size, f) == NULL) {
+		out[0] = '\0';
+	}
+	fclose(f);
+	len = strcspn(out, "\r\n");
+	if (out[len] == '\0' && len == size - 1) {
+		snprintf(reason, reason_size, "the first line of %s is longer than %zu bytes", path,
+		         size - 2);
+		memset(out, 0, size);
+		return false;
+	}
+	out[len] = '\0';
+	if (len == 0) {
+		snprintf(reason, reason_size, "%s holds no password on its first line", path);
+		return false;
+	}
+	return true;
+}
+
 int presence_cluster_link_start(struct presence_plugin *p)
 {
 	struct presence_redis_config rc = {0};
-	char reason[256];
+	char reason[256], url[512];
 	struct presence_user *user;
 
 	if (presence_cluster_endpoint_parse(p->cfg.cluster_url, &rc.endpoint, reason,
@@ -542,6 +574,21 @@ int presence_cluster_link_start(struct presence_plugin *p)
 		                     reason);
 		return MOSQ_ERR_INVAL;
 	}
+	if (p->cfg.cluster_username != NULL) {
+		snprintf(rc.endpoint.user, sizeof(rc.endpoint.user), "%s", p->cfg.cluster_username);
+	}
+	if (p->cfg.cluster_password_file != NULL &&
+	    !read_password_file(p->cfg.cluster_password_file, rc.endpoint.password,
+	                        sizeof(rc.endpoint.password), reason, sizeof(reason))) {
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     PRESENCE_LOG_PREFIX "plugin_opt_cluster_password_file: %s",
+		                     reason);
+		return MOSQ_ERR_INVAL;
+	}
+	rc.tls_cafile = p->cfg.cluster_tls_cafile;
+	rc.tls_certfile = p->cfg.cluster_tls_certfile;
+	rc.tls_keyfile = p->cfg.cluster_tls_keyfile;
+	presence_cluster_endpoint_describe(&rc.endpoint, url, sizeof(url));
 	p->cluster = calloc(1, sizeof(*p->cluster));
 	if (p->cluster == NULL) {
 		return MOSQ_ERR_NOMEM;
@@ -580,6 +627,8 @@ int presence_cluster_link_start(struct presence_plugin *p)
 		                     WAKE_SIGNAL_OFFSET);
 	}
 	p->cluster->redis = presence_redis_start(&rc, reason, sizeof(reason));
+	/* The link keeps its own copy. */
+	memset(&rc.endpoint, 0, sizeof(rc.endpoint));
 	if (p->cluster->redis == NULL) {
 		mosquitto_log_printf(MOSQ_LOG_ERR,
 		                     PRESENCE_LOG_PREFIX "cluster mode cannot start: %s", reason);
@@ -588,10 +637,11 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	}
 	correct_at_start(p);
 	mosquitto_log_printf(MOSQ_LOG_INFO,
-	                     PRESENCE_LOG_PREFIX "cluster mode: broker %s, Redis at %s, heartbeat "
-	                                         "%zu ms, lease %zu ms",
-	                     p->cfg.broker_id, p->cfg.cluster_url, p->cfg.cluster_heartbeat_ms,
-	                     p->cfg.cluster_lease_ms);
+	                     PRESENCE_LOG_PREFIX "cluster mode: broker %s, Redis at %s%s, "
+	                                         "heartbeat %zu ms, lease %zu ms",
+	                     p->cfg.broker_id, url,
+	                     p->cfg.cluster_password_file != NULL ? " (password from file)" : "",
+	                     p->cfg.cluster_heartbeat_ms, p->cfg.cluster_lease_ms);
 	return MOSQ_ERR_SUCCESS;
 }
 

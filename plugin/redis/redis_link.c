@@ -39,8 +39,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <hiredis.h>
+#if PRESENCE_CLUSTER_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#endif
 
 #include "redis_link.h"
 
@@ -94,8 +100,8 @@ static bool load_hiredis(char *err, size_t err_size)
 	}
 	hi.handle = dlopen(PRESENCE_HIREDIS_SONAME, RTLD_NOW | RTLD_LOCAL);
 	if (hi.handle == NULL) {
-		snprintf(err, err_size, "cannot load %s (%s): install Debian's libhiredis0.14",
-		         PRESENCE_HIREDIS_SONAME, dlerror());
+		snprintf(err, err_size, "cannot load %s (%s): install Debian's %s",
+		         PRESENCE_HIREDIS_SONAME, dlerror(), PRESENCE_HIREDIS_PACKAGE);
 		return false;
 	}
 #define LOAD(field, name)                                                                          \
@@ -119,6 +125,105 @@ static bool load_hiredis(char *err, size_t err_size)
 	}
 	return true;
 }
+
+#if PRESENCE_CLUSTER_TLS
+/*
+ * TLS (rediss://): hiredis' own TLS library, loaded like hiredis (PRESENCE_HIREDIS_SSL_SONAME,
+ * next to it; Debian 13 and sid have it, Debian 12's hiredis 0.14 has none), performs the
+ * handshake on an OpenSSL connection object the plugin makes itself, so that it can check
+ * Redis' host name against its certificate (hiredis 1.2 checks only the chain).
+ */
+static struct hiredis_ssl_api {
+	void *handle;
+	int (*init_openssl)(void);
+	int (*initiate)(redisContext *c, SSL *ssl);
+} hs;
+
+static bool load_hiredis_ssl(char *err, size_t err_size)
+{
+	void *init = NULL, *initiate;
+
+	if (hs.handle != NULL) {
+		return true;
+	}
+	/* hiredis' TLS library uses hiredis' functions without naming hiredis among the libraries
+	 * it needs: they must be global. hiredis is loaded already; this only makes its symbols
+	 * global (RTLD_NOLOAD), and only for rediss://. */
+	if (dlopen(PRESENCE_HIREDIS_SONAME, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL) == NULL) {
+		snprintf(err, err_size, "cannot make %s global (%s)", PRESENCE_HIREDIS_SONAME,
+		         dlerror());
+		return false;
+	}
+	hs.handle = dlopen(PRESENCE_HIREDIS_SSL_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (hs.handle == NULL) {
+		snprintf(err, err_size, "cannot load %s (%s): install Debian's %s",
+		         PRESENCE_HIREDIS_SSL_SONAME, dlerror(), PRESENCE_HIREDIS_PACKAGE);
+		return false;
+	}
+	init = dlsym(hs.handle, "redisInitOpenSSL");
+	initiate = dlsym(hs.handle, "redisInitiateSSL");
+	if (initiate == NULL) {
+		snprintf(err, err_size, "%s has no redisInitiateSSL", PRESENCE_HIREDIS_SSL_SONAME);
+		dlclose(hs.handle);
+		hs.handle = NULL;
+		return false;
+	}
+	memcpy(&hs.initiate, &initiate, sizeof(initiate));
+	if (init != NULL) {
+		memcpy(&hs.init_openssl, &init, sizeof(init));
+		(void)hs.init_openssl();
+	}
+	return true;
+}
+
+/* The reason of OpenSSL's last error, or fallback. */
+static const char *openssl_reason(char *buf, size_t size, const char *fallback)
+{
+	unsigned long e = ERR_get_error();
+
+	if (e == 0) {
+		return fallback;
+	}
+	ERR_error_string_n(e, buf, size);
+	ERR_clear_error();
+	return buf;
+}
+
+/* The TLS settings of every connection: TLS 1.2 or later, Redis' certificate checked against
+ * cafile (or the system's CAs), a client certificate when given. NULL with a reason in err. */
+static SSL_CTX *tls_context(const struct presence_redis_config *cfg, char *err, size_t err_size)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char why[160];
+
+	if (ctx == NULL) {
+		snprintf(err, err_size, "cannot set up TLS: %s",
+		         openssl_reason(why, sizeof(why), "out of memory"));
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (cfg->tls_cafile != NULL ? SSL_CTX_load_verify_locations(ctx, cfg->tls_cafile, NULL) != 1
+	                            : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		snprintf(err, err_size, "cannot use %s: %s",
+		         cfg->tls_cafile != NULL ? cfg->tls_cafile : "the system's CA certificates",
+		         openssl_reason(why, sizeof(why), "unreadable"));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (cfg->tls_certfile != NULL &&
+	    (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_certfile) != 1 ||
+	     SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_keyfile, SSL_FILETYPE_PEM) != 1 ||
+	     SSL_CTX_check_private_key(ctx) != 1)) {
+		snprintf(err, err_size, "cannot use the client certificate %s with the key %s: %s",
+		         cfg->tls_certfile, cfg->tls_keyfile,
+		         openssl_reason(why, sizeof(why), "unreadable"));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+#endif
 
 #define KEY_PREFIX "{presence}:"
 #define USER_PREFIX KEY_PREFIX "u:"
@@ -197,6 +302,10 @@ struct presence_redis {
 	/* Wall-clock time (ms) of the last heartbeat Redis answered (0: none yet). */
 	atomic_int_fast64_t last_sync_ms;
 
+#if PRESENCE_CLUSTER_TLS
+	/* With rediss://: the TLS settings (shared by both threads; read only). */
+	SSL_CTX *ssl_ctx;
+#endif
 	/* Writer thread only. */
 	redisContext *wc;
 	char epoch[24];
@@ -685,7 +794,96 @@ static void drop_connection(struct presence_redis *r, const char *why)
 	push_status(r, false);
 }
 
-static redisContext *connect_redis(const struct presence_redis *r, int64_t timeout_ms)
+#if PRESENCE_CLUSTER_TLS
+/* The TLS handshake on ctx, Redis' certificate checked for its host name (or IP address).
+ * False with a reason in err. */
+static bool tls_handshake(const struct presence_redis *r, redisContext *ctx, char *err,
+                          size_t err_size)
+{
+	const char *host = r->cfg.endpoint.host;
+	unsigned char addr[sizeof(struct in6_addr)];
+	SSL *ssl = SSL_new(r->ssl_ctx);
+	char why[160];
+	long verify;
+
+	if (ssl == NULL) {
+		snprintf(err, err_size, "TLS: %s",
+		         openssl_reason(why, sizeof(why), "out of memory"));
+		return false;
+	}
+	if (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1) {
+		(void)X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
+	} else {
+		(void)SSL_set1_host(ssl, host);
+		(void)SSL_set_tlsext_host_name(ssl, host);
+	}
+	if (hs.initiate(ctx, ssl) == REDIS_OK) {
+		return true;
+	}
+	verify = SSL_get_verify_result(ssl);
+	if (verify != X509_V_OK) {
+		snprintf(err, err_size, "TLS: Redis' certificate was not accepted: %s",
+		         X509_verify_cert_error_string(verify));
+	} else {
+		snprintf(err, err_size, "TLS: %s", ctx->errstr);
+	}
+	SSL_free(ssl);
+	ERR_clear_error();
+	return false;
+}
+#endif
+
+/* Logs in with the endpoint's user and password. False with a reason in err (never the
+ * password). */
+static bool authenticate(const struct presence_redis *r, redisContext *ctx, char *err,
+                         size_t err_size)
+{
+	const struct presence_cluster_endpoint *ep = &r->cfg.endpoint;
+	struct cmd c = {0};
+	redisReply *reply;
+	bool ok;
+
+	cmd_add(&c, "AUTH");
+	if (ep->user[0] != '\0') {
+		cmd_add(&c, ep->user);
+	}
+	cmd_add(&c, ep->password);
+	reply = cmd_run(ctx, &c);
+	if (reply == NULL) {
+		snprintf(err, err_size, "%s", ctx->errstr);
+		return false;
+	}
+	ok = reply->type != REDIS_REPLY_ERROR;
+	if (!ok) {
+		snprintf(err, err_size, "Redis refused the login%s%s: %s",
+		         ep->user[0] != '\0' ? " as " : " with the password",
+		         ep->user[0] != '\0' ? ep->user : "", reply->str);
+	}
+	freeReplyObject(reply);
+	return ok;
+}
+
+/* One PING on a new connection. False with a reason in err when the connection fails (an
+ * error reply, such as NOAUTH, is left to the caller's first command). */
+static bool ping(redisContext *ctx, char *err, size_t err_size)
+{
+	struct cmd c = {0};
+	redisReply *reply;
+
+	cmd_add(&c, "PING");
+	reply = cmd_run(ctx, &c);
+	if (reply == NULL) {
+		snprintf(err, err_size, "%s", ctx->errstr);
+		return false;
+	}
+	freeReplyObject(reply);
+	return true;
+}
+
+/* A new connection to Redis, with the deadline timeout_ms for each command, after the TLS
+ * handshake and the login when they are configured. NULL with a reason in err. */
+static redisContext *connect_redis(const struct presence_redis *r, int64_t timeout_ms, char *err,
+                                   size_t err_size)
 {
 	const struct presence_cluster_endpoint *ep = &r->cfg.endpoint;
 	struct timeval tv = ms_timeval(timeout_ms);
@@ -693,10 +891,39 @@ static redisContext *connect_redis(const struct presence_redis *r, int64_t timeo
 	                                        : redisConnectWithTimeout(ep->host, ep->port, tv);
 
 	if (ctx == NULL) {
+		snprintf(err, err_size, "out of memory");
 		return NULL;
 	}
-	if (ctx->err != 0 || redisSetTimeout(ctx, tv) != REDIS_OK ||
+	if (ctx->err != 0) {
+		snprintf(err, err_size, "%s", ctx->errstr);
+		redisFree(ctx);
+		return NULL;
+	}
+	if (redisSetTimeout(ctx, tv) != REDIS_OK ||
 	    (ep->path[0] == '\0' && redisEnableKeepAlive(ctx) != REDIS_OK)) {
+		snprintf(err, err_size, "%s", ctx->err != 0 ? ctx->errstr : "socket options");
+		redisFree(ctx);
+		return NULL;
+	}
+#if PRESENCE_CLUSTER_TLS
+	if (ep->tls && !tls_handshake(r, ctx, err, err_size)) {
+		redisFree(ctx);
+		return NULL;
+	}
+#endif
+	if (ep->password[0] != '\0' ? !authenticate(r, ctx, err, err_size)
+	                            : !ping(ctx, err, err_size)) {
+#if PRESENCE_CLUSTER_TLS
+		/* With TLS 1.3 a server that wants a client certificate says so only by closing
+		 * the connection after the handshake. */
+		if (ep->tls && (ctx->err == REDIS_ERR_IO || ctx->err == REDIS_ERR_EOF)) {
+			snprintf(
+			    err, err_size,
+			    "TLS: Redis closed the connection after the handshake (%s): does it "
+			    "want a client certificate (plugin_opt_cluster_tls_certfile)?",
+			    ctx->errstr);
+		}
+#endif
 		redisFree(ctx);
 		return NULL;
 	}
@@ -768,8 +995,13 @@ static bool do_register(struct presence_redis *r)
 	gen = epoch != NULL ? reply_str(reply->element[1]) : NULL;
 	if (epoch == NULL || gen == NULL || strlen(epoch) >= sizeof(r->epoch) ||
 	    strlen(gen) >= sizeof(r->gen)) {
-		log_line(r, 2, "registering with Redis failed: %s",
-		         reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+		log_line(r, 2, "registering with Redis failed: %s%s",
+		         reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply",
+		         reply->type == REDIS_REPLY_ERROR &&
+		                 (strstr(reply->str, "NOPERM") != NULL ||
+		                  strstr(reply->str, "can't run") != NULL)
+		             ? " (give the Redis user the rights the README lists)"
+		             : "");
 		freeReplyObject(reply);
 		return false;
 	}
@@ -862,6 +1094,23 @@ static bool load_library(struct presence_redis *r)
 	redisReply *reply;
 	bool ok;
 
+	/* First a PING, so that a Redis that wants a password says so (it would answer the large
+	 * FUNCTION LOAD of a client not logged in with a protocol error instead). */
+	cmd_add(&c, "PING");
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
+		return false;
+	}
+	if (reply->type == REDIS_REPLY_ERROR) {
+		log_line(r, 2, "Redis refuses this broker (%s)%s", reply->str,
+		         strncmp(reply->str, "NOAUTH", 6) == 0
+		             ? ": Redis asks for a password: set plugin_opt_cluster_password_file "
+		               "(and plugin_opt_cluster_username for an ACL user)"
+		             : "");
+		freeReplyObject(reply);
+		return false;
+	}
+	freeReplyObject(reply);
 	cmd_add(&c, "FUNCTION");
 	cmd_add(&c, "LOAD");
 	cmd_add(&c, "REPLACE");
@@ -871,7 +1120,13 @@ static bool load_library(struct presence_redis *r)
 		return false;
 	}
 	ok = reply->type != REDIS_REPLY_ERROR;
-	if (!ok) {
+	if (!ok && strncmp(reply->str, "NOPERM", 6) == 0) {
+		log_line(r, 2,
+		         "the Redis user %s may not load the function library (%s): give it the "
+		         "rights the README lists",
+		         r->cfg.endpoint.user[0] != '\0' ? r->cfg.endpoint.user : "default",
+		         reply->str);
+	} else if (!ok) {
 		log_line(r, 2, "Redis refused the function library (Redis 7 or Valkey needed): %s",
 		         reply->str);
 	}
@@ -1431,6 +1686,7 @@ static void *writer_main(void *arg)
 	struct presence_redis *r = arg;
 	bool had_connection = false;
 	unsigned int attempt = 0;
+	char why[256], last_why[256] = "";
 
 	while (!stopping(r)) {
 		struct presence_redis_request *batch;
@@ -1449,13 +1705,18 @@ static void *writer_main(void *arg)
 				}
 			}
 			attempt++;
-			r->wc = connect_redis(r, r->cfg.command_timeout_ms);
+			r->wc = connect_redis(r, r->cfg.command_timeout_ms, why, sizeof(why));
 			if (r->wc == NULL) {
-				if (attempt == 1 || attempt % 50 == 0) {
-					log_line(r, 1, "cannot connect to Redis; retrying");
+				/* Said at once, when the reason changes, and now and then. */
+				if (attempt == 1 || attempt % 50 == 0 ||
+				    strcmp(why, last_why) != 0) {
+					log_line(r, attempt == 1 ? 1 : 2,
+					         "cannot connect to Redis (%s); retrying", why);
+					snprintf(last_why, sizeof(last_why), "%s", why);
 				}
 				continue;
 			}
+			last_why[0] = '\0';
 			if (!setup_connection(r, had_connection)) {
 				drop_connection(r, "setup failed");
 				continue;
@@ -1811,6 +2072,7 @@ static void *reader_main(void *arg)
 	unsigned int attempt = 0;
 	unsigned int rnd = r->reader_rnd;
 	bool first = true;
+	char why[256];
 	/* The last record read ("" before the first snapshot). */
 	char last_id[64] = "";
 
@@ -1828,7 +2090,8 @@ static void *reader_main(void *arg)
 			}
 		}
 		attempt++;
-		ctx = connect_redis(r, r->cfg.command_timeout_ms + READ_BLOCK_MS);
+		/* (Why it fails is the writer's to say: it connects the same way.) */
+		ctx = connect_redis(r, r->cfg.command_timeout_ms + READ_BLOCK_MS, why, sizeof(why));
 		if (ctx == NULL) {
 			continue;
 		}
@@ -1881,8 +2144,30 @@ struct presence_redis *presence_redis_start(const struct presence_redis_config *
 		return NULL;
 	}
 	r->cfg = *cfg;
+	/* Read now (the files are used only here). */
+	r->cfg.tls_cafile = r->cfg.tls_certfile = r->cfg.tls_keyfile = NULL;
+	if (cfg->endpoint.tls) {
+#if PRESENCE_CLUSTER_TLS
+		if (!load_hiredis_ssl(err, err_size) ||
+		    (r->ssl_ctx = tls_context(cfg, err, err_size)) == NULL) {
+			free(r);
+			return NULL;
+		}
+#else
+		snprintf(
+		    err, err_size,
+		    "rediss:// needs hiredis with TLS, and this build's %s has none (Debian 12's "
+		    "hiredis 0.14): reach Redis through stunnel (see the README)",
+		    PRESENCE_HIREDIS_SONAME);
+		free(r);
+		return NULL;
+#endif
+	}
 	r->broker_id = copy_string(cfg->broker_id);
 	if (r->broker_id == NULL) {
+#if PRESENCE_CLUSTER_TLS
+		SSL_CTX_free(r->ssl_ctx);
+#endif
 		free(r);
 		snprintf(err, err_size, "out of memory");
 		return NULL;
@@ -1951,6 +2236,11 @@ void presence_redis_stop(struct presence_redis *r)
 	pthread_cond_destroy(&r->wake);
 	pthread_cond_destroy(&r->results);
 	pthread_mutex_destroy(&r->lock);
+#if PRESENCE_CLUSTER_TLS
+	SSL_CTX_free(r->ssl_ctx);
+#endif
+	/* The password goes with it. */
+	memset(&r->cfg.endpoint, 0, sizeof(r->cfg.endpoint));
 	free(r->broker_id);
 	free(r);
 }

@@ -42,7 +42,15 @@
 
 /* The settings, copied at start. */
 struct presence_redis_config {
+	/* Where Redis listens; its user and password (when password is not "") are sent with
+	 * AUTH on every connection (after the TLS handshake with rediss://). */
 	struct presence_cluster_endpoint endpoint;
+	/* rediss://: the CA certificates Redis' certificate must chain to (NULL: the system's),
+	 * a client certificate and its key (NULL: none). Redis' host name (or IP address) is
+	 * checked against its certificate. */
+	const char *tls_cafile;
+	const char *tls_certfile;
+	const char *tls_keyfile;
 	const char *broker_id;
 	int64_t heartbeat_ms;
 	int64_t lease_ms;
@@ -142,10 +150,11 @@ struct presence_redis_result {
 
 struct presence_redis;
 
-/* Loads hiredis (the first time; it is not linked, see redis_link.c) and starts the threads
- * (they connect in the background). Returns NULL with a reason in err (err_size bytes) when
- * hiredis cannot be loaded or memory or a thread cannot be had. Stop and free with
- * presence_redis_stop. */
+/* Loads hiredis (the first time; it is not linked, see redis_link.c), with rediss:// sets up
+ * TLS (reading the certificate files), and starts the threads (they connect in the
+ * background). Returns NULL with a reason in err (err_size bytes) when hiredis cannot be
+ * loaded, this build has no TLS, a certificate file cannot be used, or memory or a thread
+ * cannot be had. Stop and free with presence_redis_stop. */
 struct presence_redis *presence_redis_start(const struct presence_redis_config *cfg, char *err,
                                             size_t err_size);
 

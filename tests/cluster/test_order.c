@@ -3,8 +3,9 @@
  * What cluster mode promises when things happen at once (ctest label "cluster", see
  * cluster.h): every broker publishes every document of a user in seq order through concurrent
  * changes on several brokers; a count delayed on its way to Redis never lets another broker's
- * count show its user offline; stalls of Redis shorter than a lease declare nobody dead; and a
- * second broker started with a broker_id in use waits instead of fencing the first.
+ * count show its user offline; stalls of Redis shorter than a lease, and a broker whose loop is
+ * busy for longer than a lease, declare nobody dead; and a second broker started with a
+ * broker_id in use waits instead of fencing the first.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,6 +261,51 @@ static void stalls_of_redis_shorter_than_a_lease_declare_nobody_dead(void **stat
 }
 
 /*
+ * b2's loop is busy for three leases (as when it saves a large persistence file), but alive:
+ * its link keeps renewing the lease, so nobody declares it dead and its users stay available;
+ * a user with sessions on b1 and b2 who leaves b1 meanwhile waits for b2 to confirm (after its
+ * loop is back) and stays, counted on b2.
+ */
+static void a_busy_broker_loop_is_not_declared_dead(void **state)
+{
+	struct cluster cl;
+	struct client *g1, *g2, *ctl;
+	char *busy_conf;
+
+	(void)state;
+	reset_seen();
+	cluster_start(&cl, false, NULL);
+	/* b2 again, with the helper plugin that can keep its loop busy. */
+	client_disconnect(cl.w[1]);
+	broker_stop(cl.b[1]);
+	busy_conf = cluster_conf(cl.redis, 1, "plugin @HELPER@\n");
+	cl.b[1] = broker_start(busy_conf);
+	await_registered(&cl, 1);
+	cl.w[1] = client_watch(cl.b[1], "watch2b", "presence/+");
+	g1 = client_connect_as(cl.b[0], "gus1", "gus", 4);
+	g2 = client_connect_as(cl.b[1], "gus2", "gus", 4);
+	await_everywhere(&cl, "gus", true, 2, "{}");
+	always_available = "gus";
+	ctl = client_connect_as(cl.b[1], "ctl", NULL, 4);
+	publish_text_ok(ctl, "$CONTROL/test-helper/v1", "busy 1500", 0);
+	if (!broker_log_wait(cl.b[1], "test-helper: busy for", 5000)) {
+		fail_msg("b2 did not get busy");
+	}
+	client_disconnect(g1);
+	if (!broker_log_wait(cl.b[1], "test-helper: no longer busy", 10000)) {
+		fail_msg("b2 did not get back");
+	}
+	await_everywhere(&cl, "gus", true, 1, "{}");
+	nobody_declared_dead(&cl);
+	always_available = NULL;
+	client_disconnect(ctl);
+	client_disconnect(g2);
+	await_everywhere(&cl, "gus", false, 0, "{}");
+	cluster_stop(&cl);
+	free(busy_conf);
+}
+
+/*
  * A copied configuration: a fourth broker starts with b1's broker_id. It does not fence b1
  * (which would make every user of b1 flap at every registration); it says so, serves MQTT and
  * publishes the cluster's documents, without counting its own sessions; once b1 stops, it
@@ -340,6 +386,7 @@ int main(void)
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(stalls_of_redis_shorter_than_a_lease_declare_nobody_dead,
 	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_busy_broker_loop_is_not_declared_dead, harness_teardown),
 	    cmocka_unit_test_teardown(
 	        a_second_broker_with_a_broker_id_in_use_waits_and_fences_nobody, harness_teardown),
 	};

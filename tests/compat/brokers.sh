@@ -6,6 +6,7 @@
 #
 #   ensure_2_0_21            downloads and unpacks bookworm-backports' 2.0.21 (once), sets
 #                            nothing: the broker is $broker_2_0_21
+#   ensure_valkey_backports  the same for bookworm-backports' Valkey 8.0: $valkey_backports_bin
 #   ensure_chroot            builds the Debian sid chroot $chroot_dir (once), installs missing
 #                            packages into it, checks that its broker is 2.1.2
 #   mount_for_run            mounts /proc, /dev, /dev/shm and the checkout $root (at the same
@@ -19,19 +20,20 @@ cache="${PRESENCE_CACHE_DIR:-/var/cache/mosquitto-presence}"
 
 backports_version="2.0.21-1~bpo12+1"
 broker_2_0_21="$cache/mosquitto-2.0.21/usr/sbin/mosquitto"
+valkey_backports_bin="$cache/valkey-backports/usr/bin/valkey-server"
 chroot_dir="$cache/sid"
 chroot_stamp="$chroot_dir/.presence-chroot-ready"
 # What the suite needs inside the chroot: the packages of scripts/ensure-deps.sh and
 # tests/run.sh (valgrind, chromium), libc6-dev (only a Recommends of gcc: without it, CMake's
 # compiler check fails), binutils (nm, for the import check), python3-paho-mqtt (2.x in sid; the
 # Python example), nodejs and npm (the browser test; Node.js comes with the host's image, not
-# from Debian 12), iproute2 (`ip`, for the examples' private network namespace), libhiredis-dev
-# and redis-server (cluster mode and its tests), valkey-server (the cluster tests again, on
-# Valkey).
+# from Debian 12), iproute2 (`ip`, for the examples' private network namespace), libhiredis-dev,
+# libssl-dev and redis-server (cluster mode, TLS to Redis, and their tests), openssl (the TLS
+# tests' certificates), valkey-server (the cluster tests again, on Valkey).
 chroot_packages=(mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libcjson-dev
-	libcmocka-dev uthash-dev libhiredis-dev redis-server cmake gcc make pkg-config
+	libcmocka-dev uthash-dev libhiredis-dev libssl-dev redis-server cmake gcc make pkg-config
 	python3-paho-mqtt valgrind libc6-dev binutils chromium nodejs npm iproute2
-	valkey-server)
+	valkey-server openssl)
 
 mounted=() # mount points made here, in mount order
 
@@ -75,6 +77,22 @@ broker_version() {
 # 2.0.21: bookworm-backports' package, unpacked into the cache
 # ---------------------------------------------------------------------------------------------
 
+# backports_download DIR PACKAGE=VERSION|PACKAGE...: downloads the .debs from the mirror's
+# bookworm-backports into DIR, with apt-get's own sources list and package lists under
+# $cache/apt-backports: the machine's apt sources and lists stay as they are. The mirror may be
+# a dated snapshot whose Release has expired.
+backports_download() {
+	local into="$1" apt="$cache/apt-backports"
+	shift
+	mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$into"
+	echo "deb $(debian_mirror) bookworm-backports main" >"$apt/sources.list"
+	local opts=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o "Dir::Etc::sourceparts=-"
+		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::archives=$apt/archives"
+		-o "Acquire::Check-Valid-Until=false" -o "APT::Sandbox::User=root" -q)
+	apt-get "${opts[@]}" update >&2
+	(cd "$into" && apt-get "${opts[@]}" download "$@" >&2)
+}
+
 ensure_2_0_21() {
 	local dir="$cache/mosquitto-2.0.21" apt="$cache/apt-backports" unpack deb
 	# The broker links Debian 12's libwebsockets17, which 2.0.11 does not need.
@@ -83,15 +101,8 @@ ensure_2_0_21() {
 		return 0
 	fi
 	log "downloading mosquitto=$backports_version from bookworm-backports into $apt"
-	mkdir -p "$apt/lists/partial" "$apt/archives/partial"
-	echo "deb $(debian_mirror) bookworm-backports main" >"$apt/sources.list"
-	# apt-get with a sources list and package lists of its own: the machine's apt sources and
-	# lists stay as they are. The mirror may be a dated snapshot whose Release has expired.
-	local opts=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o "Dir::Etc::sourceparts=-"
-		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::archives=$apt/archives"
-		-o "Acquire::Check-Valid-Until=false" -o "APT::Sandbox::User=root" -q)
-	apt-get "${opts[@]}" update >&2
-	(cd "$apt" && rm -f mosquitto_*.deb && apt-get "${opts[@]}" download "mosquitto=$backports_version" >&2)
+	rm -f "$apt"/mosquitto_*.deb
+	backports_download "$apt" "mosquitto=$backports_version"
 	deb=$(ls "$apt"/mosquitto_*.deb)
 	unpack="$dir.new"
 	rm -rf "$unpack"
@@ -99,6 +110,29 @@ ensure_2_0_21() {
 	rm -rf "$dir"
 	mv "$unpack" "$dir"
 	[ "$(broker_version "$broker_2_0_21")" = 2.0.21 ] || die "$broker_2_0_21 is not mosquitto 2.0.21"
+}
+
+# Valkey for Debian 12 (bookworm-backports' valkey-server 8.0, unpacked like 2.0.21, once): the
+# cluster tests run on it too. Its libraries (libjemalloc2, liblzf1, libatomic1) are Debian
+# 12's, installed with redis-server or by ensure-deps.sh.
+ensure_valkey_backports() {
+	local dir="$cache/valkey-backports" unpack deb
+	bash "$root/scripts/ensure-deps.sh" libatomic1 libjemalloc2 liblzf1
+	if "$valkey_backports_bin" --version 2>/dev/null | grep -q '^Valkey server v=8'; then
+		return 0
+	fi
+	log "downloading valkey-server and valkey-tools from bookworm-backports into $dir.debs"
+	rm -rf "$dir.debs"
+	backports_download "$dir.debs" valkey-server valkey-tools
+	unpack="$dir.new"
+	rm -rf "$unpack"
+	for deb in "$dir.debs"/*.deb; do
+		dpkg -x "$deb" "$unpack"
+	done
+	rm -rf "$dir" "$dir.debs"
+	mv "$unpack" "$dir"
+	"$valkey_backports_bin" --version | grep -q '^Valkey server v=8' ||
+		die "$valkey_backports_bin is not Valkey 8"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@
  *   - refuse a login after our plugin has seen it: BASIC_AUTH answers MOSQ_ERR_AUTH for the
  *     username "refused-by-helper" and defers every other login to the other mechanisms;
  *   - kick clients: a PUBLISH to $CONTROL/test-helper/v1 with the payload "kick-client <id>" or
- *     "kick-user <username>" disconnects the matching clients without sending their will.
+ *     "kick-user <username>" disconnects the matching clients without sending their will;
+ *   - keep the broker's loop busy: "busy <ms>" spins in the broker's thread for ms
+ *     milliseconds (at most 10 s), as a broker saving a large persistence file does.
  * It has no ACL callback, so it never changes what our plugin decides about topics. The CONTROL
  * callback always returns MOSQ_ERR_SUCCESS: an error from CONTROL would disconnect the sender.
  *
@@ -17,9 +19,13 @@
  *
  * Configure with: plugin @HELPER@
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mosquitto.h>
 #if PRESENCE_MOSQUITTO_GENERATION < 21
@@ -67,13 +73,15 @@ static int helper_basic_auth_cb(int event, void *event_data, void *userdata)
 	return HELPER_PASS;
 }
 
-/* Runs "kick-client <id>" or "kick-user <name>"; logs and ignores anything else. */
+/* Runs "kick-client <id>", "kick-user <name>" or "busy <ms>"; logs and ignores anything
+ * else. */
 static int helper_control_cb(int event, void *event_data, void *userdata)
 {
 	const struct mosquitto_evt_control *ed = event_data;
 	char command[HELPER_MAX_COMMAND + 1];
 	static const char kick_client[] = "kick-client ";
 	static const char kick_user[] = "kick-user ";
+	static const char busy[] = "busy ";
 
 	(void)event;
 	(void)userdata;
@@ -90,6 +98,21 @@ static int helper_control_cb(int event, void *event_data, void *userdata)
 		int rc = mosquitto_kick_client_by_clientid(id, false);
 
 		mosquitto_log_printf(MOSQ_LOG_INFO, "test-helper: kick-client %s: %d", id, rc);
+	} else if (strncmp(command, busy, sizeof(busy) - 1) == 0) {
+		long ms = strtol(command + sizeof(busy) - 1, NULL, 10);
+		struct timespec start, now;
+
+		if (ms < 0 || ms > 10000) {
+			ms = 0;
+		}
+		mosquitto_log_printf(MOSQ_LOG_INFO, "test-helper: busy for %ld ms", ms);
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		do {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+		} while ((now.tv_sec - start.tv_sec) * 1000 +
+		             (now.tv_nsec - start.tv_nsec) / 1000000 <
+		         ms);
+		mosquitto_log_printf(MOSQ_LOG_INFO, "test-helper: no longer busy");
 	} else if (strncmp(command, kick_user, sizeof(kick_user) - 1) == 0) {
 		const char *name = command + sizeof(kick_user) - 1;
 		int rc = mosquitto_kick_client_by_username(name, false);

@@ -92,7 +92,9 @@ static void an_unknown_option_stops_the_broker_and_lists_the_known_options(void 
 	               "max_query_users, max_query_reply_bytes, metrics_interval, offline_delay, "
 	               "keep_state, forget_after, max_users, max_writes_per_second, "
 	               "max_write_burst, state_file, cluster_url, broker_id, "
-	               "cluster_heartbeat_ms, cluster_lease_ms)");
+	               "cluster_heartbeat_ms, cluster_lease_ms, cluster_username, "
+	               "cluster_password_file, cluster_tls_cafile, cluster_tls_certfile, "
+	               "cluster_tls_keyfile)");
 }
 
 /* One invalid value and the message it must produce. */

@@ -474,7 +474,7 @@ static void writes_survive_every_allocation_failure(void **state)
 static void endpoints_parse_as_documented(void **state)
 {
 	struct presence_cluster_endpoint ep;
-	char reason[128];
+	char reason[160], text[300];
 	static const char *const refused[] = {
 	    "",
 	    "redis://",
@@ -486,7 +486,12 @@ static void endpoints_parse_as_documented(void **state)
 	    "http://h",
 	    "unix:relative",
 	    "redis://[::1",
-	    "redis://u@h",
+	    "redis://@h",
+	    "redis://u:@h",
+	    "redis://u%zz:p@h",
+	    "redis://u%0a:p@h",
+	    "redis://u:p%@h",
+	    "rediss:/h",
 	    "redis://h/0/1",
 	};
 
@@ -515,6 +520,39 @@ static void endpoints_parse_as_documented(void **state)
 	    presence_cluster_endpoint_parse("/tmp/r.sock", &ep, reason, sizeof(reason)),
 	    PRESENCE_OK);
 	assert_string_equal(ep.path, "/tmp/r.sock");
+	presence_cluster_endpoint_describe(&ep, text, sizeof(text));
+	assert_string_equal(text, "unix:/tmp/r.sock");
+	/* TLS, a user and a password (percent-encoded, with '@' and ':' in it). */
+	assert_int_equal(
+	    presence_cluster_endpoint_parse("rediss://presence:p%40ss:w%3Ard@redis:6380", &ep,
+	                                    reason, sizeof(reason)),
+	    PRESENCE_OK);
+	assert_true(ep.tls);
+	assert_string_equal(ep.user, "presence");
+	assert_string_equal(ep.password, "p@ss:w:rd");
+	assert_string_equal(ep.host, "redis");
+	assert_int_equal(ep.port, 6380);
+	presence_cluster_endpoint_describe(&ep, text, sizeof(text));
+	assert_string_equal(text, "rediss://presence@redis:6380");
+	/* A password alone (requirepass); an unencoded '@' in it is taken up to the last one. */
+	assert_int_equal(
+	    presence_cluster_endpoint_parse("redis://:a@b@[::1]", &ep, reason, sizeof(reason)),
+	    PRESENCE_OK);
+	assert_false(ep.tls);
+	assert_string_equal(ep.user, "");
+	assert_string_equal(ep.password, "a@b");
+	presence_cluster_endpoint_describe(&ep, text, sizeof(text));
+	assert_string_equal(text, "redis://[::1]:6379");
+	/* A user alone parses (the configuration then asks for the password). */
+	assert_int_equal(
+	    presence_cluster_endpoint_parse("redis://u@h", &ep, reason, sizeof(reason)),
+	    PRESENCE_OK);
+	assert_string_equal(ep.user, "u");
+	/* A refusal never quotes the password. */
+	assert_int_equal(
+	    presence_cluster_endpoint_parse("redis://u:secret%zz@h", &ep, reason, sizeof(reason)),
+	    PRESENCE_ERR_INVAL);
+	assert_null(strstr(reason, "secret"));
 	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
 		reason[0] = '\0';
 		if (presence_cluster_endpoint_parse(refused[i], &ep, reason, sizeof(reason)) !=

@@ -703,7 +703,9 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	                         "max_state_depth, max_query_users, max_query_reply_bytes, "
 	                         "metrics_interval, offline_delay, keep_state, forget_after, "
 	                         "max_users, max_writes_per_second, max_write_burst, state_file, "
-	                         "cluster_url, broker_id, cluster_heartbeat_ms, cluster_lease_ms)");
+	                         "cluster_url, broker_id, cluster_heartbeat_ms, cluster_lease_ms, "
+	                         "cluster_username, cluster_password_file, cluster_tls_cafile, "
+	                         "cluster_tls_certfile, cluster_tls_keyfile)");
 	assert_config_empty(&cfg);
 
 	/* Names are exact: no case folding, no prefix matching. */
@@ -817,6 +819,87 @@ static void describe_lists_every_setting(void **state)
 	presence_config_free(&cfg);
 }
 
+/* Logging in to Redis and TLS: the options that go together, and no password in the
+ * description (which the plugin logs). */
+static void cluster_login_and_tls_options_go_together(void **state)
+{
+	static const struct {
+		const char *url, *key, *value, *reason;
+	} refused[] = {
+	    {NULL, "cluster_username", "presence", "cluster_username needs plugin_opt_cluster_url"},
+	    {NULL, "cluster_password_file", "/etc/p", "needs plugin_opt_cluster_url"},
+	    {"redis://u:pw@h", "cluster_username", "other", "give the user name once"},
+	    {"redis://:pw@h", "cluster_password_file", "/etc/p", "give the password once"},
+	    {"redis://presence@h", NULL, NULL, "a Redis user name needs a password"},
+	    {"redis://h", "cluster_username", "presence", "a Redis user name needs a password"},
+	    {"redis://h", "cluster_tls_cafile", "/etc/ca.crt", "needs a rediss:// "},
+	    {"unix:/run/r.sock", "cluster_tls_cafile", "/etc/ca.crt", "needs a rediss:// "},
+	    {"rediss://h", "cluster_tls_certfile", "/etc/c.crt", "give both or neither"},
+	    {"rediss://h", "cluster_tls_keyfile", "/etc/c.key", "give both or neither"},
+	    {"rediss://h", "cluster_username", " x", "without spaces"},
+	    {"rediss://h", "cluster_password_file", "/etc/", "give the path of a file"},
+	};
+	struct presence_config cfg;
+	char err[ERR_SIZE], buf[1024];
+
+	(void)state;
+	for (size_t i = 0; i < COUNT(refused); i++) {
+		struct presence_option opts[3] = {{"broker_id", "b1"}};
+		size_t n = 1;
+
+		if (refused[i].url != NULL) {
+			opts[n++] = (struct presence_option){"cluster_url", refused[i].url};
+		}
+		if (refused[i].key != NULL) {
+			opts[n++] = (struct presence_option){refused[i].key, refused[i].value};
+		}
+		if (refused[i].url == NULL) {
+			/* broker_id alone is fine; it is the other option that needs the URL. */
+			opts[0] = opts[1];
+			n = 1;
+		}
+		memset(err, 0, sizeof(err));
+		assert_int_equal(presence_config_parse(&cfg, opts, n, err, sizeof(err)),
+		                 PRESENCE_ERR_INVAL);
+		if (strstr(err, refused[i].reason) == NULL) {
+			fail_msg("case %zu: \"%s\" does not say \"%s\"", i, err, refused[i].reason);
+		}
+		assert_null(strstr(err, "pw"));
+		assert_config_empty(&cfg);
+	}
+	{
+		const struct presence_option opts[] = {
+		    {"cluster_url", "rediss://presence:s%40cret@redis.example:6380"},
+		    {"broker_id", "b1"},
+		    {"cluster_tls_cafile", "/etc/mosquitto/ca.crt"},
+		    {"cluster_tls_certfile", "/etc/mosquitto/b1.crt"},
+		    {"cluster_tls_keyfile", "/etc/mosquitto/b1.key"},
+		};
+
+		assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err)),
+		                 PRESENCE_OK);
+		presence_config_describe(&cfg, buf, sizeof(buf));
+		assert_null(strstr(buf, "cret"));
+		assert_non_null(strstr(buf, " cluster_url=rediss://presence@redis.example:6380 "));
+		assert_non_null(strstr(buf, "cluster_tls_keyfile=/etc/mosquitto/b1.key"));
+		presence_config_free(&cfg);
+	}
+	{
+		const struct presence_option opts[] = {
+		    {"cluster_url", "redis://10.0.0.5"},
+		    {"broker_id", "b1"},
+		    {"cluster_username", "presence"},
+		    {"cluster_password_file", "/etc/mosquitto/redis.password"},
+		};
+
+		assert_int_equal(presence_config_parse(&cfg, opts, COUNT(opts), err, sizeof(err)),
+		                 PRESENCE_OK);
+		assert_string_equal(cfg.cluster_username, "presence");
+		assert_string_equal(cfg.cluster_password_file, "/etc/mosquitto/redis.password");
+		presence_config_free(&cfg);
+	}
+}
+
 static void describe_truncates_and_returns_the_full_length(void **state)
 {
 	struct presence_config cfg;
@@ -905,6 +988,7 @@ int main(void)
 	    cmocka_unit_test(parse_tolerates_a_short_or_missing_message_buffer),
 	    cmocka_unit_test(describe_prints_the_defaults_on_one_line),
 	    cmocka_unit_test(describe_lists_every_setting),
+	    cmocka_unit_test(cluster_login_and_tls_options_go_together),
 	    cmocka_unit_test(describe_truncates_and_returns_the_full_length),
 	    cmocka_unit_test(parse_survives_every_allocation_failure),
 	};
