@@ -38,8 +38,9 @@ read -r -a extra_cmake_args <<< "${PRESENCE_CMAKE_ARGS:-}"
 # where the system has no valkey-server, that one is fetched once per machine and used from the
 # cache (tests/compat/brokers.sh).
 if ! command -v valkey-server >/dev/null; then
+  root=$PWD
   # shellcheck source=tests/compat/brokers.sh
-  root=$PWD . tests/compat/brokers.sh
+  . tests/compat/brokers.sh
   ensure_valkey_backports
   extra_cmake_args+=("-DVALKEY_SERVER_BIN=$valkey_backports_bin")
 fi

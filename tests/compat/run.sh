@@ -57,7 +57,19 @@ run_host() {
 
 # run_chroot LOG: tests/run.sh inside the chroot, on the bind-mounted source tree.
 run_chroot() {
-	local log="$1" status=0
+	local log="$1" status=0 dir
+	# The browser test's npm packages are installed here, on the host: the chroot trusts only
+	# Debian's CA list, not what this machine adds to reach the npm registry (a proxy's CA),
+	# and the packages are plain JavaScript, the same for the chroot's Node.js. The test inside
+	# then finds them up to date and does not call npm.
+	if command -v npm >/dev/null; then
+		for dir in "$root/tests/browser" "$root/examples/clients/web"; do
+			if [ ! "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+				(cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund) >&2 ||
+					log "npm ci in $dir failed; the browser test in the chroot will try again"
+			fi
+		done
+	fi
 	mount_for_run
 	chroot_run PRESENCE_BUILD_DIR=build-compat/2.1.2 ${PRESENCE_TIMEOUT_SCALE:+PRESENCE_TIMEOUT_SCALE=$PRESENCE_TIMEOUT_SCALE} \
 		bash "$root/tests/run.sh" "${ctest_args[@]}" 2>&1 | tee "$log" || status=$?
