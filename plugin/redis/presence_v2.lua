@@ -337,8 +337,10 @@ end
 --[[
 pv2_cas: a state write through broker B (epoch E): the new state replaces the user's state if
 the user's seq is still expected_seq. ARGV: prefix, budget, max_users, B, E, name, expected_seq,
-state, floor. Returns {"STALE"}, {"FULL"}, or {"OK"|"SAME"|"CONFLICT", the document values}:
-CONFLICT carries the current values, to apply the write to again.
+state, floor, keep_state (0/1). Returns {"STALE"}, {"FULL"}, {"OFFLINE"} (without keep_state,
+the user went offline before the write arrived: its state went with its last session), or
+{"OK"|"SAME"|"CONFLICT", the document values}: CONFLICT carries the current values, to apply the
+write to again.
 ]]
 local function cas(keys, args)
   local ukey = keys[1]
@@ -350,6 +352,9 @@ local function cas(keys, args)
   end
   local exists = redis.call('EXISTS', ukey) == 1
   local seq, avail, sess, since, state = doc_of(ukey)
+  if exists and avail ~= '1' and args[10] ~= '1' then
+    return {'OFFLINE'}
+  end
   if fmt(seq) ~= expected then
     return reply('CONFLICT', seq, avail, sess, since, state)
   end

@@ -1356,6 +1356,7 @@ static void request_cmd(struct presence_redis *r, const struct presence_redis_re
 		cmd_addf(c, "%" PRIu64, req->expected);
 		cmd_add(c, req->state);
 		cmd_addf(c, "%" PRIu64, req->floor);
+		cmd_add(c, r->cfg.keep_state ? "1" : "0");
 		break;
 	case PRESENCE_REDIS_FLOOR:
 		cmd_fcall(c, "pv2_floor", NULL, NULL);
@@ -1403,7 +1404,13 @@ static void request_done(struct presence_redis *r, struct presence_redis_request
 		push_named(r, PRESENCE_REDIS_FORGET, req->name, req->floor);
 	} else if (req->kind == PRESENCE_REDIS_CAS) {
 		res = status != NULL ? doc_result(PRESENCE_REDIS_CAS_DONE, req->name, reply) : NULL;
-		if (res == NULL && status != NULL && strcmp(status, "FULL") == 0) {
+		if (res == NULL && status != NULL && strcmp(status, "OFFLINE") == 0) {
+			push_cas_failed(
+			    r, req->name,
+			    "the user had no session left when the write reached the cluster, and "
+			    "without keep_state its state went with its last session; the write "
+			    "was not applied");
+		} else if (res == NULL && status != NULL && strcmp(status, "FULL") == 0) {
 			push_cas_failed(
 			    r, req->name,
 			    "max_users users are known and every one of them is online; "

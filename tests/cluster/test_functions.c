@@ -102,15 +102,29 @@ static void the_functions_fence_old_epochs_and_keep_seq_above_floors(void **stat
 	assert_string_equal(
 	    fcall(r, buf, sizeof(buf),
 	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
-	                                "alice", "1", "{\"a\":1}", "0", NULL}),
+	                                "alice", "1", "{\"a\":1}", "0", "0", NULL}),
 	    "CONFLICT 1001");
 	assert_string_equal(
 	    fcall(r, buf, sizeof(buf),
 	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
-	                                "alice", "1001", "{\"a\":1}", "0", NULL}),
+	                                "alice", "1001", "{\"a\":1}", "0", "0", NULL}),
 	    "OK 1002");
 	/* The state is stored byte for byte (no cjson round trip). */
 	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "state"), "{\"a\":1}");
+	/* A write that reaches Redis after the user went offline (its session ended on another
+	 * broker first): without keep_state it is refused, the state went with the session. */
+	reply = redis_cmd(r, "HSET " K "u:alice avail 0");
+	freeReplyObject(reply);
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
+	                                "alice", "1002", "{\"b\":1}", "0", "0", NULL}),
+	    "OFFLINE");
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_cas", KEYS(K "u:alice", K "none"), BOUNDS, "b1", e2,
+	                                "alice", "1002", "{\"b\":1}", "0", "1", NULL}),
+	    "OK 1003");
 	redis_stop(r);
 }
 
