@@ -108,6 +108,9 @@ struct presence_user {
 	unsigned int gone : 1;
 	/* Whether the name is stored after the level (encoding changed it) or is the level. */
 	unsigned int name_apart : 1;
+	/* Cluster mode: whether the last count sent for the user was above 0 (the user is kept
+	 * until a count of 0 follows it, even without a document). */
+	unsigned int counted : 1;
 	/* "<encoded name>\0", then "<name>\0" when name_apart. */
 	char level[];
 };
@@ -663,10 +666,11 @@ static void session_attach(struct presence_registry *reg, struct presence_sessio
 	presence_registry_user_changed(reg, user);
 }
 
-/* Whether user has nothing to keep: no session, no document, no delay running. */
+/* Whether user has nothing to keep: no session, no document, no delay running, no count of
+ * its sessions sent to the cluster without its end. */
 static bool user_unused(const struct presence_user *user)
 {
-	return user->sessions == 0 && !user->published && !user->waiting;
+	return user->sessions == 0 && !user->published && !user->waiting && !user->counted;
 }
 
 /* Takes user out of the name table (cursors move past it, the idle queue lets it go, a stale
@@ -1093,6 +1097,15 @@ bool presence_user_published(const struct presence_user *user, struct presence_d
 	doc->seq = user->seq;
 	doc->state_json = presence_state_marked_json(&user->state);
 	return true;
+}
+
+void presence_registry_user_counted(struct presence_registry *reg, struct presence_user *user,
+                                    unsigned int count)
+{
+	user->counted = count > 0;
+	if (user->list == USER_LIST_NONE) {
+		discard_if_unused(reg, user);
+	}
 }
 
 struct presence_user *presence_registry_dirty_next(struct presence_registry *reg)

@@ -200,9 +200,17 @@ void presence_registry_user_forget(struct presence_registry *reg, struct presenc
  * valid until its next document is recorded. Returns false, touching nothing, otherwise. */
 bool presence_user_published(const struct presence_user *user, struct presence_document *doc);
 
-/* Takes the next user off the dirty list, or returns NULL. Users with no session, no document
- * and no delay running (a refused login's) are freed on the way: they have nothing to say. */
+/* Takes the next user off the dirty list, or returns NULL. Users with no session, no document,
+ * no delay running (a refused login's) and no count sent are freed on the way: they have
+ * nothing to say. */
 struct presence_user *presence_registry_dirty_next(struct presence_registry *reg);
+
+/* Cluster mode: a count of the user's sessions was queued for the cluster. After a count above
+ * 0 the user is kept (with no document yet, its sessions may all end before the cluster
+ * answers: their end must be counted too); after a count of 0, a user with nothing else to
+ * keep is freed (user is invalid then) unless it is on a queue. */
+void presence_registry_user_counted(struct presence_registry *reg, struct presence_user *user,
+                                    unsigned int count);
 
 /* Decides whether user needs a new document at wall-clock time now_ms (see the head of the
  * file). Returns PRESENCE_OK with *due false when nothing is due (or the guard holds it), or

@@ -323,6 +323,7 @@ static bool send_count(struct presence_plugin *p, struct presence_user *user)
 {
 	struct presence_cluster_link *cl = p->cluster;
 	struct presence_redis_request *req;
+	unsigned int count;
 	uint64_t seq;
 
 	if (presence_redis_backlog(cl->redis) >= BACKLOG_MAX) {
@@ -333,9 +334,12 @@ static bool send_count(struct presence_plugin *p, struct presence_user *user)
 		return false;
 	}
 	(void)cluster_base(user, &seq);
-	req->count = presence_user_sessions(user);
+	count = presence_user_sessions(user);
+	req->count = count;
 	req->floor = seq;
 	presence_redis_submit(cl->redis, req);
+	/* Last: a user with nothing left to keep is freed here. */
+	presence_registry_user_counted(p->reg, user, count);
 	return true;
 }
 

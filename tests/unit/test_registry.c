@@ -254,6 +254,28 @@ static void refused_login_is_never_counted_and_publishes_nothing(void **ctx)
 	assert_false(presence_registry_session_find(reg, A, NULL));
 }
 
+/* Cluster mode: a user whose session was counted (sent to the cluster) and ended before the
+ * cluster's document came is kept for the count of its end, then freed. */
+static void counted_user_without_a_document_is_kept_for_its_end(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_user *user;
+
+	connect_user(reg, A, "alice");
+	user = presence_registry_dirty_next(reg);
+	assert_non_null(user);
+	presence_registry_user_counted(reg, user, 1);
+	presence_registry_session_gone(reg, A);
+	/* Not freed as unused: its end must be counted too. */
+	user = presence_registry_dirty_next(reg);
+	assert_non_null(user);
+	assert_int_equal(presence_user_sessions(user), 0);
+	presence_registry_user_counted(reg, user, 0);
+	assert_null(presence_registry_dirty_next(reg));
+	assert_null(presence_registry_user_find(reg, "alice"));
+	assert_int_equal(presence_registry_user_count(reg), 0);
+}
+
 static void disconnect_of_unknown_client_is_ignored(void **ctx)
 {
 	struct presence_registry *reg = *ctx;
@@ -1633,6 +1655,7 @@ int main(void)
 #define K(name) cmocka_unit_test_setup_teardown(name, setup_clock, teardown)
 	    T(two_sessions_of_one_user_count_as_one_available_user),
 	    T(refused_login_is_never_counted_and_publishes_nothing),
+	    T(counted_user_without_a_document_is_kept_for_its_end),
 	    T(disconnect_of_unknown_client_is_ignored),
 	    T(takeover_keeps_user_available_and_publishes_nothing),
 	    T(takeover_keeps_the_state),
