@@ -82,6 +82,11 @@ set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "${PRESENCE_DEB_DEPENDS}")
+# Cluster mode (plugin_opt_cluster_url) loads the hiredis the plugin was built against, and
+# needs a Redis 7 or a Valkey somewhere: suggested, not required (a single broker needs neither).
+if(PRESENCE_HIREDIS_PACKAGE)
+  set(CPACK_DEBIAN_PACKAGE_SUGGESTS "${PRESENCE_HIREDIS_PACKAGE}, redis-server | valkey-server")
+endif()
 if(PRESENCE_CONF_DIR)
   file(WRITE "${CMAKE_CURRENT_BINARY_DIR}/conffiles" "${PRESENCE_CONF_DIR}/00-presence.conf\n")
   set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA "${CMAKE_CURRENT_BINARY_DIR}/conffiles")

@@ -8,7 +8,8 @@
 #
 # Built once per machine: debootstrap --variant=minbase from the Debian mirror of this machine's
 # apt sources, then the .debs that installing mosquitto-presence will need (mosquitto,
-# libcjson1 and their dependencies) are DOWNLOADED into its apt cache, not installed, so that
+# libcjson1 and their dependencies), and those of the README's steps for cluster mode
+# (redis-server, libhiredis0.14), are DOWNLOADED into its apt cache, not installed, so that
 # each test run installs offline and still proves the package's Depends. The tree is built under
 # a temporary name and renamed when complete: an interrupted build is never mistaken for a
 # cached one; bookworm.lock next to it serialises builders. Needs root and debootstrap
@@ -19,7 +20,12 @@ cache=${PRESENCE_CACHE:-/var/cache/mosquitto-presence}
 root=$cache/bookworm
 stamp=$root/.mosquitto-presence-ready
 
-if [ -f "$stamp" ]; then
+# What installing the package, and following the README's steps for cluster mode, pulls in.
+downloads=(mosquitto libcjson1 redis-server libhiredis0.14)
+# A chroot of an older version of this script lacks some of them: they are downloaded into it.
+downloads_stamp=$root/.mosquitto-presence-downloads-2
+
+if [ -f "$stamp" ] && [ -f "$downloads_stamp" ]; then
 	echo "$root"
 	exit 0
 fi
@@ -33,6 +39,13 @@ exec 9>"$cache/bookworm.lock"
 if ! flock -w 1800 9; then
 	echo "bookworm-chroot.sh: $cache/bookworm.lock is held by another build for 30 minutes" >&2
 	exit 1
+fi
+if [ -f "$stamp" ] && [ ! -f "$downloads_stamp" ]; then
+	echo "bookworm-chroot.sh: downloading ${downloads[*]} into $root" >&2
+	chroot "$root" apt-get update -q >&2
+	chroot "$root" apt-get install -y -q --download-only --no-install-recommends "${downloads[@]}" >&2
+	rm -rf "$root/var/lib/apt/lists/partial" "$root/var/cache/apt/archives/partial"
+	touch "$downloads_stamp"
 fi
 if [ -f "$stamp" ]; then
 	echo "$root"
@@ -63,9 +76,9 @@ echo "deb $mirror bookworm main" > "$new/etc/apt/sources.list"
 # Download (not install) what the package will pull in; the chroot shares the host network
 # for this step only.
 chroot "$new" apt-get update -q >&2
-chroot "$new" apt-get install -y -q --download-only --no-install-recommends mosquitto libcjson1 >&2
+chroot "$new" apt-get install -y -q --download-only --no-install-recommends "${downloads[@]}" >&2
 rm -rf "$new/var/lib/apt/lists/partial" "$new/var/cache/apt/archives/partial"
-touch "$new/.mosquitto-presence-ready"
+touch "$new/.mosquitto-presence-ready" "$new/${downloads_stamp##*/}"
 rm -rf "$root"
 mv "$new" "$root"
 echo "$root"

@@ -87,6 +87,15 @@ stop_demo_broker() {
 	broker_pid=
 }
 
+# The fenced block of the README after the marker line $1 (such as <!-- recipe dynsec -->).
+readme_block() {
+	awk -v marker="$1" '
+		$0 == marker { found = 1; next }
+		found == 1 && /^```/ { found = 2; next }
+		found == 2 && /^```/ { exit }
+		found == 2 { print }' "$src/README.md"
+}
+
 # Succeeds when file $1 has a line matching the extended regular expression $2.
 has_line() { grep -Eq -- "$2" "$1" 2>/dev/null; }
 

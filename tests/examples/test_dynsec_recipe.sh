@@ -13,25 +13,16 @@
 . "$(dirname "$0")/lib.sh"
 enter_private_network "$@"
 make_work_dir dynsec-recipe
-readme=$src/README.md
 mkdir -p "$work/var"
 
-# The fenced block after the marker line $1.
-block_after() {
-	awk -v marker="$1" '
-		$0 == marker { found = 1; next }
-		found == 1 && /^```/ { found = 2; next }
-		found == 2 && /^```/ { exit }
-		found == 2 { print }' "$readme"
-}
 localise() {
 	sed -e "s|/usr/lib/x86_64-linux-gnu/mosquitto_presence.so|$plugin|g" \
 		-e "s|/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so|/usr/lib/$(gcc -print-multiarch)/mosquitto_dynamic_security.so|g" \
 		-e "s|/var/lib/mosquitto/|$work/var/|g"
 }
 conf=$work/mosquitto.conf
-block_after '<!-- recipe dynsec-conf -->' | localise >"$conf"
-block_after '<!-- recipe dynsec -->' | localise >"$work/recipe.sh"
+readme_block '<!-- recipe dynsec-conf -->' | localise >"$conf"
+readme_block '<!-- recipe dynsec -->' | localise >"$work/recipe.sh"
 if [ -s "$conf" ] && grep -q '^# Start the broker now' "$work/recipe.sh"; then
 	pass "README: the recipe's configuration and commands"
 else

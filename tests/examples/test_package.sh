@@ -15,7 +15,10 @@
 #    broker with Debian's stock configuration and the snippet as installed runs without the
 #    plugin and accepts a login with a username as before; with the snippet enabled as the
 #    README says but no password_file it refuses such a login (as the snippet warns); with a
-#    password_file and an acl_file too it publishes alice's presence document.
+#    password_file and an acl_file too it publishes alice's presence document. Then the README's
+#    steps for Redis on Debian (installed offline from the chroot's cache too) and its
+#    configuration: the broker registers in the cluster through Redis' unix socket and
+#    publishes alice's document from there.
 # shellcheck source=tests/examples/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -51,6 +54,12 @@ if [ "${PRESENCE_PRIVATE_NET:-}" != 1 ]; then
 		pass "Depends: $depends"
 	else
 		fail "Depends should name mosquitto and libcjson1: $depends"
+	fi
+	suggests=$(dpkg-deb -f "$deb" Suggests)
+	if [ "$suggests" = "libhiredis0.14, redis-server | valkey-server" ]; then
+		pass "Suggests what cluster mode needs: $suggests"
+	else
+		fail "Suggests should name libhiredis0.14 and a Redis: $suggests"
 	fi
 	mkdir -p "$work/deb"
 	dpkg-deb -x "$deb" "$work/deb"
@@ -193,5 +202,67 @@ if [ -s "$root/var/lib/mosquitto/presence-state.json" ]; then
 	pass "the state file is written to /var/lib/mosquitto/presence-state.json"
 else
 	fail "no state file in /var/lib/mosquitto" "$(ls -la "$root/var/lib/mosquitto")"
+fi
+stop_demo_broker
+
+# 4. Cluster mode as the README's "Setting up Redis on Debian" says: its commands as written,
+# but for what a chroot without systemd or a terminal needs (no sudo, apt-get without
+# questions, Redis started as its user the way its systemd unit does), then its configuration.
+readme_block '<!-- recipe redis-debian -->' >"$work/redis-recipe.sh"
+sed -i -e 's/^sudo //' \
+	-e 's/^apt-get install /apt-get install -y -q --no-install-recommends /' \
+	-e 's|^systemctl restart redis-server$|install -d -o redis -g redis -m 2755 /run/redis \&\& su -s /bin/sh redis -c "redis-server /etc/redis/redis.conf --daemonize yes"|' \
+	"$work/redis-recipe.sh"
+if grep -q '^apt-get install -y -q --no-install-recommends redis-server' "$work/redis-recipe.sh" &&
+	grep -q '^install -d -o redis' "$work/redis-recipe.sh" && ! grep -q sudo "$work/redis-recipe.sh"; then
+	pass "README: the steps for Redis on Debian"
+else
+	fail "README: the steps for Redis on Debian changed; adapt this test" "$(cat "$work/redis-recipe.sh")"
+	finish
+fi
+cp "$work/redis-recipe.sh" "$root/tmp/redis-recipe.sh"
+redis_sock=$root/run/redis/redis-server.sock
+# shellcheck disable=SC2317 # called through wait_for
+redis_gone() { ! kill -0 "$1" 2>/dev/null; }
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup_redis() {
+	local pid
+	# Debian's redis.conf names this pid file; Redis runs in this test's namespaces only.
+	pid=$(cat "$root/run/redis/redis-server.pid" 2>/dev/null || true)
+	if [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; then
+		wait_for 10 redis_gone "$pid" || true
+	fi
+	cleanup
+}
+trap cleanup_redis EXIT
+if chroot "$root" env DEBIAN_FRONTEND=noninteractive sh -e /tmp/redis-recipe.sh >"$work/redis-recipe.log" 2>&1 &&
+	wait_for 30 test -S "$redis_sock"; then
+	pass "the steps install Redis offline and start it on its unix socket"
+else
+	fail "the steps for Redis on Debian" "$(tail -n 30 "$work/redis-recipe.log")"
+	finish
+fi
+if grep -qx 'appendonly yes' "$root/etc/redis/redis.conf" &&
+	grep -qx 'unixsocketperm 770' "$root/etc/redis/redis.conf" &&
+	chroot "$root" id -nG mosquitto | grep -qw redis; then
+	pass "redis.conf has appendonly yes and the socket for the redis group; mosquitto is in it"
+else
+	fail "after the steps for Redis" "$(grep -E '^(appendonly|unixsocket)' "$root/etc/redis/redis.conf"; chroot "$root" id mosquitto)"
+fi
+readme_block '<!-- recipe redis-debian-conf -->' >>"$conf"
+start_chroot_broker "cluster mode through Redis' unix socket"
+if wait_for 30 grep -q 'registered in the cluster as broker broker1' "$log"; then
+	pass "the broker registers in the cluster as broker1"
+else
+	fail "the broker did not register in the cluster" "$(cat "$log")"
+fi
+# -R: not the retained document of step 3 (alice offline, seq 2, kept in Mosquitto's
+# persistence); the cluster numbers alice's documents on from the state file's seq.
+if out=$(mosquitto_sub -R -h 127.0.0.1 -p 1883 -u alice -P alice-pw -t presence/alice -C 1 -W 10 2>&1) &&
+	[[ "$out" =~ ^\{\"username\":\"alice\",\"available\":true,\"sessions\":1,\"since\":[0-9]+,\"seq\":([0-9]+),\"state\":\{\}\}$ ]] &&
+	[ "${BASH_REMATCH[1]}" -gt 2 ]; then
+	pass "in cluster mode, alice's presence document, seq going on from step 3: $out"
+else
+	fail "no presence document in cluster mode" "$out"$'\n'"$(cat "$log")"
 fi
 finish
