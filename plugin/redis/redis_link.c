@@ -2057,18 +2057,25 @@ static bool stream_end(redisContext *ctx, char *last_id, size_t id_size)
 
 /* Whether the stream still holds the record last_id, so that reading can go on after it.
  * Returns false (a snapshot is needed) when it does not or the connection failed. */
-static bool stream_has(redisContext *ctx, const char *last_id)
+/* Whether the stream still holds the record last_id: 1 yes, 0 no (another server, or one that
+ * lost its data), -1 unknown (the connection failed, or Redis answered an error, such as
+ * LOADING while it reads its AOF after a restart). */
+static int stream_has(redisContext *ctx, const char *last_id)
 {
 	struct cmd c = {0};
 	redisReply *reply;
-	bool found;
+	int found;
 
 	cmd_add(&c, "XRANGE");
 	cmd_add(&c, KEY_LOG);
 	cmd_add(&c, last_id);
 	cmd_add(&c, last_id);
 	reply = cmd_run(ctx, &c);
-	found = reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1;
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+		found = -1;
+	} else {
+		found = reply->elements == 1 ? 1 : 0;
+	}
 	freeReplyObject(reply);
 	return found;
 }
@@ -2107,9 +2114,21 @@ static void *reader_main(void *arg)
 		 * where the stream ends, then read every user, then follow from there: a change
 		 * made during the snapshot is read again, which the seq rule ignores. A gap
 		 * (records trimmed before they were read) takes another snapshot. */
-		snap = last_id[0] == '\0' || !stream_has(ctx, last_id);
-		if (!snap) {
-			attempt = 0;
+		if (last_id[0] == '\0') {
+			snap = true;
+		} else {
+			int has = stream_has(ctx, last_id);
+
+			if (has < 0) {
+				/* Not known yet: keep the place and ask again (a snapshot now would
+				 * skip the records after it). */
+				redisFree(ctx);
+				continue;
+			}
+			snap = has == 0;
+			if (!snap) {
+				attempt = 0;
+			}
 		}
 		while (!stopping(r)) {
 			if (snap) {
