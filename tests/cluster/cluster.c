@@ -223,18 +223,23 @@ void cluster_start(struct cluster *cl, bool aof, const char *extra)
 	cluster_start_on(cl, redis_start(aof), extra);
 }
 
+void cluster_join(struct cluster *cl, int i, const char *extra)
+{
+	char id[24];
+
+	cl->conf[i] = cluster_conf(cl->redis, i, extra);
+	cl->b[i] = broker_start(cl->conf[i]);
+	await_registered(cl, i);
+	snprintf(id, sizeof(id), "watch%d", i + 1);
+	cl->w[i] = client_watch(cl->b[i], id, "presence/+");
+}
+
 void cluster_start_on(struct cluster *cl, struct redis *redis, const char *extra)
 {
 	memset(cl, 0, sizeof(*cl));
 	cl->redis = redis;
 	for (int i = 0; i < BROKERS; i++) {
-		char id[16];
-
-		cl->conf[i] = cluster_conf(cl->redis, i, extra);
-		cl->b[i] = broker_start(cl->conf[i]);
-		await_registered(cl, i);
-		snprintf(id, sizeof(id), "watch%d", i + 1);
-		cl->w[i] = client_watch(cl->b[i], id, "presence/+");
+		cluster_join(cl, i, extra);
 	}
 }
 

@@ -100,6 +100,9 @@ void await_registered(struct cluster *cl, int i);
  * and watched. */
 void cluster_start(struct cluster *cl, bool aof, const char *extra);
 
+/* Starts broker i of cl with extra, waits for its registration, and starts its watcher. */
+void cluster_join(struct cluster *cl, int i, const char *extra);
+
 /* The same on a Redis already started (not stopped by cluster_stop when keep is set). */
 void cluster_start_on(struct cluster *cl, struct redis *redis, const char *extra);
 

@@ -309,6 +309,23 @@ static void a_stopped_broker_is_swept_and_joins_again_when_it_wakes_up(void **st
 	cluster_stop(&cl);
 }
 
+/* The answer of broker b to a getPresence query for user (the caller frees it). */
+static struct msg *query_presence(struct broker *b, const char *user)
+{
+	struct client *q = client_connect_as(b, NULL, NULL, 5);
+	char query[256];
+	struct msg *m;
+
+	assert_int_equal(client_subscribe(q, "$CONTROL/presence/v1/response", 1), 1);
+	snprintf(query, sizeof(query),
+	         "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":[\"%s\"]}]}", user);
+	publish_text_ok(q, "$CONTROL/presence/v1", query, 1);
+	m = client_next_msg(q, 5000);
+	assert_non_null(m);
+	client_disconnect(q);
+	return m;
+}
+
 /* Kills Redis, checks that state writes are refused with a notice while it is gone, restarts
  * it (empty, or from its AOF) and checks that everyone converges with seq above what was
  * published, without anyone shown offline. */
@@ -354,21 +371,13 @@ static void redis_outage(bool aof)
 	}
 	/* Queries still answer, with the last document the cluster numbered. */
 	{
-		struct client *q = client_connect_as(cl.b[2], "querier", NULL, 5);
 		char want[64];
 
-		assert_int_equal(client_subscribe(q, "$CONTROL/presence/v1/response", 1), 1);
-		publish_text_ok(q, "$CONTROL/presence/v1",
-		                "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":"
-		                "[\"alice\"]}]}",
-		                1);
-		m = client_next_msg(q, 5000);
-		assert_non_null(m);
+		m = query_presence(cl.b[2], "alice");
 		snprintf(want, sizeof(want), "\"seq\":%ld,", seq_before);
 		assert_non_null(strstr(m->payload, "\"available\":true"));
 		assert_non_null(strstr(m->payload, want));
 		msg_free(m);
-		client_disconnect(q);
 	}
 
 	redis_launch(cl.redis);
@@ -404,24 +413,13 @@ static void redis_outage(bool aof)
 	/* Ends wait for every broker's confirmation: by then erin's counts were long in. */
 	await_everywhere(&cl, "dave", false, 0, "{}");
 	await_everywhere(&cl, "alice", false, 0, "{}");
-	{
-		struct client *q = client_connect_as(cl.b[0], "querier2", NULL, 5);
-
-		assert_int_equal(client_subscribe(q, "$CONTROL/presence/v1/response", 1), 1);
-		publish_text_ok(q, "$CONTROL/presence/v1",
-		                "{\"commands\":[{\"command\":\"getPresence\",\"usernames\":"
-		                "[\"erin\"]}]}",
-		                1);
-		m = client_next_msg(q, 5000);
-		assert_non_null(m);
-		if (strstr(m->payload, "\"available\":true") != NULL) {
-			fail_msg("erin, whose only sessions came and went while Redis was down, is "
-			         "still available: %s",
-			         m->payload);
-		}
-		msg_free(m);
-		client_disconnect(q);
+	m = query_presence(cl.b[0], "erin");
+	if (strstr(m->payload, "\"available\":true") != NULL) {
+		fail_msg("erin, whose only sessions came and went while Redis was down, is still "
+		         "available: %s",
+		         m->payload);
 	}
+	msg_free(m);
 	cluster_stop(&cl);
 }
 

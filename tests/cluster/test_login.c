@@ -49,18 +49,6 @@ static void never_logged(struct broker *const *b, size_t n, const char *secret)
 	}
 }
 
-/* Starts broker i of cl with extra and a watcher, and waits for its registration. */
-static void join(struct cluster *cl, int i, const char *extra)
-{
-	char id[16];
-
-	cl->conf[i] = cluster_conf(cl->redis, i, extra);
-	cl->b[i] = broker_start(cl->conf[i]);
-	await_registered(cl, i);
-	snprintf(id, sizeof(id), "watch%d", i + 1);
-	cl->w[i] = client_watch(cl->b[i], id, "presence/+");
-}
-
 /* A broker that must not get in: starts it with extra and waits for needle in its log. */
 static struct broker *kept_out(struct redis *r, const char *extra, const char *needle, char **conf)
 {
@@ -108,12 +96,12 @@ static void a_password_protected_redis_lets_in_the_brokers_with_its_password(voi
 	write_text(wrongfile, "not-" PASSWORD "\n");
 	/* b1 and b3: the password from a file, on the unix socket; b2: in the URL, over TCP. */
 	snprintf(extra, sizeof(extra), "plugin_opt_cluster_password_file %s\n", pwfile);
-	join(&cl, 0, extra);
+	cluster_join(&cl, 0, extra);
 	snprintf(extra, sizeof(extra), "plugin_opt_cluster_url redis://:%s@127.0.0.1:%d\n",
 	         PASSWORD, port);
-	join(&cl, 1, extra);
+	cluster_join(&cl, 1, extra);
 	snprintf(extra, sizeof(extra), "plugin_opt_cluster_password_file %s\n", pwfile);
-	join(&cl, 2, extra);
+	cluster_join(&cl, 2, extra);
 	cluster_works(&cl);
 	/* Without a password, and with a wrong one: kept out, and told why. */
 	nopw = kept_out(cl.redis, NULL, "Redis asks for a password", &nopw_conf);
@@ -155,7 +143,7 @@ static void an_acl_user_with_the_readme_rights_runs_the_cluster(void **state)
 	         "plugin_opt_cluster_username presence\nplugin_opt_cluster_password_file %s\n",
 	         pwfile);
 	for (int i = 0; i < BROKERS; i++) {
-		join(&cl, i, extra);
+		cluster_join(&cl, i, extra);
 	}
 	cluster_works(&cl);
 	/* Another user name with that password is refused. */
@@ -248,7 +236,7 @@ static void brokers_reach_redis_over_tls_and_check_its_certificate(void **state)
 	cl.redis = tls_redis(port, false);
 	tls_extra(extra, sizeof(extra), cl.redis, "localhost", port, "ca.crt", NULL);
 	for (int i = 0; i < BROKERS; i++) {
-		join(&cl, i, extra);
+		cluster_join(&cl, i, extra);
 	}
 	cluster_works(&cl);
 	tls_extra(extra, sizeof(extra), cl.redis, "localhost", port, "other-ca.crt", NULL);
@@ -281,7 +269,7 @@ static void brokers_present_a_client_certificate_when_redis_asks(void **state)
 	         cl.redis->dir, cl.redis->dir);
 	tls_extra(extra, sizeof(extra), cl.redis, "localhost", port, "ca.crt", more);
 	for (int i = 0; i < BROKERS; i++) {
-		join(&cl, i, extra);
+		cluster_join(&cl, i, extra);
 	}
 	cluster_works(&cl);
 	tls_extra(extra, sizeof(extra), cl.redis, "localhost", port, "ca.crt", NULL);
@@ -366,7 +354,7 @@ static void without_tls_in_hiredis_rediss_is_refused_and_stunnel_carries_it(void
 	         "plugin_opt_cluster_password_file %s/presence.password\n",
 	         plain, cl.redis->dir);
 	for (int i = 0; i < BROKERS; i++) {
-		join(&cl, i, extra);
+		cluster_join(&cl, i, extra);
 	}
 	cluster_works(&cl);
 	never_logged(cl.b, BROKERS, USER_PASSWORD);

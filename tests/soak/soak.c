@@ -47,8 +47,11 @@
  * which never go back); every document of one seq is the same bytes on every broker; no false
  * offline (a document that says the user is unavailable while one of its sessions has been
  * connected, to a broker that was not stopped meanwhile, for longer than G); no ghost (a user
- * with no session left for longer than G still shown available on a subscriber). G is twice
- * the longest fault plus one second: the longest a document can be held up. A key holds any
+ * with no session left for longer than G still shown available on a subscriber; counted from
+ * the end of the last fault, and from the end of the cluster's hold: after Redis stalled, a
+ * restart, a pause or a burst of work that kept it from serving the brokers' timers in time,
+ * nobody goes offline for two leases). G is twice the longest fault plus one second: the
+ * longest a document can be held up. A key holds any
  * value the soak wrote (a write acknowledged by one broker may land before or after another
  * broker's), never a Will. No broker is declared dead but those stopped past their lease or
  * killed. At the end, every subscriber's last documents agree with the truth and with each
@@ -215,6 +218,13 @@ static void fail_soak(const char *fmt, ...)
 	vsnprintf(soak.failure, sizeof(soak.failure), fmt, ap);
 	va_end(ap);
 }
+
+/* Prints what the cluster holds of a user, after a failure about it (NULL on one broker). */
+static void (*explain_user)(const char *name);
+/* Whether the cluster suspends its timers now or did so less than G ago (NULL on one broker):
+ * after a stall of Redis (a pause, a restart, or a burst of work that kept it from serving the
+ * brokers' timers in time) nobody goes offline for two leases, as the README says. */
+static bool (*offline_held)(void);
 
 /* Encodes name as a topic level: '%', '/', '+', '#' percent-encoded (the plugin's rule). */
 static void encode(const char *name, char *out)
@@ -586,6 +596,9 @@ static void check_not_false_offline(struct user *u, int i, long seq)
 		since = c->connack_at > soak.back_at[c->broker] ? c->connack_at
 		                                                : soak.back_at[c->broker];
 		if (now - since > soak.grace) {
+			if (explain_user != NULL && soak.failure[0] == '\0') {
+				explain_user(u->name);
+			}
 			fail_soak("false offline: document %ld of %s on b%d says unavailable; its "
 			          "session %s on b%d has been connected for %.1f s",
 			          seq, u->name, i + 1, c->id, c->broker + 1, now - c->connack_at);
@@ -1039,12 +1052,16 @@ static void check_ghosts(void)
 			continue;
 		}
 		if (now - (u->idle_since > soak.fault_end ? u->idle_since : soak.fault_end) <=
-		    soak.grace) {
+		        soak.grace ||
+		    (offline_held != NULL && offline_held())) {
 			continue;
 		}
 		for (int i = 0; i < SOAK_BROKERS; i++) {
 			if (soak.sub_ready[i] && !soak.stopped[i] && !soak.down[i] &&
 			    now - soak.back_at[i] > soak.grace && u->view[i].available) {
+				if (explain_user != NULL && soak.failure[0] == '\0') {
+					explain_user(u->name);
+				}
 				fail_soak(
 				    "ghost: %s has had no session for %.1f s and is still "
 				    "available on b%d (document %ld; last documents on b1..b%d: "
@@ -1080,6 +1097,71 @@ static double fault_until;
 /* Which brokers were stopped past their lease or killed: the only ones that may be declared
  * dead. */
 static bool may_die[SOAK_BROKERS];
+
+static const char *const fault_names[FAULTS] = {"broker stopped past its lease", "Redis paused",
+                                                "broker killed", "Redis restarted",
+                                                "broker stopped 200 ms"};
+
+/* Prints the user's hash, its place in the offline queue, the barrier and each broker's
+ * confirmation, and the last fault. */
+static void explain(const char *name)
+{
+	static const char *const commands[] = {"HGETALL " K "u:%s",
+	                                       "ZSCORE " K "grace %s",
+	                                       "GET " K "barrier",
+	                                       "HGETALL " K "synced",
+	                                       "ZRANGE " K "live 0 -1 WITHSCORES",
+	                                       "TIME"};
+
+	printf("soak: the last fault was %s (b%d)\n",
+	       faults > 0 ? fault_names[(faults - 1) % FAULTS] : "none", victim + 1);
+	for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++) {
+		redisReply *reply = redis_cmd(redis, commands[k], name);
+
+		printf("soak: %s:", commands[k]);
+		if (reply != NULL && reply->type == REDIS_REPLY_ARRAY) {
+			for (size_t e = 0; e < reply->elements; e++) {
+				printf(" %s", reply->element[e]->str != NULL
+				                  ? reply->element[e]->str
+				                  : "?");
+			}
+		} else if (reply != NULL && reply->str != NULL) {
+			printf(" %s", reply->str);
+		} else if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+			printf(" %lld", reply->integer);
+		}
+		printf("\n");
+		freeReplyObject(reply);
+	}
+}
+
+/* When the cluster's hold last ended (Redis time, ms), read at most every 100 ms. */
+static bool held(void)
+{
+	static double checked;
+	static bool answer;
+	redisReply *hold, *time;
+	long long until, now_ms;
+
+	if (fault != FAULTS) {
+		/* Redis may be paused or gone: the fault's own end counts. */
+		return true;
+	}
+	if (now_s() - checked < 0.1) {
+		return answer;
+	}
+	checked = now_s();
+	hold = redis_cmd(redis, "GET " K "hold");
+	time = redis_cmd(redis, "TIME");
+	until = hold != NULL && hold->type == REDIS_REPLY_STRING ? atoll(hold->str) : 0;
+	now_ms = time != NULL && time->type == REDIS_REPLY_ARRAY && time->elements == 2
+	             ? atoll(time->element[0]->str) * 1000 + atoll(time->element[1]->str) / 1000
+	             : 0;
+	freeReplyObject(hold);
+	freeReplyObject(time);
+	answer = now_ms - until < (long long)(soak.grace * 1000);
+	return answer;
+}
 
 static void broker_back(int i)
 {
@@ -1236,6 +1318,8 @@ static void soak_run(void **state)
 		await_registered(&cl, i);
 	}
 	soak.grace = 2 * FAULT_MS / 1000.0 + 1;
+	explain_user = explain;
+	offline_held = held;
 	soak.steps = env_int("SOAK_STEPS", 300);
 #else
 	{
