@@ -438,7 +438,7 @@ void presence_cluster_link_tick(struct presence_plugin *p)
 		resync_step(p);
 	}
 	/* Every count decided so far is on its way (or not: then no barrier is confirmed). */
-	presence_redis_ticked(cl->redis, presence_monotonic_ms(), complete);
+	presence_redis_ticked(cl->redis, complete);
 	if (p->cfg.metrics_interval > 0) {
 		publish_metric("$SYS/broker/presence/cluster/connected", cl->connected ? 1 : 0,
 		               &cl->pub_connected);

@@ -413,13 +413,41 @@ local function expire(keys, args)
   return reply('OK', seq, '0', 0, left, nstate)
 end
 
--- pv2_grace_due: ARGV limit, gap_ms, hold_ms. The users whose delay ended (none during a hold).
+--[[
+pv2_grace_due: ARGV limit, gap_ms, hold_ms, prefix, budget, keep_state (0/1). Takes the users
+whose delay ended (none during a hold), at most limit, and makes those whose barrier every live
+broker confirmed offline, as pv2_expire does. One call for a batch: when many users leave at once
+(a storm of ends, a broker's sessions swept), the brokers do not each call pv2_expire on the
+same users. Returns how many went offline.
+]]
 local function grace_due(keys, args)
   local now = now_ms()
   if not timers_may_run(keys, now, tonumber(args[2]), tonumber(args[3])) then
-    return {}
+    return 0
   end
-  return redis.call('ZRANGEBYSCORE', keys[2], '-inf', fmt(now), 'LIMIT', 0, tonumber(args[1]))
+  local prefix = args[4]
+  local ukeys = {}
+  for i, k in ipairs(keys) do
+    ukeys[i] = k
+  end
+  local done = 0
+  -- The lowest barrier found unconfirmed: a user waiting for a later one waits too (brokers
+  -- confirm barriers in order), without asking every broker again.
+  local waiting
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', keys[2], '-inf', fmt(now), 'LIMIT', 0,
+                                   tonumber(args[1]))) do
+    ukeys[1] = prefix .. name
+    local bar = tonumber(redis.call('HGET', ukeys[1], 'bar') or '0')
+    if not waiting or bar < waiting then
+      local status = expire(ukeys, {prefix, args[5], '', name, args[6]})[1]
+      if status == 'OK' then
+        done = done + 1
+      elseif status == 'WAIT' then
+        waiting = bar
+      end
+    end
+  end
+  return done
 end
 
 --[[

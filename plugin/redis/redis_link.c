@@ -248,6 +248,7 @@ static SSL_CTX *tls_context(const struct presence_redis_config *cfg, char *err, 
 #define BATCH_MAX 256
 #define SWEEP_BATCH "200"
 #define GRACE_BATCH "200"
+#define GRACE_BATCH_N 200
 #define FORGET_BATCH "200"
 /* How often users offline for forget_after are looked for, ms. */
 #define FORGET_EVERY_MS 1000
@@ -281,16 +282,19 @@ struct presence_redis {
 	uint64_t submitted;
 	/*
 	 * Barriers (under lock): the highest one learned (from the stream or a heartbeat) and
-	 * when (monotonic ms); the last complete tick of the broker thread (when, and the last
-	 * request id submitted then); the last resynchronisation asked for and the last one done.
-	 * A barrier may be confirmed once a complete tick came after it was learned, every request
-	 * up to that tick's id has been answered, and no resynchronisation is unfinished.
+	 * how many complete ticks the broker thread had made then; the complete ticks so far
+	 * (and the last request id submitted at the last one); the last resynchronisation asked
+	 * for and the last one done. A barrier may be confirmed once a complete tick ended after
+	 * it was learned (every count decided before is queued then: the tick queues every
+	 * change of its loop iteration, and nothing is decided between that and its end), every
+	 * request up to that tick's id has been answered, and no resynchronisation is unfinished.
+	 * Counted, not timed: a tick in the same millisecond counts.
 	 */
 	uint64_t bar_learned;
-	int64_t bar_learned_at;
+	uint64_t bar_learned_tick;
 	/* The highest barrier Redis accepted from this broker's epoch. */
 	uint64_t bar_confirmed;
-	int64_t tick_at;
+	uint64_t ticks;
 	uint64_t tick_ticket;
 	uint64_t resync_asked, resync_done;
 	/* Set when one of them changed, so that a waiting writer looks again. */
@@ -474,7 +478,7 @@ static void learn_barrier(struct presence_redis *r, uint64_t bar)
 	news = bar > r->bar_learned;
 	if (news) {
 		r->bar_learned = bar;
-		r->bar_learned_at = monotonic_ms();
+		r->bar_learned_tick = r->ticks;
 		r->sync_check = true;
 		pthread_cond_signal(&r->wake);
 	}
@@ -493,7 +497,7 @@ static uint64_t barrier_to_confirm(struct presence_redis *r)
 	pthread_mutex_lock(&r->lock);
 	r->sync_check = false;
 	if (r->bar_learned > r->bar_confirmed && r->resync_done == r->resync_asked &&
-	    r->tick_at > r->bar_learned_at &&
+	    r->ticks > r->bar_learned_tick &&
 	    (r->req_head == NULL || r->req_head->id > r->tick_ticket)) {
 		bar = r->bar_learned;
 	}
@@ -1150,7 +1154,7 @@ static bool set_hold(struct presence_redis *r)
 	return true;
 }
 
-/* Takes the replies of a pipeline of n pv2_contrib or pv2_expire calls for names (their
+/* Takes the replies of a pipeline of n pv2_contrib calls for names (their
  * documents reach every broker through the stream). Returns false when the connection failed. */
 static bool collect_replies(struct presence_redis *r, size_t n, char **names)
 {
@@ -1280,39 +1284,27 @@ static bool do_sweep(struct presence_redis *r)
 static bool do_grace(struct presence_redis *r)
 {
 	struct cmd c = {0};
-	redisReply *due;
-	char *names[200];
-	size_t n = 0;
-	bool ok = true;
+	redisReply *reply;
 
 	cmd_fcall(&c, "pv2_grace_due", NULL, NULL);
 	cmd_add(&c, GRACE_BATCH);
 	cmd_timers(&c, r);
-	due = cmd_run(r->wc, &c);
-	if (due == NULL) {
+	cmd_add(&c, USER_PREFIX);
+	cmd_addf(&c, "%lu", r->cfg.stream_budget);
+	cmd_add(&c, r->cfg.keep_state ? "1" : "0");
+	reply = cmd_run(r->wc, &c);
+	if (reply == NULL) {
 		return false;
 	}
-	for (size_t i = 0; due->type == REDIS_REPLY_ARRAY && i < due->elements && i < 200; i++) {
-		const char *name = reply_str(due->element[i]);
-
-		if (name == NULL) {
-			continue;
-		}
-		cmd_fcall(&c, "pv2_expire", name, NULL);
-		cmd_bounds(&c, r);
-		cmd_add(&c, name);
-		cmd_add(&c, r->cfg.keep_state ? "1" : "0");
-		if (!cmd_append(r->wc, &c)) {
-			cmd_free(&c);
-			ok = false;
-			break;
-		}
-		cmd_free(&c);
-		names[n++] = due->element[i]->str;
+	if (reply_is_error(reply, NULL)) {
+		log_line(r, 2, "ending offline delays failed: %s", reply->str);
+	} else if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= GRACE_BATCH_N) {
+		/* A whole batch went offline (a storm of ends, a broker's sessions swept): the
+		 * next batch is due at once, not after the cadence. */
+		r->next_grace = monotonic_ms();
 	}
-	ok = collect_replies(r, n, names) && ok;
-	freeReplyObject(due);
-	return ok;
+	freeReplyObject(reply);
+	return true;
 }
 
 /* Forgets users offline for forget_after (and beyond max_users). Returns false when the
@@ -2381,13 +2373,13 @@ void presence_redis_alive(struct presence_redis *r, int64_t now_ms)
 	atomic_store(&r->last_tick_ms, now_ms);
 }
 
-void presence_redis_ticked(struct presence_redis *r, int64_t now_ms, bool complete)
+void presence_redis_ticked(struct presence_redis *r, bool complete)
 {
 	if (!complete) {
 		return;
 	}
 	pthread_mutex_lock(&r->lock);
-	r->tick_at = now_ms;
+	r->ticks++;
 	r->tick_ticket = r->submitted;
 	if (r->bar_learned > r->bar_confirmed) {
 		r->sync_check = true;

@@ -196,7 +196,7 @@ void presence_redis_alive(struct presence_redis *r, int64_t now_ms);
 /* Tells the link, at the end of a tick, whether every count the broker decided until now has
  * been submitted (no user left dirty, no resynchronisation walking). Only then may the link
  * confirm a barrier it learned before now (a user waiting to go offline; see presence_v2.lua). */
-void presence_redis_ticked(struct presence_redis *r, int64_t now_ms, bool complete);
+void presence_redis_ticked(struct presence_redis *r, bool complete);
 
 /* Tells the link that the resynchronisation of generation (a RESYNC result's) has submitted
  * every count and seed. */
