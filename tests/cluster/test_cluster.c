@@ -1161,14 +1161,10 @@ static void a_sentinel_failover_moves_the_cluster_to_the_promoted_replica(void *
 
 	snprintf(addr.sock, sizeof(addr.sock), "%s", link);
 	memset(&cl, 0, sizeof(cl));
+	/* The brokers' address: the link Sentinel's script moves. */
+	cl.redis = &addr;
 	for (int i = 0; i < BROKERS; i++) {
-		char id[16];
-
-		cl.conf[i] = cluster_conf(&addr, i, NULL);
-		cl.b[i] = broker_start(cl.conf[i]);
-		await_registered(&cl, i);
-		snprintf(id, sizeof(id), "watch%d", i + 1);
-		cl.w[i] = client_watch(cl.b[i], id, "presence/+");
+		cluster_join(&cl, i, NULL);
 	}
 	a1 = client_connect_as(cl.b[0], "alice1", "alice", 4);
 	publish_text_ok(a1, "presence/alice/state", "{\"status\":\"before\"}", 1);

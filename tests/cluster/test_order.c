@@ -163,16 +163,12 @@ static void a_count_held_up_on_its_way_keeps_its_user_available(void **state)
 	(void)state;
 	reset_seen();
 	for (int i = 0; i < BROKERS; i++) {
-		char extra[512], id[16];
+		char extra[512];
 
 		snprintf(extra, sizeof(extra), "%s%s%s%s", timers,
 		         i == 1 ? "plugin_opt_cluster_url unix:" : "",
 		         i == 1 ? relay_path(relay) : "", i == 1 ? "\n" : "");
-		cl.conf[i] = cluster_conf(redis, i, extra);
-		cl.b[i] = broker_start(cl.conf[i]);
-		await_registered(&cl, i);
-		snprintf(id, sizeof(id), "watch%d", i + 1);
-		cl.w[i] = client_watch(cl.b[i], id, "presence/+");
+		cluster_join(&cl, i, extra);
 	}
 	alice3 = client_connect_as(cl.b[2], "alice3", "alice", 4);
 	publish_text_ok(alice3, "presence/alice/state/mood", "here", 1);
