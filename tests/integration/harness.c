@@ -557,7 +557,8 @@ char *harness_write_file(const char *dir, const char *name, const char *content)
 	return sb_take(&path);
 }
 
-/* $PRESENCE_WORK_DIR (or ./harness-work), created. */
+/* $PRESENCE_WORK_DIR (ctest sets it), or work/ next to the test executable: in the build
+ * tree either way, never in the source tree a test happens to be started from. Created. */
 static const char *harness_work_dir(void)
 {
 	static char *dir;
@@ -568,12 +569,15 @@ static const char *harness_work_dir(void)
 		if (env) {
 			dir = harness_xstrdup(env);
 		} else {
-			char cwd[4096];
+			char exe[4096];
+			ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 			struct strbuf sb = {0};
 
-			if (!getcwd(cwd, sizeof(cwd)))
-				fail_msg("getcwd: %s", strerror(errno));
-			sb_printf(&sb, "%s/harness-work", cwd);
+			if (n <= 0 || memchr(exe, '/', (size_t)n) == NULL)
+				fail_msg("cannot find the test executable: set PRESENCE_WORK_DIR");
+			exe[n] = '\0';
+			*strrchr(exe, '/') = '\0';
+			sb_printf(&sb, "%s/work", exe);
 			dir = sb_take(&sb);
 		}
 		if (harness_mkdir_p(dir) != 0)
