@@ -30,7 +30,7 @@ first. So a user whose last counted session left is not made offline at once: it
 grace zset (for offline_delay) and for a barrier, a number taken from key 16 and announced on the
 stream ({y = barrier}). Every broker confirms a barrier (pv2_sync, key 17: broker -> the highest
 barrier confirmed) only once every count it had decided when it learned the barrier has been
-answered; the user goes offline (pv2_expire) only when every live broker has confirmed its
+answered; the user goes offline (pv2_grace_due) only when every live broker has confirmed its
 barrier, so a session counted anywhere before then keeps it available.
 
 Brokers are live while they hold a lease (key 10) under their current epoch (key 9); key 18 holds
@@ -374,8 +374,9 @@ local function cas(keys, args)
 end
 
 --[[
-pv2_expire: ends the wait of a user whose last session left, once its offline delay is over and
-every live broker confirmed its barrier. ARGV: prefix, budget, max_users, name, keep_state.
+expire (for pv2_grace_due): ends the wait of a user whose last session left, once its offline
+delay is over and every live broker confirmed its barrier. ARGV: prefix, budget, max_users,
+name, keep_state.
 Returns {"HOLD"}, {"NOTDUE"}, {"WAIT"} (a broker has not confirmed yet), or {"OK"|"SAME",
 values}.
 ]]
@@ -414,18 +415,19 @@ local function expire(keys, args)
 end
 
 --[[
-pv2_grace_due: ARGV limit, gap_ms, hold_ms, prefix, budget, keep_state (0/1). Takes the users
-whose delay ended (none during a hold), at most limit, and makes those whose barrier every live
-broker confirmed offline, as pv2_expire does. One call for a batch: when many users leave at once
-(a storm of ends, a broker's sessions swept), the brokers do not each call pv2_expire on the
-same users. Returns how many went offline.
+pv2_grace_due: ARGV prefix, budget, max_users, limit, gap_ms, hold_ms, keep_state (0/1) (the
+arguments of pv2_forget_due, but the last). Takes the users whose delay ended (none during a
+hold), at most limit, and makes those whose barrier every live broker confirmed offline (expire,
+above). One call for a batch: when many users leave at once (a storm of ends, a broker's
+sessions swept), the brokers do not each end the waits of the same users. Returns how many
+went offline.
 ]]
 local function grace_due(keys, args)
   local now = now_ms()
-  if not timers_may_run(keys, now, tonumber(args[2]), tonumber(args[3])) then
+  if not timers_may_run(keys, now, tonumber(args[5]), tonumber(args[6])) then
     return 0
   end
-  local prefix = args[4]
+  local prefix = args[1]
   local ukeys = {}
   for i, k in ipairs(keys) do
     ukeys[i] = k
@@ -435,11 +437,11 @@ local function grace_due(keys, args)
   -- confirm barriers in order), without asking every broker again.
   local waiting
   for _, name in ipairs(redis.call('ZRANGEBYSCORE', keys[2], '-inf', fmt(now), 'LIMIT', 0,
-                                   tonumber(args[1]))) do
+                                   tonumber(args[4]))) do
     ukeys[1] = prefix .. name
     local bar = tonumber(redis.call('HGET', ukeys[1], 'bar') or '0')
     if not waiting or bar < waiting then
-      local status = expire(ukeys, {prefix, args[5], '', name, args[6]})[1]
+      local status = expire(ukeys, {prefix, args[2], '', name, args[7]})[1]
       if status == 'OK' then
         done = done + 1
       elseif status == 'WAIT' then
@@ -655,7 +657,6 @@ end
 
 redis.register_function('pv2_contrib', contrib)
 redis.register_function('pv2_cas', cas)
-redis.register_function('pv2_expire', expire)
 redis.register_function('pv2_grace_due', grace_due)
 redis.register_function('pv2_forget_due', forget_due)
 redis.register_function('pv2_register', register)

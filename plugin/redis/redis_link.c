@@ -247,9 +247,8 @@ static SSL_CTX *tls_context(const struct presence_redis_config *cfg, char *err, 
 /* Most requests sent in one pipelined batch, users swept, expired or forgotten per call. */
 #define BATCH_MAX 256
 #define SWEEP_BATCH "200"
-#define GRACE_BATCH "200"
-#define GRACE_BATCH_N 200
-#define FORGET_BATCH "200"
+/* Users a timer function (offline delays, forgetting) takes per call. */
+#define DUE_BATCH 200
 /* How often users offline for forget_after are looked for, ms. */
 #define FORGET_EVERY_MS 1000
 /* How long one sweep round may go on, ms. */
@@ -1280,54 +1279,56 @@ static bool do_sweep(struct presence_redis *r)
 	return true;
 }
 
-/* Ends the offline delays that are due. Returns false when the connection failed. */
-static bool do_grace(struct presence_redis *r)
+/* Runs a timer function of the library (pv2_grace_due, pv2_forget_due; ARGV: the bounds, a
+ * batch of BATCH users, the timers, then last). Returns how many users it changed (0 after an
+ * error reply, logged with what), or -1 when the connection failed. */
+static long long run_due(struct presence_redis *r, const char *function, const char *last,
+                         const char *what)
 {
 	struct cmd c = {0};
 	redisReply *reply;
+	long long changed = 0;
 
-	cmd_fcall(&c, "pv2_grace_due", NULL, NULL);
-	cmd_add(&c, GRACE_BATCH);
+	cmd_fcall(&c, function, NULL, NULL);
+	cmd_bounds(&c, r);
+	cmd_addf(&c, "%d", DUE_BATCH);
 	cmd_timers(&c, r);
-	cmd_add(&c, USER_PREFIX);
-	cmd_addf(&c, "%lu", r->cfg.stream_budget);
-	cmd_add(&c, r->cfg.keep_state ? "1" : "0");
+	cmd_add(&c, last);
 	reply = cmd_run(r->wc, &c);
 	if (reply == NULL) {
-		return false;
+		return -1;
 	}
 	if (reply_is_error(reply, NULL)) {
-		log_line(r, 2, "ending offline delays failed: %s", reply->str);
-	} else if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= GRACE_BATCH_N) {
+		log_line(r, 2, "%s failed: %s", what, reply->str);
+	} else if (reply->type == REDIS_REPLY_INTEGER) {
+		changed = reply->integer;
+	}
+	freeReplyObject(reply);
+	return changed;
+}
+
+/* Ends the offline delays that are due. Returns false when the connection failed. */
+static bool do_grace(struct presence_redis *r)
+{
+	long long changed =
+	    run_due(r, "pv2_grace_due", r->cfg.keep_state ? "1" : "0", "ending offline delays");
+
+	if (changed >= DUE_BATCH) {
 		/* A whole batch went offline (a storm of ends, a broker's sessions swept): the
 		 * next batch is due at once, not after the cadence. */
 		r->next_grace = monotonic_ms();
 	}
-	freeReplyObject(reply);
-	return true;
+	return changed >= 0;
 }
 
 /* Forgets users offline for forget_after (and beyond max_users). Returns false when the
  * connection failed. */
 static bool do_forget(struct presence_redis *r)
 {
-	struct cmd c = {0};
-	redisReply *reply;
+	char after[24];
 
-	cmd_fcall(&c, "pv2_forget_due", NULL, NULL);
-	cmd_bounds(&c, r);
-	cmd_add(&c, FORGET_BATCH);
-	cmd_timers(&c, r);
-	cmd_addf(&c, "%" PRId64, r->cfg.forget_after_ms);
-	reply = cmd_run(r->wc, &c);
-	if (reply == NULL) {
-		return false;
-	}
-	if (reply_is_error(reply, NULL)) {
-		log_line(r, 2, "forgetting users failed: %s", reply->str);
-	}
-	freeReplyObject(reply);
-	return true;
+	snprintf(after, sizeof(after), "%" PRId64, r->cfg.forget_after_ms);
+	return run_due(r, "pv2_forget_due", after, "forgetting users") >= 0;
 }
 
 /* Builds the command of one request. */
