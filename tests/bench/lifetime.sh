@@ -110,15 +110,6 @@ start() {
 	start_ms=$(($(now_ms) - t0))
 }
 
-stop() {
-	local p="$1" i
-	for i in $(seq 1 600); do
-		kill -0 "$p" 2>/dev/null || break
-		[ $((i % 10)) != 1 ] || kill -TERM "$p" 2>/dev/null || true
-		sleep 0.1
-	done
-	wait "$p" 2>/dev/null || true
-}
 
 # state_file PATH N: a version 2 snapshot of N offline users (seq 1) and a journal that ends
 # without a stop record (the broker was killed).
@@ -178,14 +169,14 @@ plugin_opt_forget_after 0"
 	sleep 2.5
 	w1=$(wchar "$ppid")
 	row "state file B/session start or end ($n)" plugin "$(( (w1 - w0) / 2000 ))" "1000 users, once"
-	stop "$bpid"
+	bench_stop "$bpid" 60
 	# A clean stop, then a clean start: nothing to republish.
-	stop "$ppid"
+	bench_stop "$ppid" 60
 	start "plugin-$n" plugin "plugin_opt_state_file $work/state-$n.json
 plugin_opt_forget_after 0"
 	row "startup, clean ($n)" plugin "${start_ms} ms" "loads $n users"
 	row "state file size ($n)" plugin "$(( $(stat -c %s "$work/state-$n.json") + $(stat -c %s "$work/state-$n.json.journal") )) B" "snapshot + journal"
-	stop "$pid"
+	bench_stop "$pid" 60
 done
 
 # Cluster mode: Redis memory per user, and under a flood.
@@ -234,7 +225,7 @@ logbytes=$(redis-cli -s "$sock" get '{presence}:logbytes')
 streammem=$(redis-cli -s "$sock" memory usage '{presence}:log' samples 0)
 row "Redis growth under flood" cluster "$(( (peak - m0) / 1024 )) KiB" "${flood_s} s, 4 sessions, 8 KB states, from a stream of $redis_users users' records"
 row "stream at the end" cluster "$(( streammem / 1024 )) KiB" "MEMORY USAGE; counted $logbytes B (budget 16777216)"
-stop "$cpid"
+bench_stop "$cpid" 60
 
 printf '| %-28s | %-10s | %14s | %s |\n' measure config value note
 printf '|%s|%s|%s|%s|\n' "------------------------------" "------------" "----------------:" "------"

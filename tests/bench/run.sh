@@ -203,25 +203,13 @@ start_broker() {
 			return 0
 		fi
 		# The port was taken (or the broker failed): try another one.
-		stop_broker "$pid"
+		bench_stop "$pid"
 	done
 	echo "run.sh: broker $name did not start; its log:" >&2
 	cat "$log" >&2
 	exit 1
 }
 
-# stop_broker PID: SIGTERM (repeated: 2.0.11 can lose one sent right after it starts), then
-# SIGKILL after 5 s.
-stop_broker() {
-	local pid="$1" i
-	for i in $(seq 1 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		[ $((i % 5)) != 1 ] || kill -TERM "$pid" 2>/dev/null || true
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 # measure SCENARIO SIZE CONFIG RUN PORT PID loadgen-arguments...: one loadgen run; its line goes
 # to the results with the labels in front.
@@ -281,7 +269,7 @@ one_run() {
 	fi
 	start_broker "s$s-$config-$run" "$kind"
 	measure "$s" "$size" "$config" "$run" "$port" "$pid" "${args[@]}"
-	stop_broker "$pid"
+	bench_stop "$pid"
 }
 
 has_scenario() {
@@ -355,7 +343,7 @@ if has_scenario 4; then
 		done
 	done
 	for config in bare-small bare-large plugin-small plugin-large; do
-		stop_broker "${s4_pid[$config]}"
+		bench_stop "${s4_pid[$config]}"
 	done
 fi
 
@@ -376,7 +364,7 @@ if has_scenario 5; then
 			case "$config" in bare*) kind=bare ;; esac
 			start_broker "s5-$config-$run" "$kind" "sys_interval 1"
 			measure 5 "$memory_users" "$config" "$run" "$port" "$pid" "${args[@]}"
-			stop_broker "$pid"
+			bench_stop "$pid"
 		done
 	done
 	# The plugin's own bytes, exactly: the core alone, driven as the adapter drives it
