@@ -39,12 +39,13 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <uthash.h>
 #include <utlist.h>
 
+#include "clock.h"
 #include "registry.h"
+#include "text.h"
 #include "topic.h"
 
 /* The longest MQTT topic, in bytes. */
@@ -178,24 +179,16 @@ struct presence_registry {
 	int64_t write_window_us;
 };
 
-static int64_t clock_ms(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t system_monotonic_ms(void *arg)
 {
 	(void)arg;
-	return clock_ms(CLOCK_MONOTONIC);
+	return presence_clock_monotonic_ms();
 }
 
 static int64_t system_wall_ms(void *arg)
 {
 	(void)arg;
-	return clock_ms(CLOCK_REALTIME);
+	return presence_clock_wall_ms();
 }
 
 static const struct presence_clock system_clock = {system_monotonic_ms, system_wall_ms, NULL};
@@ -213,12 +206,11 @@ struct presence_registry *presence_registry_new(const char *prefix)
 	if (reg == NULL) {
 		return NULL;
 	}
-	reg->prefix = malloc(len + 1);
+	reg->prefix = presence_text_dup(prefix, len);
 	if (reg->prefix == NULL) {
 		free(reg);
 		return NULL;
 	}
-	memcpy(reg->prefix, prefix, len + 1);
 	reg->prefix_len = len;
 	reg->clock = system_clock;
 	reg->mono_base = mono_now(reg);

@@ -34,6 +34,7 @@
 
 #include "document.h"
 #include "store.h"
+#include "text.h"
 #include "utf8.h"
 
 /* The largest integer a JSON number (a double in cJSON) holds exactly: 2^53 - 1. */
@@ -150,19 +151,6 @@ static void store_error(char *err, size_t err_size, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Returns a malloc'd copy of the first len bytes of s followed by suffix, or NULL. */
-static char *concat(const char *s, size_t len, const char *suffix)
-{
-	size_t suffix_len = strlen(suffix);
-	char *out = malloc(len + suffix_len + 1);
-
-	if (out != NULL) {
-		memcpy(out, s, len);
-		memcpy(out + len, suffix, suffix_len + 1);
-	}
-	return out;
-}
-
 struct presence_store *presence_store_new(const char *path, uint64_t margin)
 {
 	struct presence_store *st = calloc(1, sizeof(*st));
@@ -176,16 +164,17 @@ struct presence_store *presence_store_new(const char *path, uint64_t margin)
 	st->snap_fd = -1;
 	st->margin = margin;
 	st->compact_min = PRESENCE_STORE_COMPACT_MIN;
-	st->path = concat(path, len, "");
-	st->tmp_path = concat(path, len, ".tmp");
-	st->journal_path = concat(path, len, ".journal");
-	st->next_path = concat(path, len, ".journal.next");
-	st->journal_tmp_path = concat(path, len, ".journal.tmp");
+	st->path = presence_text_join(path, len, "");
+	st->tmp_path = presence_text_join(path, len, ".tmp");
+	st->journal_path = presence_text_join(path, len, ".journal");
+	st->next_path = presence_text_join(path, len, ".journal.next");
+	st->journal_tmp_path = presence_text_join(path, len, ".journal.tmp");
 	if (slash == NULL) {
-		st->dir_path = concat(".", 1, "");
+		st->dir_path = presence_text_join(".", 1, "");
 	} else {
 		/* "/state.json" lives in "/", "a/b/state.json" in "a/b". */
-		st->dir_path = concat(path, slash == path ? 1 : (size_t)(slash - path), "");
+		st->dir_path =
+		    presence_text_join(path, slash == path ? 1 : (size_t)(slash - path), "");
 	}
 	if (st->path == NULL || st->tmp_path == NULL || st->journal_path == NULL ||
 	    st->next_path == NULL || st->journal_tmp_path == NULL || st->dir_path == NULL) {
