@@ -14,6 +14,7 @@
 #include <uthash.h>
 
 #include "cluster.h"
+#include "testing.h"
 #include "text.h"
 #include "utf8.h"
 

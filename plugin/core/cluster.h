@@ -128,11 +128,6 @@ void presence_cluster_write_done(struct presence_cluster_writes *w, struct prese
  * waiting again (the next fold applies them, and those that came since, to the new base). */
 void presence_cluster_write_retry(struct presence_cluster_writes *w, struct presence_user *user);
 
-/* Drops every write of every user, reporting each through reject with reason (e.g. the
- * connection to Redis was lost). */
-void presence_cluster_write_fail_all(struct presence_cluster_writes *w, const char *reason,
-                                     presence_cluster_reject_fn reject, void *arg);
-
 /* Drops every write of user (without reporting them): it is leaving the registry. */
 void presence_cluster_write_forget(struct presence_cluster_writes *w,
                                    const struct presence_user *user);
@@ -150,9 +145,6 @@ enum presence_err presence_cluster_write_rebase(struct presence_cluster_writes *
  * (then *seq is set to it), else NULL. Valid until the next call on w. */
 const char *presence_cluster_write_base(const struct presence_cluster_writes *w,
                                         const struct presence_user *user, uint64_t *seq);
-
-/* Number of users with writes (in flight or pending). */
-size_t presence_cluster_write_users(const struct presence_cluster_writes *w);
 
 /* Where Redis listens, and how to log in. */
 struct presence_cluster_endpoint {

@@ -52,12 +52,8 @@ typedef void *(*presence_document_alloc_fn)(size_t size);
 char *presence_document_render_with(const struct presence_document *doc, size_t *len,
                                     presence_document_alloc_fn alloc);
 
-/* Renders doc with cJSON's allocator. Returns a NUL-terminated string the caller frees with
- * presence_document_free and stores its length (without the NUL) in *len; returns NULL when
- * allocation fails. */
-char *presence_document_render(const struct presence_document *doc, size_t *len);
-
-/* Frees a string returned by presence_document_render; NULL is allowed. */
+/* Frees a string returned by presence_document_render_error (or by presence_document_render,
+ * testing.h); NULL is allowed. */
 void presence_document_free(char *text);
 
 /* Returns doc rendered as presence_document_render renders it, with ,"known":true inserted
@@ -65,10 +61,6 @@ void presence_document_free(char *text);
  * The caller owns the item (cJSON_Delete, or adds it to a parent). Returns NULL when allocation
  * fails. */
 cJSON *presence_document_build(const struct presence_document *doc, bool mark_known);
-
-/* Builds {"username":"<username>","available":false,"known":false}: the answer for a name that
- * has no document. Same ownership and failure contract as presence_document_build. */
-cJSON *presence_document_build_unknown(const char *username);
 
 /* Renders a rejection notice {"topic":"<topic>","error":"<error>"}. Same ownership and failure
  * contract as presence_document_render. */

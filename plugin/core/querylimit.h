@@ -58,7 +58,4 @@ void presence_query_limit_charge(struct presence_query_limit *ql, const void *cl
 /* Forgets client's bucket, if any (the client disconnected; its pointer may be reused). */
 void presence_query_limit_forget(struct presence_query_limit *ql, const void *client);
 
-/* Number of clients with a bucket. */
-size_t presence_query_limit_clients(const struct presence_query_limit *ql);
-
 #endif

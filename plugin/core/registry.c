@@ -45,6 +45,7 @@
 
 #include "clock.h"
 #include "registry.h"
+#include "testing.h"
 #include "text.h"
 #include "topic.h"
 

@@ -45,14 +45,6 @@
 struct presence_registry;
 struct presence_user;
 
-/* The clocks the registry reads, in milliseconds: monotonic_ms for delays and limits (it never
- * jumps), wall_ms (Unix epoch) for "since". arg is passed to both. */
-struct presence_clock {
-	int64_t (*monotonic_ms)(void *arg);
-	int64_t (*wall_ms)(void *arg);
-	void *arg;
-};
-
 /* Decides whether user may publish a document numbered seq now (see the head of the file). */
 struct presence_seq_guard {
 	bool (*allows)(void *arg, const struct presence_user *user, uint64_t seq);
@@ -75,9 +67,9 @@ struct presence_registry *presence_registry_new(const char *prefix);
  * allowed. */
 void presence_registry_free(struct presence_registry *reg);
 
-/* Settings; each applies to what happens after the call. Defaults: system clocks, no offline
- * delay, no keep_state, no guard, seq floor 0, never forget, no cap, no write limit. */
-void presence_registry_set_clock(struct presence_registry *reg, const struct presence_clock *clock);
+/* Settings; each applies to what happens after the call. Defaults: the system clocks (clock.h),
+ * no offline delay, no keep_state, no guard, seq floor 0, never forget, no cap, no write
+ * limit. */
 void presence_registry_set_offline_delay(struct presence_registry *reg, int64_t delay_ms);
 void presence_registry_set_keep_state(struct presence_registry *reg, bool keep);
 bool presence_registry_keep_state(const struct presence_registry *reg);
@@ -150,8 +142,6 @@ const char *presence_user_level(const struct presence_user *user);
 size_t presence_user_level_len(const struct presence_user *user);
 unsigned int presence_user_sessions(const struct presence_user *user);
 struct presence_state *presence_user_state(struct presence_user *user);
-/* Whether the user has no session and waits out the offline delay. */
-bool presence_user_offline_pending(const struct presence_user *user);
 /* The seq of the user's last document (the floor it started from when it has none). */
 uint64_t presence_user_seq(const struct presence_user *user);
 
@@ -289,7 +279,6 @@ enum presence_err presence_registry_user_adopt(struct presence_registry *reg,
                                                const struct presence_document *doc);
 
 /* Counters for logs and metrics. */
-size_t presence_registry_user_count(const struct presence_registry *reg);
 size_t presence_registry_available_count(const struct presence_registry *reg);
 size_t presence_registry_active_session_count(const struct presence_registry *reg);
 /* Users that have a document now. */

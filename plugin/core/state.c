@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "state.h"
+#include "testing.h"
 #include "text.h"
 #include "utf8.h"
 

@@ -96,13 +96,6 @@ void presence_state_init(struct presence_state *st);
 /* Frees what st owns and leaves it empty (as presence_state_init). */
 void presence_state_release(struct presence_state *st);
 
-/* Returns a new, empty state ("{}"), or NULL when allocation fails. Free it with
- * presence_state_free. */
-struct presence_state *presence_state_new(void);
-
-/* Frees st and everything it owns; NULL is allowed. */
-void presence_state_free(struct presence_state *st);
-
 /* Returns true when key (key_len bytes, need not be NUL-terminated) is a valid top-level key. */
 bool presence_state_key_valid(const char *key, size_t key_len);
 
@@ -148,9 +141,6 @@ enum presence_err presence_state_adopt(struct presence_state *st, const char *js
 
 /* Empties the state. Returns true when it was not empty. Cannot fail. */
 bool presence_state_clear(struct presence_state *st);
-
-/* Returns true when the state has no keys. */
-bool presence_state_is_empty(const struct presence_state *st);
 
 /* Returns the compact JSON rendering of the state (never NULL; "{}" when empty). The pointer
  * stays valid until the next successful write or clear. */

@@ -34,6 +34,7 @@
 
 #include "document.h"
 #include "store.h"
+#include "testing.h"
 #include "text.h"
 #include "utf8.h"
 
@@ -84,8 +85,6 @@ struct presence_store {
 	char *journal_tmp_path;
 	char *dir_path;
 	uint64_t margin;
-	/* A journal smaller than this is never compacted. */
-	uint64_t compact_min;
 
 	/* The journal appended to (the journal, or the next journal during and after an unfinished
 	 * compaction): descriptor, length written, generation; whether a failed write left bytes
@@ -124,7 +123,6 @@ struct presence_store {
 	/* The last snapshot. */
 	size_t snapshot_users;
 	uint64_t snapshot_bytes;
-	uint64_t bytes_written;
 
 	/* What the last load found, for presence_store_start. */
 	bool loaded_snapshot;
@@ -163,7 +161,6 @@ struct presence_store *presence_store_new(const char *path, uint64_t margin)
 	st->fd = -1;
 	st->snap_fd = -1;
 	st->margin = margin;
-	st->compact_min = PRESENCE_STORE_COMPACT_MIN;
 	st->path = presence_text_join(path, len, "");
 	st->tmp_path = presence_text_join(path, len, ".tmp");
 	st->journal_path = presence_text_join(path, len, ".journal");
@@ -227,11 +224,6 @@ void presence_store_free(struct presence_store *st)
 	free(st->tmp_path);
 	free(st->path);
 	free(st);
-}
-
-void presence_store_set_compact_min(struct presence_store *st, uint64_t bytes)
-{
-	st->compact_min = bytes;
 }
 
 void presence_store_request_compaction(struct presence_store *st)
@@ -475,7 +467,6 @@ static enum presence_err journal_create(struct presence_store *st, const char *t
 		free(b.data);
 		return PRESENCE_ERR_IO;
 	}
-	st->bytes_written += b.len;
 	*len = b.len;
 	free(b.data);
 	if (out != NULL) {
@@ -517,7 +508,6 @@ static enum presence_err journal_append(struct presence_store *st, const char *d
 		return PRESENCE_ERR_IO;
 	}
 	st->fd_len += len;
-	st->bytes_written += len;
 	return PRESENCE_OK;
 }
 
@@ -1521,7 +1511,6 @@ static enum presence_err snapshot_write_users(struct presence_store *st,
 	}
 	st->snap_users += users;
 	st->snap_len += b.len;
-	st->bytes_written += b.len;
 	free(b.data);
 	return PRESENCE_OK;
 }
@@ -1557,7 +1546,6 @@ static enum presence_err snapshot_begin(struct presence_store *st, struct presen
 	}
 	st->snap_len = b.len;
 	st->snap_users = 0;
-	st->bytes_written += b.len;
 	free(b.data);
 	if (!presence_registry_cursor_start(reg, &st->cursor)) {
 		store_error(err, err_size, "internal error: no cursor for %s", st->tmp_path);
@@ -1600,7 +1588,6 @@ static enum presence_err snapshot_finish(struct presence_store *st, char *err, s
 		            strerror(errno));
 		goto out_fail;
 	}
-	st->bytes_written += b.len;
 	st->snapshot_users = st->snap_users;
 	st->snapshot_bytes = st->snap_len + b.len;
 	free(b.data);
@@ -1708,11 +1695,12 @@ static enum presence_err append_start(struct presence_store *st, char *err, size
 enum presence_err presence_store_start(struct presence_store *st, struct presence_registry *reg,
                                        char *err, size_t err_size)
 {
-	bool append = st->loaded_version == PRESENCE_STORE_VERSION && st->loaded_snapshot &&
-	              st->loaded_journal.exists && !st->loaded_next.exists &&
-	              st->loaded_journal.generation == st->loaded_generation &&
-	              st->loaded_starts < STARTS_MAX &&
-	              st->loaded_journal.valid_len < st->compact_min + 2 * st->snapshot_bytes;
+	bool append =
+	    st->loaded_version == PRESENCE_STORE_VERSION && st->loaded_snapshot &&
+	    st->loaded_journal.exists && !st->loaded_next.exists &&
+	    st->loaded_journal.generation == st->loaded_generation &&
+	    st->loaded_starts < STARTS_MAX &&
+	    st->loaded_journal.valid_len < PRESENCE_STORE_COMPACT_MIN + 2 * st->snapshot_bytes;
 
 	(void)unlink(st->tmp_path);
 	(void)unlink(st->journal_tmp_path);
@@ -1899,7 +1887,7 @@ static bool compaction_due(const struct presence_store *st)
 	uint64_t journal = st->old_journal_len + st->fd_len;
 
 	return st->compact_requested || st->forget_lost || st->fd_untidy ||
-	       (journal >= st->compact_min && journal >= 2 * st->snapshot_bytes);
+	       (journal >= PRESENCE_STORE_COMPACT_MIN && journal >= 2 * st->snapshot_bytes);
 }
 
 /* Begins a compaction: the next journal takes the appends (unless it already does, after an
@@ -2031,9 +2019,4 @@ uint64_t presence_store_snapshot_bytes(const struct presence_store *st)
 uint64_t presence_store_journal_bytes(const struct presence_store *st)
 {
 	return st->old_journal_len + st->fd_len;
-}
-
-uint64_t presence_store_bytes_written(const struct presence_store *st)
-{
-	return st->bytes_written;
 }

@@ -96,10 +96,6 @@ struct presence_store *presence_store_new(const char *path, uint64_t margin);
  * store before its registry. */
 void presence_store_free(struct presence_store *st);
 
-/* Compacts only journals of at least bytes (default PRESENCE_STORE_COMPACT_MIN; for tests and
- * benchmarks). */
-void presence_store_set_compact_min(struct presence_store *st, uint64_t bytes);
-
 /* Makes the next presence_store_compact_step begin a compaction, whatever the sizes. */
 void presence_store_request_compaction(struct presence_store *st);
 
@@ -179,9 +175,6 @@ enum presence_err presence_store_compact_step(struct presence_store *st,
                                               size_t max_bytes, bool *finished, char *err,
                                               size_t err_size);
 
-/* Whether a compaction is in progress. */
-bool presence_store_compacting(const struct presence_store *st);
-
 /* A clean stop: abandons a compaction in progress, writes everything that changed and the stop
  * record. Returns PRESENCE_OK, or PRESENCE_ERR_IO / PRESENCE_ERR_NOMEM with a message in err (the
  * next start then treats this stop as a crash). */
@@ -191,11 +184,9 @@ enum presence_err presence_store_stop(struct presence_store *st, struct presence
 /* Users the last successful flush step wrote. */
 size_t presence_store_flushed_users(const struct presence_store *st);
 
-/* Sizes, for logs and benchmarks: the snapshot's users and bytes, the journal bytes (both
- * journals during a compaction), and every byte written to the files since st was made. */
+/* Sizes, for logs: the snapshot's users, the journal bytes (both journals during a
+ * compaction). */
 size_t presence_store_snapshot_users(const struct presence_store *st);
-uint64_t presence_store_snapshot_bytes(const struct presence_store *st);
 uint64_t presence_store_journal_bytes(const struct presence_store *st);
-uint64_t presence_store_bytes_written(const struct presence_store *st);
 
 #endif
