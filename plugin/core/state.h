@@ -96,9 +96,6 @@ void presence_state_init(struct presence_state *st);
 /* Frees what st owns and leaves it empty (as presence_state_init). */
 void presence_state_release(struct presence_state *st);
 
-/* Returns true when key (key_len bytes, need not be NUL-terminated) is a valid top-level key. */
-bool presence_state_key_valid(const char *key, size_t key_len);
-
 /* Sets (or removes) one top-level key from an MQTT payload (payload_len bytes, not
  * NUL-terminated; may be NULL when payload_len is 0).
  * Returns PRESENCE_OK and sets *changed to whether the state differs afterwards;
@@ -165,12 +162,5 @@ bool presence_state_changed_since_mark(const struct presence_state *st);
  * decodes to NUL, which would silently cut a string short: \u0000, or \u followed by four
  * characters that are not all hex digits. Internal: shared with the query module. */
 bool presence__json_has_nul_escape(const char *json, size_t len);
-
-/* Applies patch to *target with RFC 7396 semantics. *target may be NULL (no value). On success
- * *target is the result (possibly a new node; the old one freed) and patch is untouched.
- * Returns PRESENCE_ERR_NOMEM on allocation failure, in which case *target may have been
- * partly patched (the caller still owns it and deletes it): callers patch a copy. Exposed for
- * unit tests. */
-enum presence_err presence_state_merge_patch(cJSON **target, const cJSON *patch);
 
 #endif

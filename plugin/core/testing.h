@@ -53,6 +53,15 @@ void presence_state_free(struct presence_state *st);
 /* Returns true when the state has no keys. */
 bool presence_state_is_empty(const struct presence_state *st);
 
+/* Returns true when key (key_len bytes, need not be NUL-terminated) is a valid top-level key. */
+bool presence_state_key_valid(const char *key, size_t key_len);
+
+/* Applies patch to *target with RFC 7396 semantics. *target may be NULL (no value). On success
+ * *target is the result (possibly a new node; the old one freed) and patch is untouched.
+ * Returns PRESENCE_ERR_NOMEM on allocation failure, in which case *target may have been
+ * partly patched (the caller still owns it and deletes it): callers patch a copy. */
+enum presence_err presence_state_merge_patch(cJSON **target, const cJSON *patch);
+
 /* document.h */
 
 /* Renders doc with cJSON's allocator. Returns a NUL-terminated string the caller frees with
