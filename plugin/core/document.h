@@ -1,20 +1,11 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * The presence document: the retained JSON message on P/U.
- *
- * Rendered byte-for-byte deterministically as compact JSON with the keys in this order:
+ * The presence document: the retained JSON message on P/U, rendered byte for byte
+ * deterministically as compact JSON, keys in this order:
  *   {"username":"alice","available":true,"sessions":2,"since":1764265200123,"seq":7,
  *    "state":{"status":"away"}}
- * The state is embedded as it is rendered by the state module.
- *
- * A document is rendered for every presence change, so it is assembled straight into one
- * buffer: only the user name goes through cJSON (for its string escaping), printed into a
- * preallocated buffer, and the integers are converted by hand.
- *
- * Query responses embed documents in a larger message built with cJSON. There a known user's
- * document is the same rendering with "known":true appended as the last key (everything before
- * ,"known":true is byte for byte what is retained for the same values), carried as a raw cJSON
- * item that cJSON prints verbatim; one renderer serves both.
+ * A query's answer for a known user is the same bytes with ,"known":true before the closing
+ * brace. How it is rendered: docs/DESIGN.md, "Core: documents".
  */
 #ifndef PRESENCE_DOCUMENT_H
 #define PRESENCE_DOCUMENT_H
