@@ -14,6 +14,8 @@
 #include <uthash.h>
 
 #include "cluster.h"
+#include "testing.h"
+#include "text.h"
 #include "utf8.h"
 
 /* One state write waiting to be committed. */
@@ -152,20 +154,6 @@ static enum presence_err write_apply(struct presence_state *st,
 	return presence_state_merge(st, limits, payload, payload_len, changed, reason);
 }
 
-/* Returns a malloc'd copy of len bytes with a NUL after them, or NULL. len 0 gives "". */
-static char *copy_bytes(const void *bytes, size_t len)
-{
-	char *copy = malloc(len + 1);
-
-	if (copy != NULL) {
-		if (len > 0) {
-			memcpy(copy, bytes, len);
-		}
-		copy[len] = '\0';
-	}
-	return copy;
-}
-
 enum presence_err presence_cluster_write_add(struct presence_cluster_writes *w,
                                              struct presence_user *user, const char *base,
                                              const struct presence_state_limits *limits,
@@ -214,9 +202,9 @@ enum presence_err presence_cluster_write_add(struct presence_cluster_writes *w,
 	pw->kind = kind;
 	pw->key_len = key_len;
 	pw->payload_len = payload_len;
-	pw->key = copy_bytes(key, kind == PRESENCE_CLUSTER_WRITE_SET_KEY ? key_len : 0);
-	pw->payload = copy_bytes(payload, payload_len);
-	pw->topic = copy_bytes(topic, strlen(topic));
+	pw->key = presence_text_dup(key, kind == PRESENCE_CLUSTER_WRITE_SET_KEY ? key_len : 0);
+	pw->payload = presence_text_dup(payload, payload_len);
+	pw->topic = presence_text_dup(topic, strlen(topic));
 	if (pw->key == NULL || pw->payload == NULL || pw->topic == NULL) {
 		goto out_nomem;
 	}
@@ -326,7 +314,7 @@ enum presence_err presence_cluster_write_fold(struct presence_cluster_writes *w,
 		entry_remove(w, uw);
 		goto out_release;
 	}
-	*state = copy_bytes(presence_state_json(&st), presence_state_json_len(&st));
+	*state = presence_text_dup(presence_state_json(&st), presence_state_json_len(&st));
 	if (*state == NULL) {
 		err = PRESENCE_ERR_NOMEM;
 		goto out_release;
@@ -412,7 +400,7 @@ enum presence_err presence_cluster_write_rebase(struct presence_cluster_writes *
 	if (uw == NULL || seq <= uw->base_seq) {
 		return PRESENCE_OK;
 	}
-	copy = copy_bytes(state, strlen(state));
+	copy = presence_text_dup(state, strlen(state));
 	if (copy == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
@@ -574,19 +562,10 @@ enum presence_err presence_cluster_endpoint_parse(const char *url,
 	}
 	out->port = 6379;
 	if (colon != NULL) {
-		long port = 0;
-		const char *p;
+		uint64_t port;
 
-		if (colon + 1 == end) {
-			goto out_syntax;
-		}
-		for (p = colon + 1; p < end; p++) {
-			if (*p < '0' || *p > '9' || port > 65535) {
-				goto out_syntax;
-			}
-			port = port * 10 + (*p - '0');
-		}
-		if (port < 1 || port > 65535) {
+		if (!presence_text_parse_uint(colon + 1, (size_t)(end - colon - 1), 1, 65535,
+		                              &port)) {
 			goto out_syntax;
 		}
 		out->port = (int)port;

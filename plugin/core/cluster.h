@@ -1,32 +1,11 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * Cluster mode: the broker-independent rules of presence shared by several brokers through one
- * Redis 7 (or Valkey). The design note is in the README ("Several brokers"); in short:
+ * Cluster mode's rules that need neither Redis nor a broker: applying a document record from
+ * the cluster to the registry (the seq rule), the pending state writes of a user and their
+ * folding into one commit, the Redis endpoint syntax and the reconnect backoff.
  *
- * - Redis holds the truth per user (document values, state, one contribution per broker) and
- *   is the one writer of seq: a Redis function changes a user and numbers the change in one
- *   atomic step, and appends the new document to a stream that every broker reads. Brokers
- *   only publish documents Redis numbered, so seq is monotonic cluster-wide; each broker keeps
- *   the highest seq it saw per user (the registry's last document) and sends it as a floor, so
- *   numbering resumes above it after Redis lost its data.
- * - A broker contributes ABSOLUTE session counts ("broker B, epoch E, has n sessions of U"),
- *   numbered in the order it decided them, so a resend is harmless, a late one is ignored, and
- *   recovery means sending the counts again. A user whose last counted session left goes
- *   offline only once every live broker confirmed that it has no count of it still on the way
- *   (a barrier; plugin/redis/presence_v2.lua).
- * - A state write is applied by the broker it arrives at, with the single-broker rules and
- *   limits (state.h), to the user's current cluster state, and committed with a
- *   compare-and-set on the user's seq; on a conflict the pending writes are applied again to
- *   the state Redis returned. At most one commit per user is in flight from one broker; writes
- *   that arrive meanwhile wait and are folded into the next commit, in order.
- * - Every broker publishes a user's documents only from the stream, in the order Redis numbered
- *   them, so that its subscribers see seq grow by one; a reply to a commit only tells the
- *   broker what its next commit applies to.
- *
- * This module holds what can be decided without Redis or a broker: applying a document record
- * to the registry (the seq rule), the pending state writes and their folding, the Redis
- * endpoint syntax and the reconnect backoff. The Redis client (plugin/redis/) and the adapter
- * (plugin/mosquitto/cluster.c) do the I/O.
+ * Redis is the one writer of seq; a broker publishes only documents Redis numbered, in order.
+ * plugin/redis/ and the adapter do the I/O. The design: docs/DESIGN.md, "Core: cluster".
  */
 #ifndef PRESENCE_CLUSTER_H
 #define PRESENCE_CLUSTER_H
@@ -128,11 +107,6 @@ void presence_cluster_write_done(struct presence_cluster_writes *w, struct prese
  * waiting again (the next fold applies them, and those that came since, to the new base). */
 void presence_cluster_write_retry(struct presence_cluster_writes *w, struct presence_user *user);
 
-/* Drops every write of every user, reporting each through reject with reason (e.g. the
- * connection to Redis was lost). */
-void presence_cluster_write_fail_all(struct presence_cluster_writes *w, const char *reason,
-                                     presence_cluster_reject_fn reject, void *arg);
-
 /* Drops every write of user (without reporting them): it is leaving the registry. */
 void presence_cluster_write_forget(struct presence_cluster_writes *w,
                                    const struct presence_user *user);
@@ -150,9 +124,6 @@ enum presence_err presence_cluster_write_rebase(struct presence_cluster_writes *
  * (then *seq is set to it), else NULL. Valid until the next call on w. */
 const char *presence_cluster_write_base(const struct presence_cluster_writes *w,
                                         const struct presence_user *user, uint64_t *seq);
-
-/* Number of users with writes (in flight or pending). */
-size_t presence_cluster_write_users(const struct presence_cluster_writes *w);
 
 /* Where Redis listens, and how to log in. */
 struct presence_cluster_endpoint {

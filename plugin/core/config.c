@@ -20,6 +20,7 @@
 
 #include "cluster.h"
 #include "config.h"
+#include "text.h"
 #include "utf8.h"
 
 /* How options are spelled in mosquitto.conf; used in every message. */
@@ -54,9 +55,6 @@
 /* Space for the "what is allowed" part of an error message. */
 #define REASON_SIZE 128
 
-/* The most bytes of a refused value quoted in an error message. */
-#define QUOTE_MAX 64u
-
 /* One row of the option table. */
 struct option_spec {
 	/* The name after plugin_opt_. */
@@ -72,23 +70,6 @@ struct option_spec {
 	 * list, no state file) is the default. */
 	const char *default_value;
 };
-
-/*
- * Returns a malloc'd copy of the len bytes at s with a NUL appended, or NULL when allocation
- * fails. Written with malloc rather than strndup so that test allocators wrapping malloc see
- * (and can fail) every allocation.
- */
-static char *config_strndup(const char *s, size_t len)
-{
-	char *copy = malloc(len + 1);
-
-	if (copy == NULL) {
-		return NULL;
-	}
-	memcpy(copy, s, len);
-	copy[len] = '\0';
-	return copy;
-}
 
 /*
  * Appends a formatted piece to buf (size bytes) at offset *len, the untruncated length of what
@@ -112,34 +93,16 @@ static void config_append(char *buf, size_t size, size_t *len, const char *fmt, 
 	}
 }
 
-/*
- * Parses value as a decimal integer from min to max into *out. Only digits are accepted: no
- * sign, no spaces, no trailing characters, and nothing that overflows. Returns false for
- * anything else.
- */
+/* Parses value as a decimal integer from min to max into *out (presence_text_parse_uint's
+ * rules); false for anything else. */
 static bool config_parse_size(const char *value, size_t min, size_t max, size_t *out)
 {
-	size_t n = 0;
+	uint64_t n;
 
-	if (*value == '\0') {
+	if (!presence_text_parse_uint(value, strlen(value), min, max, &n)) {
 		return false;
 	}
-	for (; *value != '\0'; value++) {
-		size_t digit;
-
-		if (*value < '0' || *value > '9') {
-			return false;
-		}
-		digit = (size_t)(*value - '0');
-		if (n > (max - digit) / 10) {
-			return false;
-		}
-		n = n * 10 + digit;
-	}
-	if (n < min) {
-		return false;
-	}
-	*out = n;
+	*out = (size_t)n;
 	return true;
 }
 
@@ -167,7 +130,7 @@ static enum presence_err config_topic_prefix(struct presence_config *cfg, const 
 		return PRESENCE_ERR_INVAL;
 	}
 
-	copy = config_strndup(value, len);
+	copy = presence_text_dup(value, len);
 	if (copy == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
@@ -356,7 +319,7 @@ static enum presence_err config_file(char **field, const char *value, const char
 		snprintf(reason, reason_size, "give the path of a file, such as %s", example);
 		return PRESENCE_ERR_INVAL;
 	}
-	copy = config_strndup(value, len);
+	copy = presence_text_dup(value, len);
 	if (copy == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
@@ -418,7 +381,7 @@ static enum presence_err config_cluster_username(struct presence_config *cfg, co
 		         "characters");
 		return PRESENCE_ERR_INVAL;
 	}
-	copy = config_strndup(value, len);
+	copy = presence_text_dup(value, len);
 	if (copy == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
@@ -436,7 +399,7 @@ static enum presence_err config_cluster_url(struct presence_config *cfg, const c
 	if (presence_cluster_endpoint_parse(value, &endpoint, reason, reason_size) != PRESENCE_OK) {
 		return PRESENCE_ERR_INVAL;
 	}
-	copy = config_strndup(value, strlen(value));
+	copy = presence_text_dup(value, strlen(value));
 	if (copy == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
@@ -454,7 +417,7 @@ static enum presence_err config_broker_id(struct presence_config *cfg, const cha
 		snprintf(reason, reason_size, "use 1 to 64 characters of A-Z a-z 0-9 . _ -");
 		return PRESENCE_ERR_INVAL;
 	}
-	copy = config_strndup(value, strlen(value));
+	copy = presence_text_dup(value, strlen(value));
 	if (copy == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
@@ -569,7 +532,7 @@ static enum presence_err config_ignore_users(struct presence_config *cfg, const 
 	}
 	for (p = value, i = 0; i < count; i++) {
 		config_next_name(&p, &name, &len);
-		names[i] = config_strndup(name, len);
+		names[i] = presence_text_dup(name, len);
 		if (names[i] == NULL) {
 			config_free_names(names, i);
 			return PRESENCE_ERR_NOMEM;
@@ -640,40 +603,21 @@ static void config_unknown_message(const char *key, char *err, size_t err_size)
 	config_append(err, err_size, &len, ")");
 }
 
-/*
- * Returns how many bytes of value to quote in a message: all of it up to QUOTE_MAX bytes,
- * otherwise QUOTE_MAX bytes cut back to a character boundary, so that a huge value cannot push
- * the explanation out of the message buffer.
- */
-static int config_quote_len(const char *value)
-{
-	size_t len = strlen(value);
-
-	if (len <= QUOTE_MAX) {
-		return (int)len;
-	}
-	len = QUOTE_MAX;
-	while (len > 0 && ((unsigned char)value[len] & 0xC0u) == 0x80u) {
-		len--;
-	}
-	return (int)len;
-}
-
 /* Parses one option with its table row, writing a message into err when it fails. */
 static enum presence_err config_apply(struct presence_config *cfg, const struct option_spec *spec,
                                       const char *value, char *err, size_t err_size)
 {
 	char reason[REASON_SIZE] = "";
 	enum presence_err rc;
-	int quote_len;
+	size_t quote_len;
 
 	rc = spec->parse(cfg, value, reason, sizeof(reason));
 	if (rc == PRESENCE_ERR_NOMEM) {
 		snprintf(err, err_size, OPTION_PREFIX "%s: out of memory", spec->name);
 	} else if (rc != PRESENCE_OK) {
-		quote_len = config_quote_len(value);
+		quote_len = presence_text_quote_len(value, strlen(value));
 		snprintf(err, err_size, OPTION_PREFIX "%s: \"%.*s%s\" is not valid; %s", spec->name,
-		         quote_len, value, value[quote_len] != '\0' ? "..." : "", reason);
+		         (int)quote_len, value, value[quote_len] != '\0' ? "..." : "", reason);
 	}
 	return rc;
 }

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "document.h"
+#include "testing.h"
 
 #define INTEGER_TEXT_SIZE PRESENCE__INTEGER_TEXT_SIZE
 

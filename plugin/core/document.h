@@ -1,20 +1,11 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * The presence document: the retained JSON message on P/U.
- *
- * Rendered byte-for-byte deterministically as compact JSON with the keys in this order:
+ * The presence document: the retained JSON message on P/U, rendered byte for byte
+ * deterministically as compact JSON, keys in this order:
  *   {"username":"alice","available":true,"sessions":2,"since":1764265200123,"seq":7,
  *    "state":{"status":"away"}}
- * The state is embedded as it is rendered by the state module.
- *
- * A document is rendered for every presence change, so it is assembled straight into one
- * buffer: only the user name goes through cJSON (for its string escaping), printed into a
- * preallocated buffer, and the integers are converted by hand.
- *
- * Query responses embed documents in a larger message built with cJSON. There a known user's
- * document is the same rendering with "known":true appended as the last key (everything before
- * ,"known":true is byte for byte what is retained for the same values), carried as a raw cJSON
- * item that cJSON prints verbatim; one renderer serves both.
+ * A query's answer for a known user is the same bytes with ,"known":true before the closing
+ * brace. How it is rendered: docs/DESIGN.md, "Core: documents".
  */
 #ifndef PRESENCE_DOCUMENT_H
 #define PRESENCE_DOCUMENT_H
@@ -52,12 +43,8 @@ typedef void *(*presence_document_alloc_fn)(size_t size);
 char *presence_document_render_with(const struct presence_document *doc, size_t *len,
                                     presence_document_alloc_fn alloc);
 
-/* Renders doc with cJSON's allocator. Returns a NUL-terminated string the caller frees with
- * presence_document_free and stores its length (without the NUL) in *len; returns NULL when
- * allocation fails. */
-char *presence_document_render(const struct presence_document *doc, size_t *len);
-
-/* Frees a string returned by presence_document_render; NULL is allowed. */
+/* Frees a string returned by presence_document_render_error (or by presence_document_render,
+ * testing.h); NULL is allowed. */
 void presence_document_free(char *text);
 
 /* Returns doc rendered as presence_document_render renders it, with ,"known":true inserted
@@ -65,10 +52,6 @@ void presence_document_free(char *text);
  * The caller owns the item (cJSON_Delete, or adds it to a parent). Returns NULL when allocation
  * fails. */
 cJSON *presence_document_build(const struct presence_document *doc, bool mark_known);
-
-/* Builds {"username":"<username>","available":false,"known":false}: the answer for a name that
- * has no document. Same ownership and failure contract as presence_document_build. */
-cJSON *presence_document_build_unknown(const char *username);
 
 /* Renders a rejection notice {"topic":"<topic>","error":"<error>"}. Same ownership and failure
  * contract as presence_document_render. */

@@ -1,17 +1,10 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * Presence metrics: which values under $SYS/broker/presence/ are due, and when.
- *
- * The adapter publishes the metrics as retained messages every metrics_interval seconds, as the
- * broker does with its own $SYS values. Each value is published only when it differs from the
- * value last published for it, and always the first time, so that a retained value left by an
- * earlier run of the broker is replaced at startup. The schedule runs on a monotonic clock
- * given by the caller in milliseconds: the first check is due at once, then one check per
- * interval; when checks were missed (a stalled broker loop) the schedule starts again from
- * now rather than catching up with a burst.
- *
- * This module only decides; the values are counted by the registry (users, sessions) and the
- * adapter (documents, state writes), and the adapter publishes.
+ * Presence metrics: which values under $SYS/broker/presence/ are due, and when. Each value is
+ * published when it differs from the value last published for it, and always the first time;
+ * checks run every interval on the caller's monotonic clock (milliseconds), starting again from
+ * now after missed ones rather than catching up. This module only decides; the registry and
+ * the adapter count, the adapter publishes.
  */
 #ifndef PRESENCE_METRICS_H
 #define PRESENCE_METRICS_H

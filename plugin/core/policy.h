@@ -2,17 +2,11 @@
 /*
  * The plugin's rules, independent of any broker: which sessions are tracked, who may publish
  * or read which topic of the namespace, and when a save of the state file is due. The adapter
- * asks these for every login, publish, delivery and tick and only translates the answers into
- * its broker's codes, so every broker generation (and every later backend) applies the same
- * rules, and unit tests reach them.
+ * only translates the answers into its broker's codes.
  *
- * The access rules, with P the topic prefix and U a user's encoded name:
- * - P/U/state and P/U/state/<key> are written only by U's own tracked sessions and read by
- *   nobody (a state write is consumed by the plugin).
- * - P/U/error is read only by U's own sessions.
- * - Nothing else below P/ is written by any client (only the plugin publishes there).
- * - Everything else (reading documents, topics outside P/, subscriptions) is not the plugin's
- *   to decide: the broker's other mechanisms decide, or it is allowed with acl allow.
+ * With P the topic prefix and U a user's encoded name: P/U/state[/<key>] is written only by U's
+ * own tracked sessions and read by nobody; P/U/error is read only by U's own sessions; nothing
+ * else below P/ is written by a client. Anything else is not the plugin's to decide.
  */
 #ifndef PRESENCE_POLICY_H
 #define PRESENCE_POLICY_H

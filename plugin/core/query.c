@@ -23,6 +23,7 @@
 #include "document.h"
 #include "query.h"
 #include "state.h"
+#include "text.h"
 #include "utf8.h"
 
 #define ERROR_NOT_UTF8 "Payload not valid UTF-8"
@@ -45,17 +46,13 @@
 static cJSON *parse_whole(const void *payload, size_t len, bool *nomem)
 {
 	const char *end = NULL;
-	char *text = malloc(len + 1);
+	char *text = presence_text_dup(payload, len);
 	cJSON *value;
 
 	*nomem = text == NULL;
 	if (text == NULL) {
 		return NULL;
 	}
-	if (len > 0) {
-		memcpy(text, payload, len);
-	}
-	text[len] = '\0';
 	value = cJSON_ParseWithLengthOpts(text, len + 1, &end, true);
 	if (value != NULL && end != text + len) {
 		cJSON_Delete(value);

@@ -2,53 +2,11 @@
 /*
  * One-time presence queries: the request and the response of the $CONTROL/presence/v1 API.
  *
- * The shape follows Mosquitto's dynamic-security API. A request is a JSON object with an array
- * of commands:
- *   {"commands":[{"command":"getPresence","usernames":["alice","zed"],"correlationData":"7"}]}
- * and the response has one entry per command, in the same order:
- *   {"responses":[{"command":"getPresence","presences":[<alice>,<zed>],"correlationData":"7"}]}
- * "presences" has one entry per distinct requested name, in the order each was first asked (a
- * name asked twice in a command is answered once). A user with at least one published document
- * ("known") is answered with its last published document, exactly as its retained message holds it,
- * with "known":true appended; any other name with
- * {"username":"zed","available":false,"known":false}. "correlationData" (a string) is copied into
- * the command's response when the command has one.
- *
- * A command that cannot be answered gets {"command":...,"error":"...","correlationData":...}
- * and the others are still answered. A request that is not UTF-8, not JSON or has no "commands"
- * array gets a single such error with the command "Unknown command". The errors:
- *   Payload not valid UTF-8          the payload is not strict UTF-8 (or holds a NUL byte)
- *   Payload not valid JSON           cJSON does not parse the whole payload as one value
- *   Payload has a \u escape that decodes to NUL
- *                                    cJSON would cut the string at the NUL and answer for
- *                                    another name; also \u with non-hex digits (see state.h)
- *   Invalid/missing commands         not an object, or no "commands" array
- *   Command not an object            (command "Unknown command")
- *   Missing command                  no "command" string (command "Unknown command")
- *   Invalid correlationData data type
- *                                    "correlationData" present but not a string
- *   Unknown command                  (command echoed as given)
- *   Invalid/missing usernames        "usernames" is not an array of strings
- *   Too many usernames: at most <n> per request
- *                                    answering the command would take the request over n
- *                                    (max_query_users) names, counting the names of the
- *                                    commands answered before it
- *   Reply too large: at most <n> bytes per reply
- *                                    the command's presences would take the response over
- *                                    the byte budget (max_query_reply_bytes); commands after it
- *                                    are still answered when they fit
- * Command names are matched without regard to case, as dynamic-security does, and answered in
- * their canonical spelling ("getPresence").
- *
- * Budget: the response is at most max_bytes bytes, except for the error entries of commands that
- * did not fit, which always go out: each echoes only its command's name and correlation data,
- * so together they cost about what those commands cost in the request. The response is written
- * straight as text (no cJSON tree), and a command's presences stop being rendered once the
- * budget is gone, so answering never holds much more than the budget either.
- *
- * Cost: parsing is linear in the payload; answering is one hash lookup per distinct requested
- * name (found by sorting the names, O(n log n)) plus the size of the documents, never a scan of
- * all users.
+ * A request {"commands":[{"command":"getPresence","usernames":[...],"correlationData":"7"}]}
+ * gets {"responses":[...]} with one entry per command, in order; a command that cannot be
+ * answered gets an entry with "error" and the others are still answered. The response stays
+ * within the byte budget (the error entries of commands that did not fit excepted). The
+ * errors, the budget and the cost are in docs/DESIGN.md, "Core: queries".
  */
 #ifndef PRESENCE_QUERY_H
 #define PRESENCE_QUERY_H
@@ -119,7 +77,8 @@ enum presence_err presence_query_parse(struct presence_query *q, const void *pay
 /* Frees what q owns and zeroes it. */
 void presence_query_free(struct presence_query *q);
 
-/* Builds the response to q from the users in reg within a budget of max_bytes (see above):
+/* Builds the response to q from the users in reg within a budget of max_bytes (at most max_bytes
+ * bytes but for the error entries of commands that did not fit):
  * compact JSON, NUL-terminated, with its length (without the NUL) in *len. Returns the text,
  * which the caller frees with presence_query_response_free, or NULL (and *len 0) when an
  * allocation fails. reg is only read. */

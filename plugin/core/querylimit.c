@@ -5,6 +5,7 @@
 #include <uthash.h>
 
 #include "querylimit.h"
+#include "testing.h"
 
 /* One client's bucket: thousandths of the bytes it may still be sent (negative: in debt) as of
  * last_ms; thousandths, so that frequent refills of a few milliseconds lose nothing. */

@@ -1,21 +1,10 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * How much query response each client may be sent: a token bucket of response bytes per
- * client, so that a client that asks and never reads cannot make the broker hold, or lose,
- * memory without bound.
- *
- * Why a bucket and not "the replies still queued for the client": no plugin API of Mosquitto
- * 2.0 (or 2.1) tells what is queued for a client, and Mosquitto 2.0 never frees a targeted
- * publish that it drops because the client's queue is full (loop.c single_publish stores the
- * message before db__message_insert refuses it, and nothing removes unreferenced messages), so
- * every reply to a client that does not read costs memory for as long as the broker runs. The
- * bucket bounds what a client can cost: at most `burst` bytes at once, then `per_second` bytes
- * a second; a query that arrives while the client's bucket is in debt is not answered at all
- * (an error reply would cost memory too). A response is charged after it is built, so one
- * response may take the bucket into debt by up to its own size.
- *
- * Clients are keyed by the broker's client pointer (opaque here); forget a client when it
- * disconnects. Every call is O(1). Time is a monotonic clock in milliseconds from the caller.
+ * client (at most burst bytes at once, then per_second bytes a second); a query that arrives
+ * while the client's bucket is in debt is not answered. Clients are keyed by the broker's
+ * client pointer (opaque here); forget a client when it disconnects. Every call is O(1); time is
+ * a monotonic clock in milliseconds from the caller. Why: docs/DESIGN.md, "Core: query limit".
  */
 #ifndef PRESENCE_QUERYLIMIT_H
 #define PRESENCE_QUERYLIMIT_H
@@ -57,8 +46,5 @@ void presence_query_limit_charge(struct presence_query_limit *ql, const void *cl
 
 /* Forgets client's bucket, if any (the client disconnected; its pointer may be reused). */
 void presence_query_limit_forget(struct presence_query_limit *ql, const void *client);
-
-/* Number of clients with a bucket. */
-size_t presence_query_limit_clients(const struct presence_query_limit *ql);
 
 #endif

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * Sessions and users (see registry.h for the lifecycle this models).
+ * The registry and its users (see registry.h for the lifecycle this models); sessions are in
+ * registry_sessions.c, the queues and what is due in registry_flush.c, the structures and their
+ * invariants in registry_private.h.
  *
  * Two uthash tables: sessions keyed by the broker's client pointer, users keyed by name (its
  * insertion order is the users' creation order, which cursors follow). Each user is ONE
@@ -8,43 +10,19 @@
  * state has text of its own), its flags and its encoded name (the topic level), with the name
  * itself after it when encoding changed it. The prefix of the document topic is the registry's,
  * not repeated in every user.
- *
- * What only some users need lives outside the user:
- * - PENDING sessions wait in an array of client pointers (a client that leaves while pending
- *   leaves a stale pointer, skipped when read).
- * - Users held by the guard wait in an array of user pointers (a held user that changes again
- *   leaves a stale pointer, skipped on release).
- * - A user waiting out the offline delay has a struct offline_wait, found by the user's address
- *   in a third hash table and queued in deadline order.
- * Dirty, retry and forgotten users wait in singly linked queues through the users (list_next);
- * idle users (offline, nothing pending) in a doubly linked queue through the users (idle_prev,
- * idle_next), oldest first: every user joins it at its tail "now", except users restored from
- * the state file, which join it in any order and are sorted once, before it is next read.
- *
- * Invariants:
- * - a session is PENDING iff its user is NULL;
- * - user->sessions is the number of ACTIVE sessions pointing at the user;
- * - a user is on at most one of (dirty, retry, held, forgotten), recorded in user->list;
- *   reg->held counts the held ones;
- * - user->waiting iff reg->waits has an entry for it; user->offline_pending iff that entry is
- *   queued on reg->offline, which implies sessions == 0;
- * - user->idle iff it is on the idle queue iff published, not available in its last document,
- *   no session, not waiting, and in the name table; the queue is sorted by idle_at unless
- *   reg->idle_unsorted;
- * - user->gone iff the user left the name table (forgotten, or dropped while on the dirty list,
- *   which frees it when it pops it);
- * - reg->available counts users with sessions > 0, reg->active ACTIVE sessions, reg->known users
- *   in the name table with a document.
  */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <uthash.h>
 #include <utlist.h>
 
+#include "clock.h"
 #include "registry.h"
+#include "registry_private.h"
+#include "testing.h"
+#include "text.h"
 #include "topic.h"
 
 /* The longest MQTT topic, in bytes. */
@@ -53,154 +31,21 @@
 /* How many idle users from the head forget_due looks at for one that is on no list. */
 #define EVICT_SCAN 8
 
-/* Which queue a user is on. */
-enum user_list {
-	USER_LIST_NONE = 0,
-	USER_LIST_DIRTY,
-	USER_LIST_RETRY,
-	USER_LIST_HELD,
-	USER_LIST_FORGOTTEN,
-};
-
-/* One MQTT connection. */
-struct presence_session {
-	/* The broker's client pointer: the hash key, never dereferenced here. */
-	const void *client;
-	/* The user this ACTIVE session counts towards; NULL while PENDING. */
-	struct presence_user *user;
-	UT_hash_handle hh;
-};
-
-struct presence_user {
-	/* Handle for reg->users; the key is the name inside level[]. */
-	UT_hash_handle hh;
-	/* The next user on the same queue (dirty, retry or forgotten). */
-	struct presence_user *list_next;
-	/* Links on the idle queue. */
-	struct presence_user *idle_prev, *idle_next;
-	/* The last document published: what subscribers hold now (its state is the state's mark,
-	 * presence_state_mark). Without a document, seq is the floor the user started from. */
-	uint64_t seq;
-	int64_t pub_since;
-	/* The write limit's theoretical arrival time (GCRA), microseconds on the monotonic
-	 * clock. */
-	int64_t write_tat;
-	/* The shared state. */
-	struct presence_state state;
-	unsigned int pub_sessions;
-	/* Number of ACTIVE sessions. */
-	unsigned int sessions;
-	/* When the user became idle: seconds on the monotonic clock since reg->mono_base,
-	 * rounded up (negative for a user restored as offline since before that). */
-	int32_t idle_at;
-	/* The last document's availability. */
-	unsigned int pub_available : 1;
-	/* Whether the user has a document (published, restored or adopted). */
-	unsigned int published : 1;
-	/* Which queue the user is on (enum user_list). */
-	unsigned int list : 3;
-	/* Whether the user has a struct offline_wait, and whether it is queued. */
-	unsigned int waiting : 1;
-	unsigned int offline_pending : 1;
-	/* Whether the user is on the idle queue. */
-	unsigned int idle : 1;
-	/* Whether the user left the name table. */
-	unsigned int gone : 1;
-	/* Whether the name is stored after the level (encoding changed it) or is the level. */
-	unsigned int name_apart : 1;
-	/* Cluster mode: whether the last count sent for the user was above 0 (the user is kept
-	 * until a count of 0 follows it, even without a document). */
-	unsigned int counted : 1;
-	/* "<encoded name>\0", then "<name>\0" when name_apart. */
-	char level[];
-};
-
-/* What a user waiting out the offline delay needs; kept after the delay until the unavailable
- * document is published, for its since. */
-struct offline_wait {
-	struct presence_user *user;
-	/* Monotonic time (ms) at which the delay ends. */
-	int64_t deadline_ms;
-	/* Wall-clock time (ms since the epoch) at which the last session left. */
-	int64_t left_ms;
-	struct offline_wait *prev, *next;
-	UT_hash_handle hh;
-};
-
-/* A singly linked queue of users through list_next. */
-struct user_queue {
-	struct presence_user *head, *tail;
-};
-
-struct presence_registry {
-	/* Document topic prefix, without trailing '/'. */
-	char *prefix;
-	size_t prefix_len;
-	struct presence_session *sessions;
-	/* Clients that logged in since the last promotion, oldest first, from pending_head on. */
-	const void **pending;
-	size_t pending_head, pending_len, pending_cap;
-	struct presence_user *users;
-	struct user_queue dirty;
-	struct user_queue retry;
-	struct user_queue forgotten;
-	/* Users held by the guard; some may be stale. */
-	struct presence_user **held_users;
-	size_t held_len, held_cap;
-	/* Idle users, oldest first. */
-	struct presence_user *idle_head, *idle_tail;
-	bool idle_unsorted;
-	struct offline_wait *waits;
-	struct offline_wait *offline;
-	/* Open cursors. */
-	struct presence_cursor *cursors[PRESENCE_REGISTRY_CURSORS];
-	/* The since of the document being prepared. */
-	int64_t prep_since_ms;
-	/* Counters kept incrementally. */
-	size_t available;
-	size_t active;
-	size_t known;
-	size_t held;
-	uint64_t forgotten_total;
-
-	/* Settings (see registry.h). */
-	struct presence_clock clock;
-	/* The monotonic time idle_at counts from. */
-	int64_t mono_base;
-	int64_t offline_delay_ms;
-	bool keep_state;
-	struct presence_seq_guard guard;
-	bool has_guard;
-	uint64_t seq_floor;
-	int64_t forget_after_s;
-	size_t max_users;
-	int64_t write_interval_us;
-	int64_t write_window_us;
-};
-
-static int64_t clock_ms(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t system_monotonic_ms(void *arg)
 {
 	(void)arg;
-	return clock_ms(CLOCK_MONOTONIC);
+	return presence_clock_monotonic_ms();
 }
 
 static int64_t system_wall_ms(void *arg)
 {
 	(void)arg;
-	return clock_ms(CLOCK_REALTIME);
+	return presence_clock_wall_ms();
 }
 
 static const struct presence_clock system_clock = {system_monotonic_ms, system_wall_ms, NULL};
 
-static int64_t mono_now(const struct presence_registry *reg)
+int64_t presence__registry_mono_now(const struct presence_registry *reg)
 {
 	return reg->clock.monotonic_ms(reg->clock.arg);
 }
@@ -213,22 +58,21 @@ struct presence_registry *presence_registry_new(const char *prefix)
 	if (reg == NULL) {
 		return NULL;
 	}
-	reg->prefix = malloc(len + 1);
+	reg->prefix = presence_text_dup(prefix, len);
 	if (reg->prefix == NULL) {
 		free(reg);
 		return NULL;
 	}
-	memcpy(reg->prefix, prefix, len + 1);
 	reg->prefix_len = len;
 	reg->clock = system_clock;
-	reg->mono_base = mono_now(reg);
+	reg->mono_base = presence__registry_mono_now(reg);
 	return reg;
 }
 
 void presence_registry_set_clock(struct presence_registry *reg, const struct presence_clock *clock)
 {
 	reg->clock = clock != NULL ? *clock : system_clock;
-	reg->mono_base = mono_now(reg);
+	reg->mono_base = presence__registry_mono_now(reg);
 }
 
 void presence_registry_set_offline_delay(struct presence_registry *reg, int64_t delay_ms)
@@ -347,335 +191,14 @@ void presence_registry_free(struct presence_registry *reg)
 	free(reg);
 }
 
-/* ---- queues --------------------------------------------------------------------------- */
-
-static void queue_append(struct user_queue *q, struct presence_user *user)
-{
-	user->list_next = NULL;
-	if (q->tail != NULL) {
-		q->tail->list_next = user;
-	} else {
-		q->head = user;
-	}
-	q->tail = user;
-}
-
-static struct presence_user *queue_pop(struct user_queue *q)
-{
-	struct presence_user *user = q->head;
-
-	if (user != NULL) {
-		q->head = user->list_next;
-		if (q->head == NULL) {
-			q->tail = NULL;
-		}
-		user->list_next = NULL;
-	}
-	return user;
-}
-
-/* Seconds on the monotonic clock since mono_base, rounded up, for idle_at. */
-static int32_t idle_seconds(const struct presence_registry *reg, int64_t mono_ms)
-{
-	int64_t s = mono_ms - reg->mono_base;
-
-	s = s >= 0 ? (s + 999) / 1000 : -((-s) / 1000);
-	return s > INT32_MAX ? INT32_MAX : s < INT32_MIN ? INT32_MIN : (int32_t)s;
-}
-
-static void idle_unlink(struct presence_registry *reg, struct presence_user *user)
-{
-	if (user->idle_prev != NULL) {
-		user->idle_prev->idle_next = user->idle_next;
-	} else {
-		reg->idle_head = user->idle_next;
-	}
-	if (user->idle_next != NULL) {
-		user->idle_next->idle_prev = user->idle_prev;
-	} else {
-		reg->idle_tail = user->idle_prev;
-	}
-	user->idle_prev = user->idle_next = NULL;
-	user->idle = false;
-}
-
-static void idle_append(struct presence_registry *reg, struct presence_user *user)
-{
-	user->idle_next = NULL;
-	user->idle_prev = reg->idle_tail;
-	if (reg->idle_tail != NULL) {
-		reg->idle_tail->idle_next = user;
-	} else {
-		reg->idle_head = user;
-	}
-	reg->idle_tail = user;
-	user->idle = true;
-}
-
-/* Puts user on the idle queue (idle since now) or takes it off, as the invariant says. */
-static void idle_sync(struct presence_registry *reg, struct presence_user *user)
-{
-	bool should = user->published && !user->pub_available && user->sessions == 0 &&
-	              !user->waiting && !user->gone;
-
-	if (should && !user->idle) {
-		user->idle_at = idle_seconds(reg, mono_now(reg));
-		idle_append(reg, user);
-	} else if (!should && user->idle) {
-		idle_unlink(reg, user);
-	}
-}
-
-/* Sorts the idle queue by idle_at (stable), after users were restored. */
-static void idle_sort(struct presence_registry *reg)
-{
-	struct presence_user *head = reg->idle_head;
-	size_t width;
-
-	reg->idle_unsorted = false;
-	if (head == NULL) {
-		return;
-	}
-	/* Bottom-up merge sort of the list through idle_next; prev links are rebuilt after. */
-	for (width = 1;; width *= 2) {
-		struct presence_user *out_head = NULL, *out_tail = NULL, *p = head;
-		size_t merges = 0;
-
-		while (p != NULL) {
-			struct presence_user *q = p;
-			size_t psize = 0, qsize = width;
-
-			merges++;
-			while (psize < width && q != NULL) {
-				psize++;
-				q = q->idle_next;
-			}
-			while (psize > 0 || (qsize > 0 && q != NULL)) {
-				struct presence_user *e;
-
-				if (psize == 0) {
-					e = q;
-					q = q->idle_next;
-					qsize--;
-				} else if (qsize == 0 || q == NULL || p->idle_at <= q->idle_at) {
-					e = p;
-					p = p->idle_next;
-					psize--;
-				} else {
-					e = q;
-					q = q->idle_next;
-					qsize--;
-				}
-				if (out_tail != NULL) {
-					out_tail->idle_next = e;
-				} else {
-					out_head = e;
-				}
-				out_tail = e;
-			}
-			p = q;
-		}
-		out_tail->idle_next = NULL;
-		head = out_head;
-		if (merges <= 1) {
-			break;
-		}
-	}
-	reg->idle_head = head;
-	reg->idle_tail = NULL;
-	for (struct presence_user *u = head, *prev = NULL; u != NULL; prev = u, u = u->idle_next) {
-		u->idle_prev = prev;
-		reg->idle_tail = u;
-	}
-}
-
-/* ---- sessions ------------------------------------------------------------------------- */
-
-static struct presence_session *session_lookup(const struct presence_registry *reg,
-                                               const void *client)
-{
-	struct presence_session *session = NULL;
-
-	HASH_FIND_PTR(reg->sessions, &client, session);
-	return session;
-}
-
-/* Makes room for one more element in the array *items of *cap elements of size bytes, *len of
- * them used. Returns false (nothing changed) when memory runs out. */
-static bool array_reserve(void **items, size_t *cap, size_t len, size_t size)
-{
-	size_t grown_cap;
-	void *grown;
-
-	if (len < *cap) {
-		return true;
-	}
-	grown_cap = *cap > 0 ? 2 * *cap : 64;
-	if (grown_cap > SIZE_MAX / size) {
-		return false;
-	}
-	grown = realloc(*items, grown_cap * size);
-	if (grown == NULL) {
-		return false;
-	}
-	*items = grown;
-	*cap = grown_cap;
-	return true;
-}
-
-/* Adds a PENDING session of client to the table. Returns it, or NULL (nothing added). */
-static struct presence_session *session_add(struct presence_registry *reg, const void *client)
-{
-	struct presence_session *session = calloc(1, sizeof(*session));
-
-	if (session == NULL) {
-		return NULL;
-	}
-	session->client = client;
-	HASH_ADD_PTR(reg->sessions, client, session);
-	if (session->hh.tbl == NULL) {
-		free(session);
-		return NULL;
-	}
-	return session;
-}
-
-enum presence_err presence_registry_session_pending(struct presence_registry *reg,
-                                                    const void *client)
-{
-	struct presence_session *session;
-	void *pending = (void *)reg->pending;
-
-	if (session_lookup(reg, client) != NULL) {
-		return PRESENCE_OK;
-	}
-	if (!array_reserve(&pending, &reg->pending_cap, reg->pending_len, sizeof(*reg->pending))) {
-		return PRESENCE_ERR_NOMEM;
-	}
-	reg->pending = pending;
-	session = session_add(reg, client);
-	if (session == NULL) {
-		return PRESENCE_ERR_NOMEM;
-	}
-	reg->pending[reg->pending_len++] = client;
-	return PRESENCE_OK;
-}
-
-static bool client_pending(const struct presence_registry *reg, const void *client)
-{
-	struct presence_session *session = session_lookup(reg, client);
-
-	return session != NULL && session->user == NULL;
-}
-
-const void *presence_registry_pending_next(struct presence_registry *reg)
-{
-	while (reg->pending_head < reg->pending_len) {
-		const void *client = reg->pending[reg->pending_head];
-
-		if (client_pending(reg, client)) {
-			return client;
-		}
-		reg->pending_head++;
-	}
-	reg->pending_head = reg->pending_len = 0;
-	return NULL;
-}
-
-void presence_registry_user_changed(struct presence_registry *reg, struct presence_user *user)
-{
-	/* A user waiting for a retry goes back on the dirty queue at the end of this flush. */
-	if (user->list == USER_LIST_DIRTY || user->list == USER_LIST_RETRY ||
-	    user->list == USER_LIST_FORGOTTEN) {
-		return;
-	}
-	if (user->list == USER_LIST_HELD) {
-		/* Its pointer in reg->held_users is stale from now on. */
-		reg->held--;
-	}
-	queue_append(&reg->dirty, user);
-	user->list = USER_LIST_DIRTY;
-}
-
-static struct offline_wait *wait_of(const struct presence_registry *reg,
-                                    const struct presence_user *user)
-{
-	struct offline_wait *wait = NULL;
-
-	HASH_FIND_PTR(reg->waits, &user, wait);
-	return wait;
-}
-
-/* Forgets user's offline wait, if it has one. */
-static void wait_end(struct presence_registry *reg, struct presence_user *user)
-{
-	struct offline_wait *wait;
-
-	if (!user->waiting) {
-		return;
-	}
-	wait = wait_of(reg, user);
-	if (user->offline_pending) {
-		DL_DELETE(reg->offline, wait);
-	}
-	HASH_DEL(reg->waits, wait);
-	free(wait);
-	user->waiting = false;
-	user->offline_pending = false;
-}
-
-/* Queues user (whose last session just left) to go offline when the delay has passed. When
- * memory runs out the user goes offline at once, as without a delay. */
-static void wait_begin(struct presence_registry *reg, struct presence_user *user)
-{
-	struct offline_wait *wait = calloc(1, sizeof(*wait));
-
-	if (wait == NULL) {
-		return;
-	}
-	wait->user = user;
-	wait->deadline_ms = mono_now(reg) + reg->offline_delay_ms;
-	wait->left_ms = reg->clock.wall_ms(reg->clock.arg);
-	HASH_ADD_PTR(reg->waits, user, wait);
-	if (wait->hh.tbl == NULL) {
-		free(wait);
-		return;
-	}
-	DL_APPEND(reg->offline, wait);
-	user->waiting = true;
-	user->offline_pending = true;
-}
-
-static void session_remove(struct presence_registry *reg, struct presence_session *session)
-{
-	HASH_DEL(reg->sessions, session);
-	free(session);
-}
-
-static void session_attach(struct presence_registry *reg, struct presence_session *session,
-                           struct presence_user *user)
-{
-	session->user = user;
-	if (user->sessions++ == 0) {
-		reg->available++;
-		/* Back within the offline delay: nothing is published about the gap. */
-		wait_end(reg, user);
-		idle_sync(reg, user);
-	}
-	reg->active++;
-	presence_registry_user_changed(reg, user);
-}
-
-/* Whether user has nothing to keep: no session, no document, no delay running, no count of
- * its sessions sent to the cluster without its end. */
-static bool user_unused(const struct presence_user *user)
+bool presence__registry_user_unused(const struct presence_user *user)
 {
 	return user->sessions == 0 && !user->published && !user->waiting && !user->counted;
 }
 
 /* Takes user out of the name table (cursors move past it, the idle queue lets it go, a stale
  * pointer to it in the held array is cleared: the user may be freed next). */
-static void user_unlink(struct presence_registry *reg, struct presence_user *user)
+void presence__registry_user_unlink(struct presence_registry *reg, struct presence_user *user)
 {
 	for (size_t i = 0; i < PRESENCE_REGISTRY_CURSORS; i++) {
 		struct presence_cursor *c = reg->cursors[i];
@@ -695,7 +218,7 @@ static void user_unlink(struct presence_registry *reg, struct presence_user *use
 		user->list = USER_LIST_NONE;
 	}
 	if (user->idle) {
-		idle_unlink(reg, user);
+		presence__registry_idle_unlink(reg, user);
 	}
 	if (user->published) {
 		reg->known--;
@@ -706,106 +229,21 @@ static void user_unlink(struct presence_registry *reg, struct presence_user *use
 
 /* Takes user (no session) out of the registry and frees it: at once when it is on no queue,
  * otherwise when the dirty queue pops it (a user on the retry queue goes there first). */
-static void user_remove(struct presence_registry *reg, struct presence_user *user)
+void presence__registry_user_remove(struct presence_registry *reg, struct presence_user *user)
 {
-	wait_end(reg, user);
-	user_unlink(reg, user);
+	presence__registry_wait_end(reg, user);
+	presence__registry_user_unlink(reg, user);
 	if (user->list == USER_LIST_NONE) {
 		presence_user_free(user);
 	}
 }
 
 /* Frees user, which is on no list and has no session, if it has nothing to keep. */
-static void discard_if_unused(struct presence_registry *reg, struct presence_user *user)
+void presence__registry_discard_if_unused(struct presence_registry *reg, struct presence_user *user)
 {
-	if (user_unused(user) && user->list == USER_LIST_NONE) {
-		user_remove(reg, user);
+	if (presence__registry_user_unused(user) && user->list == USER_LIST_NONE) {
+		presence__registry_user_remove(reg, user);
 	}
-}
-
-enum presence_err presence_registry_session_start(struct presence_registry *reg, const void *client,
-                                                  const char *user_name)
-{
-	struct presence_session *session = session_lookup(reg, client);
-	struct presence_user *user;
-	enum presence_err err;
-
-	if (session == NULL || session->user != NULL) {
-		return PRESENCE_OK;
-	}
-	if (reg->pending_head < reg->pending_len && reg->pending[reg->pending_head] == client) {
-		reg->pending_head++;
-	}
-	if (user_name == NULL) {
-		session_remove(reg, session);
-		return PRESENCE_OK;
-	}
-	err = presence_registry_user_get(reg, user_name, &user);
-	if (err != PRESENCE_OK) {
-		session_remove(reg, session);
-		return err;
-	}
-	session_attach(reg, session, user);
-	return PRESENCE_OK;
-}
-
-enum presence_err presence_registry_session_connect(struct presence_registry *reg,
-                                                    const void *client, const char *user_name)
-{
-	struct presence_session *session;
-	struct presence_user *user;
-	enum presence_err err;
-
-	if (user_name == NULL || session_lookup(reg, client) != NULL) {
-		return PRESENCE_OK;
-	}
-	err = presence_registry_user_get(reg, user_name, &user);
-	if (err != PRESENCE_OK) {
-		return err;
-	}
-	session = session_add(reg, client);
-	if (session == NULL) {
-		discard_if_unused(reg, user);
-		return PRESENCE_ERR_NOMEM;
-	}
-	session_attach(reg, session, user);
-	return PRESENCE_OK;
-}
-
-void presence_registry_session_gone(struct presence_registry *reg, const void *client)
-{
-	struct presence_session *session = session_lookup(reg, client);
-	struct presence_user *user;
-
-	if (session == NULL) {
-		return;
-	}
-	user = session->user;
-	session_remove(reg, session);
-	if (user == NULL) {
-		return;
-	}
-	if (--user->sessions == 0) {
-		reg->available--;
-		/* Only a user subscribers see as available has anything to wait for. */
-		if (reg->offline_delay_ms > 0 && user->pub_available && !user->waiting) {
-			wait_begin(reg, user);
-		}
-		idle_sync(reg, user);
-	}
-	reg->active--;
-	presence_registry_user_changed(reg, user);
-}
-
-bool presence_registry_session_find(const struct presence_registry *reg, const void *client,
-                                    struct presence_user **user)
-{
-	struct presence_session *session = session_lookup(reg, client);
-
-	if (user != NULL) {
-		*user = session != NULL ? session->user : NULL;
-	}
-	return session != NULL;
 }
 
 /* ---- users ----------------------------------------------------------------------------- */
@@ -820,25 +258,25 @@ struct presence_user *presence_registry_user_find(const struct presence_registry
 }
 
 /* Moves user (in the name table, on no list) to the forgotten queue. */
-static void forget(struct presence_registry *reg, struct presence_user *user)
+void presence__registry_forget(struct presence_registry *reg, struct presence_user *user)
 {
 	if (user->seq > reg->seq_floor) {
 		reg->seq_floor = user->seq;
 	}
-	user_unlink(reg, user);
-	queue_append(&reg->forgotten, user);
+	presence__registry_user_unlink(reg, user);
+	presence__registry_queue_append(&reg->forgotten, user);
 	user->list = USER_LIST_FORGOTTEN;
 	reg->forgotten_total++;
 }
 
 /* Returns the oldest idle user that is on no list among the first EVICT_SCAN, or NULL. */
-static struct presence_user *evictable(struct presence_registry *reg)
+struct presence_user *presence__registry_evictable(struct presence_registry *reg)
 {
 	struct presence_user *user;
 	size_t i;
 
 	if (reg->idle_unsorted) {
-		idle_sort(reg);
+		presence__registry_idle_sort(reg);
 	}
 	for (i = 0, user = reg->idle_head; user != NULL && i < EVICT_SCAN;
 	     i++, user = user->idle_next) {
@@ -894,7 +332,7 @@ enum presence_err presence_registry_user_get(struct presence_registry *reg, cons
 		return PRESENCE_OK;
 	}
 	if (reg->max_users > 0 && HASH_COUNT(reg->users) >= reg->max_users) {
-		struct presence_user *victim = evictable(reg);
+		struct presence_user *victim = presence__registry_evictable(reg);
 
 		if (victim == NULL) {
 			return PRESENCE_ERR_FULL;
@@ -902,7 +340,7 @@ enum presence_err presence_registry_user_get(struct presence_registry *reg, cons
 		if (reg->prefix_len + 1 + presence_topic_encoded_len(name) > TOPIC_MAX) {
 			return PRESENCE_ERR_INVAL;
 		}
-		forget(reg, victim);
+		presence__registry_forget(reg, victim);
 	}
 	return user_create(reg, name, out);
 }
@@ -1005,275 +443,6 @@ void presence_registry_cursor_stop(struct presence_registry *reg, struct presenc
 	c->next = NULL;
 }
 
-/* ---- flushes --------------------------------------------------------------------------- */
-
-void presence_registry_offline_expire(struct presence_registry *reg)
-{
-	struct offline_wait *wait;
-	int64_t now;
-
-	if (reg->offline == NULL) {
-		return;
-	}
-	now = mono_now(reg);
-	while ((wait = reg->offline) != NULL && wait->deadline_ms <= now) {
-		/* The wait stays (out of the queue) for the since of the unavailable document. */
-		DL_DELETE(reg->offline, wait);
-		wait->user->offline_pending = false;
-		presence_registry_user_changed(reg, wait->user);
-	}
-}
-
-size_t presence_registry_forget_due(struct presence_registry *reg, size_t limit)
-{
-	size_t done = 0;
-	int32_t now_s = 0;
-
-	if (reg->idle_head == NULL) {
-		return 0;
-	}
-	if (reg->forget_after_s > 0) {
-		int64_t s = (mono_now(reg) - reg->mono_base) / 1000;
-
-		now_s = s > INT32_MAX ? INT32_MAX : s < INT32_MIN ? INT32_MIN : (int32_t)s;
-	}
-	while (done < limit) {
-		bool over_cap = reg->max_users > 0 && HASH_COUNT(reg->users) > reg->max_users;
-		struct presence_user *user;
-
-		if (over_cap) {
-			user = evictable(reg);
-		} else {
-			if (reg->idle_unsorted) {
-				idle_sort(reg);
-			}
-			user = reg->idle_head;
-			if (user == NULL || reg->forget_after_s == 0 ||
-			    (int64_t)user->idle_at + reg->forget_after_s > now_s ||
-			    user->list != USER_LIST_NONE) {
-				break;
-			}
-		}
-		if (user == NULL) {
-			break;
-		}
-		forget(reg, user);
-		done++;
-	}
-	return done;
-}
-
-struct presence_user *presence_registry_forgotten_take(struct presence_registry *reg)
-{
-	struct presence_user *user = queue_pop(&reg->forgotten);
-
-	if (user != NULL) {
-		user->list = USER_LIST_NONE;
-	}
-	return user;
-}
-
-void presence_registry_user_forget(struct presence_registry *reg, struct presence_user *user)
-{
-	if (user->gone || user->sessions > 0) {
-		return;
-	}
-	if (user->seq > reg->seq_floor) {
-		reg->seq_floor = user->seq;
-	}
-	reg->forgotten_total++;
-	user_remove(reg, user);
-}
-
-bool presence_user_published(const struct presence_user *user, struct presence_document *doc)
-{
-	if (!user->published) {
-		return false;
-	}
-	doc->username = presence_user_name(user);
-	doc->available = user->pub_available;
-	doc->sessions = user->pub_sessions;
-	doc->since_ms = user->pub_since;
-	doc->seq = user->seq;
-	doc->state_json = presence_state_marked_json(&user->state);
-	return true;
-}
-
-void presence_registry_user_counted(struct presence_registry *reg, struct presence_user *user,
-                                    unsigned int count)
-{
-	user->counted = count > 0;
-	if (user->list == USER_LIST_NONE) {
-		discard_if_unused(reg, user);
-	}
-}
-
-struct presence_user *presence_registry_dirty_next(struct presence_registry *reg)
-{
-	struct presence_user *user;
-
-	while ((user = queue_pop(&reg->dirty)) != NULL) {
-		user->list = USER_LIST_NONE;
-		if (user->gone) {
-			presence_user_free(user);
-			continue;
-		}
-		if (user_unused(user)) {
-			/* A refused login's user (or one created for a write of a pending session
-			 * that was refused): nothing to publish, nothing to keep. */
-			user_unlink(reg, user);
-			presence_user_free(user);
-			continue;
-		}
-		return user;
-	}
-	return NULL;
-}
-
-/* Puts user on the held list. Returns PRESENCE_ERR_NOMEM (nothing changed) when it cannot
- * grow. */
-static enum presence_err hold(struct presence_registry *reg, struct presence_user *user)
-{
-	void *held = reg->held_users;
-
-	if (!array_reserve(&held, &reg->held_cap, reg->held_len, sizeof(*reg->held_users))) {
-		return PRESENCE_ERR_NOMEM;
-	}
-	reg->held_users = held;
-	reg->held_users[reg->held_len++] = user;
-	user->list = USER_LIST_HELD;
-	reg->held++;
-	return PRESENCE_OK;
-}
-
-enum presence_err presence_registry_document_prepare(struct presence_registry *reg,
-                                                     struct presence_user *user, int64_t now_ms,
-                                                     struct presence_document *doc, bool *due)
-{
-	bool available = user->sessions > 0;
-	bool state_same;
-
-	*due = false;
-	/* Waiting out the offline delay: subscribers keep seeing the user as it was. */
-	if (user->offline_pending) {
-		return PRESENCE_OK;
-	}
-	/* State lives while the user is online (unless kept): dropped when the user is unavailable
-	 * at the end of the iteration (or of the delay), not at the disconnect itself, so a
-	 * takeover or a reconnect within the delay keeps it. */
-	if (!available && !reg->keep_state) {
-		presence_state_clear(&user->state);
-	}
-	state_same = !presence_state_changed_since_mark(&user->state);
-	if (user->published && available == user->pub_available &&
-	    user->sessions == user->pub_sessions && state_same) {
-		/* A change undone: the text the change replaced need not be kept any longer. */
-		presence_state_mark(&user->state);
-		return PRESENCE_OK;
-	}
-	if (!user->published && !available && state_same) {
-		/* Never published and nothing to say: the user was never online. */
-		return PRESENCE_OK;
-	}
-	if (reg->has_guard && !reg->guard.allows(reg->guard.arg, user, user->seq + 1)) {
-		return hold(reg, user);
-	}
-	if (!user->published || available != user->pub_available) {
-		/* Going offline after the delay: since is when the last session left. */
-		reg->prep_since_ms =
-		    !available && user->waiting ? wait_of(reg, user)->left_ms : now_ms;
-	} else {
-		reg->prep_since_ms = user->pub_since;
-	}
-	doc->username = presence_user_name(user);
-	doc->available = available;
-	doc->sessions = user->sessions;
-	doc->since_ms = reg->prep_since_ms;
-	doc->seq = user->seq + 1;
-	doc->state_json = presence_state_json(&user->state);
-	*due = true;
-	return PRESENCE_OK;
-}
-
-void presence_registry_document_sent(struct presence_registry *reg, struct presence_user *user)
-{
-	/* Nothing about the user changed since presence_registry_document_prepare. */
-	user->seq++;
-	if (!user->published) {
-		user->published = true;
-		reg->known++;
-	}
-	user->pub_available = user->sessions > 0;
-	user->pub_sessions = user->sessions;
-	user->pub_since = reg->prep_since_ms;
-	presence_state_mark(&user->state);
-	if (!user->pub_available) {
-		/* The unavailable document after the delay: its since is published. */
-		wait_end(reg, user);
-	}
-	idle_sync(reg, user);
-}
-
-void presence_registry_document_failed(struct presence_registry *reg, struct presence_user *user)
-{
-	if (user->list == USER_LIST_NONE) {
-		queue_append(&reg->retry, user);
-		user->list = USER_LIST_RETRY;
-	}
-}
-
-void presence_registry_flush_done(struct presence_registry *reg)
-{
-	struct presence_user *user;
-
-	while ((user = queue_pop(&reg->retry)) != NULL) {
-		queue_append(&reg->dirty, user);
-		user->list = USER_LIST_DIRTY;
-	}
-}
-
-void presence_registry_release_held(struct presence_registry *reg)
-{
-	for (size_t i = 0; i < reg->held_len; i++) {
-		struct presence_user *user = reg->held_users[i];
-
-		/* Stale entries: users that changed while held (and maybe were held again), and
-		 * NULL for users that left. */
-		if (user != NULL && user->list == USER_LIST_HELD) {
-			reg->held--;
-			queue_append(&reg->dirty, user);
-			user->list = USER_LIST_DIRTY;
-		}
-	}
-	reg->held_len = 0;
-}
-
-size_t presence_registry_held_count(const struct presence_registry *reg)
-{
-	return reg->held;
-}
-
-bool presence_registry_write_permitted(const struct presence_registry *reg,
-                                       const struct presence_user *user)
-{
-	if (reg->write_interval_us == 0) {
-		return true;
-	}
-	return user->write_tat - mono_now(reg) * 1000 <= reg->write_window_us;
-}
-
-void presence_registry_write_charge(struct presence_registry *reg, struct presence_user *user)
-{
-	int64_t now_us;
-
-	if (reg->write_interval_us == 0) {
-		return;
-	}
-	now_us = mono_now(reg) * 1000;
-	user->write_tat =
-	    (user->write_tat > now_us ? user->write_tat : now_us) + reg->write_interval_us;
-}
-
 void presence_registry_user_record(const struct presence_user *user,
                                    struct presence_user_record *rec)
 {
@@ -1324,7 +493,7 @@ enum presence_err presence_registry_user_restore(struct presence_registry *reg, 
 		reg->known++;
 	}
 	if (user->idle) {
-		idle_unlink(reg, user);
+		presence__registry_idle_unlink(reg, user);
 	}
 	if (!available) {
 		/* Idle since its document's since, as far as the clocks tell (never in the
@@ -1332,8 +501,9 @@ enum presence_err presence_registry_user_restore(struct presence_registry *reg, 
 		int64_t wall = reg->clock.wall_ms(reg->clock.arg);
 		int64_t ago = wall > since_ms ? wall - since_ms : 0;
 
-		user->idle_at = idle_seconds(reg, mono_now(reg) - ago);
-		idle_append(reg, user);
+		user->idle_at =
+		    presence__registry_idle_seconds(reg, presence__registry_mono_now(reg) - ago);
+		presence__registry_idle_append(reg, user);
 		reg->idle_unsorted = true;
 	}
 	presence_registry_user_changed(reg, user);
@@ -1347,7 +517,7 @@ bool presence_registry_user_drop(struct presence_registry *reg, const char *name
 	if (user == NULL || user->sessions > 0 || user->seq > seq) {
 		return false;
 	}
-	user_remove(reg, user);
+	presence__registry_user_remove(reg, user);
 	return true;
 }
 
@@ -1380,7 +550,7 @@ enum presence_err presence_registry_user_adopt(struct presence_registry *reg,
 		user->published = true;
 		reg->known++;
 	}
-	idle_sync(reg, user);
+	presence__registry_idle_sync(reg, user);
 	return PRESENCE_OK;
 }
 

@@ -2,34 +2,12 @@
 /*
  * Sessions and users: who is connected, whose presence document is due, who is forgotten.
  *
- * A session is one MQTT connection, identified by the broker's client pointer (an opaque
- * const void * here). On Mosquitto 2.0 a session starts PENDING at its login attempt and becomes
- * ACTIVE at the end of the loop iteration unless it was disconnected first; on 2.1 it starts
- * ACTIVE at CONNECT. Only ACTIVE sessions count. A disconnect of an unknown client is ignored.
- *
- * A user is available while it has an ACTIVE session. Every change to a user goes on the dirty
- * list; the adapter takes each dirty user once per flush and publishes a document only when
- * availability, the session count or the state differs from the user's last document, so
- * changes within one iteration coalesce and a change undone publishes nothing. With an offline
- * delay, a user whose last session left stays available until the delay has passed (a FIFO of
- * deadlines, O(1) per user); without keep_state its state is cleared when it becomes unavailable.
- *
- * Forgetting. A user that is offline (its last document says unavailable, no session, no delay
- * running) waits on the idle queue, oldest first. It is forgotten when it has been offline for
- * forget_after, or, when a new user would make more than max_users users, the oldest idle user
- * makes room (a user never published and without a session is dropped at the next flush).
- * A forgotten user leaves the name table at once (a query no longer finds it, a new user of the
- * same name can start) and waits on the forgotten list until the adapter takes it to announce
- * it (presence_registry_forgotten_take). The seq floor rises to its seq: every user created
- * afterwards starts above it, so a subscriber never sees a user's seq go backwards. When every
- * known user is online, a new name is refused (PRESENCE_ERR_FULL): it gets no presence.
- *
- * The guard: before a document is due, the registry asks an optional guard whether its seq may
- * be published now (the state file's seq margin, store.h); a document it refuses waits on the
- * held list until presence_registry_release_held. The registry knows nothing else of files.
- *
- * Every operation is O(1) in the number of users and sessions (hash lookups, arrays and
- * intrusive queues); nothing scans all users but the cursors, which visit each user once.
+ * A session is one MQTT connection, keyed by the broker's client pointer (opaque here); only
+ * ACTIVE sessions count, and a user is available while it has one. Every change puts the user
+ * on the dirty list; a document is due only when availability, the session count or the state
+ * differs from the user's last document. seq never goes backwards, even across forgotten users
+ * (the seq floor). Every operation is O(1) in the number of users and sessions. The lifecycle
+ * (offline delay, forgetting, the guard) is in docs/DESIGN.md, "Core: registry".
  */
 #ifndef PRESENCE_REGISTRY_H
 #define PRESENCE_REGISTRY_H
@@ -45,15 +23,9 @@
 struct presence_registry;
 struct presence_user;
 
-/* The clocks the registry reads, in milliseconds: monotonic_ms for delays and limits (it never
- * jumps), wall_ms (Unix epoch) for "since". arg is passed to both. */
-struct presence_clock {
-	int64_t (*monotonic_ms)(void *arg);
-	int64_t (*wall_ms)(void *arg);
-	void *arg;
-};
-
-/* Decides whether user may publish a document numbered seq now (see the head of the file). */
+/* Decides whether user may publish a document numbered seq now (the state file's seq margin,
+ * store.h). A document the guard refuses waits on the held list until
+ * presence_registry_release_held. */
 struct presence_seq_guard {
 	bool (*allows)(void *arg, const struct presence_user *user, uint64_t seq);
 	void *arg;
@@ -75,9 +47,9 @@ struct presence_registry *presence_registry_new(const char *prefix);
  * allowed. */
 void presence_registry_free(struct presence_registry *reg);
 
-/* Settings; each applies to what happens after the call. Defaults: system clocks, no offline
- * delay, no keep_state, no guard, seq floor 0, never forget, no cap, no write limit. */
-void presence_registry_set_clock(struct presence_registry *reg, const struct presence_clock *clock);
+/* Settings; each applies to what happens after the call. Defaults: the system clocks (clock.h),
+ * no offline delay, no keep_state, no guard, seq floor 0, never forget, no cap, no write
+ * limit. */
 void presence_registry_set_offline_delay(struct presence_registry *reg, int64_t delay_ms);
 void presence_registry_set_keep_state(struct presence_registry *reg, bool keep);
 bool presence_registry_keep_state(const struct presence_registry *reg);
@@ -150,8 +122,6 @@ const char *presence_user_level(const struct presence_user *user);
 size_t presence_user_level_len(const struct presence_user *user);
 unsigned int presence_user_sessions(const struct presence_user *user);
 struct presence_state *presence_user_state(struct presence_user *user);
-/* Whether the user has no session and waits out the offline delay. */
-bool presence_user_offline_pending(const struct presence_user *user);
 /* The seq of the user's last document (the floor it started from when it has none). */
 uint64_t presence_user_seq(const struct presence_user *user);
 
@@ -212,11 +182,12 @@ struct presence_user *presence_registry_dirty_next(struct presence_registry *reg
 void presence_registry_user_counted(struct presence_registry *reg, struct presence_user *user,
                                     unsigned int count);
 
-/* Decides whether user needs a new document at wall-clock time now_ms (see the head of the
- * file). Returns PRESENCE_OK with *due false when nothing is due (or the guard holds it), or
- * with *due true and *doc filled (pointers borrowed from user) when one is due: the adapter
- * publishes it and reports with presence_registry_document_sent or _failed before preparing
- * another. Returns PRESENCE_ERR_NOMEM when the held list cannot grow (nothing changes; call
+/* Decides whether user needs a new document at wall-clock time now_ms: availability, the
+ * session count or the state differs from its last document, and the guard allows it. Returns
+ * PRESENCE_OK with *due false when nothing is due (or the guard holds it), or with *due true and
+ * *doc filled (pointers borrowed from user) when one is due: the adapter publishes it and reports
+ * with presence_registry_document_sent or _failed before preparing another. Returns
+ * PRESENCE_ERR_NOMEM when the held list cannot grow (nothing changes; call
  * presence_registry_document_failed). */
 enum presence_err presence_registry_document_prepare(struct presence_registry *reg,
                                                      struct presence_user *user, int64_t now_ms,
@@ -289,7 +260,6 @@ enum presence_err presence_registry_user_adopt(struct presence_registry *reg,
                                                const struct presence_document *doc);
 
 /* Counters for logs and metrics. */
-size_t presence_registry_user_count(const struct presence_registry *reg);
 size_t presence_registry_available_count(const struct presence_registry *reg);
 size_t presence_registry_active_session_count(const struct presence_registry *reg);
 /* Users that have a document now. */

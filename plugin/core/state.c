@@ -35,6 +35,8 @@
 #include <string.h>
 
 #include "state.h"
+#include "testing.h"
+#include "text.h"
 #include "utf8.h"
 
 /* The rendering of an empty state. */
@@ -45,9 +47,6 @@
 
 /* A new value whose rendering fits this many bytes is printed on the stack. */
 #define VALUE_STACK_BYTES 256
-
-/* The most bytes of a refused key quoted in a reason. */
-#define KEY_QUOTE_MAX 64u
 
 /* What the key rules are, as reasons say it. */
 #define KEY_RULE "keys are 1 to 128 bytes without '/', '+' or '#'"
@@ -211,13 +210,7 @@ static enum presence_err json_refusal(const char *payload, size_t len, cJSON *va
 	}
 	/* A repeated name would make a write that is applied twice differ the second time
 	 * (RFC 8259 leaves its meaning open); I-JSON (RFC 7493) refuses it, and so do we. */
-	shown = strlen(repeated);
-	if (shown > KEY_QUOTE_MAX) {
-		shown = KEY_QUOTE_MAX;
-		while (shown > 0 && ((unsigned char)repeated[shown] & 0xC0u) == 0x80u) {
-			shown--;
-		}
-	}
+	shown = presence_text_quote_len(repeated, strlen(repeated));
 	snprintf(reason, PRESENCE_STATE_REASON_SIZE,
 	         "payload repeats the member name \"%.*s%s\"; names must be unique", (int)shown,
 	         repeated, shown < strlen(repeated) ? "..." : "");
@@ -291,18 +284,6 @@ static bool payload_too_large(const struct presence_state_limits *limits, size_t
 	         "payload is %zu bytes; at most %zu (%d x max_state_bytes) are accepted", len, max,
 	         PRESENCE_STATE_PAYLOAD_FACTOR);
 	return true;
-}
-
-/* Returns a NUL-terminated copy of the len bytes at payload (free it), or NULL. */
-static char *nul_terminated(const char *payload, size_t len)
-{
-	char *copy = malloc(len + 1);
-
-	if (copy != NULL) {
-		memcpy(copy, payload, len);
-		copy[len] = '\0';
-	}
-	return copy;
 }
 
 /*
@@ -390,7 +371,7 @@ static enum presence_err payload_value(const char *payload, size_t len, cJSON **
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_NOT_TEXT);
 		return PRESENCE_ERR_INVAL;
 	}
-	text = nul_terminated(payload, len);
+	text = presence_text_dup(payload, len);
 	if (text == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}
@@ -419,24 +400,19 @@ free_text:
 }
 
 /*
- * Writes the reason for refusing key: the key quoted (at most KEY_QUOTE_MAX bytes, cut at a
- * character boundary) when it is text that can be shown, and the rule.
+ * Writes the reason for refusing key: the key quoted (presence_text_quote_len) when it is text
+ * that can be shown, and the rule.
  */
 static void key_reason(char *reason, const char *key, size_t key_len)
 {
-	size_t shown = key_len;
+	size_t shown;
 
 	if (!presence_utf8_valid(key, key_len)) {
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "invalid key (not UTF-8 text): %s",
 		         KEY_RULE);
 		return;
 	}
-	if (shown > KEY_QUOTE_MAX) {
-		shown = KEY_QUOTE_MAX;
-		while (shown > 0 && ((unsigned char)key[shown] & 0xC0u) == 0x80u) {
-			shown--;
-		}
-	}
+	shown = presence_text_quote_len(key, key_len);
 	snprintf(reason, PRESENCE_STATE_REASON_SIZE, "invalid key \"%.*s%s\": %s", (int)shown,
 	         shown > 0 ? key : "", shown < key_len ? "..." : "", KEY_RULE);
 }
@@ -599,11 +575,34 @@ static cJSON *state_tree(const struct presence_state *st)
 }
 
 /*
+ * The limits every write keeps, checked the same way whatever the write (a merge, a whole state,
+ * one key): keys, len and text describe the state after the write, old_keys, old_len and
+ * old_text the state before it. A limit is enforced only when the write makes things worse, so a
+ * state already over a limit (the limits were lowered, or it was loaded) may still shrink.
+ * Returns true, with the reason written, when the write must be refused.
+ */
+static bool over_limits(const struct presence_state_limits *limits, size_t keys, size_t old_keys,
+                        const char *text, size_t len, const char *old_text, size_t old_len,
+                        char *reason)
+{
+	if (keys > limits->max_keys && keys > old_keys) {
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+		         "state would have %zu keys; max_keys is %zu", keys, limits->max_keys);
+		return true;
+	}
+	if (len > limits->max_state_bytes && len > old_len) {
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+		         "state would be %zu bytes; max_state_bytes is %zu", len,
+		         limits->max_state_bytes);
+		return true;
+	}
+	return too_deep(limits, text, old_text, reason);
+}
+
+/*
  * Checks candidate (the state's tree with a write applied, owned by this function) against
- * limits and, when it passes, makes its rendering the state. old_keys is the number of keys
- * before the write. A limit is enforced only when the write makes things worse: a state that is
- * already over a limit (the limits were lowered, or it was loaded) may still shrink. On any
- * error the candidate is deleted and st is unchanged.
+ * limits (over_limits) and, when it passes, makes its rendering the state. old_keys is the
+ * number of keys before the write. On any error the candidate is deleted and st is unchanged.
  */
 static enum presence_err state_commit(struct presence_state *st,
                                       const struct presence_state_limits *limits, cJSON *candidate,
@@ -620,18 +619,8 @@ static enum presence_err state_commit(struct presence_state *st,
 	}
 	len = strlen(text);
 	err = PRESENCE_ERR_TOO_LARGE;
-	if (keys > limits->max_keys && keys > old_keys) {
-		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
-		         "state would have %zu keys; max_keys is %zu", keys, limits->max_keys);
-		goto free_text;
-	}
-	if (len > limits->max_state_bytes && len > presence_state_json_len(st)) {
-		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
-		         "state would be %zu bytes; max_state_bytes is %zu", len,
-		         limits->max_state_bytes);
-		goto free_text;
-	}
-	if (too_deep(limits, text, presence_state_json(st), reason)) {
+	if (over_limits(limits, keys, old_keys, text, len, presence_state_json(st),
+	                presence_state_json_len(st), reason)) {
 		goto free_text;
 	}
 	err = PRESENCE_OK;
@@ -960,18 +949,8 @@ enum presence_err presence_state_set_key(struct presence_state *st,
 	}
 
 	err = PRESENCE_ERR_TOO_LARGE;
-	if (keys > limits->max_keys && keys > count) {
-		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
-		         "state would have %zu keys; max_keys is %zu", keys, limits->max_keys);
-		goto out;
-	}
-	if (len > limits->max_state_bytes && len > old_len) {
-		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
-		         "state would be %zu bytes; max_state_bytes is %zu", len,
-		         limits->max_state_bytes);
-		goto out;
-	}
-	if (too_deep(limits, text != NULL ? text : EMPTY_JSON, old, reason)) {
+	if (over_limits(limits, keys, count, text != NULL ? text : EMPTY_JSON, len, old, old_len,
+	                reason)) {
 		goto out;
 	}
 	err = PRESENCE_OK;
@@ -1017,7 +996,7 @@ enum presence_err presence_state_merge(struct presence_state *st,
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE, "%s", REASON_NOT_OBJECT);
 		return PRESENCE_ERR_INVAL;
 	}
-	text = nul_terminated(payload, payload_len);
+	text = presence_text_dup(payload, payload_len);
 	if (text == NULL) {
 		return PRESENCE_ERR_NOMEM;
 	}

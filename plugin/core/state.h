@@ -1,50 +1,13 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * A user's presence state: a JSON object shared by all of the user's sessions.
+ * A user's presence state: a JSON object shared by all of the user's sessions, kept only as its
+ * compact rendering ("{}" when empty), which is what max_state_bytes measures and documents embed.
  *
- * Writes come from MQTT payloads and are all-or-nothing: a write is applied to a copy, the copy
- * is checked against the limits, and only then does it replace the state. A write that is
- * rejected, or that fails for lack of memory, leaves the state exactly as it was. The state is
- * kept as its compact JSON rendering only ("{}" when empty), which is what the max_state_bytes
- * limit measures and what documents embed: a state costs its own bytes, not a tree besides.
- *
- * The state also remembers its rendering at the last presence_state_mark (the registry marks
- * what the user's last document showed), without a copy: the marked text is only kept apart
- * once a write replaces it, so presence_state_changed_since_mark can tell a change from a
- * change undone.
- *
- * Write rules:
- * - set_key: the payload is parsed as JSON if cJSON parses the whole payload as one JSON value,
- *   otherwise it is taken as a UTF-8 string. An empty payload or JSON null removes the key. A
- *   payload that is not valid UTF-8 (or contains NUL) is rejected.
- * - merge: the payload must be a JSON object; it is applied with JSON Merge Patch semantics
- *   (RFC 7396). An empty payload clears the whole state.
- * - A payload that is a bare number must be a number in RFC 8259's grammar ("42", "-0.5e-1"),
- *   so "007", "01", "1." or "+1" keep their text (postcodes, ids). Otherwise "JSON" is what
- *   cJSON 1.7.15 parses, which is a little more than RFC 8259: inside arrays and objects "01" is
- *   1, a byte-order mark before an object or array and control characters around it are
- *   skipped, and a string may hold raw control characters. "[1,]", "+1", "42abc" and "1 2" are
- * text. JSON with a \u escape that decodes to NUL (\u0000, or cJSON's reading of non-hex digits
- * such as \uZZZZ) or with a number beyond the range of a double is rejected (cJSON would truncate
- * the string or turn the number to null).
- * - Top-level keys are 1 to 128 bytes and contain no '/', '+' or '#'.
- * - A JSON value or patch in which an object names a member twice ({"a":null,"a":1}) is
- *   rejected: what it means is left open by RFC 8259, and applying it twice would not give the
- *   same state twice. So every accepted write is idempotent.
- * - Limits: the compact rendering is at most max_state_bytes bytes, there are at most max_keys
- *   top-level keys, and objects and arrays nest at most max_depth levels (the state object is
- *   level 1), so that every document, response and state file stays readable by common JSON
- *   libraries. A state already over a limit (the limits were lowered) may still
- *   shrink: a write is refused only when it breaks a limit and makes that measure larger.
- * - A payload longer than PRESENCE_STATE_PAYLOAD_FACTOR x max_state_bytes is refused before it
- *   is parsed. Nothing else bounds a payload (Mosquitto's message_size_limit is unlimited by
- *   default) and merging takes time quadratic in the number of keys; the slack lets a payload
- *   be larger than the state it makes (white space, escapes, nulls that remove keys).
- *
- * Running out of memory: cJSON reports an allocation failure inside its parser exactly as it
- * reports a syntax error, so when that happens a JSON payload is taken as text: set_key stores
- * the payload as a string, and merge refuses it as not a JSON object. The state is never
- * corrupted, and every other allocation failure is PRESENCE_ERR_NOMEM with the state unchanged.
+ * Every write is all-or-nothing: it is applied to a copy, checked against the limits, and only
+ * then replaces the state; a refused or failed write leaves the state exactly as it was. A limit
+ * refuses a write only when the write makes that measure larger. Every accepted write is
+ * idempotent. The write rules (what is JSON, what is text, keys, limits) and why are in
+ * docs/DESIGN.md, "Core: state".
  */
 #ifndef PRESENCE_STATE_H
 #define PRESENCE_STATE_H
@@ -96,16 +59,6 @@ void presence_state_init(struct presence_state *st);
 /* Frees what st owns and leaves it empty (as presence_state_init). */
 void presence_state_release(struct presence_state *st);
 
-/* Returns a new, empty state ("{}"), or NULL when allocation fails. Free it with
- * presence_state_free. */
-struct presence_state *presence_state_new(void);
-
-/* Frees st and everything it owns; NULL is allowed. */
-void presence_state_free(struct presence_state *st);
-
-/* Returns true when key (key_len bytes, need not be NUL-terminated) is a valid top-level key. */
-bool presence_state_key_valid(const char *key, size_t key_len);
-
 /* Sets (or removes) one top-level key from an MQTT payload (payload_len bytes, not
  * NUL-terminated; may be NULL when payload_len is 0).
  * Returns PRESENCE_OK and sets *changed to whether the state differs afterwards;
@@ -113,8 +66,8 @@ bool presence_state_key_valid(const char *key, size_t key_len);
  * longer than PRESENCE_STATE_PAYLOAD_FACTOR x max_state_bytes) with a NUL-terminated
  * explanation in reason; PRESENCE_ERR_NOMEM. On any error the state is unchanged and *changed
  * is false. One allocation failure is not an error: when memory runs out inside cJSON's parser,
- * a JSON payload is stored as text (see above). reason must hold PRESENCE_STATE_REASON_SIZE
- * bytes. */
+ * a JSON payload is stored as text (cJSON reports it as a syntax error). reason must hold
+ * PRESENCE_STATE_REASON_SIZE bytes. */
 enum presence_err presence_state_set_key(struct presence_state *st,
                                          const struct presence_state_limits *limits,
                                          const char *key, size_t key_len, const void *payload,
@@ -130,8 +83,8 @@ enum presence_err presence_state_merge(struct presence_state *st,
                                        char *reason);
 
 /* Replaces the whole state with object's compact rendering, as recorded in the state file
- * (object stays the caller's): without checking the limits (a state over them may still shrink,
- * see above), but object must be a JSON object whose top-level keys are valid and whose numbers
+ * (object stays the caller's): without checking the limits (a state over them may still
+ * shrink), but object must be a JSON object whose top-level keys are valid and whose numbers
  * are finite. Like a write, this leaves the mark alone.
  * Returns PRESENCE_OK; PRESENCE_ERR_INVAL when object is not such an object;
  * PRESENCE_ERR_NOMEM. On error the state is unchanged. */
@@ -148,9 +101,6 @@ enum presence_err presence_state_adopt(struct presence_state *st, const char *js
 
 /* Empties the state. Returns true when it was not empty. Cannot fail. */
 bool presence_state_clear(struct presence_state *st);
-
-/* Returns true when the state has no keys. */
-bool presence_state_is_empty(const struct presence_state *st);
 
 /* Returns the compact JSON rendering of the state (never NULL; "{}" when empty). The pointer
  * stays valid until the next successful write or clear. */
@@ -175,12 +125,5 @@ bool presence_state_changed_since_mark(const struct presence_state *st);
  * decodes to NUL, which would silently cut a string short: \u0000, or \u followed by four
  * characters that are not all hex digits. Internal: shared with the query module. */
 bool presence__json_has_nul_escape(const char *json, size_t len);
-
-/* Applies patch to *target with RFC 7396 semantics. *target may be NULL (no value). On success
- * *target is the result (possibly a new node; the old one freed) and patch is untouched.
- * Returns PRESENCE_ERR_NOMEM on allocation failure, in which case *target may have been
- * partly patched (the caller still owns it and deletes it): callers patch a copy. Exposed for
- * unit tests. */
-enum presence_err presence_state_merge_patch(cJSON **target, const cJSON *patch);
 
 #endif

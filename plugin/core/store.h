@@ -1,47 +1,13 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * The state file: what survives a broker restart, written at a cost proportional to what
- * changed.
+ * The state file: what survives a broker restart (each user's last document, and its state with
+ * keep_state), written as a snapshot and a journal at a cost proportional to what changed.
  *
- * Mosquitto raises no DISCONNECT at shutdown and restores retained messages at startup, so the
- * plugin records each user's last document (seq, since, available and, with keep_state, the
- * state) and at the next start corrects every user recorded as available.
- *
- * Files (JSON Lines, one record per line; docs/DESIGN.md has the details):
- *   <path>               the snapshot: a header {"format":"mosquitto-presence-state",
- *                        "version":2,"generation":G,"seq_floor":F}, one user record per line,
- *                        and a trailer {"end":true,"users":N};
- *   <path>.journal       what changed since: a header {"format":"mosquitto-presence-journal",
- *                        "version":2,"generation":G}, then user records, {"forget":name,"seq":s},
- *                        {"seq_floor":F}, {"start":true,"seq_shift":n} and {"stop":true};
- *   <path>.journal.next  during a compaction, the journal of generation G + 1.
- * A user record is {"username":...,"seq":...,"since":...,"available":...[,"state":{...}]}.
- *
- * Writing. Changes are appended to the journal about once a second (presence_store_flush_step):
- * each user changed since the last flush once, with its current values, plus forgotten users and
- * the seq floor; one write() and one fdatasync() per step. When the journal has grown to twice
- * the snapshot (at least PRESENCE_STORE_COMPACT_MIN bytes) a compaction writes a new snapshot in
- * bounded steps while changes go to the next journal; the snapshot is written to "<path>.tmp",
- * fsynced and renamed, and only then is the old journal removed and the next one renamed over
- * it. Every state of the files a crash can leave is readable: a reader replays, over the
- * snapshot of generation G, the journals of generation G and above, in order, a record replacing
- * a user only when its seq is at least the user's. Only the last line of a journal can be cut
- * short by a crash; it is ignored (and cut off at the next start).
- *
- * Sequence numbers never go backwards. A clean stop appends {"stop":true}; a start appends
- * {"start":true,...} before anything is published, so a crash is recognised by a journal that
- * does not end in a stop. After one, every user continues at its recorded seq + margin and the
- * floor (where new users start) rises by the margin too, recorded as "seq_shift". The store is
- * the registry's guard (registry.h): no user publishes a document whose seq exceeds by more than
- * the margin the seq durably recorded for it (a user not recorded: the durable floor); such a
- * document waits for the next flush.
- *
- * Reading refuses a file that is not one the writer produces (a reason is given; the adapter
- * moves the files aside rather than overwrite them). Version 1 files (one JSON document) are read
- * and rewritten as version 2 at the next start.
- *
- * All file errors are PRESENCE_ERR_IO with a message naming the path and the system's reason;
- * nothing here logs.
+ * Every state of the files a crash can leave is readable, and seq never goes backwards: the
+ * store is the registry's guard (no document more than the margin beyond the seq durably
+ * recorded). A file that is not one the writer produces is refused with a reason. All file
+ * errors are PRESENCE_ERR_IO with a message naming the path and the system's reason; nothing
+ * here logs. The files and why they are safe: docs/DESIGN.md, "The state file".
  */
 #ifndef PRESENCE_STORE_H
 #define PRESENCE_STORE_H
@@ -96,10 +62,6 @@ struct presence_store *presence_store_new(const char *path, uint64_t margin);
  * store before its registry. */
 void presence_store_free(struct presence_store *st);
 
-/* Compacts only journals of at least bytes (default PRESENCE_STORE_COMPACT_MIN; for tests and
- * benchmarks). */
-void presence_store_set_compact_min(struct presence_store *st, uint64_t bytes);
-
 /* Makes the next presence_store_compact_step begin a compaction, whatever the sizes. */
 void presence_store_request_compaction(struct presence_store *st);
 
@@ -113,11 +75,11 @@ enum presence_err presence_store_check_dir(const struct presence_store *st, char
                                            size_t err_size);
 
 /* Reads the files into reg (no users yet; keep_state set as it will run) and sets its seq floor,
- * applying the margin after an unclean stop (see above). Restored users are on the dirty list.
- * Returns PRESENCE_OK with *out filled (found false when there is no file: nothing changes);
- * PRESENCE_ERR_INVAL when a file is not a valid state file or journal, PRESENCE_ERR_IO when one
- * cannot be read, each with the reason in err; PRESENCE_ERR_NOMEM (also when the system ran out
- * of descriptors). On error reg may hold some users: discard it. */
+ * adding the margin to every seq after an unclean stop (a journal not ending in a stop). Restored
+ * users are on the dirty list. Returns PRESENCE_OK with *out filled (found false when there is no
+ * file: nothing changes); PRESENCE_ERR_INVAL when a file is not a valid state file or journal,
+ * PRESENCE_ERR_IO when one cannot be read, each with the reason in err; PRESENCE_ERR_NOMEM (also
+ * when the system ran out of descriptors). On error reg may hold some users: discard it. */
 enum presence_err presence_store_load(struct presence_store *st, struct presence_registry *reg,
                                       struct presence_store_loaded *out, char *err,
                                       size_t err_size);
@@ -179,9 +141,6 @@ enum presence_err presence_store_compact_step(struct presence_store *st,
                                               size_t max_bytes, bool *finished, char *err,
                                               size_t err_size);
 
-/* Whether a compaction is in progress. */
-bool presence_store_compacting(const struct presence_store *st);
-
 /* A clean stop: abandons a compaction in progress, writes everything that changed and the stop
  * record. Returns PRESENCE_OK, or PRESENCE_ERR_IO / PRESENCE_ERR_NOMEM with a message in err (the
  * next start then treats this stop as a crash). */
@@ -191,11 +150,9 @@ enum presence_err presence_store_stop(struct presence_store *st, struct presence
 /* Users the last successful flush step wrote. */
 size_t presence_store_flushed_users(const struct presence_store *st);
 
-/* Sizes, for logs and benchmarks: the snapshot's users and bytes, the journal bytes (both
- * journals during a compaction), and every byte written to the files since st was made. */
+/* Sizes, for logs: the snapshot's users, the journal bytes (both journals during a
+ * compaction). */
 size_t presence_store_snapshot_users(const struct presence_store *st);
-uint64_t presence_store_snapshot_bytes(const struct presence_store *st);
 uint64_t presence_store_journal_bytes(const struct presence_store *st);
-uint64_t presence_store_bytes_written(const struct presence_store *st);
 
 #endif

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <stdlib.h>
 
+#include "testing.h"
 #include "topic.h"
 
 /* Length of every escape sequence ("%2F" and friends). */

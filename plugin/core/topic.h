@@ -56,15 +56,11 @@ struct presence_topic {
  * that "P/" alone is RESERVED. Every field of out is set. */
 void presence_topic_parse(const char *prefix, const char *topic, struct presence_topic *out);
 
-/* Returns the encoded form of user as a NUL-terminated string the caller frees with free(), or
- * NULL when allocation fails. */
-char *presence_topic_encode_user(const char *user);
-
 /* Writes the encoded form of user and a NUL to out, which has room for
  * presence_topic_encoded_len(user) + 1 bytes. */
 void presence_topic_encode_user_into(const char *user, char *out);
 
-/* Returns the length presence_topic_encode_user(user) would have, without allocating. */
+/* Returns the length of the encoded form of user, without allocating. */
 size_t presence_topic_encoded_len(const char *user);
 
 /* Writes the user name an encoded level (level, level_len bytes) stands for, and a NUL, to out

@@ -41,6 +41,7 @@
 #include "registry.h"
 #include "state.h"
 #include "store.h"
+#include "testing.h"
 
 /* Logins per broker loop iteration. */
 #define LOGINS_PER_ITERATION 64

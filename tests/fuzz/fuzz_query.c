@@ -16,6 +16,7 @@
 #include "query.h"
 #include "registry.h"
 #include "state.h"
+#include "testing.h"
 
 static int64_t fixed_ms(void *arg)
 {

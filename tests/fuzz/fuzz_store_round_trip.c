@@ -16,6 +16,7 @@
  */
 #include "state.h"
 #include "store_util.h"
+#include "testing.h"
 #include "utf8.h"
 
 static const struct presence_state_limits limits = {8192, 64, 32};

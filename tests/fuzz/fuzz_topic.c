@@ -12,6 +12,7 @@
 
 #include "fuzz.h"
 #include "topic.h"
+#include "testing.h"
 
 #define PREFIX "presence"
 

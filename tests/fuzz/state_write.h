@@ -21,6 +21,7 @@
 #include "document.h"
 #include "fuzz.h"
 #include "state.h"
+#include "testing.h"
 
 static const struct presence_state_limits fuzz_limits = {
     .max_state_bytes = 512, .max_keys = 8, .max_depth = 6};

@@ -14,6 +14,7 @@
 #include "fuzz.h"
 #include "registry.h"
 #include "store.h"
+#include "testing.h"
 
 static inline int64_t fuzz_fixed_ms(void *arg)
 {

@@ -17,6 +17,7 @@
 
 #include "cluster.h"
 #include "failalloc.h"
+#include "testing.h"
 
 static const struct presence_state_limits limits = {.max_state_bytes = 64, .max_keys = 4};
 

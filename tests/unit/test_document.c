@@ -15,6 +15,7 @@
 
 #include "document.h"
 #include "failalloc.h"
+#include "testing.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -12,6 +12,7 @@
 
 #include "failalloc.h"
 #include "querylimit.h"
+#include "testing.h"
 
 #define A ((const void *)0x10)
 #define B ((const void *)0x20)

@@ -16,6 +16,7 @@
 
 #include "failalloc.h"
 #include "registry.h"
+#include "testing.h"
 
 static char clients[8];
 #define A ((const void *)&clients[0])

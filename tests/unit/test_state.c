@@ -19,6 +19,7 @@
 
 #include "failalloc.h"
 #include "state.h"
+#include "testing.h"
 
 /* A byte string literal with its length, so cases may contain NUL bytes. */
 #define BYTES(s) s, sizeof(s) - 1

@@ -27,6 +27,7 @@
 #include "failalloc.h"
 #include "registry.h"
 #include "store.h"
+#include "testing.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -17,6 +17,7 @@
 
 #include "failalloc.h"
 #include "topic.h"
+#include "testing.h"
 #include "utf8.h"
 
 /* A byte string literal with its length, so cases may contain NUL bytes. */
