@@ -5,8 +5,9 @@
 # what it contains, then installs it into a clean Debian 12 chroot and runs the broker there.
 #
 # 1. Contents: exactly the plugin in /usr/lib/<multiarch>/, the disabled snippet
-#    /etc/mosquitto/conf.d/00-presence.conf (a conffile) naming that path, README and LICENSE;
-#    Depends on mosquitto and libcjson1; nothing vendored (no other library, no header).
+#    /etc/mosquitto/conf.d/00-presence.conf (a conffile) naming that path, README, LICENSE,
+#    a machine-readable copyright file and changelog.Debian.gz; Depends on mosquitto and
+#    libcjson1; nothing vendored (no other library, no header). The Maintainer is the project.
 # 2. `cmake --install --prefix /usr` of a build configured for /usr/local puts the plugin in
 #    /usr/lib/<multiarch>/ too.
 # 3. In a throwaway overlay on the cached chroot (scripts/bookworm-chroot.sh), in private mount
@@ -43,6 +44,8 @@ if [ "${PRESENCE_PRIVATE_NET:-}" != 1 ]; then
 	files=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $6}' | sort | tr '\n' ' ')
 	want=$(printf '%s\n' ./etc/mosquitto/conf.d/00-presence.conf ".$plugin_path" \
 		./usr/share/doc/mosquitto-presence/LICENSE ./usr/share/doc/mosquitto-presence/README.md \
+		./usr/share/doc/mosquitto-presence/copyright \
+		./usr/share/doc/mosquitto-presence/changelog.Debian.gz \
 		./usr/share/doc/mosquitto-presence/examples/00-presence.conf | sort | tr '\n' ' ')
 	if [ "$files" = "$want" ]; then
 		pass "the package holds exactly: $files"
@@ -61,9 +64,41 @@ if [ "${PRESENCE_PRIVATE_NET:-}" != 1 ]; then
 	else
 		fail "Suggests should name libhiredis0.14 and a Redis: $suggests"
 	fi
+	maintainer=$(dpkg-deb -f "$deb" Maintainer)
+	if [ "$maintainer" = "mosquitto-presence developers <mosquitto-presence@users.noreply.github.com>" ]; then
+		pass "Maintainer: $maintainer"
+	else
+		fail "Maintainer should be the project's address: $maintainer"
+	fi
 	mkdir -p "$work/deb"
 	dpkg-deb -x "$deb" "$work/deb"
 	dpkg-deb -e "$deb" "$work/deb/DEBIAN"
+	doc=$work/deb/usr/share/doc/mosquitto-presence
+	# DEP-5: the format line, a Files: * paragraph under the dual licence, and a standalone
+	# License paragraph with the text of each of the two (every line of it indented).
+	if [ "$(head -n 1 "$doc/copyright")" = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" ] &&
+		grep -qx 'Files: \*' "$doc/copyright" &&
+		grep -qx 'License: EPL-2.0 or BSD-3-Clause' "$doc/copyright" &&
+		grep -A 8 -x 'License: BSD-3-Clause' "$doc/copyright" | grep -q '^ Redistribution and use in source and binary forms' &&
+		grep -A 8 -x 'License: EPL-2.0' "$doc/copyright" | grep -q '^ *THE ACCOMPANYING PROGRAM IS PROVIDED UNDER THE TERMS OF THIS ECLIPSE' &&
+		! grep -q '^$' <(sed -n '/^License: EPL-2.0$/,$p' "$doc/copyright"); then
+		pass "copyright: machine-readable (DEP-5), EPL-2.0 or BSD-3-Clause, both licence texts"
+	else
+		fail "the copyright file" "$(head -n 30 "$doc/copyright" 2>&1)"
+	fi
+	# changelog.Debian.gz: gzip -9n (no name, no time stamp: flags and mtime zero), an entry
+	# for this version by the maintainer.
+	version=$(dpkg-deb -f "$deb" Version)
+	gz_header=$(od -An -tx1 -N9 "$doc/changelog.Debian.gz" 2>/dev/null | tr -d ' \n')
+	changelog=$(zcat "$doc/changelog.Debian.gz" 2>/dev/null || true)
+	if [ "$gz_header" = 1f8b08000000000002 ] &&
+		[[ "$(head -n 1 <<<"$changelog")" == "mosquitto-presence ($version) "*"; urgency="* ]] &&
+		grep -q '^  \* .*Mosquitto' <<<"$changelog" &&
+		grep -qx " -- $maintainer  [A-Z][a-z][a-z], [0-9][0-9] [A-Z][a-z][a-z] 20[0-9][0-9] [0-9:]* [+-][0-9]*" <<<"$changelog"; then
+		pass "changelog.Debian.gz: gzip -9n, an entry for $version signed by the maintainer"
+	else
+		fail "changelog.Debian.gz" "header $gz_header"$'\n'"$changelog"
+	fi
 	if [ "$(cat "$work/deb/DEBIAN/conffiles")" = /etc/mosquitto/conf.d/00-presence.conf ]; then
 		pass "the snippet is a conffile: dpkg keeps the operator's edits"
 	else

@@ -250,11 +250,12 @@ free_port() {
 	return 1
 }
 
-# The demo broker's state file for $port (see run-broker.sh), and its temporary file.
+# The demo broker's state file for $port (see run-broker.sh), its journal and their temporary
+# files (plugin/core/store.c), so that no run leaves one behind in examples/.run/.
 remove_state_file() {
 	if [ -n "$port" ]; then
 		rm -f "$src/examples/.run/presence-state-$port.json" \
-			"$src/examples/.run/presence-state-$port.json.tmp"
+			"$src/examples/.run/presence-state-$port.json".{tmp,journal,journal.next,journal.tmp}
 	fi
 }
 

@@ -6,7 +6,7 @@
  * nothing or are rejected with a notice, spoofed writes and wills, refused logins, SIGHUP, a
  * dropped connection, a kick, and a shutdown with users still online). broker_stop then fails
  * the test when valgrind attributes any memory error or any definite or indirect leak to
- * mosquitto_presence.so (see harness.h, "Valgrind verdict").
+ * mosquitto_presence.so (see harness_sanitizer.h, "Valgrind verdict").
  *
  * The documents are still asserted, so a run that silently skipped a path (a refused login
  * that was accepted, a write that did not apply) cannot pass for a clean one. Every deadline
