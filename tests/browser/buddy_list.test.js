@@ -169,7 +169,8 @@ async function main() {
       'alice\'s status is not injected into the page (no <img>, its onerror never ran)');
 
     await waitForRow(page, 'dave', true, /online since/, 'dave goes online (Python example)');
-    const long = 'x'.repeat(120);
+    // A long value without a space, which must wrap on a phone.
+    const link = `https://intranet.example.com/rooms/hq-4.01/booking?from=09:00&to=17:00&ref=${'a1b2c3d4'.repeat(6)}`;
     const nested = {
       location: { building: 'HQ', room: '4.01', desk: {} },
       devices: ['phone', 'laptop'],
@@ -177,7 +178,7 @@ async function main() {
       battery: 87,
       on_call: true,
       '<b>bold': { '<i>deep</i>': '<script>window.pwned=2</script>a&b' },
-      token: long,
+      link,
     };
     execFileSync('mosquitto_pub', ['-h', '127.0.0.1', '-p', mqttPort, '-u', 'dave', '-P', 'dave-pw', '-q', '1',
       '-t', 'presence/dave/state', '-m', JSON.stringify(nested)]);
@@ -185,7 +186,7 @@ async function main() {
     const lines = (await page.locator('li[data-user="dave"] .state > div').allInnerTexts()).sort();
     const expected = ['location.building: HQ', 'location.room: 4.01', 'location.desk: {}', 'devices: phone, laptop',
       'history[0].at: home', 'history[1].at: office', 'battery: 87', 'on_call: true',
-      '<b>bold.<i>deep</i>: <script>window.pwned=2</script>a&b', `token: ${long}`].sort();
+      '<b>bold.<i>deep</i>: <script>window.pwned=2</script>a&b', `link: ${link}`].sort();
     check(JSON.stringify(lines) === JSON.stringify(expected),
       `nested state as one "key: value" line per value, nested keys joined with "." (${JSON.stringify(lines)})`);
     check(await page.locator('#buddies b, #buddies i, #buddies script').count() === 0 && !(await page.evaluate(() => window.pwned)),
