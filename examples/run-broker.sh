@@ -142,15 +142,23 @@ sed -e "s/^listener 1883 127.0.0.1$/listener $port 127.0.0.1/" -e "$ws_lines" \
 if [ "$page_port" -ne "$ws_port" ]; then
   # Mosquitto 2.1: the page comes from an http_api listener, which asks the browser for a
   # broker user's name and password (HTTP Basic) and checks the URL's path as a topic to read
-  # against the ACL. 2.1 can also check a websocket's Origin: only the page's own is let in
+  # against the ACL. The same listener answers /api/v1/systree (the broker's $SYS counters),
+  # /api/v1/listeners and /api/v1/version, checked the same way: the ACL grants each demo user
+  # the page's own files, by exact path, and nothing under /api/, which no demo user may read
+  # over MQTT either. 2.1 can also check a websocket's Origin: only the page's own is let in
   # (non-browser clients, which send no Origin, are not affected).
   sed -i -e '/^http_dir /d' \
     -e "s|^protocol websockets\$|&\nwebsockets_origin http://localhost:$page_port\nwebsockets_origin http://127.0.0.1:$page_port|" \
     "$run/mosquitto.conf"
-  printf '\n# Added by run-broker.sh: Mosquitto 2.1 serves the web page on an http_api listener,\n# to broker users who may read its path as a topic.\nlistener %s 127.0.0.1\nprotocol http_api\nhttp_dir %s\n' \
+  printf '\n# Added by run-broker.sh: Mosquitto 2.1 serves the web page on an http_api listener,\n# to broker users who may read its path as a topic (the ACL grants the page, not /api/).\nlistener %s 127.0.0.1\nprotocol http_api\nhttp_dir %s\n' \
     "$page_port" "$root/$web" >> "$run/mosquitto.conf"
-  # Every demo user may read the web page (the http_api listener's files are topics under /).
-  sed -i 's|^user .*|&\ntopic read /#|' "$run/acl"
+  # Every demo user may read the web page: its files, each a topic (its path), and / for
+  # index.html. Never "topic read /#": that would grant /api/v1/... as well.
+  grants=
+  for file in / /index.html /app.js /node_modules/mqtt/dist/mqtt.min.js; do
+    grants="$grants\\ntopic read $file"
+  done
+  sed -i "s|^user .*|&$grants|" "$run/acl"
 fi
 if [ "$(id -u)" -eq 0 ]; then
   # Mosquitto started as root switches to the "mosquitto" user, which may not be able to

@@ -1,17 +1,27 @@
 // SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause
 //
-// The buddy list behind index.html: logs in over MQTT websockets (MQTT.js, the global `mqtt`),
-// subscribes to presence/+ and shows one line per user with a green (available) or grey dot,
-// the state and "since", updated live; the form sets the user's own state key "status".
+// The presence dashboard behind index.html: logs in over MQTT websockets (MQTT.js, the global
+// `mqtt`), subscribes to presence/+ and shows one row per user, updated live: a green
+// (available) or grey dot, the name, the state as "key: value" lines and "since". Above the
+// list: how many users are online, and a search box over names and states. The form sets the
+// user's own state key "status".
+//
+// Order: online users first, then offline ones, each group by name. A dashboard kept open is
+// read by looking a user up: by name, each row keeps its place while states change, where an
+// order by most recent change would move rows under the reader's eyes at every status update.
 //
 // The broker is the one that served the page (ws://<host>/), or ?broker=ws://host:port/.
 'use strict';
 
 const prefix = 'presence';
-const users = new Map(); // user name -> the newest presence document (highest seq)
 const $ = (id) => document.getElementById(id);
+// user name -> { doc: the newest presence document (highest seq), connection: the number of
+// the connection it came on }
+const users = new Map();
 let client = null;
 let me = '';
+let connection = 0; // counts successful connections, see onMessage
+let renderTimer = null;
 
 // A user name as one topic level, as the plugin encodes it (README, "The contract").
 function topicLevel(name) {
@@ -26,39 +36,128 @@ function brokerUrl() {
   return 'ws://localhost:9001/';
 }
 
-function describeState(state) {
-  return Object.entries(state || {})
-    .map(([key, value]) => `${key}: ${typeof value === 'string' ? value : JSON.stringify(value)}`)
-    .join(', ');
+// A state as [key, value] text pairs: nested objects flattened to "a.b", arrays of plain
+// values joined with ", ", other arrays numbered ("a[0].b"). Every value is text.
+function stateLines(value, path = '', out = []) {
+  if (Array.isArray(value)) {
+    if (value.every((v) => v === null || typeof v !== 'object')) {
+      out.push([path, value.length ? value.map(plainText).join(', ') : '[]']);
+    } else {
+      value.forEach((v, i) => stateLines(v, `${path}[${i}]`, out));
+    }
+  } else if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value);
+    if (!entries.length && path) out.push([path, '{}']);
+    for (const [key, v] of entries) stateLines(v, path ? `${path}.${key}` : key, out);
+  } else {
+    out.push([path, plainText(value)]);
+  }
+  return out;
+}
+
+function plainText(value) {
+  return typeof value === 'string' ? value : String(value);
+}
+
+const dayMs = 24 * 60 * 60 * 1000;
+const startOfDay = (date) => new Date(date.getFullYear(), date.getMonth(), date.getDate());
+
+// "since" for a row: the time alone when it is today (by the browser's clock and time zone),
+// otherwise the date and time and how many days ago; `title` is the exact moment.
+function describeSince(since, now) {
+  const when = new Date(since);
+  if (!Number.isFinite(when.getTime())) return { text: 'unknown', title: String(since) };
+  const title = when.toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'long' });
+  const days = Math.round((startOfDay(now) - startOfDay(when)) / dayMs);
+  if (days === 0) return { text: when.toLocaleTimeString(), title };
+  const date = when.toLocaleString(undefined, {
+    month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit',
+    year: when.getFullYear() === now.getFullYear() ? undefined : 'numeric',
+  });
+  if (days < 0) return { text: date, title }; // a clock ahead of this browser's
+  const ago = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' }).format(-days, 'day');
+  return { text: `${date} (${ago})`, title };
+}
+
+// Online first, then by name.
+function byOnlineThenName(a, b) {
+  if (a.available !== b.available) return a.available ? -1 : 1;
+  return a.username < b.username ? -1 : a.username > b.username ? 1 : 0;
+}
+
+// Everything shown comes from other users (names, states): it is set as text
+// (textContent), never parsed as HTML.
+function row(doc, lines, now) {
+  const item = document.createElement('li');
+  item.dataset.user = doc.username;
+  item.dataset.available = String(doc.available);
+  item.dataset.since = String(doc.since);
+  const cell = (cls, text) => {
+    const el = document.createElement('span');
+    el.className = cls;
+    el.textContent = text;
+    item.append(el);
+    return el;
+  };
+  cell('dot', '');
+  cell('name', doc.username + (doc.username === me ? ' (you)' : ''));
+  const state = cell('state', '');
+  for (const [key, value] of lines) {
+    const line = document.createElement('div');
+    const k = document.createElement('span');
+    k.className = 'key';
+    k.textContent = `${key}: `;
+    line.append(k, value);
+    state.append(line);
+  }
+  const since = describeSince(doc.since, now);
+  cell('since', `${doc.available ? 'online' : 'offline'} since ${since.text}`).title = since.title;
+  return item;
 }
 
 function render() {
-  const list = $('buddies');
-  list.replaceChildren();
-  for (const name of [...users.keys()].sort()) {
-    const doc = users.get(name);
-    const item = document.createElement('li');
-    item.dataset.user = name;
-    item.dataset.available = String(doc.available);
-    // Names and states come from other users: shown as text, never parsed as HTML.
-    const cell = (cls, text) => {
-      const span = document.createElement('span');
-      span.className = cls;
-      span.textContent = text;
-      item.append(span);
-    };
-    cell('dot', '');
-    cell('name', name + (name === me ? ' (you)' : ''));
-    cell('state', describeState(doc.state));
-    const when = new Date(doc.since).toLocaleTimeString();
-    cell('since', `${doc.available ? 'online' : 'offline'} since ${when}`);
-    list.append(item);
+  clearTimeout(renderTimer);
+  renderTimer = null;
+  const now = new Date();
+  const needle = $('filter').value.trim().toLowerCase();
+  const docs = [...users.values()].map((u) => u.doc).sort(byOnlineThenName);
+  const online = docs.filter((d) => d.available).length;
+  const rows = [];
+  for (const doc of docs) {
+    const lines = stateLines(doc.state || {});
+    const text = [doc.username, ...lines.map(([k, v]) => `${k}: ${v}`)].join('\n').toLowerCase();
+    if (!needle || text.includes(needle)) rows.push(row(doc, lines, now));
   }
+  $('count').firstChild.textContent = `${online} of ${docs.length} online `;
+  $('shown').textContent = needle ? `(${rows.length} shown)` : '';
+  if (needle && !rows.length) {
+    const none = document.createElement('li');
+    none.className = 'empty';
+    none.textContent = `Nobody matches "${$('filter').value.trim()}".`;
+    rows.push(none);
+  }
+  $('buddies').replaceChildren(...rows);
+}
+
+// Many documents arrive at once (every retained one on subscribing): one render for them all.
+function scheduleRender() {
+  if (!renderTimer) renderTimer = setTimeout(render, 0);
+}
+
+// The connection's state in the status line: idle, connecting, connected, offline or error.
+function setStatus(state, text) {
+  $('status').dataset.state = state;
+  $('status').textContent = text;
+}
+
+function showNotice(text) {
+  $('notice').textContent = text;
+  $('notice').hidden = !text;
 }
 
 function onMessage(topic, payload) {
   if (topic === `${prefix}/${topicLevel(me)}/error`) {
-    $('status').textContent = `Refused: ${JSON.parse(payload.toString()).error}`;
+    showNotice(`Refused: ${JSON.parse(payload.toString()).error}`);
     return;
   }
   let doc;
@@ -67,38 +166,78 @@ function onMessage(topic, payload) {
   } catch (e) {
     return; // not a presence document
   }
+  if (!doc || typeof doc.username !== 'string') return;
   const known = users.get(doc.username);
   // Documents of one user are ordered by seq: a late retained copy must not undo a newer one.
-  if (known && known.seq >= doc.seq) return;
-  users.set(doc.username, doc);
-  render();
+  // What came on an earlier connection is replaced by what comes on this one whatever its seq
+  // (a broker that lost its state starts again at seq 1).
+  if (known && known.connection === connection && known.doc.seq >= doc.seq) return;
+  users.set(doc.username, { doc, connection });
+  scheduleRender();
+}
+
+function showLogin(on) {
+  $('login').hidden = !on;
+  $('mine').hidden = on;
 }
 
 function connect(username, password) {
   me = username;
-  client = mqtt.connect(brokerUrl(), { username, password, protocolVersion: 5, clean: true });
-  $('status').textContent = `Connecting to ${brokerUrl()} ...`;
-  client.on('connect', () => {
-    $('status').textContent = `Connected as ${me}.`;
-    $('login').hidden = true;
-    $('mine').hidden = false;
-    client.subscribe([`${prefix}/+`, `${prefix}/${topicLevel(me)}/error`], { qos: 1 });
+  showNotice('');
+  const url = brokerUrl();
+  let lostAt = null; // when the connection was lost; null while connected
+  const lost = () => (lostAt || (lostAt = new Date())).toLocaleTimeString();
+  // resubscribe: false, because every 'connect' subscribes (and so gets the retained documents).
+  const c = mqtt.connect(url, { username, password, protocolVersion: 5, clean: true, resubscribe: false });
+  client = c;
+  // Events of a client given up for a new login change nothing.
+  const on = (event, handler) => c.on(event, (...args) => { if (c === client) handler(...args); });
+  setStatus('connecting', `Connecting to ${url} ...`);
+  on('connect', () => {
+    connection++;
+    lostAt = null;
+    setStatus('connected', `Connected as ${me}.`);
+    showLogin(false);
+    c.subscribe([`${prefix}/+`, `${prefix}/${topicLevel(me)}/error`], { qos: 1 });
   });
-  client.on('message', onMessage);
-  client.on('error', (err) => {
-    $('status').textContent = `Error: ${err.message}`;
-    if (err.code === 4 || err.code === 5 || err.code === 134 || err.code === 135) client.end();
+  on('message', onMessage);
+  // 'close' comes at every lost connection and every failed attempt; the status says since
+  // when the connection is lost until 'connect' says it is back.
+  on('disconnect', (packet) => {
+    setStatus('offline', `The broker closed the connection (reason code ${packet.reasonCode}).`);
   });
-  client.on('offline', () => { $('status').textContent = 'Offline, reconnecting ...'; });
+  on('close', () => {
+    if (c.disconnecting || $('status').dataset.state === 'error') return;
+    setStatus('offline', `Connection lost at ${lost()}, reconnecting ...`);
+  });
+  on('reconnect', () => {
+    setStatus('connecting', `Connection lost at ${lost()}, reconnecting to ${url} ...`);
+  });
+  on('error', (err) => {
+    setStatus('error', `Error: ${err.message}`);
+    // Refused logins (bad user name or password, not authorised): stop, and ask again.
+    if (err.code === 4 || err.code === 5 || err.code === 134 || err.code === 135) {
+      c.end();
+      showLogin(true);
+    }
+  });
 }
 
 $('login').addEventListener('submit', (event) => {
   event.preventDefault();
+  if (client) client.end(true);
   connect($('username').value, $('password').value);
 });
 
 $('mine').addEventListener('submit', (event) => {
   event.preventDefault();
+  showNotice('');
   // One state key; an empty payload removes it (README, "State writes").
   client.publish(`${prefix}/${topicLevel(me)}/state/status`, $('mystatus').value, { qos: 1 });
 });
+
+$('filter').addEventListener('input', render);
+// "since" ages: refreshed every half minute, and when the tab is shown again.
+setInterval(render, 30000);
+document.addEventListener('visibilitychange', () => { if (!document.hidden) render(); });
+render();
