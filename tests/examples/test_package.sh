@@ -204,7 +204,7 @@ else
 fi
 stop_demo_broker
 
-# 2. Enabled as the README says ("Install and package"), on a broker without password_file.
+# 2. Enabled as the README says ("Install on Debian"), on a broker without password_file.
 conf=$root/etc/mosquitto/conf.d/00-presence.conf
 sed -i -e '/^# ENABLE$/,/^# END$/{/^# \(ENABLE\|END\)$/!s/^#//}' "$conf"
 start_chroot_broker "snippet enabled, no password_file"
