@@ -52,7 +52,8 @@ int presence_acl_check_cb(int event, void *event_data, void *userdata)
 
 	(void)event;
 	if (ed->access == MOSQ_ACL_SUBSCRIBE || ed->access == MOSQ_ACL_WRITE) {
-		presence_session_check_logins(p, ed->client);
+		presence_session_check_logins(p, ed->client,
+		                              presence_lifecycle_unseen_login_effect);
 	}
 	presence_topic_parse(p->cfg.topic_prefix, ed->topic, &topic);
 	/* A retained document of a user the plugin does not know is one the broker restored from

@@ -101,7 +101,7 @@ static int connect_cb(int event, void *event_data, void *userdata)
 	enum presence_err err;
 
 	(void)event;
-	presence_session_check_logins(p, ed->client);
+	presence_session_check_logins(p, ed->client, presence_lifecycle_unseen_login_effect);
 	err = presence_registry_session_connect(p->reg, ed->client, name);
 	if (err != PRESENCE_OK) {
 		presence_log_untracked(p, ed->client, name, err);

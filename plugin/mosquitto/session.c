@@ -67,19 +67,20 @@ void presence_log_untracked(struct presence_plugin *p, const struct mosquitto *c
  * in without BASIC_AUTH, e.g. MQTT 5 enhanced authentication alone, end up here too: the plugin
  * does not see them either.)
  */
-void presence_session_check_logins(struct presence_plugin *p, const struct mosquitto *client)
+void presence_session_check_logins(struct presence_plugin *p, const struct mosquitto *client,
+                                   const char *effect)
 {
 	if (p->login_seen_any || p->unseen_login_logged) {
 		return;
 	}
 	p->unseen_login_logged = true;
-	mosquitto_log_printf(
-	    MOSQ_LOG_WARNING,
-	    PRESENCE_LOG_PREFIX "client %s is connected, but no login has reached the plugin: "
-	                        "another plugin loaded before mosquitto-presence answers the "
-	                        "logins (BASIC_AUTH), %s. Load mosquitto-presence first: put its "
-	                        "plugin line before those of other authentication plugins (the "
-	                        "broker asks them in that order and stops at the first that "
-	                        "accepts or refuses a login; mosquitto-presence passes it on).",
-	    presence_or_none(mosquitto_client_id(client)), presence_lifecycle_unseen_login_effect);
+	mosquitto_log_printf(MOSQ_LOG_WARNING,
+	                     PRESENCE_LOG_PREFIX
+	                     "client %s is connected, but no login has reached the plugin: "
+	                     "another plugin loaded before mosquitto-presence answers the "
+	                     "logins (BASIC_AUTH), %s. Load mosquitto-presence first: put its "
+	                     "plugin line before those of other authentication plugins (the "
+	                     "broker asks them in that order and stops at the first that "
+	                     "accepts or refuses a login; mosquitto-presence passes it on).",
+	                     presence_or_none(mosquitto_client_id(client)), effect);
 }

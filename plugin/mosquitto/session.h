@@ -38,7 +38,9 @@ void presence_log_untracked(struct presence_plugin *p, const struct mosquitto *c
 
 /* Called when client acts (connects, subscribes, publishes): when the plugin has seen no login
  * at all since it started, another plugin answers the logins before it, and the plugin says so
- * once, at warning level (what that costs on this broker generation, and the fix). */
-void presence_session_check_logins(struct presence_plugin *p, const struct mosquitto *client);
+ * once, at warning level, with effect (what that costs on this broker generation, a clause:
+ * presence_lifecycle_unseen_login_effect) and the fix. */
+void presence_session_check_logins(struct presence_plugin *p, const struct mosquitto *client,
+                                   const char *effect);
 
 #endif
