@@ -63,9 +63,10 @@ void presence_log_untracked(struct presence_plugin *p, const struct mosquitto *c
  * Mosquitto asks the plugins' BASIC_AUTH callbacks in the order of their plugin lines and stops
  * at the first one that does not defer (2.0) or ignore (2.1). An authentication plugin listed
  * before this one therefore answers every login, and this plugin never sees one: a broker that
- * runs clients while the plugin has seen no login at all is set up that way. (Clients that log
- * in without BASIC_AUTH, e.g. MQTT 5 enhanced authentication alone, end up here too: the plugin
- * does not see them either.)
+ * runs clients while the plugin has seen no login at all is set up that way. (So is a broker
+ * whose clients all log in without BASIC_AUTH: MQTT 5 enhanced authentication, or a TLS
+ * listener with use_identity_as_username or use_subject_as_username, src/handle_connect.c.
+ * The plugin does not see those logins either; the line names the common cause.)
  */
 void presence_session_check_logins(struct presence_plugin *p, const struct mosquitto *client,
                                    const char *effect)
