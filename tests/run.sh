@@ -26,9 +26,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The shared installer (also used by examples/run-broker.sh); valgrind, chromium (the browser
 # test), debootstrap (the package test's chroot), clang (the fuzz harnesses),
 # python3-paho-mqtt (the Python examples, run by their test and by the browser test), openssl
-# (the certificates of the cluster's TLS tests) and stunnel4 (TLS to Redis where hiredis has
-# none) are for the tests only.
-bash scripts/ensure-deps.sh valgrind chromium debootstrap clang python3-paho-mqtt openssl stunnel4
+# (the certificates of the cluster's TLS tests), stunnel4 (TLS to Redis where hiredis has
+# none) and musl-tools (the musl build check, tests/check_musl_build.sh) are for the tests only.
+bash scripts/ensure-deps.sh valgrind chromium debootstrap clang python3-paho-mqtt openssl stunnel4 \
+  musl-tools
 # libFuzzer comes with the clang of the same major version (Debian 12: libfuzzer-14-dev).
 bash scripts/ensure-deps.sh "libfuzzer-$(clang -dumpversion | cut -d. -f1)-dev"
 

@@ -281,6 +281,26 @@ static enum presence_err config_max_write_burst(struct presence_config *cfg, con
 	                      &cfg->max_write_burst, "", "", reason, reason_size);
 }
 
+/* Accepts "true" or "false" into *out. */
+static enum presence_err config_bool(bool *out, const char *value, char *reason, size_t reason_size)
+{
+	if (strcmp(value, "true") == 0) {
+		*out = true;
+	} else if (strcmp(value, "false") == 0) {
+		*out = false;
+	} else {
+		snprintf(reason, reason_size, "use \"true\" or \"false\"");
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+static enum presence_err config_cluster_wake_signal(struct presence_config *cfg, const char *value,
+                                                    char *reason, size_t reason_size)
+{
+	return config_bool(&cfg->cluster_wake_signal, value, reason, reason_size);
+}
+
 /* Accepts "true" or "false". */
 static enum presence_err config_keep_state(struct presence_config *cfg, const char *value,
                                            char *reason, size_t reason_size)
@@ -572,6 +592,7 @@ static const struct option_spec option_table[] = {
     {"cluster_tls_cafile", config_cluster_tls_cafile, NULL},
     {"cluster_tls_certfile", config_cluster_tls_certfile, NULL},
     {"cluster_tls_keyfile", config_cluster_tls_keyfile, NULL},
+    {"cluster_wake_signal", config_cluster_wake_signal, "false"},
 };
 
 #define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
@@ -839,14 +860,16 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 		    buf, size, &len,
 		    " cluster_url=%s broker_id=%s cluster_heartbeat_ms=%zu "
 		    "cluster_lease_ms=%zu cluster_username=%s cluster_password_file=%s "
-		    "cluster_tls_cafile=%s cluster_tls_certfile=%s cluster_tls_keyfile=%s",
+		    "cluster_tls_cafile=%s cluster_tls_certfile=%s cluster_tls_keyfile=%s "
+		    "cluster_wake_signal=%s",
 		    url, cfg->broker_id != NULL ? cfg->broker_id : "", cfg->cluster_heartbeat_ms,
 		    cfg->cluster_lease_ms,
 		    cfg->cluster_username != NULL ? cfg->cluster_username : "(none)",
 		    cfg->cluster_password_file != NULL ? cfg->cluster_password_file : "(none)",
 		    cfg->cluster_tls_cafile != NULL ? cfg->cluster_tls_cafile : "(none)",
 		    cfg->cluster_tls_certfile != NULL ? cfg->cluster_tls_certfile : "(none)",
-		    cfg->cluster_tls_keyfile != NULL ? cfg->cluster_tls_keyfile : "(none)");
+		    cfg->cluster_tls_keyfile != NULL ? cfg->cluster_tls_keyfile : "(none)",
+		    cfg->cluster_wake_signal ? "true" : "false");
 	}
 	return len > INT_MAX ? INT_MAX : (int)len;
 }

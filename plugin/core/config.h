@@ -108,6 +108,10 @@ struct presence_config {
 	char *cluster_tls_cafile;
 	char *cluster_tls_certfile;
 	char *cluster_tls_keyfile;
+	/* Whether the cluster link wakes the broker's loop with a real-time signal when Redis
+	 * answers (plugin/mosquitto/wake.h); default false: results wait for the next loop
+	 * iteration (up to 100 ms on an idle broker). */
+	bool cluster_wake_signal;
 };
 
 /* Fills cfg from count options. On success returns PRESENCE_OK. On failure returns

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
  * The one place the adapter includes the broker's headers, and the seam between the shared
- * adapter (plugin.c, events.c, control.c) and the lifecycle of one broker generation.
+ * adapter and the lifecycle of one broker generation.
  *
  * The plugin is built for one Mosquitto generation, chosen by CMake from the headers it finds
  * (PRESENCE_MOSQUITTO_GENERATION 20 or 21):
@@ -57,17 +57,13 @@ const struct presence_callback *presence_lifecycle_callbacks(const struct presen
  * mechanisms (PRESENCE_VERDICT_PASS). */
 int presence_lifecycle_pass(void);
 
-/* Called at the end of init (start) and by cleanup and failed inits (stop, also for an
- * instance never started): what the generation needs for the plugin's lifetime. */
-void presence_lifecycle_start(struct presence_plugin *p);
-void presence_lifecycle_stop(struct presence_plugin *p);
-
-/* Called at the end of every TICK: whether it published documents. */
-void presence_lifecycle_published(struct presence_plugin *p, bool published);
+/* What it costs on this generation when another plugin answers every login before this one
+ * (presence_session_check_logins), as a clause of a log line. */
+extern const char presence_lifecycle_unseen_login_effect[];
 
 /* Called after an event that may have made documents due (a session started, a state write
- * applied): on 2.1 publishes them at once, on 2.0 nothing (the TICK that ends the iteration
- * does). */
+ * applied): on 2.1 publishes them at once (the backend's publish_due), on 2.0 nothing (the TICK
+ * that ends the iteration does). */
 void presence_lifecycle_changed(struct presence_plugin *p);
 
 /* Called first in every TICK with its event data: the generation's per-iteration work
@@ -76,7 +72,7 @@ void presence_lifecycle_tick(struct presence_plugin *p, void *event_data);
 
 /* What a query request asks about its answer, read from its MQTT 5 properties. Both buffers
  * come from mosquitto_malloc (or the broker's own property readers) and are freed with
- * presence_request_props_free. */
+ * presence_lifecycle_request_props_free. */
 struct presence_request_props {
 	/* The Correlation Data, or NULL. */
 	void *correlation;
@@ -93,6 +89,6 @@ int presence_lifecycle_request_props(const mosquitto_property *props,
                                      struct presence_request_props *out);
 
 /* Frees what props holds and zeroes it. */
-void presence_request_props_free(struct presence_request_props *props);
+void presence_lifecycle_request_props_free(struct presence_request_props *props);
 
 #endif

@@ -19,8 +19,9 @@
  *   even without a subscription). It goes to the request's MQTT 5 Response Topic when that is
  *   a valid publish topic, otherwise to $CONTROL/presence/v1/response; the request's
  *   Correlation Data is copied in either case. A Response Topic inside the plugin's
- *   namespace or under $ is refused like an invalid one (core/policy.h). The QoS is always 0: a
- *   response is an answer to be re-asked, not a transaction, and QoS 0 is what bounds what a
+ *   namespace or under $ is refused like an invalid one (core/policy.h), but for
+ *   $CONTROL/presence/v1/response itself, which is where the answer goes anyway. The QoS is always
+ * 0: a response is an answer to be re-asked, not a transaction, and QoS 0 is what bounds what a
  *   client that asks and never reads can make the broker hold: Mosquitto 2.0 drops a QoS 0
  *   message for a client that already has max_queued_messages (default 1000) packets waiting,
  *   while at QoS 1 an MQTT 5 client could let up to 65535 (its Receive Maximum) wait in
@@ -40,20 +41,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "callbacks.h"
 #include "plugin.h"
+#include "publish.h"
 #include "query.h"
-
-static const char *or_none(const char *s)
-{
-	return s != NULL ? s : "(none)";
-}
-
-void presence_request_props_free(struct presence_request_props *props)
-{
-	mosquitto_free(props->correlation);
-	mosquitto_free(props->response_topic);
-	memset(props, 0, sizeof(*props));
-}
 
 /*
  * Builds the properties of the response to a request with properties request_props: the
@@ -78,9 +69,16 @@ static int response_properties(struct presence_plugin *p, const mosquitto_proper
 		rc = mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA,
 		                                   request.correlation, request.correlation_len);
 		if (rc != MOSQ_ERR_SUCCESS) {
-			presence_request_props_free(&request);
+			presence_lifecycle_request_props_free(&request);
 			return rc;
 		}
+	}
+	/* The default response topic, named (as the README's mosquitto_rr example does), is the
+	 * default: answered there without a notice. */
+	if (request.response_topic != NULL &&
+	    strcmp(request.response_topic, PRESENCE_CONTROL_RESPONSE_TOPIC) == 0) {
+		presence_lifecycle_request_props_free(&request);
+		return MOSQ_ERR_SUCCESS;
 	}
 	if (request.response_topic != NULL) {
 		why = mosquitto_pub_topic_check(request.response_topic) != MOSQ_ERR_SUCCESS
@@ -97,7 +95,7 @@ static int response_properties(struct presence_plugin *p, const mosquitto_proper
 		*topic = request.response_topic;
 		request.response_topic = NULL;
 	}
-	presence_request_props_free(&request);
+	presence_lifecycle_request_props_free(&request);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -125,13 +123,13 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 	if (presence_query_limit_check(p->query_limit, ed->client, presence_monotonic_ms(),
 	                               &allowed) != PRESENCE_OK ||
 	    !allowed) {
-		presence_log_limited(&p->denied_log, MOSQ_LOG_NOTICE,
-		                     "query by client %s (user %s) not answered: it was sent more "
-		                     "than its share of answers (a burst of %d x "
-		                     "max_query_reply_bytes, then one every %d s)",
-		                     client_id, or_none(mosquitto_client_username(ed->client)),
-		                     PRESENCE_QUERY_LIMIT_BURST_REPLIES,
-		                     PRESENCE_QUERY_LIMIT_REFILL_S);
+		presence_log_limited(
+		    &p->denied_log, MOSQ_LOG_NOTICE,
+		    "query by client %s (user %s) not answered: it was sent more "
+		    "than its share of answers (a burst of %d x "
+		    "max_query_reply_bytes, then one every %d s)",
+		    client_id, presence_or_none(mosquitto_client_username(ed->client)),
+		    PRESENCE_QUERY_LIMIT_BURST_REPLIES, PRESENCE_QUERY_LIMIT_REFILL_S);
 		return MOSQ_ERR_SUCCESS;
 	}
 	if (presence_query_parse(&q, ed->payload, ed->payloadlen, p->cfg.max_query_users) ==
@@ -139,7 +137,8 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		mosquitto_log_printf(MOSQ_LOG_DEBUG,
 		                     PRESENCE_LOG_PREFIX "query by client %s (user %s): %zu "
 		                                         "command(s), %zu name(s)",
-		                     client_id, or_none(mosquitto_client_username(ed->client)),
+		                     client_id,
+		                     presence_or_none(mosquitto_client_username(ed->client)),
 		                     q.count, q.username_total);
 		text = presence_query_respond(&q, p->reg, p->cfg.max_query_reply_bytes, &len);
 		presence_query_free(&q);

@@ -25,32 +25,18 @@
 #include <string.h>
 
 #include "plugin.h"
+#include "props_v20.h"
+#include "publish.h"
+#include "session.h"
 
 const char presence_lifecycle_generation[] = "2.0";
 
-/*
- * The layout of Mosquitto 2.0's property list element (lib/property_mosq.h, unchanged from
- * 2.0.0 to 2.0.22). Only read, never written or freed.
- */
-struct mosquitto20_string {
-	char *v;
-	uint16_t len;
-};
+const char presence_lifecycle_unseen_login_effect[] =
+    "so the plugin sees no session: nobody gets a document, and state writes are refused";
 
-struct mosquitto20_property {
-	struct mosquitto20_property *next;
-	union {
-		uint8_t i8;
-		uint16_t i16;
-		uint32_t i32;
-		uint32_t varint;
-		struct mosquitto20_string bin;
-		struct mosquitto20_string s;
-	} value;
-	struct mosquitto20_string name;
-	int32_t identifier;
-	bool client_generated;
-};
+_Static_assert(MQTT_PROP_CORRELATION_DATA == PRESENCE_PROP_CORRELATION_DATA &&
+                   MQTT_PROP_RESPONSE_TOPIC == PRESENCE_PROP_RESPONSE_TOPIC,
+               "MQTT 5 property identifiers");
 
 /* Returns true when the plugin instance identified by id was loaded for one listener
  * (per_listener_settings true). Mosquitto 2.0's plugin id is opaque but, in every 2.0.x
@@ -88,24 +74,6 @@ int presence_lifecycle_check_broker(mosquitto_plugin_id_t *id)
 	return MOSQ_ERR_SUCCESS;
 }
 
-/* 2.0 runs TICK at the end of an iteration and delivers the plugin's publishes at the start
- * of the next one, without waiting in between: nothing to do. */
-void presence_lifecycle_start(struct presence_plugin *p)
-{
-	(void)p;
-}
-
-void presence_lifecycle_stop(struct presence_plugin *p)
-{
-	(void)p;
-}
-
-void presence_lifecycle_published(struct presence_plugin *p, bool published)
-{
-	(void)p;
-	(void)published;
-}
-
 int presence_lifecycle_pass(void)
 {
 	return MOSQ_ERR_PLUGIN_DEFER;
@@ -117,7 +85,7 @@ static int basic_auth_cb(int event, void *event_data, void *userdata)
 	struct presence_plugin *p = userdata;
 
 	(void)event;
-	presence_login_seen(p, ed->client);
+	presence_session_login_seen(p, ed->client);
 	if (!p->reloading && presence_registry_session_pending(p->reg, ed->client) != PRESENCE_OK) {
 		presence_log_untracked(p, ed->client, NULL, PRESENCE_ERR_NOMEM);
 	}
@@ -133,7 +101,7 @@ static int disconnect_cb(int event, void *event_data, void *userdata)
 	struct presence_plugin *p = userdata;
 
 	(void)event;
-	presence_connection_gone(p, ed->client);
+	presence_session_connection_gone(p, ed->client);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -189,45 +157,37 @@ void presence_lifecycle_tick(struct presence_plugin *p, void *event_data)
 	}
 }
 
-/* Returns a copy of the len bytes at data, NUL-terminated, from mosquitto_malloc, or NULL. */
-static void *copy_value(const char *data, uint16_t len)
+/* The property readers' allocator, as a function (mosquitto_malloc may be a macro). */
+static void *props_alloc(size_t size)
 {
-	char *copy = mosquitto_malloc((size_t)len + 1);
+	return mosquitto_malloc(size);
+}
 
-	if (copy != NULL) {
-		if (len > 0) {
-			memcpy(copy, data, len);
-		}
-		copy[len] = '\0';
-	}
-	return copy;
+static void props_release(void *ptr)
+{
+	mosquitto_free(ptr);
 }
 
 int presence_lifecycle_request_props(const mosquitto_property *props,
                                      struct presence_request_props *out)
 {
-	const struct mosquitto20_property *prop = (const struct mosquitto20_property *)props;
+	struct presence_props20 read;
 
 	memset(out, 0, sizeof(*out));
-	/* The broker has validated the list: each of the two appears at most once. */
-	for (; prop != NULL; prop = prop->next) {
-		if (prop->identifier == MQTT_PROP_CORRELATION_DATA && out->correlation == NULL) {
-			out->correlation = copy_value(prop->value.bin.v, prop->value.bin.len);
-			if (out->correlation == NULL) {
-				goto out_nomem;
-			}
-			out->correlation_len = prop->value.bin.len;
-		} else if (prop->identifier == MQTT_PROP_RESPONSE_TOPIC &&
-		           out->response_topic == NULL) {
-			out->response_topic = copy_value(prop->value.s.v, prop->value.s.len);
-			if (out->response_topic == NULL) {
-				goto out_nomem;
-			}
-		}
+	/* mosquitto_property is struct mqtt5__property, whose layout props_v20.h copies. */
+	if (!presence_props20_read((const struct mosquitto20_property *)(const void *)props,
+	                           props_alloc, props_release, &read)) {
+		return MOSQ_ERR_NOMEM;
 	}
+	out->correlation = read.correlation;
+	out->correlation_len = read.correlation_len;
+	out->response_topic = read.response_topic;
 	return MOSQ_ERR_SUCCESS;
+}
 
-out_nomem:
-	presence_request_props_free(out);
-	return MOSQ_ERR_NOMEM;
+void presence_lifecycle_request_props_free(struct presence_request_props *props)
+{
+	mosquitto_free(props->correlation);
+	mosquitto_free(props->response_topic);
+	memset(props, 0, sizeof(*props));
 }

@@ -19,8 +19,7 @@
  *   publish (presence_policy_takeover_will).
  * - TICK runs at the start of an iteration, before network I/O, and a callback's next_ms both
  *   asks for a wake-up and holds back that callback until then (src/plugin_tick.c). So the
- *   shared TICK (events.c) asks for nothing and runs in every iteration, publishing the
- *   documents that the end of a session made due one iteration after it; a second TICK
+ *   shared TICK (tick.c) asks for nothing and runs in every iteration; a second TICK
  *   callback, which does nothing else, asks for a wake-up every 100 ms. The loop would
  *   otherwise sleep until the next event it knows of (up to a day on a build without
  *   websockets), and the offline delay, metrics, state-file saves and held documents would
@@ -34,8 +33,13 @@
 #include <string.h>
 
 #include "plugin.h"
+#include "publish.h"
+#include "session.h"
 
 const char presence_lifecycle_generation[] = "2.1";
+
+const char presence_lifecycle_unseen_login_effect[] =
+    "so the plugin cannot tell the Will of a connection taken over from an ordinary publish";
 
 /* Functions a 2.0 broker may lack, imported weakly: loaded into 2.0 by mistake, the plugin
  * then refuses to start with a line that says why (presence_lifecycle_check_broker) instead of
@@ -63,57 +67,30 @@ int presence_lifecycle_check_broker(mosquitto_plugin_id_t *id)
 	return MOSQ_ERR_SUCCESS;
 }
 
-/*
- * Delivery. 2.1 delivers the plugin's publishes at the start of the next loop iteration, and
- * TICK runs before the iteration's wait for network events: a document published there waits
- * for that wait to end. A build with websockets (Debian's) waits up to 100 ms whatever anybody
- * asks (src/mux_epoll.c), so on an idle broker every document was late by up to 100 ms. While
- * documents wait, a timer wakes the loop within a millisecond (wake.h); the next TICK, which
- * comes after their delivery, stops it.
- */
-#define DELIVERY_WAKE_SIGNAL_OFFSET 8
-
-void presence_lifecycle_start(struct presence_plugin *p)
-{
-	if (!presence_wake_install(&p->delivery_wake, DELIVERY_WAKE_SIGNAL_OFFSET)) {
-		mosquitto_log_printf(MOSQ_LOG_WARNING,
-		                     PRESENCE_LOG_PREFIX
-		                     "signal SIGRTMIN+%d is taken: on an idle "
-		                     "broker, documents may reach subscribers up "
-		                     "to 100 ms late",
-		                     DELIVERY_WAKE_SIGNAL_OFFSET);
-	}
-}
-
-void presence_lifecycle_stop(struct presence_plugin *p)
-{
-	presence_wake_uninstall(&p->delivery_wake);
-}
-
-void presence_lifecycle_published(struct presence_plugin *p, bool published)
-{
-	presence_wake_repeat(&p->delivery_wake, published);
-}
-
 int presence_lifecycle_pass(void)
 {
 	return MOSQ_ERR_PLUGIN_IGNORE;
 }
 
 /*
- * A session's start and a state write publish every document due at that moment, in their
- * event: 2.1 delivers them at the start of the next iteration, which follows the handling of
- * network events without another wait, whereas a document published by the next TICK waits
- * for one more iteration and for the wake-up above. The end of a session publishes nothing by
- * itself (the next TICK, or an earlier start or write, does): a takeover (old session out,
- * new session in, both in the new connection's CONNECT) then publishes nothing, since the new
- * session's CONNECT comes last and finds the document unchanged.
+ * Delivery. 2.1 delivers the plugin's publishes at the start of the next loop iteration, and
+ * TICK runs before the iteration's wait for network events: a document published in TICK waits
+ * for that wait to end, up to 100 ms on an idle broker built with websockets (Debian's:
+ * src/mux_epoll.c waits 100 ms whatever a plugin asks). A document published in a network
+ * event's callback goes out without that wait: the next iteration follows the handling of
+ * network events at once. So the documents a session's start, a state write or a connection's
+ * end make due are published in that event (the backend's publish_due):
+ *
+ * - A takeover (the old connection ends, then the new session starts, both in the new
+ *   connection's CONNECT, after its login) must publish nothing: the end of a connection
+ *   while a login is in progress publishes nothing by itself, and the new session's CONNECT,
+ *   which comes last, finds the document unchanged. A refused login leaves it to the next TICK.
+ * - Documents that only time makes due (offline_delay, forgetting) go out from TICK, within
+ *   the 100 ms resolution of the plugin's timers and one more wait.
  */
 void presence_lifecycle_changed(struct presence_plugin *p)
 {
-	if (p->cluster == NULL) {
-		presence_publish_due_documents(p);
-	}
+	p->backend->publish_due(p);
 }
 
 static int connect_cb(int event, void *event_data, void *userdata)
@@ -124,6 +101,7 @@ static int connect_cb(int event, void *event_data, void *userdata)
 	enum presence_err err;
 
 	(void)event;
+	presence_session_check_logins(p, ed->client, presence_lifecycle_unseen_login_effect);
 	err = presence_registry_session_connect(p->reg, ed->client, name);
 	if (err != PRESENCE_OK) {
 		presence_log_untracked(p, ed->client, name, err);
@@ -143,7 +121,10 @@ static int connection_gone_cb(int event, void *event_data, void *userdata)
 	} else {
 		client = ((struct mosquitto_evt_disconnect *)event_data)->client;
 	}
-	presence_connection_gone(p, client);
+	presence_session_connection_gone(p, client);
+	if (p->connecting == NULL) {
+		presence_lifecycle_changed(p);
+	}
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -155,7 +136,7 @@ static int basic_auth_cb(int event, void *event_data, void *userdata)
 	struct presence_plugin *p = userdata;
 
 	(void)event;
-	presence_login_seen(p, ed->client);
+	presence_session_login_seen(p, ed->client);
 	return p->cfg.auth == PRESENCE_MODE_ALLOW ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_IGNORE;
 }
 
@@ -224,4 +205,11 @@ int presence_lifecycle_request_props(const mosquitto_property *props,
 		out->response_topic = topic;
 	}
 	return MOSQ_ERR_SUCCESS;
+}
+
+void presence_lifecycle_request_props_free(struct presence_request_props *props)
+{
+	mosquitto_free(props->correlation);
+	mosquitto_free(props->response_topic);
+	memset(props, 0, sizeof(*props));
 }

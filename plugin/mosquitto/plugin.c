@@ -19,7 +19,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"
+#include "callbacks.h"
 #include "plugin.h"
+#include "publish.h"
 
 #define PRESENCE_EXPORT __attribute__((visibility("default")))
 
@@ -110,8 +113,9 @@ static int register_callbacks(struct presence_plugin *p)
 
 static void plugin_free(struct presence_plugin *p)
 {
-	presence_lifecycle_stop(p);
-	presence_cluster_link_stop(p);
+	if (p->backend != NULL) {
+		p->backend->end(p);
+	}
 	/* Before the registry: a compaction's cursor is open in it. */
 	presence_store_free(p->store);
 	presence_query_limit_free(p->query_limit);
@@ -315,41 +319,12 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 	return MOSQ_ERR_SUCCESS;
 }
 
-/* Publishes the last document of every user recorded as offline (see init). */
-static void republish_offline_users(struct presence_plugin *p)
-{
-	struct presence_cursor cursor = {0};
-	struct presence_user *user;
-	size_t count = 0;
-
-	if (!presence_registry_cursor_start(p->reg, &cursor)) {
-		return;
-	}
-	while ((user = presence_registry_cursor_next(p->reg, &cursor)) != NULL) {
-		struct presence_document doc;
-
-		if (presence_user_published(user, &doc) && !doc.available &&
-		    presence_publish_document(p, user) == MOSQ_ERR_SUCCESS) {
-			count++;
-		}
-	}
-	if (count > 0) {
-		mosquitto_log_printf(MOSQ_LOG_INFO,
-		                     PRESENCE_LOG_PREFIX
-		                     "published the last documents of %zu users "
-		                     "recorded as offline again (the broker's "
-		                     "persistence file may be older)",
-		                     count);
-	}
-}
-
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *opts, int opt_count)
 {
 	struct presence_store_loaded loaded = {0};
 	struct presence_plugin *p;
 	char summary[1024];
-	size_t corrected, forgotten, n;
 	int rc;
 
 	rc = presence_lifecycle_check_broker(identifier);
@@ -398,49 +373,16 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	if (rc != MOSQ_ERR_SUCCESS) {
 		goto out_free_plugin;
 	}
-	presence_lifecycle_start(p);
-	if (p->cfg.cluster_url != NULL) {
-		/* In cluster mode the corrections are the cluster's documents (its first
-		 * snapshot), published as soon as they arrive; nothing is numbered here. */
-		rc = presence_cluster_link_start(p);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			unregister_callbacks(p);
-			goto out_free_plugin;
-		}
-		*userdata = p;
-		instances++;
-		return MOSQ_ERR_SUCCESS;
-	}
-	p->documents_authoritative = true;
-	/* Publishes from init are delivered (and retained) in the first loop iteration, before
-	 * any client can read the documents the broker restored from its persistence file. After
-	 * a crash that file may be older than the state file (Mosquitto writes it every
-	 * autosave_interval): every user recorded as offline gets its last document again, so
-	 * that no older one stays retained; users recorded as available get their corrections. */
-	if (loaded.found && !loaded.clean) {
-		republish_offline_users(p);
-	}
-	corrected = presence_publish_due_documents(p);
-	if (corrected > 0) {
-		mosquitto_log_printf(MOSQ_LOG_INFO,
-		                     PRESENCE_LOG_PREFIX
-		                     "published %zu corrected documents: users "
-		                     "recorded as available are now unavailable",
-		                     corrected);
-	}
-	/* Users offline past forget_after while the broker was down, or beyond max_users: all
-	 * of them at once, before any client can read their documents. */
-	forgotten = 0;
-	while ((n = presence_registry_forget_due(p->reg, SIZE_MAX)) > 0) {
-		forgotten += n;
-		presence_announce_forgotten(p);
-	}
-	if (forgotten > 0) {
-		mosquitto_log_printf(MOSQ_LOG_INFO,
-		                     PRESENCE_LOG_PREFIX
-		                     "forgot %zu users (offline for longer than "
-		                     "forget_after, or beyond max_users)",
-		                     forgotten);
+	/* Chosen once: the callbacks never ask which one it is. In cluster mode the corrections
+	 * of a restart are the cluster's documents (its first snapshot); nothing is numbered
+	 * here. */
+	p->backend =
+	    p->cfg.cluster_url != NULL ? &presence_backend_cluster : &presence_backend_local;
+	p->restored_unclean = loaded.found && !loaded.clean;
+	rc = p->backend->start(p);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		unregister_callbacks(p);
+		goto out_free_plugin;
 	}
 	*userdata = p;
 	instances++;
@@ -489,9 +431,9 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
 	}
 	unregister_callbacks(p);
 	instances--;
-	/* Before the state file's last save: the link's last results are not taken any more,
-	 * and the other brokers take over this broker's sessions at once (deregistration). */
-	presence_cluster_link_stop(p);
+	/* Before the state file's last save: the cluster link's last results are not taken any
+	 * more, and the other brokers take over this broker's sessions at once (deregistration). */
+	p->backend->end(p);
 	if (p->store != NULL) {
 		save_clean_stop(p);
 	}

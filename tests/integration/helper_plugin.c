@@ -8,7 +8,10 @@
  *   - kick clients: a PUBLISH to $CONTROL/test-helper/v1 with the payload "kick-client <id>" or
  *     "kick-user <username>" disconnects the matching clients without sending their will;
  *   - keep the broker's loop busy: "busy <ms>" spins in the broker's thread for ms
- *     milliseconds (at most 10 s), as a broker saving a large persistence file does.
+ *     milliseconds (at most 10 s), as a broker saving a large persistence file does;
+ *   - answer every login itself, as an authentication plugin does: with the option
+ *     plugin_opt_accept_all true, BASIC_AUTH accepts every login but the refused one, so a
+ *     plugin listed after this one is never asked.
  * It has no ACL callback, so it never changes what our plugin decides about topics. The CONTROL
  * callback always returns MOSQ_ERR_SUCCESS: an error from CONTROL would disconnect the sender.
  *
@@ -51,6 +54,9 @@
 /* The identifier the broker gave this plugin, needed to unregister the callbacks. */
 static mosquitto_plugin_id_t *helper_id;
 
+/* plugin_opt_accept_all true: BASIC_AUTH accepts every login it does not refuse. */
+static bool helper_accept_all;
+
 HELPER_EXPORT int mosquitto_plugin_version(int supported_version_count,
                                            const int *supported_versions);
 HELPER_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
@@ -58,7 +64,7 @@ HELPER_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
 HELPER_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options,
                                            int option_count);
 
-/* Refuses HELPER_REFUSED_USER, defers everyone else. */
+/* Refuses HELPER_REFUSED_USER, accepts (accept_all) or defers everyone else. */
 static int helper_basic_auth_cb(int event, void *event_data, void *userdata)
 {
 	const struct mosquitto_evt_basic_auth *ed = event_data;
@@ -70,7 +76,7 @@ static int helper_basic_auth_cb(int event, void *event_data, void *userdata)
 		                     ed->username);
 		return MOSQ_ERR_AUTH;
 	}
-	return HELPER_PASS;
+	return helper_accept_all ? MOSQ_ERR_SUCCESS : HELPER_PASS;
 }
 
 /* Runs "kick-client <id>", "kick-user <name>" or "busy <ms>"; logs and ignores anything
@@ -138,10 +144,15 @@ HELPER_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void 
 {
 	int rc;
 
-	(void)options;
-	(void)option_count;
 	*userdata = NULL;
 	helper_id = identifier;
+	helper_accept_all = false;
+	for (int i = 0; i < option_count; i++) {
+		if (strcmp(options[i].key, "accept_all") == 0 &&
+		    strcmp(options[i].value, "true") == 0) {
+			helper_accept_all = true;
+		}
+	}
 	rc = mosquitto_callback_register(helper_id, MOSQ_EVT_BASIC_AUTH, helper_basic_auth_cb, NULL,
 	                                 NULL);
 	if (rc != MOSQ_ERR_SUCCESS)

@@ -372,6 +372,16 @@ static void without_a_usable_response_topic_the_answer_goes_to_the_fallback_topi
 		         refused[i].topic, refused[i].why);
 		assert_true(broker_log_wait(b, line, 5000));
 	}
+	/* The fallback topic itself, as the README's mosquitto_rr -e names it: answered there
+	 * without a notice (it starts with '$', but it is where the answer goes anyway). */
+	props = request_props(FALLBACK, "f", 1);
+	assert_int_equal(send_request(q5, request, 1, props), 0);
+	m = expect_response(q5, FALLBACK, expected);
+	assert_int_equal(m->correlation_len, 1);
+	assert_memory_equal(m->correlation, "f", 1);
+	msg_free(m);
+	mosquitto_property_free_all(&props);
+	assert_false(broker_log_contains(b, "names the response topic \"" FALLBACK "\""));
 	/* A Response Topic with a wildcard. Mosquitto before 2.0.20 passes the request on, and the
 	 * answer goes to the fallback topic with the correlation data. 2.0.20 and later refuse it
 	 * as a protocol error ("Don't allow invalid response-topic values") and close the

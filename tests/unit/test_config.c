@@ -587,6 +587,21 @@ static void offline_delay_refuses_out_of_range_fractions_and_units(void **state)
 	                         "number of seconds from 0 to 86400");
 }
 
+static void cluster_wake_signal_is_off_by_default_and_boolean(void **state)
+{
+	struct presence_config cfg;
+	char err[ERR_SIZE];
+
+	(void)state;
+	assert_int_equal(parse_one(&cfg, "keep_state", "false", err), PRESENCE_OK);
+	assert_false(cfg.cluster_wake_signal);
+	presence_config_free(&cfg);
+	assert_int_equal(parse_one(&cfg, "cluster_wake_signal", "true", err), PRESENCE_OK);
+	assert_true(cfg.cluster_wake_signal);
+	presence_config_free(&cfg);
+	assert_value_refused("cluster_wake_signal", "yes");
+}
+
 static void keep_state_accepts_true_and_false_only(void **state)
 {
 	static const char *const invalid[] = {"", "yes", "1", "True", "FALSE", "on"};
@@ -705,7 +720,8 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	                         "max_users, max_writes_per_second, max_write_burst, state_file, "
 	                         "cluster_url, broker_id, cluster_heartbeat_ms, cluster_lease_ms, "
 	                         "cluster_username, cluster_password_file, cluster_tls_cafile, "
-	                         "cluster_tls_certfile, cluster_tls_keyfile)");
+	                         "cluster_tls_certfile, cluster_tls_keyfile, "
+	                         "cluster_wake_signal)");
 	assert_config_empty(&cfg);
 
 	/* Names are exact: no case folding, no prefix matching. */
@@ -978,6 +994,7 @@ int main(void)
 	    cmocka_unit_test(lifetime_options_take_their_ranges),
 	    cmocka_unit_test(offline_delay_refuses_out_of_range_fractions_and_units),
 	    cmocka_unit_test(keep_state_accepts_true_and_false_only),
+	    cmocka_unit_test(cluster_wake_signal_is_off_by_default_and_boolean),
 	    cmocka_unit_test(state_file_takes_a_file_path_as_given),
 	    cmocka_unit_test(ignore_users_trims_spaces_and_tabs_around_each_name),
 	    cmocka_unit_test(ignore_users_refuses_empty_names_and_bad_utf8),

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * Cluster mode in the broker thread (see core/cluster.h and the README's "Several brokers"):
- * the only file that connects the broker's events to the Redis link (plugin/redis/). Nothing
+ * The cluster backend (backend.h; see core/cluster.h and the README's "Several brokers"): the
+ * only file that connects the broker's events to the Redis link (plugin/redis/). Nothing
  * here waits on Redis: requests are queued for the link's threads, and their results are taken
  * in TICK, at most RESULTS_PER_TICK per tick.
  *
@@ -24,9 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cluster.h"
 #include "document.h"
 #include "plugin.h"
+#include "publish.h"
 
 #if PRESENCE_CLUSTER
 #include "redis_link.h"
@@ -66,13 +68,15 @@ struct presence_cluster_link {
 };
 
 /*
- * Waking the broker up. An idle Mosquitto 2.0 sleeps up to 100 ms in epoll_wait (2.1: what the
- * plugin asks for, 100 ms too), so a result of the Redis link (a document to publish, the
- * outcome of a state write) would wait that long. The link calls wake_broker instead (at most
- * once per drain of its results): it sends a real-time signal, whose handler does nothing, to
- * the broker's thread; epoll_wait returns EINTR, which Mosquitto treats as a wake-up, and TICK
- * takes the results (wake.h). The signal is SIGRTMIN + WAKE_SIGNAL_OFFSET, taken only when
- * nobody else handles it; otherwise results simply wait for the next tick.
+ * Waking the broker up (opt-in: plugin_opt_cluster_wake_signal). An idle Mosquitto sleeps up
+ * to 100 ms in epoll_wait (2.0 always; 2.1 built with websockets, as Debian's), so a result of
+ * the Redis link (a document to publish, the outcome of a state write) waits up to that long
+ * for the next TICK. With the option, the link calls wake_broker instead (at most once per
+ * drain of its results): it sends a real-time signal, whose handler does nothing, to the
+ * broker's thread; epoll_wait returns EINTR, which Mosquitto treats as a wake-up, and TICK takes
+ * the results (wake.h). The signal is SIGRTMIN + WAKE_SIGNAL_OFFSET, taken only when nobody
+ * else handles it. Off by default: a plugin is a guest in the broker's process, and signal
+ * dispositions are the process's.
  */
 #define WAKE_SIGNAL_OFFSET 7
 
@@ -237,6 +241,12 @@ static void handle_cas(struct presence_plugin *p, struct presence_redis_result *
 	start_commit(p, user);
 }
 
+/* Drops what the link holds of user (its pending writes), which is leaving the registry. */
+static void cluster_forget(struct presence_plugin *p, const struct presence_user *user)
+{
+	presence_cluster_write_forget(p->cluster->writes, user);
+}
+
 /* The cluster forgot a user (at seq): so does this broker, unless it has a session of it or a
  * newer document (the user came back meanwhile). */
 static void forget_record(struct presence_plugin *p, const struct presence_cluster_record *rec)
@@ -253,7 +263,7 @@ static void forget_record(struct presence_plugin *p, const struct presence_clust
 	if (p->store != NULL) {
 		presence_store_note_forget(p->store, user);
 	}
-	presence_cluster_link_forget(p, user);
+	cluster_forget(p, user);
 	presence_registry_user_forget(p->reg, user);
 }
 
@@ -413,7 +423,7 @@ static void publish_metric(const char *topic, long long value, long long *publis
 	}
 }
 
-void presence_cluster_link_tick(struct presence_plugin *p)
+static void cluster_tick(struct presence_plugin *p)
 {
 	struct presence_cluster_link *cl = p->cluster;
 	struct presence_redis_result *res;
@@ -455,45 +465,35 @@ void presence_cluster_link_tick(struct presence_plugin *p)
 	}
 }
 
-void presence_cluster_link_state_write(struct presence_plugin *p, struct presence_user *user,
+static enum presence_err cluster_write(struct presence_plugin *p, struct presence_user *user,
                                        const char *write_topic, const struct presence_topic *topic,
-                                       const void *payload, size_t payload_len)
+                                       const void *payload, size_t payload_len, bool *changed,
+                                       char *reason)
 {
 	struct presence_cluster_link *cl = p->cluster;
-	char reason[PRESENCE_STATE_REASON_SIZE] = "";
 	enum presence_err err;
 	uint64_t seq;
-	bool changed = false;
 
 	if (!presence_redis_ready(cl->redis)) {
-		reject_cb(p, user, write_topic,
-		          "the cluster store (Redis) is unavailable; the write was not applied");
-		return;
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+		         "the cluster store (Redis) is unavailable; the write was not applied");
+		return PRESENCE_ERR_IO;
 	}
 	err = presence_cluster_write_add(
 	    cl->writes, user, cluster_base(user, &seq), &p->limits,
 	    topic->kind == PRESENCE_TOPIC_STATE ? PRESENCE_CLUSTER_WRITE_MERGE
 	                                        : PRESENCE_CLUSTER_WRITE_SET_KEY,
-	    topic->key, topic->key_len, payload, payload_len, write_topic, &changed, reason);
-	if (err == PRESENCE_ERR_NOMEM) {
-		snprintf(reason, sizeof(reason), "out of memory");
-	}
+	    topic->key, topic->key_len, payload, payload_len, write_topic, changed, reason);
 	if (err != PRESENCE_OK) {
-		reject_cb(p, user, write_topic, reason);
-		return;
+		return err;
 	}
-	p->state_writes++;
-	if (changed) {
+	if (*changed) {
 		presence_registry_write_charge(p->reg, user);
 		start_commit(p, user);
 	}
-}
-
-void presence_cluster_link_forget(struct presence_plugin *p, const struct presence_user *user)
-{
-	if (p->cluster != NULL) {
-		presence_cluster_write_forget(p->cluster->writes, user);
-	}
+	/* The documents come from the cluster, in a later TICK. */
+	*changed = false;
+	return PRESENCE_OK;
 }
 
 /*
@@ -566,7 +566,9 @@ static bool read_password_file(const char *path, char *out, size_t size, char *r
 	return true;
 }
 
-int presence_cluster_link_start(struct presence_plugin *p)
+static void cluster_end(struct presence_plugin *p);
+
+static int cluster_start(struct presence_plugin *p)
 {
 	struct presence_redis_config rc = {0};
 	char reason[256], url[512];
@@ -602,7 +604,7 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	p->cluster->pub_last_sync = -1;
 	p->cluster->writes = presence_cluster_writes_new();
 	if (p->cluster->writes == NULL) {
-		presence_cluster_link_stop(p);
+		cluster_end(p);
 		return MOSQ_ERR_NOMEM;
 	}
 	/* What the state file restored is not news to publish: the cluster's documents are
@@ -620,15 +622,19 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	rc.max_users = p->cfg.max_users;
 	rc.forget_after_ms = (int64_t)p->cfg.forget_after * 1000;
 	/* init runs on the broker's thread. */
-	if (presence_wake_install(&p->cluster->wake, WAKE_SIGNAL_OFFSET)) {
-		rc.wake = wake_broker;
-		rc.wake_arg = p->cluster;
-	} else {
-		mosquitto_log_printf(MOSQ_LOG_WARNING,
-		                     PRESENCE_LOG_PREFIX "cluster: signal SIGRTMIN+%d is taken; "
-		                                         "results from Redis wait for the broker's "
-		                                         "next loop iteration (up to 100 ms)",
-		                     WAKE_SIGNAL_OFFSET);
+	if (p->cfg.cluster_wake_signal) {
+		if (presence_wake_install(&p->cluster->wake, WAKE_SIGNAL_OFFSET)) {
+			rc.wake = wake_broker;
+			rc.wake_arg = p->cluster;
+		} else {
+			mosquitto_log_printf(MOSQ_LOG_WARNING,
+			                     PRESENCE_LOG_PREFIX
+			                     "cluster: signal SIGRTMIN+%d is "
+			                     "taken; results from Redis wait for "
+			                     "the broker's next loop iteration (up "
+			                     "to 100 ms)",
+			                     WAKE_SIGNAL_OFFSET);
+		}
 	}
 	p->cluster->redis = presence_redis_start(&rc, reason, sizeof(reason));
 	/* The link keeps its own copy. */
@@ -636,7 +642,7 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	if (p->cluster->redis == NULL) {
 		mosquitto_log_printf(MOSQ_LOG_ERR,
 		                     PRESENCE_LOG_PREFIX "cluster mode cannot start: %s", reason);
-		presence_cluster_link_stop(p);
+		cluster_end(p);
 		return MOSQ_ERR_UNKNOWN;
 	}
 	correct_at_start(p);
@@ -649,7 +655,7 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	return MOSQ_ERR_SUCCESS;
 }
 
-void presence_cluster_link_stop(struct presence_plugin *p)
+static void cluster_end(struct presence_plugin *p)
 {
 	if (p->cluster == NULL) {
 		return;
@@ -663,9 +669,23 @@ void presence_cluster_link_stop(struct presence_plugin *p)
 	p->cluster = NULL;
 }
 
+static void cluster_publish_due(struct presence_plugin *p)
+{
+	/* Documents come from the cluster only (its results, in TICK). */
+	(void)p;
+}
+
+const struct presence_backend presence_backend_cluster = {
+    .start = cluster_start,
+    .end = cluster_end,
+    .write = cluster_write,
+    .tick = cluster_tick,
+    .publish_due = cluster_publish_due,
+};
+
 #else /* !PRESENCE_CLUSTER */
 
-int presence_cluster_link_start(struct presence_plugin *p)
+static int cluster_start(struct presence_plugin *p)
 {
 	(void)p;
 	mosquitto_log_printf(MOSQ_LOG_ERR, PRESENCE_LOG_PREFIX
@@ -675,19 +695,16 @@ int presence_cluster_link_start(struct presence_plugin *p)
 	return MOSQ_ERR_NOT_SUPPORTED;
 }
 
-void presence_cluster_link_stop(struct presence_plugin *p)
+/* Never called: start fails. */
+static void cluster_end(struct presence_plugin *p)
 {
 	(void)p;
 }
 
-void presence_cluster_link_tick(struct presence_plugin *p)
-{
-	(void)p;
-}
-
-void presence_cluster_link_state_write(struct presence_plugin *p, struct presence_user *user,
+static enum presence_err cluster_write(struct presence_plugin *p, struct presence_user *user,
                                        const char *write_topic, const struct presence_topic *topic,
-                                       const void *payload, size_t payload_len)
+                                       const void *payload, size_t payload_len, bool *changed,
+                                       char *reason)
 {
 	(void)p;
 	(void)user;
@@ -695,12 +712,22 @@ void presence_cluster_link_state_write(struct presence_plugin *p, struct presenc
 	(void)topic;
 	(void)payload;
 	(void)payload_len;
+	(void)reason;
+	*changed = false;
+	return PRESENCE_OK;
 }
 
-void presence_cluster_link_forget(struct presence_plugin *p, const struct presence_user *user)
+static void cluster_tick(struct presence_plugin *p)
 {
 	(void)p;
-	(void)user;
 }
+
+const struct presence_backend presence_backend_cluster = {
+    .start = cluster_start,
+    .end = cluster_end,
+    .write = cluster_write,
+    .tick = cluster_tick,
+    .publish_due = cluster_end,
+};
 
 #endif
