@@ -28,7 +28,9 @@
 #include "cluster.h"
 #include "document.h"
 #include "plugin.h"
+#include "clock.h"
 #include "publish.h"
+#include "text.h"
 
 #if PRESENCE_CLUSTER
 #include "redis_link.h"
@@ -367,7 +369,7 @@ static bool send_seed(struct presence_plugin *p, struct presence_user *user)
 	if (req == NULL) {
 		return false;
 	}
-	req->state = strdup(doc.state_json);
+	req->state = presence_text_dup(doc.state_json, strlen(doc.state_json));
 	if (req->state == NULL) {
 		presence_redis_request_free(req);
 		return false;
@@ -430,7 +432,7 @@ static void cluster_tick(struct presence_plugin *p)
 	struct presence_user *user;
 	bool complete = true;
 
-	presence_redis_alive(cl->redis, presence_monotonic_ms());
+	presence_redis_alive(cl->redis, presence_clock_monotonic_ms());
 	for (int i = 0; i < RESULTS_PER_TICK && (res = presence_redis_take(cl->redis)) != NULL;
 	     i++) {
 		handle_result(p, res);
@@ -454,10 +456,10 @@ static void cluster_tick(struct presence_plugin *p)
 		               &cl->pub_connected);
 		publish_metric("$SYS/broker/presence/cluster/brokers",
 		               cl->connected ? cl->brokers : 0, &cl->pub_brokers);
-		if (presence_monotonic_ms() >= cl->next_sync_publish &&
+		if (presence_clock_monotonic_ms() >= cl->next_sync_publish &&
 		    presence_redis_last_sync_ms(cl->redis) > 0) {
 			cl->next_sync_publish =
-			    presence_monotonic_ms() + (int64_t)p->cfg.metrics_interval * 1000;
+			    presence_clock_monotonic_ms() + (int64_t)p->cfg.metrics_interval * 1000;
 			publish_metric("$SYS/broker/presence/cluster/last_sync",
 			               presence_redis_last_sync_ms(cl->redis) / 1000,
 			               &cl->pub_last_sync);
@@ -505,11 +507,11 @@ static enum presence_err cluster_write(struct presence_plugin *p, struct presenc
  */
 static void correct_at_start(struct presence_plugin *p)
 {
-	int64_t deadline = presence_monotonic_ms() + STARTUP_SNAPSHOT_MS;
+	int64_t deadline = presence_clock_monotonic_ms() + STARTUP_SNAPSHOT_MS;
 	uint64_t before = p->documents_published;
 	int64_t left;
 
-	while ((left = deadline - presence_monotonic_ms()) > 0) {
+	while ((left = deadline - presence_clock_monotonic_ms()) > 0) {
 		struct presence_redis_result *res =
 		    presence_redis_take_wait(p->cluster->redis, left);
 		bool done;

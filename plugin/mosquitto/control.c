@@ -43,6 +43,7 @@
 
 #include "callbacks.h"
 #include "plugin.h"
+#include "clock.h"
 #include "publish.h"
 #include "query.h"
 
@@ -120,7 +121,7 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		                                         "client id");
 		return MOSQ_ERR_SUCCESS;
 	}
-	if (presence_query_limit_check(p->query_limit, ed->client, presence_monotonic_ms(),
+	if (presence_query_limit_check(p->query_limit, ed->client, presence_clock_monotonic_ms(),
 	                               &allowed) != PRESENCE_OK ||
 	    !allowed) {
 		presence_log_limited(

@@ -22,6 +22,7 @@
 #include "backend.h"
 #include "callbacks.h"
 #include "plugin.h"
+#include "clock.h"
 #include "publish.h"
 
 #define PRESENCE_EXPORT __attribute__((visibility("default")))
@@ -310,7 +311,7 @@ static int open_state_file(struct presence_plugin *p, struct presence_store_load
 		                     err);
 		return MOSQ_ERR_UNKNOWN;
 	}
-	p->save_started_ms = presence_monotonic_ms();
+	p->save_started_ms = presence_clock_monotonic_ms();
 	mosquitto_log_printf(MOSQ_LOG_DEBUG,
 	                     PRESENCE_LOG_PREFIX "state file %s: %zu users in its snapshot, %llu "
 	                                         "bytes of journal",

@@ -13,6 +13,7 @@
 
 #include "document.h"
 #include "plugin.h"
+#include "clock.h"
 #include "publish.h"
 
 int presence_mosq_err(enum presence_err err)
@@ -61,26 +62,6 @@ const char *presence_or_none(const char *s)
 	return s != NULL ? s : "(none)";
 }
 
-/* Milliseconds on clock (CLOCK_REALTIME for the documents' "since", CLOCK_MONOTONIC for
- * timers, which must not jump with the wall clock). */
-static int64_t clock_ms(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t presence_monotonic_ms(void)
-{
-	return clock_ms(CLOCK_MONOTONIC);
-}
-
-int64_t presence_realtime_ms(void)
-{
-	return clock_ms(CLOCK_REALTIME);
-}
-
 /* Longest log line the budgeted logging writes; longer ones are cut. */
 #define LOG_LINE_SIZE 1024
 
@@ -90,7 +71,7 @@ void presence_log_limited(struct presence_log_budget *budget, int level, const c
 	uint64_t suppressed = 0;
 	va_list ap;
 
-	if (!presence_log_budget_take(budget, presence_monotonic_ms(), &suppressed)) {
+	if (!presence_log_budget_take(budget, presence_clock_monotonic_ms(), &suppressed)) {
 		return;
 	}
 	va_start(ap, fmt);
@@ -110,7 +91,7 @@ void presence_log_budget_report(struct presence_log_budget *budget, int level, c
 {
 	uint64_t suppressed;
 
-	if (presence_log_budget_flush(budget, presence_monotonic_ms(), &suppressed)) {
+	if (presence_log_budget_flush(budget, presence_clock_monotonic_ms(), &suppressed)) {
 		mosquitto_log_printf(
 		    level, PRESENCE_LOG_PREFIX "%" PRIu64 " more lines about %s suppressed",
 		    suppressed, what);
@@ -344,7 +325,7 @@ size_t presence_publish_due_documents(struct presence_plugin *p)
 		bool noted = false;
 
 		if (now_ms == 0) {
-			now_ms = presence_realtime_ms();
+			now_ms = presence_clock_wall_ms();
 		}
 		if (presence_registry_document_prepare(p->reg, user, now_ms, &doc, &due) !=
 		    PRESENCE_OK) {

@@ -2,7 +2,7 @@
 /*
  * The bottom of the adapter: everything the plugin sends to the broker (publishes, documents,
  * rejection notices, removals of forgotten users, budgeted log lines), the mapping of the
- * core's errors to the broker's, and the clock. It calls the core and the broker only; every
+ * core's errors to the broker's. It calls the core and the broker only; every
  * other adapter file may call it, it calls none of them.
  */
 #ifndef PRESENCE_PUBLISH_H
@@ -35,11 +35,6 @@ const char *presence_mosq_strerror(int rc);
 
 /* s, or "(none)" for NULL: for log lines. */
 const char *presence_or_none(const char *s);
-
-/* Monotonic clock in milliseconds (timers), and the wall clock in milliseconds (the documents'
- * "since"). */
-int64_t presence_monotonic_ms(void);
-int64_t presence_realtime_ms(void);
 
 /* Logs a line (printf-style, without the plugin's prefix) within budget: dropped when the
  * budget is spent, and mentions how many lines were dropped before it. */

@@ -16,6 +16,7 @@
 
 #include "callbacks.h"
 #include "plugin.h"
+#include "clock.h"
 #include "publish.h"
 
 /* Appends what changed to the state file's journal when a flush is due (one bounded step per
@@ -25,7 +26,7 @@ static void save_state(struct presence_plugin *p)
 	char err[PRESENCE_STORE_ERR_SIZE];
 	bool finished = false;
 	bool done = false;
-	int64_t now = presence_monotonic_ms();
+	int64_t now = presence_clock_monotonic_ms();
 
 	if (p->flushing || presence_policy_save_due(
 	                       now, p->save_started_ms, presence_registry_held_count(p->reg) > 0,
@@ -86,7 +87,7 @@ static void publish_due_metrics(struct presence_plugin *p)
 	int which;
 	int rc;
 
-	if (!presence_metrics_due(&p->metrics, presence_monotonic_ms())) {
+	if (!presence_metrics_due(&p->metrics, presence_clock_monotonic_ms())) {
 		return;
 	}
 	values[PRESENCE_METRIC_USERS_AVAILABLE] = presence_registry_available_count(p->reg);
