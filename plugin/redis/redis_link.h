@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "cluster.h"
+#include "redis_queue.h"
 
 /* The settings, copied at start. */
 struct presence_redis_config {
@@ -87,7 +88,8 @@ enum presence_redis_request_kind {
 
 /* A request; every pointer is owned (malloc) and freed with presence_redis_request_free. */
 struct presence_redis_request {
-	struct presence_redis_request *next;
+	/* Its place in the link's queue. */
+	struct presence_redis_qnode node;
 	/* Set by presence_redis_submit: 1, 2, ... in the order of submission (a count's number,
 	 * so that Redis never applies an older count of this broker after a newer one). */
 	uint64_t id;
@@ -115,7 +117,7 @@ enum presence_redis_result_kind {
 	PRESENCE_REDIS_RESYNC,
 	/* The link's state changed: connected, brokers alive. */
 	PRESENCE_REDIS_STATUS,
-	/* A line to log (level: 0 info, 1 warning, 2 error). */
+	/* A line for the broker's log (level, text): the one way the link's threads report. */
 	PRESENCE_REDIS_LOG,
 	/* The reader finished a snapshot (its records came before this). */
 	PRESENCE_REDIS_SNAPSHOT_DONE,
@@ -127,6 +129,13 @@ enum presence_redis_result_kind {
 	PRESENCE_REDIS_FULL,
 };
 
+/* The level of a PRESENCE_REDIS_LOG result (the values are stable: 0, 1, 2). */
+enum presence_redis_log_level {
+	PRESENCE_REDIS_LOG_INFO = 0,
+	PRESENCE_REDIS_LOG_WARNING = 1,
+	PRESENCE_REDIS_LOG_ERR = 2,
+};
+
 enum presence_redis_cas_outcome {
 	PRESENCE_REDIS_CAS_COMMITTED = 0,
 	PRESENCE_REDIS_CAS_CONFLICT,
@@ -135,12 +144,13 @@ enum presence_redis_cas_outcome {
 
 /* A result; free with presence_redis_result_free. */
 struct presence_redis_result {
-	struct presence_redis_result *next;
+	/* Its place in the link's queue. */
+	struct presence_redis_qnode node;
 	enum presence_redis_result_kind kind;
 	struct presence_cluster_record rec;
 	bool force;
 	enum presence_redis_cas_outcome outcome;
-	int level;
+	enum presence_redis_log_level level;
 	char *text;
 	bool connected;
 	long long brokers;
