@@ -516,8 +516,10 @@ enum presence_err presence_redis_decode_register(const redisReply *reply,
 		const char *left = element_str(reply, 2);
 
 		out->clash = true;
-		snprintf(out->other, sizeof(out->other), "%s", other != NULL ? other : "?");
-		snprintf(out->left_ms, sizeof(out->left_ms), "%s", left != NULL ? left : "?");
+		snprintf(out->other, sizeof(out->other), "%s",
+		         other != NULL && *other != '\0' ? other : "?");
+		snprintf(out->left_ms, sizeof(out->left_ms), "%s",
+		         left != NULL && *left != '\0' ? left : "?");
 		return PRESENCE_OK;
 	}
 	if (first == NULL || reply->elements != 2 || *first == '\0' ||
@@ -750,7 +752,7 @@ enum presence_err presence_redis_decode_entry(const redisReply *entry, char *id,
 	*fields = NULL;
 	id[0] = '\0';
 	if (entry == NULL || entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
-	    !copy_id(id, PRESENCE_REDIS_ID_SIZE, element_str(entry, 0))) {
+	    !copy_id(id, PRESENCE_REDIS_ID_SIZE, element_str(entry, 0)) || id[0] == '\0') {
 		id[0] = '\0';
 		return PRESENCE_ERR_INVAL;
 	}

@@ -158,8 +158,8 @@ struct presence_redis_registration {
 	/* Registered: the epoch and the cluster's generation (non-empty). */
 	char epoch[PRESENCE_REDIS_EPOCH_SIZE];
 	char gen[PRESENCE_REDIS_GEN_SIZE];
-	/* Clash: the other instance and how long its lease runs ("?" when not given; cut to
-	 * fit). */
+	/* Clash: the other instance and how long its lease runs (never empty: "?" when not
+	 * given; cut to fit). */
 	char other[PRESENCE_REDIS_ID_SIZE];
 	char left_ms[PRESENCE_REDIS_EPOCH_SIZE];
 };
@@ -248,8 +248,8 @@ enum presence_err presence_redis_decode_read(const redisReply *reply, bool *gap,
                                              const redisReply **entries);
 
 /* One entry of pv2_read's array: [id, fields]. Copies id into id (PRESENCE_REDIS_ID_SIZE
- * bytes) and sets *fields (borrowed; NULL when the entry has no field array). INVAL when the
- * entry has no usable id (it is skipped). */
+ * bytes) and sets *fields (borrowed; NULL when the entry has no field array). INVAL (id "",
+ * *fields NULL) when the entry has no usable id, empty or too long (it is skipped). */
 enum presence_err presence_redis_decode_entry(const redisReply *entry, char *id,
                                               const redisReply **fields);
 
