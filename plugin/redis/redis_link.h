@@ -5,13 +5,13 @@
  * stream and recovers is in docs/DESIGN.md ("Cluster link (plugin/redis/)").
  *
  * Invariants: the broker thread never waits on Redis (submit and take only link or unlink a
- * queue item under a mutex); the link never calls the broker (it includes no Mosquitto header)
- * and reports only through results, log lines included (PRESENCE_REDIS_LOG); everything it
- * allocates comes from libc. Results come in the order the link produced them. After a lost
- * connection counts and seeds not answered
- * are sent again (they are absolute and idempotent) and state writes not answered fail
- * (PRESENCE_REDIS_CAS_DONE with PRESENCE_REDIS_CAS_FAILED). Every call but presence_redis_start
- * and presence_redis_stop is for the broker thread on a started link.
+ * queue item under a mutex); the link never calls the broker (it includes no Mosquitto header;
+ * its one callback is cfg.wake) and reports only through results, log lines included
+ * (PRESENCE_REDIS_LOG); everything it allocates comes from libc. Results come in the order the
+ * link produced them. After a lost connection, counts and seeds not answered are sent again
+ * (they are absolute and idempotent) and state writes not answered fail (PRESENCE_REDIS_CAS_DONE
+ * with PRESENCE_REDIS_CAS_FAILED). Every call but presence_redis_start and presence_redis_stop
+ * is for the broker thread on a started link.
  */
 #ifndef PRESENCE_REDIS_LINK_H
 #define PRESENCE_REDIS_LINK_H
