@@ -1,35 +1,17 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * The cluster's Redis client: two threads of its own, each with its own hiredis connection, and
- * two queues between them and the broker thread. The broker thread never waits on Redis: it
- * submits requests (non-blocking; the queue's mutex is only held to link or unlink an item) and
- * takes results when it ticks. Nothing here calls the broker or knows about it (it never
- * includes a Mosquitto header); everything it allocates comes from libc.
+ * The cluster's Redis link: two threads of its own (a writer and a reader), each with its own
+ * connection, between Redis and the broker thread. How it registers, counts, sweeps, follows the
+ * stream and recovers is in docs/DESIGN.md ("Cluster link (plugin/redis/)").
  *
- * - The writer thread runs the requests in pipelined batches, and the cluster's timers:
- *   heartbeat every heartbeat_ms (only while the broker loop ticks: a wedged broker must be
- *   declared dead), sweep of dead brokers every heartbeat_ms / 2, expiry of offline delays
- *   every heartbeat_ms / 4 (250 ms at most), forgetting of users offline for forget_after
- *   every second, and the confirmation of barriers (pv2_sync: every count this broker decided
- *   before it learned of a user waiting to go offline has been answered). It registers the
- *   broker at its first connection and again whenever Redis says its epoch is stale or Redis
- *   lost its data (the generation changed); while another running broker holds the same
- *   broker_id it waits (and says so) instead. After each registration, and after each
- *   reconnection (maybe to another server: a failover to a replica that is behind), it asks
- *   the broker thread to resynchronise (PRESENCE_REDIS_RESYNC). After a lost connection it
- *   reconnects with backoff and first sets a sweep hold of 2 x lease, so that nobody is swept
- *   because leases went stale during the outage.
- * - The reader thread follows the stream of documents (pv2_read, waiting with XREAD BLOCK), the
- *   only source of documents the broker publishes, so that every broker publishes every
- *   document of a user in seq order. It takes a snapshot of every user (SCAN + HMGET, after
- *   noting where the stream ends) at its first connection, and whenever it cannot go on from
- *   the last record it read (the stream was trimmed past it, or it is not the stream it read:
- *   Redis lost its data, or a failover); after a reconnection to the same stream it goes on.
- *
- * A lost connection (an error or a command deadline, command_timeout_ms) gives up the
- * connection; contributions and seeds not answered are sent again after the reconnection
- * (they are absolute and idempotent), state writes not answered fail (PRESENCE_REDIS_CAS with
- * PRESENCE_REDIS_CAS_FAILED).
+ * Invariants: the broker thread never waits on Redis (submit and take only link or unlink a
+ * queue item under a mutex); the link never calls the broker (it includes no Mosquitto header;
+ * its one callback is cfg.wake) and reports only through results, log lines included
+ * (PRESENCE_REDIS_LOG); everything it allocates comes from libc. Results come in the order the
+ * link produced them. After a lost connection, counts and seeds not answered are sent again
+ * (they are absolute and idempotent) and state writes not answered fail (PRESENCE_REDIS_CAS_DONE
+ * with PRESENCE_REDIS_CAS_FAILED). Every call but presence_redis_start and presence_redis_stop
+ * is for the broker thread on a started link.
  */
 #ifndef PRESENCE_REDIS_LINK_H
 #define PRESENCE_REDIS_LINK_H
@@ -39,6 +21,7 @@
 #include <stdint.h>
 
 #include "cluster.h"
+#include "redis_queue.h"
 
 /* The settings, copied at start. */
 struct presence_redis_config {
@@ -87,7 +70,8 @@ enum presence_redis_request_kind {
 
 /* A request; every pointer is owned (malloc) and freed with presence_redis_request_free. */
 struct presence_redis_request {
-	struct presence_redis_request *next;
+	/* Its place in the link's queue. */
+	struct presence_redis_qnode node;
 	/* Set by presence_redis_submit: 1, 2, ... in the order of submission (a count's number,
 	 * so that Redis never applies an older count of this broker after a newer one). */
 	uint64_t id;
@@ -115,7 +99,7 @@ enum presence_redis_result_kind {
 	PRESENCE_REDIS_RESYNC,
 	/* The link's state changed: connected, brokers alive. */
 	PRESENCE_REDIS_STATUS,
-	/* A line to log (level: 0 info, 1 warning, 2 error). */
+	/* A line for the broker's log (level, text): the one way the link's threads report. */
 	PRESENCE_REDIS_LOG,
 	/* The reader finished a snapshot (its records came before this). */
 	PRESENCE_REDIS_SNAPSHOT_DONE,
@@ -127,6 +111,13 @@ enum presence_redis_result_kind {
 	PRESENCE_REDIS_FULL,
 };
 
+/* The level of a PRESENCE_REDIS_LOG result (the values are stable: 0, 1, 2). */
+enum presence_redis_log_level {
+	PRESENCE_REDIS_LOG_INFO = 0,
+	PRESENCE_REDIS_LOG_WARNING = 1,
+	PRESENCE_REDIS_LOG_ERR = 2,
+};
+
 enum presence_redis_cas_outcome {
 	PRESENCE_REDIS_CAS_COMMITTED = 0,
 	PRESENCE_REDIS_CAS_CONFLICT,
@@ -135,12 +126,13 @@ enum presence_redis_cas_outcome {
 
 /* A result; free with presence_redis_result_free. */
 struct presence_redis_result {
-	struct presence_redis_result *next;
+	/* Its place in the link's queue. */
+	struct presence_redis_qnode node;
 	enum presence_redis_result_kind kind;
 	struct presence_cluster_record rec;
 	bool force;
 	enum presence_redis_cas_outcome outcome;
-	int level;
+	enum presence_redis_log_level level;
 	char *text;
 	bool connected;
 	long long brokers;
@@ -150,11 +142,12 @@ struct presence_redis_result {
 
 struct presence_redis;
 
-/* Loads hiredis (the first time; it is not linked, see redis_link.c), with rediss:// sets up
- * TLS (reading the certificate files), and starts the threads (they connect in the
- * background). Returns NULL with a reason in err (err_size bytes) when hiredis cannot be
- * loaded, this build has no TLS, a certificate file cannot be used, or memory or a thread
- * cannot be had. Stop and free with presence_redis_stop. */
+/* Loads hiredis (the first time; see redis_loader.h), with rediss:// sets up TLS (reading the
+ * certificate files now), and starts the threads (they connect in the background). Returns
+ * NULL with a reason in err (err_size bytes) when hiredis cannot be loaded, this build has no
+ * TLS, a certificate file cannot be used, or memory, a thread or a CLOCK_MONOTONIC condition
+ * variable cannot be had; nothing is left running or allocated then. cfg is copied (the
+ * endpoint's password included, wiped at stop). Stop and free with presence_redis_stop. */
 struct presence_redis *presence_redis_start(const struct presence_redis_config *cfg, char *err,
                                             size_t err_size);
 
@@ -166,21 +159,27 @@ void presence_redis_stop(struct presence_redis *r);
 /* Returns a zeroed request of kind for name (copied), or NULL when memory runs out. */
 struct presence_redis_request *presence_redis_request_new(enum presence_redis_request_kind kind,
                                                           const char *name);
+/* Frees req and its strings; NULL is allowed. Never for a submitted request (the link owns
+ * it). */
 void presence_redis_request_free(struct presence_redis_request *req);
 
-/* Queues req (taken over) for the writer. Never blocks on Redis. */
+/* Queues req (taken over: the link frees it) for the writer. Never fails, never blocks on
+ * Redis; the caller bounds the queue with presence_redis_backlog. */
 void presence_redis_submit(struct presence_redis *r, struct presence_redis_request *req);
 
 /* Requests queued and not yet answered. */
 size_t presence_redis_backlog(struct presence_redis *r);
 
-/* Takes the oldest result, or NULL when there is none. */
+/* Takes the oldest result (the caller frees it with presence_redis_result_free), or NULL when
+ * there is none. */
 struct presence_redis_result *presence_redis_take(struct presence_redis *r);
 
-/* Takes the oldest result, waiting for one at most timeout_ms; NULL when none came. For the
- * plugin's init only (the broker is not serving yet): never call it from an event. */
+/* Takes the oldest result, waiting for one at most timeout_ms (measured on CLOCK_MONOTONIC);
+ * NULL when none came. For the plugin's init only (the broker is not serving yet): never call
+ * it from an event. */
 struct presence_redis_result *presence_redis_take_wait(struct presence_redis *r,
                                                        int64_t timeout_ms);
+/* Frees res and its strings; NULL is allowed. */
 void presence_redis_result_free(struct presence_redis_result *res);
 
 /* Whether the writer is connected and registered (state writes can be committed). */
