@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "redis_codec.h"
+#include "text.h"
 
 #define KEY_PREFIX PRESENCE_REDIS_KEY_PREFIX
 #define USER_PREFIX PRESENCE_REDIS_USER_PREFIX
@@ -409,21 +410,7 @@ const char *presence_redis_reply_str(const redisReply *reply)
 
 bool presence_redis_parse_u64(const char *s, uint64_t *out)
 {
-	uint64_t v = 0;
-
-	if (s == NULL || *s == '\0') {
-		return false;
-	}
-	for (; *s != '\0'; s++) {
-		uint64_t digit = (uint64_t)(*s - '0');
-
-		if (*s < '0' || *s > '9' || v > (UINT64_MAX - digit) / 10) {
-			return false;
-		}
-		v = v * 10 + digit;
-	}
-	*out = v;
-	return true;
+	return s != NULL && presence_text_parse_uint(s, strlen(s), 0, UINT64_MAX, out);
 }
 
 void presence_redis_record_clear(struct presence_cluster_record *rec)
@@ -453,17 +440,6 @@ static const char *element_str(const redisReply *reply, size_t i)
 static const char *status_of(const redisReply *reply)
 {
 	return element_str(reply, 0);
-}
-
-static char *copy_string(const char *s)
-{
-	size_t len = strlen(s);
-	char *copy = malloc(len + 1);
-
-	if (copy != NULL) {
-		memcpy(copy, s, len + 1);
-	}
-	return copy;
 }
 
 /* Copies s into out (size bytes) when it fits; false otherwise. */
@@ -496,8 +472,8 @@ static enum presence_err record_from(struct presence_cluster_record *rec, const 
 	rec->available = strcmp(avail, "1") == 0;
 	rec->sessions = (unsigned int)n;
 	rec->since_ms = (int64_t)t;
-	rec->name = copy_string(name);
-	rec->state = copy_string(state);
+	rec->name = presence_text_dup(name, strlen(name));
+	rec->state = presence_text_dup(state, strlen(state));
 	if (rec->name == NULL || rec->state == NULL) {
 		presence_redis_record_clear(rec);
 		return PRESENCE_ERR_NOMEM;
@@ -710,7 +686,7 @@ enum presence_err presence_redis_decode_record(const redisReply *fields,
 			out->rec.seq = 0;
 			return PRESENCE_ERR_INVAL;
 		}
-		out->rec.name = copy_string(name);
+		out->rec.name = presence_text_dup(name, strlen(name));
 		if (out->rec.name == NULL) {
 			out->rec.seq = 0;
 			return PRESENCE_ERR_NOMEM;

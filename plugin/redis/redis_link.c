@@ -19,25 +19,6 @@
 /* Longest backoff between reconnection attempts, ms (at most the heartbeat, see below). */
 #define BACKOFF_CAP_MS 1000
 
-int64_t presence__redis_monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static char *copy_string(const char *s)
-{
-	size_t len = strlen(s);
-	char *copy = malloc(len + 1);
-
-	if (copy != NULL) {
-		memcpy(copy, s, len + 1);
-	}
-	return copy;
-}
-
 /* The CLOCK_MONOTONIC time ms from now, for pthread_cond_timedwait on a condition variable
  * made with monotonic_cond_init. */
 static struct timespec deadline_after(int64_t ms)
@@ -152,7 +133,7 @@ void presence__redis_log(struct presence_redis *r, enum presence_redis_log_level
 	va_end(ap);
 	res->kind = PRESENCE_REDIS_LOG;
 	res->level = level;
-	res->text = copy_string(buf);
+	res->text = presence_text_dup(buf, strlen(buf));
 	if (res->text == NULL) {
 		free(res);
 		return;
@@ -170,7 +151,7 @@ void presence__redis_push_named(struct presence_redis *r, enum presence_redis_re
 	}
 	res->kind = kind;
 	res->rec.seq = seq;
-	res->rec.name = name != NULL ? copy_string(name) : NULL;
+	res->rec.name = name != NULL ? presence_text_dup(name, strlen(name)) : NULL;
 	if (name != NULL && res->rec.name == NULL) {
 		free(res);
 		return;
@@ -257,7 +238,7 @@ struct presence_redis *presence_redis_start(const struct presence_redis_config *
 		link_free(r);
 		return NULL;
 	}
-	r->broker_id = copy_string(cfg->broker_id);
+	r->broker_id = presence_text_dup(cfg->broker_id, strlen(cfg->broker_id));
 	if (r->broker_id == NULL) {
 		link_free(r);
 		snprintf(err, err_size, "out of memory");
@@ -279,7 +260,7 @@ struct presence_redis *presence_redis_start(const struct presence_redis_config *
 	r->reader_rnd = r->rnd ^ 0x5bd1e995u;
 	make_instance(r, &ts);
 	atomic_init(&r->ready, false);
-	atomic_init(&r->last_tick_ms, presence__redis_monotonic_ms());
+	atomic_init(&r->last_tick_ms, presence_clock_monotonic_ms());
 	atomic_init(&r->last_sync_ms, 0);
 	r->brokers = -1;
 	if (pthread_mutex_init(&r->lock, NULL) != 0) {
@@ -345,7 +326,7 @@ struct presence_redis_request *presence_redis_request_new(enum presence_redis_re
 		return NULL;
 	}
 	req->kind = kind;
-	req->name = copy_string(name);
+	req->name = presence_text_dup(name, strlen(name));
 	if (req->name == NULL) {
 		free(req);
 		return NULL;

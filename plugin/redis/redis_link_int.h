@@ -18,11 +18,13 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "clock.h"
 #include "redis_codec.h"
 #include "redis_conn.h"
 #include "redis_link.h"
 #include "redis_loader.h"
 #include "redis_queue.h"
+#include "text.h"
 
 /* The reader's XREAD BLOCK, ms: also how long stopping may wait for it. */
 #define PRESENCE_REDIS_READ_BLOCK_MS 250
@@ -91,8 +93,6 @@ struct presence_redis {
 /* The threads (started by presence_redis_start). */
 void *presence__redis_writer_main(void *arg);
 void *presence__redis_reader_main(void *arg);
-
-int64_t presence__redis_monotonic_ms(void);
 
 /* Whether the link is stopping. */
 bool presence__redis_stopping(struct presence_redis *r);

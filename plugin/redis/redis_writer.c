@@ -23,15 +23,6 @@
 /* How long one sweep round may go on, ms. */
 #define SWEEP_BUDGET_MS 100
 
-/* Wall-clock time, ms since the epoch (for presence_redis_last_sync_ms only). */
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t min64(int64_t a, int64_t b)
 {
 	return a < b ? a : b;
@@ -146,7 +137,7 @@ static void drop_connection(struct presence_redis *r, const char *why)
  * id). */
 static void report_clash(struct presence_redis *r, const char *other, const char *left_ms)
 {
-	int64_t now = presence__redis_monotonic_ms();
+	int64_t now = presence_clock_monotonic_ms();
 
 	if (r->clash_since == 0) {
 		r->clash_since = now;
@@ -276,7 +267,7 @@ static enum presence_err do_heartbeat(struct presence_redis *r)
 	if (hb.barrier != 0) {
 		presence__redis_learn_barrier(r, hb.barrier);
 	}
-	atomic_store(&r->last_sync_ms, wall_ms());
+	atomic_store(&r->last_sync_ms, presence_clock_wall_ms());
 	if (hb.brokers != r->brokers) {
 		r->brokers = hb.brokers;
 		push_status(r, true);
@@ -419,7 +410,7 @@ static enum presence_err sweep_epoch(struct presence_redis *r, const char *head)
 /* Claims brokers whose lease expired and sweeps dead epochs for at most SWEEP_BUDGET_MS. */
 static enum presence_err do_sweep(struct presence_redis *r)
 {
-	int64_t deadline = presence__redis_monotonic_ms() + SWEEP_BUDGET_MS;
+	int64_t deadline = presence_clock_monotonic_ms() + SWEEP_BUDGET_MS;
 	struct presence_redis_cmd c = {0};
 	const char *claimed[16];
 	redisReply *reply;
@@ -437,7 +428,7 @@ static enum presence_err do_sweep(struct presence_redis *r)
 		}
 	}
 	reply_free(r, reply);
-	while (presence__redis_monotonic_ms() < deadline) {
+	while (presence_clock_monotonic_ms() < deadline) {
 		char head[128];
 		const char *s;
 
@@ -494,7 +485,7 @@ static enum presence_err do_grace(struct presence_redis *r)
 	if (changed >= PRESENCE_REDIS_DUE_BATCH) {
 		/* A whole batch went offline (a storm of ends, a broker's sessions swept): the
 		 * next batch is due at once, not after the cadence. */
-		r->next_grace = presence__redis_monotonic_ms();
+		r->next_grace = presence_clock_monotonic_ms();
 	}
 	return PRESENCE_OK;
 }
@@ -765,7 +756,7 @@ static enum presence_err do_sync(struct presence_redis *r, uint64_t bar)
 		r->bar_confirmed = bar;
 	}
 	pthread_mutex_unlock(&r->lock);
-	r->next_grace = presence__redis_monotonic_ms();
+	r->next_grace = presence_clock_monotonic_ms();
 	return PRESENCE_OK;
 }
 
@@ -827,7 +818,7 @@ static enum presence_err reconnect(struct presence_redis *r, unsigned int *attem
 	}
 	*attempt = 0;
 	*had_connection = true;
-	now = presence__redis_monotonic_ms();
+	now = presence_clock_monotonic_ms();
 	r->next_heartbeat = now + r->cfg.heartbeat_ms;
 	r->next_sweep = now;
 	r->next_grace = now;
@@ -838,7 +829,7 @@ static enum presence_err reconnect(struct presence_redis *r, unsigned int *attem
 /* Runs the timers that are due. Returns the name of the one that failed, or NULL. */
 static const char *run_timers(struct presence_redis *r)
 {
-	int64_t now = presence__redis_monotonic_ms();
+	int64_t now = presence_clock_monotonic_ms();
 
 	if (now >= r->next_heartbeat) {
 		r->next_heartbeat = now + r->cfg.heartbeat_ms;
@@ -915,7 +906,7 @@ void *presence__redis_writer_main(void *arg)
 		}
 		next = min64(min64(r->next_heartbeat, r->next_sweep),
 		             min64(r->next_grace, r->next_forget));
-		presence__redis_wait(r, next - presence__redis_monotonic_ms(), r->registered);
+		presence__redis_wait(r, next - presence_clock_monotonic_ms(), r->registered);
 	}
 	if (r->wc != NULL && r->registered) {
 		struct presence_redis_cmd c = {0};
