@@ -56,6 +56,30 @@
  * broker's), never a Will. No broker is declared dead but those stopped past their lease or
  * killed. At the end, every subscriber's last documents agree with the truth and with each
  * other, and each broker's retained documents are those.
+ *
+ * Built with SOAK_VISIBILITY (the executable visibility_soak, test integration.visibility_soak):
+ * the same churn on one broker with `visibility group` (SOAK_VISIBILITY=everyone: `visibility
+ * everyone`), a groups_file, group_from_username "/" and see_everyone, stepped: one step of
+ * churn at a time, and after each the soak waits until it has settled. A step may also be a
+ * privacy write of a connected session (P/U/privacy: everyone, group, nobody, a list of 0..6
+ * contacts drawn from watchers and users, an empty payload, or one the plugin must reject). Seven
+ * watchers subscribe to presence/+: the see_everyone "dashboard" (the subscriber of the checks
+ * above), watchers in one group, in two groups, in a group by their username's prefix, one
+ * without a group, an anonymous one, and u0 (a user watching itself). The soak keeps the model
+ * of the contract (who may see whom: docs/spec of issue 18). Settled means: every connection's
+ * handshake, close and write done, the dashboard's documents agreeing with the truth, then a
+ * marker user (in every group) writes its state and the dashboard receives that document, then
+ * the marker publishes on soak/marker and every watcher receives it; each watcher then has
+ * everything the step made the broker send it. Checked:
+ * - on every message: a watcher never receives a document of a user the model says it may not
+ *   see at that moment, nor a zero-length message of a user it holds no document of; a
+ *   document of a user it holds goes forward in seq, and one of a user it gains sight of has
+ *   seq >= the wall clock (ms) at the step's start (nothing learnt of the hidden time);
+ * - after every step: each watcher's view (user -> last document, a zero-length message
+ *   deleting the entry) is exactly the dashboard's documents of the users it may see, byte for
+ *   byte; every 100 steps and at the end, a new client of each watcher's identity subscribing
+ *   to presence/+ receives exactly those documents retained.
+ * A failure names the step and SOAK_SEED, which replays the run's choices.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -86,6 +110,23 @@
 #define ONCE_MAX 8192
 /* The documents remembered per user, to compare the bytes of one seq across brokers. */
 #define RING 32
+
+#ifdef SOAK_VISIBILITY
+#define VISIBILITY true
+#else
+#define VISIBILITY false
+#endif
+/* The visibility soak: the most contacts in one privacy write, the groups of the groups file
+ * (bit i of a member set: group_names[i]; "a" is also the group of "a/..." usernames), the
+ * watchers besides the dashboard. */
+#define LIST_MAX 6
+#define GROUP_COUNT 4
+#define WATCHERS 6
+/* The longest a step may take to settle (s). */
+#define SETTLE_S 10
+
+/* A user's choice on P/U/privacy, as the model holds it. */
+enum choice { CHOICE_EVERYONE, CHOICE_GROUP, CHOICE_NOBODY, CHOICE_LIST };
 
 /* What one broker's subscriber received of a user: the last document's seq (0 = none yet;
  * after the user was forgotten, the last seq it had), sessions, available, state; whether it
@@ -122,6 +163,18 @@ struct user {
 	/* Since when no connection of the user is connected, connecting or closing (0: some
 	 * is); set by the ghost check. */
 	double idle_since;
+	/* Visibility soak: the user's choice and contacts (names of watchers and users), its
+	 * groups from the groups file (bits), the step of its last privacy write; the dashboard's
+	 * last document of it (NULL: none, or forgotten since) and the step that document came in
+	 * after none. */
+	enum choice choice;
+	const char *contacts[LIST_MAX];
+	int contact_count;
+	unsigned groups;
+	unsigned long privacy_step;
+	char *ref;
+	int ref_len;
+	unsigned long born_step;
 };
 
 enum conn_phase { CONN_CONNECTING, CONN_CONNECTED, CONN_CLOSING, CONN_DEAD };
@@ -140,6 +193,23 @@ struct conn {
 	int key;
 	unsigned pending;
 	int pending_mid;
+	/* A privacy write not acknowledged yet, and its mid. */
+	bool privacy_pending;
+	int privacy_mid;
+};
+
+/* A watcher of the visibility soak: a presence/+ subscriber of one identity (NULL: anonymous)
+ * and its view, per user index: the last document (NULL: none) and its seq; the last marker
+ * (soak/marker) it received. */
+struct watcher {
+	const char *name;
+	unsigned groups;
+	struct mosquitto *mosq;
+	bool ready;
+	unsigned long marker;
+	char **doc;
+	int *doc_len;
+	long *seq;
 };
 
 struct soak {
@@ -173,6 +243,17 @@ struct soak {
 	/* Cluster figures: faults by kind, documents compared across brokers, the most a
 	 * document came after what it reflects. */
 	unsigned long stops_long, stops_short, kills, pauses, redis_restarts, compared;
+	/* Visibility soak: the steps, the step's start on the wall clock (ms), the seed, the
+	 * watchers, the marker's client and the last marker document the dashboard received;
+	 * figures. */
+	unsigned long step;
+	long long step_wall_ms;
+	int seed;
+	struct watcher watchers[WATCHERS];
+	struct mosquitto *marker;
+	bool marker_ready;
+	unsigned long marker_doc;
+	unsigned long privacy_writes, privacy_rejects, deliveries, deletions, gains, fresh_checks;
 };
 
 static struct soak soak;
@@ -258,6 +339,104 @@ static struct user *user_by_level(const char *level)
 		}
 	}
 	return NULL;
+}
+
+/* ---- the visibility model ---------------------------------------------------------------- */
+
+/* The groups of the groups file; "a" is also the group of usernames "a/...". */
+static const char *const group_names[GROUP_COUNT] = {"g0", "g1", "g2", "a"};
+static const char *const choice_names[] = {"everyone", "group", "nobody", "list"};
+#define SEE_EVERYONE "dashboard"
+#define MARKER_NAME "soak-marker"
+#define MARKER_TOPIC "soak/marker"
+/* The operator's rule: visibility group (else everyone). */
+static bool rule_group = true;
+/* The marker user: in every group, never writes its privacy. */
+static struct user marker_user;
+/* The names privacy lists draw from: the named watchers and the regular users. */
+static const char **contact_pool;
+static int contact_pool_count;
+
+/* The group a username has from its prefix (group_from_username "/"): the bit of that group of
+ * the file (0: none, or a group the file does not name; *prefix_len tells which). */
+static unsigned prefix_group(const char *name, size_t *prefix_len)
+{
+	const char *sep = name != NULL ? strchr(name, '/') : NULL;
+
+	*prefix_len = 0;
+	if (sep == NULL || sep == name) {
+		return 0;
+	}
+	*prefix_len = (size_t)(sep - name);
+	for (int g = 0; g < GROUP_COUNT; g++) {
+		if (strlen(group_names[g]) == *prefix_len &&
+		    strncmp(group_names[g], name, *prefix_len) == 0) {
+			return 1u << g;
+		}
+	}
+	return 0;
+}
+
+/* Whether a and b (NULL: anonymous, in no group) share a group, from the file (ga, gb) or from
+ * their names' prefixes. */
+static bool share_group(const char *a, unsigned ga, const char *b, unsigned gb)
+{
+	size_t la, lb;
+
+	if (a == NULL || b == NULL) {
+		return false;
+	}
+	ga |= prefix_group(a, &la);
+	gb |= prefix_group(b, &lb);
+	return (ga & gb) != 0 || (la > 0 && la == lb && strncmp(a, b, la) == 0);
+}
+
+/* The contract's rule: may the watcher w (NULL: anonymous) in groups wg see u now? */
+static bool may_see(const char *w, unsigned wg, const struct user *u)
+{
+	bool listed = false;
+
+	if (w != NULL && (strcmp(w, u->name) == 0 || strcmp(w, SEE_EVERYONE) == 0)) {
+		return true;
+	}
+	switch (u->choice) {
+	case CHOICE_NOBODY:
+		return false;
+	case CHOICE_LIST:
+		for (int i = 0; i < u->contact_count && w != NULL && !listed; i++) {
+			listed = strcmp(u->contacts[i], w) == 0;
+		}
+		return listed && (!rule_group || share_group(w, wg, u->name, u->groups));
+	case CHOICE_GROUP:
+		return share_group(w, wg, u->name, u->groups);
+	case CHOICE_EVERYONE:
+		break;
+	}
+	return !rule_group || share_group(w, wg, u->name, u->groups);
+}
+
+/* What the model holds of u, for a failure: its choice, contacts, groups. */
+static const char *describe(const struct user *u, char *buf, size_t size)
+{
+	size_t n =
+	    (size_t)snprintf(buf, size, "%s's choice is %s", u->name, choice_names[u->choice]);
+
+	for (int i = 0; i < u->contact_count && n < size; i++) {
+		n += (size_t)snprintf(buf + n, size - n, "%s%s", i == 0 ? " [" : ",",
+		                      u->contacts[i]);
+	}
+	if (n < size) {
+		n += (size_t)snprintf(
+		    buf + n, size - n, "%s (written at step %lu), file groups %#x",
+		    u->choice == CHOICE_LIST ? (u->contact_count > 0 ? "]" : " []") : "",
+		    u->privacy_step, u->groups);
+	}
+	return buf;
+}
+
+static const char *watcher_name(const struct watcher *w)
+{
+	return w->name != NULL ? w->name : "(anonymous)";
 }
 
 /* ---- ground truth of the keys ---------------------------------------------------------- */
@@ -357,6 +536,10 @@ static void on_publish(struct mosquitto *m, void *obj, int mid)
 	struct conn *c = obj;
 
 	(void)m;
+	if (c->privacy_pending && mid == c->privacy_mid) {
+		c->privacy_pending = false;
+		return;
+	}
 	if (c->key >= 0 && c->pending != 0 && mid == c->pending_mid) {
 		if (SOAK_BROKERS > 1) {
 			/* A broker acknowledges before its commit reaches Redis: a write of another
@@ -493,6 +676,84 @@ static void conn_write(struct conn *c)
 	    MOSQ_ERR_SUCCESS) {
 		c->pending = 0;
 	}
+}
+
+/* A privacy write of c's user (visibility soak): a random choice, an empty payload (everyone)
+ * or, one time in ten, one the plugin must reject (which changes nothing). The model takes the
+ * choice when it is sent: from then on, nothing the model forbids may arrive. */
+static void privacy_write(struct conn *c)
+{
+	static const char *const rejected[] = {"{\"visible_to\":\"friends\"}",
+	                                       "{\"visible_to\":\"group\",\"since\":1}",
+	                                       "visible",
+	                                       "{\"visible_to\":[\"\"]}",
+	                                       "{\"visible_to\":[1]}",
+	                                       "[\"everyone\"]"};
+	struct user *u = c->user;
+	char topic[256], payload[2048];
+	enum choice choice = CHOICE_EVERYONE;
+	const char *contacts[LIST_MAX];
+	int count = 0, len = 0;
+	unsigned dice = rnd(20);
+	bool valid = true;
+
+	if (c->privacy_pending) {
+		return;
+	}
+	if (dice == 0) {
+		valid = false;
+		len = snprintf(payload, sizeof(payload), "%s", rejected[rnd(6)]);
+	} else if (dice == 1) {
+		/* 101 names: one too many. */
+		valid = false;
+		len = snprintf(payload, sizeof(payload), "{\"visible_to\":[");
+		for (int i = 0; i <= 100; i++) {
+			len += snprintf(payload + len, sizeof(payload) - (size_t)len, "%s\"n%d\"",
+			                i > 0 ? "," : "", i);
+		}
+		len += snprintf(payload + len, sizeof(payload) - (size_t)len, "]}");
+	} else if (dice > 2) {
+		/* (dice 2: an empty payload, everyone.) */
+		choice = (enum choice)rnd(4);
+		if (choice == CHOICE_LIST) {
+			int n = (int)rnd(LIST_MAX + 1);
+
+			len = snprintf(payload, sizeof(payload), "{\"visible_to\":[");
+			for (int i = 0; i < n; i++) {
+				const char *name = contact_pool[rnd((unsigned)contact_pool_count)];
+				bool seen = false;
+
+				/* Duplicates are merged. */
+				len += snprintf(payload + len, sizeof(payload) - (size_t)len,
+				                "%s\"%s\"", i > 0 ? "," : "", name);
+				for (int k = 0; k < count && !seen; k++) {
+					seen = strcmp(contacts[k], name) == 0;
+				}
+				if (!seen) {
+					contacts[count++] = name;
+				}
+			}
+			len += snprintf(payload + len, sizeof(payload) - (size_t)len, "]}");
+		} else {
+			len = snprintf(payload, sizeof(payload), "{\"visible_to\":\"%s\"}",
+			               choice_names[choice]);
+		}
+	}
+	snprintf(topic, sizeof(topic), "presence/%s/privacy", u->level);
+	if (mosquitto_publish(c->mosq, &c->privacy_mid, topic, len, payload, 1, false) !=
+	    MOSQ_ERR_SUCCESS) {
+		return;
+	}
+	c->privacy_pending = true;
+	soak.privacy_writes++;
+	if (!valid) {
+		soak.privacy_rejects++;
+		return;
+	}
+	u->choice = choice;
+	u->contact_count = count;
+	memcpy(u->contacts, contacts, sizeof(contacts[0]) * (size_t)count);
+	u->privacy_step = soak.step;
 }
 
 static void conn_free_dead(void)
@@ -640,6 +901,10 @@ static void check_document(struct user *u, int i, const struct mosquitto_message
 		seq_ok = seq == v->seq && !v->forgotten;
 	} else {
 		seq_ok = v->seq == 0 || (v->forgotten ? seq > v->seq : seq == v->seq + 1);
+		/* Visibility: a user that became visible to more watchers is published again
+		 * with seq max(seq + 1, the wall clock in ms). */
+		seq_ok |= VISIBILITY && !v->forgotten && u->privacy_step == soak.step &&
+		          seq > v->seq && seq >= soak.step_wall_ms;
 	}
 	if (!cJSON_IsString(name) || strcmp(name->valuestring, u->name) != 0) {
 		fail_soak("document on %s names another user", msg->topic);
@@ -711,15 +976,134 @@ static struct user *document_user(const struct mosquitto_message *msg)
 	return u;
 }
 
+/* Visibility soak: the dashboard's last document of u is the reference every watcher that may
+ * see u must hold. A zero-length message: u was forgotten, and its choice with it. */
+static void reference_document(struct user *u, const struct mosquitto_message *msg)
+{
+	free(u->ref);
+	u->ref = NULL;
+	if (msg->payloadlen == 0) {
+		u->choice = CHOICE_EVERYONE;
+		u->contact_count = 0;
+		return;
+	}
+	u->ref = malloc((size_t)msg->payloadlen);
+	assert_non_null(u->ref);
+	memcpy(u->ref, msg->payload, (size_t)msg->payloadlen);
+	u->ref_len = msg->payloadlen;
+}
+
+/* The marker's document on the dashboard: the step it was written at ("s<step>" in key m). */
+static void marker_document(const struct mosquitto_message *msg)
+{
+	cJSON *doc = cJSON_ParseWithLength(msg->payload, (size_t)msg->payloadlen);
+	const cJSON *m =
+	    cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "state"), "m");
+	unsigned long step;
+
+	if (cJSON_IsString(m) && sscanf(m->valuestring, "s%lu", &step) == 1) {
+		soak.marker_doc = step;
+	}
+	cJSON_Delete(doc);
+}
+
+/* What a watcher (obj) receives: checked against the model at that moment, then kept. */
+static void on_watched(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
+{
+	struct watcher *w = obj;
+	struct user *u;
+	char model[512];
+	cJSON *doc;
+	long i, seq;
+
+	(void)m;
+	if (strcmp(msg->topic, MARKER_TOPIC) == 0) {
+		w->marker = strtoul(msg->payload, NULL, 10);
+		return;
+	}
+	if (strcmp(msg->topic, "presence/" MARKER_NAME) == 0) {
+		if (msg->payloadlen > 0 && !may_see(w->name, w->groups, &marker_user)) {
+			fail_soak("%s received the marker's document, which it may not see (%s)",
+			          watcher_name(w), describe(&marker_user, model, sizeof(model)));
+		}
+		return;
+	}
+	u = document_user(msg);
+	if (u == NULL) {
+		return;
+	}
+	i = u - soak.users;
+	if (msg->payloadlen == 0) {
+		if (w->doc[i] == NULL) {
+			fail_soak(
+			    "%s received a zero-length message on %s while it held no document "
+			    "of %s (it never saw it, or lost sight of it already): %s",
+			    watcher_name(w), msg->topic, u->name,
+			    describe(u, model, sizeof(model)));
+			return;
+		}
+		free(w->doc[i]);
+		w->doc[i] = NULL;
+		soak.deletions++;
+		return;
+	}
+	if (!may_see(w->name, w->groups, u)) {
+		fail_soak("%s received a%s document of %s, which it may not see: %s; %.*s",
+		          watcher_name(w), msg->retain ? " retained" : "", u->name,
+		          describe(u, model, sizeof(model)), msg->payloadlen,
+		          (const char *)msg->payload);
+		return;
+	}
+	doc = cJSON_ParseWithLength(msg->payload, (size_t)msg->payloadlen);
+	seq = json_long(doc, "seq");
+	cJSON_Delete(doc);
+	if (w->doc[i] != NULL && seq <= w->seq[i]) {
+		fail_soak("%s received document %ld of %s after %ld", watcher_name(w), seq, u->name,
+		          w->seq[i]);
+		return;
+	}
+	if (w->doc[i] == NULL && !msg->retain && u->ref != NULL && u->born_step < soak.step) {
+		/* It gains sight of a user that had a document before this step. */
+		soak.gains++;
+		if (seq < soak.step_wall_ms) {
+			fail_soak(
+			    "%s gained sight of %s with seq %ld, below the wall clock at the "
+			    "step's start (%lld ms): the seq tells what happened while it could "
+			    "not see (%s)",
+			    watcher_name(w), u->name, seq, soak.step_wall_ms,
+			    describe(u, model, sizeof(model)));
+			return;
+		}
+	}
+	free(w->doc[i]);
+	w->doc[i] = malloc((size_t)msg->payloadlen);
+	assert_non_null(w->doc[i]);
+	memcpy(w->doc[i], msg->payload, (size_t)msg->payloadlen);
+	w->doc_len[i] = msg->payloadlen;
+	w->seq[i] = seq;
+	soak.deliveries++;
+}
+
 /* The presence/+ stream of the subscriber that watches the whole run on broker *obj (its
  * retained documents first, after a restart). */
 static void on_document(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
 {
-	struct user *u = document_user(msg);
+	struct user *u;
 
 	(void)m;
+	if (VISIBILITY && strcmp(msg->topic, "presence/" MARKER_NAME) == 0) {
+		marker_document(msg);
+		return;
+	}
+	u = document_user(msg);
 	if (u != NULL) {
 		check_document(u, *(const int *)obj, msg, msg->retain);
+		if (VISIBILITY) {
+			if (u->ref == NULL && msg->payloadlen > 0) {
+				u->born_step = soak.step;
+			}
+			reference_document(u, msg);
+		}
 	}
 }
 
@@ -738,6 +1122,8 @@ static int sys_topic_count;
 struct retained_check {
 	int broker;
 	long count;
+	/* Visibility soak: the marker's retained document came. */
+	bool marker;
 };
 
 /* The retained documents a new subscriber gets at the end (obj: a struct retained_check). */
@@ -762,6 +1148,10 @@ static void on_retained(struct mosquitto *m, void *obj, const struct mosquitto_m
 		if (strcmp(msg->topic, RETAINED_COUNT_TOPIC) == 0) {
 			broker_retained = strtol(msg->payload, NULL, 10);
 		}
+		return;
+	}
+	if (VISIBILITY && strcmp(msg->topic, "presence/" MARKER_NAME) == 0) {
+		rc->marker = msg->retain;
 		return;
 	}
 	u = document_user(msg);
@@ -821,14 +1211,22 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int count, con
  * timeout_ms for something to happen. */
 static void pump(struct mosquitto **extra, int extra_count, int timeout_ms)
 {
-	struct pollfd fds[MAX_CONNS + SOAK_BROKERS + 4];
-	struct mosquitto *ms[MAX_CONNS + SOAK_BROKERS + 4];
+	struct pollfd fds[MAX_CONNS + SOAK_BROKERS + WATCHERS + 8];
+	struct mosquitto *ms[MAX_CONNS + SOAK_BROKERS + WATCHERS + 8];
 	int n = 0;
 
 	for (int i = 0; i < SOAK_BROKERS; i++) {
 		if (soak.sub[i] != NULL) {
 			ms[n++] = soak.sub[i];
 		}
+	}
+	for (int i = 0; i < WATCHERS; i++) {
+		if (soak.watchers[i].mosq != NULL) {
+			ms[n++] = soak.watchers[i].mosq;
+		}
+	}
+	if (soak.marker != NULL) {
+		ms[n++] = soak.marker;
 	}
 	for (int i = 0; i < extra_count; i++) {
 		ms[n++] = extra[i];
@@ -920,6 +1318,10 @@ static void churn(int target)
 	if (c == NULL) {
 		return;
 	}
+	if (VISIBILITY && rnd(5) == 0) {
+		privacy_write(c);
+		return;
+	}
 	if (dice < 75) {
 		/* Writes are the most frequent step: a few connections write at once. */
 		conn_write(c);
@@ -990,6 +1392,211 @@ static bool converged(char *why, size_t size)
 	return true;
 }
 
+/* ---- the visibility soak's steps --------------------------------------------------------- */
+
+static long long wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A watcher subscribes to presence/+ and to the markers (QoS 0, as the dashboard: in order).
+ * The watcher of u0's identity is one of u0's sessions: the soak counts it connected. */
+static void on_watcher_connect(struct mosquitto *m, void *obj, int rc)
+{
+	struct watcher *w = obj;
+	char all[] = "presence/+", marker[] = MARKER_TOPIC;
+	char *subs[] = {all, marker};
+
+	assert_int_equal(rc, 0);
+	if (w->name != NULL && strcmp(w->name, soak.users[0].name) == 0) {
+		soak.users[0].connected++;
+	}
+	assert_int_equal(mosquitto_subscribe_multiple(m, NULL, 2, subs, 0, 0, NULL), 0);
+}
+
+static void on_watcher_subscribe(struct mosquitto *m, void *obj, int mid, int count,
+                                 const int *granted)
+{
+	(void)m;
+	(void)mid;
+	(void)count;
+	(void)granted;
+	((struct watcher *)obj)->ready = true;
+}
+
+/* Connects w (its name and groups set) with client id id, not waiting. */
+static void watcher_start(struct watcher *w, const char *id)
+{
+	size_t cap = (size_t)soak.regular + ONCE_MAX;
+
+	w->doc = calloc(cap, sizeof(*w->doc));
+	w->doc_len = calloc(cap, sizeof(*w->doc_len));
+	w->seq = calloc(cap, sizeof(*w->seq));
+	assert_true(w->doc != NULL && w->doc_len != NULL && w->seq != NULL);
+	w->mosq = mosquitto_new(id, true, w);
+	assert_non_null(w->mosq);
+	if (w->name != NULL) {
+		mosquitto_username_pw_set(w->mosq, w->name, NULL);
+	}
+	mosquitto_connect_callback_set(w->mosq, on_watcher_connect);
+	mosquitto_subscribe_callback_set(w->mosq, on_watcher_subscribe);
+	mosquitto_message_callback_set(w->mosq, on_watched);
+	assert_int_equal(mosquitto_connect(w->mosq, "127.0.0.1", broker_port(soak.b[0]), 60), 0);
+}
+
+static void watcher_free(struct watcher *w)
+{
+	if (w->mosq != NULL) {
+		mosquitto_disconnect(w->mosq);
+		mosquitto_destroy(w->mosq);
+		w->mosq = NULL;
+	}
+	for (int i = 0; w->doc != NULL && i < soak.regular + ONCE_MAX; i++) {
+		free(w->doc[i]);
+	}
+	free(w->doc);
+	free(w->doc_len);
+	free(w->seq);
+}
+
+/* Whether the step is done on the soak's side: every handshake, close and write, and the
+ * dashboard's documents agree with the truth (why says what is missing). */
+static bool step_quiet(char *why, size_t size)
+{
+	for (int i = 0; i < soak.conn_count; i++) {
+		const struct conn *c = soak.conns[i];
+
+		if (c->phase == CONN_CONNECTING || c->phase == CONN_CLOSING || c->pending != 0 ||
+		    c->privacy_pending) {
+			snprintf(why, size, "connection %s of %s is busy (phase %d, write %u%s)",
+			         c->id, c->user->name, c->phase, c->pending,
+			         c->privacy_pending ? ", privacy write" : "");
+			return false;
+		}
+	}
+	return converged(why, size);
+}
+
+/* Publishes the next marker on soak/marker and pumps until each of ws has it: then each has
+ * everything the broker queued for it before. */
+static bool plain_marker(struct watcher *ws, int count, struct mosquitto **extra, int extra_count)
+{
+	static unsigned long markers;
+	char payload[32];
+	int len = snprintf(payload, sizeof(payload), "%lu", ++markers);
+	double start = now_s();
+	bool all = false;
+
+	assert_int_equal(mosquitto_publish(soak.marker, NULL, MARKER_TOPIC, len, payload, 0, false),
+	                 0);
+	while (!all && soak.failure[0] == '\0' && now_s() - start < SETTLE_S) {
+		pump(extra, extra_count, 5);
+		all = true;
+		for (int i = 0; i < count; i++) {
+			all &= ws[i].marker == markers;
+		}
+	}
+	if (!all) {
+		fail_soak("the marker %lu on " MARKER_TOPIC " did not reach every watcher in %d s",
+		          markers, SETTLE_S);
+	}
+	return all;
+}
+
+/* w's view must be exactly the dashboard's documents of the users w may see. */
+static void compare_view(const struct watcher *w, const char *what)
+{
+	char model[512];
+
+	for (int i = 0; i < soak.user_count && soak.failure[0] == '\0'; i++) {
+		const struct user *u = &soak.users[i];
+		bool expect = u->ref != NULL && may_see(w->name, w->groups, u);
+
+		if (expect && w->doc[i] == NULL) {
+			fail_soak("%s: %s has no document of %s, which it may see (%s); the "
+			          "dashboard's: %.*s",
+			          what, watcher_name(w), u->name, describe(u, model, sizeof(model)),
+			          u->ref_len, u->ref);
+		} else if (!expect && w->doc[i] != NULL) {
+			fail_soak(
+			    "%s: %s holds a document of %s, which it may not see%s (%s): %.*s",
+			    what, watcher_name(w), u->name,
+			    u->ref == NULL ? " (the dashboard has none)" : "",
+			    describe(u, model, sizeof(model)), w->doc_len[i], w->doc[i]);
+		} else if (expect && (w->doc_len[i] != u->ref_len ||
+		                      memcmp(w->doc[i], u->ref, (size_t)u->ref_len) != 0)) {
+			fail_soak("%s: %s's document of %s is %.*s, the dashboard's %.*s", what,
+			          watcher_name(w), u->name, w->doc_len[i], w->doc[i], u->ref_len,
+			          u->ref);
+		}
+	}
+}
+
+/* After a step: waits (bounded) until it settled (step_quiet, then the marker's document on
+ * the dashboard, then a marker on soak/marker at every watcher), then compares every view. */
+static void vis_settle(void)
+{
+	char why[256] = "", payload[32];
+	double start = now_s();
+	int len;
+
+	while (!step_quiet(why, sizeof(why)) && soak.failure[0] == '\0') {
+		if (now_s() - start > SETTLE_S) {
+			fail_soak("the step did not settle in %d s: %s", SETTLE_S, why);
+			return;
+		}
+		pump(NULL, 0, 5);
+	}
+	len = snprintf(payload, sizeof(payload), "s%lu", soak.step);
+	assert_int_equal(mosquitto_publish(soak.marker, NULL, "presence/" MARKER_NAME "/state/m",
+	                                   len, payload, 0, false),
+	                 0);
+	start = now_s();
+	while (soak.marker_doc != soak.step && soak.failure[0] == '\0') {
+		if (now_s() - start > SETTLE_S) {
+			fail_soak("the marker's document did not reach the dashboard in %d s",
+			          SETTLE_S);
+			return;
+		}
+		pump(NULL, 0, 5);
+	}
+	if (soak.failure[0] != '\0' || !plain_marker(soak.watchers, WATCHERS, NULL, 0)) {
+		return;
+	}
+	for (int i = 0; i < WATCHERS; i++) {
+		compare_view(&soak.watchers[i], "after the step");
+	}
+}
+
+/* A new client of proto's identity subscribes to presence/+: the retained documents it gets
+ * must be exactly those of the users it may see (the dashboard's). Not for u0's identity (a
+ * session of u0 would change its document). */
+static void fresh_check(const struct watcher *proto)
+{
+	struct watcher w = {.name = proto->name, .groups = proto->groups};
+	char id[64];
+	double start = now_s();
+
+	if (proto->name != NULL && strcmp(proto->name, soak.users[0].name) == 0) {
+		return;
+	}
+	snprintf(id, sizeof(id), "soak-fresh-%lu", soak.fresh_checks++);
+	watcher_start(&w, id);
+	while (!w.ready && soak.failure[0] == '\0' && now_s() - start < SETTLE_S) {
+		pump(&w.mosq, 1, 5);
+	}
+	if (!w.ready) {
+		fail_soak("a new subscriber of %s's identity got no SUBACK in %d s",
+		          watcher_name(&w), SETTLE_S);
+	} else if (plain_marker(&w, 1, &w.mosq, 1)) {
+		compare_view(&w, "a new subscriber's retained documents");
+	}
+	watcher_free(&w);
+}
+
 /* The index of each broker, for the callbacks of its subscriber. */
 static int broker_index[SOAK_BROKERS];
 
@@ -1002,6 +1609,9 @@ static void subscriber_start(int i)
 	snprintf(id, sizeof(id), "soak-subscriber-%d", i + 1);
 	soak.sub[i] = mosquitto_new(id, true, &broker_index[i]);
 	assert_non_null(soak.sub[i]);
+	if (VISIBILITY) {
+		mosquitto_username_pw_set(soak.sub[i], SEE_EVERYONE, NULL);
+	}
 	soak.sub_ready[i] = false;
 	mosquitto_connect_callback_set(soak.sub[i], on_sub_connect);
 	mosquitto_subscribe_callback_set(soak.sub[i], on_sub_subscribe);
@@ -1283,6 +1893,90 @@ static void check_deaths(void)
 }
 #endif
 
+/* The watchers besides the dashboard: their identity (NULL: anonymous) and file groups (u0's are
+ * its own, set at the start). */
+static const struct {
+	const char *name;
+	unsigned groups;
+} watcher_setup[WATCHERS] = {{"w-g0", 1u},  {"w-g12", 6u}, {"a/watch", 0},
+                             {"w-none", 0}, {NULL, 0},     {"u0", 0}};
+
+/* The groups file of the visibility soak: every group holds the marker; each member once, in
+ * one of two blocks of its group (a group opened twice is merged). The caller frees it. */
+static char *groups_file(void)
+{
+	char *text = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&text, &size);
+
+	assert_non_null(f);
+	fprintf(f, "# The visibility soak's groups (\"a\" is also the group of \"a/...\")\n");
+	for (int block = 0; block < 2; block++) {
+		for (int g = 0; g < GROUP_COUNT; g++) {
+			fprintf(f, "\n  # block %d\ngroup %s\n", block, group_names[g]);
+			if (block == 0) {
+				fprintf(f, "user " MARKER_NAME "\n");
+				for (int i = 0; i < WATCHERS; i++) {
+					if (watcher_setup[i].groups & (1u << g)) {
+						fprintf(f, "user %s\n", watcher_setup[i].name);
+					}
+				}
+			}
+			for (int i = block; i < soak.regular; i += 2) {
+				if (soak.users[i].groups & (1u << g)) {
+					fprintf(f, "user %s\n", soak.users[i].name);
+				}
+			}
+		}
+	}
+	fclose(f);
+	return text;
+}
+
+/* Starts the visibility soak's watchers and marker client, and waits for them. */
+static void watchers_start(void)
+{
+	double start = now_s();
+	bool ready = false;
+
+	contact_pool = calloc(WATCHERS + 1 + (size_t)soak.regular, sizeof(*contact_pool));
+	assert_non_null(contact_pool);
+	contact_pool[contact_pool_count++] = SEE_EVERYONE;
+	for (int i = 0; i < WATCHERS; i++) {
+		char id[64];
+
+		soak.watchers[i].name = watcher_setup[i].name;
+		soak.watchers[i].groups = watcher_setup[i].groups;
+		if (watcher_setup[i].name != NULL &&
+		    strcmp(watcher_setup[i].name, soak.users[0].name) == 0) {
+			soak.watchers[i].groups = soak.users[0].groups;
+		}
+		if (watcher_setup[i].name != NULL) {
+			contact_pool[contact_pool_count++] = watcher_setup[i].name;
+		}
+		snprintf(id, sizeof(id), "soak-watcher-%d", i);
+		watcher_start(&soak.watchers[i], id);
+	}
+	for (int i = 0; i < soak.regular; i++) {
+		contact_pool[contact_pool_count++] = soak.users[i].name;
+	}
+	snprintf(marker_user.name, sizeof(marker_user.name), MARKER_NAME);
+	marker_user.groups = (1u << GROUP_COUNT) - 1;
+	soak.marker = mosquitto_new("soak-marker", true, NULL);
+	assert_non_null(soak.marker);
+	mosquitto_username_pw_set(soak.marker, MARKER_NAME, NULL);
+	assert_int_equal(mosquitto_connect(soak.marker, "127.0.0.1", broker_port(soak.b[0]), 60),
+	                 0);
+	while (!ready && now_s() - start < 10) {
+		pump(NULL, 0, 100);
+		ready = true;
+		for (int i = 0; i < WATCHERS; i++) {
+			ready &= soak.watchers[i].ready;
+		}
+	}
+	assert_true(ready);
+}
+
 static void soak_run(void **state)
 {
 	int seconds = env_int("SOAK_SECONDS", SOAK_BROKERS > 1 ? 30 : 10);
@@ -1290,7 +1984,8 @@ static void soak_run(void **state)
 	int target = env_int("SOAK_CONNECTIONS", 60);
 	static const char *const odd[] = {"a/b",    "plus+",      "hash#", "pct%",
 	                                  "sp ace", "zo\xc3\xab", "%2F"};
-	char options[1024];
+	const char *rule = getenv("SOAK_VISIBILITY") != NULL ? getenv("SOAK_VISIBILITY") : "group";
+	char options[2048];
 	double start, end, next_freeze, converged_after, steps_done = 0;
 	char why[256] = "";
 	long users_with_documents[SOAK_BROKERS] = {0};
@@ -1304,8 +1999,37 @@ static void soak_run(void **state)
 	         "max_queued_messages 100000\nsys_interval 1\n"
 	         "log_type error\nlog_type warning\n",
 	         SOAK_BROKERS > 1 ? "" : "plugin_opt_auth allow\nplugin_opt_acl allow\n",
-	         SOAK_BROKERS > 1 ? user_count * 4 : user_count + 20);
-	rnd_state = (uint64_t)env_int("SOAK_SEED", 11) * 0x9E3779B97F4A7C15u + 1;
+	         SOAK_BROKERS > 1 ? user_count * 4
+	                          : (VISIBILITY ? user_count / 2 + 10 : user_count + 20));
+	soak.seed = env_int("SOAK_SEED", 11);
+	rnd_state = (uint64_t)soak.seed * 0x9E3779B97F4A7C15u + 1;
+	if (VISIBILITY) {
+		/* The watchers are not users (ignore_users), but u0's. */
+		rule_group = strcmp(rule, "everyone") != 0;
+		snprintf(options + strlen(options), sizeof(options) - strlen(options),
+		         "plugin_opt_visibility %s\nplugin_opt_groups_file @DIR@/groups\n"
+		         "plugin_opt_group_from_username /\nplugin_opt_see_everyone " SEE_EVERYONE
+		         "\nplugin_opt_ignore_users " SEE_EVERYONE ",w-g0,w-g12,a/watch,w-none\n",
+		         rule_group ? "group" : "everyone");
+	}
+	soak.user_count = user_count;
+	soak.regular = user_count;
+	soak.users = calloc((size_t)user_count + ONCE_MAX, sizeof(*soak.users));
+	assert_non_null(soak.users);
+	for (int i = 0; i < user_count; i++) {
+		if (i % 5 == 4) {
+			snprintf(soak.users[i].name, sizeof(soak.users[i].name), "%s%d",
+			         odd[(i / 5) % 7], i);
+		} else {
+			snprintf(soak.users[i].name, sizeof(soak.users[i].name), "u%d", i);
+		}
+		encode(soak.users[i].name, soak.users[i].level);
+		if (VISIBILITY) {
+			/* Groups g0..g2 at random, "a" one time in four; u0 in g0 at least. */
+			soak.users[i].groups =
+			    rnd(8) | (rnd(4) == 0 ? 8u : 0u) | (i == 0 ? 1u : 0u);
+		}
+	}
 #ifdef SOAK_CLUSTER
 	snprintf(options + strlen(options), sizeof(options) - strlen(options),
 	         "plugin_opt_cluster_heartbeat_ms %d\nplugin_opt_cluster_lease_ms %d\n",
@@ -1325,27 +2049,24 @@ static void soak_run(void **state)
 	{
 		char *conf = broker_conf(options);
 
-		soak.b[0] = broker_start(conf);
+		soak.b[0] = broker_prepare(NULL);
+		if (VISIBILITY) {
+			char *groups = groups_file();
+
+			broker_write_file(soak.b[0], "groups", groups);
+			free(groups);
+		}
+		broker_launch(soak.b[0], conf);
 		free(conf);
 	}
 #endif
-	soak.user_count = user_count;
-	soak.regular = user_count;
-	soak.users = calloc((size_t)user_count + ONCE_MAX, sizeof(*soak.users));
-	assert_non_null(soak.users);
-	for (int i = 0; i < user_count; i++) {
-		if (i % 5 == 4) {
-			snprintf(soak.users[i].name, sizeof(soak.users[i].name), "%s%d",
-			         odd[(i / 5) % 7], i);
-		} else {
-			snprintf(soak.users[i].name, sizeof(soak.users[i].name), "u%d", i);
-		}
-		encode(soak.users[i].name, soak.users[i].level);
-	}
 	for (int i = 0; i < SOAK_BROKERS; i++) {
 		subscriber_start(i);
 	}
 	subscribers_await();
+	if (VISIBILITY) {
+		watchers_start();
+	}
 
 	start = now_s();
 	soak.started = start;
@@ -1354,6 +2075,18 @@ static void soak_run(void **state)
 	while (now_s() < end && soak.failure[0] == '\0') {
 		double now = now_s();
 		int steps = 8;
+
+		if (VISIBILITY) {
+			/* One step, settled and checked; every 100 steps, a new subscriber. */
+			soak.step++;
+			soak.step_wall_ms = wall_ms();
+			churn(target);
+			vis_settle();
+			if (soak.step % 100 == 0 && soak.failure[0] == '\0') {
+				fresh_check(&soak.watchers[(soak.step / 100) % WATCHERS]);
+			}
+			continue;
+		}
 
 		if (soak.steps > 0) {
 			/* Paced: as many steps as the rate allows since the start. */
@@ -1425,6 +2158,15 @@ static void soak_run(void **state)
 	if (soak.failure[0] == '\0' && !converged(why, sizeof(why))) {
 		fail_soak("no agreement with the truth 30 s after the churn stopped: %s", why);
 	}
+	if (VISIBILITY && soak.failure[0] == '\0') {
+		/* The closes above as one last step; then a new subscriber of each identity. */
+		soak.step++;
+		soak.step_wall_ms = wall_ms();
+		vis_settle();
+		for (int i = 0; i < WATCHERS && soak.failure[0] == '\0'; i++) {
+			fresh_check(&soak.watchers[i]);
+		}
+	}
 
 	/* On every broker: the retained documents are the last ones received, one for every
 	 * user that has any, and nothing else is retained (no Will below presence/, which no
@@ -1446,6 +2188,9 @@ static void soak_run(void **state)
 		sys_topic_count = 0;
 		check = mosquitto_new("soak-check", true, &rc);
 		assert_non_null(check);
+		if (VISIBILITY) {
+			mosquitto_username_pw_set(check, SEE_EVERYONE, NULL);
+		}
 		mosquitto_connect_callback_set(check, on_check_connect);
 		mosquitto_subscribe_callback_set(check, on_subscribe);
 		mosquitto_message_callback_set(check, on_retained);
@@ -1453,16 +2198,22 @@ static void soak_run(void **state)
 		assert_int_equal(mosquitto_connect(check, "127.0.0.1", broker_port(soak.b[b]), 60),
 		                 0);
 		start = now_s();
-		while ((!check_ready || rc.count < users_with_documents[b] ||
+		/* (Visibility soak: the marker's document is retained too.) */
+		users_with_documents[b] += VISIBILITY;
+		while ((!check_ready || rc.count + VISIBILITY < users_with_documents[b] ||
 		        broker_retained != users_with_documents[b] + sys_topic_count) &&
 		       now_s() - start < 10 && soak.failure[0] == '\0') {
 			pump(&check, 1, 100);
+		}
+		users_with_documents[b] -= VISIBILITY;
+		if (VISIBILITY && !rc.marker) {
+			fail_soak("the marker's document is not retained");
 		}
 		if (rc.count != users_with_documents[b]) {
 			fail_soak("b%d: %ld retained documents for %ld users with documents", b + 1,
 			          rc.count, users_with_documents[b]);
 		}
-		if (broker_retained != users_with_documents[b] + sys_topic_count) {
+		if (broker_retained != users_with_documents[b] + VISIBILITY + sys_topic_count) {
 			fail_soak("b%d holds %ld retained messages for %ld documents and %d $SYS "
 			          "topics (a Will retained on a state topic?)",
 			          b + 1, broker_retained, users_with_documents[b], sys_topic_count);
@@ -1491,13 +2242,26 @@ static void soak_run(void **state)
 		fail_soak("only %lu faults in %d s: run longer (SOAK_SECONDS)", faults, seconds);
 	}
 #else
+	if (VISIBILITY) {
+		printf("soak: visibility %s: %lu steps settled and checked on %d watchers and the "
+		       "dashboard, %lu privacy writes (%lu to be rejected), %lu documents and %lu "
+		       "deletions delivered to the watchers, %lu gains of sight, %lu new "
+		       "subscribers' retained documents checked\n",
+		       rule_group ? "group" : "everyone", soak.step, WATCHERS, soak.privacy_writes,
+		       soak.privacy_rejects, soak.deliveries, soak.deletions, soak.gains,
+		       soak.fresh_checks);
+	}
 	if (soak.failure[0] == '\0' && soak.forgotten == 0) {
 		fail_soak("nobody was forgotten: %lu users came once, max_users is %d", soak.once,
-		          user_count + 20);
+		          VISIBILITY ? user_count / 2 + 10 : user_count + 20);
 	}
 #endif
+	if (soak.failure[0] != '\0' && VISIBILITY) {
+		fail_msg("step %lu: %s (replay: SOAK_SEED=%d SOAK_VISIBILITY=%s)", soak.step,
+		         soak.failure, soak.seed, rule_group ? "group" : "everyone");
+	}
 	if (soak.failure[0] != '\0') {
-		fail_msg("%s", soak.failure);
+		fail_msg("%s (replay: SOAK_SEED=%d)", soak.failure, soak.seed);
 	}
 
 	for (int i = 0; i < soak.conn_count; i++) {
@@ -1511,6 +2275,17 @@ static void soak_run(void **state)
 			cJSON_Delete(soak.users[i].view[b].state);
 		}
 	}
+	for (int i = 0; i < WATCHERS; i++) {
+		watcher_free(&soak.watchers[i]);
+	}
+	if (soak.marker != NULL) {
+		mosquitto_disconnect(soak.marker);
+		mosquitto_destroy(soak.marker);
+	}
+	for (int i = 0; i < soak.user_count; i++) {
+		free(soak.users[i].ref);
+	}
+	free(contact_pool);
 	free(soak.users);
 	for (int i = 0; i < sys_topic_count; i++) {
 		free(sys_topics[i]);
