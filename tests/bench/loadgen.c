@@ -32,6 +32,13 @@
  *            and while N sessions are connected, optionally each writing a state of
  *            --state-bytes bytes.
  *   ping     one connect and disconnect, retried until the broker answers (readiness check).
+ *   With --watchers W (storm, patterns presence and lastwill): instead of the one subscriber,
+ *            W watchers subscribe to presence/+ with usernames w<i> (g<k>/w<i> with
+ *            --user-groups), for issue 18's visibility benchmark. With --watcher-groups G,
+ *            watcher i may see user u when i % G == u % G (the broker's groups say the same),
+ *            else every user; every document a watcher may see must reach it exactly once, and
+ *            one it may not see breaks the run. Prints the deliveries and the broker CPU per
+ *            delivery.
  *   fill     N retained documents on presence/u<base>.., byte for byte (and with the MQTT 5
  *            properties) what the plugin publishes for an offline user restored from a state
  *            file after a crash (seq --seq): the bare broker's side of a comparison with a
@@ -105,6 +112,8 @@ enum conn_kind {
 	KIND_CLIENT,
 	KIND_SUBSCRIBER,
 	KIND_MONITOR,
+	/* A presence/+ subscriber of --watchers (its index in session). */
+	KIND_WATCHER,
 };
 
 enum conn_state {
@@ -171,6 +180,12 @@ struct options {
 	const char *prefix;
 	/* fill: the seq of the documents. */
 	unsigned seq;
+	/* Storm: watchers instead of the subscriber; watcher i sees user u when
+	 * i % watcher_groups == u % watcher_groups (0: every user); usernames g<k>/u.. and
+	 * g<k>/w.. (k = index % user_groups) when user_groups > 0. */
+	unsigned watchers;
+	unsigned watcher_groups;
+	unsigned user_groups;
 };
 
 /* Per-user bookkeeping of the subscriber's expectations. */
@@ -187,6 +202,9 @@ struct bench {
 	size_t conn_cap;
 	struct conn sub;
 	struct conn mon;
+	/* --watchers, and their deliveries expected and seen in the current phase, and in all. */
+	struct conn *watch;
+	uint64_t watch_expected, watch_seen, deliveries;
 	/* Per user (index - user_base): SEEN_* / EXPECT_* bits. */
 	uint8_t *users;
 	/* Documents seen and expected in the current phase. */
@@ -324,14 +342,47 @@ static long broker_rss_kib(const struct bench *b)
 	return kib;
 }
 
-/* A measured stretch of time: wall clock, broker CPU, own CPU. */
+/* The broker process's utime + stime in ns (/proc/<pid>/stat, in clock ticks), or 0. */
+static int64_t broker_stat_ns(const struct bench *b)
+{
+	char path[64], text[1024];
+	unsigned long long utime = 0, stime = 0;
+	const char *paren;
+	size_t len;
+	FILE *f;
+
+	if (b->o.broker_pid <= 0) {
+		return 0;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)b->o.broker_pid);
+	f = fopen(path, "r");
+	if (f == NULL) {
+		return 0;
+	}
+	len = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[len] = '\0';
+	/* "pid (comm) state ppid ...": utime and stime are fields 14 and 15, the 12th and 13th
+	 * after the last ')'. */
+	paren = strrchr(text, ')');
+	if (paren == NULL ||
+	    sscanf(paren + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+	           &stime) != 2) {
+		return 0;
+	}
+	return (int64_t)((utime + stime) *
+	                 (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK)));
+}
+
+/* A measured stretch of time: wall clock, broker CPU (schedstat, and utime + stime), own
+ * CPU. */
 struct span {
-	int64_t wall, cpu, self;
+	int64_t wall, cpu, stat, self;
 };
 
 static struct span span_begin(const struct bench *b)
 {
-	struct span s = {now_ns(), broker_cpu_ns(b), self_cpu_ns()};
+	struct span s = {now_ns(), broker_cpu_ns(b), broker_stat_ns(b), self_cpu_ns()};
 
 	return s;
 }
@@ -341,6 +392,7 @@ static void span_end(const struct bench *b, struct span begin, struct span *tota
 {
 	total->wall += now_ns() - begin.wall;
 	total->cpu += broker_cpu_ns(b) - begin.cpu;
+	total->stat += broker_stat_ns(b) - begin.stat;
 	total->self += self_cpu_ns() - begin.self;
 }
 
@@ -631,8 +683,20 @@ static size_t name_of(char *out, size_t cap, char letter, uint32_t index)
 	return (size_t)snprintf(out, cap, "%c%0*u", letter, USER_DIGITS, (unsigned)index);
 }
 
-/* Sends CONNECT for c. A client connects with client id c<session> and username u<user>; the
- * subscriber and the monitor connect anonymously, MQTT 5 with a large receive maximum. */
+/* Writes the username of a client of user index (g<k>/u<index> with --user-groups) or of
+ * watcher index (w<index>, g<k>/w<index>) into out. */
+static size_t username_of(const struct bench *b, char *out, size_t cap, char letter, uint32_t index)
+{
+	if (b->o.user_groups == 0) {
+		return name_of(out, cap, letter, index);
+	}
+	return (size_t)snprintf(out, cap, "g%u/%c%0*u", (unsigned)(index % b->o.user_groups),
+	                        letter, USER_DIGITS, (unsigned)index);
+}
+
+/* Sends CONNECT for c. A client connects with client id c<session> and username u<user>, a
+ * watcher with w<index>; the subscriber and the monitor connect anonymously; all but the
+ * clients with MQTT 5 and a large receive maximum. */
 static void send_connect(struct bench *b, struct conn *c)
 {
 	bool v5 = c->kind != KIND_CLIENT || b->o.protocol == 5;
@@ -644,7 +708,12 @@ static void send_connect(struct bench *b, struct conn *c)
 
 	if (c->kind == KIND_CLIENT) {
 		id_len = name_of(id, sizeof(id), 'c', c->session);
-		user_len = name_of(user, sizeof(user), 'u', c->user);
+		user_len = username_of(b, user, sizeof(user), 'u', c->user);
+		flags |= 0x80;
+	} else if (c->kind == KIND_WATCHER) {
+		id_len = (size_t)snprintf(id, sizeof(id), "bench-w%u-%d", (unsigned)c->session,
+		                          (int)getpid());
+		user_len = username_of(b, user, sizeof(user), 'w', c->session);
 		flags |= 0x80;
 	} else {
 		id_len =
@@ -745,17 +814,29 @@ static void send_disconnect(struct bench *b, struct conn *c)
 /* What the subscriber sees                                                                    */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Returns the user index of a document topic "<prefix>/u<digits>", or -1. */
+/* Returns the user index of a document topic "<prefix>/u<digits>" (with --user-groups
+ * "<prefix>/g<k>%2Fu<digits>", the username's '/' encoded), or -1. */
 static int64_t topic_user(const struct bench *b, const uint8_t *topic, size_t len)
 {
 	size_t plen = strlen(b->o.prefix);
+	size_t at = plen + 1;
 	uint32_t v = 0;
 
-	if (len != plen + 2 + USER_DIGITS || memcmp(topic, b->o.prefix, plen) != 0 ||
-	    topic[plen] != '/' || topic[plen + 1] != 'u') {
+	if (len < at || memcmp(topic, b->o.prefix, plen) != 0 || topic[plen] != '/') {
 		return -1;
 	}
-	for (size_t i = plen + 2; i < len; i++) {
+	if (b->o.user_groups > 0) {
+		const uint8_t *enc = memmem(topic + at, len - at, "%2F", 3);
+
+		if (enc == NULL || topic[at] != 'g') {
+			return -1;
+		}
+		at = (size_t)(enc - topic) + 3;
+	}
+	if (len != at + 1 + USER_DIGITS || topic[at] != 'u') {
+		return -1;
+	}
+	for (size_t i = at + 1; i < len; i++) {
 		if (topic[i] < '0' || topic[i] > '9') {
 			return -1;
 		}
@@ -820,6 +901,44 @@ static void doc_availability(struct bench *b, int64_t user, bool online)
 
 static struct conn *client_of_user(struct bench *b, int64_t user);
 static void state_write_next(struct bench *b, struct conn *c);
+
+/* Whether watcher w may see user (the groups the benchmark gives the broker). */
+static bool watcher_sees(const struct bench *b, uint32_t w, int64_t user)
+{
+	return b->o.watcher_groups == 0 ||
+	       w % b->o.watcher_groups == (uint64_t)user % b->o.watcher_groups;
+}
+
+/* How many watchers may see user. */
+static uint64_t watchers_seeing(const struct bench *b, int64_t user)
+{
+	unsigned g = b->o.watcher_groups;
+
+	if (g == 0) {
+		return b->o.watchers;
+	}
+	return b->o.watchers / g + ((uint64_t)user % g < b->o.watchers % g ? 1 : 0);
+}
+
+/* A document delivered to watcher c: one it may see, and no more than expected. */
+static void doc_delivered(struct bench *b, struct conn *c, int64_t user)
+{
+	if (!watcher_sees(b, c->session, user)) {
+		b->docs_unexpected++;
+		fail(b, "watcher w%u received a document of user u%0*lld, which it may not see",
+		     (unsigned)c->session, USER_DIGITS, (long long)user);
+		return;
+	}
+	b->watch_seen++;
+	b->deliveries++;
+	if (b->watch_seen > b->watch_expected) {
+		b->docs_unexpected++;
+		fail(b,
+		     "the watchers received more documents than the users' changes (%" PRIu64
+		     " expected)",
+		     b->watch_expected);
+	}
+}
 
 /* A state-mode document: it confirms every write of user up to value. */
 static void doc_value(struct bench *b, int64_t user, uint32_t value)
@@ -903,6 +1022,10 @@ static void on_publish(struct bench *b, struct conn *c, unsigned hdr, const uint
 	user = topic_user(b, topic, topic_len);
 	if (user < 0) {
 		b->docs_other++;
+		return;
+	}
+	if (c->kind == KIND_WATCHER) {
+		doc_delivered(b, c, user);
 		return;
 	}
 	switch (b->o.pattern) {
@@ -1069,6 +1192,7 @@ static void on_closed(struct bench *b, struct conn *c, bool reset)
 	fail(b, "the broker %s the connection of %s c%0*u (%s)", reset ? "reset" : "closed",
 	     c->kind == KIND_CLIENT       ? "client"
 	     : c->kind == KIND_SUBSCRIBER ? "subscriber"
+	     : c->kind == KIND_WATCHER    ? "watcher"
 	                                  : "monitor",
 	     USER_DIGITS, (unsigned)c->session,
 	     c->state == CONN_CONNACK ? "before CONNACK" : "while connected");
@@ -1188,7 +1312,15 @@ static bool subscribe_more(struct bench *b, struct conn *c, const char *filter)
 
 static bool subscriber_wanted(const struct bench *b)
 {
-	return b->o.pattern != PATTERN_PLAIN;
+	return b->o.pattern != PATTERN_PLAIN && b->o.watchers == 0;
+}
+
+/* Whether the phase's documents all came: to the subscriber, or to every watcher that may see
+ * them. */
+static bool docs_done(const struct bench *b)
+{
+	return b->o.watchers > 0 ? b->watch_seen == b->watch_expected
+	                         : b->docs_seen == b->docs_expected;
 }
 
 /* Whether a connect or disconnect makes a document the subscriber must see. */
@@ -1218,6 +1350,8 @@ static void expect_docs(struct bench *b, size_t count, uint8_t expect)
 {
 	b->docs_expected = 0;
 	b->docs_seen = 0;
+	b->watch_expected = 0;
+	b->watch_seen = 0;
 	if (!docs_on_connect(b)) {
 		return;
 	}
@@ -1227,6 +1361,7 @@ static void expect_docs(struct bench *b, size_t count, uint8_t expect)
 		if (b->users[slot] != expect) {
 			b->users[slot] = expect;
 			b->docs_expected++;
+			b->watch_expected += watchers_seeing(b, b->conns[i].user);
 		}
 	}
 }
@@ -1247,8 +1382,7 @@ static bool connect_all(struct bench *b, size_t count)
 			next++;
 			b->inflight++;
 		}
-		if (next == count && b->inflight == 0 && b->docs_seen == b->docs_expected &&
-		    b->acks_due == 0) {
+		if (next == count && b->inflight == 0 && docs_done(b) && b->acks_due == 0) {
 			return true;
 		}
 		pump(b);
@@ -1269,7 +1403,7 @@ static bool disconnect_all(struct bench *b, size_t count)
 			send_disconnect(b, &b->conns[next++]);
 			b->inflight++;
 		}
-		if (next == count && b->inflight == 0 && b->docs_seen == b->docs_expected) {
+		if (next == count && b->inflight == 0 && docs_done(b)) {
 			return true;
 		}
 		pump(b);
@@ -1355,6 +1489,16 @@ static int mode_storm(struct bench *b)
 	       connect.wall + disconnect.wall > 0 ? (double)(connect.self + disconnect.self) /
 	                                                (double)(connect.wall + disconnect.wall)
 	                                          : 0.0);
+	if (b->o.watchers > 0) {
+		printf(" watchers=%u watcher_groups=%u deliveries=%" PRIu64
+		       " cpu_ms=%.1f stat_cpu_ms=%.1f cpu_us_per_delivery=%.4f"
+		       " stat_us_per_delivery=%.4f",
+		       b->o.watchers, b->o.watcher_groups, b->deliveries,
+		       (double)(connect.cpu + disconnect.cpu) / 1e6,
+		       (double)(connect.stat + disconnect.stat) / 1e6,
+		       us_each(connect.cpu + disconnect.cpu, b->deliveries),
+		       us_each(connect.stat + disconnect.stat, b->deliveries));
+	}
 	print_status(b);
 	return failed(b) ? 2 : 0;
 }
@@ -1691,28 +1835,32 @@ static int mode_ping(struct bench *b)
 
 static void usage(void)
 {
-	fprintf(stderr,
-	        "usage: loadgen --mode storm|state|latency|memory|ping|fill --port PORT [options]\n"
-	        "  --pattern P         plain | presence | lastwill | retained (default plain)\n"
-	        "  --users N           users (default 100); sessions are u<base>..\n"
-	        "  --user-base B       index of the first user (default 0)\n"
-	        "  --sessions-per-user S  memory mode: sessions of each user (default 1)\n"
-	        "  --cycles C          storm: connect/disconnect cycles (default 1)\n"
-	        "  --batch B           storm: users per connect/disconnect round (default all)\n"
-	        "  --inflight I        handshakes or disconnects in flight (default 64)\n"
-	        "  --hosts H           source addresses 127.0.0.1..127.0.0.H (default 1)\n"
-	        "  --count M           latency: connects measured (default 1000)\n"
-	        "  --qos Q             state: QoS of the writes, 0 or 1 (default 0)\n"
-	        "  --window W          state: writes outstanding per user (default 1)\n"
-	        "  --duration S        state: seconds of writing (default 3)\n"
-	        "  --state-bytes B     memory: size of each user's state (default 0)\n"
-	        "  --protocol 4|5      MQTT version of the clients (default 5)\n"
-	        "  --prefix P          presence topic prefix (default presence)\n"
-	        "  --seq Q             fill: the seq of the documents (default 1)\n"
-	        "  --broker-pid PID    broker process, for CPU time and memory\n"
-	        "  --cpu main|all      broker CPU time of its main thread only (not a plugin's\n"
-	        "                      threads), or of all its threads (default all)\n"
-	        "  --timeout S         the whole run's deadline (default 120)\n");
+	fprintf(
+	    stderr,
+	    "usage: loadgen --mode storm|state|latency|memory|ping|fill --port PORT [options]\n"
+	    "  --pattern P         plain | presence | lastwill | retained (default plain)\n"
+	    "  --users N           users (default 100); sessions are u<base>..\n"
+	    "  --user-base B       index of the first user (default 0)\n"
+	    "  --sessions-per-user S  memory mode: sessions of each user (default 1)\n"
+	    "  --cycles C          storm: connect/disconnect cycles (default 1)\n"
+	    "  --batch B           storm: users per connect/disconnect round (default all)\n"
+	    "  --inflight I        handshakes or disconnects in flight (default 64)\n"
+	    "  --hosts H           source addresses 127.0.0.1..127.0.0.H (default 1)\n"
+	    "  --count M           latency: connects measured (default 1000)\n"
+	    "  --qos Q             state: QoS of the writes, 0 or 1 (default 0)\n"
+	    "  --window W          state: writes outstanding per user (default 1)\n"
+	    "  --duration S        state: seconds of writing (default 3)\n"
+	    "  --state-bytes B     memory: size of each user's state (default 0)\n"
+	    "  --protocol 4|5      MQTT version of the clients (default 5)\n"
+	    "  --prefix P          presence topic prefix (default presence)\n"
+	    "  --seq Q             fill: the seq of the documents (default 1)\n"
+	    "  --broker-pid PID    broker process, for CPU time and memory\n"
+	    "  --cpu main|all      broker CPU time of its main thread only (not a plugin's\n"
+	    "                      threads), or of all its threads (default all)\n"
+	    "  --watchers W        storm: W presence/+ watchers w0.. instead of the subscriber\n"
+	    "  --watcher-groups G  watcher i sees user u when i %% G == u %% G (default 0: all)\n"
+	    "  --user-groups G     usernames g<k>/u.. and g<k>/w.., k = index %% G (default 0)\n"
+	    "  --timeout S         the whole run's deadline (default 120)\n");
 	exit(1);
 }
 
@@ -1818,12 +1966,25 @@ static void parse_options(struct options *o, int argc, char **argv)
 			o->broker_pid = (pid_t)opt_uint(name, v, 1, INT32_MAX);
 		} else if (strcmp(name, "--timeout") == 0) {
 			o->timeout_s = opt_double(name, v);
+		} else if (strcmp(name, "--watchers") == 0) {
+			o->watchers = opt_uint(name, v, 0, 10000);
+		} else if (strcmp(name, "--watcher-groups") == 0) {
+			o->watcher_groups = opt_uint(name, v, 0, 1000);
+		} else if (strcmp(name, "--user-groups") == 0) {
+			o->user_groups = opt_uint(name, v, 0, 1000);
 		} else {
 			usage();
 		}
 	}
 	if (o->mode == NULL || o->port == 0 || strlen(o->prefix) > 32) {
 		usage();
+	}
+	if (o->watchers > 0 && (strcmp(o->mode, "storm") != 0 || o->pattern == PATTERN_PLAIN ||
+	                        o->pattern == PATTERN_RETAINED)) {
+		die("--watchers needs --mode storm with the presence or lastwill pattern");
+	}
+	if (o->user_groups > 0 && o->pattern == PATTERN_LASTWILL) {
+		die("--user-groups is for the plugin's documents (the presence pattern)");
 	}
 	if (o->pattern == PATTERN_LASTWILL && o->protocol != 5) {
 		die("the lastwill pattern needs --protocol 5 (DISCONNECT with reason 0x04)");
@@ -1869,6 +2030,16 @@ int main(int argc, char **argv)
 		print_common(b);
 		print_status(b);
 		return 2;
+	}
+	b->watch = xcalloc(b->o.watchers > 0 ? b->o.watchers : 1, sizeof(*b->watch));
+	for (unsigned i = 0; i < b->o.watchers; i++) {
+		conn_init(&b->watch[i], KIND_WATCHER, RX_SUBSCRIBER);
+		b->watch[i].session = i;
+		if (!connect_and_subscribe(b, &b->watch[i], filter)) {
+			print_common(b);
+			print_status(b);
+			return 2;
+		}
 	}
 	if (strcmp(b->o.mode, "storm") == 0) {
 		rc = mode_storm(b);
