@@ -62,11 +62,14 @@
  * everyone`), a groups_file, group_from_username "/" and see_everyone, stepped: one step of
  * churn at a time, and after each the soak waits until it has settled. A step may also be a
  * privacy write of a connected session (P/U/privacy: everyone, group, nobody, a list of 0..6
- * contacts drawn from watchers and users, an empty payload, or one the plugin must reject). Seven
- * watchers subscribe to presence/+: the see_everyone "dashboard" (the subscriber of the checks
- * above), watchers in one group, in two groups, in a group by their username's prefix, one
- * without a group, an anonymous one, and u0 (a user watching itself). The soak keeps the model
- * of the contract (who may see whom: docs/spec of issue 18). Settled means: every connection's
+ * contacts drawn from watchers and users, an empty payload, or one the plugin must reject), or,
+ * one step in 150, a new groups file and SIGHUP (a quarter of the users move to other groups;
+ * one time in four the file is wrong and the old groups must stay). Seven watchers subscribe
+ * to presence/+: the see_everyone "dashboard" (the subscriber of the checks above), watchers in
+ * one group, in two groups, in a group by their username's prefix, one without a group, an
+ * anonymous one, and u0 (a user watching itself). The soak keeps a model of issue 18's rule
+ * (may W see U: W is U, W in see_everyone, then U's choice narrowing the operator's rule).
+ * Settled means: every connection's
  * handshake, close and write done, the dashboard's documents agreeing with the truth, then a
  * marker user (in every group) writes its state and the dashboard receives that document, then
  * the marker publishes on soak/marker and every watcher receives it; each watcher then has
@@ -248,6 +251,9 @@ struct soak {
 	 * figures. */
 	unsigned long step;
 	long long step_wall_ms;
+	/* The step of the last groups file reload (SIGHUP), and how many the broker logged. */
+	unsigned long reload_step;
+	unsigned long reloads, bad_reloads;
 	int seed;
 	struct watcher watchers[WATCHERS];
 	struct mosquitto *marker;
@@ -903,7 +909,8 @@ static void check_document(struct user *u, int i, const struct mosquitto_message
 		seq_ok = v->seq == 0 || (v->forgotten ? seq > v->seq : seq == v->seq + 1);
 		/* Visibility: a user that became visible to more watchers is published again
 		 * with seq max(seq + 1, the wall clock in ms). */
-		seq_ok |= VISIBILITY && !v->forgotten && u->privacy_step == soak.step &&
+		seq_ok |= VISIBILITY && !v->forgotten &&
+		          (u->privacy_step == soak.step || soak.reload_step == soak.step) &&
 		          seq > v->seq && seq >= soak.step_wall_ms;
 	}
 	if (!cJSON_IsString(name) || strcmp(name->valuestring, u->name) != 0) {
@@ -1977,6 +1984,81 @@ static void watchers_start(void)
 	assert_true(ready);
 }
 
+/* Waits (bounded, pumping) until the broker's log, from offset on (its first 64 KiB), holds
+ * needle. */
+static bool log_wait_from(long offset, const char *needle)
+{
+	static char buf[65536];
+	char path[4096];
+	double start = now_s();
+
+	snprintf(path, sizeof(path), "%s/broker.log", broker_dir(soak.b[0]));
+	while (now_s() - start < SETTLE_S) {
+		FILE *f = fopen(path, "r");
+		size_t len;
+
+		assert_non_null(f);
+		fseek(f, offset, SEEK_SET);
+		len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		if (strstr(buf, needle) != NULL) {
+			return true;
+		}
+		pump(NULL, 0, 5);
+	}
+	return false;
+}
+
+/* A step of the visibility soak: a new groups file and SIGHUP. One time in four the file is
+ * wrong (a member before any group): the broker logs it and keeps the groups it had. Else a
+ * quarter of the users move to other groups (u0 keeps g0, the marker stays in all); watchers
+ * that lose sight get a zero-length message, those that gain it the document again. The model
+ * takes the new groups when the signal is sent; the step waits for the broker's log line. */
+static void groups_reload(void)
+{
+	char path[4096];
+	bool bad = rnd(4) == 0;
+	FILE *f;
+	long offset;
+
+	snprintf(path, sizeof(path), "%s/broker.log", broker_dir(soak.b[0]));
+	f = fopen(path, "r");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	offset = ftell(f);
+	fclose(f);
+	if (bad) {
+		broker_write_file(soak.b[0], "groups", "user u1\ngroup g0\n");
+		soak.bad_reloads++;
+	} else {
+		char *text;
+
+		for (int i = 0; i < soak.regular; i++) {
+			if (rnd(4) == 0) {
+				soak.users[i].groups =
+				    rnd(8) | (rnd(4) == 0 ? 8u : 0u) | (i == 0 ? 1u : 0u);
+			}
+		}
+		for (int i = 0; i < WATCHERS; i++) {
+			if (soak.watchers[i].name != NULL &&
+			    strcmp(soak.watchers[i].name, soak.users[0].name) == 0) {
+				soak.watchers[i].groups = soak.users[0].groups;
+			}
+		}
+		text = groups_file();
+		broker_write_file(soak.b[0], "groups", text);
+		free(text);
+		soak.reloads++;
+	}
+	soak.reload_step = soak.step;
+	broker_signal(soak.b[0], SIGHUP);
+	if (!log_wait_from(offset, bad ? "could not re-read plugin_opt_groups_file" : "re-read ")) {
+		fail_soak("the broker did not log the %s groups file's reload in %d s",
+		          bad ? "wrong" : "new", SETTLE_S);
+	}
+}
+
 static void soak_run(void **state)
 {
 	int seconds = env_int("SOAK_SECONDS", SOAK_BROKERS > 1 ? 30 : 10);
@@ -2080,7 +2162,11 @@ static void soak_run(void **state)
 			/* One step, settled and checked; every 100 steps, a new subscriber. */
 			soak.step++;
 			soak.step_wall_ms = wall_ms();
-			churn(target);
+			if (rnd(150) == 0) {
+				groups_reload();
+			} else {
+				churn(target);
+			}
 			vis_settle();
 			if (soak.step % 100 == 0 && soak.failure[0] == '\0') {
 				fresh_check(&soak.watchers[(soak.step / 100) % WATCHERS]);
@@ -2246,10 +2332,11 @@ static void soak_run(void **state)
 		printf("soak: visibility %s: %lu steps settled and checked on %d watchers and the "
 		       "dashboard, %lu privacy writes (%lu to be rejected), %lu documents and %lu "
 		       "deletions delivered to the watchers, %lu gains of sight, %lu new "
-		       "subscribers' retained documents checked\n",
+		       "subscribers' retained documents checked, %lu groups file reloads (and %lu "
+		       "of a wrong one)\n",
 		       rule_group ? "group" : "everyone", soak.step, WATCHERS, soak.privacy_writes,
 		       soak.privacy_rejects, soak.deliveries, soak.deletions, soak.gains,
-		       soak.fresh_checks);
+		       soak.fresh_checks, soak.reloads, soak.bad_reloads);
 	}
 	if (soak.failure[0] == '\0' && soak.forgotten == 0) {
 		fail_soak("nobody was forgotten: %lu users came once, max_users is %d", soak.once,
