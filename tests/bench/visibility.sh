@@ -210,20 +210,21 @@ END {
 	nw = split(wl, ws, " ")
 	for (x = 1; x <= nw; x++) {
 		w = ws[x]
-		printf "\n%s watcher(s): broker CPU per delivered document (us) and per user change (connect or disconnect)\n", w
-		printf "%-10s %12s %26s %22s %26s %10s\n", "config", "deliveries", "utime+stime/delivery", "ratio to everyone", "schedstat/delivery", "per change"
+		printf "\n%s watcher(s), broker CPU in us: medians (min-max)\n\n", w
+		print "| config | deliveries per run | utime+stime per delivery | ratio to everyone | schedstat per delivery | ratio to everyone | schedstat per user change |"
+		print "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 		ref = median(stat[w SUBSEP "everyone"]); sref = median(sched[w SUBSEP "everyone"])
 		for (i = 1; i <= nc; i++) {
 			k = w SUBSEP c[i]
-			if (stat[k] == "") { printf "%-10s %12s\n", c[i], "BROKEN"; continue }
-			m = median(stat[k]); r = sprintf("%.3f-%.3f", lo, hi)
-			s = median(sched[k]); sr = sprintf("%.3f-%.3f", lo, hi)
-			ch = median(change[k]) / 2
-			ratio = "-"
-			if (ref > 0 && sref > 0) ratio = sprintf("%.2fx/%.2fx", m / ref, s / sref)
-			printf "%-10s %12d %8.3f (%s) %10s %10.3f (%s) %10.1f\n", c[i], deliveries[k], m, r, ratio, s, sr, ch
+			if (stat[k] == "") { printf "| %s | BROKEN | | | | | |\n", c[i]; continue }
+			m = median(stat[k]); r = sprintf("%.2f-%.2f", lo, hi)
+			s = median(sched[k]); sr = sprintf("%.2f-%.2f", lo, hi)
+			ch = median(change[k]) / 2; chr = sprintf("%.1f-%.1f", lo / 2, hi / 2)
+			ra = "-"; sa = "-"
+			if (ref > 0) ra = sprintf("%.2fx", m / ref)
+			if (sref > 0) sa = sprintf("%.2fx", s / sref)
+			printf "| %s | %d | %.2f (%s) | %s | %.2f (%s) | %s | %.1f (%s) |\n", c[i], deliveries[k], m, r, ra, s, sr, sa, ch, chr
 		}
 	}
-	print "\n(ratio: utime+stime / schedstat, medians against everyone medians)"
 }' "$results"
 exit $((broken > 0))
