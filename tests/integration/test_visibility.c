@@ -147,6 +147,34 @@ static void groups_file_decides_who_sees_whom(void **state)
 		vis_step(&mk, e, 6);
 	}
 
+	/* A list under visibility group: a watcher must be listed AND share a group. wab is
+	 * both; wb and dave are listed but share no group with alice; wa shares one, unlisted. */
+	vis_privacy(sessions[0], "alice", "{\"visible_to\":[\"wab\",\"wb\",\"dave\"]}");
+	{
+		struct vis_expect le[] = {{w[0], NULL, false}, {w[1], "-alice", false},
+		                          {w[2], NULL, false}, {w[3], NULL, false},
+		                          {w[4], NULL, false}, {w[5], NULL, true}};
+		struct client *q = vis_querier(b, "qwb", "wb");
+
+		vis_step(&mk, le, 6);
+		vis_query_unknown(q, "qwb", "alice");
+		client_disconnect(q);
+		q = vis_querier(b, "qwab", "wab");
+		vis_query_known(q, "qwab", "alice");
+		client_disconnect(q);
+		q = vis_querier(b, "qwa", "wa");
+		vis_query_unknown(q, "qwa", "alice");
+		client_disconnect(q);
+	}
+	publish_text_ok(sessions[0], "presence/alice/state/status", "listed", 1);
+	{
+		struct vis_expect le[] = {{w[0], "+alice", false}, {w[1], NULL, false},
+		                          {w[2], NULL, false},     {w[3], "+alice", false},
+		                          {w[4], NULL, false},     {w[5], NULL, true}};
+
+		vis_step(&mk, le, 6);
+	}
+
 	client_disconnect(w[5]);
 	for (size_t i = 0; i < 4; i++) {
 		client_disconnect(w[i]);
@@ -449,6 +477,78 @@ static void contacts_and_group_narrow_and_widen_what_watchers_see(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Queued documents                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+static void queued_documents_are_not_delivered_to_a_watcher_that_lost_sight(void **state)
+{
+	static const char *const extra = VIS_OPEN "plugin_opt_see_everyone ops\n"
+	                                          "plugin_opt_ignore_users ops,wb\n";
+	struct client_opts wb_o = {
+	    .id = "wb1", .username = "wb", .protocol = 5, .persistent = true};
+	struct client *ops, *wb, *alice;
+	struct vis_marker mk = {0};
+	char *conf;
+	struct broker *b = vis_start(NULL, extra, &conf);
+
+	(void)state;
+	ops = vis_watch(b, "ops1", "ops", "presence/+");
+	wb = client_connect(b, &wb_o);
+	assert_int_equal(client_subscribe(wb, "presence/+", 1), 1);
+	mk.c = client_connect_as(b, "marker1", "marker", 5);
+	vis_expect_items(ops, "+marker", false);
+	vis_expect_items(wb, "+marker", false);
+	alice = client_connect_as(b, "alice1", "alice", 5);
+	{
+		struct vis_expect e[] = {{ops, "+alice", false}, {wb, "+alice", false}};
+
+		vis_step(&mk, e, 2);
+	}
+
+	/* A document queued while wb's persistent session is offline reaches it at
+	 * reconnection while it may see alice... */
+	client_disconnect(wb);
+	publish_text_ok(alice, "presence/alice/state/status", "zero", 1);
+	vis_expect_items(ops, "+alice", false);
+	wb = client_connect(b, &wb_o);
+	{
+		struct vis_expect e[] = {{ops, NULL, false}, {wb, "+alice", false}};
+
+		vis_step(&mk, e, 2);
+	}
+
+	/* ... but not when she became invisible in between: two documents are queued, then she
+	 * chooses nobody. */
+	client_disconnect(wb);
+	publish_text_ok(alice, "presence/alice/state/status", "one", 1);
+	vis_expect_items(ops, "+alice", false);
+	publish_text_ok(alice, "presence/alice/state/status", "two", 1);
+	vis_expect_items(ops, "+alice", false);
+	vis_privacy(alice, "alice", "{\"visible_to\":\"nobody\"}");
+
+	/* At reconnection wb gets neither the queued documents nor a zero-length message. */
+	wb = client_connect(b, &wb_o);
+	{
+		struct vis_expect e[] = {{ops, NULL, false}, {wb, NULL, false}};
+
+		vis_step(&mk, e, 2);
+	}
+	vis_privacy(alice, "alice", "{\"visible_to\":\"everyone\"}");
+	{
+		struct vis_expect e[] = {{ops, "+alice", false}, {wb, "+alice", false}};
+
+		vis_step(&mk, e, 2);
+	}
+
+	client_disconnect(wb);
+	client_disconnect(alice);
+	client_disconnect(ops);
+	client_disconnect(mk.c);
+	broker_stop(b);
+	free(conf);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Take-over                                                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -521,6 +621,7 @@ int main(void)
 	    T(group_from_username_groups_by_the_part_before_the_separator),
 	    T(going_invisible_deletes_the_user_for_everyone_else),
 	    T(contacts_and_group_narrow_and_widen_what_watchers_see),
+	    T(queued_documents_are_not_delivered_to_a_watcher_that_lost_sight),
 	    T(a_taken_over_client_id_sees_per_its_new_name),
 	};
 
