@@ -549,6 +549,71 @@ static void queued_documents_are_not_delivered_to_a_watcher_that_lost_sight(void
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Forgetting                                                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+static void a_forgotten_users_removal_reaches_only_those_that_could_see_it(void **state)
+{
+	static const char *const groups = "group acme\nuser alice\nuser wa\n"
+	                                  "group all\nuser marker\nuser wa\nuser wb\n";
+	/* Three users at most: carol, the fourth, makes alice (offline the longest) forgotten. */
+	static const char *const extra = VIS_OPEN "plugin_opt_visibility group\n"
+	                                          "plugin_opt_groups_file @DIR@/groups\n"
+	                                          "plugin_opt_see_everyone ops\n"
+	                                          "plugin_opt_ignore_users ops,wa,wb\n"
+	                                          "plugin_opt_max_users 3\n";
+	struct client *ops, *wa, *wb, *alice, *bob, *carol, *probe;
+	struct vis_marker mk = {0};
+	char *conf;
+	struct broker *b = vis_start(groups, extra, &conf);
+
+	(void)state;
+	ops = vis_watch(b, "ops1", "ops", "presence/+");
+	wa = vis_watch(b, "wa1", "wa", "presence/+");
+	wb = vis_watch(b, "wb1", "wb", "presence/+");
+	mk.c = client_connect_as(b, "marker1", "marker", 5);
+	vis_expect_items(ops, "+marker", false);
+	vis_expect_items(wa, "+marker", false);
+	vis_expect_items(wb, "+marker", false);
+	alice = client_connect_as(b, "alice1", "alice", 5);
+	bob = client_connect_as(b, "bob1", "bob", 5);
+	{
+		struct vis_expect e[] = {
+		    {ops, "+alice +bob", false}, {wa, "+alice", false}, {wb, NULL, false}};
+
+		vis_step(&mk, e, 3);
+	}
+	client_disconnect(alice);
+	{
+		struct vis_expect e[] = {
+		    {ops, "+alice", false}, {wa, "+alice", false}, {wb, NULL, false}};
+
+		vis_step(&mk, e, 3);
+	}
+
+	/* carol makes room: alice's removal reaches ops and wa, who could see her; not wb. */
+	carol = client_connect_as(b, "carol1", "carol", 5);
+	{
+		struct vis_expect e[] = {
+		    {ops, "-alice +carol", false}, {wa, "-alice", false}, {wb, NULL, false}};
+
+		vis_step(&mk, e, 3);
+	}
+	probe = vis_watch(b, "probe", "ops", NULL);
+	vis_expect_retained(probe, "presence/+", "+bob +carol +marker");
+	client_disconnect(probe);
+
+	client_disconnect(carol);
+	client_disconnect(bob);
+	client_disconnect(wb);
+	client_disconnect(wa);
+	client_disconnect(ops);
+	client_disconnect(mk.c);
+	broker_stop(b);
+	free(conf);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Take-over                                                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -622,6 +687,7 @@ int main(void)
 	    T(going_invisible_deletes_the_user_for_everyone_else),
 	    T(contacts_and_group_narrow_and_widen_what_watchers_see),
 	    T(queued_documents_are_not_delivered_to_a_watcher_that_lost_sight),
+	    T(a_forgotten_users_removal_reaches_only_those_that_could_see_it),
 	    T(a_taken_over_client_id_sees_per_its_new_name),
 	};
 
