@@ -503,6 +503,49 @@ static void an_invisible_user_stays_invisible_across_a_restart(void **state)
 	free(conf);
 }
 
+static void an_invisible_user_stays_invisible_across_a_crash_once_saved(void **state)
+{
+	static const char *const extra = VIS_OPEN "persistence true\n"
+	                                          "persistence_location @DIR@/\n"
+	                                          "autosave_interval 1\n"
+	                                          "plugin_opt_state_file @DIR@/state.json\n"
+	                                          "plugin_opt_see_everyone ops\n"
+	                                          "plugin_opt_ignore_users ops,wb\n";
+	struct client *ops, *wb, *alice, *q;
+	char *conf;
+	struct broker *b = vis_start(NULL, extra, &conf);
+
+	(void)state;
+	ops = vis_watch(b, "ops1", "ops", "presence/+");
+	alice = client_connect_as(b, "alice1", "alice", 5);
+	vis_expect_items(ops, "+alice", false);
+	/* Her document is saved; then her choice, and the save that records it. */
+	assert_true(broker_log_wait(b, "saved state of 1 users", 5000));
+	vis_privacy(alice, "alice", "{\"visible_to\":\"nobody\"}");
+	assert_true(broker_log_wait(b, "saved state of 1 users", 5000));
+
+	broker_restart(&b, conf, true);
+	client_drop(alice);
+	client_drop(ops);
+	ops = vis_watch(b, "ops1", "ops", NULL);
+	vis_expect_retained(ops, "presence/+", "+alice");
+	wb = vis_watch(b, "wb1", "wb", NULL);
+	vis_expect_retained(wb, "presence/+", "");
+	q = vis_querier(b, "qwb", "wb");
+	vis_query_unknown(q, "qwb", "alice");
+	alice = client_connect_as(b, "alice1", "alice", 5);
+	vis_expect_items(ops, "+alice", false);
+	expect_nothing(wb);
+	vis_query_unknown(q, "qwb", "alice");
+
+	client_disconnect(q);
+	client_disconnect(alice);
+	client_disconnect(wb);
+	client_disconnect(ops);
+	broker_stop(b);
+	free(conf);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Configurations the broker refuses                                                         */
 /* ---------------------------------------------------------------------------------------- */
@@ -621,6 +664,7 @@ int main(void)
 	    T(privacy_writes_by_others_are_denied_and_the_topic_is_never_delivered),
 	    T(sighup_applies_a_new_groups_file_and_keeps_the_old_one_on_error),
 	    T(an_invisible_user_stays_invisible_across_a_restart),
+	    T(an_invisible_user_stays_invisible_across_a_crash_once_saved),
 	    T(bad_visibility_options_stop_the_broker),
 	    T(a_groups_file_with_an_error_names_its_line),
 	};
