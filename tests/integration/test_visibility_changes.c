@@ -2,7 +2,8 @@
 /*
  * Integration tests of who may see whom (issue 18), continued: privacy writes that are rejected
  * or denied, the privacy topic never delivered, a groups_file re-read on SIGHUP (good and bad),
- * privacy kept across a restart with a state_file, and the configurations the broker refuses.
+ * privacy kept across a restart and a crash with a state_file, and the configurations the
+ * broker refuses.
  * Every step asserts exactly what each watcher receives (visibility.h).
  */
 #include "visibility.h"
@@ -84,7 +85,7 @@ static void reject_step(struct reject_fixture *f, const char *wb, const char *sn
 	vis_step(&f->mk, e, 5);
 }
 
-/* Returns text with every '"' preceded by a backslash (JSON string content). */
+/* Writes text to out (size bytes) with every quote and backslash escaped: JSON string content. */
 static void json_escape(const char *text, char *out, size_t size)
 {
 	size_t n = 0;
