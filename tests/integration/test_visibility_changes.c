@@ -6,6 +6,8 @@
  * broker refuses.
  * Every step asserts exactly what each watcher receives (visibility.h).
  */
+#include <unistd.h>
+
 #include "visibility.h"
 
 #define LOG_PREFIX "mosquitto-presence: "
@@ -406,6 +408,27 @@ static void sighup_applies_a_new_groups_file_and_keeps_the_old_one_on_error(void
 
 		vis_step(&mk, e, 4);
 	}
+	/* A file that is gone: the same. */
+	assert_int_equal(unlink(path), 0);
+	broker_signal(b, SIGHUP);
+	if (!broker_log_wait(b, path, 5000)) {
+		char *log = broker_log(b);
+
+		fail_msg("the log does not name %s after its removal:\n%s", path, log);
+	}
+	{
+		char *log = broker_log(b);
+		const char *parts[] = {"groups_file", path, "No such file or directory", NULL};
+
+		expect_line_with(log, parts);
+		free(log);
+	}
+	{
+		struct vis_expect e[] = {
+		    {ops, NULL, false}, {wa, NULL, false}, {wb, NULL, false}, {wc, NULL, false}};
+
+		vis_step(&mk, e, 4);
+	}
 	publish_text_ok(alice, "presence/alice/state/status", "a", 1);
 	publish_text_ok(bob, "presence/bob/state/status", "b", 1);
 	{
@@ -642,17 +665,27 @@ static void a_groups_file_with_an_error_names_its_line(void **state)
 	};
 	static const char *const extra = "plugin_opt_visibility group\n"
 	                                 "plugin_opt_groups_file @DIR@/groups\n";
-	char path[1024], needle[1200];
+	char path[1024], needle[1200], many[2048] = "";
+	const char *parts[] = {"groups_file", needle, NULL};
+	char *log;
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char *log = expect_refusal(cases[i].text, extra, path, sizeof(path), true);
-		const char *parts[] = {"groups_file", needle, NULL};
-
+		log = expect_refusal(cases[i].text, extra, path, sizeof(path), true);
 		snprintf(needle, sizeof(needle), "%s line %d: ", path, cases[i].line);
 		expect_line_with(log, parts);
 		free(log);
 	}
+	/* 32 groups per user at most: alice's 33rd membership is on line 66. */
+	for (int g = 1; g <= 33; g++) {
+		size_t len = strlen(many);
+
+		snprintf(many + len, sizeof(many) - len, "group g%d\nuser alice\n", g);
+	}
+	log = expect_refusal(many, extra, path, sizeof(path), true);
+	snprintf(needle, sizeof(needle), "%s line 66: ", path);
+	expect_line_with(log, parts);
+	free(log);
 }
 
 #define T(f) cmocka_unit_test_teardown(f, harness_teardown)

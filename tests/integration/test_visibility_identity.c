@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: EPL-2.0 OR BSD-3-Clause */
 /*
- * Integration tests of who may see whom (issue 18) with identity clientid: a watcher's name is
- * its client id, whatever username it logs in with (and with none), in the groups_file, in
- * see_everyone and in privacy lists. Every step asserts exactly what each watcher receives
+ * Integration tests of who may see whom (issue 18) and the names of watchers: with identity
+ * clientid a watcher's name is its client id, whatever username it logs in with (and with
+ * none), in the groups_file, in see_everyone and in privacy lists; a group_from_username
+ * separator of several bytes. Every step asserts exactly what each watcher receives
  * (visibility.h).
  */
 #include "visibility.h"
@@ -77,12 +78,68 @@ static void with_identity_clientid_watchers_are_named_by_their_client_ids(void *
 	free(conf);
 }
 
+static void a_separator_of_several_bytes_ends_the_group_at_its_first_occurrence(void **state)
+{
+	static const char *const groups = "group acme\nuser marker\n";
+	static const char *const extra =
+	    VIS_OPEN "plugin_opt_visibility group\n"
+	             "plugin_opt_group_from_username ::\n"
+	             "plugin_opt_groups_file @DIR@/groups\n"
+	             "plugin_opt_see_everyone ops\n"
+	             "plugin_opt_ignore_users ops,acme::dash,acme:dash\n";
+	/* In acme: the first two. No group: one colon only, the separator at the start. */
+	static const char *const users[] = {"acme::s1", "acme::x::y", "acme:s2", "::root"};
+	struct client *ops, *dash, *colon, *sessions[4];
+	struct vis_marker mk = {0};
+	char *conf;
+	struct broker *b = vis_start(groups, extra, &conf);
+
+	(void)state;
+	ops = vis_watch(b, "ops1", "ops", "presence/+");
+	mk.c = client_connect_as(b, "marker1", "marker", 5);
+	vis_expect_items(ops, "+marker", false);
+	for (size_t i = 0; i < 4; i++) {
+		char id[16], item[64];
+
+		snprintf(id, sizeof(id), "s%zu", i);
+		snprintf(item, sizeof(item), "+%s", users[i]);
+		sessions[i] = client_connect_as(b, id, users[i], 5);
+		vis_expect_items(ops, item, false);
+	}
+	dash = vis_watch(b, "dash", "acme::dash", NULL);
+	vis_expect_retained(dash, "presence/+", "+acme::s1 +acme::x::y +marker");
+	colon = vis_watch(b, "colon", "acme:dash", NULL);
+	vis_expect_retained(colon, "presence/+", "");
+
+	for (size_t i = 0; i < 4; i++) {
+		char topic[64], item[64];
+		struct vis_expect e[] = {
+		    {ops, item, false}, {dash, i < 2 ? item : NULL, false}, {colon, NULL, true}};
+
+		snprintf(topic, sizeof(topic), "presence/%s/state/status", users[i]);
+		snprintf(item, sizeof(item), "+%s", users[i]);
+		publish_text_ok(sessions[i], topic, "on", 1);
+		vis_step(&mk, e, 3);
+	}
+
+	for (size_t i = 0; i < 4; i++) {
+		client_disconnect(sessions[i]);
+	}
+	client_disconnect(colon);
+	client_disconnect(dash);
+	client_disconnect(ops);
+	client_disconnect(mk.c);
+	broker_stop(b);
+	free(conf);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, harness_teardown)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    T(with_identity_clientid_watchers_are_named_by_their_client_ids),
+	    T(a_separator_of_several_bytes_ends_the_group_at_its_first_occurrence),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
