@@ -3,8 +3,8 @@
  * Integration tests of who may see whom (issue 18) and the names of watchers: with identity
  * clientid a watcher's name is its client id, whatever username it logs in with (and with
  * none), in the groups_file, in see_everyone and in privacy lists; a group_from_username
- * separator of several bytes. Every step asserts exactly what each watcher receives
- * (visibility.h).
+ * separator of several bytes; a client id taken over by another user. Every step asserts exactly
+ * what each watcher receives (visibility.h).
  */
 #include "visibility.h"
 
@@ -133,6 +133,70 @@ static void a_separator_of_several_bytes_ends_the_group_at_its_first_occurrence(
 	free(conf);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Take-over                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+static void a_taken_over_client_id_sees_per_its_new_name(void **state)
+{
+	static const char *const groups = "group acme\nuser alice\nuser wa\n"
+	                                  "group globex\nuser bob\nuser wb\n"
+	                                  "group all\nuser marker\nuser wa\nuser wb\n";
+	static const char *const extra = VIS_OPEN "plugin_opt_visibility group\n"
+	                                          "plugin_opt_groups_file @DIR@/groups\n"
+	                                          "plugin_opt_ignore_users wa,wb\n";
+	struct client_opts wa_o = {.id = "w1", .username = "wa", .protocol = 5, .persistent = true};
+	struct client_opts wb_o = {.id = "w1", .username = "wb", .protocol = 5, .persistent = true};
+	struct client *w, *w2, *alice, *bob;
+	struct vis_marker mk = {0};
+	char *conf;
+	struct broker *b = vis_start(groups, extra, &conf);
+
+	(void)state;
+	w = client_connect(b, &wa_o);
+	assert_int_equal(client_subscribe(w, "presence/+", 1), 1);
+	mk.c = client_connect_as(b, "marker1", "marker", 5);
+	vis_expect_items(w, "+marker", false);
+	alice = client_connect_as(b, "alice1", "alice", 5);
+	{
+		struct vis_expect e[] = {{w, "+alice", false}};
+
+		vis_step(&mk, e, 1);
+	}
+	bob = client_connect_as(b, "bob1", "bob", 5);
+	{
+		struct vis_expect e[] = {{w, NULL, false}};
+
+		vis_step(&mk, e, 1);
+	}
+
+	/* wb takes client id w1 over (its session, with the subscription, where the broker
+	 * keeps it): what it receives is decided by its name. */
+	w2 = client_connect(b, &wb_o);
+	assert_true(client_wait_closed(w, 5000));
+	client_drop(w);
+	vis_expect_retained(w2, "presence/+", "+bob +marker");
+	publish_text_ok(alice, "presence/alice/state/status", "a", 1);
+	{
+		struct vis_expect e[] = {{w2, NULL, false}};
+
+		vis_step(&mk, e, 1);
+	}
+	publish_text_ok(bob, "presence/bob/state/status", "b", 1);
+	{
+		struct vis_expect e[] = {{w2, "+bob", false}};
+
+		vis_step(&mk, e, 1);
+	}
+
+	client_disconnect(w2);
+	client_disconnect(bob);
+	client_disconnect(alice);
+	client_disconnect(mk.c);
+	broker_stop(b);
+	free(conf);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, harness_teardown)
 
 int main(void)
@@ -140,6 +204,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    T(with_identity_clientid_watchers_are_named_by_their_client_ids),
 	    T(a_separator_of_several_bytes_ends_the_group_at_its_first_occurrence),
+	    T(a_taken_over_client_id_sees_per_its_new_name),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
