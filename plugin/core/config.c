@@ -51,6 +51,7 @@
 #define MAX_WRITES_PER_SECOND_MAX 1000u
 #define MAX_WRITE_BURST_MIN 1u
 #define MAX_WRITE_BURST_MAX 100000u
+#define GROUP_SEPARATOR_MAX 16u
 
 /* Space for the "what is allowed" part of an error message. */
 #define REASON_SIZE 128
@@ -517,8 +518,8 @@ static void config_next_name(const char **p, const char **name, size_t *len)
  * The whole value is checked before anything is allocated, so an invalid value costs no
  * allocation and an allocation failure leaves nothing behind.
  */
-static enum presence_err config_ignore_users(struct presence_config *cfg, const char *value,
-                                             char *reason, size_t reason_size)
+static enum presence_err config_names(char ***out, size_t *out_count, const char *value,
+                                      char *reason, size_t reason_size)
 {
 	const char *p;
 	const char *name;
@@ -558,9 +559,60 @@ static enum presence_err config_ignore_users(struct presence_config *cfg, const 
 			return PRESENCE_ERR_NOMEM;
 		}
 	}
-	cfg->ignore_users = names;
-	cfg->ignore_users_count = count;
+	*out = names;
+	*out_count = count;
 	return PRESENCE_OK;
+}
+
+static enum presence_err config_ignore_users(struct presence_config *cfg, const char *value,
+                                             char *reason, size_t reason_size)
+{
+	return config_names(&cfg->ignore_users, &cfg->ignore_users_count, value, reason,
+	                    reason_size);
+}
+
+static enum presence_err config_see_everyone(struct presence_config *cfg, const char *value,
+                                             char *reason, size_t reason_size)
+{
+	return config_names(&cfg->see_everyone, &cfg->see_everyone_count, value, reason,
+	                    reason_size);
+}
+
+static enum presence_err config_visibility(struct presence_config *cfg, const char *value,
+                                           char *reason, size_t reason_size)
+{
+	if (strcmp(value, "everyone") == 0) {
+		cfg->visibility_group = false;
+	} else if (strcmp(value, "group") == 0) {
+		cfg->visibility_group = true;
+	} else {
+		snprintf(reason, reason_size, "use everyone or group");
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
+static enum presence_err config_groups_file(struct presence_config *cfg, const char *value,
+                                            char *reason, size_t reason_size)
+{
+	return config_file(&cfg->groups_file, value, "/etc/mosquitto/presence-groups", reason,
+	                   reason_size);
+}
+
+static enum presence_err config_group_from_username(struct presence_config *cfg, const char *value,
+                                                    char *reason, size_t reason_size)
+{
+	size_t len = strlen(value);
+
+	if (len == 0 || len > GROUP_SEPARATOR_MAX || !presence_utf8_valid(value, len)) {
+		snprintf(reason, reason_size,
+		         "give the separator that ends the group part of a username: 1 to %u "
+		         "bytes of UTF-8, such as /",
+		         GROUP_SEPARATOR_MAX);
+		return PRESENCE_ERR_INVAL;
+	}
+	cfg->group_separator = presence_text_dup(value, len);
+	return cfg->group_separator != NULL ? PRESENCE_OK : PRESENCE_ERR_NOMEM;
 }
 
 /* Every option the plugin knows, in the order messages and describe list them. */
@@ -593,6 +645,10 @@ static const struct option_spec option_table[] = {
     {"cluster_tls_certfile", config_cluster_tls_certfile, NULL},
     {"cluster_tls_keyfile", config_cluster_tls_keyfile, NULL},
     {"cluster_wake_signal", config_cluster_wake_signal, "false"},
+    {"visibility", config_visibility, "everyone"},
+    {"groups_file", config_groups_file, NULL},
+    {"group_from_username", config_group_from_username, NULL},
+    {"see_everyone", config_see_everyone, NULL},
 };
 
 #define OPTION_COUNT (sizeof(option_table) / sizeof(option_table[0]))
@@ -760,6 +816,14 @@ enum presence_err presence_config_parse(struct presence_config *cfg,
 		rc = PRESENCE_ERR_INVAL;
 		goto fail;
 	}
+	if (parsed.visibility_group && parsed.groups_file == NULL &&
+	    parsed.group_separator == NULL) {
+		snprintf(err, err_size,
+		         OPTION_PREFIX "visibility group needs groups: give " OPTION_PREFIX
+		                       "groups_file, " OPTION_PREFIX "group_from_username or both");
+		rc = PRESENCE_ERR_INVAL;
+		goto fail;
+	}
 	if (!config_cluster_consistent(&parsed, err, err_size)) {
 		rc = PRESENCE_ERR_INVAL;
 		goto fail;
@@ -789,6 +853,9 @@ fail:
 void presence_config_free(struct presence_config *cfg)
 {
 	config_free_names(cfg->ignore_users, cfg->ignore_users_count);
+	config_free_names(cfg->see_everyone, cfg->see_everyone_count);
+	free(cfg->groups_file);
+	free(cfg->group_separator);
 	free(cfg->topic_prefix);
 	free(cfg->state_file);
 	free(cfg->cluster_url);
@@ -846,6 +913,23 @@ int presence_config_describe(const struct presence_config *cfg, char *buf, size_
 	}
 	for (i = 0; i < cfg->ignore_users_count; i++) {
 		config_append(buf, size, &len, "%s%s", i > 0 ? "," : "", cfg->ignore_users[i]);
+	}
+	/* Only when not the defaults, so that the line stays what it was for everyone else. */
+	if (cfg->visibility_group || cfg->groups_file != NULL || cfg->group_separator != NULL ||
+	    cfg->see_everyone_count > 0) {
+		config_append(buf, size, &len,
+		              " visibility=%s groups_file=%s group_from_username=%s "
+		              "see_everyone=",
+		              cfg->visibility_group ? "group" : "everyone",
+		              cfg->groups_file != NULL ? cfg->groups_file : "(none)",
+		              cfg->group_separator != NULL ? cfg->group_separator : "(none)");
+		if (cfg->see_everyone_count == 0) {
+			config_append(buf, size, &len, "(none)");
+		}
+		for (i = 0; i < cfg->see_everyone_count; i++) {
+			config_append(buf, size, &len, "%s%s", i > 0 ? "," : "",
+			              cfg->see_everyone[i]);
+		}
 	}
 	if (cfg->cluster_url != NULL) {
 		struct presence_cluster_endpoint ep;

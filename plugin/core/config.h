@@ -112,6 +112,15 @@ struct presence_config {
 	 * answers (plugin/mosquitto/wake.h); default false: results wait for the next loop
 	 * iteration (up to 100 ms on an idle broker). */
 	bool cluster_wake_signal;
+	/* Who may see whom (visibility.h): false = everyone (the default), true = group. */
+	bool visibility_group;
+	/* The groups file (re-read on SIGHUP), or NULL. */
+	char *groups_file;
+	/* The separator ending the group part of a username (1 to 16 bytes), or NULL. */
+	char *group_separator;
+	/* Names that see every user, as ignore_users; NULL when none. */
+	char **see_everyone;
+	size_t see_everyone_count;
 };
 
 /* Fills cfg from count options. On success returns PRESENCE_OK. On failure returns

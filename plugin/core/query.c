@@ -219,6 +219,8 @@ struct reply {
 	char *text;
 	size_t len;
 	size_t cap;
+	/* Who the requester may see; NULL: everyone. */
+	const struct presence_query_sight *sight;
 };
 
 /* Appends the n bytes at s. Returns false when memory runs out (the text is left as it was). */
@@ -279,6 +281,10 @@ static bool reply_append_presence(struct reply *r, const struct presence_registr
 	cJSON *item;
 	bool ok;
 
+	/* A user the requester may not see is answered as one never seen. */
+	if (user != NULL && r->sight != NULL && !r->sight->may_see(r->sight->arg, user)) {
+		user = NULL;
+	}
 	if (user != NULL && presence_user_published(user, &doc)) {
 		item = presence_document_build(&doc, true);
 		ok = item != NULL && reply_append_str(r, item->valuestring);
@@ -412,9 +418,10 @@ out:
 }
 
 char *presence_query_respond(const struct presence_query *q, const struct presence_registry *reg,
-                             size_t max_bytes, size_t *len)
+                             const struct presence_query_sight *sight, size_t max_bytes,
+                             size_t *len)
 {
-	struct reply r = {NULL, 0, 0};
+	struct reply r = {NULL, 0, 0, sight};
 	char too_large[64];
 	size_t i;
 

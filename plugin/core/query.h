@@ -63,6 +63,13 @@ struct presence_query {
 	char too_many[64];
 };
 
+/* Who the requester may see (visibility.h): may_see(arg, user) is false for a user to be
+ * answered exactly like one never seen. NULL: everyone. */
+struct presence_query_sight {
+	bool (*may_see)(void *arg, const struct presence_user *user);
+	void *arg;
+};
+
 /* Parses a request payload (len bytes, not NUL-terminated; payload may be NULL when len is 0)
  * into q, allowing at most max_users names in the whole request. Returns PRESENCE_OK with q
  * filled: every problem with the request is a command of kind PRESENCE_QUERY_ERROR, so a
@@ -83,7 +90,8 @@ void presence_query_free(struct presence_query *q);
  * which the caller frees with presence_query_response_free, or NULL (and *len 0) when an
  * allocation fails. reg is only read. */
 char *presence_query_respond(const struct presence_query *q, const struct presence_registry *reg,
-                             size_t max_bytes, size_t *len);
+                             const struct presence_query_sight *sight, size_t max_bytes,
+                             size_t *len);
 
 /* Frees a response from presence_query_respond; NULL is allowed. */
 void presence_query_response_free(char *text);

@@ -140,6 +140,7 @@ void presence_user_free(struct presence_user *user)
 {
 	if (user != NULL) {
 		presence_state_release(&user->state);
+		presence_privacy_free(user->privacy);
 		free(user);
 	}
 }
@@ -577,4 +578,26 @@ size_t presence_registry_known_count(const struct presence_registry *reg)
 uint64_t presence_registry_forgotten_total(const struct presence_registry *reg)
 {
 	return reg->forgotten_total;
+}
+
+const struct presence_privacy *presence_user_privacy(const struct presence_user *user)
+{
+	return user->privacy;
+}
+
+void presence_registry_user_set_privacy(struct presence_user *user,
+                                        struct presence_privacy *privacy)
+{
+	if (user->privacy != privacy) {
+		presence_privacy_free(user->privacy);
+		user->privacy = privacy;
+	}
+}
+
+void presence_registry_user_widen(struct presence_registry *reg, struct presence_user *user)
+{
+	if (user->published) {
+		user->widened = true;
+		presence_registry_user_changed(reg, user);
+	}
 }

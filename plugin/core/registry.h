@@ -19,6 +19,7 @@
 #include "document.h"
 #include "presence_err.h"
 #include "state.h"
+#include "visibility.h"
 
 struct presence_registry;
 struct presence_user;
@@ -124,6 +125,18 @@ unsigned int presence_user_sessions(const struct presence_user *user);
 struct presence_state *presence_user_state(struct presence_user *user);
 /* The seq of the user's last document (the floor it started from when it has none). */
 uint64_t presence_user_seq(const struct presence_user *user);
+
+/* The user's privacy choice (visibility.h); NULL: everyone. */
+const struct presence_privacy *presence_user_privacy(const struct presence_user *user);
+
+/* Replaces user's privacy choice with privacy (taken over; NULL: everyone). */
+void presence_registry_user_set_privacy(struct presence_user *user,
+                                        struct presence_privacy *privacy);
+
+/* More watchers may see user than saw its last document: its next document is due (if it has
+ * one), with since = now and seq = the larger of seq + 1 and the wall clock in ms, and the user
+ * goes on the dirty list. */
+void presence_registry_user_widen(struct presence_registry *reg, struct presence_user *user);
 
 /* The length of user's document topic "<prefix>/<level>" (without NUL), and the topic written
  * into out (at least that length + 1 bytes), NUL-terminated. */

@@ -390,8 +390,11 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 		presence_state_clear(&user->state);
 	}
 	state_same = !presence_state_changed_since_mark(&user->state);
+	if (!user->published) {
+		user->widened = false;
+	}
 	if (user->published && available == user->pub_available &&
-	    user->sessions == user->pub_sessions && state_same) {
+	    user->sessions == user->pub_sessions && state_same && !user->widened) {
 		/* A change undone: the text the change replaced need not be kept any longer. */
 		presence_state_mark(&user->state);
 		return PRESENCE_OK;
@@ -400,10 +403,18 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 		/* Never published and nothing to say: the user was never online. */
 		return PRESENCE_OK;
 	}
-	if (reg->has_guard && !reg->guard.allows(reg->guard.arg, user, user->seq + 1)) {
+	reg->prep_seq = user->seq + 1;
+	if (user->widened && (uint64_t)now_ms > reg->prep_seq) {
+		/* Gaining watchers: nothing in the document may tell them what happened while they
+		 * could not see (no seq gap to count, no since from then). */
+		reg->prep_seq = (uint64_t)now_ms;
+	}
+	if (reg->has_guard && !reg->guard.allows(reg->guard.arg, user, reg->prep_seq)) {
 		return hold(reg, user);
 	}
-	if (!user->published || available != user->pub_available) {
+	if (user->widened) {
+		reg->prep_since_ms = now_ms;
+	} else if (!user->published || available != user->pub_available) {
 		/* Going offline after the delay: since is when the last session left. */
 		reg->prep_since_ms =
 		    !available && user->waiting ? wait_of(reg, user)->left_ms : now_ms;
@@ -414,7 +425,7 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 	doc->available = available;
 	doc->sessions = user->sessions;
 	doc->since_ms = reg->prep_since_ms;
-	doc->seq = user->seq + 1;
+	doc->seq = reg->prep_seq;
 	doc->state_json = presence_state_json(&user->state);
 	*due = true;
 	return PRESENCE_OK;
@@ -423,7 +434,8 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 void presence_registry_document_sent(struct presence_registry *reg, struct presence_user *user)
 {
 	/* Nothing about the user changed since presence_registry_document_prepare. */
-	user->seq++;
+	user->seq = reg->prep_seq;
+	user->widened = false;
 	if (!user->published) {
 		user->published = true;
 		reg->known++;

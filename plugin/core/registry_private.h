@@ -32,6 +32,7 @@
 #include "registry.h"
 #include "state.h"
 #include "testing.h"
+#include "visibility.h"
 
 /* Which queue a user is on. */
 enum user_list {
@@ -67,6 +68,8 @@ struct presence_user {
 	int64_t write_tat;
 	/* The shared state. */
 	struct presence_state state;
+	/* The user's privacy choice (visibility.h); NULL: everyone. */
+	struct presence_privacy *privacy;
 	unsigned int pub_sessions;
 	/* Number of ACTIVE sessions. */
 	unsigned int sessions;
@@ -91,6 +94,9 @@ struct presence_user {
 	/* Cluster mode: whether the last count sent for the user was above 0 (the user is kept
 	 * until a count of 0 follows it, even without a document). */
 	unsigned int counted : 1;
+	/* Whether more watchers may see the user than its last document was shown to: its next
+	 * document is due, with since = now and seq jumped (presence_registry_user_widen). */
+	unsigned int widened : 1;
 	/* "<encoded name>\0", then "<name>\0" when name_apart. */
 	char level[];
 };
@@ -136,6 +142,8 @@ struct presence_registry {
 	struct presence_cursor *cursors[PRESENCE_REGISTRY_CURSORS];
 	/* The since of the document being prepared. */
 	int64_t prep_since_ms;
+	/* The seq of the document prepared. */
+	uint64_t prep_seq;
 	/* Counters kept incrementally. */
 	size_t available;
 	size_t active;

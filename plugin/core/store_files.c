@@ -95,6 +95,36 @@ void presence__store_buf_json_string(struct presence__store_buf *b, const char *
 	}
 }
 
+/* Appends ,"privacy":{...} for a choice other than everyone (kept whatever keep_state says:
+ * it is a setting, not presence). */
+static void buf_privacy(struct presence__store_buf *b, const struct presence_privacy *privacy)
+{
+	if (privacy == NULL) {
+		return;
+	}
+	presence__store_buf_str(b, ",\"privacy\":{\"visible_to\":");
+	switch (privacy->kind) {
+	case PRESENCE_PRIVACY_GROUP:
+		presence__store_buf_str(b, "\"group\"");
+		break;
+	case PRESENCE_PRIVACY_NOBODY:
+		presence__store_buf_str(b, "\"nobody\"");
+		break;
+	case PRESENCE_PRIVACY_LIST:
+		presence__store_buf_str(b, "[");
+		for (size_t i = 0; i < privacy->count; i++) {
+			presence__store_buf_str(b, i > 0 ? "," : "");
+			presence__store_buf_json_string(b, privacy->names[i]);
+		}
+		presence__store_buf_str(b, "]");
+		break;
+	case PRESENCE_PRIVACY_EVERYONE:
+		presence__store_buf_str(b, "\"everyone\"");
+		break;
+	}
+	presence__store_buf_str(b, "}");
+}
+
 /* Appends the record of user's last document, keys in the documented order, and a newline. */
 void presence__store_buf_user_record(struct presence__store_buf *b,
                                      const struct presence_user *user, bool with_state)
@@ -113,6 +143,7 @@ void presence__store_buf_user_record(struct presence__store_buf *b,
 		presence__store_buf_str(b, ",\"state\":");
 		presence__store_buf_str(b, rec.state_json);
 	}
+	buf_privacy(b, presence_user_privacy(user));
 	presence__store_buf_str(b, "}\n");
 }
 

@@ -89,7 +89,46 @@ static bool user_valid(const cJSON *user, const char *where, char *err, size_t e
 		presence__store_error(err, err_size, "%s: \"state\" must be a JSON object", where);
 		return false;
 	}
+	if (member(user, "privacy") != NULL && !cJSON_IsObject(member(user, "privacy"))) {
+		presence__store_error(err, err_size, "%s: \"privacy\" must be a JSON object",
+		                      where);
+		return false;
+	}
 	return true;
+}
+
+/* Gives the user named name (just restored) the privacy choice of its record (absent:
+ * everyone; a record older than the user's current one left it alone). */
+static enum presence_err restore_privacy(struct presence_registry *reg, const char *name,
+                                         uint64_t seq, const cJSON *privacy, const char *where,
+                                         char *err, size_t err_size)
+{
+	struct presence_user *user = presence_registry_user_find(reg, name);
+	struct presence_privacy *choice = NULL;
+	char reason[PRESENCE_VISIBILITY_REASON_SIZE];
+	enum presence_err rc = PRESENCE_OK;
+	char *text;
+
+	if (user == NULL || presence_user_seq(user) != seq) {
+		return PRESENCE_OK;
+	}
+	if (privacy != NULL) {
+		text = cJSON_PrintUnformatted(privacy);
+		if (text == NULL) {
+			return PRESENCE_ERR_NOMEM;
+		}
+		rc = presence_privacy_parse(text, strlen(text), &choice, reason, sizeof(reason));
+		cJSON_free(text);
+		if (rc == PRESENCE_ERR_INVAL || rc == PRESENCE_ERR_TOO_LARGE) {
+			presence__store_error(err, err_size, "%s: \"privacy\": %s", where, reason);
+			return PRESENCE_ERR_INVAL;
+		}
+		if (rc != PRESENCE_OK) {
+			return rc;
+		}
+	}
+	presence_registry_user_set_privacy(user, choice);
+	return PRESENCE_OK;
 }
 
 /* Restores a checked user record into reg. */
@@ -103,6 +142,12 @@ static enum presence_err restore_user(struct presence_registry *reg, const cJSON
 	enum presence_err rc =
 	    presence_registry_user_restore(reg, name, seq, since, available, member(user, "state"));
 
+	if (rc == PRESENCE_OK) {
+		rc = restore_privacy(reg, name, seq, member(user, "privacy"), where, err, err_size);
+		if (rc == PRESENCE_ERR_INVAL) {
+			return rc;
+		}
+	}
 	if (rc == PRESENCE_ERR_NOMEM) {
 		presence__store_error(err, err_size, "out of memory restoring %s", where);
 	} else if (rc != PRESENCE_OK) {

@@ -23,6 +23,8 @@
 #define TOPIC_STATE "state"
 /* The level after the user level for rejection notices. */
 #define TOPIC_ERROR "error"
+/* The level of a user's privacy choice. */
+#define TOPIC_PRIVACY "privacy"
 
 /*
  * Returns the escape sequence that replaces c in an encoded user level, or NULL when c stands
@@ -56,6 +58,8 @@ static void topic_classify_rest(const char *rest, struct presence_topic *out)
 
 	if (strcmp(rest, TOPIC_ERROR) == 0) {
 		out->kind = PRESENCE_TOPIC_ERROR;
+	} else if (strcmp(rest, TOPIC_PRIVACY) == 0) {
+		out->kind = PRESENCE_TOPIC_PRIVACY;
 	} else if (strncmp(rest, TOPIC_STATE, state_len) == 0 && rest[state_len] == '\0') {
 		out->kind = PRESENCE_TOPIC_STATE;
 	} else if (strncmp(rest, TOPIC_STATE, state_len) == 0 && rest[state_len] == '/') {

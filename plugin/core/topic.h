@@ -8,6 +8,7 @@
  *   P/U/state        merge-patch writes to U's state
  *   P/U/state/<key>  single-key writes to U's state (<key> is everything after "state/")
  *   P/U/error        rejection notices for U's own sessions
+ *   P/U/privacy      U's privacy choice (visibility.h)
  * Anything else below P/ is reserved. The encoding is injective, so two user names never
  * share a level.
  */
@@ -28,6 +29,8 @@ enum presence_topic_kind {
 	PRESENCE_TOPIC_STATE_KEY,
 	/* P/U/error */
 	PRESENCE_TOPIC_ERROR,
+	/* P/U/privacy */
+	PRESENCE_TOPIC_PRIVACY,
 	/* Anything else below P/ (P/U/x, P/U/state2, P/, ...). */
 	PRESENCE_TOPIC_RESERVED,
 };

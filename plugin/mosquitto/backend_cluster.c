@@ -30,6 +30,7 @@
 #include "plugin.h"
 #include "clock.h"
 #include "publish.h"
+#include "sight.h"
 #include "text.h"
 
 #if PRESENCE_CLUSTER
@@ -480,6 +481,9 @@ static enum presence_err cluster_write(struct presence_plugin *p, struct presenc
 	enum presence_err err;
 	uint64_t seq;
 
+	if (topic->kind == PRESENCE_TOPIC_PRIVACY) {
+		return presence_sight_privacy_write(p, user, payload, payload_len, changed, reason);
+	}
 	if (!presence_redis_ready(cl->redis)) {
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
 		         "the cluster store (Redis) is unavailable; the write was not applied");

@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "plugin.h"
 #include "publish.h"
+#include "sight.h"
 
 /* Publishes the last document of every user recorded as offline (see init). */
 static void republish_offline_users(struct presence_plugin *p)
@@ -93,6 +94,9 @@ static enum presence_err local_write(struct presence_plugin *p, struct presence_
 	enum presence_err err;
 
 	(void)write_topic;
+	if (topic->kind == PRESENCE_TOPIC_PRIVACY) {
+		return presence_sight_privacy_write(p, user, payload, len, changed, reason);
+	}
 	if (topic->kind == PRESENCE_TOPIC_STATE) {
 		err = presence_state_merge(presence_user_state(user), &p->limits, payload, len,
 		                           changed, reason);

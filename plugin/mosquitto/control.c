@@ -46,6 +46,7 @@
 #include "clock.h"
 #include "publish.h"
 #include "query.h"
+#include "sight.h"
 
 /*
  * Builds the properties of the response to a request with properties request_props: the
@@ -102,6 +103,8 @@ static int response_properties(struct presence_plugin *p, const mosquitto_proper
 
 int presence_control_cb(int event, void *event_data, void *userdata)
 {
+	struct presence_sight_query sight_arg;
+	struct presence_query_sight sight;
 	struct mosquitto_evt_control *ed = event_data;
 	struct presence_plugin *p = userdata;
 	const char *client_id = mosquitto_client_id(ed->client);
@@ -141,7 +144,9 @@ int presence_control_cb(int event, void *event_data, void *userdata)
 		                     client_id,
 		                     presence_or_none(mosquitto_client_username(ed->client)),
 		                     q.count, q.username_total);
-		text = presence_query_respond(&q, p->reg, p->cfg.max_query_reply_bytes, &len);
+		presence_sight_query_filter(p, ed->client, &sight_arg, &sight);
+		text =
+		    presence_query_respond(&q, p->reg, &sight, p->cfg.max_query_reply_bytes, &len);
 		presence_query_free(&q);
 	}
 	if (text != NULL) {

@@ -15,6 +15,7 @@
 #include "plugin.h"
 #include "publish.h"
 #include "session.h"
+#include "sight.h"
 
 /* Returns true when the encoded user level (level, len) is client's own user. */
 static bool client_owns_level(const struct presence_plugin *p, const struct mosquitto *client,
@@ -56,21 +57,29 @@ int presence_acl_check_cb(int event, void *event_data, void *userdata)
 		                              presence_lifecycle_unseen_login_effect);
 	}
 	presence_topic_parse(p->cfg.topic_prefix, ed->topic, &topic);
-	/* A retained document of a user the plugin does not know is one the broker restored from
-	 * an older persistence database: a user forgotten since, or any user after a restart
-	 * without a state file. Nobody reads it, and it goes (the removal comes back through
-	 * here with an empty payload, which is let through). */
-	if (access == PRESENCE_ACCESS_READ && p->documents_authoritative &&
-	    presence_policy_stale_document(p->reg, &topic, ed->payloadlen)) {
-		(void)presence_publish_owned(NULL, ed->topic, NULL, 0, 1, true, NULL);
-		return verdict_code(PRESENCE_VERDICT_DENY);
+	/* Every delivery of a document, to every watcher (sight.c). A retained document of a
+	 * user the plugin does not know is one the broker restored from an older persistence
+	 * database: a user forgotten since, or any user after a restart without a state file.
+	 * Nobody reads it, and it goes (the removal comes back through here with an empty
+	 * payload). */
+	if (access == PRESENCE_ACCESS_READ && topic.kind == PRESENCE_TOPIC_DOCUMENT) {
+		switch (presence_sight_read(p, ed->client, &topic, ed->payloadlen)) {
+		case PRESENCE_SIGHT_STALE:
+			(void)presence_publish_owned(NULL, ed->topic, NULL, 0, 1, true, NULL);
+			return verdict_code(PRESENCE_VERDICT_DENY);
+		case PRESENCE_SIGHT_HIDDEN:
+			return verdict_code(PRESENCE_VERDICT_DENY);
+		case PRESENCE_SIGHT_PASS:
+			break;
+		}
 	}
 	/* Ownership matters for state writes and error notices only; documents are read on
 	 * every delivery and need no lookup. Wills are checked too: they are sent after the
 	 * session's end, when the client is no longer tracked, so they own nothing; except at a
 	 * take-over, where the old session still counts (presence_policy_takeover_will). */
 	if ((access == PRESENCE_ACCESS_WRITE &&
-	     (topic.kind == PRESENCE_TOPIC_STATE || topic.kind == PRESENCE_TOPIC_STATE_KEY)) ||
+	     (topic.kind == PRESENCE_TOPIC_STATE || topic.kind == PRESENCE_TOPIC_STATE_KEY ||
+	      topic.kind == PRESENCE_TOPIC_PRIVACY)) ||
 	    (access == PRESENCE_ACCESS_READ && topic.kind == PRESENCE_TOPIC_ERROR)) {
 		owns = client_owns_level(p, ed->client, topic.user, topic.user_len);
 	}
@@ -129,36 +138,44 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 	struct presence_user *user;
 	enum presence_err err;
 	bool changed = false;
+	const char *what;
 
 	(void)event;
 	presence_topic_parse(p->cfg.topic_prefix, ed->topic, &topic);
-	if (topic.kind != PRESENCE_TOPIC_STATE && topic.kind != PRESENCE_TOPIC_STATE_KEY) {
+	if (topic.kind != PRESENCE_TOPIC_STATE && topic.kind != PRESENCE_TOPIC_STATE_KEY &&
+	    topic.kind != PRESENCE_TOPIC_PRIVACY) {
 		return MOSQ_ERR_SUCCESS;
 	}
+	what = topic.kind == PRESENCE_TOPIC_PRIVACY ? "privacy" : "state";
 	/* Consumed: never retained (and never read, see the ACL). Returning anything but
 	 * success or ACL_DENIED here would disconnect the client. */
 	ed->retain = false;
 	user = state_writer(p, ed->client, &topic);
 	if (user == NULL) {
 		presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
-		                     "ignored state write by client %s to %s: the session is not "
+		                     "ignored %s write by client %s to %s: the session is not "
 		                     "tracked",
-		                     presence_or_none(mosquitto_client_id(ed->client)), ed->topic);
+		                     what, presence_or_none(mosquitto_client_id(ed->client)),
+		                     ed->topic);
 		return MOSQ_ERR_SUCCESS;
 	}
 	if (!presence_registry_write_permitted(p->reg, user)) {
 		/* Over the write limit: refused if it would change the state (a write that
 		 * changes nothing, such as a QoS 1 resend of a write just applied, costs
 		 * nothing and is accepted). */
-		err = presence_policy_write_changes(
-		    presence_user_state(user), &p->limits, topic.kind == PRESENCE_TOPIC_STATE,
-		    topic.key, topic.key_len, ed->payload, ed->payloadlen, &changed, reason);
+		err = topic.kind == PRESENCE_TOPIC_PRIVACY
+		          ? presence_sight_privacy_changes(p, user, ed->payload, ed->payloadlen,
+		                                           &changed, reason)
+		          : presence_policy_write_changes(presence_user_state(user), &p->limits,
+		                                          topic.kind == PRESENCE_TOPIC_STATE,
+		                                          topic.key, topic.key_len, ed->payload,
+		                                          ed->payloadlen, &changed, reason);
 		if (err == PRESENCE_OK && changed) {
-			snprintf(
-			    reason, sizeof(reason),
-			    "too many state writes: at most %zu a second (%zu at once) per user; "
-			    "the write was not applied",
-			    p->cfg.max_writes_per_second, p->cfg.max_write_burst);
+			snprintf(reason, sizeof(reason),
+			         "too many %s: at most %zu a second (%zu at once) per user; the "
+			         "write was not applied",
+			         topic.kind == PRESENCE_TOPIC_PRIVACY ? "writes" : "state writes",
+			         p->cfg.max_writes_per_second, p->cfg.max_write_burst);
 			err = PRESENCE_ERR_TOO_LARGE;
 		}
 		if (err == PRESENCE_OK) {
@@ -175,7 +192,7 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 	if (err != PRESENCE_OK) {
 		p->state_rejected++;
 		presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
-		                     "rejected state write by client %s (user %s) to %s: %s",
+		                     "rejected %s write by client %s (user %s) to %s: %s", what,
 		                     presence_or_none(mosquitto_client_id(ed->client)),
 		                     presence_user_name(user), ed->topic, reason);
 		presence_publish_rejection(p, user, ed->topic, reason);

@@ -28,6 +28,7 @@
 #include "props_v20.h"
 #include "publish.h"
 #include "session.h"
+#include "sight.h"
 
 const char presence_lifecycle_generation[] = "2.0";
 
@@ -112,6 +113,7 @@ static int reload_cb(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 	p->reloading = true;
+	presence_sight_reload_requested(p);
 	/* DEFER lets the other plugins reload too; an error here would silently disable
 	 * password_file and acl_file after a SIGHUP on 2.0. */
 	return MOSQ_ERR_PLUGIN_DEFER;

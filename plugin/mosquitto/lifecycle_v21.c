@@ -35,6 +35,7 @@
 #include "plugin.h"
 #include "publish.h"
 #include "session.h"
+#include "sight.h"
 
 const char presence_lifecycle_generation[] = "2.1";
 
@@ -144,7 +145,7 @@ static int reload_cb(int event, void *event_data, void *userdata)
 {
 	(void)event;
 	(void)event_data;
-	(void)userdata;
+	presence_sight_reload_requested(userdata);
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -24,6 +24,7 @@
 #include "plugin.h"
 #include "clock.h"
 #include "publish.h"
+#include "sight.h"
 
 #define PRESENCE_EXPORT __attribute__((visibility("default")))
 
@@ -119,6 +120,7 @@ static void plugin_free(struct presence_plugin *p)
 	}
 	/* Before the registry: a compaction's cursor is open in it. */
 	presence_store_free(p->store);
+	presence_sight_end(p);
 	presence_query_limit_free(p->query_limit);
 	presence_registry_free(p->reg);
 	presence_config_free(&p->cfg);
@@ -130,7 +132,7 @@ static int configure(struct presence_plugin *p, const struct mosquitto_opt *opts
 {
 	size_t count = opt_count > 0 ? (size_t)opt_count : 0;
 	struct presence_option *options = calloc(count + 1, sizeof(*options));
-	char err[512];
+	char err[1024];
 	enum presence_err rc;
 
 	if (options == NULL) {
@@ -363,6 +365,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	presence_config_describe(&p->cfg, summary, sizeof(summary));
 	mosquitto_log_printf(MOSQ_LOG_INFO, PRESENCE_LOG_PREFIX "version %s started: %s",
 	                     PRESENCE_VERSION, summary);
+	rc = presence_sight_start(p);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		goto out_free_plugin;
+	}
 	if (p->cfg.state_file != NULL) {
 		rc = open_state_file(p, &loaded);
 		if (rc != MOSQ_ERR_SUCCESS) {

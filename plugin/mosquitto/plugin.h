@@ -22,6 +22,7 @@
 #include "state.h"
 #include "store.h"
 #include "topic.h"
+#include "visibility.h"
 
 /* The query API's request topic (registered with MOSQ_EVT_CONTROL) and the topic responses go
  * to when the request names no usable MQTT 5 response topic (dynamic-security's convention). */
@@ -101,6 +102,14 @@ struct presence_plugin {
 	const struct presence_backend *backend;
 	/* The cluster backend's own state (backend_cluster.c), NULL with the local backend. */
 	struct presence_cluster_link *cluster;
+	/* Who may see whom (sight.c): the operator's rule, the groups file's table, the
+	 * deletions in flight, the TICKs so far (their clock), and whether a SIGHUP asked to
+	 * re-read the groups file. */
+	struct presence_visibility vis;
+	struct presence_groups *groups;
+	struct presence_deletions *deletions;
+	uint64_t ticks;
+	bool groups_reload;
 };
 
 #endif

@@ -270,7 +270,18 @@ void presence_announce_removal(struct presence_plugin *p, const struct presence_
 	char stack[PRESENCE_TOPIC_STACK_SIZE];
 	char *topic = presence_user_topic(p, user, stack, 0);
 	int rc = MOSQ_ERR_NOMEM;
+	bool first;
 
+	/* Where not everyone may see the user, the removal reaches only those that could
+	 * (sight.c): recorded as a deletion in flight, the user gone after it. Without memory
+	 * for the record, the READ check lets it reach nobody (the retained document still
+	 * goes). */
+	if (!presence_visibility_open(&p->vis, presence_user_privacy(user))) {
+		(void)presence_deletions_add(
+		    p->deletions, presence_user_name(user), presence_user_level(user),
+		    presence_user_level_len(user), presence_user_privacy(user), p->groups, NULL,
+		    p->groups, true, p->ticks, &first);
+	}
 	if (topic != NULL) {
 		rc = presence_publish_owned(NULL, topic, NULL, 0, 1, true, NULL);
 		presence_user_topic_free(topic, stack);

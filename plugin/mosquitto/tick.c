@@ -18,6 +18,7 @@
 #include "plugin.h"
 #include "clock.h"
 #include "publish.h"
+#include "sight.h"
 
 /* Appends what changed to the state file's journal when a flush is due (one bounded step per
  * TICK), and continues a compaction by one bounded step (see the head of this file). */
@@ -128,6 +129,7 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	presence_lifecycle_tick(p, event_data);
 	/* No login is in progress between two loop iterations. */
 	p->connecting = NULL;
+	presence_sight_tick(p);
 	p->backend->tick(p);
 	publish_due_metrics(p);
 	presence_log_budget_report(&p->rejected_log, MOSQ_LOG_WARNING, "rejected state writes");

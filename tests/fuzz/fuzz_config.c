@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct presence_option opts[MAX_OPTIONS];
 	struct presence_config cfg;
-	char err[512], describe[2048];
+	char err[1024], describe[2048];
 	char *text = malloc(size + 1);
 	char *line, *next;
 	size_t count = 0;

@@ -122,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size -= 2;
 	FUZZ_CHECK(presence_query_parse(&q, data, size, max_users) == PRESENCE_OK);
 	FUZZ_CHECK(q.username_total <= max_users);
-	text = presence_query_respond(&q, reg, budget, &len);
+	text = presence_query_respond(&q, reg, NULL, budget, &len);
 	FUZZ_CHECK(text != NULL && strlen(text) == len);
 	response = cJSON_Parse(text);
 	FUZZ_CHECK(response != NULL);

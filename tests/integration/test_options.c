@@ -94,7 +94,8 @@ static void an_unknown_option_stops_the_broker_and_lists_the_known_options(void 
 	               "max_write_burst, state_file, cluster_url, broker_id, "
 	               "cluster_heartbeat_ms, cluster_lease_ms, cluster_username, "
 	               "cluster_password_file, cluster_tls_cafile, cluster_tls_certfile, "
-	               "cluster_tls_keyfile, cluster_wake_signal)");
+	               "cluster_tls_keyfile, cluster_wake_signal, visibility, groups_file, "
+	               "group_from_username, see_everyone)");
 }
 
 /* One invalid value and the message it must produce. */

@@ -16,7 +16,7 @@
 #include "failalloc.h"
 
 /* Room for any message config.c writes in these tests. */
-#define ERR_SIZE 512
+#define ERR_SIZE 1024
 
 /* The number of elements of an array. */
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -721,7 +721,8 @@ static void unknown_option_is_refused_with_the_known_options(void **state)
 	                         "cluster_url, broker_id, cluster_heartbeat_ms, cluster_lease_ms, "
 	                         "cluster_username, cluster_password_file, cluster_tls_cafile, "
 	                         "cluster_tls_certfile, cluster_tls_keyfile, "
-	                         "cluster_wake_signal)");
+	                         "cluster_wake_signal, visibility, groups_file, "
+	                         "group_from_username, see_everyone)");
 	assert_config_empty(&cfg);
 
 	/* Names are exact: no case folding, no prefix matching. */

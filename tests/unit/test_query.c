@@ -116,7 +116,7 @@ static void assert_answer(const struct presence_registry *reg, const char *reque
 
 	assert_int_equal(presence_query_parse(&q, request, strlen(request), max_users),
 	                 PRESENCE_OK);
-	text = presence_query_respond(&q, reg, 1u << 24, &len);
+	text = presence_query_respond(&q, reg, NULL, 1u << 24, &len);
 	assert_non_null(text);
 	assert_string_equal(text, expected);
 	assert_int_equal(len, strlen(expected));
@@ -423,7 +423,7 @@ static char *respond_within(const struct presence_registry *reg, const char *req
 	char *text;
 
 	assert_int_equal(presence_query_parse(&q, request, strlen(request), 100), PRESENCE_OK);
-	text = presence_query_respond(&q, reg, max_bytes, len);
+	text = presence_query_respond(&q, reg, NULL, max_bytes, len);
 	assert_non_null(text);
 	assert_int_equal(*len, strlen(text));
 	presence_query_free(&q);
@@ -540,7 +540,7 @@ static void respond_survives_every_allocation_failure(void **ctx)
 	for (n = 0; n < 10000; n++) {
 		len = 12345;
 		failalloc_fail_after(n);
-		text = presence_query_respond(&q, *ctx, 1u << 24, &len);
+		text = presence_query_respond(&q, *ctx, NULL, 1u << 24, &len);
 		failalloc_reset();
 		if (text != NULL) {
 			break;

@@ -256,6 +256,8 @@ static const struct parse_case parse_cases[] = {
     {"acme/presence", "acme/presence/bob/state/x/y", PRESENCE_TOPIC_STATE_KEY, "bob", "x/y"},
     {"acme/presence", "acme/presence/bob/error", PRESENCE_TOPIC_ERROR, "bob", NULL},
     {"acme/presence", "acme/presence/bob/x", PRESENCE_TOPIC_RESERVED, NULL, NULL},
+    {"acme/presence", "acme/presence/bob/privacy", PRESENCE_TOPIC_PRIVACY, "bob", NULL},
+    {"acme/presence", "acme/presence/bob/privacy/x", PRESENCE_TOPIC_RESERVED, NULL, NULL},
 };
 
 static const char *kind_name(enum presence_topic_kind kind)
@@ -271,6 +273,8 @@ static const char *kind_name(enum presence_topic_kind kind)
 		return "STATE_KEY";
 	case PRESENCE_TOPIC_ERROR:
 		return "ERROR";
+	case PRESENCE_TOPIC_PRIVACY:
+		return "PRIVACY";
 	case PRESENCE_TOPIC_RESERVED:
 		return "RESERVED";
 	}
