@@ -180,6 +180,18 @@ static enum presence_err lose_sight(struct presence_plugin *p, const char *name,
 	return err;
 }
 
+/* Shows user to the watchers that gain sight of it: its next document, with seq jumped (noted
+ * in the state file first, whose guard then holds the document until the jump is saved). When
+ * memory runs out for the note, the document goes out with seq + 1. */
+static void widen(struct presence_plugin *p, struct presence_user *user)
+{
+	bool added = false;
+
+	presence_registry_user_widen(
+	    p->reg, user,
+	    p->store == NULL || presence_store_note_change(p->store, user, &added) == PRESENCE_OK);
+}
+
 enum presence_err presence_sight_privacy_changes(struct presence_plugin *p,
                                                  struct presence_user *user, const void *payload,
                                                  size_t len, bool *changed, char *reason)
@@ -232,7 +244,7 @@ enum presence_err presence_sight_privacy_apply(struct presence_plugin *p,
 	widened = presence_visibility_widens(&p->vis, old, choice);
 	presence_registry_user_set_privacy(user, choice);
 	if (widened) {
-		presence_registry_user_widen(p->reg, user);
+		widen(p, user);
 		*changed = true;
 	}
 	return PRESENCE_OK;
@@ -325,7 +337,7 @@ static void reload_groups(struct presence_plugin *p)
 			lost++;
 		}
 		if (widened) {
-			presence_registry_user_widen(p->reg, user);
+			widen(p, user);
 			gained++;
 		}
 	}
