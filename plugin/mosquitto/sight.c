@@ -192,20 +192,32 @@ static void widen(struct presence_plugin *p, struct presence_user *user)
 	    p->store == NULL || presence_store_note_change(p->store, user, &added) == PRESENCE_OK);
 }
 
+/* Parses a privacy payload into *choice (NULL when it is the one user has: nothing to do). */
+static enum presence_err parse_change(const struct presence_user *user, const void *payload,
+                                      size_t len, struct presence_privacy **choice, bool *changed,
+                                      char *reason)
+{
+	enum presence_err err =
+	    presence_privacy_parse(payload, len, choice, reason, PRESENCE_STATE_REASON_SIZE);
+
+	*changed =
+	    err == PRESENCE_OK && !presence_privacy_equal(presence_user_privacy(user), *choice);
+	if (!*changed) {
+		presence_privacy_free(*choice);
+		*choice = NULL;
+	}
+	return err;
+}
+
 enum presence_err presence_sight_privacy_changes(struct presence_plugin *p,
                                                  struct presence_user *user, const void *payload,
                                                  size_t len, bool *changed, char *reason)
 {
 	struct presence_privacy *choice = NULL;
-	enum presence_err err =
-	    presence_privacy_parse(payload, len, &choice, reason, PRESENCE_STATE_REASON_SIZE);
+	enum presence_err err = parse_change(user, payload, len, &choice, changed, reason);
 
 	(void)p;
-	*changed = false;
-	if (err == PRESENCE_OK) {
-		*changed = !presence_privacy_equal(presence_user_privacy(user), choice);
-		presence_privacy_free(choice);
-	}
+	presence_privacy_free(choice);
 	return err;
 }
 
@@ -255,16 +267,11 @@ enum presence_err presence_sight_privacy_write(struct presence_plugin *p,
                                                size_t len, bool *changed, char *reason)
 {
 	struct presence_privacy *choice = NULL;
-	enum presence_err err =
-	    presence_privacy_parse(payload, len, &choice, reason, PRESENCE_STATE_REASON_SIZE);
+	enum presence_err err = parse_change(user, payload, len, &choice, changed, reason);
 
-	*changed = false;
-	if (err != PRESENCE_OK) {
+	if (err != PRESENCE_OK || !*changed) {
+		*changed = false;
 		return err;
-	}
-	if (presence_privacy_equal(presence_user_privacy(user), choice)) {
-		presence_privacy_free(choice);
-		return PRESENCE_OK;
 	}
 	presence_registry_write_charge(p->reg, user);
 	return presence_sight_privacy_apply(p, user, choice, changed);

@@ -136,7 +136,14 @@ int presence_tick_cb(int event, void *event_data, void *userdata)
 	presence_log_budget_report(&p->denied_log, MOSQ_LOG_NOTICE, "denied publishes");
 	presence_log_budget_report(&p->untracked_log, MOSQ_LOG_WARNING, "sessions over max_users");
 	if (p->store != NULL) {
+		size_t held = presence_registry_held_count(p->reg);
+
 		save_state(p);
+		/* Documents the save released go out now, not one loop iteration later: what they
+		 * show does not depend on what the next iteration brings. */
+		if (presence_registry_held_count(p->reg) < held) {
+			p->backend->publish_due(p);
+		}
 	}
 	return MOSQ_ERR_SUCCESS;
 }
