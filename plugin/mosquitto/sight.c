@@ -231,10 +231,7 @@ enum presence_err presence_sight_privacy_apply(struct presence_plugin *p,
 	}
 	widened = presence_visibility_widens(&p->vis, old, choice);
 	presence_registry_user_set_privacy(user, choice);
-	if (widened) {
-		presence_registry_user_widen(p->reg, user);
-		*changed = true;
-	}
+	*changed = widened;
 	return PRESENCE_OK;
 }
 
@@ -255,7 +252,11 @@ enum presence_err presence_sight_privacy_write(struct presence_plugin *p,
 		return PRESENCE_OK;
 	}
 	presence_registry_write_charge(p->reg, user);
-	return presence_sight_privacy_apply(p, user, choice, changed);
+	err = presence_sight_privacy_apply(p, user, choice, changed);
+	if (err == PRESENCE_OK && *changed) {
+		presence_registry_user_widen(p->reg, user);
+	}
+	return err;
 }
 
 /* A change came while the deletion for the user was in flight: tell what followed. */
@@ -325,7 +326,7 @@ static void reload_groups(struct presence_plugin *p)
 			lost++;
 		}
 		if (widened) {
-			presence_registry_user_widen(p->reg, user);
+			p->backend->widen(p, user);
 			gained++;
 		}
 	}
