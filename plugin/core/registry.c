@@ -594,10 +594,22 @@ void presence_registry_user_set_privacy(struct presence_user *user,
 	}
 }
 
-void presence_registry_user_widen(struct presence_registry *reg, struct presence_user *user)
+void presence_registry_user_widen(struct presence_registry *reg, struct presence_user *user,
+                                  bool jump)
 {
-	if (user->published) {
-		user->widened = true;
-		presence_registry_user_changed(reg, user);
+	if (!user->published) {
+		return;
 	}
+	if (jump) {
+		/* The next document is numbered with the wall clock (or seq + 1 if higher): no
+		 * gap a watcher could count. Recorded as the last document's seq, so that the
+		 * state file's guard holds the document until the jump is saved. */
+		int64_t wall = reg->clock.wall_ms(reg->clock.arg);
+
+		if (wall > 0 && (uint64_t)wall - 1 > user->seq) {
+			user->seq = (uint64_t)wall - 1;
+		}
+	}
+	user->widened = true;
+	presence_registry_user_changed(reg, user);
 }

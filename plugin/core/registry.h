@@ -134,9 +134,11 @@ void presence_registry_user_set_privacy(struct presence_user *user,
                                         struct presence_privacy *privacy);
 
 /* More watchers may see user than saw its last document: its next document is due (if it has
- * one), with since = now and seq = the larger of seq + 1 and the wall clock in ms, and the user
- * goes on the dirty list. */
-void presence_registry_user_widen(struct presence_registry *reg, struct presence_user *user);
+ * one), with since = now and, with jump, seq = the larger of seq + 1 and the wall clock in ms
+ * (user's seq is raised at once: with a state file, note the change first, store.h), and the
+ * user goes on the dirty list. */
+void presence_registry_user_widen(struct presence_registry *reg, struct presence_user *user,
+                                  bool jump);
 
 /* The length of user's document topic "<prefix>/<level>" (without NUL), and the topic written
  * into out (at least that length + 1 bytes), NUL-terminated. */

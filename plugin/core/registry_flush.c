@@ -404,15 +404,12 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 		return PRESENCE_OK;
 	}
 	reg->prep_seq = user->seq + 1;
-	if (user->widened && (uint64_t)now_ms > reg->prep_seq) {
-		/* Gaining watchers: nothing in the document may tell them what happened while they
-		 * could not see (no seq gap to count, no since from then). */
-		reg->prep_seq = (uint64_t)now_ms;
-	}
 	if (reg->has_guard && !reg->guard.allows(reg->guard.arg, user, reg->prep_seq)) {
 		return hold(reg, user);
 	}
 	if (user->widened) {
+		/* Gaining watchers: nothing in the document may tell them what happened while they
+		 * could not see (its seq jumped at presence_registry_user_widen). */
 		reg->prep_since_ms = now_ms;
 	} else if (!user->published || available != user->pub_available) {
 		/* Going offline after the delay: since is when the last session left. */

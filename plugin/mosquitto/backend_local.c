@@ -124,16 +124,11 @@ static void local_publish_due(struct presence_plugin *p)
 	presence_publish_due_documents(p);
 }
 
-static void local_widen(struct presence_plugin *p, struct presence_user *user)
-{
-	presence_registry_user_widen(p->reg, user);
-}
-
 const struct presence_backend presence_backend_local = {
     .start = local_start,
     .end = local_end,
     .write = local_write,
     .tick = local_tick,
     .publish_due = local_publish_due,
-    .widen = local_widen,
+    .widen = presence_sight_widen,
 };

@@ -180,20 +180,44 @@ static enum presence_err lose_sight(struct presence_plugin *p, const char *name,
 	return err;
 }
 
+/* Shows user to the watchers that gain sight of it: its next document, with seq jumped (noted
+ * in the state file first, whose guard then holds the document until the jump is saved). When
+ * memory runs out for the note, the document goes out with seq + 1. */
+void presence_sight_widen(struct presence_plugin *p, struct presence_user *user)
+{
+	bool added = false;
+
+	presence_registry_user_widen(
+	    p->reg, user,
+	    p->store == NULL || presence_store_note_change(p->store, user, &added) == PRESENCE_OK);
+}
+
+/* Parses a privacy payload into *choice (NULL when it is the one user has: nothing to do). */
+static enum presence_err parse_change(const struct presence_user *user, const void *payload,
+                                      size_t len, struct presence_privacy **choice, bool *changed,
+                                      char *reason)
+{
+	enum presence_err err =
+	    presence_privacy_parse(payload, len, choice, reason, PRESENCE_STATE_REASON_SIZE);
+
+	*changed =
+	    err == PRESENCE_OK && !presence_privacy_equal(presence_user_privacy(user), *choice);
+	if (!*changed) {
+		presence_privacy_free(*choice);
+		*choice = NULL;
+	}
+	return err;
+}
+
 enum presence_err presence_sight_privacy_changes(struct presence_plugin *p,
                                                  struct presence_user *user, const void *payload,
                                                  size_t len, bool *changed, char *reason)
 {
 	struct presence_privacy *choice = NULL;
-	enum presence_err err =
-	    presence_privacy_parse(payload, len, &choice, reason, PRESENCE_STATE_REASON_SIZE);
+	enum presence_err err = parse_change(user, payload, len, &choice, changed, reason);
 
 	(void)p;
-	*changed = false;
-	if (err == PRESENCE_OK) {
-		*changed = !presence_privacy_equal(presence_user_privacy(user), choice);
-		presence_privacy_free(choice);
-	}
+	presence_privacy_free(choice);
 	return err;
 }
 
@@ -240,21 +264,16 @@ enum presence_err presence_sight_privacy_write(struct presence_plugin *p,
                                                size_t len, bool *changed, char *reason)
 {
 	struct presence_privacy *choice = NULL;
-	enum presence_err err =
-	    presence_privacy_parse(payload, len, &choice, reason, PRESENCE_STATE_REASON_SIZE);
+	enum presence_err err = parse_change(user, payload, len, &choice, changed, reason);
 
-	*changed = false;
-	if (err != PRESENCE_OK) {
+	if (err != PRESENCE_OK || !*changed) {
+		*changed = false;
 		return err;
-	}
-	if (presence_privacy_equal(presence_user_privacy(user), choice)) {
-		presence_privacy_free(choice);
-		return PRESENCE_OK;
 	}
 	presence_registry_write_charge(p->reg, user);
 	err = presence_sight_privacy_apply(p, user, choice, changed);
 	if (err == PRESENCE_OK && *changed) {
-		presence_registry_user_widen(p->reg, user);
+		presence_sight_widen(p, user);
 	}
 	return err;
 }

@@ -65,6 +65,10 @@ enum presence_err presence_sight_privacy_apply(struct presence_plugin *p,
                                                struct presence_user *user,
                                                struct presence_privacy *choice, bool *changed);
 
+/* A single broker's widening (the local backend's): user's next document is due with seq and
+ * since jumped (registry.h, presence_registry_user_widen). */
+void presence_sight_widen(struct presence_plugin *p, struct presence_user *user);
+
 /* TICK: forgets delivered deletions (sending those that waited for them) and applies a groups
  * file the last SIGHUP asked to re-read. */
 void presence_sight_tick(struct presence_plugin *p);

@@ -1648,9 +1648,50 @@ static void write_limit_allows_a_burst_then_the_rate(void **ctx)
 	assert_true(presence_registry_write_permitted(reg, alice));
 }
 
+/* Issue 18: a user shown to more watchers publishes again with since = now and, with jump, seq
+ * raised to the wall clock (no gap a new watcher could count); a user without a document has
+ * nobody to show anything to. */
+static void widening_republishes_with_seq_and_since_from_the_clock(void **ctx)
+{
+	struct presence_registry *reg = *ctx;
+	struct presence_document doc;
+	struct presence_user *alice;
+
+	connect_user(reg, A, "alice");
+	assert_true(flush_one(reg, &doc, 1000));
+	assert_doc(&doc, true, 1, 1, 1000);
+	alice = presence_registry_user_find(reg, "alice");
+	presence_registry_user_widen(reg, alice, true);
+	assert_int_equal(presence_user_seq(alice), (uint64_t)fake_wall - 1);
+	assert_true(flush_one(reg, &doc, 5000));
+	assert_doc(&doc, true, 1, (uint64_t)fake_wall, 5000);
+	/* Then on by one, since kept. */
+	connect_user(reg, B, "alice");
+	assert_true(flush_one(reg, &doc, 6000));
+	assert_doc(&doc, true, 2, (uint64_t)fake_wall + 1, 5000);
+	/* Without the jump (the state file could not note it): seq + 1. */
+	presence_registry_user_widen(reg, alice, false);
+	assert_true(flush_one(reg, &doc, 7000));
+	assert_doc(&doc, true, 2, (uint64_t)fake_wall + 2, 7000);
+	/* A seq above the clock only grows by one. */
+	fake_wall = 10;
+	presence_registry_user_widen(reg, alice, true);
+	assert_true(flush_one(reg, &doc, 8000));
+	assert_doc(&doc, true, 2, (uint64_t)1764265200000 + 3, 8000);
+	fake_wall = 1764265200000;
+	/* Never published: nothing to show. */
+	assert_int_equal(presence_registry_session_pending(reg, C), PRESENCE_OK);
+	promote_all(reg, "bob");
+	presence_registry_user_widen(reg, presence_registry_user_find(reg, "bob"), true);
+	assert_true(flush_one(reg, &doc, 9000));
+	assert_doc(&doc, true, 1, 1, 9000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(widening_republishes_with_seq_and_since_from_the_clock,
+	                                    setup_clock, teardown),
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define D(name) cmocka_unit_test_setup_teardown(name, setup_delay, teardown)
 #define K(name) cmocka_unit_test_setup_teardown(name, setup_clock, teardown)

@@ -548,6 +548,60 @@ static void a_clean_stop_round_trips_every_user_exactly(void **ctx)
 	    "{\"status\":\"away\",\"deep\":{\"a\":[1,2.5,\"x\"],\"b\":null}}");
 }
 
+/* Issue 18: a user's privacy choice is saved with its record (whatever keep_state says), kept
+ * through a compaction and a restart, and the latest record's choice wins; a record without one
+ * means everyone; a broken one is refused with a reason. */
+static void privacy_choices_are_saved_and_restored(void **ctx)
+{
+	static const char list[] = "{\"visible_to\":[\"b\u00f6b\",\"carol\"]}";
+	struct fixture *f = *ctx;
+	struct presence_privacy *choice = NULL;
+	char reason[PRESENCE_VISIBILITY_REASON_SIZE];
+	bool added;
+	char *text;
+
+	open_fixture(f, false);
+	online(f, 1, "alice");
+	online(f, 2, "dave");
+	assert_int_equal(
+	    presence_privacy_parse(list, sizeof(list) - 1, &choice, reason, sizeof(reason)),
+	    PRESENCE_OK);
+	presence_registry_user_set_privacy(presence_registry_user_find(f->reg, "alice"), choice);
+	assert_int_equal(presence_store_note_change(
+	                     f->store, presence_registry_user_find(f->reg, "alice"), &added),
+	                 PRESENCE_OK);
+	flush(f);
+	restart(f, false, true);
+	text = presence_privacy_render(
+	    presence_user_privacy(presence_registry_user_find(f->reg, "alice")));
+	assert_string_equal(text, "{\"visible_to\":[\"böb\",\"carol\"]}");
+	free(text);
+	assert_null(presence_user_privacy(presence_registry_user_find(f->reg, "dave")));
+	/* Back to everyone: the newer record has none. */
+	presence_registry_user_set_privacy(presence_registry_user_find(f->reg, "alice"), NULL);
+	offline(f, 1, 3000);
+	compact(f, 1);
+	restart(f, false, true);
+	assert_null(presence_user_privacy(presence_registry_user_find(f->reg, "alice")));
+	close_fixture(f, true);
+	append_file(f->journal, "{\"username\":\"eve\",\"seq\":1,\"since\":1,\"available\":false,"
+	                        "\"privacy\":{\"visible_to\":7}}\n");
+	{
+		struct presence_registry *reg = new_registry(false);
+		struct presence_store *st = presence_store_new(f->path, 0);
+		struct presence_store_loaded loaded;
+		char err[PRESENCE_STORE_ERR_SIZE] = "";
+
+		assert_int_equal(presence_store_load(st, reg, &loaded, err, sizeof(err)),
+		                 PRESENCE_ERR_INVAL);
+		assert_non_null(strstr(err, "\"privacy\": visible_to must be"));
+		presence_store_free(st);
+		presence_registry_free(reg);
+	}
+	f->reg = NULL;
+	f->store = NULL;
+}
+
 static void the_deepest_state_a_write_can_make_saves_and_loads_back(void **ctx)
 {
 	/* max_state_depth allows at most 128 levels: a state that deep (a value of 127 levels in
@@ -1474,6 +1528,7 @@ int main(void)
 	    T(a_compaction_writes_the_snapshot_and_the_journal_starts_again),
 	    T(a_record_is_byte_for_byte_what_cjson_prints),
 	    T(a_clean_stop_round_trips_every_user_exactly),
+	    T(privacy_choices_are_saved_and_restored),
 	    T(the_deepest_state_a_write_can_make_saves_and_loads_back),
 	    T(a_clean_stop_continues_at_the_recorded_seq_plus_one),
 	    T(an_unclean_stop_continues_past_the_margin_every_time),
