@@ -17,9 +17,10 @@ JSON is never parsed here (Lua's cjson changes numbers, "[]" and "/"): the state
 string rendered by the brokers. Numbers are formatted with %d: seq and times stay exact below
 2^53. All times are Redis TIME in milliseconds.
 
-A user hash holds: seq, avail ("0"/"1"), sess, since, state, priv and pid when the user chose a
-privacy other than the default (its compact JSON, written by pv2_privacy, and the id of the
-stream record that carried it), and one field per broker
+A user hash holds: seq, avail ("0"/"1"), sess, since, state, priv when the user chose a privacy
+other than the default (its compact JSON, written by pv2_privacy), pid once a choice was written
+(the id of the stream record that carried it, "0-0" for a seed; without pid Redis does not know
+the user's choice: it was made before Redis lost its data), and one field per broker
 "b:<broker>" = "<epoch>:<count>:<cseq>" (count -1: the epoch was swept, a tombstone; cseq: the
 broker's own number of the count, so that a count that arrives late, on a connection the broker
 gave up, never undoes a newer one). While its last session has left and it waits to go offline,
@@ -153,11 +154,12 @@ local function publish(keys, budget, name, seq, avail, sess, since, state, priv)
   return append(keys, budget, fields)
 end
 
--- Records priv ("" the default: nothing kept) as the user's privacy choice, carried by the
--- stream record id.
+-- Records priv ("" the default: not kept) as the user's privacy choice, carried by the stream
+-- record id.
 local function keep_privacy(ukey, priv, id)
   if priv == '' then
-    redis.call('HDEL', ukey, 'priv', 'pid')
+    redis.call('HDEL', ukey, 'priv')
+    redis.call('HSET', ukey, 'pid', id)
   else
     redis.call('HSET', ukey, 'priv', priv, 'pid', id)
   end
@@ -621,7 +623,8 @@ end
 --[[
 pv2_seed: re-seeds a user into a Redis that lost it, from a broker's last document. ARGV: prefix,
 budget, max_users, name, seq, avail, sess, since, state, grace_ms, priv (the user's privacy
-choice as the broker has it, "" the default; kept when the user is created here).
+choice as the broker has it, "" the default; kept when Redis does not know the user's choice:
+the user is created here, or a count made it again before this seed).
 - A user Redis does not hold, offline in the broker's document and at or below the cluster's
   floor, was forgotten (not lost): nothing is created and "FORGOTTEN" tells the broker to forget
   it too.
@@ -641,6 +644,9 @@ local function seed(keys, args)
   local floor = tonumber(seqs)
   local now = now_ms()
   if redis.call('EXISTS', ukey) == 1 then
+    if redis.call('HEXISTS', ukey, 'pid') == 0 then
+      keep_privacy(ukey, args[11] or '', '0-0')
+    end
     if doc_of(ukey) >= floor then
       return 'SAME'
     end

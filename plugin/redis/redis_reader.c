@@ -162,6 +162,13 @@ static enum presence_err snapshot_page(struct presence_redis *r, struct presence
 
 			presence_redis_decode_user_privacy_id(reply, pid);
 			seen_note(seen, name, pid, mark);
+			if (pid[0] == '\0') {
+				/* Redis does not know the user's choice (it lost its data, and
+				 * this broker's seed brings the choice back): this broker's
+				 * stands. */
+				free(res->rec.privacy);
+				res->rec.privacy = NULL;
+			}
 			res->kind = PRESENCE_REDIS_RECORD;
 			res->force = force;
 			presence__redis_push(r, res);

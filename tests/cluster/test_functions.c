@@ -344,7 +344,7 @@ static void privacy_choices_are_kept_with_the_user_and_jump_the_document(void **
 	/* Widening: the document again, seq jumped to Redis' clock in ms, since = now. */
 	assert_string_equal(choose(r, buf, e1, "", "{\"visible_to\":\"nobody\"}", "1"), "OK");
 	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "priv"), "(nil)");
-	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "pid"), "(nil)");
+	assert_string_not_equal(field(r, buf, sizeof(buf), K "u:alice", "pid"), "(nil)");
 	field(r, seq, sizeof(seq), K "u:alice", "seq");
 	field(r, since, sizeof(since), K "u:alice", "since");
 	assert_true(strtoll(seq, NULL, 10) > 1000000000000LL);
@@ -385,6 +385,25 @@ static void privacy_choices_are_kept_with_the_user_and_jump_the_document(void **
 	assert_string_equal(field(r, buf, sizeof(buf), K "u:carol", "priv"),
 	                    "{\"visible_to\":\"nobody\"}");
 	assert_string_equal(field(r, buf, sizeof(buf), K "u:carol", "avail"), "0");
+	/* A Redis that lost its data: a count makes dave again, without his choice (no pid),
+	 * and a broker's seed brings it back; a choice Redis knows is not replaced. */
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_contrib", KEYS(K "u:dave", K "bu:b1"), BOUNDS, "b1",
+	                                e1, "1", "0", "0", "dave", "0", "3", NULL}),
+	    "OK 1");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "pid"), "(nil)");
+	for (int i = 0; i < 2; i++) {
+		assert_string_equal(
+		    fcall(r, buf, sizeof(buf),
+		          (const char *const[]){"pv2_seed", KEYS(K "u:dave", K "none"), BOUNDS,
+		                                "dave", "1", "1", "1", "5", "{}", "0",
+		                                i == 0 ? "{\"visible_to\":\"nobody\"}" : "", NULL}),
+		    "SAME");
+		assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "priv"),
+		                    "{\"visible_to\":\"nobody\"}");
+		assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "pid"), "0-0");
+	}
 	/* Forgotten (offline for forget_after): the choice goes with the user. */
 	assert_non_null(strstr(count(r, buf, "b1", e1, "0", "0", "2"), "SAME "));
 	freeReplyObject(redis_cmd(r, "ZADD " K "idle 1 alice 1 carol"));

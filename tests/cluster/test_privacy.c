@@ -3,8 +3,9 @@
  * Who may see whom in cluster mode (ctest label "cluster", see cluster.h): a privacy choice
  * written through one broker is kept in Redis with the user and applied on every broker (the
  * zero-length message to the watchers that lose sight, the jumped document to those that gain
- * it, the same bytes everywhere), a restarted broker gets it back from Redis, and groups files
- * decide on every broker, re-read with SIGHUP.
+ * it, the same bytes everywhere), a restarted broker gets it back from Redis, a Redis that lost
+ * its data gets it back from the brokers, and groups files decide on every broker, re-read with
+ * SIGHUP.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -257,6 +258,66 @@ static void a_restarted_broker_gets_the_choice_from_redis(void **state)
 	cluster_stop(&cl);
 }
 
+static void a_redis_that_lost_its_data_gets_the_choices_back(void **state)
+{
+	struct cluster cl;
+	struct client *alice, *admin[BROKERS];
+	char payload[1024];
+	long long base, seq = 0;
+	redisReply *reply;
+
+	(void)state;
+	reset_seen();
+	cluster_seq_gaps_allowed = true;
+	cluster_start(&cl, false, WATCHERS);
+	for (int i = 0; i < BROKERS; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "admin%d", i + 1);
+		admin[i] = watcher(cl.b[i], id, "admin");
+	}
+	alice = client_connect_as(cl.b[1], "alice2", "alice", 5);
+	base = await_everywhere(&cl, "alice", true, 1, "{}");
+	publish_text_ok(alice, "presence/alice/privacy", "{\"visible_to\":\"nobody\"}", 1);
+	for (int i = 0; i < BROKERS; i++) {
+		expect_vanish(cl.w[i], "alice");
+	}
+
+	/* Redis restarts empty: counts make alice again, without her choice, and the brokers'
+	 * seeds bring it back; no broker shows her meanwhile. */
+	redis_kill(cl.redis);
+	for (int i = 0; i < BROKERS; i++) {
+		assert_true(broker_log_wait(cl.b[i], "lost the connection to Redis", 10000));
+	}
+	redis_launch(cl.redis);
+	for (int i = 0; i < BROKERS; i++) {
+		assert_true(broker_log_wait(cl.b[i], "connected to Redis again", 10000));
+	}
+	publish_text_ok(alice, "presence/alice/state", "{\"mood\":\"hidden\"}", 1);
+	for (int i = 0; i < BROKERS; i++) {
+		for (;;) {
+			long long s = doc_after(admin[i], "alice", base, payload, sizeof(payload));
+
+			if (strstr(payload, "hidden") != NULL) {
+				seq = i == 0 ? s : seq;
+				assert_int_equal(s, seq);
+				break;
+			}
+		}
+		expect_nothing(cl.w[i]);
+	}
+	reply = redis_cmd(cl.redis, "HGET " K "u:alice priv");
+	assert_int_equal(reply->type, REDIS_REPLY_STRING);
+	assert_string_equal(reply->str, "{\"visible_to\":\"nobody\"}");
+	freeReplyObject(reply);
+	assert_false(known_to(cl.b[0], NULL, "alice"));
+	for (int i = 0; i < BROKERS; i++) {
+		client_disconnect(admin[i]);
+	}
+	client_disconnect(alice);
+	cluster_stop(&cl);
+}
+
 static const char groups_before[] = "group acme\n"
                                     "user alice\n"
                                     "user ann\n"
@@ -387,6 +448,8 @@ int main(void)
 	    cmocka_unit_test_teardown(invisible_through_one_broker_is_invisible_on_every_broker,
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(a_restarted_broker_gets_the_choice_from_redis,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(a_redis_that_lost_its_data_gets_the_choices_back,
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(
 	        groups_decide_on_every_broker_and_a_reload_jumps_through_redis, harness_teardown),
