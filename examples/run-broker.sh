@@ -12,10 +12,12 @@
 #   HTTP_PORT=9002      Mosquitto 2.1 only, whose websockets listeners serve no files: the
 #                       http_api listener (127.0.0.1) that serves the web page instead
 #   USERS="dave erin:secret"  more demo users, NAME or NAME:PASSWORD (default NAME-pw), each
-#                       with the same rights as alice and bob
+#                       with the same rights as alice and bob, in the group "team"
+#                       (examples/groups)
 #   KEEP_STATE=true, OFFLINE_DELAY=30   plugin_opt_keep_state / plugin_opt_offline_delay
 #   PLUGIN=path/to/mosquitto_presence.so   load this build instead of building build/
-#   RUN_DIR=examples/.run   where the generated configuration, passwords and state file go
+#   RUN_DIR=examples/.run   where the generated configuration, passwords, ACL, groups and
+#                       state file go
 #   PRESENCE_DEMO_BUILD_DIR=build   the build folder (the README test uses its own)
 #   MOSQUITTO_BIN       the broker (default: mosquitto from PATH, else /usr/sbin/mosquitto);
 #                       the README test runs the demo against the broker of the test build
@@ -115,6 +117,7 @@ touch "$run/passwd"
 chmod 600 "$run/passwd"
 cp examples/acl "$run/acl"
 chmod 600 "$run/acl"
+cp examples/groups "$run/groups"
 for entry in "${users[@]}"; do
   name=${entry%%:*}
   mosquitto_passwd -b "$run/passwd" "$name" "${entry#*:}"
@@ -122,7 +125,8 @@ for entry in "${users[@]}"; do
   case "$name" in
     alice|bob|carol) ;;
     *) printf '\n# Added by run-broker.sh from USERS.\nuser %s\ntopic read presence/#\ntopic write $CONTROL/presence/v1\ntopic readwrite chat/%s/#\ntopic read chat/#\n' \
-      "$name" "$name" >> "$run/acl" ;;
+      "$name" "$name" >> "$run/acl"
+      printf '\n# Added by run-broker.sh from USERS.\ngroup team\nuser %s\n' "$name" >> "$run/groups" ;;
   esac
 done
 

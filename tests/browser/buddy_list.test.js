@@ -5,7 +5,8 @@
 // the page shows: the online count, the order (online first, then by name), the search box,
 // states as "key: value" lines (nested ones flattened, hostile ones shown as text), "since"
 // with a date when it is not today (against the page's clock, set by the test), the phone
-// layout, and the status line through a broker restart. Started by test_web_buddy_list.sh
+// layout, the "appear invisible" switch (another watcher's page loses the user's row and gets
+// it back), and the status line through a broker restart. Started by test_web_buddy_list.sh
 // inside a private network namespace; every wait is for something on the page or a process,
 // bounded.
 //
@@ -244,6 +245,28 @@ async function main() {
     check(layout.filter >= 150, `the search box is usable on the phone (${layout.filter} px wide)`);
     if (process.env.SCREENSHOT_PHONE) await mobile.screenshot({ path: process.env.SCREENSHOT_PHONE, fullPage: true });
     await phone.close();
+
+    // alice on the page too (a second session of hers): "appear invisible" removes her row from
+    // bob's page (the zero-length message on presence/alice), her own page still shows her;
+    // switched off, bob's page shows her again, state and all.
+    const aliceContext = await browser.newContext({ ...contextOptions, viewport: { width: 900, height: 560 } });
+    const alicePage = await aliceContext.newPage();
+    alicePage.on('pageerror', (err) => check(false, `no script error on alice's page: ${err.message}`));
+    await alicePage.goto(pageUrl, { timeout });
+    await logIn(alicePage, 'alice', 'alice-pw');
+    await waitForRow(alicePage, 'bob', true, 'status: busy', 'alice\'s page shows the list');
+    check(!(await alicePage.locator('#invisible').isChecked()), 'the "appear invisible" switch starts off');
+    await alicePage.locator('#invisible').check();
+    await expectOn(page, 'alice appears invisible: her row leaves bob\'s page', () =>
+      page.locator('li[data-user="alice"]').waitFor({ state: 'detached', timeout }));
+    await waitForCount(page, '2 of 5 online', 'the count without alice');
+    await waitForOrder(page, ['bob', 'dave', 'carol', 'erin', 'frank'], 'bob\'s page without alice');
+    await waitForRow(alicePage, 'alice', true, /alice \(you\)/, 'alice\'s own page still shows her');
+    await alicePage.locator('#invisible').uncheck();
+    await waitForRow(page, 'alice', true, `status: ${hostile}`, 'alice visible again: her row is back on bob\'s page, state and all');
+    await waitForCount(page, '3 of 6 online', 'the count with alice again');
+    await waitForOrder(page, ['alice', 'bob', 'dave', 'carol', 'erin', 'frank'], 'bob\'s page with alice again');
+    await aliceContext.close();
 
     // alice quits the Python example (end of its input): offline, state cleared, moved down.
     await stop(alice);

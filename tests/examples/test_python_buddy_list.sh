@@ -8,7 +8,9 @@
 #
 # Each run, as bob watching alice, carol and zed: carol (offline, retained document) and zed
 # (never seen, answered by the query) are shown once each, alice going online, changing her
-# state and going offline is shown, and a status typed on stdin becomes bob's state. Then the
+# state and going offline is shown, alice going invisible removes her (the zero-length message
+# on presence/alice) and going visible again shows her again, and a status typed on stdin
+# becomes bob's state. Then the
 # backend example, examples/clients/python/offline_alerts.py, reports alice's comings and goings.
 # shellcheck source=tests/examples/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -33,6 +35,13 @@ start_demo_broker PORT=1883 WS_PORT=0
 
 # carol comes and goes before the buddy list starts: her retained document says offline.
 mosquitto_sub -p 1883 -u carol -P carol-pw -t presence/carol -C 1 -W 10 >/dev/null
+
+# Succeeds when file $1 has a line matching $3 after the last line matching $2 (extended
+# regular expressions).
+has_line_after() {
+	awk -v a="$2" -v b="$3" '$0 ~ a { seen = 1; found = 0; next } seen && $0 ~ b { found = 1 }
+		END { exit !found }' "$1" 2>/dev/null
+}
 
 run_once() { # LABEL PYTHONPATH
 	local label=$1 out="$work/$1.out" fifo="$work/$1.stdin" pid alice status version
@@ -59,6 +68,17 @@ run_once() { # LABEL PYTHONPATH
 	mosquitto_pub -p 1883 -u alice -P alice-pw -t presence/alice/state/status -m away
 	expect_line "$out" "^alice is online \\(2 sessions\\) since [0-9:]+, state \\{\"status\":\"away\"\\}\$" \
 		"$label: alice's new state is shown"
+	# Invisible: bob's list loses alice; visible again: she is back (a document newer than any).
+	mosquitto_pub -p 1883 -u alice -P alice-pw -t presence/alice/privacy -m '{"visible_to":"nobody"}'
+	expect_line "$out" '^alice is gone \(forgotten, or hidden from you\)$' \
+		"$label: alice goes invisible: the zero-length message removes her"
+	mosquitto_pub -p 1883 -u alice -P alice-pw -t presence/alice/privacy -m '{"visible_to":"everyone"}'
+	if wait_for 15 has_line_after "$out" '^alice is gone ' \
+		'^alice is online \(1 session\) since [0-9:]+, state \{"status":"away"\}$'; then
+		pass "$label: alice visible again: shown online again, with her state"
+	else
+		fail "$label: alice visible again: not shown again" "$(tail -n 20 "$out")"
+	fi
 	echo busy >&7
 	expect_line "$out" '^bob is online \(1 session\) since [0-9:]+, state \{"status":"busy"\}$' \
 		"$label: a status typed on stdin becomes bob's state"

@@ -96,7 +96,7 @@ while IFS= read -r line; do
 	printf '%s\n' "$line" >>"$work/browser.log"
 done < <(run_driver)
 if [ "$driver_status" = 0 ]; then
-	pass "the dashboard: count, order, search, states, dates, phone layout, status through a restart"
+	pass "the dashboard: count, order, search, states, dates, phone layout, the invisible switch, status through a restart"
 else
 	fail "the browser checks (exit status ${driver_status:-none})" "$(cat "$work/browser.log")"
 fi

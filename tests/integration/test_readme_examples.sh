@@ -24,12 +24,14 @@
 # or -p; this script adds `-h 127.0.0.1 -p <port>` to every mosquitto_sub, mosquitto_pub and
 # mosquitto_rr (replacing a `-p 1883` or `-h localhost` that is there) and bounds every
 # mosquitto_sub and mosquitto_rr with -W unless it has one. Before comparing, what differs from
-# run to run is masked: "since" values, log timestamps, generated client ids (auto-<uuid>), the
-# plugin version, the values of the $SYS/broker/presence/ metrics (they are sampled every
+# run to run is masked: "since" values, "seq" values taken from the broker's clock (13 digits
+# or more: a user who became visible to more watchers, README "Who sees whom"), log timestamps,
+# generated client ids (auto-<uuid>), the plugin version, the values of the $SYS/broker/presence/ metrics (they are sampled every
 # metrics_interval seconds, so what a subscriber gets depends on timing) and the port in the
 # demo's state file name (run-broker.sh uses examples/.run/presence-state-<port>.json; this
 # script removes that file before and after, so the demo starts as a first start). A "since"
-# value that the README repeats (anywhere) must be repeated in the real output too.
+# value, or a "seq" from the clock, that the README repeats (anywhere) must be repeated in the
+# real output too.
 #
 # The outputs are deterministic: Mosquitto 2.0 reads at most one packet per client per loop
 # iteration and the plugin publishes at the end of each iteration; 2.1 handles all of a
@@ -374,6 +376,7 @@ interrupt_example() {
 mask() {
 	sed -E \
 		-e 's/"since":[0-9]+/"since":<ms>/g' \
+		-e 's/"seq":[0-9]{13,}/"seq":<clock>/g' \
 		-e 's/^[0-9]+: /<time>: /' \
 		-e 's/auto-[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}/auto-<id>/g' \
 		-e 's/mosquitto-presence: version [^ ]+ started/mosquitto-presence: version <v> started/' \
@@ -393,6 +396,17 @@ since_values() {
 # so far are kept in $work/since.map.
 since_consistent() {
 	values_consistent since_values "$work/since.map" "$1" "$2"
+}
+
+# As since_values, for the "seq" values taken from the broker's clock (13 digits or more).
+clock_seq_values() {
+	grep -noE '"seq":[0-9]{13,}' "$1" | sed -E 's/^([0-9]+):"seq":/\1 /' || true
+}
+
+# As since_consistent, for the "seq" values taken from the clock: one moment in the README is
+# one value in the real output.
+clock_seq_consistent() {
+	values_consistent clock_seq_values "$work/seq.map" "$1" "$2"
 }
 
 # values_consistent EXTRACT MAP EXPECTED ACTUAL: since_consistent for the values that the
@@ -431,6 +445,9 @@ compare_output() {
 		fail "README.md:$at: output of $name differs" "$(cat "$work/diff.$at")"
 	elif ! since_consistent "$expected" "$actual"; then
 		fail "README.md:$at: output of $name: \"since\" does not repeat where the README repeats it" \
+			"$(cat "$actual")"
+	elif ! clock_seq_consistent "$expected" "$actual"; then
+		fail "README.md:$at: output of $name: a \"seq\" from the clock does not repeat where the README repeats it" \
 			"$(cat "$actual")"
 	else
 		pass "README.md:$at: output of $name matches"

@@ -8,11 +8,14 @@ Against the demo broker (examples/run-broker.sh), as bob, watching alice, carol 
 
 It subscribes to presence/+ and, once subscribed, asks one query about the buddies it has not
 seen yet (MQTT 5, with a Response Topic and Correlation Data). Documents are ordered by seq, so
-a late answer never undoes a newer document. It prints one line per change. Each line typed on
-stdin sets your own status (state key "status"; an empty line removes it); Ctrl-D quits.
+a late answer never undoes a newer document. A zero-length message on presence/<user> means the
+user is gone for you (forgotten by the broker, or no longer visible to you: README, "Who sees
+whom"): it is removed from the list. It prints one line per change. Each line typed on stdin
+sets your own status (state key "status"; an empty line removes it); Ctrl-D quits.
 """
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -33,6 +36,15 @@ def level(name):
     for char, code in (("%", "%25"), ("/", "%2F"), ("+", "%2B"), ("#", "%23")):
         name = name.replace(char, code)
     return name
+
+
+def user_of(topic):
+    """The user name of a document topic (presence/<level>), or None for any other topic."""
+    level = topic[len(PREFIX) + 1:] if topic.startswith(PREFIX + "/") else ""
+    if not level or "/" in level:
+        return None
+    codes = {"%25": "%", "%2F": "/", "%2B": "+", "%23": "#"}
+    return re.sub("%(25|2F|2B|23)", lambda m: codes[m.group(0)], level)
 
 
 class BuddyList:
@@ -85,6 +97,12 @@ class BuddyList:
                         self.show(doc)
                     else:
                         print("%s is unknown (never seen)" % doc["username"], flush=True)
+        elif not msg.payload:
+            # Deleted: forgotten, or hidden from us. A newer document may bring the user back
+            # (its seq then starts from the broker's clock, above any we had).
+            name = user_of(msg.topic)
+            if name is not None and self.docs.pop(name, None) is not None:
+                print("%s is gone (forgotten, or hidden from you)" % name, flush=True)
         else:
             self.show(json.loads(msg.payload))
 

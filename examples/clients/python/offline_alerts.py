@@ -43,7 +43,7 @@ def main():
     parser.add_argument("-u", "--username", required=True)
     parser.add_argument("-P", "--password")
     args = parser.parse_args()
-    last = {}  # user name -> newest document
+    last = {}  # topic (presence/<user>) -> the user's newest document
 
     def on_connect(client, userdata, flags, reason, properties=None):
         if reason == 0:
@@ -56,11 +56,16 @@ def main():
         print("watching presence/+", flush=True)
 
     def on_message(client, userdata, msg):
+        if not msg.payload:
+            # presence/<user> deleted: the user was forgotten (or hidden from this service: put
+            # its name in plugin_opt_see_everyone). Forget it too.
+            last.pop(msg.topic, None)
+            return
         doc = json.loads(msg.payload)
-        previous = last.get(doc["username"])
+        previous = last.get(msg.topic)
         if previous is not None and previous["seq"] >= doc["seq"]:
             return  # not newer than what we know
-        last[doc["username"]] = doc
+        last[msg.topic] = doc
         if previous is None:
             if not msg.retain:  # a retained one is the state before we started: no event
                 report(doc, doc)

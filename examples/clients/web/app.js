@@ -4,7 +4,11 @@
 // `mqtt`), subscribes to presence/+ and shows one row per user, updated live: a green
 // (available) or grey dot, the name, the state as "key: value" lines and "since". Above the
 // list: how many users are online, and a search box over names and states. The form sets the
-// user's own state key "status".
+// user's own state key "status"; the "appear invisible" switch sets who may see the user
+// (presence/<me>/privacy: nobody or everyone, README "Who sees whom").
+//
+// A zero-length message on presence/<user> means that user is gone for this watcher: forgotten
+// by the broker, or hidden from it (invisible, or no longer shown to this user): its row goes.
 //
 // Order: online users first, then offline ones, each group by name. A dashboard kept open is
 // read by looking a user up: by name, each row keeps its place while states change, where an
@@ -26,6 +30,14 @@ let renderTimer = null;
 // A user name as one topic level, as the plugin encodes it (README, "The contract").
 function topicLevel(name) {
   return name.replace(/%/g, '%25').replace(/\//g, '%2F').replace(/\+/g, '%2B').replace(/#/g, '%23');
+}
+
+// The user name of a document topic (presence/<level>), or null for any other topic.
+function userOfTopic(topic) {
+  const level = topic.startsWith(`${prefix}/`) ? topic.slice(prefix.length + 1) : '';
+  if (!level || level.includes('/')) return null;
+  const codes = { '%25': '%', '%2F': '/', '%2B': '+', '%23': '#' };
+  return level.replace(/%(25|2F|2B|23)/g, (code) => codes[code]);
 }
 
 function brokerUrl() {
@@ -160,6 +172,13 @@ function onMessage(topic, payload) {
     showNotice(`Refused: ${JSON.parse(payload.toString()).error}`);
     return;
   }
+  if (!payload.length) {
+    // Deleted: forgotten, or no longer visible to this watcher. Never our own row: a user's
+    // own sessions always see its document.
+    const name = userOfTopic(topic);
+    if (name !== null && name !== me && users.delete(name)) scheduleRender();
+    return;
+  }
   let doc;
   try {
     doc = JSON.parse(payload.toString());
@@ -181,6 +200,17 @@ function showLogin(on) {
   $('mine').hidden = on;
 }
 
+// The broker never tells a user its own privacy choice (presence/<me>/privacy is write-only):
+// the switch shows what this browser last set for this user.
+const invisibleKey = () => `presence-invisible:${me}`;
+function rememberedInvisible() {
+  try {
+    return localStorage.getItem(invisibleKey()) === '1';
+  } catch (e) {
+    return false; // storage disabled
+  }
+}
+
 function connect(username, password) {
   me = username;
   showNotice('');
@@ -198,6 +228,7 @@ function connect(username, password) {
     lostAt = null;
     setStatus('connected', `Connected as ${me}.`);
     showLogin(false);
+    $('invisible').checked = rememberedInvisible();
     c.subscribe([`${prefix}/+`, `${prefix}/${topicLevel(me)}/error`], { qos: 1 });
   });
   on('message', onMessage);
@@ -234,6 +265,21 @@ $('mine').addEventListener('submit', (event) => {
   showNotice('');
   // One state key; an empty payload removes it (README, "State writes").
   client.publish(`${prefix}/${topicLevel(me)}/state/status`, $('mystatus').value, { qos: 1 });
+});
+
+// Invisible: to everyone else this user does not exist (their pages remove its row); visible
+// again: they get its document back. Not retained: the broker keeps the choice.
+$('invisible').addEventListener('change', () => {
+  if (!client) return;
+  const invisible = $('invisible').checked;
+  showNotice('');
+  client.publish(`${prefix}/${topicLevel(me)}/privacy`,
+    JSON.stringify({ visible_to: invisible ? 'nobody' : 'everyone' }), { qos: 1 });
+  try {
+    localStorage.setItem(invisibleKey(), invisible ? '1' : '0');
+  } catch (e) {
+    // storage disabled: the switch forgets it at the next login
+  }
 });
 
 $('filter').addEventListener('input', render);
