@@ -263,6 +263,9 @@ static bool privacy_lists(const struct presence_privacy *privacy, const char *na
 {
 	const char *key = name;
 
+	if (privacy->count == 0) {
+		return false;
+	}
 	return bsearch(&key, privacy->names, privacy->count, sizeof(*privacy->names),
 	               privacy_name_cmp) != NULL;
 }

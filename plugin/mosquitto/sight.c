@@ -255,6 +255,7 @@ enum presence_err presence_sight_privacy_apply(struct presence_plugin *p,
 	}
 	widened = presence_visibility_widens(&p->vis, old, choice);
 	presence_registry_user_set_privacy(user, choice);
+	p->save_urgent = p->store != NULL;
 	*changed = widened;
 	return PRESENCE_OK;
 }

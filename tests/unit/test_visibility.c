@@ -274,6 +274,16 @@ static void everyone_rule_lets_a_user_narrow_but_not_widen(void **state)
 	assert_false(sees(&vis, g, "alice", "bob", "{\"visible_to\":\"nobody\"}"));
 	assert_true(sees(&vis, g, "bob", "bob", "{\"visible_to\":\"nobody\"}"));
 	assert_true(sees(&vis, g, "admin", "bob", "{\"visible_to\":\"nobody\"}"));
+	/* An empty list: nobody; its copy (a deletion's) has no names array at all. */
+	assert_false(sees(&vis, g, "eve", "bob", "{\"visible_to\":[]}"));
+	{
+		struct presence_privacy *empty = parse_ok("{\"visible_to\":[]}"), *copy = NULL;
+
+		assert_true(presence_privacy_copy(empty, &copy));
+		assert_false(presence_visibility_may_see(&vis, g, "eve", "bob", copy));
+		presence_privacy_free(copy);
+		presence_privacy_free(empty);
+	}
 	/* A list: exactly its names. */
 	assert_true(sees(&vis, g, "eve", "bob", "{\"visible_to\":[\"eve\"]}"));
 	assert_false(sees(&vis, g, "alice", "bob", "{\"visible_to\":[\"eve\"]}"));
