@@ -130,6 +130,22 @@ static long long doc_after(struct client *c, const char *user, long long after, 
 	}
 }
 
+/* Starts the cluster with WATCHERS, an admin watcher on every broker (admin[i]) and alice
+ * connected to b2, and returns alice's client. */
+static struct client *start_with_alice(struct cluster *cl, struct client **admin)
+{
+	reset_seen();
+	cluster_seq_gaps_allowed = true;
+	cluster_start(cl, false, WATCHERS);
+	for (int i = 0; i < BROKERS; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "admin%d", i + 1);
+		admin[i] = watcher(cl->b[i], id, "admin");
+	}
+	return client_connect_as(cl->b[1], "alice2", "alice", 5);
+}
+
 static void invisible_through_one_broker_is_invisible_on_every_broker(void **state)
 {
 	struct cluster cl;
@@ -139,16 +155,7 @@ static void invisible_through_one_broker_is_invisible_on_every_broker(void **sta
 	cJSON *doc;
 
 	(void)state;
-	reset_seen();
-	cluster_seq_gaps_allowed = true;
-	cluster_start(&cl, false, WATCHERS);
-	for (int i = 0; i < BROKERS; i++) {
-		char id[16];
-
-		snprintf(id, sizeof(id), "admin%d", i + 1);
-		admin[i] = watcher(cl.b[i], id, "admin");
-	}
-	alice = client_connect_as(cl.b[1], "alice2", "alice", 5);
+	alice = start_with_alice(&cl, admin);
 	assert_int_equal(client_subscribe(alice, "presence/alice/#", 1), 1);
 	base = await_everywhere(&cl, "alice", true, 1, "{}");
 	assert_true(known_to(cl.b[0], NULL, "alice"));
@@ -267,16 +274,7 @@ static void a_redis_that_lost_its_data_gets_the_choices_back(void **state)
 	redisReply *reply;
 
 	(void)state;
-	reset_seen();
-	cluster_seq_gaps_allowed = true;
-	cluster_start(&cl, false, WATCHERS);
-	for (int i = 0; i < BROKERS; i++) {
-		char id[16];
-
-		snprintf(id, sizeof(id), "admin%d", i + 1);
-		admin[i] = watcher(cl.b[i], id, "admin");
-	}
-	alice = client_connect_as(cl.b[1], "alice2", "alice", 5);
+	alice = start_with_alice(&cl, admin);
 	base = await_everywhere(&cl, "alice", true, 1, "{}");
 	publish_text_ok(alice, "presence/alice/privacy", "{\"visible_to\":\"nobody\"}", 1);
 	for (int i = 0; i < BROKERS; i++) {
