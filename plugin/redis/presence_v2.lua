@@ -623,8 +623,8 @@ end
 --[[
 pv2_seed: re-seeds a user into a Redis that lost it, from a broker's last document. ARGV: prefix,
 budget, max_users, name, seq, avail, sess, since, state, grace_ms, priv (the user's privacy
-choice as the broker has it, "" the default; kept when Redis does not know the user's choice:
-the user is created here, or a count made it again before this seed).
+choice as the broker has it, "" the default; another is kept when Redis does not know the
+user's choice: the user is created here, or a count made it again before this seed).
 - A user Redis does not hold, offline in the broker's document and at or below the cluster's
   floor, was forgotten (not lost): nothing is created and "FORGOTTEN" tells the broker to forget
   it too.
@@ -642,10 +642,11 @@ local function seed(keys, args)
   local name, seqs, avail, sess, since, state, grace =
       args[4], args[5], args[6], tonumber(args[7]), args[8], args[9], tonumber(args[10])
   local floor = tonumber(seqs)
+  local priv = args[11] or ''
   local now = now_ms()
   if redis.call('EXISTS', ukey) == 1 then
-    if redis.call('HEXISTS', ukey, 'pid') == 0 then
-      keep_privacy(ukey, args[11] or '', '0-0')
+    if redis.call('HEXISTS', ukey, 'pid') == 0 and priv ~= '' then
+      keep_privacy(ukey, priv, '0-0')
     end
     if doc_of(ukey) >= floor then
       return 'SAME'
@@ -661,7 +662,9 @@ local function seed(keys, args)
     end
     redis.call('HSET', ukey, 'seq', seqs, 'avail', avail, 'sess', fmt(sess), 'since', since,
                'state', state)
-    keep_privacy(ukey, args[11] or '', '0-0')
+    if priv ~= '' then
+      keep_privacy(ukey, priv, '0-0')
+    end
     if avail ~= '1' then
       redis.call('ZADD', keys[6], 'NX', fmt(now), name)
     end

@@ -393,6 +393,13 @@ static void privacy_choices_are_kept_with_the_user_and_jump_the_document(void **
 	                                e1, "1", "0", "0", "dave", "0", "3", NULL}),
 	    "OK 1");
 	assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "pid"), "(nil)");
+	/* A seed of the default choice writes nothing (most users never choose). */
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_seed", KEYS(K "u:dave", K "none"), BOUNDS, "dave", "1",
+	                                "1", "1", "5", "{}", "0", "", NULL}),
+	    "SAME");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "pid"), "(nil)");
 	for (int i = 0; i < 2; i++) {
 		assert_string_equal(
 		    fcall(r, buf, sizeof(buf),
