@@ -28,6 +28,9 @@ struct presence_cluster_record {
 	int64_t since_ms;
 	/* The compact state ("{}" when empty). */
 	char *state;
+	/* The user's privacy choice as compact JSON ("" the default, everyone) when the record
+	 * carries one (a snapshot entry, a stream record of a privacy write), else NULL. */
+	char *privacy;
 };
 
 /* Applies rec to the registry: the user (created if new) takes rec as its last document when

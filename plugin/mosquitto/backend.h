@@ -38,6 +38,9 @@ struct presence_backend {
 	void (*tick)(struct presence_plugin *p);
 	/* Publishes the documents due now, outside TICK (presence_lifecycle_changed). */
 	void (*publish_due)(struct presence_plugin *p);
+	/* user is shown to more watchers than before (a groups file re-read): its document is
+	 * published again with seq and since jumped (sight.h). */
+	void (*widen)(struct presence_plugin *p, struct presence_user *user);
 };
 
 extern const struct presence_backend presence_backend_local;

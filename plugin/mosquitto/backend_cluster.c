@@ -15,6 +15,12 @@
  * - State writes are checked at once against the user's current cluster state (a bad one gets
  *   its notice at once, as on a single broker) and then committed by compare-and-set; when the
  *   link is not connected they are refused at once.
+ * - Privacy writes are checked at once too, then sent to Redis (pv2_privacy), which keeps the
+ *   choice with the user and carries it to every broker by the stream; every broker, this one
+ *   included, applies it when it comes (sight.h: the zero-length message to the watchers that
+ *   lose sight). When some watcher gains sight, Redis publishes the user's document again with
+ *   seq and since jumped, as a single broker does, so every broker publishes the same bytes. A
+ *   groups file re-read asks Redis for the same jump (pv2_widen).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -94,16 +100,50 @@ static void wake_broker(void *arg)
 	presence_wake_now(&cl->wake);
 }
 
-/* Reports a state write that was not applied on the user's error topic. */
-static void reject_cb(void *arg, struct presence_user *user, const char *topic, const char *reason)
+/* Reports a write (what: "state" or "privacy") that was not applied on the user's error
+ * topic. */
+static void reject(struct presence_plugin *p, const char *what, struct presence_user *user,
+                   const char *topic, const char *reason)
 {
-	struct presence_plugin *p = arg;
-
 	p->state_rejected++;
 	presence_log_limited(&p->rejected_log, MOSQ_LOG_WARNING,
-	                     "rejected state write of user %s to %s: %s", presence_user_name(user),
-	                     topic, reason);
+	                     "rejected %s write of user %s to %s: %s", what,
+	                     presence_user_name(user), topic, reason);
 	presence_publish_rejection(p, user, topic, reason);
+}
+
+static void reject_cb(void *arg, struct presence_user *user, const char *topic, const char *reason)
+{
+	reject(arg, "state", user, topic, reason);
+}
+
+/* The text Redis keeps of a privacy choice: "" for the default (nothing kept), else its compact
+ * JSON. NULL when memory runs out. */
+static char *privacy_text(const struct presence_privacy *privacy)
+{
+	return privacy == NULL ? presence_text_dup("", 0) : presence_privacy_render(privacy);
+}
+
+/* Applies the privacy choice the cluster recorded for user (text as privacy_text makes it). The
+ * document that goes with a choice showing user to more watchers comes from Redis (jumped). */
+static void apply_privacy(struct presence_plugin *p, struct presence_user *user, const char *text)
+{
+	char reason[PRESENCE_STATE_REASON_SIZE];
+	struct presence_privacy *choice = NULL;
+	enum presence_err err =
+	    presence_privacy_parse(text, strlen(text), &choice, reason, sizeof(reason));
+	bool widened;
+
+	if (err == PRESENCE_OK) {
+		err = presence_sight_privacy_apply(p, user, choice, &widened);
+	}
+	if (err != PRESENCE_OK) {
+		mosquitto_log_printf(MOSQ_LOG_WARNING,
+		                     PRESENCE_LOG_PREFIX "could not apply the cluster's privacy "
+		                                         "choice of user %s: %s",
+		                     presence_user_name(user),
+		                     err == PRESENCE_ERR_NOMEM ? "out of memory" : reason);
+	}
 }
 
 /* The user's current cluster state and seq (what a commit applies to). */
@@ -186,6 +226,10 @@ static struct presence_user *apply_record(struct presence_plugin *p,
 		                        "user %s (seq %" PRIu64 "): %s",
 		    rec->name != NULL ? rec->name : "?", rec->seq, presence_strerror(err));
 		return user;
+	}
+	/* Before the document goes out: its READ checks follow the choice it came with. */
+	if (rec->privacy != NULL) {
+		apply_privacy(p, user, rec->privacy);
 	}
 	if (due) {
 		bool added;
@@ -277,6 +321,7 @@ static void forget_record(struct presence_plugin *p, const struct presence_clust
 static void handle_result(struct presence_plugin *p, struct presence_redis_result *res)
 {
 	struct presence_cluster_link *cl = p->cluster;
+	struct presence_user *user;
 
 	switch (res->kind) {
 	case PRESENCE_REDIS_RECORD:
@@ -306,6 +351,18 @@ static void handle_result(struct presence_plugin *p, struct presence_redis_resul
 		break;
 	case PRESENCE_REDIS_FORGET:
 		forget_record(p, &res->rec);
+		break;
+	case PRESENCE_REDIS_PRIVACY:
+		user = presence_registry_user_find(p->reg, res->rec.name);
+		if (user != NULL) {
+			apply_privacy(p, user, res->rec.privacy);
+		}
+		break;
+	case PRESENCE_REDIS_PRIVACY_FAILED:
+		user = presence_registry_user_find(p->reg, res->rec.name);
+		if (user != NULL) {
+			reject(p, "privacy", user, res->topic, res->text);
+		}
 		break;
 	case PRESENCE_REDIS_FULL:
 		p->sessions_untracked++;
@@ -378,6 +435,13 @@ static bool send_seed(struct presence_plugin *p, struct presence_user *user)
 	if (req->state == NULL) {
 		presence_redis_request_free(req);
 		return false;
+	}
+	if (presence_user_privacy(user) != NULL) {
+		req->privacy = presence_privacy_render(presence_user_privacy(user));
+		if (req->privacy == NULL) {
+			presence_redis_request_free(req);
+			return false;
+		}
 	}
 	req->floor = doc.seq;
 	req->available = doc.available;
@@ -472,6 +536,44 @@ static void cluster_tick(struct presence_plugin *p)
 	}
 }
 
+/* Sends a privacy write of user to Redis (checked here; applied when the stream brings it).
+ * Every valid write is sent and counted: one that changes nothing may be undoing another still
+ * on its way, and Redis tells (it changes nothing there either). */
+static enum presence_err privacy_write(struct presence_plugin *p, struct presence_user *user,
+                                       const char *write_topic, const void *payload, size_t len,
+                                       char *reason)
+{
+	const struct presence_privacy *old = presence_user_privacy(user);
+	struct presence_privacy *choice = NULL;
+	struct presence_redis_request *req;
+	enum presence_err err;
+	uint64_t seq;
+
+	err = presence_privacy_parse(payload, len, &choice, reason, PRESENCE_STATE_REASON_SIZE);
+	if (err != PRESENCE_OK) {
+		return err;
+	}
+	req = presence_redis_request_new(PRESENCE_REDIS_PRIVACY_WRITE, presence_user_name(user));
+	if (req != NULL) {
+		req->privacy = privacy_text(choice);
+		req->expected_privacy = privacy_text(old);
+		req->topic = presence_text_dup(write_topic, strlen(write_topic));
+	}
+	if (req == NULL || req->privacy == NULL || req->expected_privacy == NULL ||
+	    req->topic == NULL) {
+		presence_redis_request_free(req);
+		presence_privacy_free(choice);
+		return PRESENCE_ERR_NOMEM;
+	}
+	req->widens = presence_visibility_widens(&p->vis, old, choice);
+	presence_privacy_free(choice);
+	(void)cluster_base(user, &seq);
+	req->floor = seq;
+	presence_registry_write_charge(p->reg, user);
+	presence_redis_submit(p->cluster->redis, req);
+	return PRESENCE_OK;
+}
+
 static enum presence_err cluster_write(struct presence_plugin *p, struct presence_user *user,
                                        const char *write_topic, const struct presence_topic *topic,
                                        const void *payload, size_t payload_len, bool *changed,
@@ -481,13 +583,15 @@ static enum presence_err cluster_write(struct presence_plugin *p, struct presenc
 	enum presence_err err;
 	uint64_t seq;
 
-	if (topic->kind == PRESENCE_TOPIC_PRIVACY) {
-		return presence_sight_privacy_write(p, user, payload, payload_len, changed, reason);
-	}
+	*changed = false;
 	if (!presence_redis_ready(cl->redis)) {
 		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
 		         "the cluster store (Redis) is unavailable; the write was not applied");
 		return PRESENCE_ERR_IO;
+	}
+	if (topic->kind == PRESENCE_TOPIC_PRIVACY) {
+		/* The choice comes back through the stream, in a later TICK. */
+		return privacy_write(p, user, write_topic, payload, payload_len, reason);
 	}
 	err = presence_cluster_write_add(
 	    cl->writes, user, cluster_base(user, &seq), &p->limits,
@@ -685,12 +789,36 @@ static void cluster_publish_due(struct presence_plugin *p)
 	(void)p;
 }
 
+/* Asks Redis to publish user's document again, jumped (pv2_widen): every broker publishes it. */
+static void cluster_widen(struct presence_plugin *p, struct presence_user *user)
+{
+	struct presence_cluster_link *cl = p->cluster;
+	struct presence_redis_request *req = NULL;
+	uint64_t seq;
+
+	if (presence_redis_backlog(cl->redis) < BACKLOG_MAX) {
+		req = presence_redis_request_new(PRESENCE_REDIS_WIDEN, presence_user_name(user));
+	}
+	if (req == NULL) {
+		presence_log_limited(
+		    &p->untracked_log, MOSQ_LOG_WARNING,
+		    "too many requests waiting for Redis: watchers that gained sight "
+		    "of user %s get its document at its next change",
+		    presence_user_name(user));
+		return;
+	}
+	(void)cluster_base(user, &seq);
+	req->floor = seq;
+	presence_redis_submit(cl->redis, req);
+}
+
 const struct presence_backend presence_backend_cluster = {
     .start = cluster_start,
     .end = cluster_end,
     .write = cluster_write,
     .tick = cluster_tick,
     .publish_due = cluster_publish_due,
+    .widen = cluster_widen,
 };
 
 #else /* !PRESENCE_CLUSTER */
@@ -732,12 +860,19 @@ static void cluster_tick(struct presence_plugin *p)
 	(void)p;
 }
 
+static void cluster_widen(struct presence_plugin *p, struct presence_user *user)
+{
+	(void)p;
+	(void)user;
+}
+
 const struct presence_backend presence_backend_cluster = {
     .start = cluster_start,
     .end = cluster_end,
     .write = cluster_write,
     .tick = cluster_tick,
     .publish_due = cluster_end,
+    .widen = cluster_widen,
 };
 
 #endif

@@ -130,4 +130,5 @@ const struct presence_backend presence_backend_local = {
     .write = local_write,
     .tick = local_tick,
     .publish_due = local_publish_due,
+    .widen = presence_sight_widen,
 };

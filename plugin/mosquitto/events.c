@@ -199,6 +199,9 @@ int presence_message_cb(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_SUCCESS;
 	}
 	p->state_writes++;
+	/* A changed choice is saved before the publisher's PUBACK (Mosquitto sends it after
+	 * this callback), within the budget of such saves (PRESENCE_PRIVACY_SAVES a second). */
+	presence_tick_save_urgent(p);
 	if (changed) {
 		presence_lifecycle_changed(p);
 	}

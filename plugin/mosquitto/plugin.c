@@ -163,6 +163,7 @@ static int configure(struct presence_plugin *p, const struct mosquitto_opt *opts
 	presence_log_budget_init(&p->rejected_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
 	presence_log_budget_init(&p->denied_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
 	presence_log_budget_init(&p->untracked_log, PRESENCE_LOG_BURST, PRESENCE_LOG_PER_SECOND);
+	presence_log_budget_init(&p->urgent_saves, PRESENCE_PRIVACY_SAVES, PRESENCE_PRIVACY_SAVES);
 	return MOSQ_ERR_SUCCESS;
 }
 

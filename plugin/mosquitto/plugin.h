@@ -37,6 +37,9 @@
 /* The most callbacks one instance registers (shared and lifecycle ones). */
 #define PRESENCE_MAX_CALLBACKS 12
 
+/* Saves of the state file made at once for a changed privacy choice: a burst of this many,
+ * then this many a second (the others wait for the next save, at most a second). */
+#define PRESENCE_PRIVACY_SAVES 10
 /* Users forgotten per TICK at most (the rest in the next ones). */
 #define PRESENCE_FORGET_PER_TICK 1000
 
@@ -110,6 +113,10 @@ struct presence_plugin {
 	struct presence_deletions *deletions;
 	uint64_t ticks;
 	bool groups_reload;
+	/* A privacy choice changed since the last save began: a save is due at once, within the
+	 * budget of such saves (tick.c), so that a crash does not forget it. */
+	bool save_urgent;
+	struct presence_log_budget urgent_saves;
 };
 
 #endif

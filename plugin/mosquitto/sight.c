@@ -183,7 +183,7 @@ static enum presence_err lose_sight(struct presence_plugin *p, const char *name,
 /* Shows user to the watchers that gain sight of it: its next document, with seq jumped (noted
  * in the state file first, whose guard then holds the document until the jump is saved). When
  * memory runs out for the note, the document goes out with seq + 1. */
-static void widen(struct presence_plugin *p, struct presence_user *user)
+void presence_sight_widen(struct presence_plugin *p, struct presence_user *user)
 {
 	bool added = false;
 
@@ -255,10 +255,8 @@ enum presence_err presence_sight_privacy_apply(struct presence_plugin *p,
 	}
 	widened = presence_visibility_widens(&p->vis, old, choice);
 	presence_registry_user_set_privacy(user, choice);
-	if (widened) {
-		widen(p, user);
-		*changed = true;
-	}
+	p->save_urgent = p->store != NULL;
+	*changed = widened;
 	return PRESENCE_OK;
 }
 
@@ -274,7 +272,11 @@ enum presence_err presence_sight_privacy_write(struct presence_plugin *p,
 		return err;
 	}
 	presence_registry_write_charge(p->reg, user);
-	return presence_sight_privacy_apply(p, user, choice, changed);
+	err = presence_sight_privacy_apply(p, user, choice, changed);
+	if (err == PRESENCE_OK && *changed) {
+		presence_sight_widen(p, user);
+	}
+	return err;
 }
 
 /* A change came while the deletion for the user was in flight: tell what followed. */
@@ -344,7 +346,7 @@ static void reload_groups(struct presence_plugin *p)
 			lost++;
 		}
 		if (widened) {
-			widen(p, user);
+			p->backend->widen(p, user);
 			gained++;
 		}
 	}

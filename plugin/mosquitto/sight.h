@@ -58,10 +58,16 @@ enum presence_err presence_sight_privacy_write(struct presence_plugin *p,
                                                struct presence_user *user, const void *payload,
                                                size_t len, bool *changed, char *reason);
 
-/* Applies choice (taken over) to user as presence_sight_privacy_write does. */
+/* Applies choice (taken over) to user as presence_sight_privacy_write does, but for the
+ * document: *changed when some watcher may gain sight, and then the caller makes the user's
+ * next document jump (presence_registry_user_widen; in cluster mode Redis did). */
 enum presence_err presence_sight_privacy_apply(struct presence_plugin *p,
                                                struct presence_user *user,
                                                struct presence_privacy *choice, bool *changed);
+
+/* A single broker's widening (the local backend's): user's next document is due with seq and
+ * since jumped (registry.h, presence_registry_user_widen). */
+void presence_sight_widen(struct presence_plugin *p, struct presence_user *user);
 
 /* TICK: forgets delivered deletions (sending those that waited for them) and applies a groups
  * file the last SIGHUP asked to re-read. */

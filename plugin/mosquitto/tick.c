@@ -29,12 +29,20 @@ static void save_state(struct presence_plugin *p)
 	bool done = false;
 	int64_t now = presence_clock_monotonic_ms();
 
-	if (p->flushing || presence_policy_save_due(
-	                       now, p->save_started_ms, presence_registry_held_count(p->reg) > 0,
-	                       presence_store_unsaved(p->store, p->reg), p->save_failed)) {
+	uint64_t unused;
+	/* A changed privacy choice counts as a waiting document, within its budget: a storm of
+	 * choices costs at most PRESENCE_PRIVACY_SAVES saves a second. */
+	bool urgent = p->save_urgent && !p->flushing &&
+	              presence_log_budget_take(&p->urgent_saves, now, &unused);
+
+	if (p->flushing ||
+	    presence_policy_save_due(now, p->save_started_ms,
+	                             presence_registry_held_count(p->reg) > 0 || urgent,
+	                             presence_store_unsaved(p->store, p->reg), p->save_failed)) {
 		if (!p->flushing) {
 			p->save_started_ms = now;
 			p->flushed_users = 0;
+			p->save_urgent = false;
 		}
 		if (presence_store_flush_step(p->store, p->reg, PRESENCE_STORE_STEP_USERS,
 		                              PRESENCE_STORE_STEP_BYTES, &done, err,
@@ -73,6 +81,13 @@ out_failed:
 	                     PRESENCE_LOG_PREFIX "could not save the state file: %s; retrying in "
 	                                         "a second",
 	                     err);
+}
+
+void presence_tick_save_urgent(struct presence_plugin *p)
+{
+	if (p->store != NULL && p->save_urgent && !p->flushing) {
+		save_state(p);
+	}
 }
 
 /*

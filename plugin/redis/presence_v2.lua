@@ -17,7 +17,10 @@ JSON is never parsed here (Lua's cjson changes numbers, "[]" and "/"): the state
 string rendered by the brokers. Numbers are formatted with %d: seq and times stay exact below
 2^53. All times are Redis TIME in milliseconds.
 
-A user hash holds: seq, avail ("0"/"1"), sess, since, state, and one field per broker
+A user hash holds: seq, avail ("0"/"1"), sess, since, state, priv when the user chose a privacy
+other than the default (its compact JSON, written by pv2_privacy), pid once a choice was written
+(the id of the stream record that carried it, "0-0" for a seed; without pid Redis does not know
+the user's choice: it was made before Redis lost its data), and one field per broker
 "b:<broker>" = "<epoch>:<count>:<cseq>" (count -1: the epoch was swept, a tombstone; cseq: the
 broker's own number of the count, so that a count that arrives late, on a connection the broker
 gave up, never undoes a newer one). While its last session has left and it waits to go offline,
@@ -104,16 +107,17 @@ end
 --[[
 Appends a record (a flat field/value list) to the stream and trims the oldest records while the
 stream's bytes pass budget. The last trimmed id is kept (key 5) for pv2_read's gap check.
+Returns the new record's id.
 ]]
 local function append(keys, budget, fields)
   local logkey, byteskey, trimmedkey = keys[3], keys[4], keys[5]
-  redis.call('XADD', logkey, '*', unpack(fields))
+  local id = redis.call('XADD', logkey, '*', unpack(fields))
   local bytes = redis.call('INCRBY', byteskey, entry_bytes(fields))
   while bytes > budget do
     local oldest = redis.call('XRANGE', logkey, '-', '+', 'COUNT', 32)
     if #oldest == 0 then
       redis.call('SET', byteskey, '0')
-      return
+      return id
     end
     local last
     for _, e in ipairs(oldest) do
@@ -127,10 +131,13 @@ local function append(keys, budget, fields)
     redis.call('SET', byteskey, fmt(math.max(bytes, 0)))
     redis.call('SET', trimmedkey, last)
   end
+  return id
 end
 
--- Stores a new document, keeps the idle index, and appends its record to the stream.
-local function publish(keys, budget, name, seq, avail, sess, since, state)
+-- Stores a new document, keeps the idle index, and appends its record to the stream (with the
+-- user's privacy choice priv, "" the default, when it is given: see pv2_privacy). Returns the
+-- record's id.
+local function publish(keys, budget, name, seq, avail, sess, since, state, priv)
   local ukey, idlekey = keys[1], keys[6]
   redis.call('HSET', ukey, 'seq', fmt(seq), 'avail', avail, 'sess', fmt(sess), 'since', since,
              'state', state)
@@ -139,8 +146,33 @@ local function publish(keys, budget, name, seq, avail, sess, since, state)
   else
     redis.call('ZADD', idlekey, 'NX', fmt(now_ms()), name)
   end
-  append(keys, budget, {'u', name, 'q', fmt(seq), 'a', avail, 'n', fmt(sess), 't', since,
-                        's', state})
+  local fields = {'u', name, 'q', fmt(seq), 'a', avail, 'n', fmt(sess), 't', since, 's', state}
+  if priv then
+    fields[#fields + 1] = 'p'
+    fields[#fields + 1] = priv
+  end
+  return append(keys, budget, fields)
+end
+
+-- Records priv ("" the default: not kept) as the user's privacy choice, carried by the stream
+-- record id.
+local function keep_privacy(ukey, priv, id)
+  if priv == '' then
+    redis.call('HDEL', ukey, 'priv')
+    redis.call('HSET', ukey, 'pid', id)
+  else
+    redis.call('HSET', ukey, 'priv', priv, 'pid', id)
+  end
+end
+
+-- The user's document again, with seq = max(seq + 1, floor + 1, now) and since = now: watchers
+-- that gain sight of the user learn nothing of the time they could not see (no seq gap to
+-- count, no since from then). priv as for publish. Returns the record's id.
+local function jump(keys, budget, name, floor, priv)
+  local seq, avail, sess, _, state = doc_of(keys[1])
+  local now = now_ms()
+  seq = math.max(seq + 1, floor + 1, now)
+  return publish(keys, budget, name, seq, avail, sess, fmt(now), state, priv)
 end
 
 -- Forgets the user named name (its hash at prefix .. name): deletes it, raises the floor and
@@ -590,7 +622,9 @@ end
 
 --[[
 pv2_seed: re-seeds a user into a Redis that lost it, from a broker's last document. ARGV: prefix,
-budget, max_users, name, seq, avail, sess, since, state, grace_ms.
+budget, max_users, name, seq, avail, sess, since, state, grace_ms, priv (the user's privacy
+choice as the broker has it, "" the default; another is kept when Redis does not know the
+user's choice: the user is created here, or a count made it again before this seed).
 - A user Redis does not hold, offline in the broker's document and at or below the cluster's
   floor, was forgotten (not lost): nothing is created and "FORGOTTEN" tells the broker to forget
   it too.
@@ -608,8 +642,12 @@ local function seed(keys, args)
   local name, seqs, avail, sess, since, state, grace =
       args[4], args[5], args[6], tonumber(args[7]), args[8], args[9], tonumber(args[10])
   local floor = tonumber(seqs)
+  local priv = args[11] or ''
   local now = now_ms()
   if redis.call('EXISTS', ukey) == 1 then
+    if redis.call('HEXISTS', ukey, 'pid') == 0 and priv ~= '' then
+      keep_privacy(ukey, priv, '0-0')
+    end
     if doc_of(ukey) >= floor then
       return 'SAME'
     end
@@ -624,6 +662,9 @@ local function seed(keys, args)
     end
     redis.call('HSET', ukey, 'seq', seqs, 'avail', avail, 'sess', fmt(sess), 'since', since,
                'state', state)
+    if priv ~= '' then
+      keep_privacy(ukey, priv, '0-0')
+    end
     if avail ~= '1' then
       redis.call('ZADD', keys[6], 'NX', fmt(now), name)
     end
@@ -640,6 +681,64 @@ local function floor_raise(keys, args)
     redis.call('SET', keys[7], args[1])
   end
   return redis.call('GET', keys[7]) or '0'
+end
+
+--[[
+pv2_privacy: user name's privacy choice, written through broker B (epoch E). ARGV: prefix,
+budget, max_users, B, E, name, priv (its compact JSON; "" the default, everyone), expected (the
+choice the broker had when it sent this, "" the default), widens ("1" when, from expected to
+priv, some watcher gains sight), floor. The choice is kept in the user's hash (removed with the
+user) and carried to every broker by the stream: a record {u, p} (with no document: nobody gains
+sight), or, when some watcher may gain sight (widens, or another choice came in between, so
+that the broker's reckoning does not hold), a document record with p, seq and since jumped
+(jump, above), so that every broker publishes the same bytes. A user Redis does not hold is
+created (as pv2_cas does: its session is not counted yet). Returns {"STALE"}, {"FULL"},
+{"SAME"} (the choice is already priv) or {"OK"}.
+]]
+local function privacy(keys, args)
+  local ukey = keys[1]
+  local prefix, budget, max_users = args[1], tonumber(args[2]), tonumber(args[3])
+  local b, es, name, priv, expected, widens, floor =
+      args[4], args[5], args[6], args[7], args[8], args[9], tonumber(args[10])
+  if not broker_live(keys, b, es) then
+    return {'STALE'}
+  end
+  local old = redis.call('HGET', ukey, 'priv') or ''
+  local exists = redis.call('EXISTS', ukey) == 1
+  if exists and old == priv then
+    return {'SAME'}
+  end
+  local id
+  if not exists then
+    if not admit(keys, prefix, budget, max_users) then
+      return {'FULL'}
+    end
+    id = jump(keys, budget, name, new_seq(keys, floor) - 1, priv)
+  elseif widens == '1' or old ~= expected then
+    id = jump(keys, budget, name, floor, priv)
+  else
+    id = append(keys, budget, {'u', name, 'p', priv})
+  end
+  keep_privacy(ukey, priv, id)
+  return {'OK'}
+end
+
+--[[
+pv2_widen: user name is shown to more watchers than before (a broker re-read its groups file):
+its document is published again with seq and since jumped (jump, above). ARGV: budget, B, E,
+name, floor. Every broker that re-reads the same file asks for the users it widens: each call is one
+jump, and a jump is harmless (the document says the same, seq moves forward). Returns {"STALE"},
+{"NONE"} (Redis does not hold the user) or {"OK"}.
+]]
+local function widen(keys, args)
+  if not broker_live(keys, args[2], args[3]) then
+    return {'STALE'}
+  end
+  if redis.call('EXISTS', keys[1]) == 0 then
+    return {'NONE'}
+  end
+  jump(keys, tonumber(args[1]), args[4], tonumber(args[5]))
+  return {'OK'}
 end
 
 --[[
@@ -668,3 +767,5 @@ redis.register_function('pv2_hold', hold)
 redis.register_function('pv2_seed', seed)
 redis.register_function('pv2_floor', floor_raise)
 redis.register_function('pv2_read', read)
+redis.register_function('pv2_privacy', privacy)
+redis.register_function('pv2_widen', widen)

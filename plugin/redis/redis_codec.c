@@ -219,6 +219,37 @@ enum presence_err presence_redis_encode_cas(struct presence_redis_cmd *c,
 	return finish(c);
 }
 
+enum presence_err presence_redis_encode_privacy(struct presence_redis_cmd *c,
+                                                const struct presence_redis_params *p,
+                                                const char *epoch, const char *name,
+                                                const char *privacy, const char *expected,
+                                                bool widens, uint64_t floor)
+{
+	fcall(c, "pv2_privacy", name);
+	bounds(c, p);
+	presence_redis_cmd_add(c, p->broker_id);
+	presence_redis_cmd_add(c, epoch);
+	presence_redis_cmd_add(c, name);
+	presence_redis_cmd_add(c, privacy);
+	presence_redis_cmd_add(c, expected);
+	presence_redis_cmd_add(c, widens ? "1" : "0");
+	presence_redis_cmd_addf(c, "%" PRIu64, floor);
+	return finish(c);
+}
+
+enum presence_err presence_redis_encode_widen(struct presence_redis_cmd *c,
+                                              const struct presence_redis_params *p,
+                                              const char *epoch, const char *name, uint64_t floor)
+{
+	fcall(c, "pv2_widen", name);
+	presence_redis_cmd_addf(c, "%lu", p->stream_budget);
+	presence_redis_cmd_add(c, p->broker_id);
+	presence_redis_cmd_add(c, epoch);
+	presence_redis_cmd_add(c, name);
+	presence_redis_cmd_addf(c, "%" PRIu64, floor);
+	return finish(c);
+}
+
 enum presence_err presence_redis_encode_floor(struct presence_redis_cmd *c, uint64_t floor)
 {
 	fcall(c, "pv2_floor", NULL);
@@ -239,6 +270,7 @@ enum presence_err presence_redis_encode_seed(struct presence_redis_cmd *c,
 	presence_redis_cmd_addf(c, "%" PRId64, doc->since_ms);
 	presence_redis_cmd_add(c, doc->state != NULL ? doc->state : "{}");
 	presence_redis_cmd_addf(c, "%" PRId64, p->grace_ms);
+	presence_redis_cmd_add(c, doc->privacy != NULL ? doc->privacy : "");
 	return finish(c);
 }
 
@@ -344,6 +376,8 @@ enum presence_err presence_redis_encode_user_doc(struct presence_redis_cmd *c, c
 	presence_redis_cmd_add(c, "sess");
 	presence_redis_cmd_add(c, "since");
 	presence_redis_cmd_add(c, "state");
+	presence_redis_cmd_add(c, "priv");
+	presence_redis_cmd_add(c, "pid");
 	return finish(c);
 }
 
@@ -417,6 +451,7 @@ void presence_redis_record_clear(struct presence_cluster_record *rec)
 {
 	free(rec->name);
 	free(rec->state);
+	free(rec->privacy);
 	memset(rec, 0, sizeof(*rec));
 }
 
@@ -475,6 +510,20 @@ static enum presence_err record_from(struct presence_cluster_record *rec, const 
 	rec->name = presence_text_dup(name, strlen(name));
 	rec->state = presence_text_dup(state, strlen(state));
 	if (rec->name == NULL || rec->state == NULL) {
+		presence_redis_record_clear(rec);
+		return PRESENCE_ERR_NOMEM;
+	}
+	return PRESENCE_OK;
+}
+
+/* Sets rec->privacy to a copy of privacy (NULL: the default, ""); on failure clears rec. */
+static enum presence_err record_privacy(struct presence_cluster_record *rec, const char *privacy)
+{
+	if (privacy == NULL) {
+		privacy = "";
+	}
+	rec->privacy = presence_text_dup(privacy, strlen(privacy));
+	if (rec->privacy == NULL) {
 		presence_redis_record_clear(rec);
 		return PRESENCE_ERR_NOMEM;
 	}
@@ -606,6 +655,26 @@ enum presence_err presence_redis_decode_seed(const redisReply *reply,
 	return PRESENCE_OK;
 }
 
+enum presence_err presence_redis_decode_privacy(const redisReply *reply,
+                                                enum presence_redis_outcome *out)
+{
+	const char *status = status_of(reply);
+
+	*out = PRESENCE_REDIS_DONE;
+	if (status == NULL) {
+		return PRESENCE_ERR_INVAL;
+	}
+	if (strcmp(status, "STALE") == 0) {
+		*out = PRESENCE_REDIS_STALE;
+	} else if (strcmp(status, "FULL") == 0) {
+		*out = PRESENCE_REDIS_USERS_FULL;
+	} else if (strcmp(status, "OK") != 0 && strcmp(status, "SAME") != 0 &&
+	           strcmp(status, "NONE") != 0) {
+		return PRESENCE_ERR_INVAL;
+	}
+	return PRESENCE_OK;
+}
+
 enum presence_err presence_redis_decode_due(const redisReply *reply, long long *changed)
 {
 	*changed = 0;
@@ -665,7 +734,8 @@ static const char *record_field(const redisReply *fields, const char *field)
 enum presence_err presence_redis_decode_record(const redisReply *fields,
                                                struct presence_redis_stream_record *out)
 {
-	const char *name;
+	const char *name, *privacy;
+	enum presence_err err;
 
 	memset(out, 0, sizeof(*out));
 	if (fields == NULL || fields->type != REDIS_REPLY_ARRAY) {
@@ -694,10 +764,24 @@ enum presence_err presence_redis_decode_record(const redisReply *fields,
 		out->kind = PRESENCE_REDIS_RECORD_FORGOTTEN;
 		return PRESENCE_OK;
 	}
+	privacy = record_field(fields, "p");
+	if (privacy != NULL && record_field(fields, "q") == NULL) {
+		/* A privacy choice that shows the user to nobody new: no document. */
+		out->kind = PRESENCE_REDIS_RECORD_PRIVACY;
+		out->rec.name = presence_text_dup(name, strlen(name));
+		if (out->rec.name == NULL) {
+			return PRESENCE_ERR_NOMEM;
+		}
+		return record_privacy(&out->rec, privacy);
+	}
 	out->kind = PRESENCE_REDIS_RECORD_DOCUMENT;
-	return record_from(&out->rec, name, record_field(fields, "q"), record_field(fields, "a"),
-	                   record_field(fields, "n"), record_field(fields, "t"),
-	                   record_field(fields, "s"));
+	err = record_from(&out->rec, name, record_field(fields, "q"), record_field(fields, "a"),
+	                  record_field(fields, "n"), record_field(fields, "t"),
+	                  record_field(fields, "s"));
+	if (err != PRESENCE_OK || privacy == NULL) {
+		return err;
+	}
+	return record_privacy(&out->rec, privacy);
 }
 
 enum presence_err presence_redis_decode_read(const redisReply *reply, bool *gap,
@@ -766,12 +850,30 @@ const char *presence_redis_user_of_key(const char *key)
 enum presence_err presence_redis_decode_user_doc(const redisReply *reply, const char *name,
                                                  struct presence_cluster_record *rec)
 {
+	enum presence_err err;
+
 	memset(rec, 0, sizeof(*rec));
-	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+	    (reply->elements != 5 && reply->elements != 7)) {
 		return PRESENCE_ERR_INVAL;
 	}
-	return record_from(rec, name, element_str(reply, 0), element_str(reply, 1),
-	                   element_str(reply, 2), element_str(reply, 3), element_str(reply, 4));
+	err = record_from(rec, name, element_str(reply, 0), element_str(reply, 1),
+	                  element_str(reply, 2), element_str(reply, 3), element_str(reply, 4));
+	if (err != PRESENCE_OK || reply->elements == 5) {
+		return err;
+	}
+	return record_privacy(rec, element_str(reply, 5));
+}
+
+void presence_redis_decode_user_privacy_id(const redisReply *reply, char *id)
+{
+	const char *pid = reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 7
+	                      ? element_str(reply, 6)
+	                      : NULL;
+
+	if (!copy_id(id, PRESENCE_REDIS_ID_SIZE, pid)) {
+		id[0] = '\0';
+	}
 }
 
 enum presence_err presence_redis_decode_last_record(const redisReply *reply, char *id, bool *found)

@@ -97,9 +97,22 @@ enum presence_err presence_redis_encode_cas(struct presence_redis_cmd *c,
                                             const struct presence_redis_params *p,
                                             const char *epoch, const char *name, uint64_t expected,
                                             const char *state, uint64_t floor);
+/* pv2_privacy: privacy (compact JSON, "" the default) as name's privacy choice; expected the
+ * choice the broker had ("" the default), widens whether some watcher gains sight from expected
+ * to privacy. */
+enum presence_err presence_redis_encode_privacy(struct presence_redis_cmd *c,
+                                                const struct presence_redis_params *p,
+                                                const char *epoch, const char *name,
+                                                const char *privacy, const char *expected,
+                                                bool widens, uint64_t floor);
+/* pv2_widen: name's document again, seq and since jumped (more watchers may see it). */
+enum presence_err presence_redis_encode_widen(struct presence_redis_cmd *c,
+                                              const struct presence_redis_params *p,
+                                              const char *epoch, const char *name, uint64_t floor);
 /* pv2_floor: raise the cluster's seq floor. */
 enum presence_err presence_redis_encode_floor(struct presence_redis_cmd *c, uint64_t floor);
-/* pv2_seed: doc (seq, available, sessions, since_ms, state; NULL state: "{}") as recorded. */
+/* pv2_seed: doc (seq, available, sessions, since_ms, state; NULL state: "{}"; privacy, NULL:
+ * the default) as recorded. */
 enum presence_err presence_redis_encode_seed(struct presence_redis_cmd *c,
                                              const struct presence_redis_params *p,
                                              const struct presence_cluster_record *doc);
@@ -211,6 +224,10 @@ enum presence_err presence_redis_decode_cas(const redisReply *reply, const char 
 enum presence_err presence_redis_decode_seed(const redisReply *reply,
                                              enum presence_redis_outcome *out);
 
+/* pv2_privacy and pv2_widen: {"OK"}, {"SAME"} or {"NONE"} (DONE), {"STALE"}, {"FULL"}. */
+enum presence_err presence_redis_decode_privacy(const redisReply *reply,
+                                                enum presence_redis_outcome *out);
+
 /* pv2_grace_due and pv2_forget_due: the number of users changed (>= 0). */
 enum presence_err presence_redis_decode_due(const redisReply *reply, long long *changed);
 
@@ -224,17 +241,20 @@ enum presence_err presence_redis_decode_sync(const redisReply *reply,
 enum presence_err presence_redis_decode_names(const redisReply *reply, const char **names,
                                               size_t max, size_t *n);
 
-/* One stream record, a flat field/value array: a document {u, q, a, n, t, s}, a user forgotten
- * {u, q, f}, or a barrier {y}. */
+/* One stream record, a flat field/value array: a document {u, q, a, n, t, s} (with p, the
+ * user's new privacy choice, when a privacy write showed it to more watchers), a privacy choice
+ * alone {u, p}, a user forgotten {u, q, f}, or a barrier {y}. */
 enum presence_redis_record_kind {
 	PRESENCE_REDIS_RECORD_DOCUMENT = 0,
 	PRESENCE_REDIS_RECORD_FORGOTTEN,
 	PRESENCE_REDIS_RECORD_BARRIER,
+	PRESENCE_REDIS_RECORD_PRIVACY,
 };
 struct presence_redis_stream_record {
 	enum presence_redis_record_kind kind;
-	/* DOCUMENT: every field, bounds as in decode_cas. FORGOTTEN: name (malloc'd) and seq.
-	 * BARRIER: seq is the barrier, name NULL. */
+	/* DOCUMENT: every field, bounds as in decode_cas (privacy NULL without p). FORGOTTEN:
+	 * name (malloc'd) and seq. PRIVACY: name and privacy (malloc'd), seq 0. BARRIER: seq is
+	 * the barrier, name NULL. */
 	struct presence_cluster_record rec;
 };
 /* INVAL for a record of none of these shapes (the link skips it). Free a decoded record with
@@ -261,10 +281,14 @@ enum presence_err presence_redis_decode_scan(const redisReply *reply, char *curs
 /* The user name of the key of a user hash (borrowed from key), or NULL when key is none. */
 const char *presence_redis_user_of_key(const char *key);
 
-/* HMGET seq avail sess since state of user name: a document, filled into rec as decode_cas
- * does. */
+/* HMGET seq avail sess since state priv pid of user name: a document, filled into rec as
+ * decode_cas does, with rec->privacy ("" when the user has none). A reply of the first five
+ * alone is a document with rec->privacy NULL. */
 enum presence_err presence_redis_decode_user_doc(const redisReply *reply, const char *name,
                                                  struct presence_cluster_record *rec);
+/* The pid of that reply (the stream id of the record that carried the user's privacy choice)
+ * into id (PRESENCE_REDIS_ID_SIZE bytes), "" when there is none (or it does not fit). */
+void presence_redis_decode_user_privacy_id(const redisReply *reply, char *id);
 
 /* XREVRANGE ... COUNT 1: copies the last record's id into id (PRESENCE_REDIS_ID_SIZE bytes);
  * *found false (id untouched) when the stream is empty. */

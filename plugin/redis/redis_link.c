@@ -112,9 +112,9 @@ void presence_redis_result_free(struct presence_redis_result *res)
 	if (res == NULL) {
 		return;
 	}
-	free(res->rec.name);
-	free(res->rec.state);
+	presence_redis_record_clear(&res->rec);
 	free(res->text);
+	free(res->topic);
 	free(res);
 }
 
@@ -341,6 +341,9 @@ void presence_redis_request_free(struct presence_redis_request *req)
 	}
 	free(req->name);
 	free(req->state);
+	free(req->privacy);
+	free(req->expected_privacy);
+	free(req->topic);
 	free(req);
 }
 

@@ -66,6 +66,12 @@ enum presence_redis_request_kind {
 	PRESENCE_REDIS_SEED,
 	/* Raise the cluster's seq floor to floor (name unused). */
 	PRESENCE_REDIS_FLOOR,
+	/* Make privacy name's privacy choice (expected: the choice the broker had, widens: some
+	 * watcher gains sight from it; floor as above; topic: where the write came, for a
+	 * PRESENCE_REDIS_PRIVACY_FAILED result). */
+	PRESENCE_REDIS_PRIVACY_WRITE,
+	/* Publish name's document again with seq and since jumped (floor as above). */
+	PRESENCE_REDIS_WIDEN,
 };
 
 /* A request; every pointer is owned (malloc) and freed with presence_redis_request_free. */
@@ -84,6 +90,12 @@ struct presence_redis_request {
 	bool available;
 	unsigned int sessions;
 	int64_t since_ms;
+	/* PRIVACY_WRITE (compact JSON, "" the default); privacy also for SEED (NULL: the
+	 * default). */
+	char *privacy;
+	char *expected_privacy;
+	bool widens;
+	char *topic;
 };
 
 enum presence_redis_result_kind {
@@ -109,6 +121,11 @@ enum presence_redis_result_kind {
 	/* The cluster refused to count a session of rec.name: max_users users are known and
 	 * every one of them is online. */
 	PRESENCE_REDIS_FULL,
+	/* rec.name's privacy choice is now rec.privacy (a stream record that brings no
+	 * document: nobody gains sight). */
+	PRESENCE_REDIS_PRIVACY,
+	/* A privacy write of rec.name (to topic) was not applied: text says why. */
+	PRESENCE_REDIS_PRIVACY_FAILED,
 };
 
 /* The level of a PRESENCE_REDIS_LOG result (the values are stable: 0, 1, 2). */
@@ -134,6 +151,8 @@ struct presence_redis_result {
 	enum presence_redis_cas_outcome outcome;
 	enum presence_redis_log_level level;
 	char *text;
+	/* PRIVACY_FAILED: the topic the write was published to. */
+	char *topic;
 	bool connected;
 	long long brokers;
 	/* RESYNC: which resynchronisation this is. */

@@ -10,14 +10,75 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uthash.h>
+
 #include "redis_link_int.h"
 
 /* Records read per pv2_read call. */
 #define READ_COUNT 500
 
-/* Pushes the result of one stream record: a document, a user forgotten, or a barrier to
- * confirm. A record of no known shape is skipped. */
-static void push_record(struct presence_redis *r, const redisReply *fields)
+/*
+ * A snapshot reads every user's privacy choice, then the reader follows the stream from where
+ * it ended before the snapshot began: records written during the snapshot are read again. A
+ * document's seq tells an old one from a new one; a privacy choice has no seq, so the snapshot
+ * notes, for each user whose choice it read from a record written during it (the user's pid,
+ * the id of the record that carried it, is after where the stream ended), that id: the choices
+ * of records before it are older than the one the broker has, and are not applied again. The
+ * notes go once the reader has caught up with the stream (every record before them read).
+ */
+struct privacy_seen {
+	UT_hash_handle hh;
+	char id[PRESENCE_REDIS_ID_SIZE];
+	char name[];
+};
+
+static void seen_clear(struct privacy_seen **seen)
+{
+	struct privacy_seen *e, *tmp;
+
+	HASH_ITER(hh, *seen, e, tmp)
+	{
+		HASH_DEL(*seen, e);
+		free(e);
+	}
+}
+
+/* Notes that the snapshot read name's choice from record id (when id is after mark). Out of
+ * memory: not noted (an older choice may then be applied again until its newer one is read). */
+static void seen_note(struct privacy_seen **seen, const char *name, const char *id,
+                      const char *mark)
+{
+	size_t len = strlen(name);
+	struct privacy_seen *e;
+
+	if (id[0] == '\0' || !presence_redis_id_after(id, mark)) {
+		return;
+	}
+	HASH_FIND(hh, *seen, name, len, e);
+	if (e == NULL) {
+		e = malloc(sizeof(*e) + len + 1);
+		if (e == NULL) {
+			return;
+		}
+		memcpy(e->name, name, len + 1);
+		HASH_ADD_KEYPTR(hh, *seen, e->name, len, e);
+	}
+	memcpy(e->id, id, PRESENCE_REDIS_ID_SIZE);
+}
+
+/* Whether the choice of user name in record id is older than the one the snapshot read. */
+static bool seen_newer(struct privacy_seen *seen, const char *name, const char *id)
+{
+	struct privacy_seen *e;
+
+	HASH_FIND(hh, seen, name, strlen(name), e);
+	return e != NULL && presence_redis_id_after(e->id, id);
+}
+
+/* Pushes the result of one stream record (its id): a document, a privacy choice, a user
+ * forgotten, or a barrier to confirm. A record of no known shape is skipped. */
+static void push_record(struct presence_redis *r, const redisReply *fields, const char *id,
+                        struct privacy_seen *seen)
 {
 	struct presence_redis_stream_record sr;
 	struct presence_redis_result *res;
@@ -36,21 +97,33 @@ static void push_record(struct presence_redis *r, const redisReply *fields)
 		presence_redis_record_clear(&sr.rec);
 		return;
 	case PRESENCE_REDIS_RECORD_DOCUMENT:
+	case PRESENCE_REDIS_RECORD_PRIVACY:
 		break;
+	}
+	if (sr.rec.privacy != NULL && seen_newer(seen, sr.rec.name, id)) {
+		free(sr.rec.privacy);
+		sr.rec.privacy = NULL;
+		if (sr.kind == PRESENCE_REDIS_RECORD_PRIVACY) {
+			presence_redis_record_clear(&sr.rec);
+			return;
+		}
 	}
 	res = calloc(1, sizeof(*res));
 	if (res == NULL) {
 		presence_redis_record_clear(&sr.rec);
 		return;
 	}
-	res->kind = PRESENCE_REDIS_RECORD;
+	res->kind = sr.kind == PRESENCE_REDIS_RECORD_PRIVACY ? PRESENCE_REDIS_PRIVACY
+	                                                     : PRESENCE_REDIS_RECORD;
 	res->rec = sr.rec;
 	presence__redis_push(r, res);
 }
 
-/* Reads the user hashes of keys (a SCAN page) and pushes their documents. */
+/* Reads the user hashes of keys (a SCAN page) and pushes their documents; notes in seen the
+ * privacy choices written after mark (where the stream ended). */
 static enum presence_err snapshot_page(struct presence_redis *r, struct presence_redis_conn *conn,
-                                       const redisReply *keys, bool force)
+                                       const redisReply *keys, bool force, const char *mark,
+                                       struct privacy_seen **seen)
 {
 	struct presence_redis_cmd c = {0};
 	size_t n = 0;
@@ -85,6 +158,17 @@ static enum presence_err snapshot_page(struct presence_redis *r, struct presence
 		res = calloc(1, sizeof(*res));
 		if (res != NULL &&
 		    presence_redis_decode_user_doc(reply, name, &res->rec) == PRESENCE_OK) {
+			char pid[PRESENCE_REDIS_ID_SIZE];
+
+			presence_redis_decode_user_privacy_id(reply, pid);
+			seen_note(seen, name, pid, mark);
+			if (pid[0] == '\0') {
+				/* Redis does not know the user's choice (it lost its data, and
+				 * this broker's seed brings the choice back): this broker's
+				 * stands. */
+				free(res->rec.privacy);
+				res->rec.privacy = NULL;
+			}
 			res->kind = PRESENCE_REDIS_RECORD;
 			res->force = force;
 			presence__redis_push(r, res);
@@ -96,9 +180,10 @@ static enum presence_err snapshot_page(struct presence_redis *r, struct presence
 	return PRESENCE_OK;
 }
 
-/* Pushes the snapshot of every user (force: the first snapshot, see PRESENCE_REDIS_RECORD). */
+/* Pushes the snapshot of every user (force: the first snapshot, see PRESENCE_REDIS_RECORD),
+ * taken after the stream ended at mark. */
 static enum presence_err snapshot(struct presence_redis *r, struct presence_redis_conn *conn,
-                                  bool force)
+                                  bool force, const char *mark, struct privacy_seen **seen)
 {
 	char cursor[32] = "0";
 
@@ -116,7 +201,7 @@ static enum presence_err snapshot(struct presence_redis *r, struct presence_redi
 			presence_redis_conn_reply_free(conn, scan);
 			return PRESENCE_ERR_IO;
 		}
-		err = snapshot_page(r, conn, keys, force);
+		err = snapshot_page(r, conn, keys, force, mark, seen);
 		presence_redis_conn_reply_free(conn, scan);
 		if (err != PRESENCE_OK) {
 			return err;
@@ -130,7 +215,7 @@ static enum presence_err snapshot(struct presence_redis *r, struct presence_redi
  * records were missed, take a snapshot). Waits for new records with XREAD BLOCK and reads them
  * with pv2_read, which checks for a gap in the same step. */
 static enum presence_err follow(struct presence_redis *r, struct presence_redis_conn *conn,
-                                char *last_id)
+                                char *last_id, struct privacy_seen **seen)
 {
 	while (!presence__redis_stopping(r)) {
 		struct presence_redis_cmd c = {0};
@@ -164,7 +249,7 @@ static enum presence_err follow(struct presence_redis *r, struct presence_redis_
 			}
 			memcpy(last_id, id, PRESENCE_REDIS_ID_SIZE);
 			if (fields != NULL) {
-				push_record(r, fields);
+				push_record(r, fields, id, *seen);
 			}
 		}
 		if (entries->elements > 0) {
@@ -172,6 +257,8 @@ static enum presence_err follow(struct presence_redis *r, struct presence_redis_
 			continue;
 		}
 		presence_redis_conn_reply_free(conn, reply);
+		/* Caught up: every record the snapshot's notes are about was read. */
+		seen_clear(seen);
 		/* Nothing new: wait for a record (or READ_BLOCK_MS). */
 		if (presence_redis_encode_wait_record(&c, last_id, PRESENCE_REDIS_READ_BLOCK_MS) !=
 		        PRESENCE_OK ||
@@ -234,15 +321,16 @@ static int stream_has(struct presence_redis_conn *conn, const char *last_id)
 
 /* Reads on one connection: a snapshot first when snap, then the stream, until the connection
  * fails or the link stops. *first: no snapshot was taken yet; *attempt is reset once reading
- * goes well. */
+ * goes well; *seen: the notes of privacy choices (see struct privacy_seen). */
 static void read_on(struct presence_redis *r, struct presence_redis_conn *conn, bool snap,
-                    char *last_id, bool *first, unsigned int *attempt)
+                    char *last_id, bool *first, unsigned int *attempt, struct privacy_seen **seen)
 {
 	while (!presence__redis_stopping(r)) {
 		if (snap) {
+			seen_clear(seen);
 			snprintf(last_id, PRESENCE_REDIS_ID_SIZE, "0-0");
 			if (stream_end(conn, last_id) != PRESENCE_OK ||
-			    snapshot(r, conn, *first) != PRESENCE_OK) {
+			    snapshot(r, conn, *first, last_id, seen) != PRESENCE_OK) {
 				/* Not knowing what the snapshot missed, take it again. */
 				last_id[0] = '\0';
 				return;
@@ -251,7 +339,7 @@ static void read_on(struct presence_redis *r, struct presence_redis_conn *conn, 
 			*first = false;
 			*attempt = 0;
 		}
-		if (follow(r, conn, last_id) != PRESENCE_OK) {
+		if (follow(r, conn, last_id, seen) != PRESENCE_OK) {
 			return;
 		}
 		snap = true;
@@ -267,6 +355,9 @@ void *presence__redis_reader_main(void *arg)
 	char why[256];
 	/* The last record read ("" before the first snapshot). */
 	char last_id[PRESENCE_REDIS_ID_SIZE] = "";
+	/* The snapshot's notes of privacy choices (kept until the reader caught up, across
+	 * connections to the same stream). */
+	struct privacy_seen *seen = NULL;
 
 	while (!presence__redis_stopping(r)) {
 		struct presence_redis_conn *conn;
@@ -307,8 +398,9 @@ void *presence__redis_reader_main(void *arg)
 				attempt = 0;
 			}
 		}
-		read_on(r, conn, snap, last_id, &first, &attempt);
+		read_on(r, conn, snap, last_id, &first, &attempt, &seen);
 		presence_redis_conn_close(conn);
 	}
+	seen_clear(&seen);
 	return NULL;
 }

@@ -76,25 +76,39 @@ static void push_resync(struct presence_redis *r)
 	presence__redis_push(r, res);
 }
 
-/* Tells the broker thread that the state write of name was not applied, and why. */
-static void push_cas_failed(struct presence_redis *r, const char *name, const char *reason)
+/* Tells the broker thread that the state or privacy write req was not applied, and why. */
+static void push_write_failed(struct presence_redis *r, const struct presence_redis_request *req,
+                              const char *reason)
 {
 	struct presence_redis_result *res = calloc(1, sizeof(*res));
 
 	if (res == NULL) {
 		return;
 	}
-	res->kind = PRESENCE_REDIS_CAS_DONE;
-	res->outcome = PRESENCE_REDIS_CAS_FAILED;
-	res->rec.name = malloc(strlen(name) + 1);
-	res->text = malloc(strlen(reason) + 1);
+	if (req->kind == PRESENCE_REDIS_PRIVACY_WRITE) {
+		res->kind = PRESENCE_REDIS_PRIVACY_FAILED;
+		res->topic = presence_text_dup(req->topic, strlen(req->topic));
+		if (res->topic == NULL) {
+			presence_redis_result_free(res);
+			return;
+		}
+	} else {
+		res->kind = PRESENCE_REDIS_CAS_DONE;
+		res->outcome = PRESENCE_REDIS_CAS_FAILED;
+	}
+	res->rec.name = presence_text_dup(req->name, strlen(req->name));
+	res->text = presence_text_dup(reason, strlen(reason));
 	if (res->rec.name == NULL || res->text == NULL) {
 		presence_redis_result_free(res);
 		return;
 	}
-	memcpy(res->rec.name, name, strlen(name) + 1);
-	memcpy(res->text, reason, strlen(reason) + 1);
 	presence__redis_push(r, res);
+}
+
+/* Whether req is a write a user waits for (it fails, rather than waits, without Redis). */
+static bool is_write(const struct presence_redis_request *req)
+{
+	return req->kind == PRESENCE_REDIS_CAS || req->kind == PRESENCE_REDIS_PRIVACY_WRITE;
 }
 
 /* The barrier this epoch may confirm now, or 0 (see struct presence_redis). Between two
@@ -524,10 +538,36 @@ static enum presence_err request_cmd(struct presence_redis *r,
 		    .sessions = req->sessions,
 		    .since_ms = req->since_ms,
 		    .state = req->state,
+		    .privacy = req->privacy,
 		};
 		return presence_redis_encode_seed(c, &r->params, &doc);
+	case PRESENCE_REDIS_PRIVACY_WRITE:
+		return presence_redis_encode_privacy(c, &r->params, r->epoch, req->name,
+		                                     req->privacy, req->expected_privacy,
+		                                     req->widens, req->floor);
+	case PRESENCE_REDIS_WIDEN:
+		return presence_redis_encode_widen(c, &r->params, r->epoch, req->name, req->floor);
 	}
 	return PRESENCE_ERR_INVAL;
+}
+
+/* Why a write (state or privacy) whose reply said outcome was not applied. */
+static const char *write_failure(enum presence_redis_outcome outcome)
+{
+	switch (outcome) {
+	case PRESENCE_REDIS_STALE:
+		return "the cluster had declared this broker dead; it is joining again, retry the "
+		       "write";
+	case PRESENCE_REDIS_OFFLINE:
+		return "the user had no session left when the write reached the cluster, and "
+		       "without keep_state its state went with its last session; the write was "
+		       "not applied";
+	case PRESENCE_REDIS_USERS_FULL:
+		return "max_users users are known and every one of them is online; the write "
+		       "was not applied";
+	default:
+		return "the cluster store could not commit the write";
+	}
 }
 
 /* The outcome of a state write (its reply decoded) for the broker thread. */
@@ -543,7 +583,7 @@ static void cas_done(struct presence_redis *r, const struct presence_redis_reque
 	}
 	if (presence_redis_decode_cas(reply, req->name, &outcome, &res->rec) != PRESENCE_OK) {
 		free(res);
-		push_cas_failed(r, req->name, "the cluster store could not commit the write");
+		push_write_failed(r, req, write_failure(PRESENCE_REDIS_DONE));
 		return;
 	}
 	if (outcome == PRESENCE_REDIS_COMMITTED || outcome == PRESENCE_REDIS_CONFLICT) {
@@ -554,28 +594,7 @@ static void cas_done(struct presence_redis *r, const struct presence_redis_reque
 		return;
 	}
 	presence_redis_result_free(res);
-	switch (outcome) {
-	case PRESENCE_REDIS_STALE:
-		push_cas_failed(r, req->name,
-		                "the cluster had declared this broker dead; it is joining again, "
-		                "retry the write");
-		break;
-	case PRESENCE_REDIS_OFFLINE:
-		push_cas_failed(
-		    r, req->name,
-		    "the user had no session left when the write reached the cluster, and "
-		    "without keep_state its state went with its last session; the write "
-		    "was not applied");
-		break;
-	case PRESENCE_REDIS_USERS_FULL:
-		push_cas_failed(r, req->name,
-		                "max_users users are known and every one of them is online; "
-		                "the write was not applied");
-		break;
-	default:
-		push_cas_failed(r, req->name, "the cluster store could not commit the write");
-		break;
-	}
+	push_write_failed(r, req, write_failure(outcome));
 }
 
 /* Handles the reply to one request. Returns true when Redis said the epoch is stale. */
@@ -612,6 +631,19 @@ static bool request_done(struct presence_redis *r, const struct presence_redis_r
 	case PRESENCE_REDIS_FLOOR:
 		err = refused != NULL ? PRESENCE_ERR_INVAL : PRESENCE_OK;
 		break;
+	case PRESENCE_REDIS_PRIVACY_WRITE:
+		err = presence_redis_decode_privacy(reply, &outcome);
+		/* Committed: the choice reaches every broker, this one included, by the
+		 * stream. */
+		if (err != PRESENCE_OK || outcome != PRESENCE_REDIS_DONE) {
+			push_write_failed(
+			    r, req,
+			    write_failure(err != PRESENCE_OK ? PRESENCE_REDIS_DONE : outcome));
+		}
+		break;
+	case PRESENCE_REDIS_WIDEN:
+		err = presence_redis_decode_privacy(reply, &outcome);
+		break;
 	}
 	if (err != PRESENCE_OK && refused != NULL) {
 		presence__redis_log(r, PRESENCE_REDIS_LOG_ERR,
@@ -631,9 +663,9 @@ static void requeue(struct presence_redis *r, struct presence_redis_queue *q)
 		struct presence_redis_request *req =
 		    PRESENCE_REDIS_QUEUE_ITEM(node, struct presence_redis_request);
 
-		if (req->kind == PRESENCE_REDIS_CAS) {
-			push_cas_failed(
-			    r, req->name,
+		if (is_write(req)) {
+			push_write_failed(
+			    r, req,
 			    "the connection to the cluster store was lost; the write may "
 			    "not have been applied");
 			presence_redis_request_free(req);
@@ -659,17 +691,15 @@ static void fail_queued_writes(struct presence_redis *r)
 		const struct presence_redis_request *req =
 		    PRESENCE_REDIS_QUEUE_ITEM(node, struct presence_redis_request);
 
-		presence_redis_queue_push(req->kind == PRESENCE_REDIS_CAS ? &failed : &r->requests,
-		                          node);
+		presence_redis_queue_push(is_write(req) ? &failed : &r->requests, node);
 	}
 	pthread_mutex_unlock(&r->lock);
 	while ((node = presence_redis_queue_pop(&failed)) != NULL) {
 		struct presence_redis_request *req =
 		    PRESENCE_REDIS_QUEUE_ITEM(node, struct presence_redis_request);
 
-		push_cas_failed(
-		    r, req->name,
-		    "the cluster store (Redis) is unavailable; the write was not applied");
+		push_write_failed(
+		    r, req, "the cluster store (Redis) is unavailable; the write was not applied");
 		presence_redis_request_free(req);
 	}
 }

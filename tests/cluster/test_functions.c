@@ -3,8 +3,8 @@
  * The Redis functions of cluster mode (plugin/redis/presence_v2.lua) called directly on a real
  * server, as a broker calls them, in the orders a network can deliver: epochs that fence old
  * incarnations, seq floors, compare-and-set, counts of one broker that arrive late, the barrier
- * a user waits for before it goes offline, two brokers with one id, and the timers' hold after
- * a stall.
+ * a user waits for before it goes offline, two brokers with one id, the timers' hold after
+ * a stall, and privacy choices.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,6 +293,135 @@ static void a_stall_holds_the_sweeps_and_no_sweeper_claims_itself(void **state)
 	redis_stop(r);
 }
 
+/* A privacy write of alice through broker b1 (epoch e): choice, the broker's choice before, and
+ * whether it shows her to more watchers. */
+static const char *choose(struct redis *r, char *buf, const char *e, const char *choice,
+                          const char *expected, const char *widens)
+{
+	return fcall(r, buf, 64,
+	             (const char *const[]){"pv2_privacy", KEYS(K "u:alice", K "none"), BOUNDS, "b1",
+	                                   e, "alice", choice, expected, widens, "0", NULL});
+}
+
+/* The fields of the stream's last record, joined by spaces ("u alice p ..."). */
+static const char *last_record(struct redis *r, char *buf, size_t size)
+{
+	redisReply *reply = redis_cmd(r, "XREVRANGE " K "log + - COUNT 1");
+	size_t len = 0;
+
+	assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(reply->elements, 1);
+	buf[0] = '\0';
+	for (size_t i = 0; i < reply->element[0]->element[1]->elements; i++) {
+		len += (size_t)snprintf(buf + len, size - len, "%s%s", i > 0 ? " " : "",
+		                        reply->element[0]->element[1]->element[i]->str);
+		assert_true(len < size);
+	}
+	freeReplyObject(reply);
+	return buf;
+}
+
+/* Privacy choices are kept with the user and carried by the stream: alone when nobody gains
+ * sight, with the document (seq jumped to Redis' clock, since = now) when someone may; a
+ * groups file re-read asks for the same jump; forgetting the user forgets the choice. */
+static void privacy_choices_are_kept_with_the_user_and_jump_the_document(void **state)
+{
+	struct redis *r = functions_start();
+	char e1[32], buf[64], rec[256], want[128], seq[32], since[32];
+
+	(void)state;
+	enroll(r, e1, sizeof(e1), "b1", "i1");
+	assert_string_equal(count(r, buf, "b1", e1, "1", "0", "1"), "OK 1");
+	/* Narrowing: the choice alone, no document. */
+	assert_string_equal(choose(r, buf, e1, "{\"visible_to\":\"nobody\"}", "", "0"), "OK");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "priv"),
+	                    "{\"visible_to\":\"nobody\"}");
+	assert_string_equal(last_record(r, rec, sizeof(rec)),
+	                    "u alice p {\"visible_to\":\"nobody\"}");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "seq"), "1");
+	/* The same choice again changes nothing. */
+	assert_string_equal(choose(r, buf, e1, "{\"visible_to\":\"nobody\"}", "", "0"), "SAME");
+	/* Widening: the document again, seq jumped to Redis' clock in ms, since = now. */
+	assert_string_equal(choose(r, buf, e1, "", "{\"visible_to\":\"nobody\"}", "1"), "OK");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "priv"), "(nil)");
+	assert_string_not_equal(field(r, buf, sizeof(buf), K "u:alice", "pid"), "(nil)");
+	field(r, seq, sizeof(seq), K "u:alice", "seq");
+	field(r, since, sizeof(since), K "u:alice", "since");
+	assert_true(strtoll(seq, NULL, 10) > 1000000000000LL);
+	assert_string_equal(seq, since);
+	snprintf(want, sizeof(want), "u alice q %s a 1 n 1 t %s s {} p ", seq, since);
+	assert_string_equal(last_record(r, rec, sizeof(rec)), want);
+	/* A broker that reckoned from another choice than Redis has: jumped anyway. */
+	assert_string_equal(choose(r, buf, e1, "{\"visible_to\":\"group\"}", "", "0"), "OK");
+	assert_string_equal(
+	    choose(r, buf, e1, "{\"visible_to\":[\"bob\"]}", "{\"visible_to\":\"nobody\"}", "0"),
+	    "OK");
+	assert_true(strtoll(field(r, buf, sizeof(buf), K "u:alice", "seq"), NULL, 10) >
+	            strtoll(seq, NULL, 10));
+	assert_non_null(strstr(last_record(r, rec, sizeof(rec)), " p {\"visible_to\":[\"bob\"]}"));
+	/* A re-read groups file: the document again, jumped, the choice unchanged. */
+	field(r, seq, sizeof(seq), K "u:alice", "seq");
+	assert_string_equal(fcall(r, buf, sizeof(buf),
+	                          (const char *const[]){"pv2_widen", KEYS(K "u:alice", K "none"),
+	                                                "16777216", "b1", e1, "alice", "0", NULL}),
+	                    "OK");
+	assert_true(strtoll(field(r, buf, sizeof(buf), K "u:alice", "seq"), NULL, 10) >
+	            strtoll(seq, NULL, 10));
+	assert_null(strstr(last_record(r, rec, sizeof(rec)), " p "));
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:alice", "priv"),
+	                    "{\"visible_to\":[\"bob\"]}");
+	assert_string_equal(fcall(r, buf, sizeof(buf),
+	                          (const char *const[]){"pv2_widen", KEYS(K "u:bob", K "none"),
+	                                                "16777216", "b1", e1, "bob", "0", NULL}),
+	                    "NONE");
+	/* A write of an epoch that is not live is refused. */
+	assert_string_equal(choose(r, buf, "1", "", "", "1"), "STALE");
+	/* A user Redis does not hold yet (its count is on its way) is made with the choice. */
+	assert_string_equal(fcall(r, buf, sizeof(buf),
+	                          (const char *const[]){
+	                              "pv2_privacy", KEYS(K "u:carol", K "none"), BOUNDS, "b1", e1,
+	                              "carol", "{\"visible_to\":\"nobody\"}", "", "0", "0", NULL}),
+	                    "OK");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:carol", "priv"),
+	                    "{\"visible_to\":\"nobody\"}");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:carol", "avail"), "0");
+	/* A Redis that lost its data: a count makes dave again, without his choice (no pid),
+	 * and a broker's seed brings it back; a choice Redis knows is not replaced. */
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_contrib", KEYS(K "u:dave", K "bu:b1"), BOUNDS, "b1",
+	                                e1, "1", "0", "0", "dave", "0", "3", NULL}),
+	    "OK 1");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "pid"), "(nil)");
+	/* A seed of the default choice writes nothing (most users never choose). */
+	assert_string_equal(
+	    fcall(r, buf, sizeof(buf),
+	          (const char *const[]){"pv2_seed", KEYS(K "u:dave", K "none"), BOUNDS, "dave", "1",
+	                                "1", "1", "5", "{}", "0", "", NULL}),
+	    "SAME");
+	assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "pid"), "(nil)");
+	for (int i = 0; i < 2; i++) {
+		assert_string_equal(
+		    fcall(r, buf, sizeof(buf),
+		          (const char *const[]){"pv2_seed", KEYS(K "u:dave", K "none"), BOUNDS,
+		                                "dave", "1", "1", "1", "5", "{}", "0",
+		                                i == 0 ? "{\"visible_to\":\"nobody\"}" : "", NULL}),
+		    "SAME");
+		assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "priv"),
+		                    "{\"visible_to\":\"nobody\"}");
+		assert_string_equal(field(r, buf, sizeof(buf), K "u:dave", "pid"), "0-0");
+	}
+	/* Forgotten (offline for forget_after): the choice goes with the user. */
+	assert_non_null(strstr(count(r, buf, "b1", e1, "0", "0", "2"), "SAME "));
+	freeReplyObject(redis_cmd(r, "ZADD " K "idle 1 alice 1 carol"));
+	assert_string_equal(fcall(r, buf, sizeof(buf),
+	                          (const char *const[]){"pv2_forget_due", KEYS(K "u:", K "none"),
+	                                                BOUNDS, "10", "600000", "1000", "1", NULL}),
+	                    "2");
+	assert_int_equal(reply_number(redis_cmd(r, "EXISTS " K "u:alice " K "u:carol")), 0);
+	redis_stop(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -306,6 +435,8 @@ int main(void)
 	    cmocka_unit_test_teardown(a_second_broker_with_the_same_id_is_refused,
 	                              harness_teardown),
 	    cmocka_unit_test_teardown(a_stall_holds_the_sweeps_and_no_sweeper_claims_itself,
+	                              harness_teardown),
+	    cmocka_unit_test_teardown(privacy_choices_are_kept_with_the_user_and_jump_the_document,
 	                              harness_teardown),
 	};
 

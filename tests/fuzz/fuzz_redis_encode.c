@@ -6,8 +6,8 @@
  * Invariants: every function call is "FCALL <function> 18" with the 18 keys of presence_v2.lua
  * (key 1 the user's hash, key 15 the broker epoch's user set for pv2_contrib), every argument
  * has the length the command records, strings arrive unchanged and numbers parse back to the
- * values given; and the document pv2_seed stores, read back as the HMGET reply Redis then gives,
- * decodes to the document that was seeded (decode(encode(x)) == x).
+ * values given; and the document (and privacy choice) pv2_seed stores, read back as the HMGET reply
+ * Redis then gives, decodes to the document that was seeded (decode(encode(x)) == x).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -86,19 +86,23 @@ static void check_fcall(const struct presence_redis_cmd *c, const char *function
 static void check_seed_round_trip(const struct presence_redis_cmd *c,
                                   const struct presence_cluster_record *doc)
 {
-	/* ARGV: prefix, budget, max_users, name, seq, avail, sess, since, state, grace. */
+	/* ARGV: prefix, budget, max_users, name, seq, avail, sess, since, state, grace, priv;
+	 * the hash's priv and pid come after the five document fields. */
 	const int argv0 = 3 + 18;
-	redisReply *e[5];
+	redisReply *e[7];
 	redisReply *reply;
 	struct presence_cluster_record back;
 
-	FUZZ_CHECK(c->argc == argv0 + 10);
+	FUZZ_CHECK(c->argc == argv0 + 11);
 	check_arg(c, argv0 + 3, doc->name);
+	check_arg(c, argv0 + 10, doc->privacy != NULL ? doc->privacy : "");
 	for (int i = 0; i < 5; i++) {
 		e[i] = fuzz_reply_str(REDIS_REPLY_STRING, c->argv[argv0 + 4 + i],
 		                      c->len[argv0 + 4 + i]);
 	}
-	reply = fuzz_reply_array(5, e);
+	e[5] = fuzz_reply_str(REDIS_REPLY_STRING, c->argv[argv0 + 10], c->len[argv0 + 10]);
+	e[6] = fuzz_reply_str(REDIS_REPLY_STRING, "0-0", 3);
+	reply = fuzz_reply_array(7, e);
 	if (doc->seq == 0 || doc->since_ms < 0) {
 		/* Not a document Redis would hold: the decoder refuses it. */
 		FUZZ_CHECK(presence_redis_decode_user_doc(reply, doc->name, &back) ==
@@ -108,7 +112,8 @@ static void check_seed_round_trip(const struct presence_redis_cmd *c,
 		FUZZ_CHECK(strcmp(back.name, doc->name) == 0 && back.seq == doc->seq &&
 		           back.available == doc->available && back.sessions == doc->sessions &&
 		           back.since_ms == doc->since_ms &&
-		           strcmp(back.state, doc->state != NULL ? doc->state : "{}") == 0);
+		           strcmp(back.state, doc->state != NULL ? doc->state : "{}") == 0 &&
+		           strcmp(back.privacy, doc->privacy != NULL ? doc->privacy : "") == 0);
 		presence_redis_record_clear(&back);
 	}
 	fuzz_reply_free(reply);
@@ -189,6 +194,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_arg(&c, argv0 + 3, epoch);
 	presence_redis_cmd_free(&c);
 
+	/* The state stands for the privacy choice, the epoch for the one before. */
+	FUZZ_CHECK(presence_redis_encode_privacy(&c, &params, epoch, name, state, epoch,
+	                                         (flags & 32) != 0, b) == PRESENCE_OK);
+	check_fcall(&c, "pv2_privacy", name);
+	FUZZ_CHECK(c.argc == argv0 + 10);
+	check_arg(&c, argv0, PRESENCE_REDIS_USER_PREFIX);
+	check_arg(&c, argv0 + 3, broker);
+	check_arg(&c, argv0 + 4, epoch);
+	check_arg(&c, argv0 + 5, name);
+	check_arg(&c, argv0 + 6, state);
+	check_arg(&c, argv0 + 7, epoch);
+	check_arg(&c, argv0 + 8, (flags & 32) ? "1" : "0");
+	check_u64(&c, argv0 + 9, b);
+	presence_redis_cmd_free(&c);
+
+	FUZZ_CHECK(presence_redis_encode_widen(&c, &params, epoch, name, a) == PRESENCE_OK);
+	check_fcall(&c, "pv2_widen", name);
+	FUZZ_CHECK(c.argc == argv0 + 5);
+	check_arg(&c, argv0 + 1, broker);
+	check_arg(&c, argv0 + 2, epoch);
+	check_arg(&c, argv0 + 3, name);
+	check_u64(&c, argv0 + 4, a);
+	presence_redis_cmd_free(&c);
+
 	FUZZ_CHECK(presence_redis_encode_floor(&c, b) == PRESENCE_OK);
 	check_fcall(&c, "pv2_floor", NULL);
 	check_u64(&c, argv0, b);
@@ -216,6 +245,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .sessions = (unsigned int)b,
 	    .since_ms = (int64_t)(b >> 1) - (int64_t)(flags & 8),
 	    .state = (flags & 16) ? NULL : state,
+	    .privacy = (flags & 64) ? epoch : NULL,
 	};
 	FUZZ_CHECK(presence_redis_encode_seed(&c, &params, &doc) == PRESENCE_OK);
 	check_fcall(&c, "pv2_seed", name);

@@ -6,8 +6,8 @@
  * Invariants: a decoder that fails leaves its output zeroed with nothing allocated (LeakSanitizer
  * checks the latter); one that succeeds meets the bounds its declaration gives (non-empty
  * identifiers that fit their buffers, seq >= 1, counts >= 0, borrowed strings inside the
- * reply); and a document decoded from a pv2_cas or an HMGET reply, written back as such a reply,
- * decodes to the same values (decode(encode(x)) == x).
+ * reply); and a document decoded from a pv2_cas or an HMGET reply (with priv: the privacy choice),
+ * written back as such a reply, decodes to the same values (decode(encode(x)) == x).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,11 +18,11 @@
 
 #define NAME "alice"
 
-/* The reply {status, seq, avail, sess, since, state} (status NULL: the 5 values of an HMGET
- * reply) of rec. */
+/* The reply {status, seq, avail, sess, since, state} (status NULL: the values of an HMGET
+ * reply, with priv and pid when rec has a privacy) of rec. */
 static redisReply *document_reply(const char *status, const struct presence_cluster_record *rec)
 {
-	redisReply *e[6];
+	redisReply *e[8];
 	char buf[32];
 	size_t n = 0;
 
@@ -37,6 +37,10 @@ static redisReply *document_reply(const char *status, const struct presence_clus
 	snprintf(buf, sizeof(buf), "%" PRId64, rec->since_ms);
 	e[n++] = fuzz_reply_str(REDIS_REPLY_STRING, buf, strlen(buf));
 	e[n++] = fuzz_reply_str(REDIS_REPLY_STRING, rec->state, strlen(rec->state));
+	if (status == NULL && rec->privacy != NULL) {
+		e[n++] = fuzz_reply_str(REDIS_REPLY_STRING, rec->privacy, strlen(rec->privacy));
+		e[n++] = fuzz_reply_str(REDIS_REPLY_STRING, "1-1", 3);
+	}
 	return fuzz_reply_array(n, e);
 }
 
@@ -54,7 +58,9 @@ static bool same_document(const struct presence_cluster_record *a,
 {
 	return strcmp(a->name, b->name) == 0 && a->seq == b->seq && a->available == b->available &&
 	       a->sessions == b->sessions && a->since_ms == b->since_ms &&
-	       strcmp(a->state, b->state) == 0;
+	       strcmp(a->state, b->state) == 0 &&
+	       ((a->privacy == NULL && b->privacy == NULL) ||
+	        (a->privacy != NULL && b->privacy != NULL && strcmp(a->privacy, b->privacy) == 0));
 }
 
 static void check_cas(const redisReply *reply)
@@ -99,6 +105,15 @@ static void check_user_doc(const redisReply *reply)
 		return;
 	}
 	check_document(&rec, NAME);
+	/* The privacy choice comes with the priv and pid fields, and only with them. */
+	FUZZ_CHECK((rec.privacy != NULL) == (reply->elements == 7));
+	{
+		char pid[PRESENCE_REDIS_ID_SIZE];
+
+		presence_redis_decode_user_privacy_id(reply, pid);
+		FUZZ_CHECK(strlen(pid) < sizeof(pid));
+		FUZZ_CHECK(pid[0] == '\0' || reply->elements == 7);
+	}
 	back = document_reply(NULL, &rec);
 	FUZZ_CHECK(presence_redis_decode_user_doc(back, NAME, &again) == PRESENCE_OK);
 	FUZZ_CHECK(same_document(&rec, &again));
@@ -160,6 +175,13 @@ static void check_outcomes(const redisReply *reply)
 	}
 	if (presence_redis_decode_sync(reply, &out) == PRESENCE_OK) {
 		FUZZ_CHECK(out == PRESENCE_REDIS_DONE || out == PRESENCE_REDIS_STALE);
+	}
+	if (presence_redis_decode_privacy(reply, &out) == PRESENCE_OK) {
+		FUZZ_CHECK(out == PRESENCE_REDIS_DONE || out == PRESENCE_REDIS_STALE ||
+		           out == PRESENCE_REDIS_USERS_FULL);
+		FUZZ_CHECK(reply->type == REDIS_REPLY_ARRAY);
+	} else {
+		FUZZ_CHECK(out == PRESENCE_REDIS_DONE);
 	}
 	if (presence_redis_decode_due(reply, &changed) == PRESENCE_OK) {
 		FUZZ_CHECK(changed >= 0 && reply->type == REDIS_REPLY_INTEGER);

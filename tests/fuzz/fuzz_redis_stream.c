@@ -2,12 +2,13 @@
 /*
  * libFuzzer harness: the decoders of the stream of documents (plugin/redis/redis_codec.h): the
  * reply of pv2_read ({"GAP"} or {"ENTRIES", [[id, fields], ...]}) in RESP (see resp.h), each
- * entry, and each record (a document, a user forgotten, a barrier).
+ * entry, and each record (a document, with or without a privacy choice, a privacy choice
+ * alone, a user forgotten, a barrier).
  * Invariants: a record that fails to decode leaves nothing allocated and its output zeroed; a
- * document has a name, a state and seq >= 1; a user forgotten has a name and no state; a
- * barrier has neither; an entry's id fits its buffer; and a record written back as the fields
- * presence_v2.lua appends ({u, q, a, n, t, s}, {u, q, f}, {y}) decodes to the same values
- * (decode(encode(x)) == x).
+ * document has a name, a state and seq >= 1; a privacy choice alone has a name, a privacy and
+ * no state; a user forgotten has a name and no state; a barrier has neither; an entry's id fits
+ * its buffer; and a record written back as the fields presence_v2.lua appends ({u, q, a, n, t,
+ * s[, p]}, {u, p}, {u, q, f}, {y}) decodes to the same values (decode(encode(x)) == x).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@ static redisReply *str(const char *s)
 static redisReply *record_fields(const struct presence_redis_stream_record *sr)
 {
 	const struct presence_cluster_record *rec = &sr->rec;
-	redisReply *e[12];
+	redisReply *e[14];
 	char seq[32], sess[32], since[32];
 	size_t n = 0;
 
@@ -58,6 +59,16 @@ static redisReply *record_fields(const struct presence_redis_stream_record *sr)
 		e[n++] = str(since);
 		e[n++] = str("s");
 		e[n++] = str(rec->state);
+		if (rec->privacy != NULL) {
+			e[n++] = str("p");
+			e[n++] = str(rec->privacy);
+		}
+		break;
+	case PRESENCE_REDIS_RECORD_PRIVACY:
+		e[n++] = str("u");
+		e[n++] = str(rec->name);
+		e[n++] = str("p");
+		e[n++] = str(rec->privacy);
 		break;
 	}
 	return fuzz_reply_array(n, e);
@@ -84,18 +95,23 @@ static void check_record(const redisReply *fields)
 		FUZZ_CHECK(sr.rec.name != NULL && sr.rec.state != NULL && sr.rec.seq >= 1);
 		FUZZ_CHECK(sr.rec.since_ms >= 0);
 		break;
+	case PRESENCE_REDIS_RECORD_PRIVACY:
+		FUZZ_CHECK(sr.rec.name != NULL && sr.rec.privacy != NULL && sr.rec.state == NULL &&
+		           sr.rec.seq == 0);
+		break;
 	case PRESENCE_REDIS_RECORD_FORGOTTEN:
-		FUZZ_CHECK(sr.rec.name != NULL && sr.rec.state == NULL);
+		FUZZ_CHECK(sr.rec.name != NULL && sr.rec.state == NULL && sr.rec.privacy == NULL);
 		break;
 	case PRESENCE_REDIS_RECORD_BARRIER:
-		FUZZ_CHECK(sr.rec.name == NULL && sr.rec.state == NULL);
+		FUZZ_CHECK(sr.rec.name == NULL && sr.rec.state == NULL && sr.rec.privacy == NULL);
 		break;
 	}
 	back = record_fields(&sr);
 	FUZZ_CHECK(presence_redis_decode_record(back, &again) == PRESENCE_OK);
 	FUZZ_CHECK(again.kind == sr.kind && again.rec.seq == sr.rec.seq &&
 	           same_string(again.rec.name, sr.rec.name) &&
-	           same_string(again.rec.state, sr.rec.state));
+	           same_string(again.rec.state, sr.rec.state) &&
+	           same_string(again.rec.privacy, sr.rec.privacy));
 	if (sr.kind == PRESENCE_REDIS_RECORD_DOCUMENT) {
 		FUZZ_CHECK(again.rec.available == sr.rec.available &&
 		           again.rec.sessions == sr.rec.sessions &&
