@@ -1835,32 +1835,31 @@ static int mode_ping(struct bench *b)
 
 static void usage(void)
 {
-	fprintf(
-	    stderr,
-	    "usage: loadgen --mode storm|state|latency|memory|ping|fill --port PORT [options]\n"
-	    "  --pattern P         plain | presence | lastwill | retained (default plain)\n"
-	    "  --users N           users (default 100); sessions are u<base>..\n"
-	    "  --user-base B       index of the first user (default 0)\n"
-	    "  --sessions-per-user S  memory mode: sessions of each user (default 1)\n"
-	    "  --cycles C          storm: connect/disconnect cycles (default 1)\n"
-	    "  --batch B           storm: users per connect/disconnect round (default all)\n"
-	    "  --inflight I        handshakes or disconnects in flight (default 64)\n"
-	    "  --hosts H           source addresses 127.0.0.1..127.0.0.H (default 1)\n"
-	    "  --count M           latency: connects measured (default 1000)\n"
-	    "  --qos Q             state: QoS of the writes, 0 or 1 (default 0)\n"
-	    "  --window W          state: writes outstanding per user (default 1)\n"
-	    "  --duration S        state: seconds of writing (default 3)\n"
-	    "  --state-bytes B     memory: size of each user's state (default 0)\n"
-	    "  --protocol 4|5      MQTT version of the clients (default 5)\n"
-	    "  --prefix P          presence topic prefix (default presence)\n"
-	    "  --seq Q             fill: the seq of the documents (default 1)\n"
-	    "  --broker-pid PID    broker process, for CPU time and memory\n"
-	    "  --cpu main|all      broker CPU time of its main thread only (not a plugin's\n"
-	    "                      threads), or of all its threads (default all)\n"
-	    "  --watchers W        storm: W presence/+ watchers w0.. instead of the subscriber\n"
-	    "  --watcher-groups G  watcher i sees user u when i %% G == u %% G (default 0: all)\n"
-	    "  --user-groups G     usernames g<k>/u.. and g<k>/w.., k = index %% G (default 0)\n"
-	    "  --timeout S         the whole run's deadline (default 120)\n");
+	fprintf(stderr,
+	        "usage: loadgen --mode storm|state|latency|memory|ping|fill --port PORT [options]\n"
+	        "  --pattern P         plain | presence | lastwill | retained (default plain)\n"
+	        "  --users N           users (default 100); sessions are u<base>..\n"
+	        "  --user-base B       index of the first user (default 0)\n"
+	        "  --sessions-per-user S  memory mode: sessions of each user (default 1)\n"
+	        "  --cycles C          storm: connect/disconnect cycles (default 1)\n"
+	        "  --batch B           storm: users per connect/disconnect round (default all)\n"
+	        "  --inflight I        handshakes or disconnects in flight (default 64)\n"
+	        "  --hosts H           source addresses 127.0.0.1..127.0.0.H (default 1)\n"
+	        "  --count M           latency: connects measured (default 1000)\n"
+	        "  --qos Q             state: QoS of the writes, 0 or 1 (default 0)\n"
+	        "  --window W          state: writes outstanding per user (default 1)\n"
+	        "  --duration S        state: seconds of writing (default 3)\n"
+	        "  --state-bytes B     memory: size of each user's state (default 0)\n"
+	        "  --protocol 4|5      MQTT version of the clients (default 5)\n"
+	        "  --prefix P          presence topic prefix (default presence)\n"
+	        "  --seq Q             fill: the seq of the documents (default 1)\n"
+	        "  --broker-pid PID    broker process, for CPU time and memory\n"
+	        "  --cpu main|all      broker CPU time of its main thread only (not a plugin's\n"
+	        "                      threads), or of all its threads (default all)\n"
+	        "  --watchers W        storm: W presence/+ watchers instead of the subscriber\n"
+	        "  --watcher-groups G  watcher i sees user u if i %% G == u %% G (0: all)\n"
+	        "  --user-groups G     usernames g<k>/u.. and g<k>/w.., k = index %% G\n"
+	        "  --timeout S         the whole run's deadline (default 120)\n");
 	exit(1);
 }
 
