@@ -66,8 +66,9 @@
  * one step in 150, a new groups file and SIGHUP (a quarter of the users move to other groups;
  * one time in four the file is wrong and the old groups must stay). Seven watchers subscribe
  * to presence/+: the see_everyone "dashboard" (the subscriber of the checks above), watchers in
- * one group, in two groups, in a group by their username's prefix, one without a group, an
- * anonymous one, and u0 (a user watching itself). The soak keeps a model of issue 18's rule
+ * one group, in two groups (to presence/#: it must get nothing but documents), in a group by
+ * their username's prefix, one without a group, an anonymous one, and u0 (a user watching
+ * itself). The soak keeps a model of issue 18's rule
  * (may W see U: W is U, W in see_everyone, then U's choice narrowing the operator's rule).
  * Settled means: every connection's handshake, close and write done, the dashboard's documents
  * agreeing with the truth, then a marker user (in every group) writes its state and the
@@ -200,12 +201,14 @@ struct conn {
 	int privacy_mid;
 };
 
-/* A watcher of the visibility soak: a presence/+ subscriber of one identity (NULL: anonymous)
- * and its view, per user index: the last document (NULL: none) and its seq; the last marker
- * (soak/marker) it received. */
+/* A watcher of the visibility soak: a subscriber of one identity (NULL: anonymous) to filter
+ * (presence/+, or presence/#: then nothing but documents may come either) and its view, per
+ * user index: the last document (NULL: none) and its seq; the last marker (soak/marker) it
+ * received. */
 struct watcher {
 	const char *name;
 	unsigned groups;
+	const char *filter;
 	struct mosquitto *mosq;
 	bool ready;
 	unsigned long marker;
@@ -1407,14 +1410,15 @@ static long long wall_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A watcher subscribes to presence/+ and to the markers (QoS 0, as the dashboard: in order).
+/* A watcher subscribes to its filter and to the markers (QoS 0, as the dashboard: in order).
  * The watcher of u0's identity is one of u0's sessions: the soak counts it connected. */
 static void on_watcher_connect(struct mosquitto *m, void *obj, int rc)
 {
 	struct watcher *w = obj;
-	char all[] = "presence/+", marker[] = MARKER_TOPIC;
-	char *subs[] = {all, marker};
+	char filter[32], marker[] = MARKER_TOPIC;
+	char *subs[] = {filter, marker};
 
+	snprintf(filter, sizeof(filter), "%s", w->filter);
 	assert_int_equal(rc, 0);
 	if (w->name != NULL && strcmp(w->name, soak.users[0].name) == 0) {
 		soak.users[0].connected++;
@@ -1581,7 +1585,7 @@ static void vis_settle(void)
  * session of u0 would change its document). */
 static void fresh_check(const struct watcher *proto)
 {
-	struct watcher w = {.name = proto->name, .groups = proto->groups};
+	struct watcher w = {.name = proto->name, .groups = proto->groups, .filter = proto->filter};
 	char id[64];
 	double start = now_s();
 
@@ -1898,13 +1902,16 @@ static void check_deaths(void)
 }
 #endif
 
-/* The watchers besides the dashboard: their identity (NULL: anonymous) and file groups (u0's are
- * its own, set at the start). */
+/* The watchers besides the dashboard: their identity (NULL: anonymous), file groups (u0's are
+ * its own, set at the start) and filter. w-g12 takes presence/#: no state write, privacy write,
+ * Will or another user's error notice may reach it (document_user fails on those topics). */
 static const struct {
 	const char *name;
 	unsigned groups;
-} watcher_setup[WATCHERS] = {{"w-g0", 1u},  {"w-g12", 6u}, {"a/watch", 0},
-                             {"w-none", 0}, {NULL, 0},     {"u0", 0}};
+	const char *filter;
+} watcher_setup[WATCHERS] = {{"w-g0", 1u, "presence/+"},   {"w-g12", 6u, "presence/#"},
+                             {"a/watch", 0, "presence/+"}, {"w-none", 0, "presence/+"},
+                             {NULL, 0, "presence/+"},      {"u0", 0, "presence/+"}};
 
 /* The groups file of the visibility soak: every group holds the marker; each member once, in
  * one of two blocks of its group (a group opened twice is merged). The caller frees it. */
@@ -1952,6 +1959,7 @@ static void watchers_start(void)
 
 		soak.watchers[i].name = watcher_setup[i].name;
 		soak.watchers[i].groups = watcher_setup[i].groups;
+		soak.watchers[i].filter = watcher_setup[i].filter;
 		if (watcher_setup[i].name != NULL &&
 		    strcmp(watcher_setup[i].name, soak.users[0].name) == 0) {
 			soak.watchers[i].groups = soak.users[0].groups;
