@@ -68,12 +68,12 @@
  * to presence/+: the see_everyone "dashboard" (the subscriber of the checks above), watchers in
  * one group, in two groups (to presence/#: it must get nothing but documents), in a group by
  * their username's prefix, one without a group, an anonymous one, and u0 (a user watching
- * itself). The soak keeps a model of issue 18's rule
- * (may W see U: W is U, W in see_everyone, then U's choice narrowing the operator's rule).
- * Settled means: every connection's handshake, close and write done, the dashboard's documents
- * agreeing with the truth, then a marker user (in every group) writes its state and the
- * dashboard receives that document, then the marker publishes on soak/marker and every watcher
- * receives it; each watcher then has everything the step made the broker send it. Checked:
+ * itself). The soak keeps a model of issue 18's rule (may W see U: W is U, W in see_everyone,
+ * then U's choice narrowing the operator's rule). Settled means: every connection's handshake,
+ * close and write done, the dashboard's documents agreeing with the truth, then a marker user (in
+ * every group) writes its state and the dashboard receives that document, then the marker publishes
+ * on soak/marker and every watcher receives it; each watcher then has everything the step made the
+ * broker send it. Checked:
  * - on every message: a watcher never receives a document of a user the model says it may not
  *   see at that moment, nor a zero-length message of a user it holds no document of; a
  *   document of a user it holds goes forward in seq, and one of a user it gains sight of has
