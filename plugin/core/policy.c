@@ -57,7 +57,8 @@ enum presence_verdict presence_policy_access(const struct presence_config *cfg,
 {
 	enum presence_verdict pass =
 	    cfg->acl == PRESENCE_MODE_ALLOW ? PRESENCE_VERDICT_ALLOW : PRESENCE_VERDICT_PASS;
-	bool state = topic->kind == PRESENCE_TOPIC_STATE || topic->kind == PRESENCE_TOPIC_STATE_KEY ||
+	bool state = topic->kind == PRESENCE_TOPIC_STATE ||
+	             topic->kind == PRESENCE_TOPIC_STATE_KEY ||
 	             topic->kind == PRESENCE_TOPIC_PRIVACY;
 
 	if (topic->kind == PRESENCE_TOPIC_OUTSIDE) {
