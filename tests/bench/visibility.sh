@@ -57,7 +57,6 @@ while [ $# -gt 0 ]; do
 	--plugin) plugin="$2"; shift 2 ;;
 	--loadgen) loadgen="$2"; shift 2 ;;
 	# (common.sh copies the scratch directory there on exit.)
-	# shellcheck disable=SC2034 # read by common.sh
 	--keep) keep="$2"; shift 2 ;;
 	--smoke) smoke=true; shift ;;
 	-h | --help) sed -n '2,33p' "${BASH_SOURCE[0]}"; exit 0 ;;
