@@ -208,16 +208,13 @@ static void group_from_username_groups_by_the_part_before_the_separator(void **s
 	struct broker *b = vis_start(groups, extra, &conf);
 
 	(void)state;
-	ops = vis_watch(b, "ops1", "ops", "presence/+");
-	mk.c = client_connect_as(b, "marker1", "marker", 5);
-	vis_expect_items(ops, "+marker", false);
+	ops = vis_begin(b, &mk);
 	for (size_t i = 0; i < 4; i++) {
 		char id[32], item[64];
 
 		snprintf(id, sizeof(id), "s%zu", i);
 		snprintf(item, sizeof(item), "+%s", levels[i]);
-		sessions[i] = client_connect_as(b, id, users[i], 5);
-		vis_expect_items(ops, item, false);
+		sessions[i] = vis_online(b, ops, id, users[i], item);
 	}
 
 	da = vis_watch(b, "da", "acme/dashboard", NULL);

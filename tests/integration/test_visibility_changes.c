@@ -348,13 +348,9 @@ static void sighup_applies_a_new_groups_file_and_keeps_the_old_one_on_error(void
 	cJSON *doc;
 
 	(void)state;
-	ops = vis_watch(b, "ops1", "ops", "presence/+");
-	mk.c = client_connect_as(b, "marker1", "marker", 5);
-	vis_expect_items(ops, "+marker", false);
-	alice = client_connect_as(b, "alice1", "alice", 5);
-	vis_expect_items(ops, "+alice", false);
-	bob = client_connect_as(b, "bob1", "bob", 5);
-	vis_expect_items(ops, "+bob", false);
+	ops = vis_begin(b, &mk);
+	alice = vis_online(b, ops, "alice1", "alice", "+alice");
+	bob = vis_online(b, ops, "bob1", "bob", "+bob");
 	wa = vis_watch(b, "wa1", "wa", NULL);
 	vis_expect_retained(wa, "presence/+", "+alice +marker");
 	wb = vis_watch(b, "wb1", "wb", NULL);
@@ -472,8 +468,7 @@ static void an_invisible_user_stays_invisible_across_a_restart(void **state)
 	(void)state;
 	ops = vis_watch(b, "ops1", "ops", "presence/+");
 	wb = vis_watch(b, "wb1", "wb", "presence/+");
-	alice = client_connect_as(b, "alice1", "alice", 5);
-	vis_expect_items(ops, "+alice", false);
+	alice = vis_online(b, ops, "alice1", "alice", "+alice");
 	vis_expect_items(wb, "+alice", false);
 	vis_privacy(alice, "alice", "{\"visible_to\":\"nobody\"}");
 	vis_expect_items(wb, "-alice", false);
@@ -541,8 +536,7 @@ static void an_invisible_user_stays_invisible_across_a_crash_once_saved(void **s
 
 	(void)state;
 	ops = vis_watch(b, "ops1", "ops", "presence/+");
-	alice = client_connect_as(b, "alice1", "alice", 5);
-	vis_expect_items(ops, "+alice", false);
+	alice = vis_online(b, ops, "alice1", "alice", "+alice");
 	/* Her document is saved; then her choice, and the save that records it. */
 	assert_true(broker_log_wait(b, "saved state of 1 users", 5000));
 	vis_privacy(alice, "alice", "{\"visible_to\":\"nobody\"}");
@@ -557,8 +551,7 @@ static void an_invisible_user_stays_invisible_across_a_crash_once_saved(void **s
 	vis_expect_retained(wb, "presence/+", "");
 	q = vis_querier(b, "qwb", "wb");
 	vis_query_unknown(q, "qwb", "alice");
-	alice = client_connect_as(b, "alice1", "alice", 5);
-	vis_expect_items(ops, "+alice", false);
+	alice = vis_online(b, ops, "alice1", "alice", "+alice");
 	expect_nothing(wb);
 	vis_query_unknown(q, "qwb", "alice");
 

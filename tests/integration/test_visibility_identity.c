@@ -27,8 +27,7 @@ static void with_identity_clientid_watchers_are_named_by_their_client_ids(void *
 	ops = vis_watch(b, "ops", NULL, "presence/+");
 	mk.c = client_connect_as(b, "marker", "nobody-in-particular", 5);
 	vis_expect_items(ops, "+marker", false);
-	alice = client_connect_as(b, "alice", "wb", 5);
-	vis_expect_items(ops, "+alice", false);
+	alice = vis_online(b, ops, "alice", "wb", "+alice");
 	/* wa logs in as "wb" (and wb as "wa"): each sees per its client id. */
 	wa = vis_watch(b, "wa", "wb", NULL);
 	vis_expect_retained(wa, "presence/+", "+alice +marker");
@@ -95,16 +94,13 @@ static void a_separator_of_several_bytes_ends_the_group_at_its_first_occurrence(
 	struct broker *b = vis_start(groups, extra, &conf);
 
 	(void)state;
-	ops = vis_watch(b, "ops1", "ops", "presence/+");
-	mk.c = client_connect_as(b, "marker1", "marker", 5);
-	vis_expect_items(ops, "+marker", false);
+	ops = vis_begin(b, &mk);
 	for (size_t i = 0; i < 4; i++) {
 		char id[16], item[64];
 
 		snprintf(id, sizeof(id), "s%zu", i);
 		snprintf(item, sizeof(item), "+%s", users[i]);
-		sessions[i] = client_connect_as(b, id, users[i], 5);
-		vis_expect_items(ops, item, false);
+		sessions[i] = vis_online(b, ops, id, users[i], item);
 	}
 	dash = vis_watch(b, "dash", "acme::dash", NULL);
 	vis_expect_retained(dash, "presence/+", "+acme::s1 +acme::x::y +marker");

@@ -372,6 +372,28 @@ static inline void vis_query_known(struct client *q, const char *id, const char 
 
 /* Prepares a broker, writes text to @DIR@/groups (unless NULL) and launches the standard
  * config plus extra. */
+/* The watcher every scenario starts with (ops, in see_everyone, on presence/+) and the marker
+ * user, once ops has seen it. Returns ops. */
+static inline struct client *vis_begin(struct broker *b, struct vis_marker *mk)
+{
+	struct client *ops = vis_watch(b, "ops1", "ops", "presence/+");
+
+	mk->c = client_connect_as(b, "marker1", "marker", 5);
+	vis_expect_items(ops, "+marker", false);
+	return ops;
+}
+
+/* Connects a session of user (client id id) and waits until ops has its document (item
+ * "+<level>"). */
+static inline struct client *vis_online(struct broker *b, struct client *ops, const char *id,
+                                        const char *user, const char *item)
+{
+	struct client *c = client_connect_as(b, id, user, 5);
+
+	vis_expect_items(ops, item, false);
+	return c;
+}
+
 static inline struct broker *vis_start(const char *groups, const char *extra, char **conf_out)
 {
 	struct broker *b = broker_prepare(NULL);
