@@ -148,32 +148,3 @@ enum presence_err presence_policy_write_changes(const struct presence_state *sta
 	presence_state_release(&scratch);
 	return err;
 }
-
-bool presence_policy_stale_document(const struct presence_registry *reg,
-                                    const struct presence_topic *topic, size_t payload_len)
-{
-	char stack[256];
-	char *name = stack;
-	struct presence_user *user;
-	struct presence_document doc;
-	bool stale;
-
-	if (topic->kind != PRESENCE_TOPIC_DOCUMENT || payload_len == 0) {
-		return false;
-	}
-	if (topic->user_len >= sizeof(stack)) {
-		name = malloc(topic->user_len + 1);
-		if (name == NULL) {
-			return false;
-		}
-	}
-	presence_topic_decode_level_into(topic->user, topic->user_len, name);
-	user = presence_topic_level_is_user(topic->user, topic->user_len, name)
-	           ? presence_registry_user_find(reg, name)
-	           : NULL;
-	stale = user == NULL || !presence_user_published(user, &doc);
-	if (name != stack) {
-		free(name);
-	}
-	return stale;
-}

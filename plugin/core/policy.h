@@ -89,14 +89,6 @@ const char *presence_policy_response_topic_refusal(const struct presence_config 
 bool presence_policy_takeover_will(const void *client, const char *id, const void *connecting,
                                    const char *connecting_id);
 
-/* Returns true when a document on topic (a DOCUMENT topic, payload_len bytes) cannot be one of
- * the plugin's current documents: it is not empty (an empty one is the removal of a forgotten
- * user's) and its user has no document in reg. Such a document is a stale one the broker
- * restored from its persistence database (a user forgotten since it was saved, or a restart
- * without state file): nobody may read it. Returns false when memory runs out. */
-bool presence_policy_stale_document(const struct presence_registry *reg,
-                                    const struct presence_topic *topic, size_t payload_len);
-
 /* Dry run of a state write: whether the write (a merge when merge is true, else set_key of the
  * key_len bytes at key) would change state, without touching it. Returns PRESENCE_OK with
  * *changed, or the write's error (reason filled as by the state module). */

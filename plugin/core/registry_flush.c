@@ -403,8 +403,7 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 		/* Never published and nothing to say: the user was never online. */
 		return PRESENCE_OK;
 	}
-	reg->prep_seq = user->seq + 1;
-	if (reg->has_guard && !reg->guard.allows(reg->guard.arg, user, reg->prep_seq)) {
+	if (reg->has_guard && !reg->guard.allows(reg->guard.arg, user, user->seq + 1)) {
 		return hold(reg, user);
 	}
 	if (user->widened) {
@@ -422,7 +421,7 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 	doc->available = available;
 	doc->sessions = user->sessions;
 	doc->since_ms = reg->prep_since_ms;
-	doc->seq = reg->prep_seq;
+	doc->seq = user->seq + 1;
 	doc->state_json = presence_state_json(&user->state);
 	*due = true;
 	return PRESENCE_OK;
@@ -431,7 +430,7 @@ enum presence_err presence_registry_document_prepare(struct presence_registry *r
 void presence_registry_document_sent(struct presence_registry *reg, struct presence_user *user)
 {
 	/* Nothing about the user changed since presence_registry_document_prepare. */
-	user->seq = reg->prep_seq;
+	user->seq++;
 	user->widened = false;
 	if (!user->published) {
 		user->published = true;

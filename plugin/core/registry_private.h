@@ -142,8 +142,6 @@ struct presence_registry {
 	struct presence_cursor *cursors[PRESENCE_REGISTRY_CURSORS];
 	/* The since of the document being prepared. */
 	int64_t prep_since_ms;
-	/* The seq of the document prepared. */
-	uint64_t prep_seq;
 	/* Counters kept incrementally. */
 	size_t available;
 	size_t active;

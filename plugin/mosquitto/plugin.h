@@ -98,7 +98,7 @@ struct presence_plugin {
 	bool unseen_login_logged;
 	/* Whether every current document is one of the registry's (a single broker always; a
 	 * cluster broker once it has the cluster's first snapshot): documents of other users are
-	 * stale then (presence_policy_stale_document). */
+	 * stale then (presence_sight_read). */
 	bool documents_authoritative;
 	/* Where documents come from and state writes go, chosen once by init: a single broker's
 	 * registry or the cluster (backend.h). */
