@@ -553,6 +553,14 @@ static enum presence_err privacy_write(struct presence_plugin *p, struct presenc
 	if (err != PRESENCE_OK) {
 		return err;
 	}
+	/* What waits for Redis is bounded, as for counts and resyncs. */
+	if (presence_redis_backlog(p->cluster->redis) >= BACKLOG_MAX) {
+		presence_privacy_free(choice);
+		snprintf(reason, PRESENCE_STATE_REASON_SIZE,
+		         "too many requests waiting for the cluster store (Redis); the write was "
+		         "not applied");
+		return PRESENCE_ERR_FULL;
+	}
 	req = presence_redis_request_new(PRESENCE_REDIS_PRIVACY_WRITE, presence_user_name(user));
 	if (req != NULL) {
 		req->privacy = privacy_text(choice);
