@@ -163,51 +163,21 @@ broken=0
 # Brokers
 # ---------------------------------------------------------------------------------------------
 
-# start_broker NAME KIND [extra config lines]: KIND is bare or plugin. Sets $port and $pid.
-# Logging is limited to errors and warnings, with no connection messages, in both, so that the
-# broker's log formatting is not what gets compared; $SYS is off except for memory (below).
+# start_broker NAME KIND [extra config lines]: KIND is bare or plugin (bench_start_broker, whose
+# logging and $SYS settings are the same for both, so that the broker's log formatting is not
+# what gets compared; s5 turns $SYS on for memory).
 start_broker() {
-	local name="$1" kind="$2" extra="${3:-}" conf="$work/$1.conf" log="$work/$1.log" _try
-	for _try in 1 2 3 4 5; do
-		port=$((20000 + RANDOM % 12000))
-		{
-			echo "listener $port 127.0.0.1"
-			echo "allow_anonymous true"
-			echo "persistence false"
-			echo "log_dest file $log"
-			echo "log_type error"
-			echo "log_type warning"
-			echo "connection_messages false"
-			echo "sys_interval 0"
-			# Without it, Nagle and delayed ACKs stall small writes by 40 ms now and then;
-			# presence traffic is all small writes.
-			echo "set_tcp_nodelay true"
-			# As root, mosquitto would drop to the user "mosquitto" (and could not write
-			# the log here) unless told otherwise.
-			[ "$(id -u)" != 0 ] || echo "user root"
-			if [ "$kind" = plugin ]; then
-				echo "plugin $plugin"
-				echo "plugin_opt_auth allow"
-				echo "plugin_opt_acl allow"
-				# The benchmarks measure what writes cost, not the write limit.
-				echo "plugin_opt_max_writes_per_second 0"
-			fi
-			[ -z "$extra" ] || printf '%s\n' "$extra"
-		} >"$conf"
-		: >"$log"
-		"$mosquitto" -c "$conf" >>"$log" 2>&1 &
-		pid=$!
-		bench_pids+=("$pid")
-		if "$loadgen" --mode ping --port "$port" --timeout 10 >/dev/null 2>>"$log" &&
-			kill -0 "$pid" 2>/dev/null; then
-			return 0
-		fi
-		# The port was taken (or the broker failed): try another one.
-		bench_stop "$pid"
-	done
-	echo "run.sh: broker $name did not start; its log:" >&2
-	cat "$log" >&2
-	exit 1
+	local lines=""
+	if [ "$2" = plugin ]; then
+		# The benchmarks measure what writes cost, not the write limit.
+		lines="plugin $plugin
+plugin_opt_auth allow
+plugin_opt_acl allow
+plugin_opt_max_writes_per_second 0"
+	fi
+	[ -z "${3:-}" ] || lines="${lines:+$lines
+}$3"
+	bench_start_broker "$1" "$lines"
 }
 
 

@@ -103,42 +103,16 @@ groups_file() {
 }
 
 # start_broker NAME EXTRA: the bare broker (EXTRA = bare) or the plugin with EXTRA config
-# lines. Sets $port and $pid. (As run.sh: errors and warnings only, no $SYS, TCP_NODELAY.)
+# lines (bench_start_broker, as run.sh). Sets $port and $pid.
 start_broker() {
-	local name="$1" extra="$2" conf="$work/$1.conf" log="$work/$1.log" _try
-	for _try in 1 2 3 4 5; do
-		port=$((20000 + RANDOM % 12000))
-		{
-			echo "listener $port 127.0.0.1"
-			echo "allow_anonymous true"
-			echo "persistence false"
-			echo "log_dest file $log"
-			echo "log_type error"
-			echo "log_type warning"
-			echo "connection_messages false"
-			echo "sys_interval 0"
-			echo "set_tcp_nodelay true"
-			[ "$(id -u)" != 0 ] || echo "user root"
-			if [ "$extra" != bare ]; then
-				echo "plugin $plugin"
-				echo "plugin_opt_auth allow"
-				echo "plugin_opt_acl allow"
-				printf '%s\n' "$extra"
-			fi
-		} >"$conf"
-		: >"$log"
-		"$mosquitto" -c "$conf" >>"$log" 2>&1 &
-		pid=$!
-		bench_pids+=("$pid")
-		if "$loadgen" --mode ping --port "$port" --timeout 10 >/dev/null 2>>"$log" &&
-			kill -0 "$pid" 2>/dev/null; then
-			return 0
-		fi
-		bench_stop "$pid"
-	done
-	echo "visibility.sh: broker $name did not start; its log:" >&2
-	cat "$log" >&2
-	exit 1
+	if [ "$2" = bare ]; then
+		bench_start_broker "$1" ""
+	else
+		bench_start_broker "$1" "plugin $plugin
+plugin_opt_auth allow
+plugin_opt_acl allow
+$2"
+	fi
 }
 
 # one_run WATCHERS CONFIG RUN
